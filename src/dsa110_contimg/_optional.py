@@ -1,0 +1,30 @@
+"""Lazy import of optional dependencies with an actionable error."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from dsa110_contimg.pipeline.exceptions import MissingDependencyError
+
+__all__ = ["require"]
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import ``module`` or raise `MissingDependencyError` naming the pip extra.
+
+    Parameters
+    ----------
+    module : str
+        Dotted module name, e.g. ``"casacore.tables"``.
+    extra : str
+        The ``dsa110-contimg`` extra that provides it, e.g. ``"casa"``.
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        msg = (
+            f"optional dependency {module!r} is not installed; "
+            f"install it with: pip install 'dsa110-contimg[{extra}]'"
+        )
+        raise MissingDependencyError(msg) from err

@@ -1,0 +1,1 @@
+"""Data ingestion: raw subband groups to Measurement Sets, sky models, photometry."""

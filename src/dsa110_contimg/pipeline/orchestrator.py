@@ -1,0 +1,269 @@
+"""The unified pipeline orchestrator: one code path for batch and streaming.
+
+A *block* is ``services.mosaic_duration_min`` of groups ending at a block end
+time; consecutive blocks overlap by ``services.mosaic_overlap_min``. Processing
+a block images each of its MSs (skipping images that exist, so overlapping
+blocks share them) and measures the catalogue on each image. CPU-heavy work
+runs in a process pool so the event loop stays responsive; at most
+``services.max_concurrent_blocks`` blocks run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from astropy.time import Time, TimeDelta
+
+from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+from dsa110_contimg.pipeline.exceptions import ConfigError, PipelineError
+from dsa110_contimg.pipeline.stages import imaging_stage, photometry_stage
+from dsa110_contimg.state import open_db
+from dsa110_contimg.state.products import record_product
+from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
+from dsa110_contimg.utils.logging import bind_context
+from dsa110_contimg.utils.monitoring import PipelineMetrics
+
+__all__ = ["ProcessingBlock", "ProcessingResult", "PipelineOrchestrator",
+           "parse_ms_time"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingBlock:
+    """A time window of Measurement Sets processed (and later mosaicked) together."""
+
+    block_id: str
+    start_time: Time
+    end_time: Time
+    ms_files: tuple[Path, ...]
+
+
+@dataclass(slots=True)
+class ProcessingResult:
+    """Outcome of `PipelineOrchestrator.process_block`."""
+
+    block_id: str
+    success: bool
+    processing_time: float
+    output_files: dict[str, list[str]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_ms_time(path: Path) -> datetime | None:
+    """Return the group time encoded in an MS name ``drift_YYYYmmddTHHMMSS_00.ms``."""
+    name = Path(path).name
+    if not (name.startswith("drift_") and name.endswith(".ms")):
+        return None
+    try:
+        stamp = datetime.strptime(name[6:21], "%Y%m%dT%H%M%S")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=timezone.utc)
+
+
+def _to_utc_datetime(value: str | Time | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str):
+        value = value.replace("Z", "").split("+")[0]
+    return Time(value, scale="utc").to_datetime(timezone.utc)
+
+
+def _process_ms(ms_path: str, config: PipelineConfig, cfg_hash: str,
+                catalog: SkyCatalog | None) -> dict[str, object]:
+    """Image one MS and measure the catalogue on it (runs in a worker process)."""
+    images_dir = Path(config.paths.images_dir)
+    product = imaging_stage.image_ms(Path(ms_path), images_dir, config.imaging,
+                                     config_hash=cfg_hash)
+    out: dict[str, object] = {"image": str(product.image_path), "skipped": product.skipped}
+    for kind in ("residual", "psf"):
+        path = getattr(product, f"{kind}_path")
+        if Path(path).exists():
+            out[kind] = str(path)
+    if catalog is not None:
+        table = photometry_stage.measure_image(product.image_path, catalog,
+                                               config.photometry)
+        out["photometry_rows"] = table
+    return out
+
+
+class PipelineOrchestrator:
+    """Run processing blocks through the stages.
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        Resolved configuration.
+    catalog : SkyCatalog, optional
+        Sources to measure; defaults to ``paths.catalog_path`` when set.
+    executor : concurrent.futures.Executor, optional
+        Where CPU-heavy work runs; defaults to a process pool of
+        ``services.max_workers`` processes.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        *,
+        catalog: SkyCatalog | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.config = config
+        self.config_hash = config_hash(config)
+        if catalog is None and config.paths.catalog_path is not None:
+            catalog = load_catalog(config.paths.catalog_path)
+        self.catalog = catalog
+        self._executor = executor
+        self._owns_executor = executor is None
+        self._semaphore: asyncio.Semaphore | None = None
+        self.metrics = PipelineMetrics(config.paths.state_db)
+
+    # -- blocks ---------------------------------------------------------------
+    def create_processing_block(
+        self, block_end_time: Time | str, ms_files: list[str | Path]
+    ) -> ProcessingBlock:
+        """Return the block of ``mosaic_duration_min`` ending at ``block_end_time``."""
+        end = Time(block_end_time, scale="utc")
+        start = end - TimeDelta(self.config.services.mosaic_duration_min * 60.0, format="sec")
+        files = tuple(sorted(Path(f) for f in ms_files))
+        block_id = "block_" + end.to_datetime().strftime("%Y%m%dT%H%M%S")
+        return ProcessingBlock(block_id, start, end, files)
+
+    def find_ms_blocks_for_batch(
+        self, start_time_iso: str, end_time_iso: str
+    ) -> dict[Time, list[str]]:
+        """Return ``{block_end_time: ms_files}`` for blocks covering a time range.
+
+        Blocks are ``mosaic_duration_min`` long and start every
+        ``mosaic_duration_min - mosaic_overlap_min``; the first starts at
+        ``start_time_iso``. Only blocks holding at least one MS (from
+        ``paths.ms_stage1_dir``) are returned; an MS belongs to a block when its
+        group time lies in ``[block start, block end)``.
+        """
+        svc = self.config.services
+        start = _to_utc_datetime(start_time_iso)
+        end = _to_utc_datetime(end_time_iso)
+        if end <= start:
+            msg = f"end time {end_time_iso} is not after start time {start_time_iso}"
+            raise ValueError(msg)
+        ms_dir = Path(self.config.paths.ms_stage1_dir)
+        stamped = sorted((t, p) for p in ms_dir.glob("drift_*.ms")
+                         if (t := parse_ms_time(p)) is not None)
+        duration = timedelta(minutes=svc.mosaic_duration_min)
+        step = timedelta(minutes=svc.mosaic_duration_min - svc.mosaic_overlap_min)
+        blocks: dict[Time, list[str]] = {}
+        block_start = start
+        while block_start < end:
+            block_end = block_start + duration
+            members = [str(p) for t, p in stamped if block_start <= t < block_end]
+            if members:
+                blocks[Time(block_end, scale="utc")] = members
+            block_start += step
+        return blocks
+
+    # -- processing -----------------------------------------------------------
+    def _get_executor(self) -> Executor:
+        if self._executor is None:
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.config.services.max_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        return self._executor
+
+    def close(self) -> None:
+        """Shut down the worker pool this orchestrator created."""
+        if self._executor is not None and self._owns_executor:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def process_block(self, block: ProcessingBlock) -> ProcessingResult:
+        """Image and measure every MS of ``block``.
+
+        One failing MS does not stop the others; its error is listed in the
+        result, which is then unsuccessful. Products are recorded in the
+        pipeline database and the block's timing in `PipelineMetrics`.
+        """
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.config.services.max_concurrent_blocks)
+        async with self._semaphore:
+            return await self._process_block(block)
+
+    async def _process_block(self, block: ProcessingBlock) -> ProcessingResult:
+        t0 = time.perf_counter()
+        result = ProcessingResult(block.block_id, success=False, processing_time=0.0)
+        loop = asyncio.get_running_loop()
+        with bind_context(block_id=block.block_id, stage="imaging"):
+            log.info("block start", extra={"n_ms": len(block.ms_files)})
+            missing = [str(p) for p in block.ms_files if not Path(p).exists()]
+            for path in missing:
+                result.errors.append(f"{path}: MS not found")
+            executor = self._get_executor()
+            futures = [
+                loop.run_in_executor(executor, _process_ms, str(p), self.config,
+                                     self.config_hash, self.catalog)
+                for p in block.ms_files if str(p) not in missing
+            ]
+            outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        tables = []
+        good = [p for p in block.ms_files if str(p) not in missing]
+        for ms_path, outcome in zip(good, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                kind = type(outcome).__name__
+                result.errors.append(f"{ms_path}: {kind}: {outcome}")
+                log.error("ms processing failed", extra={"block_id": block.block_id,
+                                                          "ms": str(ms_path),
+                                                          "error": str(outcome)})
+                if not isinstance(outcome, PipelineError | OSError):
+                    log.error("unexpected error", exc_info=outcome)
+                continue
+            for kind in ("image", "residual", "psf"):
+                if kind in outcome:
+                    result.output_files.setdefault(kind, []).append(str(outcome[kind]))
+            if "photometry_rows" in outcome:
+                tables.append(outcome["photometry_rows"])
+        if tables:
+            table_path = Path(self.config.paths.products_dir) / f"photometry_{block.block_id}.csv"
+            photometry_stage.write_photometry_table(tables, table_path)
+            result.output_files["photometry"] = [str(table_path)]
+        result.success = not result.errors and bool(result.output_files.get("image"))
+        if not block.ms_files:
+            result.errors.append(f"block {block.block_id} has no Measurement Sets")
+        result.processing_time = time.perf_counter() - t0
+        self._record(block, result)
+        log.info("block done", extra={"block_id": block.block_id,
+                                      "success": result.success,
+                                      "duration_s": round(result.processing_time, 2)})
+        return result
+
+    def _record(self, block: ProcessingBlock, result: ProcessingResult) -> None:
+        self.metrics.record_block_processing(
+            block_id=block.block_id, success=result.success,
+            processing_time=result.processing_time, ms_count=len(block.ms_files),
+            image_count=len(result.output_files.get("image", [])),
+            error_message="; ".join(result.errors) or None,
+        )
+        conn = open_db(Path(self.config.paths.state_db))
+        try:
+            for kind, paths in result.output_files.items():
+                for path in paths:
+                    record_product(conn, block_id=block.block_id, kind=kind, path=path)
+        finally:
+            conn.close()
+
+
+def check_backend(config: PipelineConfig) -> None:
+    """Raise `ConfigError` early when the configured imaging backend is unknown."""
+    from dsa110_contimg.tools.imagers import IMAGERS
+
+    if config.imaging.backend not in IMAGERS:
+        msg = (f"imaging.backend {config.imaging.backend!r} is not available; "
+               f"choose one of {sorted(IMAGERS)}")
+        raise ConfigError(msg)

@@ -1,0 +1,1 @@
+"""Processing stages: each takes its config section and returns products."""

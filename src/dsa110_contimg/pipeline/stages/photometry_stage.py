@@ -1,0 +1,163 @@
+"""Photometry stage: forced photometry of catalogue sources on each image.
+
+The primary-beam correction uses the beam averaged over the group's drift
+(the beam is fixed on the meridian while the sky moves through it), computed
+from the pointing track recorded in the image header by the imaging stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import EarthLocation
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
+
+from dsa110_contimg.data_ingestion import _phasing
+from dsa110_contimg.data_ingestion.photometry import Beam, PhotometryFlag, measure_forced
+from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.telescope.beam_models import drift_averaged_beam
+from dsa110_contimg.utils.config_loader import PhotometryConfig
+
+__all__ = ["PHOTOMETRY_COLUMNS", "image_primary_beam", "measure_image",
+           "write_photometry_table", "read_photometry_table"]
+
+log = logging.getLogger(__name__)
+
+PHOTOMETRY_COLUMNS = (
+    "source_name", "ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "peak_jy", "rms_jy",
+    "snr", "pb", "flags", "mjd", "freq_hz", "image_kind", "image_path",
+)
+_N_BEAM_FREQS = 8
+_EDGE_FRACTION = 0.05
+
+
+def _location() -> EarthLocation:
+    return EarthLocation.from_geodetic(dsa110.ARRAY_LON_DEG * u.deg,
+                                       dsa110.ARRAY_LAT_DEG * u.deg,
+                                       dsa110.ARRAY_HEIGHT_M * u.m)
+
+
+def image_primary_beam(
+    header: fits.Header, ra_deg: np.ndarray, dec_deg: np.ndarray
+) -> np.ndarray:
+    """Return the drift-averaged primary beam at positions in an image.
+
+    Raises
+    ------
+    InputDataError
+        The header lacks the pointing track written by the imaging stage.
+    """
+    needed = ("DSAPTDEC", "DSAT0MJD", "DSADTSEC", "DSANTIME", "DSAFMIN", "DSAFMAX")
+    missing = [k for k in needed if k not in header]
+    if missing:
+        msg = (f"image header lacks {missing}: the pointing track is unknown, so the "
+               "primary beam cannot be computed; re-image the MS with this pipeline")
+        raise InputDataError(msg)
+    times_jd = (header["DSAT0MJD"] + np.arange(header["DSANTIME"])
+                * header["DSADTSEC"] / 86400.0) + 2400000.5
+    track_ra, track_dec = _phasing.meridian_icrs_deg(
+        np.deg2rad(header["DSAPTDEC"]), times_jd, _location())
+    freqs = np.linspace(header["DSAFMIN"], header["DSAFMAX"], _N_BEAM_FREQS)
+    return drift_averaged_beam(ra_deg, dec_deg, track_ra, track_dec, freqs)
+
+
+def measure_image(
+    image_path: Path,
+    catalog: SkyCatalog,
+    cfg: PhotometryConfig,
+    *,
+    image_kind: str = "image",
+) -> Table:
+    """Measure every catalogue source that falls on an image.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source on the image, columns `PHOTOMETRY_COLUMNS`;
+        ``flux_jy`` is the primary-beam-corrected flux density at the image's
+        central frequency.
+    """
+    try:
+        with fits.open(image_path) as hdul:
+            header = hdul[0].header
+            data = np.asarray(hdul[0].data, dtype=np.float64)
+    except (OSError, TypeError, ValueError) as err:
+        msg = f"{image_path}: cannot read FITS image ({err}); re-image the MS"
+        raise InputDataError(msg) from err
+    image = data.reshape(data.shape[-2:])
+    with warnings.catch_warnings():  # WSClean's DATE-OBS gets a harmless 'datfix'
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header).celestial
+    beam = Beam.from_header(header)
+    ny, nx = image.shape
+    center = wcs.pixel_to_world(nx / 2, ny / 2)
+    radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
+    sub = catalog.select_within(center.ra.deg, center.dec.deg, radius)
+    pb = image_primary_beam(header, sub.ra_deg, sub.dec_deg)
+    result = measure_forced(image, wcs, sub.ra_deg, sub.dec_deg, beam=beam,
+                            names=sub.name, pb=pb, min_pb=cfg.min_pb,
+                            box_beams=cfg.box_beams)
+    on_image = (result.flags & PhotometryFlag.EDGE) == 0
+    # Imagers clean poorly near the border: measurements there are flagged EDGE.
+    border = _EDGE_FRACTION * np.array([nx, ny])
+    near_edge = ((result.x_pix < border[0]) | (result.x_pix > nx - 1 - border[0])
+                 | (result.y_pix < border[1]) | (result.y_pix > ny - 1 - border[1]))
+    flags = np.where(near_edge, result.flags | PhotometryFlag.EDGE, result.flags)
+    mjd = header["DSAT0MJD"] + 0.5 * (header["DSANTIME"] - 1) * header["DSADTSEC"] / 86400
+    freq_hz = _image_frequency(header)
+    n = int(on_image.sum())
+    table = Table({
+        "source_name": result.name[on_image], "ra_deg": result.ra_deg[on_image],
+        "dec_deg": result.dec_deg[on_image], "flux_jy": result.flux_jy[on_image],
+        "flux_err_jy": result.flux_err_jy[on_image], "peak_jy": result.peak_jy[on_image],
+        "rms_jy": result.rms_jy[on_image], "snr": result.snr[on_image],
+        "pb": result.pb[on_image], "flags": flags[on_image],
+        "mjd": np.full(n, mjd), "freq_hz": np.full(n, freq_hz),
+        "image_kind": np.full(n, image_kind), "image_path": np.full(n, str(image_path)),
+    })
+    log.info("photometry measured", extra={"image": str(image_path), "n_sources": n})
+    return table
+
+
+def _image_frequency(header: fits.Header) -> float:
+    for axis in range(1, int(header.get("NAXIS", 0)) + 1):
+        if str(header.get(f"CTYPE{axis}", "")).startswith("FREQ"):
+            return float(header[f"CRVAL{axis}"])
+    return 0.5 * (header["DSAFMIN"] + header["DSAFMAX"])
+
+
+def write_photometry_table(tables: Iterable[Table], path: Path) -> Path:
+    """Write measurements as CSV atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PHOTOMETRY_COLUMNS)
+        for table in tables:
+            for row in table.iterrows(*PHOTOMETRY_COLUMNS):
+                writer.writerow([_fmt(v) for v in row])
+    os.replace(tmp, path)
+    return path
+
+
+def read_photometry_table(path: Path) -> Table:
+    """Read a photometry CSV written by `write_photometry_table`."""
+    return Table.read(path, format="ascii.csv")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.8g}"
+    return str(value)

@@ -1,0 +1,254 @@
+"""Simulate a drift-scan observation as subband groups of raw UVH5 files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import EarthLocation
+from astropy.time import Time
+from numpy.typing import NDArray
+from pyuvdata import Telescope
+from pyuvdata.utils import ECEF_from_ENU
+
+from dsa110_contimg.data_ingestion import _phasing
+from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, write_catalog
+from dsa110_contimg.simulation._predict import predict_visibilities
+from dsa110_contimg.simulation._sky import make_sky
+from dsa110_contimg.simulation._writer import write_subband_file
+from dsa110_contimg.telescope import dsa110
+
+__all__ = ["ObservationSpec", "SimulatedGroup", "SimulationResult", "simulate_observation"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationSpec:
+    """What to simulate. Sizes default to the real DSA-110 shape."""
+
+    start_time: datetime
+    n_groups: int = 1
+    n_antennas: int = dsa110.N_ANTENNAS_ACTIVE
+    n_chan_per_subband: int = dsa110.N_CHAN_PER_SUBBAND
+    n_times: int = dsa110.N_TIMES_PER_GROUP
+    declination_deg: float = 37.0
+    n_sources: int = 12
+    min_flux_jy: float = 0.05
+    max_flux_jy: float = 2.0
+    field_radius_deg: float = 1.5
+    sefd_jy: float = dsa110.SEFD_JY
+    noise: bool = True
+    gains: bool = False
+    gain_amp_rms: float = 0.05
+    gain_phase_rms_deg: float = 10.0
+    missing_subbands: tuple[int, ...] = ()
+    timestamp_jitter_s: float = 2.0
+    swapped_fraction: float = 0.05
+    seed: int = 42
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedGroup:
+    """One written group: its nominal start and its files."""
+
+    start_time: datetime
+    files: tuple[Path, ...]
+    missing_subbands: tuple[int, ...]
+    meridian_ra_deg: float
+
+
+@dataclass(frozen=True, slots=True)
+class SimulationResult:
+    """Everything the simulator wrote, with the truth."""
+
+    output_dir: Path
+    groups: tuple[SimulatedGroup, ...]
+    sky: SkyCatalog
+    sky_path: Path
+    gains_path: Path | None
+    truth_path: Path
+    antenna_gains: NDArray[np.complex128] | None = field(default=None)
+
+
+def _location() -> EarthLocation:
+    return EarthLocation.from_geodetic(
+        dsa110.ARRAY_LON_DEG * u.deg, dsa110.ARRAY_LAT_DEG * u.deg,
+        dsa110.ARRAY_HEIGHT_M * u.m,
+    )
+
+
+def _telescope(n_antennas: int, location: EarthLocation) -> Telescope:
+    enu = dsa110.antenna_layout_enu(n_antennas=n_antennas)
+    ecef = ECEF_from_ENU(enu, center_loc=location)
+    rel = ecef - np.array([location.x.to_value(u.m), location.y.to_value(u.m),
+                           location.z.to_value(u.m)])
+    numbers = np.arange(1, n_antennas + 1)
+    return Telescope.new(
+        location=location,
+        name=dsa110.TELESCOPE_NAME,
+        instrument="DSA-110",
+        antenna_positions={int(n): rel[i] for i, n in enumerate(numbers)},
+        antenna_names=dsa110.antenna_names(n_antennas),
+        antenna_numbers=numbers,
+        antenna_diameters=np.full(n_antennas, dsa110.DISH_DIAMETER_M),
+        mount_type="alt-az",
+        feed_array=np.tile(["x", "y"], (n_antennas, 1)),
+        feed_angle=np.tile([np.pi / 2, 0.0], (n_antennas, 1)),
+    )
+
+
+def simulate_observation(
+    spec: ObservationSpec,
+    output_dir: Path,
+    *,
+    sky: SkyCatalog | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SimulationResult:
+    """Write ``spec.n_groups`` subband groups of raw files plus the truth.
+
+    Files are ``<isot>_sbNN.hdf5`` in ``output_dir``; the truth goes to
+    ``output_dir/truth/`` (``sky.csv`` in the pipeline's catalogue format,
+    ``gains.csv`` when gains are applied, ``observation.json``). Subbands in
+    ``spec.missing_subbands`` are left out of the last group.
+
+    Parameters
+    ----------
+    spec : ObservationSpec
+        What to simulate.
+    output_dir : Path
+        Where to write.
+    sky : SkyCatalog, optional
+        Sources to observe; by default a random sky around each group's
+        meridian (``spec.n_sources`` per group).
+    progress : callable, optional
+        Called with a short message after each file.
+
+    Returns
+    -------
+    SimulationResult
+    """
+    rng = np.random.default_rng(spec.seed)
+    output_dir = Path(output_dir)
+    truth_dir = output_dir / "truth"
+    truth_dir.mkdir(parents=True, exist_ok=True)
+    location = _location()
+    telescope = _telescope(spec.n_antennas, location)
+    numbers = np.asarray(telescope.antenna_numbers)
+    i1, i2 = np.triu_indices(spec.n_antennas)
+    ant1, ant2 = numbers[i1], numbers[i2]
+    xyz = _phasing.baseline_xyz_m(
+        np.asarray(telescope.antenna_positions), i1, i2, location.lon.to_value(u.rad)
+    )
+    dec_app = np.deg2rad(spec.declination_deg)
+    uvw_meridian = _phasing.uvw_for_hadec_m(xyz, 0.0, dec_app)
+    cross = i1 != i2
+    swapped = cross & (rng.uniform(size=i1.size) < spec.swapped_fraction)
+
+    start = spec.start_time.astimezone(timezone.utc)
+    tau = dsa110.INTEGRATION_TIME_S
+    group_span_s = tau * spec.n_times
+    group_starts = [start + timedelta(seconds=k * group_span_s) for k in range(spec.n_groups)]
+    group_times = [
+        Time(gs).jd + (np.arange(spec.n_times) + 0.5) * tau / 86400.0 for gs in group_starts
+    ]
+    mid_ras = [
+        float(np.median(_phasing.meridian_icrs_deg(dec_app, t, location)[0]))
+        for t in group_times
+    ]
+    if sky is None:
+        sky = make_sky(
+            np.asarray(mid_ras), spec.declination_deg,
+            n_sources_per_center=spec.n_sources, radius_deg=spec.field_radius_deg,
+            min_flux_jy=spec.min_flux_jy, max_flux_jy=spec.max_flux_jy, rng=rng,
+        )
+    gains = None
+    if spec.gains:
+        amp = 1.0 + spec.gain_amp_rms * rng.standard_normal(spec.n_antennas)
+        phase = np.deg2rad(spec.gain_phase_rms_deg) * rng.standard_normal(spec.n_antennas)
+        gains = amp * np.exp(1j * phase)
+
+    groups: list[SimulatedGroup] = []
+    for g, (gstart, times_jd) in enumerate(zip(group_starts, group_times, strict=True)):
+        missing = tuple(spec.missing_subbands) if g == spec.n_groups - 1 else ()
+        files = []
+        for sb in range(dsa110.N_SUBBANDS):
+            if sb in missing:
+                continue
+            freqs = dsa110.subband_frequencies_hz(sb, n_chan=spec.n_chan_per_subband)
+            vis = predict_visibilities(
+                sky, xyz_m=xyz, times_jd=times_jd, freq_hz=freqs,
+                pointing_dec_rad=dec_app, location=location,
+            )
+            vis = _corrupt(vis, spec, gains=gains, i1=i1, i2=i2, cross=cross,
+                           chan_width_hz=abs(freqs[1] - freqs[0]) if freqs.size > 1
+                           else 11.71875e6, rng=rng)
+            jitter = int(round(rng.uniform(0, spec.timestamp_jitter_s)))
+            stamp = (gstart + timedelta(seconds=jitter)).replace(microsecond=0)
+            path = output_dir / dsa110.subband_filename(stamp, sb)
+            write_subband_file(
+                path, telescope=telescope, vis=vis, ant1=ant1, ant2=ant2,
+                uvw_m=uvw_meridian, times_jd=times_jd, freq_hz=freqs,
+                integration_time_s=tau, pointing_dec_rad=dec_app, swapped=swapped,
+            )
+            files.append(path)
+            if progress is not None:
+                progress(f"group {g + 1}/{spec.n_groups} {path.name}")
+        groups.append(SimulatedGroup(gstart, tuple(files), missing, mid_ras[g]))
+        log.info("group simulated", extra={"group": gstart.isoformat(), "n_files": len(files)})
+
+    sky_path = truth_dir / "sky.csv"
+    write_catalog(sky, sky_path)
+    gains_path = None
+    if gains is not None:
+        gains_path = truth_dir / "gains.csv"
+        lines = ["antenna_name,gain_amp,gain_phase_deg"]
+        for name, gval in zip(telescope.antenna_names, gains, strict=True):
+            lines.append(f"{name},{abs(gval):.8f},{np.degrees(np.angle(gval)):.6f}")
+        gains_path.write_text("\n".join(lines) + "\n")
+    truth_path = truth_dir / "observation.json"
+    spec_dict = asdict(spec)
+    spec_dict["start_time"] = start.isoformat()
+    truth_path.write_text(json.dumps({
+        "spec": spec_dict,
+        "groups": [
+            {"start_time": gr.start_time.isoformat(), "files": [p.name for p in gr.files],
+             "missing_subbands": list(gr.missing_subbands),
+             "meridian_ra_deg": gr.meridian_ra_deg}
+            for gr in groups
+        ],
+    }, indent=2))
+    return SimulationResult(output_dir, tuple(groups), sky, sky_path, gains_path,
+                            truth_path, gains)
+
+
+def _corrupt(
+    vis: NDArray[np.complex128],
+    spec: ObservationSpec,
+    *,
+    gains: NDArray[np.complex128] | None,
+    i1: NDArray[np.int_],
+    i2: NDArray[np.int_],
+    cross: NDArray[np.bool_],
+    chan_width_hz: float,
+    rng: np.random.Generator,
+) -> NDArray[np.complex128]:
+    """Add the system temperature to autos, gains, and thermal noise; two pols."""
+    out = np.repeat(vis[..., None], 2, axis=-1)
+    out[:, ~cross] += spec.sefd_jy
+    if gains is not None:
+        out *= (gains[i1] * np.conj(gains[i2]))[None, :, None, None]
+    if spec.noise:
+        # Radiometer equation per real/imaginary part of a cross-correlation.
+        sigma = spec.sefd_jy / np.sqrt(2.0 * chan_width_hz * dsa110.INTEGRATION_TIME_S)
+        noise = sigma * (rng.standard_normal(out.shape) + 1j * rng.standard_normal(out.shape))
+        noise[:, ~cross] = np.sqrt(2.0) * sigma * rng.standard_normal(
+            noise[:, ~cross].shape)
+        out += noise
+    return out

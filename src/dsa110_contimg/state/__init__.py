@@ -1,0 +1,23 @@
+"""Pipeline state database (SQLite): connections, migrations, groups, products."""
+
+from dsa110_contimg.state.db import (
+    connect,
+    latest_schema_version,
+    migrate,
+    open_db,
+    schema_version,
+    to_iso_utc,
+)
+from dsa110_contimg.state.products import list_products, record_group, record_product
+
+__all__ = [
+    "connect",
+    "latest_schema_version",
+    "list_products",
+    "migrate",
+    "open_db",
+    "record_group",
+    "record_product",
+    "schema_version",
+    "to_iso_utc",
+]

@@ -1,0 +1,283 @@
+"""SQLite connections and numbered schema migrations for the pipeline state DB.
+
+The schema lives in ``state/schema/NNNN_name.sql`` files. `migrate` applies the
+ones a database lacks, in order, inside one ``BEGIN IMMEDIATE`` transaction, and
+records each in the ``schema_version`` table. Timestamps are UTC ISO-8601 text
+written by `to_iso_utc`, so they sort and compare as strings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+
+from dsa110_contimg.pipeline.exceptions import StateError
+
+__all__ = [
+    "BUSY_TIMEOUT_S",
+    "connect",
+    "latest_schema_version",
+    "migrate",
+    "open_db",
+    "schema_version",
+    "to_iso_utc",
+]
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 30.0
+"""Seconds a connection waits for a lock held by another writer."""
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+_CREATE_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def to_iso_utc(when: datetime | None = None) -> str:
+    """Format a time as the UTC ISO-8601 text stored in ``*_at`` columns.
+
+    Parameters
+    ----------
+    when : datetime, optional
+        A timezone-aware time; the current time when omitted.
+
+    Returns
+    -------
+    str
+        E.g. ``"2025-01-02T03:04:05.000000+00:00"``; always microseconds and
+        ``+00:00``, so stored values compare correctly as strings.
+
+    Raises
+    ------
+    ValueError
+        If ``when`` is naive (its timezone would be a guess).
+    """
+    if when is None:
+        when = datetime.now(UTC)
+    elif when.tzinfo is None or when.utcoffset() is None:
+        msg = f"datetime {when!r} is naive; pass a timezone-aware time (e.g. UTC)"
+        raise ValueError(msg)
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open an SQLite connection with the pipeline's settings.
+
+    Parameters
+    ----------
+    path : Path
+        Database file. For a writable connection its parent directory is
+        created when missing.
+    readonly : bool, optional
+        Open with ``mode=ro`` and ``query_only`` (for the API and reports).
+        The file must already exist.
+
+    Returns
+    -------
+    sqlite3.Connection
+        WAL journal, foreign keys on, a busy timeout of `BUSY_TIMEOUT_S` and
+        `sqlite3.Row` rows. The caller closes it.
+
+    Raises
+    ------
+    StateError
+        If ``readonly`` and the database does not exist.
+    """
+    path = Path(path)
+    if readonly:
+        if not path.is_file():
+            msg = (
+                f"state database {path} does not exist; create it first "
+                "(dsa110-contimg db migrate, or state.db.open_db)"
+            )
+            raise StateError(msg)
+        uri = f"{path.resolve().as_uri()}?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if readonly:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                # e.g. network filesystems; still correct, only less concurrent
+                log.warning("wal unavailable", extra={"path": str(path), "mode": mode})
+            conn.execute("PRAGMA synchronous = NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _load_migrations() -> list[_Migration]:
+    schema_dir = resources.files("dsa110_contimg.state").joinpath("schema")
+    migrations = []
+    for entry in schema_dir.iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match is None:
+            continue
+        sql = entry.read_text(encoding="utf-8")
+        migrations.append(_Migration(int(match[1]), match[2], sql))
+    migrations.sort(key=lambda m: m.version)
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        msg = (
+            f"schema files in {schema_dir} must be numbered 0001, 0002, ... "
+            f"without gaps or duplicates; found versions {versions}"
+        )
+        raise StateError(msg)
+    return migrations
+
+
+def latest_schema_version() -> int:
+    """Return the newest schema version this code knows (0 when none)."""
+    migrations = _load_migrations()
+    return migrations[-1].version if migrations else 0
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version recorded in a database (0 when unmigrated)."""
+    has_table = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if has_table is None:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def _db_file(conn: sqlite3.Connection) -> str:
+    for row in conn.execute("PRAGMA database_list"):
+        if row[1] == "main":
+            return str(row[2]) or ":memory:"
+    return "?"
+
+
+def _check_not_newer(conn: sqlite3.Connection, current: int, latest: int) -> None:
+    if current > latest:
+        msg = (
+            f"state database {_db_file(conn)} has schema version {current}, but this "
+            f"dsa110-contimg knows versions up to {latest}; upgrade dsa110-contimg "
+            "or point paths.state_db at a database this version created"
+        )
+        raise StateError(msg)
+
+
+def _split_statements(sql: str) -> list[str]:
+    # sqlite3.complete_statement understands literals and trigger bodies
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply the schema files a database lacks and return its schema version.
+
+    Pending migrations run in one ``BEGIN IMMEDIATE`` transaction, so a failure
+    leaves the database unchanged and concurrent processes apply each file once.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        A writable connection from `connect`, not inside a transaction.
+
+    Returns
+    -------
+    int
+        The schema version after migrating (`latest_schema_version`).
+
+    Raises
+    ------
+    StateError
+        If the database has a newer schema version than this code knows.
+    """
+    if conn.in_transaction:
+        msg = "migrate() needs a connection with no open transaction"
+        raise ValueError(msg)
+    migrations = _load_migrations()
+    latest = migrations[-1].version if migrations else 0
+    conn.execute(_CREATE_VERSION_TABLE)
+    current = schema_version(conn)
+    _check_not_newer(conn, current, latest)
+    if current == latest:
+        return current
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # another process may have migrated while we waited for the lock
+        current = schema_version(conn)
+        _check_not_newer(conn, current, latest)
+        for migration in migrations:
+            if migration.version <= current:
+                continue
+            for statement in _split_statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at) "
+                "VALUES (?, ?, ?)",
+                (migration.version, migration.name, to_iso_utc()),
+            )
+            log.info(
+                "schema migrated",
+                extra={"version": migration.version, "migration": migration.name},
+            )
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return latest
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    """Connect to the state database and bring its schema up to date.
+
+    Parameters
+    ----------
+    path : Path
+        Database file; created with its parent directory when missing.
+
+    Returns
+    -------
+    sqlite3.Connection
+        A writable, migrated connection. The caller closes it.
+
+    Raises
+    ------
+    StateError
+        If the database has a newer schema version than this code knows.
+    """
+    conn = connect(path)
+    try:
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,1 @@
+"""Synthetic data builders shared by tests, documentation examples and benchmarks."""

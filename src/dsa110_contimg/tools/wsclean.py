@@ -1,0 +1,164 @@
+"""WSClean behind the `Imager` protocol.
+
+WSClean is an external binary (Debian package ``wsclean``), never the
+unrelated PyPI package of that name. The exact command is logged, the
+output goes to a per-image log file, and a failure raises `ImagingError`
+with the log tail. Products are written in a temporary directory and moved
+into place only when WSClean succeeded, the restored image last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from dsa110_contimg.pipeline.exceptions import ImagingError
+from dsa110_contimg.tools.fits_header import set_header_cards
+from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
+
+__all__ = ["WscleanImager", "wsclean_command", "find_wsclean"]
+
+log = logging.getLogger(__name__)
+
+_PRODUCTS = ("psf", "residual", "model", "dirty", "image")
+
+
+def find_wsclean(binary: str | None = None) -> str:
+    """Return the WSClean executable, or raise `ImagingError` saying how to install it."""
+    found = shutil.which(binary or "wsclean")
+    if found is None:
+        msg = (f"WSClean executable {binary or 'wsclean'!r} not found; install it with "
+               "'apt-get install wsclean' or set imaging.wsclean_path")
+        raise ImagingError(msg)
+    return found
+
+
+def wsclean_command(
+    ms_path: Path, prefix: Path, params: ImagingParams, *, binary: str = "wsclean"
+) -> list[str]:
+    """Map backend-neutral parameters onto a WSClean command line.
+
+    Notes
+    -----
+    ``gridder``: ``wproject``/``wstacking`` use WSClean's w-stacking (its
+    w-correction; CASA's w-projection has no WSClean twin), ``wgridder`` the
+    ducc w-gridder, ``standard`` w-stacking with a single w-layer (no
+    w-correction). ``deconvolver``: ``hogbom``/``clark`` WSClean's default
+    point-source clean, ``multiscale`` adds ``-multiscale``, ``mtmfs`` joins
+    ``channels_out`` channels with a 2-term spectral fit.
+    """
+    nx, ny = params.image_size
+    cmd = [binary, "-name", str(prefix), "-size", str(nx), str(ny),
+           "-scale", f"{params.cell_arcsec}asec", "-pol", "I",
+           "-niter", str(params.niter), "-threshold", f"{params.threshold_jy:.6g}",
+           "-mgain", str(params.mgain), "-j", str(params.threads),
+           "-mem", str(params.mem_percent), "-no-update-model-required",
+           "-temp-dir", str(prefix.parent)]
+    if params.weighting == "briggs":
+        cmd += ["-weight", "briggs", str(params.robust)]
+    else:
+        cmd += ["-weight", params.weighting]
+    if params.min_uv_lambda > 0:
+        cmd += ["-minuv-l", str(params.min_uv_lambda)]
+    if params.auto_threshold_sigma:
+        cmd += ["-auto-threshold", str(params.auto_threshold_sigma)]
+    if params.auto_mask_sigma:
+        cmd += ["-auto-mask", str(params.auto_mask_sigma)]
+    if params.gridder == "wgridder":
+        cmd += ["-use-wgridder"]
+    elif params.gridder == "standard":
+        cmd += ["-nwlayers", "1"]
+    if params.deconvolver == "multiscale":
+        cmd += ["-multiscale"]
+    if params.channels_out > 1:
+        cmd += ["-channels-out", str(params.channels_out), "-join-channels"]
+        if params.deconvolver == "mtmfs":
+            cmd += ["-fit-spectral-pol", "2"]
+    cmd.append(str(ms_path))
+    return cmd
+
+
+class WscleanImager:
+    """Image a Measurement Set with WSClean."""
+
+    name = "wsclean"
+
+    def __init__(self, *, binary: str | None = None) -> None:
+        self._binary = binary
+        self._version: str | None = None
+
+    def version(self) -> str:
+        """Return WSClean's version line."""
+        if self._version is None:
+            out = subprocess.run([find_wsclean(self._binary), "--version"],
+                                 capture_output=True, text=True, timeout=30, check=False)
+            lines = [ln for ln in out.stdout.splitlines() if "version" in ln.lower()]
+            self._version = lines[0].strip() if lines else "unknown"
+        return self._version
+
+    def make_image(
+        self, ms_path: Path, prefix: Path, params: ImagingParams, *,
+        header: Mapping[str, object] | None = None,
+    ) -> ImageProduct:
+        """Run WSClean on ``ms_path``; products end up as ``<prefix>-<kind>.fits``.
+
+        ``header`` cards (provenance) are written into the restored image
+        before it is moved into place.
+
+        Raises
+        ------
+        ImagingError
+            WSClean is missing, fails, is killed or times out; no final
+            product is left behind.
+        """
+        binary = find_wsclean(self._binary)
+        ms_path, prefix = Path(ms_path), Path(prefix)
+        final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
+        log_path = prefix.with_name(f"{prefix.name}-wsclean.log")
+        work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        cmd = wsclean_command(ms_path, work / prefix.name, params, binary=binary)
+        log.info("wsclean start", extra={"ms": str(ms_path), "command": " ".join(cmd)})
+        t0 = time.perf_counter()
+        try:
+            with open(log_path, "w") as log_file:
+                log_file.write(" ".join(cmd) + "\n")
+                log_file.flush()
+                proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                      timeout=params.timeout_s, check=False, cwd=work)
+        except subprocess.TimeoutExpired as err:
+            shutil.rmtree(work, ignore_errors=True)
+            msg = f"WSClean timed out after {params.timeout_s} s imaging {ms_path}"
+            raise ImagingError(msg, command=cmd, log_tail=_tail(log_path)) from err
+        if proc.returncode != 0 or not (work / f"{prefix.name}-image.fits").exists():
+            shutil.rmtree(work, ignore_errors=True)
+            how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
+                   else f"exited with status {proc.returncode}")
+            tail = _tail(log_path)
+            msg = (f"WSClean {how} imaging {ms_path}; see {log_path}. "
+                   f"Last output: {tail[-500:]}")
+            raise ImagingError(msg, command=cmd, returncode=proc.returncode, log_tail=tail)
+        if header:
+            set_header_cards(work / f"{prefix.name}-image.fits", header)
+        for kind in _PRODUCTS:  # restored image last: its presence means complete
+            src = work / f"{prefix.name}-{kind}.fits"
+            if src.exists():
+                os.replace(src, final[kind])
+        shutil.rmtree(work, ignore_errors=True)
+        log.info("wsclean done", extra={"ms": str(ms_path), "image": str(final["image"]),
+                                        "duration_s": round(time.perf_counter() - t0, 2)})
+        return ImageProduct(ms_path, final["image"], final["residual"], final["psf"],
+                            final["model"], log_path, self.name, self.version(), tuple(cmd))
+
+
+def _tail(path: Path, n_lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,3 @@
+"""Cross-cutting helpers: configuration loading and structured logging."""
+
+__all__: list[str] = []

@@ -1,0 +1,62 @@
+"""Shared fixtures: offline astropy, opt-in slow tests, simulated tiny groups."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from astropy.utils import iers
+
+# Tests never use the network: astropy must not try to download IERS tables.
+iers.conf.auto_download = False
+iers.conf.auto_max_age = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_slow = pytest.mark.skip(reason="slow: opt in with --run-slow")
+    for item in items:
+        if "slow" in item.keywords and not config.getoption("--run-slow"):
+            item.add_marker(skip_slow)
+        if "wsclean" in item.keywords and shutil.which("wsclean") is None:
+            item.add_marker(pytest.mark.skip(reason="wsclean binary not installed"))
+
+
+TINY_SPEC_KW = {
+    "start_time": datetime(2023, 6, 1, 0, 0, 0, tzinfo=timezone.utc),
+    "n_groups": 1,
+    "n_antennas": 24,
+    "n_chan_per_subband": 2,
+    "n_times": 6,
+    "n_sources": 6,
+    "min_flux_jy": 0.5,
+    "max_flux_jy": 3.0,
+    "field_radius_deg": 0.8,
+    "seed": 7,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_observation(tmp_path_factory: pytest.TempPathFactory):
+    """One simulated testing-size group (session scoped: do not modify its files)."""
+    from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+
+    out = tmp_path_factory.mktemp("tiny_obs")
+    return simulate_observation(ObservationSpec(**TINY_SPEC_KW), out)
+
+
+@pytest.fixture
+def tiny_group_dir(tiny_observation, tmp_path: Path) -> Path:
+    """A fresh copy of the tiny group's raw files, safe to damage."""
+    dest = tmp_path / "incoming"
+    dest.mkdir()
+    for group in tiny_observation.groups:
+        for path in group.files:
+            shutil.copy2(path, dest / path.name)
+    shutil.copytree(tiny_observation.output_dir / "truth", dest / "truth")
+    return dest
