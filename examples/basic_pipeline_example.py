@@ -26,8 +26,14 @@ OUT = Path("example_output").resolve()
 
 async def main() -> None:
     """Simulate, convert, then process every block through the orchestrator."""
-    paths = {"incoming_dir": "incoming", "ms_stage1_dir": "ms", "images_dir": "images",
-             "products_dir": "products", "log_dir": "logs", "state_db": "pipeline.sqlite3"}
+    paths = {
+        "incoming_dir": "incoming",
+        "ms_stage1_dir": "ms",
+        "images_dir": "images",
+        "products_dir": "products",
+        "log_dir": "logs",
+        "state_db": "pipeline.sqlite3",
+    }
     config = load_pipeline_config(
         environment="testing",
         overrides={f"paths.{k}": str(OUT / v) for k, v in paths.items()},
@@ -35,8 +41,10 @@ async def main() -> None:
     sim = simulate(config, progress=print)
     config = load_pipeline_config(
         environment="testing",
-        overrides={**{f"paths.{k}": str(OUT / v) for k, v in paths.items()},
-                   "paths.catalog_path": str(sim.sky_path)},
+        overrides={
+            **{f"paths.{k}": str(OUT / v) for k, v in paths.items()},
+            "paths.catalog_path": str(sim.sky_path),
+        },
     )
     convert_incoming(config, progress=print)
 

@@ -12,10 +12,14 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the seed's options and run the chosen mode; return the exit code."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--env", help="environment overlay (development/production/testing)")
+    parser.add_argument(
+        "--env", help="environment overlay (development/production/testing)"
+    )
     parser.add_argument("--mode", choices=("single", "batch", "health"), required=True)
     parser.add_argument("--block-end-time", help="single: ISO UTC end of the block")
-    parser.add_argument("--ms-files", nargs="+", help="single: Measurement Sets of the block")
+    parser.add_argument(
+        "--ms-files", nargs="+", help="single: Measurement Sets of the block"
+    )
     parser.add_argument("--start-time", help="batch: ISO UTC start")
     parser.add_argument("--end-time", help="batch: ISO UTC end")
     args = parser.parse_args(argv)

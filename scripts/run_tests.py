@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     """Run pytest and return its exit status (5, no tests collected, is a failure)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--test-path", default="tests", help="file or directory to test")
+    parser.add_argument(
+        "--test-path", default="tests", help="file or directory to test"
+    )
     parser.add_argument("--coverage", action="store_true", help="measure coverage")
     parser.add_argument("--verbose", action="store_true", help="verbose output")
     parser.add_argument("--run-slow", action="store_true", help="include slow tests")

@@ -29,12 +29,14 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # CASA must stay offline and find its data (casadata) without downloading.
+# A config written by another checkout's setup is refreshed to point at this one.
 casa_cfg="${HOME}/.casa/config.py"
-if [ ! -f "$casa_cfg" ]; then
+marker="# written by dsa110-contimg scripts/setup.sh"
+datapath="$(.venv/bin/python -c 'import casadata; print(casadata.datapath)')"
+if [ ! -f "$casa_cfg" ] || { grep -q "^$marker" "$casa_cfg" && ! grep -q "\"$datapath\"" "$casa_cfg"; }; then
     mkdir -p "$(dirname "$casa_cfg")"
-    datapath="$(.venv/bin/python -c 'import casadata; print(casadata.datapath)')"
     cat > "$casa_cfg" <<CFG
-# written by dsa110-contimg scripts/setup.sh: keep CASA offline
+$marker: keep CASA offline
 datapath = ["${datapath}"]
 measurespath = "${datapath}"
 measures_auto_update = False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     skip_slow = pytest.mark.skip(reason="slow: opt in with --run-slow")
     for item in items:
         if "slow" in item.keywords and not config.getoption("--run-slow"):
@@ -28,7 +30,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 TINY_SPEC_KW = {
-    "start_time": datetime(2023, 6, 1, 0, 0, 0, tzinfo=timezone.utc),
+    "start_time": datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC),
     "n_groups": 1,
     "n_antennas": 24,
     "n_chan_per_subband": 2,
@@ -36,7 +38,7 @@ TINY_SPEC_KW = {
     "n_sources": 6,
     "min_flux_jy": 0.5,
     "max_flux_jy": 3.0,
-    "field_radius_deg": 0.8,
+    "field_radius_deg": 0.6,
     "seed": 7,
 }
 

@@ -14,20 +14,41 @@ from dsa110_contimg.pipeline.exceptions import PipelineError
 
 __all__ = ["main", "cli"]
 
-_PATH_KEYS = ("data_dir", "incoming_dir", "log_dir", "ms_stage1_dir", "cal_tables_dir",
-              "images_dir", "mosaics_dir", "products_dir", "state_db")
-_PATH_LAYOUT = {"data_dir": ".", "incoming_dir": "incoming", "log_dir": "logs",
-                "ms_stage1_dir": "ms", "cal_tables_dir": "cal_tables", "images_dir": "images",
-                "mosaics_dir": "mosaics", "products_dir": "products",
-                "state_db": "pipeline.sqlite3"}
+_PATH_KEYS = (
+    "data_dir",
+    "incoming_dir",
+    "log_dir",
+    "ms_stage1_dir",
+    "cal_tables_dir",
+    "images_dir",
+    "mosaics_dir",
+    "products_dir",
+    "state_db",
+)
+_PATH_LAYOUT = {
+    "data_dir": ".",
+    "incoming_dir": "incoming",
+    "log_dir": "logs",
+    "ms_stage1_dir": "ms",
+    "cal_tables_dir": "cal_tables",
+    "images_dir": "images",
+    "mosaics_dir": "mosaics",
+    "products_dir": "products",
+    "state_db": "pipeline.sqlite3",
+}
 
 
 def _echo(message: str) -> None:
     click.echo(message, err=True)
 
 
-def _load(config_path: str | None, env: str | None, sets: tuple[str, ...],
-          output_dir: str | None = None, extra: dict | None = None):
+def _load(
+    config_path: str | None,
+    env: str | None,
+    sets: tuple[str, ...],
+    output_dir: str | None = None,
+    extra: dict | None = None,
+):
     from dsa110_contimg.utils.config_loader import load_pipeline_config
     from dsa110_contimg.utils.logging import configure_logging
 
@@ -45,19 +66,33 @@ def _load(config_path: str | None, env: str | None, sets: tuple[str, ...],
         overrides[key.strip()] = yaml.safe_load(value)
     overrides.update(extra or {})
     config = load_pipeline_config(config_path, environment=env, overrides=overrides)
-    configure_logging(config.logging.level, fmt=config.logging.format,
-                      log_file=config.logging.file)
+    configure_logging(
+        config.logging.level, fmt=config.logging.format, log_file=config.logging.file
+    )
     return config
 
 
 def _common(func):
-    func = click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=VALUE",
-                        help="Override one config value (repeatable).")(func)
-    func = click.option("--env", default=None,
-                        help="Environment overlay: development, production or testing "
-                             "(default: DSA110_ENV or development).")(func)
-    func = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                        default=None, help="YAML config file.")(func)
+    func = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Override one config value (repeatable).",
+    )(func)
+    func = click.option(
+        "--env",
+        default=None,
+        help="Environment overlay: development, production or testing "
+        "(default: DSA110_ENV or development).",
+    )(func)
+    func = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="YAML config file.",
+    )(func)
     return func
 
 
@@ -66,7 +101,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except PipelineError as err:
-            raise click.ClickException(f"{type(err).__name__}: {err}") from err
+            msg = f"{type(err).__name__}: {err}"
+            raise click.ClickException(msg) from err
 
 
 @click.group(cls=_Group)
@@ -77,28 +113,40 @@ def cli() -> None:
 
 @cli.command()
 @_common
-@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Write the raw files here (default: paths.incoming_dir).")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write the raw files here (default: paths.incoming_dir).",
+)
 def simulate(config_path, env, sets, output_dir) -> None:
     """Write a simulated drift-scan observation (16-file subband groups + truth)."""
     from dsa110_contimg.pipeline.batch import simulate as run
 
     config = _load(config_path, env, sets)
     result = run(config, Path(output_dir) if output_dir else None, progress=_echo)
-    click.echo(f"wrote {len(result.groups)} group(s) to {result.output_dir}; "
-               f"truth: {result.sky_path}")
+    click.echo(
+        f"wrote {len(result.groups)} group(s) to {result.output_dir}; "
+        f"truth: {result.sky_path}"
+    )
 
 
 @cli.command()
 @_common
-@click.option("--incoming-dir", type=click.Path(file_okay=False, exists=True),
-              default=None, help="Directory of raw *_sbNN.hdf5 files.")
+@click.option(
+    "--incoming-dir",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="Directory of raw *_sbNN.hdf5 files.",
+)
 def convert(config_path, env, sets, incoming_dir) -> None:
     """Convert every subband group in a directory to a Measurement Set."""
     from dsa110_contimg.pipeline.batch import convert_incoming
 
     config = _load(config_path, env, sets)
-    report = convert_incoming(config, incoming_dir and Path(incoming_dir), progress=_echo)
+    report = convert_incoming(
+        config, incoming_dir and Path(incoming_dir), progress=_echo
+    )
     for path in report.ms_paths:
         click.echo(str(path))
     if report.failures:
@@ -107,20 +155,33 @@ def convert(config_path, env, sets, incoming_dir) -> None:
 
 @cli.command()
 @_common
-@click.option("--incoming-dir", type=click.Path(file_okay=False, exists=True),
-              required=True, help="Directory of raw *_sbNN.hdf5 files.")
-@click.option("--catalog", type=click.Path(dir_okay=False, exists=True), required=True,
-              help="Catalogue CSV: name, ra_deg, dec_deg, flux_jy[, spectral_index, "
-                   "ref_freq_hz].")
-@click.option("--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Put every product under this directory.")
+@click.option(
+    "--incoming-dir",
+    type=click.Path(file_okay=False, exists=True),
+    required=True,
+    help="Directory of raw *_sbNN.hdf5 files.",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(dir_okay=False, exists=True),
+    required=True,
+    help="Catalogue CSV: name, ra_deg, dec_deg, flux_jy[, spectral_index, "
+    "ref_freq_hz].",
+)
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Put every product under this directory.",
+)
 def process(config_path, env, sets, incoming_dir, catalog, output_dir) -> None:
     """Convert all groups in a directory, process every block, write photometry."""
     from dsa110_contimg.pipeline.batch import run_batch
 
     config = _load(config_path, env, sets, output_dir)
-    result = run_batch(config, Path(incoming_dir), catalog_path=Path(catalog),
-                       progress=_echo)
+    result = run_batch(
+        config, Path(incoming_dir), catalog_path=Path(catalog), progress=_echo
+    )
     _report_batch(result)
     if not result.success:
         raise SystemExit(1)
@@ -133,8 +194,10 @@ def _report_batch(result) -> None:
         for err in block.errors:
             click.echo(f"block {block.block_id}: {err}", err=True)
     n_img = sum(len(b.output_files.get("image", [])) for b in result.blocks)
-    click.echo(f"Measurement Sets: {len(result.conversion.products)} "
-               f"({len(result.conversion.failures)} failed)")
+    click.echo(
+        f"Measurement Sets: {len(result.conversion.products)} "
+        f"({len(result.conversion.failures)} failed)"
+    )
     click.echo(f"images: {n_img}")
     if result.photometry_path is not None:
         click.echo(f"photometry table: {result.photometry_path}")
@@ -142,8 +205,13 @@ def _report_batch(result) -> None:
 
 @cli.command()
 @_common
-@click.option("--output-dir", type=click.Path(file_okay=False), default="demo_output",
-              show_default=True, help="Where the simulated data and products go.")
+@click.option(
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default="demo_output",
+    show_default=True,
+    help="Where the simulated data and products go.",
+)
 def demo(config_path, env, sets, output_dir) -> None:
     """Simulate an observation and run it end to end; compare with the truth."""
     from dsa110_contimg.pipeline.batch import run_batch
@@ -151,17 +219,25 @@ def demo(config_path, env, sets, output_dir) -> None:
     from dsa110_contimg.simulation import compare_to_truth
 
     config = _load(config_path, env, sets, output_dir)
-    _echo(f"environment {config.environment}: {config.simulation.n_groups} group(s), "
-          f"{config.simulation.n_antennas} antennas, "
-          f"{16 * config.simulation.n_chan_per_subband} channels")
+    _echo(
+        f"environment {config.environment}: {config.simulation.n_groups} group(s), "
+        f"{config.simulation.n_antennas} antennas, "
+        f"{16 * config.simulation.n_chan_per_subband} channels"
+    )
     sim = _simulate_once(config)
-    result = run_batch(config, Path(config.paths.incoming_dir), catalog_path=sim.sky_path,
-                       progress=_echo)
+    result = run_batch(
+        config,
+        Path(config.paths.incoming_dir),
+        catalog_path=sim.sky_path,
+        progress=_echo,
+    )
     _report_batch(result)
     click.echo(f"images directory: {config.paths.images_dir}")
     if result.photometry_path is None:
         raise SystemExit(1)
-    comparison = compare_to_truth(read_photometry_table(result.photometry_path), sim.sky)
+    comparison = compare_to_truth(
+        read_photometry_table(result.photometry_path), sim.sky
+    )
     _print_truth(comparison)
     if not result.success:
         raise SystemExit(1)
@@ -184,8 +260,9 @@ def _simulate_once(config):
         if stored.get("spec") == wanted:
             _echo(f"reusing simulated observation in {incoming}")
             sky_path = incoming / "truth" / "sky.csv"
-            return SimulationResult(incoming, (), load_catalog(sky_path), sky_path, None,
-                                    truth)
+            return SimulationResult(
+                incoming, (), load_catalog(sky_path), sky_path, None, truth
+            )
     _echo(f"simulating into {incoming}")
     return simulate(config, progress=_echo)
 
@@ -193,18 +270,28 @@ def _simulate_once(config):
 def _print_truth(comparison) -> None:
     table = comparison.table
     click.echo("\nrecovered vs injected (best image of each source, SNR >= 10):")
-    click.echo(f"{'source':10s} {'true_Jy':>8s} {'meas_Jy':>8s} {'err_%':>7s} "
-               f"{'snr':>7s} {'pb':>5s} {'offset_beam':>11s}")
+    click.echo(
+        f"{'source':10s} {'true_Jy':>8s} {'meas_Jy':>8s} {'err_%':>7s} "
+        f"{'snr':>7s} {'pb':>5s} {'offset_beam':>11s}"
+    )
     for row in table:
-        click.echo(f"{row['source_name']:10s} {row['true_flux_jy']:8.4f} "
-                   f"{row['flux_jy']:8.4f} {100 * row['flux_error']:7.2f} "
-                   f"{row['snr']:7.1f} {row['pb']:5.2f} {row['offset_beams']:11.3f}")
-    click.echo(f"recovered {comparison.n_recovered}/{comparison.n_injected} injected "
-               f"sources above 10 sigma")
-    click.echo(f"median |flux error|: {100 * comparison.median_abs_flux_error:.2f}%  "
-               f"(goal <= 5%)")
-    click.echo(f"max peak offset: {comparison.max_offset_beams:.3f} synthesized beams  "
-               f"(goal <= 0.2)")
+        click.echo(
+            f"{row['source_name']:10s} {row['true_flux_jy']:8.4f} "
+            f"{row['flux_jy']:8.4f} {100 * row['flux_error']:7.2f} "
+            f"{row['snr']:7.1f} {row['pb']:5.2f} {row['offset_beams']:11.3f}"
+        )
+    click.echo(
+        f"recovered {comparison.n_recovered}/{comparison.n_injected} injected "
+        f"sources above 10 sigma"
+    )
+    click.echo(
+        f"median |flux error|: {100 * comparison.median_abs_flux_error:.2f}%  "
+        f"(goal <= 5%)"
+    )
+    click.echo(
+        f"max peak offset: {comparison.max_offset_beams:.3f} synthesized beams  "
+        f"(goal <= 0.2)"
+    )
 
 
 @cli.command()
@@ -226,10 +313,18 @@ def run_single(config, block_end_time: str, ms_files: list[str]) -> None:
         result = asyncio.run(orchestrator.process_block(block))
     finally:
         orchestrator.close()
-    click.echo(json.dumps({"block_id": result.block_id, "success": result.success,
-                           "processing_time": round(result.processing_time, 2),
-                           "output_files": result.output_files, "errors": result.errors},
-                          indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "block_id": result.block_id,
+                "success": result.success,
+                "processing_time": round(result.processing_time, 2),
+                "output_files": result.output_files,
+                "errors": result.errors,
+            },
+            indent=2,
+        )
+    )
     if not result.success:
         raise SystemExit(1)
 
@@ -245,20 +340,25 @@ def batch(config_path, env, sets, start_time, end_time) -> None:
 
 def run_time_range(config, start_time: str, end_time: str) -> None:
     """Process the blocks of ``paths.ms_stage1_dir`` between two times."""
-    from dsa110_contimg.pipeline.batch import merge_photometry, process_blocks
-
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.pipeline import PipelineOrchestrator
+    from dsa110_contimg.pipeline.batch import merge_photometry, process_blocks
 
     orch = PipelineOrchestrator(config)
     blocks = orch.find_ms_blocks_for_batch(start_time, end_time)
     orch.close()
     ms = sorted({Path(p) for files in blocks.values() for p in files})
-    _echo(f"{len(blocks)} block(s), {len(ms)} MS(s) between {start_time} and {end_time}")
-    catalog = load_catalog(config.paths.catalog_path) if config.paths.catalog_path else None
+    _echo(
+        f"{len(blocks)} block(s), {len(ms)} MS(s) between {start_time} and {end_time}"
+    )
+    catalog = (
+        load_catalog(config.paths.catalog_path) if config.paths.catalog_path else None
+    )
     results = process_blocks(config, ms, catalog=catalog, progress=_echo)
     if catalog is not None:
-        path = merge_photometry(results, Path(config.paths.products_dir) / "photometry.csv")
+        path = merge_photometry(
+            results, Path(config.paths.products_dir) / "photometry.csv"
+        )
         click.echo(f"photometry table: {path}")
     if not results or not all(r.success for r in results):
         raise SystemExit(1)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
@@ -26,6 +26,7 @@ from astropy.time import Time
 from pyuvdata import UVData
 
 from dsa110_contimg.data_ingestion import _phasing, ms_creation
+from dsa110_contimg.data_ingestion._uvh5_reader import read_group
 from dsa110_contimg.data_ingestion.grouping import (
     SubbandGroup,
     discover_subband_files,
@@ -52,7 +53,7 @@ N_TIMES_TINY = 6
 N_CHAN_TINY = 2
 
 
-# --- helpers -------------------------------------------------------------------------
+# --- helpers ---
 
 
 def _only_group(directory: Path) -> SubbandGroup:
@@ -72,19 +73,30 @@ def _leftovers(directory: Path) -> list[Path]:
 
 
 def _read_raw(path: Path) -> UVData:
-    return UVData.from_file(str(path), file_type="uvh5", run_check=False,
-                            run_check_acceptability=False,
-                            check_extra=False, fix_autos=False)
+    return UVData.from_file(
+        str(path),
+        file_type="uvh5",
+        run_check=False,
+        run_check_acceptability=False,
+        check_extra=False,
+        fix_autos=False,
+    )
 
 
 def _row_order(uv: UVData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Row order by (integration, name1, name2) plus those keys, for matching objects."""
-    names = dict(zip(np.asarray(uv.telescope.antenna_numbers),
-                     uv.telescope.antenna_names, strict=True))
+    """Row order by (integration, name1, name2), and those keys, to match objects."""
+    names = dict(
+        zip(
+            np.asarray(uv.telescope.antenna_numbers),
+            uv.telescope.antenna_names,
+            strict=True,
+        )
+    )
     n1 = np.array([names[a] for a in uv.ant_1_array])
     n2 = np.array([names[a] for a in uv.ant_2_array])
-    t_idx = np.round((uv.time_array - uv.time_array.min()) * 86400.0
-                     / dsa110.INTEGRATION_TIME_S).astype(int)
+    t_idx = np.round(
+        (uv.time_array - uv.time_array.min()) * 86400.0 / dsa110.INTEGRATION_TIME_S
+    ).astype(int)
     order = np.lexsort((n2, n1, t_idx))
     return order, t_idx[order], n1[order], n2[order]
 
@@ -119,11 +131,17 @@ def _raw_corrected(paths: list[Path]) -> dict[str, np.ndarray]:
     freq = np.concatenate(freqs)
     data = np.concatenate(datas, axis=1)
     chan = np.argsort(freq)
-    return {"data": data[:, chan], "freq": freq[chan], "w": w_raw, "t_idx": keys[0],
-            "name1": keys[1], "name2": keys[2]}
+    return {
+        "data": data[:, chan],
+        "freq": freq[chan],
+        "w": w_raw,
+        "t_idx": keys[0],
+        "name1": keys[1],
+        "name2": keys[2],
+    }
 
 
-# --- fixtures ------------------------------------------------------------------------
+# --- fixtures ---
 
 
 @pytest.fixture
@@ -136,41 +154,89 @@ def converted(tiny_group_dir: Path, tmp_path: Path) -> tuple[SubbandGroup, MsPro
 @pytest.fixture(scope="module")
 def one_source_observation(tmp_path_factory: pytest.TempPathFactory):
     """Noise-free group of a single 1 Jy, flat-spectrum source at the phase centre."""
-    start = datetime(2023, 6, 1, 0, 0, 0, tzinfo=timezone.utc)
-    spec = ObservationSpec(start_time=start, n_antennas=12, n_chan_per_subband=2,
-                           n_times=6, noise=False, seed=11)
-    loc = EarthLocation.from_geodetic(dsa110.ARRAY_LON_DEG * u.deg,
-                                      dsa110.ARRAY_LAT_DEG * u.deg,
-                                      dsa110.ARRAY_HEIGHT_M * u.m)
-    times = Time(start).jd + (np.arange(spec.n_times) + 0.5) * dsa110.INTEGRATION_TIME_S / 86400
+    start = datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC)
+    spec = ObservationSpec(
+        start_time=start,
+        n_antennas=12,
+        n_chan_per_subband=2,
+        n_times=6,
+        noise=False,
+        seed=11,
+    )
+    loc = EarthLocation.from_geodetic(
+        dsa110.ARRAY_LON_DEG * u.deg,
+        dsa110.ARRAY_LAT_DEG * u.deg,
+        dsa110.ARRAY_HEIGHT_M * u.m,
+    )
+    tau_d = dsa110.INTEGRATION_TIME_S / 86400
+    times = Time(start).jd + (np.arange(spec.n_times) + 0.5) * tau_d
     dec_app = np.deg2rad(spec.declination_deg)
-    ra_c, dec_c = _phasing.meridian_icrs_deg(dec_app, np.atleast_1d(np.median(times)), loc)
-    sky = SkyCatalog(name=np.array(["CENTRE"]), ra_deg=ra_c, dec_deg=dec_c,
-                     flux_jy=np.array([1.0]), spectral_index=np.array([0.0]),
-                     ref_freq_hz=np.array([1.4e9]))
+    t_mid = np.atleast_1d(np.median(times))
+    ra_c, dec_c = _phasing.meridian_icrs_deg(dec_app, t_mid, loc)
+    sky = SkyCatalog(
+        name=np.array(["CENTRE"]),
+        ra_deg=ra_c,
+        dec_deg=dec_c,
+        flux_jy=np.array([1.0]),
+        spectral_index=np.array([0.0]),
+        ref_freq_hz=np.array([1.4e9]),
+    )
     out = tmp_path_factory.mktemp("one_source")
     result = simulate_observation(spec, out / "raw", sky=sky)
-    return {"result": result, "times": times, "dec_app": dec_app, "location": loc,
-            "centre": (float(ra_c[0]), float(dec_c[0])), "out": out}
+    return {
+        "result": result,
+        "times": times,
+        "dec_app": dec_app,
+        "location": loc,
+        "centre": (float(ra_c[0]), float(dec_c[0])),
+        "out": out,
+    }
 
 
 @pytest.fixture(scope="module")
 def two_group_observation(tmp_path_factory: pytest.TempPathFactory):
     """Two consecutive small groups (8 integrations, 103 s each) in one directory."""
-    spec = ObservationSpec(start_time=datetime(2023, 6, 1, 1, 0, 0, tzinfo=timezone.utc),
-                           n_groups=2, n_antennas=8, n_chan_per_subband=1, n_times=8,
-                           n_sources=2, noise=False, seed=5)
+    spec = ObservationSpec(
+        start_time=datetime(2023, 6, 1, 1, 0, 0, tzinfo=UTC),
+        n_groups=2,
+        n_antennas=8,
+        n_chan_per_subband=1,
+        n_times=8,
+        n_sources=2,
+        noise=False,
+        seed=5,
+    )
     return simulate_observation(spec, tmp_path_factory.mktemp("two_groups"))
 
 
-# --- structure of a converted MS -----------------------------------------------------
+# --- structure of a converted MS ---
+
+
+def test_read_group_fixes_raw_quirks(tiny_group_dir: Path) -> None:
+    group = _only_group(tiny_group_dir)
+    raw = _read_raw(group.files[0])
+    # The simulator reproduces the quirks; the reader must undo them.
+    assert np.any(raw.ant_1_array > raw.ant_2_array)
+    assert np.all(np.diff(np.asarray(raw.freq_array).ravel()) < 0)
+    with h5py.File(group.files[0], "r") as h5:
+        assert h5["Header/uvw_array"].dtype == np.float32
+        assert np.all(h5["Header/channel_width"][()] < 0)
+    uv = read_group(group)
+    assert not np.any(uv.ant_1_array > uv.ant_2_array)
+    freqs = np.asarray(uv.freq_array).ravel()
+    assert freqs.size == 16 * N_CHAN_TINY
+    assert np.all(np.diff(freqs) > 0)
+    assert np.all(np.asarray(uv.channel_width) > 0)
+    assert uv.uvw_array.dtype == np.float64
+    assert uv.Nspws == 1
 
 
 def test_ms_structure(converted: tuple[SubbandGroup, MsProduct]) -> None:
     group, product = converted
     ms = product.path
     assert product.skipped is False
-    assert ms.name == dsa110.ms_filename(group.start_time) == "drift_20230601T000000_00.ms"
+    assert ms.name == dsa110.ms_filename(group.start_time)
+    assert ms.name == "drift_20230601T000000_00.ms"
     assert product.n_subbands_present == 16
     assert product.pointing_dec_deg == pytest.approx(37.0, abs=1e-9)
 
@@ -217,7 +283,9 @@ def test_ms_structure(converted: tuple[SubbandGroup, MsProduct]) -> None:
         assert obs.getcol("TELESCOPE_NAME")[0] == dsa110.CASA_TELESCOPE_NAME
 
 
-def test_round_trip_against_raw_files(converted: tuple[SubbandGroup, MsProduct]) -> None:
+def test_round_trip_against_raw_files(
+    converted: tuple[SubbandGroup, MsProduct],
+) -> None:
     group, product = converted
     raw = _raw_corrected([group.files[sb] for sb in sorted(group.files)])
     uv_ms = UVData.from_file(str(product.path), run_check=False)
@@ -235,7 +303,9 @@ def test_round_trip_against_raw_files(converted: tuple[SubbandGroup, MsProduct])
 
     # Phase rotation preserves amplitude.
     scale = np.median(np.abs(v_raw))
-    np.testing.assert_allclose(np.abs(v_ms), np.abs(v_raw), rtol=1e-5, atol=1e-6 * scale)
+    np.testing.assert_allclose(
+        np.abs(v_ms), np.abs(v_raw), rtol=1e-5, atol=1e-6 * scale
+    )
 
     # Autocorrelations have w = 0 in every frame: untouched, bit for bit.
     auto = n1 == n2
@@ -266,8 +336,10 @@ def test_point_source_at_phase_centre_is_real_and_beam_attenuated(
     product = convert_group(group, tmp_path / "ms")
     ra_c, dec_c = obs["centre"]
     # The converter chose the centre the source was placed at.
-    off = SkyCoord(product.phase_center_ra_deg * u.deg, product.phase_center_dec_deg * u.deg
-                   ).separation(SkyCoord(ra_c * u.deg, dec_c * u.deg)).arcsec
+    chosen = SkyCoord(
+        product.phase_center_ra_deg * u.deg, product.phase_center_dec_deg * u.deg
+    )
+    off = chosen.separation(SkyCoord(ra_c * u.deg, dec_c * u.deg)).arcsec
     assert off < 0.01
 
     with tables.table(str(product.path), ack=False) as main:
@@ -283,9 +355,14 @@ def test_point_source_at_phase_centre_is_real_and_beam_attenuated(
     # Expected amplitude: the Airy beam at the source's offset from each
     # integration's meridian pointing (independent geometry: astropy separation).
     sim_times = np.sort(obs["times"])
-    pt_ra, pt_dec = _phasing.meridian_icrs_deg(obs["dec_app"], sim_times, obs["location"])
-    theta = SkyCoord(ra_c * u.deg, dec_c * u.deg).separation(
-        SkyCoord(pt_ra * u.deg, pt_dec * u.deg)).rad
+    pt_ra, pt_dec = _phasing.meridian_icrs_deg(
+        obs["dec_app"], sim_times, obs["location"]
+    )
+    theta = (
+        SkyCoord(ra_c * u.deg, dec_c * u.deg)
+        .separation(SkyCoord(pt_ra * u.deg, pt_dec * u.deg))
+        .rad
+    )
     assert theta.max() > np.deg2rad(0.1)  # the source really drifts through the beam
     beam = airy_beam(theta[:, None], freqs[None, :])  # (n_time, n_chan)
     ms_jd = times_s[cross] / 86400.0 + 2400000.5
@@ -297,22 +374,26 @@ def test_point_source_at_phase_centre_is_real_and_beam_attenuated(
     assert expected.min() < 0.999  # attenuated, not the catalogue flux
 
 
-# --- idempotence ---------------------------------------------------------------------
+# --- idempotence ---
 
 
 def _mtimes(path: Path) -> dict[str, int]:
     return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in path.rglob("*")} | {
-        ".": path.stat().st_mtime_ns}
+        ".": path.stat().st_mtime_ns
+    }
 
 
-def test_rerun_skips_without_rewriting(converted: tuple[SubbandGroup, MsProduct]) -> None:
+def test_rerun_skips_without_rewriting(
+    converted: tuple[SubbandGroup, MsProduct],
+) -> None:
     group, first = converted
     before = _mtimes(first.path)
     again = convert_group(group, first.path.parent)
     assert again.skipped is True
     assert again.path == first.path
-    assert again.phase_center_ra_deg == pytest.approx(first.phase_center_ra_deg, abs=1e-9)
-    assert again.phase_center_dec_deg == pytest.approx(first.phase_center_dec_deg, abs=1e-9)
+    assert (again.phase_center_ra_deg, again.phase_center_dec_deg) == pytest.approx(
+        (first.phase_center_ra_deg, first.phase_center_dec_deg), abs=1e-9
+    )
     assert again.pointing_dec_deg == pytest.approx(first.pointing_dec_deg, abs=1e-9)
     assert again.n_subbands_present == 16
     assert _mtimes(first.path) == before
@@ -338,7 +419,7 @@ def test_ms_without_completion_mark_is_redone(
     assert ms_creation.is_valid_ms(again.path)
 
 
-# --- incomplete groups -----------------------------------------------------------------
+# --- incomplete groups ---
 
 
 def test_missing_subband_fails_by_default(tiny_group_dir: Path, tmp_path: Path) -> None:
@@ -387,7 +468,7 @@ def test_unknown_policy_rejected(tiny_group_dir: Path, tmp_path: Path) -> None:
         convert_group(group, tmp_path / "ms", incomplete_policy="wait")
 
 
-# --- bad input files -------------------------------------------------------------------
+# --- bad input files ---
 
 
 def _truncate(path: Path) -> None:
@@ -438,7 +519,7 @@ def test_bad_file_names_culprit(
     assert not out.exists() or list(out.iterdir()) == []
 
 
-# --- output problems -------------------------------------------------------------------
+# --- output problems ---
 
 
 def test_unwritable_output_dir(tiny_group_dir: Path, tmp_path: Path) -> None:
@@ -458,7 +539,8 @@ def test_failed_validation_leaves_nothing(
     tiny_group_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(path: Path, **_: object) -> None:
-        raise InputDataError(f"{path}: MS check failed: injected")
+        msg = f"{path}: MS check failed: injected"
+        raise InputDataError(msg)
 
     monkeypatch.setattr(ms_creation, "validate_ms", refuse)
     group = _only_group(tiny_group_dir)
@@ -468,7 +550,7 @@ def test_failed_validation_leaves_nothing(
     assert list(out.iterdir()) == []
 
 
-# --- one bad group does not stop the others ---------------------------------------------
+# --- one bad group does not stop the others ---
 
 
 def test_failed_group_does_not_block_the_next(

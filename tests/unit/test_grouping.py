@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from dsa110_contimg.data_ingestion.grouping import (
 )
 from dsa110_contimg.telescope import dsa110
 
-T0 = datetime(2023, 6, 1, 0, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC)
 
 
 def _touch_group(
@@ -30,7 +30,8 @@ def _touch_group(
     paths = []
     for k, sb in enumerate(subbands):
         offset = 0 if jitter_s is None else jitter_s[k]
-        path = directory / dsa110.subband_filename(start + timedelta(seconds=offset), sb)
+        stamp = start + timedelta(seconds=offset)
+        path = directory / dsa110.subband_filename(stamp, sb)
         path.touch()
         paths.append(path)
     return paths
@@ -73,8 +74,9 @@ def test_two_groups_309_s_apart_separate(tmp_path: Path) -> None:
     assert groups[0].start_time < groups[1].start_time
     assert (groups[1].start_time - groups[0].start_time).total_seconds() >= 300
     # Every file of the second group is in the second group.
-    assert all(p.name >= t1.strftime("%Y-%m-%dT%H:%M:%S")
-               for p in groups[1].files.values())
+    assert all(
+        p.name >= t1.strftime("%Y-%m-%dT%H:%M:%S") for p in groups[1].files.values()
+    )
 
 
 def test_grouping_does_not_depend_on_input_order(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Tests of the drift-scan phasing geometry against pyuvdata's own conventions.
 
 pyuvdata is the reference: its ``uvw_array`` for a sidereal phase centre and
-its ``phase()`` define the convention ``V = S exp(+2 pi i (w_src - w_centre) / lambda)``.
+its ``phase()`` define the convention
+``V = S exp(+2 pi i (w_src - w_centre) / lambda)``.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from dsa110_contimg.telescope import dsa110
 
 C_M_S = 299_792_458.0
 LOCATION = EarthLocation.from_geodetic(
-    dsa110.ARRAY_LON_DEG * u.deg, dsa110.ARRAY_LAT_DEG * u.deg, dsa110.ARRAY_HEIGHT_M * u.m
+    dsa110.ARRAY_LON_DEG * u.deg,
+    dsa110.ARRAY_LAT_DEG * u.deg,
+    dsa110.ARRAY_HEIGHT_M * u.m,
 )
 # East, north, up offsets (m): short, medium and ~2 km baselines, one non-planar.
-ENU = np.array([
-    [0.0, 0.0, 0.0],
-    [100.0, 0.0, 0.0],
-    [0.0, 300.0, 0.0],
-    [800.0, -500.0, 2.0],
-    [-1200.0, 1500.0, -3.0],
-])
+ENU = np.array(
+    [
+        [0.0, 0.0, 0.0],
+        [100.0, 0.0, 0.0],
+        [0.0, 300.0, 0.0],
+        [800.0, -500.0, 2.0],
+        [-1200.0, 1500.0, -3.0],
+    ]
+)
 ANTPAIRS = [(1, 2), (1, 3), (2, 4), (3, 4), (1, 5), (4, 5), (2, 5)]
 FREQS = np.array([1.32e9, 1.41e9, 1.49e9])
 DEC_A = 37.0
@@ -37,25 +42,39 @@ DEC_A = 37.0
 def _make_uvdata(ra_deg: float, dec_deg: float) -> UVData:
     """A tiny UVData phased to an ICRS centre; antenna numbers 1..5."""
     ecef = ECEF_from_ENU(ENU, center_loc=LOCATION)
-    rel = ecef - np.array([LOCATION.x.to_value(u.m), LOCATION.y.to_value(u.m),
-                           LOCATION.z.to_value(u.m)])
+    rel = ecef - np.array(
+        [LOCATION.x.to_value(u.m), LOCATION.y.to_value(u.m), LOCATION.z.to_value(u.m)]
+    )
     n_ant = ENU.shape[0]
     tel = Telescope.new(
-        location=LOCATION, name="DSA_110",
+        location=LOCATION,
+        name="DSA_110",
         antenna_positions={i + 1: rel[i] for i in range(n_ant)},
         antenna_names=[f"pad{i + 1:03d}" for i in range(n_ant)],
-        instrument="DSA", mount_type="alt-az",
+        instrument="DSA",
+        mount_type="alt-az",
         antenna_diameters=np.full(n_ant, dsa110.DISH_DIAMETER_M),
         x_orientation="east",
     )
     times = Time("2023-06-01T00:00:00", scale="utc").jd + np.arange(4) * 60.0 / 86400
     return UVData.new(
-        freq_array=FREQS, polarization_array=["xx", "yy"], antpairs=ANTPAIRS,
-        times=times, telescope=tel,
-        phase_center_catalog={0: {
-            "cat_name": "A", "cat_type": "sidereal", "cat_lon": np.deg2rad(ra_deg),
-            "cat_lat": np.deg2rad(dec_deg), "cat_frame": "icrs", "cat_epoch": 2000.0}},
-        channel_width=np.full(FREQS.size, 1e7), integration_time=60.0,
+        freq_array=FREQS,
+        polarization_array=["xx", "yy"],
+        antpairs=ANTPAIRS,
+        times=times,
+        telescope=tel,
+        phase_center_catalog={
+            0: {
+                "cat_name": "A",
+                "cat_type": "sidereal",
+                "cat_lon": np.deg2rad(ra_deg),
+                "cat_lat": np.deg2rad(dec_deg),
+                "cat_frame": "icrs",
+                "cat_epoch": 2000.0,
+            }
+        },
+        channel_width=np.full(FREQS.size, 1e7),
+        integration_time=60.0,
     )
 
 
@@ -66,7 +85,9 @@ def _phasing_w(uv: UVData, ra_deg: float, dec_deg: float) -> np.ndarray:
     index[numbers] = np.arange(numbers.size)
     xyz = _phasing.baseline_xyz_m(
         np.asarray(uv.telescope.antenna_positions, dtype=np.float64),
-        index[uv.ant_1_array], index[uv.ant_2_array], LOCATION.lon.to_value(u.rad),
+        index[uv.ant_1_array],
+        index[uv.ant_2_array],
+        LOCATION.lon.to_value(u.rad),
     )
     times, inverse = np.unique(uv.time_array, return_inverse=True)
     ha, dec = _phasing.icrs_to_hadec_rad(ra_deg, dec_deg, times, LOCATION)
@@ -82,7 +103,9 @@ def centre_a() -> tuple[float, float]:
     return float(ra[0]), DEC_A
 
 
-def test_w_agrees_with_pyuvdata_for_sidereal_centre(centre_a: tuple[float, float]) -> None:
+def test_w_agrees_with_pyuvdata_for_sidereal_centre(
+    centre_a: tuple[float, float],
+) -> None:
     ra_a, dec_a = centre_a
     for ra, dec in [(ra_a, dec_a), (ra_a + 1.5, dec_a - 1.0), (ra_a - 10.0, 60.0)]:
         uv = _make_uvdata(ra, dec)
@@ -137,8 +160,9 @@ def test_rotation_with_wrong_sign_would_fail(centre_a: tuple[float, float]) -> N
 def test_rotation_keeps_dtype_and_is_in_place() -> None:
     data = np.ones((3, 2, 2), dtype=np.complex64)
     view = data
-    _phasing.rotate_phase_center(data, np.zeros(3), np.array([0.0, 0.1, 1.0]),
-                                 np.array([1.4e9, 1.5e9]))
+    _phasing.rotate_phase_center(
+        data, np.zeros(3), np.array([0.0, 0.1, 1.0]), np.array([1.4e9, 1.5e9])
+    )
     assert view is data
     assert data.dtype == np.complex64
     assert data[0, 0, 0] == 1.0
@@ -171,7 +195,9 @@ def test_meridian_round_trip(dec_deg: float) -> None:
     assert ra.shape == dec.shape == (3,)
     # Each meridian centre, transformed back at its own time, is at HA 0.
     for k in range(times.size):
-        ha, dec_app = _phasing.icrs_to_hadec_rad(ra[k], dec[k], times[k:k + 1], LOCATION)
+        ha, dec_app = _phasing.icrs_to_hadec_rad(
+            ra[k], dec[k], times[k : k + 1], LOCATION
+        )
         ha_arcsec = np.degrees(np.angle(np.exp(1j * ha[0, 0]))) * 3600
         assert abs(ha_arcsec) < 1.0
         assert np.degrees(dec_app[0, 0]) == pytest.approx(dec_deg, abs=1.0 / 3600)
@@ -183,10 +209,13 @@ def test_baseline_xyz_z_is_polar_component() -> None:
     # A purely north baseline at latitude phi: X = -L sin(phi), Z = L cos(phi).
     enu = np.array([[0.0, 0.0, 0.0], [0.0, 100.0, 0.0]])
     ecef = ECEF_from_ENU(enu, center_loc=LOCATION)
-    rel = ecef - np.array([LOCATION.x.to_value(u.m), LOCATION.y.to_value(u.m),
-                           LOCATION.z.to_value(u.m)])
-    xyz = _phasing.baseline_xyz_m(rel, np.array([0]), np.array([1]),
-                                  LOCATION.lon.to_value(u.rad))
+    rel = ecef - np.array(
+        [LOCATION.x.to_value(u.m), LOCATION.y.to_value(u.m), LOCATION.z.to_value(u.m)]
+    )
+    xyz = _phasing.baseline_xyz_m(
+        rel, np.array([0]), np.array([1]), LOCATION.lon.to_value(u.rad)
+    )
     phi = LOCATION.lat.to_value(u.rad)
-    np.testing.assert_allclose(xyz[0], [-100 * np.sin(phi), 0.0, 100 * np.cos(phi)],
-                               atol=2e-3)
+    np.testing.assert_allclose(
+        xyz[0], [-100 * np.sin(phi), 0.0, 100 * np.cos(phi)], atol=2e-3
+    )

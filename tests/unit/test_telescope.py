@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy import units as u
 from astropy.coordinates import SkyCoord
-from scipy.special import j1
 from scipy.spatial.distance import pdist
+from scipy.special import j1
 
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import (
@@ -22,18 +22,20 @@ from dsa110_contimg.telescope.beam_models import (
 C_M_S = 299_792_458.0
 
 
-def _airy_reference(theta_rad: np.ndarray, freq_hz: float, diameter_m: float) -> np.ndarray:
-    """Independent Airy power pattern, (2 J1(x) / x)**2 with x = pi D sin(theta) / lambda."""
+def _airy_reference(
+    theta_rad: np.ndarray, freq_hz: float, diameter_m: float
+) -> np.ndarray:
+    """Independent Airy power pattern (2 J1(x) / x)**2, x = pi D sin(theta) / lambda."""
     x = np.pi * diameter_m * np.sin(theta_rad) * freq_hz / C_M_S
     return (2.0 * j1(x) / x) ** 2
 
 
-# --- band and subbands ---------------------------------------------------------------
+# --- band and subbands ---
 
 
 def test_band_edges_and_channel_count() -> None:
-    assert dsa110.BAND_LOW_HZ == pytest.approx(1311.25e6, abs=1.0)
-    assert dsa110.BAND_HIGH_HZ == pytest.approx(1498.75e6, abs=1.0)
+    assert pytest.approx(1311.25e6, abs=1.0) == dsa110.BAND_LOW_HZ
+    assert pytest.approx(1498.75e6, abs=1.0) == dsa110.BAND_HIGH_HZ
     assert dsa110.N_SUBBANDS * dsa110.N_CHAN_PER_SUBBAND == 768
     freqs = dsa110.band_frequencies_hz()
     assert freqs.size == 768
@@ -48,7 +50,7 @@ def test_sb00_is_highest_and_channels_descend() -> None:
     half = dsa110.CHANNEL_WIDTH_HZ / 2
     assert sb00.max() + half == pytest.approx(1498.75e6, abs=1.0)
     assert sb00.min() - half == pytest.approx(1487.03125e6, abs=1.0)
-    assert 1487e6 <= sb00.min() and sb00.max() <= 1499e6
+    assert sb00.min() >= 1487e6 and sb00.max() <= 1499e6
     for sb in range(dsa110.N_SUBBANDS):
         f = dsa110.subband_frequencies_hz(sb)
         assert np.all(np.diff(f) < 0), f"sb{sb:02d} channels must descend"
@@ -73,11 +75,11 @@ def test_subband_out_of_range(subband: int) -> None:
         dsa110.subband_frequencies_hz(subband)
 
 
-# --- names ---------------------------------------------------------------------------
+# --- names ---
 
 
 def test_subband_filename_round_trip() -> None:
-    stamp = datetime(2023, 6, 1, 12, 34, 56, tzinfo=timezone.utc)
+    stamp = datetime(2023, 6, 1, 12, 34, 56, tzinfo=UTC)
     name = dsa110.subband_filename(stamp, 7)
     assert name == "2023-06-01T12:34:56_sb07.hdf5"
     parsed = dsa110.parse_subband_filename(Path("/data/incoming") / name)
@@ -104,11 +106,11 @@ def test_parse_non_matching_returns_none(name: str) -> None:
 
 
 def test_ms_filename() -> None:
-    stamp = datetime(2023, 1, 1, tzinfo=timezone.utc)
+    stamp = datetime(2023, 1, 1, tzinfo=UTC)
     assert dsa110.ms_filename(stamp) == "drift_20230101T000000_00.ms"
 
 
-# --- array and timing ----------------------------------------------------------------
+# --- array and timing ---
 
 
 def test_full_antenna_layout() -> None:
@@ -134,7 +136,7 @@ def test_reduced_layouts_keep_baseline_limits(n_antennas: int) -> None:
     enu = dsa110.antenna_layout_enu(n_antennas=n_antennas)
     assert enu.shape == (n_antennas, 3)
     lengths = pdist(enu)
-    assert 5.0 < lengths.min()
+    assert lengths.min() > 5.0
     assert lengths.max() < 3210.0
 
 
@@ -144,11 +146,11 @@ def test_antenna_layout_rejects_bad_sizes() -> None:
 
 
 def test_group_duration() -> None:
-    assert dsa110.GROUP_DURATION_S == pytest.approx(309.24, abs=0.01)
+    assert pytest.approx(309.24, abs=0.01) == dsa110.GROUP_DURATION_S
     assert dsa110.N_TIMES_PER_GROUP == 24
 
 
-# --- primary beam --------------------------------------------------------------------
+# --- primary beam ---
 
 
 @pytest.mark.parametrize("freq_hz", [1.31e9, 1.405e9, 1.5e9])
@@ -157,7 +159,8 @@ def test_airy_beam_matches_scipy_j1(freq_hz: float) -> None:
     np.testing.assert_allclose(
         airy_beam(theta, freq_hz),
         _airy_reference(theta, freq_hz, dsa110.DISH_DIAMETER_M),
-        rtol=0, atol=1e-12,
+        rtol=0,
+        atol=1e-12,
     )
 
 
@@ -165,8 +168,9 @@ def test_airy_beam_matches_scipy_j1(freq_hz: float) -> None:
 def test_airy_beam_peak_and_monotonic_main_lobe(freq_hz: float) -> None:
     assert float(airy_beam(0.0, freq_hz)) == 1.0
     # First null of J1 at x = 3.8317.
-    theta_null = np.arcsin(3.831705970207512 * C_M_S / freq_hz
-                           / (np.pi * dsa110.DISH_DIAMETER_M))
+    theta_null = np.arcsin(
+        3.831705970207512 * C_M_S / freq_hz / (np.pi * dsa110.DISH_DIAMETER_M)
+    )
     theta = np.linspace(0.0, theta_null, 500)
     beam = airy_beam(theta, freq_hz)
     assert np.all(np.diff(beam) < 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 from astropy import units as u
-from astropy.coordinates import HADec, EarthLocation, SkyCoord
+from astropy.coordinates import EarthLocation, HADec, SkyCoord
 from astropy.time import Time
 from numpy.typing import NDArray
 
@@ -94,7 +94,9 @@ def meridian_icrs_deg(
 
 
 def uvw_for_hadec_m(
-    xyz_m: NDArray[np.float64], ha_rad: NDArray[np.float64], dec_rad: NDArray[np.float64]
+    xyz_m: NDArray[np.float64],
+    ha_rad: NDArray[np.float64],
+    dec_rad: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Project baselines onto (u, v, w) for a phase centre at (HA, Dec).
 

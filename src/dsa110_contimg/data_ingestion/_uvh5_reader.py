@@ -62,13 +62,16 @@ def _read_file_header(path: Path) -> dict[str, object]:
                 "n_freq": int(np.asarray(header["freq_array"][()]).size),
                 "dec": dec,
                 "data_shape": tuple(h5["Data"]["visdata"].shape)
-                if "visdata" in h5["Data"] else None,
+                if "visdata" in h5["Data"]
+                else None,
             }
     except InputDataError:
         raise
     except (OSError, KeyError, ValueError) as err:
-        msg = (f"{path}: cannot read HDF5 header ({err}); the file is truncated or "
-               "corrupt; re-transfer it or remove it from the incoming directory")
+        msg = (
+            f"{path}: cannot read HDF5 header ({err}); the file is truncated or "
+            "corrupt; re-transfer it or remove it from the incoming directory"
+        )
         raise InputDataError(msg) from err
 
 
@@ -87,8 +90,10 @@ def read_group_header(group: SubbandGroup) -> GroupHeader:
         path = group.files[sb]
         info = _read_file_header(path)
         if info["dec"] is None:
-            msg = (f"{path}: extra_keywords.phase_center_dec (pointing declination) "
-                   "is missing; the pipeline reads the pointing from each file")
+            msg = (
+                f"{path}: extra_keywords.phase_center_dec (pointing declination) "
+                "is missing; the pipeline reads the pointing from each file"
+            )
             raise InputDataError(msg)
         if info["data_shape"] is None:
             msg = f"{path}: no Data/visdata dataset; the file is incomplete"
@@ -97,26 +102,35 @@ def read_group_header(group: SubbandGroup) -> GroupHeader:
             ref, ref_path = info, path
             continue
         times, ref_times = info["times"], ref["times"]
-        if times.shape != ref_times.shape or np.max(
-            np.abs(times - ref_times)) * 86400.0 > _TIME_TOLERANCE_S:
-            msg = (f"{path}: integration times differ from {ref_path.name} "
-                   f"({times.size} vs {ref_times.size} times, first "
-                   f"{times[0]:.6f} vs {ref_times[0]:.6f} JD); the files do not belong "
-                   "to one group; check the grouping tolerance or remove the stray file")
+        if (
+            times.shape != ref_times.shape
+            or np.max(np.abs(times - ref_times)) * 86400.0 > _TIME_TOLERANCE_S
+        ):
+            msg = (
+                f"{path}: integration times differ from {ref_path.name} "
+                f"({times.size} vs {ref_times.size} times, first "
+                f"{times[0]:.6f} vs {ref_times[0]:.6f} JD); the files do not belong "
+                "to one group; check the grouping tolerance or remove the stray file"
+            )
             raise InputDataError(msg)
         if info["n_blts"] != ref["n_blts"]:
-            msg = (f"{path}: {info['n_blts']} baseline-times, {ref_path.name} has "
-                   f"{ref['n_blts']}; inconsistent group")
+            msg = (
+                f"{path}: {info['n_blts']} baseline-times, {ref_path.name} has "
+                f"{ref['n_blts']}; inconsistent group"
+            )
             raise InputDataError(msg)
         if abs(info["dec"] - ref["dec"]) > np.deg2rad(1.0 / 3600):
-            msg = (f"{path}: pointing dec {np.degrees(info['dec']):.4f} deg differs from "
-                   f"{ref_path.name} ({np.degrees(ref['dec']):.4f} deg)")
+            msg = (
+                f"{path}: pointing dec {np.degrees(info['dec']):.4f} deg differs from "
+                f"{ref_path.name} ({np.degrees(ref['dec']):.4f} deg)"
+            )
             raise InputDataError(msg)
     if ref is None:
         msg = f"group {group.group_id}: no files"
         raise InputDataError(msg)
-    return GroupHeader(ref["times"], float(ref["dec"]), int(ref["n_blts"]),
-                       int(ref["n_freq"]))
+    return GroupHeader(
+        ref["times"], float(ref["dec"]), int(ref["n_blts"]), int(ref["n_freq"])
+    )
 
 
 def _read_one(path: Path) -> UVData:
@@ -124,11 +138,19 @@ def _read_one(path: Path) -> UVData:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            uv.read(str(path), file_type="uvh5", run_check=False,
-                    run_check_acceptability=False, check_extra=False, fix_autos=False)
+            uv.read(
+                str(path),
+                file_type="uvh5",
+                run_check=False,
+                run_check_acceptability=False,
+                check_extra=False,
+                fix_autos=False,
+            )
     except Exception as err:  # h5py/pyuvdata raise many types on bad data
-        msg = (f"{path}: reading visibilities failed ({type(err).__name__}: {err}); "
-               "the file is truncated or corrupt; re-transfer it")
+        msg = (
+            f"{path}: reading visibilities failed ({type(err).__name__}: {err}); "
+            "the file is truncated or corrupt; re-transfer it"
+        )
         raise InputDataError(msg) from err
     uv.uvw_array = np.asarray(uv.uvw_array, dtype=np.float64)
     return uv
@@ -163,9 +185,11 @@ def read_group(group: SubbandGroup, *, fill_missing: bool = False) -> UVData:
     """
     if group.missing_subbands and not fill_missing:
         missing = ", ".join(f"sb{sb:02d}" for sb in group.missing_subbands)
-        msg = (f"group {group.group_id}: missing subband(s) {missing}; wait for the "
-               "files or set conversion.incomplete_policy: flag to convert with "
-               "those channels flagged")
+        msg = (
+            f"group {group.group_id}: missing subband(s) {missing}; wait for the "
+            "files or set conversion.incomplete_policy: flag to convert with "
+            "those channels flagged"
+        )
         raise InputDataError(msg)
     parts: dict[int, UVData] = {}
     for sb in sorted(group.files):

@@ -98,7 +98,10 @@ def group_subband_files(
     groups: list[SubbandGroup] = []
     current: list[SubbandFile] = []
     for f in sorted(files, key=lambda f: (f.timestamp, f.subband)):
-        if current and (f.timestamp - current[0].timestamp).total_seconds() > tolerance_s:
+        if (
+            current
+            and (f.timestamp - current[0].timestamp).total_seconds() > tolerance_s
+        ):
             groups.append(_make_group(current, n_expected))
             current = []
         current.append(f)
@@ -113,8 +116,10 @@ def _make_group(members: list[SubbandFile], n_expected: int) -> SubbandGroup:
     for f in members:
         if f.subband in by_sb:
             duplicates.append(f.path)
-            log.warning("duplicate subband file ignored",
-                        extra={"path": str(f.path), "kept": str(by_sb[f.subband])})
+            log.warning(
+                "duplicate subband file ignored",
+                extra={"path": str(f.path), "kept": str(by_sb[f.subband])},
+            )
         else:
             by_sb[f.subband] = f.path
     return SubbandGroup(members[0].timestamp, by_sb, tuple(duplicates), n_expected)

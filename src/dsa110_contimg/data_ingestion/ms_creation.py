@@ -33,8 +33,15 @@ from dsa110_contimg.pipeline.exceptions import (
 )
 from dsa110_contimg.telescope import dsa110
 
-__all__ = ["MsProduct", "MsInfo", "read_ms_info", "convert_group", "phase_to_common_center", "validate_ms",
-           "is_valid_ms"]
+__all__ = [
+    "MsProduct",
+    "MsInfo",
+    "read_ms_info",
+    "convert_group",
+    "phase_to_common_center",
+    "validate_ms",
+    "is_valid_ms",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +67,9 @@ class MsProduct:
     skipped: bool = False
 
 
-def phase_to_common_center(uv: UVData, *, pointing_dec_rad: float) -> tuple[float, float]:
+def phase_to_common_center(
+    uv: UVData, *, pointing_dec_rad: float
+) -> tuple[float, float]:
     """Rotate drift-scan visibilities to the meridian at the median time.
 
     Each integration of ``uv`` is fringe-stopped at (HA=0, Dec=pointing); this
@@ -84,7 +93,9 @@ def phase_to_common_center(uv: UVData, *, pointing_dec_rad: float) -> tuple[floa
     index[numbers] = np.arange(numbers.size)
     xyz = _phasing.baseline_xyz_m(
         np.asarray(uv.telescope.antenna_positions, dtype=np.float64),
-        index[uv.ant_1_array], index[uv.ant_2_array], location.lon.to_value(u.rad),
+        index[uv.ant_1_array],
+        index[uv.ant_2_array],
+        location.lon.to_value(u.rad),
     )
     w_old = _phasing.uvw_for_hadec_m(xyz, 0.0, pointing_dec_rad)[:, 2]
     times, inverse = np.unique(uv.time_array, return_inverse=True)
@@ -94,12 +105,16 @@ def phase_to_common_center(uv: UVData, *, pointing_dec_rad: float) -> tuple[floa
     w_new = _phasing.uvw_for_hadec_m(xyz, ha[inverse, 0], dec[inverse, 0])[:, 2]
     _phasing.rotate_phase_center(uv.data_array, w_old, w_new, uv.freq_array)
 
-    uv.phase_center_catalog = {0: {
-        "cat_name": f"meridian_{float(ra_c[0]):.4f}_{float(dec_c[0]):+.4f}",
-        "cat_type": "sidereal", "cat_lon": float(np.deg2rad(ra_c[0])),
-        "cat_lat": float(np.deg2rad(dec_c[0])), "cat_frame": "icrs",
-        "cat_epoch": 2000.0,
-    }}
+    uv.phase_center_catalog = {
+        0: {
+            "cat_name": f"meridian_{float(ra_c[0]):.4f}_{float(dec_c[0]):+.4f}",
+            "cat_type": "sidereal",
+            "cat_lon": float(np.deg2rad(ra_c[0])),
+            "cat_lat": float(np.deg2rad(dec_c[0])),
+            "cat_frame": "icrs",
+            "cat_epoch": 2000.0,
+        }
+    }
     uv.phase_center_id_array = np.zeros(uv.Nblts, dtype=int)
     uv._set_app_coords_helper()
     with warnings.catch_warnings():  # visibilities were rotated above, on purpose
@@ -107,8 +122,10 @@ def phase_to_common_center(uv: UVData, *, pointing_dec_rad: float) -> tuple[floa
         uv.set_uvws_from_antenna_positions(update_vis=False)
     dw = np.max(np.abs(uv.uvw_array[:, 2] - w_new))
     if dw > 2e-3:
-        msg = (f"UVW recomputation disagrees with the phase rotation by {dw:.4f} m; "
-               "refusing to write an incoherent MS")
+        msg = (
+            f"UVW recomputation disagrees with the phase rotation by {dw:.4f} m; "
+            "refusing to write an incoherent MS"
+        )
         raise InputDataError(msg)
     return float(ra_c[0]), float(dec_c[0])
 
@@ -157,7 +174,9 @@ def convert_group(
     final = Path(output_dir) / dsa110.ms_filename(group.start_time)
     if final.exists() and not overwrite and is_valid_ms(final):
         ra, dec, pt_dec, n_sb = _read_ms_summary(final)
-        log.info("ms exists, skipped", extra={"group": group.group_id, "path": str(final)})
+        log.info(
+            "ms exists, skipped", extra={"group": group.group_id, "path": str(final)}
+        )
         return MsProduct(group.group_id, final, ra, dec, pt_dec, n_sb, skipped=True)
     if incomplete_policy not in ("fail", "flag"):
         msg = f"incomplete_policy must be 'fail' or 'flag', got {incomplete_policy!r}"
@@ -168,29 +187,57 @@ def convert_group(
     if group.missing_subbands:
         warnings.warn(
             f"group {group.group_id}: subbands {list(group.missing_subbands)} missing; "
-            "their channels are flagged", DataQualityWarning, stacklevel=2)
+            "their channels are flagged",
+            DataQualityWarning,
+            stacklevel=2,
+        )
     if chan_average > 1:
         if header.n_freq_per_subband % chan_average:
-            msg = (f"conversion.chan_average={chan_average} does not divide the "
-                   f"{header.n_freq_per_subband} channels per subband of group "
-                   f"{group.group_id}")
+            msg = (
+                f"conversion.chan_average={chan_average} does not divide the "
+                f"{header.n_freq_per_subband} channels per subband of group "
+                f"{group.group_id}"
+            )
             raise InputDataError(msg)
         uv.frequency_average(n_chan_to_avg=chan_average, propagate_flags=True)
     ra, dec = phase_to_common_center(uv, pointing_dec_rad=header.pointing_dec_rad)
     uv.telescope.name = telescope_name
-    uv.history += (f"\nconverted by dsa110_contimg {__version__}: group {group.group_id}, "
-                   f"phase centre RA {ra:.6f} Dec {dec:.6f} deg (ICRS)")
-    _write_atomic(uv, final, group=group, pointing_dec_rad=header.pointing_dec_rad,
-                  center=(ra, dec))
-    log.info("ms written", extra={"group": group.group_id, "path": str(final),
-                                  "duration_s": round(time.perf_counter() - t0, 2)})
-    return MsProduct(group.group_id, final, ra, dec,
-                     float(np.degrees(header.pointing_dec_rad)),
-                     len(group.files), skipped=False)
+    uv.history += (
+        f"\nconverted by dsa110_contimg {__version__}: group {group.group_id}, "
+        f"phase centre RA {ra:.6f} Dec {dec:.6f} deg (ICRS)"
+    )
+    _write_atomic(
+        uv,
+        final,
+        group=group,
+        pointing_dec_rad=header.pointing_dec_rad,
+        center=(ra, dec),
+    )
+    log.info(
+        "ms written",
+        extra={
+            "group": group.group_id,
+            "path": str(final),
+            "duration_s": round(time.perf_counter() - t0, 2),
+        },
+    )
+    return MsProduct(
+        group.group_id,
+        final,
+        ra,
+        dec,
+        float(np.degrees(header.pointing_dec_rad)),
+        len(group.files),
+        skipped=False,
+    )
 
 
 def _write_atomic(
-    uv: UVData, final: Path, *, group: SubbandGroup, pointing_dec_rad: float,
+    uv: UVData,
+    final: Path,
+    *,
+    group: SubbandGroup,
+    pointing_dec_rad: float,
     center: tuple[float, float],
 ) -> None:
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
@@ -205,7 +252,9 @@ def _write_atomic(
         with tables.table(str(tmp), readonly=False, ack=False) as ms:
             ms.putkeyword(_PT_DEC_KEY, float(pointing_dec_rad))
             ms.putkeyword(_GROUP_KEY, group.group_id)
-            ms.putkeyword(_MISSING_KEY, ",".join(str(s) for s in group.missing_subbands))
+            ms.putkeyword(
+                _MISSING_KEY, ",".join(str(s) for s in group.missing_subbands)
+            )
         validate_ms(tmp, expected_center_deg=center)
         with tables.table(str(tmp), readonly=False, ack=False) as ms:
             ms.putkeyword(_COMPLETE_KEY, True)
@@ -214,15 +263,19 @@ def _write_atomic(
         os.replace(tmp, final)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        msg = (f"group {group.group_id}: writing {final} failed ({err}); check that "
-               f"{final.parent} is writable and has free space")
+        msg = (
+            f"group {group.group_id}: writing {final} failed ({err}); check that "
+            f"{final.parent} is writable and has free space"
+        )
         raise ResourceError(msg) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def validate_ms(path: Path, *, expected_center_deg: tuple[float, float] | None = None) -> None:
+def validate_ms(
+    path: Path, *, expected_center_deg: tuple[float, float] | None = None
+) -> None:
     """Assert the invariants of a converted MS; raise InputDataError if broken.
 
     Checks: channel frequencies ascending with positive widths, a single field
@@ -243,10 +296,14 @@ def validate_ms(path: Path, *, expected_center_deg: tuple[float, float] | None =
     with tables.table(f"{p}/FIELD", ack=False) as field:
         phase_dir = field.getcol("PHASE_DIR")
     if phase_dir.shape[0] != 1:
-        problems.append(f"{phase_dir.shape[0]} fields; one common phase centre expected")
+        problems.append(
+            f"{phase_dir.shape[0]} fields; one common phase centre expected"
+        )
     elif expected_center_deg is not None:
         ra, dec = np.rad2deg(phase_dir[0, 0])
-        d_ra = ((ra - expected_center_deg[0] + 180) % 360 - 180) * np.cos(np.deg2rad(dec))
+        d_ra = ((ra - expected_center_deg[0] + 180) % 360 - 180) * np.cos(
+            np.deg2rad(dec)
+        )
         off = 3600 * np.hypot(d_ra, dec - expected_center_deg[1])
         if off > _PHASE_TOL_ARCSEC:
             problems.append(f"FIELD phase centre is {off:.2f} arcsec from the data's")
@@ -254,9 +311,13 @@ def validate_ms(path: Path, *, expected_center_deg: tuple[float, float] | None =
         uvw = ms.getcol("UVW")
         a1, a2 = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2")
     lengths = np.linalg.norm(uvw[a1 != a2], axis=1)
-    if lengths.size and (lengths.min() < _MIN_BASELINE_M or lengths.max() > _MAX_BASELINE_M):
-        problems.append(f"baseline lengths {lengths.min():.1f}-{lengths.max():.1f} m "
-                        f"outside {_MIN_BASELINE_M}-{_MAX_BASELINE_M} m")
+    if lengths.size and (
+        lengths.min() < _MIN_BASELINE_M or lengths.max() > _MAX_BASELINE_M
+    ):
+        problems.append(
+            f"baseline lengths {lengths.min():.1f}-{lengths.max():.1f} m "
+            f"outside {_MIN_BASELINE_M}-{_MAX_BASELINE_M} m"
+        )
     with tables.table(f"{p}/ANTENNA", ack=False) as ant:
         pos = ant.getcol("POSITION")
     used = np.unique(np.concatenate([a1, a2]))
@@ -285,8 +346,12 @@ def _read_ms_summary(path: Path) -> tuple[float, float, float, int]:
     with tables.table(f"{path}/FIELD", ack=False) as field:
         ra, dec = np.rad2deg(field.getcol("PHASE_DIR")[0, 0])
     missing = [s for s in str(kw.get(_MISSING_KEY, "")).split(",") if s]
-    return (float(ra % 360), float(dec), float(np.degrees(kw.get(_PT_DEC_KEY, np.nan))),
-            dsa110.N_SUBBANDS - len(missing))
+    return (
+        float(ra % 360),
+        float(dec),
+        float(np.degrees(kw.get(_PT_DEC_KEY, np.nan))),
+        dsa110.N_SUBBANDS - len(missing),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,5 +377,11 @@ def read_ms_info(path: Path) -> MsInfo:
     ra, dec, pt_dec, _ = _read_ms_summary(path)
     if not np.isfinite(pt_dec):
         pt_dec = dec  # MS not written by this pipeline: the meridian centre's dec
-    return MsInfo(str(kw.get(_GROUP_KEY, Path(path).stem)), times_s / 86400.0, freqs,
-                  pt_dec, ra, dec)
+    return MsInfo(
+        str(kw.get(_GROUP_KEY, Path(path).stem)),
+        times_s / 86400.0,
+        freqs,
+        pt_dec,
+        ra,
+        dec,
+    )

@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from astropy.table import Table, unique, vstack
@@ -27,12 +27,22 @@ from dsa110_contimg.pipeline.stages.conversion_stage import (
     convert_groups,
     find_groups,
 )
-from dsa110_contimg.simulation import ObservationSpec, SimulationResult, simulate_observation
+from dsa110_contimg.simulation import (
+    ObservationSpec,
+    SimulationResult,
+    simulate_observation,
+)
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
-__all__ = ["BatchResult", "observation_spec", "simulate", "convert_incoming",
-           "process_blocks", "run_batch"]
+__all__ = [
+    "BatchResult",
+    "observation_spec",
+    "simulate",
+    "convert_incoming",
+    "process_blocks",
+    "run_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,57 +64,83 @@ class BatchResult:
     @property
     def success(self) -> bool:
         """Return True when every group converted and every block succeeded."""
-        return (not self.conversion.failures and bool(self.blocks)
-                and all(b.success for b in self.blocks))
+        return (
+            not self.conversion.failures
+            and bool(self.blocks)
+            and all(b.success for b in self.blocks)
+        )
 
 
 def observation_spec(config: PipelineConfig) -> ObservationSpec:
     """Return the simulator's specification from the ``simulation`` section."""
     sim = config.simulation
     return ObservationSpec(
-        start_time=datetime.fromisoformat(sim.start_time).replace(tzinfo=timezone.utc),
-        n_groups=sim.n_groups, n_antennas=sim.n_antennas,
-        n_chan_per_subband=sim.n_chan_per_subband, n_times=sim.n_times,
-        declination_deg=sim.declination_deg, n_sources=sim.n_sources,
-        min_flux_jy=sim.min_flux_jy, max_flux_jy=sim.max_flux_jy,
-        field_radius_deg=sim.field_radius_deg, sefd_jy=sim.sefd_jy, noise=sim.noise,
-        gains=sim.gains, gain_amp_rms=sim.gain_amp_rms,
+        start_time=datetime.fromisoformat(sim.start_time).replace(tzinfo=UTC),
+        n_groups=sim.n_groups,
+        n_antennas=sim.n_antennas,
+        n_chan_per_subband=sim.n_chan_per_subband,
+        n_times=sim.n_times,
+        declination_deg=sim.declination_deg,
+        n_sources=sim.n_sources,
+        min_flux_jy=sim.min_flux_jy,
+        max_flux_jy=sim.max_flux_jy,
+        field_radius_deg=sim.field_radius_deg,
+        sefd_jy=sim.sefd_jy,
+        noise=sim.noise,
+        gains=sim.gains,
+        gain_amp_rms=sim.gain_amp_rms,
         gain_phase_rms_deg=sim.gain_phase_rms_deg,
         missing_subbands=tuple(sim.missing_subbands),
-        timestamp_jitter_s=sim.timestamp_jitter_s, seed=sim.seed,
+        timestamp_jitter_s=sim.timestamp_jitter_s,
+        seed=sim.seed,
     )
 
 
-def simulate(config: PipelineConfig, output_dir: Path | None = None, *,
-             progress: Progress = _quiet) -> SimulationResult:
+def simulate(
+    config: PipelineConfig,
+    output_dir: Path | None = None,
+    *,
+    progress: Progress = _quiet,
+) -> SimulationResult:
     """Simulate the configured observation into ``output_dir`` (default incoming)."""
     out = Path(output_dir or config.paths.incoming_dir)
     out.mkdir(parents=True, exist_ok=True)
     return simulate_observation(observation_spec(config), out, progress=progress)
 
 
-def convert_incoming(config: PipelineConfig, incoming_dir: Path | None = None, *,
-                     progress: Progress = _quiet) -> ConversionReport:
+def convert_incoming(
+    config: PipelineConfig,
+    incoming_dir: Path | None = None,
+    *,
+    progress: Progress = _quiet,
+) -> ConversionReport:
     """Convert every group found in ``incoming_dir`` to an MS."""
     incoming = Path(incoming_dir or config.paths.incoming_dir)
     groups = find_groups(incoming, config.conversion)
     progress(f"found {len(groups)} subband group(s) in {incoming}")
     return convert_groups(
-        groups, Path(config.paths.ms_stage1_dir), config.conversion,
+        groups,
+        Path(config.paths.ms_stage1_dir),
+        config.conversion,
         progress=lambda i, n, msg: progress(f"[convert {i}/{n}] {msg}"),
     )
 
 
-def process_blocks(config: PipelineConfig, ms_paths: list[Path], *,
-                   catalog: SkyCatalog | None, progress: Progress = _quiet
-                   ) -> list[ProcessingResult]:
+def process_blocks(
+    config: PipelineConfig,
+    ms_paths: list[Path],
+    *,
+    catalog: SkyCatalog | None,
+    progress: Progress = _quiet,
+) -> list[ProcessingResult]:
     """Process every block that holds one of ``ms_paths``."""
     times = sorted(t for p in ms_paths if (t := parse_ms_time(p)) is not None)
     if not times:
         return []
     start = times[0].strftime("%Y-%m-%dT%H:%M:%S")
     end = (times[-1] + timedelta(seconds=dsa110.GROUP_DURATION_S)).strftime(
-        "%Y-%m-%dT%H:%M:%S")
+        "%Y-%m-%dT%H:%M:%S"
+    )
     orchestrator = PipelineOrchestrator(config, catalog=catalog)
     try:
         blocks = orchestrator.find_ms_blocks_for_batch(start, end)
@@ -123,9 +159,11 @@ def process_blocks(config: PipelineConfig, ms_paths: list[Path], *,
                 res = await task
                 results.append(res)
                 state = "ok" if res.success else "FAILED: " + "; ".join(res.errors)
-                progress(f"[block {i + 1}/{len(todo)}] {res.block_id}: "
-                         f"{len(res.output_files.get('image', []))} image(s) in "
-                         f"{res.processing_time:.1f} s, {state}")
+                progress(
+                    f"[block {i + 1}/{len(todo)}] {res.block_id}: "
+                    f"{len(res.output_files.get('image', []))} image(s) in "
+                    f"{res.processing_time:.1f} s, {state}"
+                )
 
         asyncio.run(run_all())
         return sorted(results, key=lambda r: r.block_id)
@@ -135,16 +173,24 @@ def process_blocks(config: PipelineConfig, ms_paths: list[Path], *,
 
 def merge_photometry(results: list[ProcessingResult], path: Path) -> Path | None:
     """Combine the blocks' photometry tables (one row per source per image)."""
-    tables = [photometry_stage.read_photometry_table(Path(p))
-              for r in results for p in r.output_files.get("photometry", [])]
+    tables = [
+        photometry_stage.read_photometry_table(Path(p))
+        for r in results
+        for p in r.output_files.get("photometry", [])
+    ]
     if not tables:
         return None
     merged: Table = unique(vstack(tables), keys=["source_name", "image_path"])
     return photometry_stage.write_photometry_table([merged], path)
 
 
-def run_batch(config: PipelineConfig, incoming_dir: Path | None = None, *,
-              catalog_path: Path | None = None, progress: Progress = _quiet) -> BatchResult:
+def run_batch(
+    config: PipelineConfig,
+    incoming_dir: Path | None = None,
+    *,
+    catalog_path: Path | None = None,
+    progress: Progress = _quiet,
+) -> BatchResult:
     """Convert every complete group in ``incoming_dir`` and process every block.
 
     Writes ``paths.products_dir/photometry.csv``.
@@ -152,9 +198,12 @@ def run_batch(config: PipelineConfig, incoming_dir: Path | None = None, *,
     catalog_file = catalog_path or config.paths.catalog_path
     catalog = load_catalog(catalog_file) if catalog_file is not None else None
     conversion = convert_incoming(config, incoming_dir, progress=progress)
-    results = process_blocks(config, conversion.ms_paths, catalog=catalog,
-                             progress=progress)
+    results = process_blocks(
+        config, conversion.ms_paths, catalog=catalog, progress=progress
+    )
     table = None
     if catalog is not None:
-        table = merge_photometry(results, Path(config.paths.products_dir) / "photometry.csv")
+        table = merge_photometry(
+            results, Path(config.paths.products_dir) / "photometry.csv"
+        )
     return BatchResult(conversion, results, table)

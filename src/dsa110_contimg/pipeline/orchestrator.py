@@ -16,7 +16,7 @@ import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from astropy.time import Time, TimeDelta
@@ -30,8 +30,12 @@ from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
 from dsa110_contimg.utils.logging import bind_context
 from dsa110_contimg.utils.monitoring import PipelineMetrics
 
-__all__ = ["ProcessingBlock", "ProcessingResult", "PipelineOrchestrator",
-           "parse_ms_time"]
+__all__ = [
+    "ProcessingBlock",
+    "ProcessingResult",
+    "PipelineOrchestrator",
+    "parse_ms_time",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,31 +70,37 @@ def parse_ms_time(path: Path) -> datetime | None:
         stamp = datetime.strptime(name[6:21], "%Y%m%dT%H%M%S")
     except ValueError:
         return None
-    return stamp.replace(tzinfo=timezone.utc)
+    return stamp.replace(tzinfo=UTC)
 
 
 def _to_utc_datetime(value: str | Time | datetime) -> datetime:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
         value = value.replace("Z", "").split("+")[0]
-    return Time(value, scale="utc").to_datetime(timezone.utc)
+    return Time(value, scale="utc").to_datetime(UTC)
 
 
-def _process_ms(ms_path: str, config: PipelineConfig, cfg_hash: str,
-                catalog: SkyCatalog | None) -> dict[str, object]:
+def _process_ms(
+    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+) -> dict[str, object]:
     """Image one MS and measure the catalogue on it (runs in a worker process)."""
     images_dir = Path(config.paths.images_dir)
-    product = imaging_stage.image_ms(Path(ms_path), images_dir, config.imaging,
-                                     config_hash=cfg_hash)
-    out: dict[str, object] = {"image": str(product.image_path), "skipped": product.skipped}
+    product = imaging_stage.image_ms(
+        Path(ms_path), images_dir, config.imaging, config_hash=cfg_hash
+    )
+    out: dict[str, object] = {
+        "image": str(product.image_path),
+        "skipped": product.skipped,
+    }
     for kind in ("residual", "psf"):
         path = getattr(product, f"{kind}_path")
         if Path(path).exists():
             out[kind] = str(path)
     if catalog is not None:
-        table = photometry_stage.measure_image(product.image_path, catalog,
-                                               config.photometry)
+        table = photometry_stage.measure_image(
+            product.image_path, catalog, config.photometry
+        )
         out["photometry_rows"] = table
     return out
 
@@ -132,7 +142,9 @@ class PipelineOrchestrator:
     ) -> ProcessingBlock:
         """Return the block of ``mosaic_duration_min`` ending at ``block_end_time``."""
         end = Time(block_end_time, scale="utc")
-        start = end - TimeDelta(self.config.services.mosaic_duration_min * 60.0, format="sec")
+        start = end - TimeDelta(
+            self.config.services.mosaic_duration_min * 60.0, format="sec"
+        )
         files = tuple(sorted(Path(f) for f in ms_files))
         block_id = "block_" + end.to_datetime().strftime("%Y%m%dT%H%M%S")
         return ProcessingBlock(block_id, start, end, files)
@@ -155,8 +167,11 @@ class PipelineOrchestrator:
             msg = f"end time {end_time_iso} is not after start time {start_time_iso}"
             raise ValueError(msg)
         ms_dir = Path(self.config.paths.ms_stage1_dir)
-        stamped = sorted((t, p) for p in ms_dir.glob("drift_*.ms")
-                         if (t := parse_ms_time(p)) is not None)
+        stamped = sorted(
+            (t, p)
+            for p in ms_dir.glob("drift_*.ms")
+            if (t := parse_ms_time(p)) is not None
+        )
         duration = timedelta(minutes=svc.mosaic_duration_min)
         step = timedelta(minutes=svc.mosaic_duration_min - svc.mosaic_overlap_min)
         blocks: dict[Time, list[str]] = {}
@@ -192,7 +207,9 @@ class PipelineOrchestrator:
         pipeline database and the block's timing in `PipelineMetrics`.
         """
         if self._semaphore is None:
-            self._semaphore = asyncio.Semaphore(self.config.services.max_concurrent_blocks)
+            self._semaphore = asyncio.Semaphore(
+                self.config.services.max_concurrent_blocks
+            )
         async with self._semaphore:
             return await self._process_block(block)
 
@@ -207,9 +224,16 @@ class PipelineOrchestrator:
                 result.errors.append(f"{path}: MS not found")
             executor = self._get_executor()
             futures = [
-                loop.run_in_executor(executor, _process_ms, str(p), self.config,
-                                     self.config_hash, self.catalog)
-                for p in block.ms_files if str(p) not in missing
+                loop.run_in_executor(
+                    executor,
+                    _process_ms,
+                    str(p),
+                    self.config,
+                    self.config_hash,
+                    self.catalog,
+                )
+                for p in block.ms_files
+                if str(p) not in missing
             ]
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
         tables = []
@@ -218,9 +242,14 @@ class PipelineOrchestrator:
             if isinstance(outcome, BaseException):
                 kind = type(outcome).__name__
                 result.errors.append(f"{ms_path}: {kind}: {outcome}")
-                log.error("ms processing failed", extra={"block_id": block.block_id,
-                                                          "ms": str(ms_path),
-                                                          "error": str(outcome)})
+                log.error(
+                    "ms processing failed",
+                    extra={
+                        "block_id": block.block_id,
+                        "ms": str(ms_path),
+                        "error": str(outcome),
+                    },
+                )
                 if not isinstance(outcome, PipelineError | OSError):
                     log.error("unexpected error", exc_info=outcome)
                 continue
@@ -230,7 +259,10 @@ class PipelineOrchestrator:
             if "photometry_rows" in outcome:
                 tables.append(outcome["photometry_rows"])
         if tables:
-            table_path = Path(self.config.paths.products_dir) / f"photometry_{block.block_id}.csv"
+            table_path = (
+                Path(self.config.paths.products_dir)
+                / f"photometry_{block.block_id}.csv"
+            )
             photometry_stage.write_photometry_table(tables, table_path)
             result.output_files["photometry"] = [str(table_path)]
         result.success = not result.errors and bool(result.output_files.get("image"))
@@ -238,15 +270,22 @@ class PipelineOrchestrator:
             result.errors.append(f"block {block.block_id} has no Measurement Sets")
         result.processing_time = time.perf_counter() - t0
         self._record(block, result)
-        log.info("block done", extra={"block_id": block.block_id,
-                                      "success": result.success,
-                                      "duration_s": round(result.processing_time, 2)})
+        log.info(
+            "block done",
+            extra={
+                "block_id": block.block_id,
+                "success": result.success,
+                "duration_s": round(result.processing_time, 2),
+            },
+        )
         return result
 
     def _record(self, block: ProcessingBlock, result: ProcessingResult) -> None:
         self.metrics.record_block_processing(
-            block_id=block.block_id, success=result.success,
-            processing_time=result.processing_time, ms_count=len(block.ms_files),
+            block_id=block.block_id,
+            success=result.success,
+            processing_time=result.processing_time,
+            ms_count=len(block.ms_files),
             image_count=len(result.output_files.get("image", [])),
             error_message="; ".join(result.errors) or None,
         )
@@ -264,6 +303,8 @@ def check_backend(config: PipelineConfig) -> None:
     from dsa110_contimg.tools.imagers import IMAGERS
 
     if config.imaging.backend not in IMAGERS:
-        msg = (f"imaging.backend {config.imaging.backend!r} is not available; "
-               f"choose one of {sorted(IMAGERS)}")
+        msg = (
+            f"imaging.backend {config.imaging.backend!r} is not available; "
+            f"choose one of {sorted(IMAGERS)}"
+        )
         raise ConfigError(msg)

@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,12 @@ from dsa110_contimg.simulation._sky import make_sky
 from dsa110_contimg.simulation._writer import write_subband_file
 from dsa110_contimg.telescope import dsa110
 
-__all__ = ["ObservationSpec", "SimulatedGroup", "SimulationResult", "simulate_observation"]
+__all__ = [
+    "ObservationSpec",
+    "SimulatedGroup",
+    "SimulationResult",
+    "simulate_observation",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,8 @@ class SimulationResult:
 
 def _location() -> EarthLocation:
     return EarthLocation.from_geodetic(
-        dsa110.ARRAY_LON_DEG * u.deg, dsa110.ARRAY_LAT_DEG * u.deg,
+        dsa110.ARRAY_LON_DEG * u.deg,
+        dsa110.ARRAY_LAT_DEG * u.deg,
         dsa110.ARRAY_HEIGHT_M * u.m,
     )
 
@@ -87,8 +93,9 @@ def _location() -> EarthLocation:
 def _telescope(n_antennas: int, location: EarthLocation) -> Telescope:
     enu = dsa110.antenna_layout_enu(n_antennas=n_antennas)
     ecef = ECEF_from_ENU(enu, center_loc=location)
-    rel = ecef - np.array([location.x.to_value(u.m), location.y.to_value(u.m),
-                           location.z.to_value(u.m)])
+    rel = ecef - np.array(
+        [location.x.to_value(u.m), location.y.to_value(u.m), location.z.to_value(u.m)]
+    )
     numbers = np.arange(1, n_antennas + 1)
     return Telescope.new(
         location=location,
@@ -151,12 +158,15 @@ def simulate_observation(
     cross = i1 != i2
     swapped = cross & (rng.uniform(size=i1.size) < spec.swapped_fraction)
 
-    start = spec.start_time.astimezone(timezone.utc)
+    start = spec.start_time.astimezone(UTC)
     tau = dsa110.INTEGRATION_TIME_S
     group_span_s = tau * spec.n_times
-    group_starts = [start + timedelta(seconds=k * group_span_s) for k in range(spec.n_groups)]
+    group_starts = [
+        start + timedelta(seconds=k * group_span_s) for k in range(spec.n_groups)
+    ]
     group_times = [
-        Time(gs).jd + (np.arange(spec.n_times) + 0.5) * tau / 86400.0 for gs in group_starts
+        Time(gs).jd + (np.arange(spec.n_times) + 0.5) * tau / 86400.0
+        for gs in group_starts
     ]
     mid_ras = [
         float(np.median(_phasing.meridian_icrs_deg(dec_app, t, location)[0]))
@@ -164,14 +174,20 @@ def simulate_observation(
     ]
     if sky is None:
         sky = make_sky(
-            np.asarray(mid_ras), spec.declination_deg,
-            n_sources_per_center=spec.n_sources, radius_deg=spec.field_radius_deg,
-            min_flux_jy=spec.min_flux_jy, max_flux_jy=spec.max_flux_jy, rng=rng,
+            np.asarray(mid_ras),
+            spec.declination_deg,
+            n_sources_per_center=spec.n_sources,
+            radius_deg=spec.field_radius_deg,
+            min_flux_jy=spec.min_flux_jy,
+            max_flux_jy=spec.max_flux_jy,
+            rng=rng,
         )
     gains = None
     if spec.gains:
         amp = 1.0 + spec.gain_amp_rms * rng.standard_normal(spec.n_antennas)
-        phase = np.deg2rad(spec.gain_phase_rms_deg) * rng.standard_normal(spec.n_antennas)
+        phase = np.deg2rad(spec.gain_phase_rms_deg) * rng.standard_normal(
+            spec.n_antennas
+        )
         gains = amp * np.exp(1j * phase)
 
     groups: list[SimulatedGroup] = []
@@ -183,25 +199,49 @@ def simulate_observation(
                 continue
             freqs = dsa110.subband_frequencies_hz(sb, n_chan=spec.n_chan_per_subband)
             vis = predict_visibilities(
-                sky, xyz_m=xyz, times_jd=times_jd, freq_hz=freqs,
-                pointing_dec_rad=dec_app, location=location,
+                sky,
+                xyz_m=xyz,
+                times_jd=times_jd,
+                freq_hz=freqs,
+                pointing_dec_rad=dec_app,
+                location=location,
             )
-            vis = _corrupt(vis, spec, gains=gains, i1=i1, i2=i2, cross=cross,
-                           chan_width_hz=abs(freqs[1] - freqs[0]) if freqs.size > 1
-                           else 11.71875e6, rng=rng)
+            vis = _corrupt(
+                vis,
+                spec,
+                gains=gains,
+                i1=i1,
+                i2=i2,
+                cross=cross,
+                chan_width_hz=abs(freqs[1] - freqs[0])
+                if freqs.size > 1
+                else 11.71875e6,
+                rng=rng,
+            )
             jitter = int(round(rng.uniform(0, spec.timestamp_jitter_s)))
             stamp = (gstart + timedelta(seconds=jitter)).replace(microsecond=0)
             path = output_dir / dsa110.subband_filename(stamp, sb)
             write_subband_file(
-                path, telescope=telescope, vis=vis, ant1=ant1, ant2=ant2,
-                uvw_m=uvw_meridian, times_jd=times_jd, freq_hz=freqs,
-                integration_time_s=tau, pointing_dec_rad=dec_app, swapped=swapped,
+                path,
+                telescope=telescope,
+                vis=vis,
+                ant1=ant1,
+                ant2=ant2,
+                uvw_m=uvw_meridian,
+                times_jd=times_jd,
+                freq_hz=freqs,
+                integration_time_s=tau,
+                pointing_dec_rad=dec_app,
+                swapped=swapped,
             )
             files.append(path)
             if progress is not None:
                 progress(f"group {g + 1}/{spec.n_groups} {path.name}")
         groups.append(SimulatedGroup(gstart, tuple(files), missing, mid_ras[g]))
-        log.info("group simulated", extra={"group": gstart.isoformat(), "n_files": len(files)})
+        log.info(
+            "group simulated",
+            extra={"group": gstart.isoformat(), "n_files": len(files)},
+        )
 
     sky_path = truth_dir / "sky.csv"
     write_catalog(sky, sky_path)
@@ -215,17 +255,26 @@ def simulate_observation(
     truth_path = truth_dir / "observation.json"
     spec_dict = asdict(spec)
     spec_dict["start_time"] = start.isoformat()
-    truth_path.write_text(json.dumps({
-        "spec": spec_dict,
-        "groups": [
-            {"start_time": gr.start_time.isoformat(), "files": [p.name for p in gr.files],
-             "missing_subbands": list(gr.missing_subbands),
-             "meridian_ra_deg": gr.meridian_ra_deg}
-            for gr in groups
-        ],
-    }, indent=2))
-    return SimulationResult(output_dir, tuple(groups), sky, sky_path, gains_path,
-                            truth_path, gains)
+    truth_path.write_text(
+        json.dumps(
+            {
+                "spec": spec_dict,
+                "groups": [
+                    {
+                        "start_time": gr.start_time.isoformat(),
+                        "files": [p.name for p in gr.files],
+                        "missing_subbands": list(gr.missing_subbands),
+                        "meridian_ra_deg": gr.meridian_ra_deg,
+                    }
+                    for gr in groups
+                ],
+            },
+            indent=2,
+        )
+    )
+    return SimulationResult(
+        output_dir, tuple(groups), sky, sky_path, gains_path, truth_path, gains
+    )
 
 
 def _corrupt(
@@ -247,8 +296,11 @@ def _corrupt(
     if spec.noise:
         # Radiometer equation per real/imaginary part of a cross-correlation.
         sigma = spec.sefd_jy / np.sqrt(2.0 * chan_width_hz * dsa110.INTEGRATION_TIME_S)
-        noise = sigma * (rng.standard_normal(out.shape) + 1j * rng.standard_normal(out.shape))
-        noise[:, ~cross] = np.sqrt(2.0) * sigma * rng.standard_normal(
-            noise[:, ~cross].shape)
+        noise = sigma * (
+            rng.standard_normal(out.shape) + 1j * rng.standard_normal(out.shape)
+        )
+        noise[:, ~cross] = (
+            np.sqrt(2.0) * sigma * rng.standard_normal(noise[:, ~cross].shape)
+        )
         out += noise
     return out

@@ -48,7 +48,9 @@ def make_sky(
             ra = (ra_c + r * np.cos(phi) / np.cos(np.deg2rad(dec))) % 360.0
             if ra_list:
                 dra = (np.asarray(ra_list) - ra + 180.0) % 360.0 - 180.0
-                sep = np.hypot(dra * np.cos(np.deg2rad(dec)), np.asarray(dec_list) - dec)
+                sep = np.hypot(
+                    dra * np.cos(np.deg2rad(dec)), np.asarray(dec_list) - dec
+                )
                 if sep.min() < min_sep_deg:
                     continue
             ra_list.append(ra)

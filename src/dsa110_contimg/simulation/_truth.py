@@ -32,7 +32,11 @@ class TruthComparison:
     @property
     def median_abs_flux_error(self) -> float:
         """Return the median of ``|measured / true - 1|``."""
-        return float(np.median(np.abs(self.table["flux_error"]))) if len(self.table) else np.nan
+        return (
+            float(np.median(np.abs(self.table["flux_error"])))
+            if len(self.table)
+            else np.nan
+        )
 
     @property
     def max_offset_beams(self) -> float:
@@ -40,7 +44,9 @@ class TruthComparison:
         return float(np.max(self.table["offset_beams"])) if len(self.table) else np.nan
 
 
-def compare_to_truth(photometry: Table, sky: SkyCatalog, *, snr_min: float = 10.0) -> TruthComparison:
+def compare_to_truth(
+    photometry: Table, sky: SkyCatalog, *, snr_min: float = 10.0
+) -> TruthComparison:
     """Match each injected source to its best (highest-PB, unflagged) measurement.
 
     Parameters
@@ -62,20 +68,43 @@ def compare_to_truth(photometry: Table, sky: SkyCatalog, *, snr_min: float = 10.
     rows = []
     names = np.asarray(photometry["source_name"]).astype(str)
     for i, name in enumerate(sky.name):
-        sel = np.flatnonzero((names == name) & (np.asarray(photometry["flags"]) == 0)
-                             & (np.asarray(photometry["snr"]) >= snr_min))
+        sel = np.flatnonzero(
+            (names == name)
+            & (np.asarray(photometry["flags"]) == 0)
+            & (np.asarray(photometry["snr"]) >= snr_min)
+        )
         if sel.size == 0:
             continue
         best = sel[np.argmax(np.asarray(photometry["pb"])[sel])]
         meas = photometry[best]
         true_flux = float(sky.flux_at(float(meas["freq_hz"]))[i])
-        offset = _peak_offset_beams(Path(str(meas["image_path"])), sky.ra_deg[i],
-                                    sky.dec_deg[i])
-        rows.append((name, true_flux, float(meas["flux_jy"]), float(meas["flux_err_jy"]),
-                     float(meas["flux_jy"]) / true_flux - 1.0, float(meas["snr"]),
-                     float(meas["pb"]), offset, str(meas["image_path"])))
-    cols = ("source_name", "true_flux_jy", "flux_jy", "flux_err_jy", "flux_error", "snr",
-            "pb", "offset_beams", "image_path")
+        offset = _peak_offset_beams(
+            Path(str(meas["image_path"])), sky.ra_deg[i], sky.dec_deg[i]
+        )
+        rows.append(
+            (
+                name,
+                true_flux,
+                float(meas["flux_jy"]),
+                float(meas["flux_err_jy"]),
+                float(meas["flux_jy"]) / true_flux - 1.0,
+                float(meas["snr"]),
+                float(meas["pb"]),
+                offset,
+                str(meas["image_path"]),
+            )
+        )
+    cols = (
+        "source_name",
+        "true_flux_jy",
+        "flux_jy",
+        "flux_err_jy",
+        "flux_error",
+        "snr",
+        "pb",
+        "offset_beams",
+        "image_path",
+    )
     table = Table(rows=rows, names=cols) if rows else Table(names=cols)
     return TruthComparison(table, len(sky))
 
@@ -88,8 +117,9 @@ def _peak_offset_beams(image_path: Path, ra_deg: float, dec_deg: float) -> float
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header).celestial
-    fit_ra, fit_dec = fit_peak_position(image, wcs, np.atleast_1d(ra_deg),
-                                        np.atleast_1d(dec_deg))
+    fit_ra, fit_dec = fit_peak_position(
+        image, wcs, np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)
+    )
     d_ra = (fit_ra[0] - ra_deg) * np.cos(np.deg2rad(dec_deg))
     offset_arcsec = 3600.0 * np.hypot(d_ra, fit_dec[0] - dec_deg)
     return float(offset_arcsec / (header["BMAJ"] * 3600.0))

@@ -26,6 +26,7 @@ def write_subband_file(
     integration_time_s: float,
     pointing_dec_rad: float,
     swapped: NDArray[np.bool_],
+    legacy_header: bool = True,
 ) -> None:
     """Write a subband file the way the DSA-110 correlator does.
 
@@ -56,6 +57,11 @@ def write_subband_file(
         Pointing declination, written to ``extra_keywords.phase_center_dec``.
     swapped : ndarray of bool, shape (n_bl,)
         Baselines to store as ant1 > ant2.
+    legacy_header : bool
+        Rewrite the header in the pre-pyuvdata-3 layout the DSA-110 writer
+        produces: ``phase_type = "drift"`` and no phase-centre catalogue, a
+        spectral-window axis on the frequency and data arrays, and a scalar
+        (negative) ``channel_width``.
     """
     n_time, n_bl, n_chan, n_pol = vis.shape
     data = vis.copy()
@@ -72,14 +78,20 @@ def write_subband_file(
         do_blt_outer=False,
         telescope=telescope,
         integration_time=integration_time_s,
-        channel_width=np.full(n_chan, abs(freq_hz[1] - freq_hz[0]) if n_chan > 1
-                              else 11.71875e6),
+        channel_width=np.full(
+            n_chan, abs(freq_hz[1] - freq_hz[0]) if n_chan > 1 else 11.71875e6
+        ),
         data_array=data.reshape(n_time * n_bl, n_chan, n_pol).astype(np.complex64),
         flag_array=np.zeros((n_time * n_bl, n_chan, n_pol), dtype=bool),
         nsample_array=np.ones((n_time * n_bl, n_chan, n_pol), dtype=np.float32),
         phase_center_catalog={
-            0: {"cat_name": "drift", "cat_type": "unprojected", "cat_lon": 0.0,
-                "cat_lat": np.pi / 2, "cat_frame": "altaz"}
+            0: {
+                "cat_name": "drift",
+                "cat_type": "unprojected",
+                "cat_lon": 0.0,
+                "cat_lat": np.pi / 2,
+                "cat_frame": "altaz",
+            }
         },
         vis_units="uncalib",
         history="simulated by dsa110_contimg.simulation",
@@ -104,4 +116,44 @@ def write_subband_file(
         widths = -np.abs(header["channel_width"][()])
         del header["channel_width"]
         header.create_dataset("channel_width", data=widths)
+        if legacy_header:
+            _to_legacy_layout(h5)
     tmp.replace(path)
+
+
+_MODERN_ONLY = (
+    "phase_center_catalog",
+    "phase_center_app_ra",
+    "phase_center_app_dec",
+    "phase_center_frame_pa",
+    "phase_center_id_array",
+    "Nphase",
+    "flex_spw_id_array",
+    "blts_are_rectangular",
+    "time_axis_faster_than_bls",
+    "feed_angle",
+    "feed_array",
+    "Nfeeds",
+    "mount_type",
+    "telescope_frame",
+)
+
+
+def _to_legacy_layout(h5: h5py.File) -> None:
+    """Rewrite a pyuvdata-3 UVH5 file in the older layout real DSA-110 files use."""
+    header = h5["Header"]
+    for key in _MODERN_ONLY:
+        if key in header:
+            del header[key]
+    header["phase_type"] = np.bytes_("drift")
+    freqs = header["freq_array"][()]
+    del header["freq_array"]
+    header["freq_array"] = freqs[None, :]
+    width = float(np.atleast_1d(header["channel_width"][()])[0])
+    del header["channel_width"]
+    header["channel_width"] = width
+    data = h5["Data"]
+    for key in ("visdata", "flags", "nsamples"):
+        values = data[key][()]
+        del data[key]
+        data.create_dataset(key, data=values[:, None, :, :])

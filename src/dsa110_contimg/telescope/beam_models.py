@@ -67,8 +67,9 @@ def angular_separation_rad(
     ra1_rad: ArrayLike, dec1_rad: ArrayLike, ra2_rad: ArrayLike, dec2_rad: ArrayLike
 ) -> NDArray[np.float64]:
     """Return the great-circle separation (Vincenty formula), radians."""
-    ra1, dec1, ra2, dec2 = (np.asarray(a, dtype=np.float64) for a in
-                            (ra1_rad, dec1_rad, ra2_rad, dec2_rad))
+    ra1, dec1, ra2, dec2 = (
+        np.asarray(a, dtype=np.float64) for a in (ra1_rad, dec1_rad, ra2_rad, dec2_rad)
+    )
     dra = ra2 - ra1
     num = np.hypot(
         np.cos(dec2) * np.sin(dra),
@@ -109,6 +110,8 @@ def drift_averaged_beam(
     freqs = np.atleast_1d(np.asarray(freq_hz, dtype=np.float64))
     p_dec = np.deg2rad(np.asarray(pointing_dec_deg, dtype=np.float64))
     p_dec = np.broadcast_to(p_dec, p_ra.shape)
-    sep = angular_separation_rad(ra[:, None], dec[:, None], p_ra[None, :], p_dec[None, :])
+    sep = angular_separation_rad(
+        ra[:, None], dec[:, None], p_ra[None, :], p_dec[None, :]
+    )
     resp = airy_beam(sep[:, :, None], freqs[None, None, :])
     return resp.mean(axis=(1, 2))

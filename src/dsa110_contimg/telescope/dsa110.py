@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -148,14 +148,12 @@ def parse_subband_filename(path: str | Path) -> SubbandFile | None:
     match = _FILENAME_RE.match(path.name)
     if match is None:
         return None
-    stamp = datetime.strptime(match["stamp"], "%Y-%m-%dT%H:%M:%S").replace(
-        tzinfo=timezone.utc
-    )
+    stamp = datetime.strptime(match["stamp"], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
     return SubbandFile(path=path, timestamp=stamp, subband=int(match["sb"]))
 
 
 def ms_filename(timestamp: datetime) -> str:
-    """Return the Measurement Set name of a group, e.g. ``drift_20230101T000000_00.ms``."""
+    """Return the MS name of a group, e.g. ``drift_20230101T000000_00.ms``."""
     return f"drift_{timestamp.strftime('%Y%m%dT%H%M%S')}_00.ms"
 
 
@@ -188,8 +186,12 @@ def antenna_layout_enu(*, n_antennas: int = N_ANTENNAS_ACTIVE) -> NDArray[np.flo
 
     ew_slots = np.arange(-_EW_HALF_SPAN_M, _EW_HALF_SPAN_M + 1e-6, _EW_SPACING_M)
     ns_slots = np.arange(_NS_START_M, _NS_END_M + 1e-6, _NS_SPACING_M)
-    ew = ew_slots[np.unique(np.linspace(0, ew_slots.size - 1, n_ew).round().astype(int))]
-    ns = ns_slots[np.unique(np.linspace(0, ns_slots.size - 1, n_ns).round().astype(int))]
+    ew = ew_slots[
+        np.unique(np.linspace(0, ew_slots.size - 1, n_ew).round().astype(int))
+    ]
+    ns = ns_slots[
+        np.unique(np.linspace(0, ns_slots.size - 1, n_ns).round().astype(int))
+    ]
 
     # Outriggers: fixed, deterministic positions 0.5-2 km from the centre, on a
     # half-turn spiral so that the longest baseline stays ~2.7 km (a full turn

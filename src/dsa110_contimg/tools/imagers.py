@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -56,7 +56,11 @@ class Imager(Protocol):
     name: str
 
     def make_image(
-        self, ms_path: Path, prefix: Path, params: ImagingParams, *,
+        self,
+        ms_path: Path,
+        prefix: Path,
+        params: ImagingParams,
+        *,
         header: Mapping[str, object] | None = None,
     ) -> ImageProduct:
         """Image ``ms_path``, writing ``<prefix>-image.fits`` and friends."""

@@ -29,11 +29,13 @@ _PRODUCTS = ("psf", "residual", "model", "dirty", "image")
 
 
 def find_wsclean(binary: str | None = None) -> str:
-    """Return the WSClean executable, or raise `ImagingError` saying how to install it."""
+    """Return the WSClean executable; raise `ImagingError` saying how to install it."""
     found = shutil.which(binary or "wsclean")
     if found is None:
-        msg = (f"WSClean executable {binary or 'wsclean'!r} not found; install it with "
-               "'apt-get install wsclean' or set imaging.wsclean_path")
+        msg = (
+            f"WSClean executable {binary or 'wsclean'!r} not found; install it with "
+            "'apt-get install wsclean' or set imaging.wsclean_path"
+        )
         raise ImagingError(msg)
     return found
 
@@ -53,12 +55,31 @@ def wsclean_command(
     ``channels_out`` channels with a 2-term spectral fit.
     """
     nx, ny = params.image_size
-    cmd = [binary, "-name", str(prefix), "-size", str(nx), str(ny),
-           "-scale", f"{params.cell_arcsec}asec", "-pol", "I",
-           "-niter", str(params.niter), "-threshold", f"{params.threshold_jy:.6g}",
-           "-mgain", str(params.mgain), "-j", str(params.threads),
-           "-mem", str(params.mem_percent), "-no-update-model-required",
-           "-temp-dir", str(prefix.parent)]
+    cmd = [
+        binary,
+        "-name",
+        str(prefix),
+        "-size",
+        str(nx),
+        str(ny),
+        "-scale",
+        f"{params.cell_arcsec}asec",
+        "-pol",
+        "I",
+        "-niter",
+        str(params.niter),
+        "-threshold",
+        f"{params.threshold_jy:.6g}",
+        "-mgain",
+        str(params.mgain),
+        "-j",
+        str(params.threads),
+        "-mem",
+        str(params.mem_percent),
+        "-no-update-model-required",
+        "-temp-dir",
+        str(prefix.parent),
+    ]
     if params.weighting == "briggs":
         cmd += ["-weight", "briggs", str(params.robust)]
     else:
@@ -95,14 +116,23 @@ class WscleanImager:
     def version(self) -> str:
         """Return WSClean's version line."""
         if self._version is None:
-            out = subprocess.run([find_wsclean(self._binary), "--version"],
-                                 capture_output=True, text=True, timeout=30, check=False)
+            out = subprocess.run(
+                [find_wsclean(self._binary), "--version"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
             lines = [ln for ln in out.stdout.splitlines() if "version" in ln.lower()]
             self._version = lines[0].strip() if lines else "unknown"
         return self._version
 
     def make_image(
-        self, ms_path: Path, prefix: Path, params: ImagingParams, *,
+        self,
+        ms_path: Path,
+        prefix: Path,
+        params: ImagingParams,
+        *,
         header: Mapping[str, object] | None = None,
     ) -> ImageProduct:
         """Run WSClean on ``ms_path``; products end up as ``<prefix>-<kind>.fits``.
@@ -130,20 +160,33 @@ class WscleanImager:
             with open(log_path, "w") as log_file:
                 log_file.write(" ".join(cmd) + "\n")
                 log_file.flush()
-                proc = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT,
-                                      timeout=params.timeout_s, check=False, cwd=work)
+                proc = subprocess.run(
+                    cmd,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    timeout=params.timeout_s,
+                    check=False,
+                    cwd=work,
+                )
         except subprocess.TimeoutExpired as err:
             shutil.rmtree(work, ignore_errors=True)
             msg = f"WSClean timed out after {params.timeout_s} s imaging {ms_path}"
             raise ImagingError(msg, command=cmd, log_tail=_tail(log_path)) from err
         if proc.returncode != 0 or not (work / f"{prefix.name}-image.fits").exists():
             shutil.rmtree(work, ignore_errors=True)
-            how = (f"was killed by signal {-proc.returncode}" if proc.returncode < 0
-                   else f"exited with status {proc.returncode}")
+            how = (
+                f"was killed by signal {-proc.returncode}"
+                if proc.returncode < 0
+                else f"exited with status {proc.returncode}"
+            )
             tail = _tail(log_path)
-            msg = (f"WSClean {how} imaging {ms_path}; see {log_path}. "
-                   f"Last output: {tail[-500:]}")
-            raise ImagingError(msg, command=cmd, returncode=proc.returncode, log_tail=tail)
+            msg = (
+                f"WSClean {how} imaging {ms_path}; see {log_path}. "
+                f"Last output: {tail[-500:]}"
+            )
+            raise ImagingError(
+                msg, command=cmd, returncode=proc.returncode, log_tail=tail
+            )
         if header:
             set_header_cards(work / f"{prefix.name}-image.fits", header)
         for kind in _PRODUCTS:  # restored image last: its presence means complete
@@ -151,10 +194,25 @@ class WscleanImager:
             if src.exists():
                 os.replace(src, final[kind])
         shutil.rmtree(work, ignore_errors=True)
-        log.info("wsclean done", extra={"ms": str(ms_path), "image": str(final["image"]),
-                                        "duration_s": round(time.perf_counter() - t0, 2)})
-        return ImageProduct(ms_path, final["image"], final["residual"], final["psf"],
-                            final["model"], log_path, self.name, self.version(), tuple(cmd))
+        log.info(
+            "wsclean done",
+            extra={
+                "ms": str(ms_path),
+                "image": str(final["image"]),
+                "duration_s": round(time.perf_counter() - t0, 2),
+            },
+        )
+        return ImageProduct(
+            ms_path,
+            final["image"],
+            final["residual"],
+            final["psf"],
+            final["model"],
+            log_path,
+            self.name,
+            self.version(),
+            tuple(cmd),
+        )
 
 
 def _tail(path: Path, n_lines: int = 20) -> str:

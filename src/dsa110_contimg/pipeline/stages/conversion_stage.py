@@ -38,8 +38,9 @@ class ConversionReport:
 def find_groups(incoming_dir: Path, cfg: ConversionConfig) -> list[SubbandGroup]:
     """Return the subband groups found in ``incoming_dir``."""
     files = discover_subband_files(incoming_dir)
-    return group_subband_files(files, tolerance_s=cfg.group_tolerance_s,
-                               n_expected=cfg.expected_n_subbands)
+    return group_subband_files(
+        files, tolerance_s=cfg.group_tolerance_s, n_expected=cfg.expected_n_subbands
+    )
 
 
 def convert_groups(
@@ -71,7 +72,9 @@ def convert_groups(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 product = convert_group(
-                    group, ms_dir, incomplete_policy=cfg.incomplete_policy,
+                    group,
+                    ms_dir,
+                    incomplete_policy=cfg.incomplete_policy,
                     telescope_name=telescope_name or cfg.ms_telescope_name,
                     chan_average=cfg.chan_average,
                     overwrite=cfg.overwrite,
@@ -83,8 +86,10 @@ def convert_groups(
             message = f"{group.group_id}: MS {status}"
         except PipelineError as err:
             report.failures[group.group_id] = err
-            log.error("group conversion failed",
-                      extra={"group": group.group_id, "error": str(err)})
+            log.error(
+                "group conversion failed",
+                extra={"group": group.group_id, "error": str(err)},
+            )
             message = f"{group.group_id}: FAILED ({type(err).__name__}: {err})"
         if progress is not None:
             progress(i + 1, len(groups), message)

@@ -20,13 +20,22 @@ log = logging.getLogger(__name__)
 def imaging_params(cfg: ImagingConfig) -> ImagingParams:
     """Translate the ``imaging`` config section into backend-neutral parameters."""
     return ImagingParams(
-        image_size=tuple(cfg.image_size), cell_arcsec=cfg.cell_size_arcsec(),
-        niter=cfg.niter, threshold_jy=cfg.threshold_jy(), deconvolver=cfg.deconvolver,
-        gridder=cfg.gridder, weighting=cfg.weighting, robust=cfg.robust,
-        min_uv_lambda=cfg.min_uv_lambda, auto_threshold_sigma=cfg.auto_threshold_sigma,
-        auto_mask_sigma=cfg.auto_mask_sigma, mgain=cfg.mgain,
-        channels_out=cfg.channels_out, threads=cfg.threads,
-        mem_percent=cfg.mem_percent, timeout_s=cfg.timeout_s,
+        image_size=tuple(cfg.image_size),
+        cell_arcsec=cfg.cell_size_arcsec(),
+        niter=cfg.niter,
+        threshold_jy=cfg.threshold_jy(),
+        deconvolver=cfg.deconvolver,
+        gridder=cfg.gridder,
+        weighting=cfg.weighting,
+        robust=cfg.robust,
+        min_uv_lambda=cfg.min_uv_lambda,
+        auto_threshold_sigma=cfg.auto_threshold_sigma,
+        auto_mask_sigma=cfg.auto_mask_sigma,
+        mgain=cfg.mgain,
+        channels_out=cfg.channels_out,
+        threads=cfg.threads,
+        mem_percent=cfg.mem_percent,
+        timeout_s=cfg.timeout_s,
     )
 
 
@@ -53,17 +62,26 @@ def image_ms(
     image_path = prefix.with_name(f"{prefix.name}-image.fits")
     if image_path.exists():
         log.info("image exists, skipped", extra={"image": str(image_path)})
-        return ImageProduct(Path(ms_path), image_path,
-                            prefix.with_name(f"{prefix.name}-residual.fits"),
-                            prefix.with_name(f"{prefix.name}-psf.fits"),
-                            prefix.with_name(f"{prefix.name}-model.fits"),
-                            prefix.with_name(f"{prefix.name}-{cfg.backend}.log"),
-                            cfg.backend, "", (), skipped=True)
+        return ImageProduct(
+            Path(ms_path),
+            image_path,
+            prefix.with_name(f"{prefix.name}-residual.fits"),
+            prefix.with_name(f"{prefix.name}-psf.fits"),
+            prefix.with_name(f"{prefix.name}-model.fits"),
+            prefix.with_name(f"{prefix.name}-{cfg.backend}.log"),
+            cfg.backend,
+            "",
+            (),
+            skipped=True,
+        )
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     info = read_ms_info(Path(ms_path))
     imager = get_imager(cfg.backend, binary=cfg.wsclean_path)
-    dt_s = float(np.median(np.diff(info.times_mjd)) * 86400.0) if info.times_mjd.size > 1 \
+    dt_s = (
+        float(np.median(np.diff(info.times_mjd)) * 86400.0)
+        if info.times_mjd.size > 1
         else 0.0
+    )
     header = {
         "DSAMS": Path(ms_path).name,
         "DSAGROUP": info.group_id,
@@ -77,7 +95,9 @@ def image_ms(
         "DSACFGH": config_hash,
         "DSAVERS": __version__,
         "DSACAL": "none",
-        "HISTORY": [f"dsa110_contimg {__version__} imaged {Path(ms_path).name} with "
-                    f"{cfg.backend}; config hash {config_hash}"],
+        "HISTORY": [
+            f"dsa110_contimg {__version__} imaged {Path(ms_path).name} with "
+            f"{cfg.backend}; config hash {config_hash}"
+        ],
     }
     return imager.make_image(Path(ms_path), prefix, imaging_params(cfg), header=header)

@@ -22,30 +22,53 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_contimg.data_ingestion import _phasing
-from dsa110_contimg.data_ingestion.photometry import Beam, PhotometryFlag, measure_forced
+from dsa110_contimg.data_ingestion.photometry import (
+    Beam,
+    PhotometryFlag,
+    measure_forced,
+)
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import drift_averaged_beam
 from dsa110_contimg.utils.config_loader import PhotometryConfig
 
-__all__ = ["PHOTOMETRY_COLUMNS", "image_primary_beam", "measure_image",
-           "write_photometry_table", "read_photometry_table"]
+__all__ = [
+    "PHOTOMETRY_COLUMNS",
+    "image_primary_beam",
+    "measure_image",
+    "write_photometry_table",
+    "read_photometry_table",
+]
 
 log = logging.getLogger(__name__)
 
 PHOTOMETRY_COLUMNS = (
-    "source_name", "ra_deg", "dec_deg", "flux_jy", "flux_err_jy", "peak_jy", "rms_jy",
-    "snr", "pb", "flags", "mjd", "freq_hz", "image_kind", "image_path",
+    "source_name",
+    "ra_deg",
+    "dec_deg",
+    "flux_jy",
+    "flux_err_jy",
+    "peak_jy",
+    "rms_jy",
+    "snr",
+    "pb",
+    "flags",
+    "mjd",
+    "freq_hz",
+    "image_kind",
+    "image_path",
 )
 _N_BEAM_FREQS = 8
 _EDGE_FRACTION = 0.05
 
 
 def _location() -> EarthLocation:
-    return EarthLocation.from_geodetic(dsa110.ARRAY_LON_DEG * u.deg,
-                                       dsa110.ARRAY_LAT_DEG * u.deg,
-                                       dsa110.ARRAY_HEIGHT_M * u.m)
+    return EarthLocation.from_geodetic(
+        dsa110.ARRAY_LON_DEG * u.deg,
+        dsa110.ARRAY_LAT_DEG * u.deg,
+        dsa110.ARRAY_HEIGHT_M * u.m,
+    )
 
 
 def image_primary_beam(
@@ -61,13 +84,18 @@ def image_primary_beam(
     needed = ("DSAPTDEC", "DSAT0MJD", "DSADTSEC", "DSANTIME", "DSAFMIN", "DSAFMAX")
     missing = [k for k in needed if k not in header]
     if missing:
-        msg = (f"image header lacks {missing}: the pointing track is unknown, so the "
-               "primary beam cannot be computed; re-image the MS with this pipeline")
+        msg = (
+            f"image header lacks {missing}: the pointing track is unknown, so the "
+            "primary beam cannot be computed; re-image the MS with this pipeline"
+        )
         raise InputDataError(msg)
-    times_jd = (header["DSAT0MJD"] + np.arange(header["DSANTIME"])
-                * header["DSADTSEC"] / 86400.0) + 2400000.5
+    times_jd = (
+        header["DSAT0MJD"]
+        + np.arange(header["DSANTIME"]) * header["DSADTSEC"] / 86400.0
+    ) + 2400000.5
     track_ra, track_dec = _phasing.meridian_icrs_deg(
-        np.deg2rad(header["DSAPTDEC"]), times_jd, _location())
+        np.deg2rad(header["DSAPTDEC"]), times_jd, _location()
+    )
     freqs = np.linspace(header["DSAFMIN"], header["DSAFMAX"], _N_BEAM_FREQS)
     return drift_averaged_beam(ra_deg, dec_deg, track_ra, track_dec, freqs)
 
@@ -105,27 +133,50 @@ def measure_image(
     radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
     sub = catalog.select_within(center.ra.deg, center.dec.deg, radius)
     pb = image_primary_beam(header, sub.ra_deg, sub.dec_deg)
-    result = measure_forced(image, wcs, sub.ra_deg, sub.dec_deg, beam=beam,
-                            names=sub.name, pb=pb, min_pb=cfg.min_pb,
-                            box_beams=cfg.box_beams)
+    result = measure_forced(
+        image,
+        wcs,
+        sub.ra_deg,
+        sub.dec_deg,
+        beam=beam,
+        names=sub.name,
+        pb=pb,
+        min_pb=cfg.min_pb,
+        box_beams=cfg.box_beams,
+    )
     on_image = (result.flags & PhotometryFlag.EDGE) == 0
     # Imagers clean poorly near the border: measurements there are flagged EDGE.
     border = _EDGE_FRACTION * np.array([nx, ny])
-    near_edge = ((result.x_pix < border[0]) | (result.x_pix > nx - 1 - border[0])
-                 | (result.y_pix < border[1]) | (result.y_pix > ny - 1 - border[1]))
+    near_edge = (
+        (result.x_pix < border[0])
+        | (result.x_pix > nx - 1 - border[0])
+        | (result.y_pix < border[1])
+        | (result.y_pix > ny - 1 - border[1])
+    )
     flags = np.where(near_edge, result.flags | PhotometryFlag.EDGE, result.flags)
-    mjd = header["DSAT0MJD"] + 0.5 * (header["DSANTIME"] - 1) * header["DSADTSEC"] / 86400
+    mjd = (
+        header["DSAT0MJD"] + 0.5 * (header["DSANTIME"] - 1) * header["DSADTSEC"] / 86400
+    )
     freq_hz = _image_frequency(header)
     n = int(on_image.sum())
-    table = Table({
-        "source_name": result.name[on_image], "ra_deg": result.ra_deg[on_image],
-        "dec_deg": result.dec_deg[on_image], "flux_jy": result.flux_jy[on_image],
-        "flux_err_jy": result.flux_err_jy[on_image], "peak_jy": result.peak_jy[on_image],
-        "rms_jy": result.rms_jy[on_image], "snr": result.snr[on_image],
-        "pb": result.pb[on_image], "flags": flags[on_image],
-        "mjd": np.full(n, mjd), "freq_hz": np.full(n, freq_hz),
-        "image_kind": np.full(n, image_kind), "image_path": np.full(n, str(image_path)),
-    })
+    table = Table(
+        {
+            "source_name": result.name[on_image],
+            "ra_deg": result.ra_deg[on_image],
+            "dec_deg": result.dec_deg[on_image],
+            "flux_jy": result.flux_jy[on_image],
+            "flux_err_jy": result.flux_err_jy[on_image],
+            "peak_jy": result.peak_jy[on_image],
+            "rms_jy": result.rms_jy[on_image],
+            "snr": result.snr[on_image],
+            "pb": result.pb[on_image],
+            "flags": flags[on_image],
+            "mjd": np.full(n, mjd),
+            "freq_hz": np.full(n, freq_hz),
+            "image_kind": np.full(n, image_kind),
+            "image_path": np.full(n, str(image_path)),
+        }
+    )
     log.info("photometry measured", extra={"image": str(image_path), "n_sources": n})
     return table
 

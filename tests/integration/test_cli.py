@@ -1,0 +1,171 @@
+"""The dsa110-contimg command and the seed's unified driver, run in-process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dsa110_contimg.cli import cli
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def runner(monkeypatch) -> CliRunner:
+    monkeypatch.delenv("DSA110_ENV", raising=False)
+    return CliRunner()
+
+
+@pytest.mark.wsclean
+def test_demo_runs_end_to_end(runner, tmp_path):
+    result = runner.invoke(
+        cli, ["demo", "--env", "testing", "--output-dir", str(tmp_path / "demo")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "median |flux error|" in result.output
+    assert "photometry table:" in result.output
+    assert (tmp_path / "demo" / "products" / "photometry.csv").exists()
+    # the second run reuses the simulation and every product
+    again = runner.invoke(
+        cli, ["demo", "--env", "testing", "--output-dir", str(tmp_path / "demo")]
+    )
+    assert again.exit_code == 0, again.output
+    assert "reusing simulated observation" in again.output
+
+
+@pytest.mark.wsclean
+def test_process_on_foreign_directory(runner, tiny_group_dir, tmp_path):
+    catalog = tiny_group_dir / "truth" / "sky.csv"
+    result = runner.invoke(
+        cli,
+        [
+            "process",
+            "--env",
+            "testing",
+            "--incoming-dir",
+            str(tiny_group_dir),
+            "--catalog",
+            str(catalog),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    table = tmp_path / "out" / "products" / "photometry.csv"
+    assert f"photometry table: {table}" in result.output
+    header = table.read_text().splitlines()[0].split(",")
+    for col in (
+        "source_name",
+        "ra_deg",
+        "dec_deg",
+        "flux_jy",
+        "flux_err_jy",
+        "mjd",
+        "image_path",
+    ):
+        assert col in header
+
+
+def test_process_reports_missing_subband_and_exits_1(runner, tiny_group_dir, tmp_path):
+    next(tiny_group_dir.glob("*_sb05.hdf5")).unlink()
+    result = runner.invoke(
+        cli,
+        [
+            "process",
+            "--env",
+            "testing",
+            "--incoming-dir",
+            str(tiny_group_dir),
+            "--catalog",
+            str(tiny_group_dir / "truth" / "sky.csv"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "sb05" in result.output
+    assert "incomplete_policy" in result.output
+
+
+def test_unknown_config_key_names_it(runner, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("imaging:\n  nitre: 10\n")
+    result = runner.invoke(cli, ["config", "show", "--config", str(cfg)])
+    assert result.exit_code == 1
+    assert "imaging.nitre" in result.output
+    assert "niter" in result.output
+
+
+def test_config_show_prints_resolved_values(runner):
+    result = runner.invoke(
+        cli, ["config", "show", "--env", "testing", "--set", "imaging.niter=123"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "niter: 123" in result.output
+
+
+def test_health_fails_on_unwritable_directory(runner, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(
+        cli,
+        [
+            "health",
+            "--env",
+            "testing",
+            "--set",
+            f"paths.images_dir={blocker / 'images'}",
+            "--set",
+            f"paths.state_db={tmp_path / 'db.sqlite3'}",
+        ],
+    )
+    assert result.exit_code == 1
+    assert "directories" in result.output
+    assert str(blocker / "images") in result.output
+
+
+def test_driver_health_mode_exit_codes(tmp_path):
+    ok = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipeline" / "main_driver_unified.py"),
+            "--env",
+            "testing",
+            "--mode",
+            "health",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(Path.home()),
+            "DSA110_CONFIG_DIR": str(ROOT / "config"),
+        },
+    )
+    for name in ("directories", "disk_space", "wsclean", "casacore_data", "database"):
+        assert name in ok.stdout
+    assert ok.returncode == (0 if "unhealthy" not in ok.stdout else 1)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "pipeline" / "main_driver_unified.py"),
+            "--mode",
+            "single",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert "--block-end-time" in bad.stderr
