@@ -199,6 +199,8 @@ def _report_batch(result) -> None:
         f"({len(result.conversion.failures)} failed)"
     )
     click.echo(f"images: {n_img}")
+    n_mosaic = sum(len(b.output_files.get("mosaic", [])) for b in result.blocks)
+    click.echo(f"mosaics: {n_mosaic}")
     if result.photometry_path is not None:
         click.echo(f"photometry table: {result.photometry_path}")
 
@@ -256,7 +258,7 @@ def _simulate_once(config):
         stored = json.loads(truth.read_text())
         wanted = asdict(spec)
         wanted["start_time"] = spec.start_time.isoformat()
-        wanted["missing_subbands"] = list(spec.missing_subbands)
+        wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
         if stored.get("spec") == wanted:
             _echo(f"reusing simulated observation in {incoming}")
             sky_path = incoming / "truth" / "sky.csv"
@@ -384,6 +386,44 @@ def run_health(config) -> None:
         raise SystemExit(1)
 
 
+@cli.command()
+@_common
+@click.option(
+    "--dec", "dec_deg", type=float, required=True, help="Strip declination (deg)."
+)
+@click.option("--start-time", required=True, help="ISO UTC start.")
+@click.option("--end-time", required=True, help="ISO UTC end.")
+def calibrators(config_path, env, sets, dec_deg, start_time, end_time) -> None:
+    """List calibrator transits in the strip's beam, best (beam-weighted) first."""
+    from astropy.time import Time
+
+    from dsa110_contimg.calibration import find_transits, load_calibrators
+
+    cfg = _load(config_path, env, sets).calibration
+    transits = find_transits(
+        load_calibrators(cfg.calibrator_catalog),
+        dec_deg,
+        Time(start_time, scale="utc"),
+        Time(end_time, scale="utc"),
+        min_flux_jy=cfg.min_calibrator_flux_jy,
+        max_offset_deg=cfg.max_calibrator_offset_deg,
+    )
+    click.echo(
+        f"{'calibrator':10s} {'transit (UTC)':23s} {'offset_deg':>10s} "
+        f"{'S_1.4GHz_Jy':>11s} {'beam_weighted_Jy':>16s}"
+    )
+    for t in transits:
+        click.echo(
+            f"{t.calibrator.name:10s} {t.transit_time.isot:23s} "
+            f"{t.offset_deg:10.2f} {float(t.calibrator.flux_at(1.4e9)):11.2f} "
+            f"{t.beam_weighted_flux_jy:16.2f}"
+        )
+    if not transits:
+        click.echo(
+            "no calibrator transits in the beam of this strip in that time range"
+        )
+
+
 @cli.group("config")
 def config_group() -> None:
     """Inspect configuration."""
@@ -406,6 +446,23 @@ def main(argv: list[str] | None = None) -> None:
     iers.conf.auto_download = False  # the pipeline runs offline
     cli.main(args=argv, prog_name="dsa110-contimg")
 
+
+
+def _register_subcommands() -> None:
+    """Attach the commands defined in the topic CLI modules."""
+    from dsa110_contimg.cli_variability import (
+        ingest_command,
+        lightcurve_command,
+        variables_command,
+    )
+
+    cli.add_command(variables_command)  # "variables"
+    cli.add_command(lightcurve_command)  # "lightcurve"
+    cli.add_command(ingest_command)  # "ingest-photometry"
+
+
+_register_subcommands()
+import dsa110_contimg.cli_services  # noqa: E402, F401  (adds stream, status, requeue)
 
 if __name__ == "__main__":  # pragma: no cover
     main(sys.argv[1:])

@@ -717,7 +717,8 @@ def fit_peak_position(
     x_peak = np.where(found, px + du, np.nan)
     y_peak = np.where(found, py + dv, np.nan)
     ra_out, dec_out = wcs.all_pix2world(x_peak, y_peak, 0)
-    return np.asarray(ra_out, dtype=np.float64), np.asarray(dec_out, dtype=np.float64)
+    return np.asarray(ra_out, dtype=np.float64) % 360.0, np.asarray(dec_out,
+                                                                    dtype=np.float64)
 
 
 def _quadratic_peak(

@@ -90,9 +90,16 @@ def observation_spec(config: PipelineConfig) -> ObservationSpec:
         gains=sim.gains,
         gain_amp_rms=sim.gain_amp_rms,
         gain_phase_rms_deg=sim.gain_phase_rms_deg,
+        bandpass=sim.bandpass,
+        gain_drift=sim.gain_drift,
+        add_calibrators=sim.add_calibrators,
+        dead_antennas=tuple(sim.dead_antennas),
+        rfi_channels=tuple(sim.rfi_channels),
         missing_subbands=tuple(sim.missing_subbands),
         timestamp_jitter_s=sim.timestamp_jitter_s,
         seed=sim.seed,
+        integration_spacing_s=sim.integration_spacing_s,
+        sky_mode=sim.sky_mode,
     )
 
 

@@ -3,7 +3,10 @@
 A *block* is ``services.mosaic_duration_min`` of groups ending at a block end
 time; consecutive blocks overlap by ``services.mosaic_overlap_min``. Processing
 a block images each of its MSs (skipping images that exist, so overlapping
-blocks share them) and measures the catalogue on each image. CPU-heavy work
+blocks share them), measures the catalogue on each image, coadds the block's
+images into a mosaic (``mosaic.enabled``; members that are missing or broken
+leave a flagged gap) and measures the catalogue on the mosaic. Which images
+went into which mosaic is recorded in the ``mosaic_members`` table. CPU-heavy work
 runs in a process pool so the event loop stays responsive; at most
 ``services.max_concurrent_blocks`` blocks run at once.
 """
@@ -19,12 +22,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
 from dsa110_contimg.pipeline.exceptions import ConfigError, PipelineError
-from dsa110_contimg.pipeline.stages import imaging_stage, photometry_stage
+from dsa110_contimg.pipeline.stages import (
+    imaging_stage,
+    mosaicking_stage,
+    photometry_stage,
+)
 from dsa110_contimg.state import open_db
+from dsa110_contimg.state.mosaics import record_mosaic_members
 from dsa110_contimg.state.products import record_product
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
 from dsa110_contimg.utils.logging import bind_context
@@ -59,6 +68,7 @@ class ProcessingResult:
     processing_time: float
     output_files: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    mosaic_members: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def parse_ms_time(path: Path) -> datetime | None:
@@ -81,6 +91,32 @@ def _to_utc_datetime(value: str | Time | datetime) -> datetime:
     return Time(value, scale="utc").to_datetime(UTC)
 
 
+def _calibrate_block_job(
+    ms_paths: list[str],
+    config: PipelineConfig,
+    block_id: str,
+    catalog: SkyCatalog | None,
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Flag, solve and apply calibration for a block (runs in a worker process).
+
+    Returns the applied calibration per MS, the error message per failed MS,
+    and the solution tables written.
+    """
+    from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
+
+    outcome = calibrate_block(
+        [Path(p) for p in ms_paths],
+        config.calibration,
+        cal_tables_dir=Path(config.paths.cal_tables_dir),
+        db_path=Path(config.paths.state_db),
+        block_id=block_id,
+        sky_model=catalog,
+    )
+    tables = [str(t) for s in outcome.solved for t in s.tables]
+    applied = {p: s.describe() for p, s in outcome.applied.items()}
+    return applied, {p: str(e) for p, e in outcome.errors.items()}, tables
+
+
 def _process_ms(
     ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
 ) -> dict[str, object]:
@@ -93,15 +129,57 @@ def _process_ms(
         "image": str(product.image_path),
         "skipped": product.skipped,
     }
-    for kind in ("residual", "psf"):
+    for kind in ("residual", "psf", "pb", "rms", "pbcor", "preview"):
         path = getattr(product, f"{kind}_path")
-        if Path(path).exists():
+        if path is not None and Path(path).exists():
             out[kind] = str(path)
     if catalog is not None:
         table = photometry_stage.measure_image(
             product.image_path, catalog, config.photometry
         )
         out["photometry_rows"] = table
+    return out
+
+
+_IMAGE_KINDS = ("image", "residual", "psf", "pb", "rms", "pbcor", "preview")
+_MOSAIC_KINDS = {
+    "mosaic": "mosaic_path",
+    "mosaic_weight": "weight_path",
+    "mosaic_noise": "noise_path",
+    "mosaic_coverage": "coverage_path",
+    "mosaic_members": "members_path",
+    "mosaic_preview": "preview_path",
+}
+
+
+def _mosaic_block(
+    block_id: str,
+    members: list[tuple[str, datetime | None]],
+    config: PipelineConfig,
+    cfg_hash: str,
+    catalog: SkyCatalog | None,
+) -> dict[str, object]:
+    """Mosaic a block's images and measure the catalogue on it (worker process)."""
+    product = mosaicking_stage.make_mosaic(
+        block_id,
+        [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
+        Path(config.paths.mosaics_dir),
+        config.mosaic,
+        config_hash=cfg_hash,
+    )
+    out: dict[str, object] = {
+        kind: str(getattr(product, attr))
+        for kind, attr in _MOSAIC_KINDS.items()
+        if getattr(product, attr) is not None
+    }
+    out["members"] = [(str(m.image_path), m.status, m.detail) for m in product.members]
+    if catalog is not None:
+        out["photometry_rows"] = photometry_stage.measure_mosaic(
+            product.mosaic_path,
+            catalog,
+            config.photometry,
+            noise_path=product.noise_path,
+        )
     return out
 
 
@@ -213,6 +291,36 @@ class PipelineOrchestrator:
         async with self._semaphore:
             return await self._process_block(block)
 
+    async def _calibrate(
+        self,
+        block: ProcessingBlock,
+        missing: list[str],
+        result: ProcessingResult,
+        executor: Executor,
+    ) -> list[str]:
+        """Calibrate the block's MSs; return those that must not be imaged."""
+        paths = [str(p) for p in block.ms_files if str(p) not in missing]
+        if not paths:
+            return []
+        loop = asyncio.get_running_loop()
+        try:
+            applied, errors, tables = await loop.run_in_executor(
+                executor,
+                _calibrate_block_job,
+                paths,
+                self.config,
+                block.block_id,
+                self.catalog,
+            )
+        except PipelineError as err:
+            result.errors.extend(f"{p}: {type(err).__name__}: {err}" for p in paths)
+            return paths
+        for path, message in errors.items():
+            result.errors.append(f"{path}: CalibrationError: {message}")
+        if tables:
+            result.output_files["caltables"] = tables
+        return list(errors)
+
     async def _process_block(self, block: ProcessingBlock) -> ProcessingResult:
         t0 = time.perf_counter()
         result = ProcessingResult(block.block_id, success=False, processing_time=0.0)
@@ -223,6 +331,10 @@ class PipelineOrchestrator:
             for path in missing:
                 result.errors.append(f"{path}: MS not found")
             executor = self._get_executor()
+            if self.config.calibration.enabled:
+                with bind_context(stage="calibration"):
+                    failed = await self._calibrate(block, missing, result, executor)
+                missing = missing + failed
             futures = [
                 loop.run_in_executor(
                     executor,
@@ -253,11 +365,16 @@ class PipelineOrchestrator:
                 if not isinstance(outcome, PipelineError | OSError):
                     log.error("unexpected error", exc_info=outcome)
                 continue
-            for kind in ("image", "residual", "psf"):
+            for kind in _IMAGE_KINDS:
                 if kind in outcome:
                     result.output_files.setdefault(kind, []).append(str(outcome[kind]))
             if "photometry_rows" in outcome:
                 tables.append(outcome["photometry_rows"])
+        if self.config.mosaic.enabled and block.ms_files:
+            with bind_context(block_id=block.block_id, stage="mosaicking"):
+                mosaic_rows = await self._mosaic(block, result)
+            if mosaic_rows is not None:
+                tables.append(mosaic_rows)
         if tables:
             table_path = (
                 Path(self.config.paths.products_dir)
@@ -280,6 +397,49 @@ class PipelineOrchestrator:
         )
         return result
 
+    async def _mosaic(
+        self, block: ProcessingBlock, result: ProcessingResult
+    ) -> Table | None:
+        """Mosaic the block's images; return the mosaic's photometry rows."""
+        images_dir = Path(self.config.paths.images_dir)
+        members = [
+            (
+                str(imaging_stage.image_prefix(p, images_dir)) + "-image.fits",
+                parse_ms_time(Path(p)),
+            )
+            for p in block.ms_files
+        ]
+        loop = asyncio.get_running_loop()
+        try:
+            outcome = await loop.run_in_executor(
+                self._get_executor(),
+                _mosaic_block,
+                block.block_id,
+                members,
+                self.config,
+                self.config_hash,
+                self.catalog,
+            )
+        except (PipelineError, OSError) as err:
+            result.errors.append(
+                f"mosaic {block.block_id}: {type(err).__name__}: {err}"
+            )
+            log.error(
+                "mosaic failed", extra={"block_id": block.block_id, "error": str(err)}
+            )
+            return None
+        for kind in _MOSAIC_KINDS:
+            if kind in outcome:
+                result.output_files[kind] = [str(outcome[kind])]
+        result.mosaic_members = list(outcome["members"])
+        for image_path, status, detail in result.mosaic_members:
+            if status != "used":
+                log.warning(
+                    "mosaic member left out",
+                    extra={"image": image_path, "status": status, "detail": detail},
+                )
+        return outcome.get("photometry_rows")
+
     def _record(self, block: ProcessingBlock, result: ProcessingResult) -> None:
         self.metrics.record_block_processing(
             block_id=block.block_id,
@@ -294,6 +454,13 @@ class PipelineOrchestrator:
             for kind, paths in result.output_files.items():
                 for path in paths:
                     record_product(conn, block_id=block.block_id, kind=kind, path=path)
+            if result.mosaic_members:
+                record_mosaic_members(
+                    conn,
+                    block_id=block.block_id,
+                    mosaic_path=result.output_files["mosaic"][0],
+                    members=result.mosaic_members,
+                )
         finally:
             conn.close()
 

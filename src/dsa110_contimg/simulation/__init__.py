@@ -1,5 +1,10 @@
 """DSA-110 simulator: drift-scan subband groups with known truth."""
 
+from dsa110_contimg.simulation._lightcurves import (
+    SimulatedLightcurves,
+    ese_profile,
+    simulate_lightcurves,
+)
 from dsa110_contimg.simulation._observation import (
     ObservationSpec,
     SimulatedGroup,
@@ -17,6 +22,9 @@ __all__ = [
     "simulate_observation",
     "predict_visibilities",
     "make_sky",
+    "SimulatedLightcurves",
+    "ese_profile",
+    "simulate_lightcurves",
     "TruthComparison",
     "compare_to_truth",
 ]

@@ -19,8 +19,9 @@ from pyuvdata.utils import ECEF_from_ENU
 
 from dsa110_contimg.data_ingestion import _phasing
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, write_catalog
+from dsa110_contimg.simulation._gains import GainModel, random_gain_model
 from dsa110_contimg.simulation._predict import predict_visibilities
-from dsa110_contimg.simulation._sky import make_sky
+from dsa110_contimg.simulation._sky import make_sky, make_strip_sky
 from dsa110_contimg.simulation._writer import write_subband_file
 from dsa110_contimg.telescope import dsa110
 
@@ -53,10 +54,27 @@ class ObservationSpec:
     gains: bool = False
     gain_amp_rms: float = 0.05
     gain_phase_rms_deg: float = 10.0
+    bandpass: bool = False
+    bandpass_ripple_frac: float = 0.05
+    bandpass_phase_slope_deg: float = 30.0
+    gain_drift: bool = False
+    gain_amp_drift_per_hour: float = 0.01
+    gain_phase_drift_deg_per_hour: float = 5.0
+    add_calibrators: bool = False
+    dead_antennas: tuple[int, ...] = ()  # antenna indices with no signal
+    rfi_channels: tuple[int, ...] = ()  # raw-order channel indices (sb * n_chan + c)
+    rfi_amplitude_jy: float = 500.0
     missing_subbands: tuple[int, ...] = ()
     timestamp_jitter_s: float = 2.0
     swapped_fraction: float = 0.05
     seed: int = 42
+    # Time between integrations; None = the integration time. A few
+    # integrations spread over a real group's 309 s keep testing-size groups
+    # realistic in drift (beam averaging) and cadence.
+    integration_spacing_s: float | None = None
+    # "groups": n_sources in a disc around each group's meridian; "strip":
+    # n_sources * n_groups spread uniformly along the strip the groups cover.
+    sky_mode: str = "groups"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +97,7 @@ class SimulationResult:
     sky_path: Path
     gains_path: Path | None
     truth_path: Path
-    antenna_gains: NDArray[np.complex128] | None = field(default=None)
+    gain_model: GainModel | None = field(default=None)
 
 
 def _location() -> EarthLocation:
@@ -160,19 +178,30 @@ def simulate_observation(
 
     start = spec.start_time.astimezone(UTC)
     tau = dsa110.INTEGRATION_TIME_S
-    group_span_s = tau * spec.n_times
+    step_s = spec.integration_spacing_s or tau
+    group_span_s = step_s * spec.n_times
     group_starts = [
         start + timedelta(seconds=k * group_span_s) for k in range(spec.n_groups)
     ]
     group_times = [
-        Time(gs).jd + (np.arange(spec.n_times) + 0.5) * tau / 86400.0
+        Time(gs).jd + (np.arange(spec.n_times) + 0.5) * step_s / 86400.0
         for gs in group_starts
     ]
     mid_ras = [
         float(np.median(_phasing.meridian_icrs_deg(dec_app, t, location)[0]))
         for t in group_times
     ]
-    if sky is None:
+    if sky is None and spec.sky_mode == "strip":
+        sky = make_strip_sky(
+            np.asarray(mid_ras),
+            spec.declination_deg,
+            n_sources=spec.n_sources * spec.n_groups,
+            half_width_deg=spec.field_radius_deg,
+            min_flux_jy=spec.min_flux_jy,
+            max_flux_jy=spec.max_flux_jy,
+            rng=rng,
+        )
+    elif sky is None:
         sky = make_sky(
             np.asarray(mid_ras),
             spec.declination_deg,
@@ -182,13 +211,25 @@ def simulate_observation(
             max_flux_jy=spec.max_flux_jy,
             rng=rng,
         )
-    gains = None
+    if spec.add_calibrators:
+        sky = _with_calibrators(sky, np.asarray(mid_ras), spec)
+    gain_model = None
     if spec.gains:
-        amp = 1.0 + spec.gain_amp_rms * rng.standard_normal(spec.n_antennas)
-        phase = np.deg2rad(spec.gain_phase_rms_deg) * rng.standard_normal(
-            spec.n_antennas
+        gain_model = random_gain_model(
+            list(telescope.antenna_names),
+            rng=rng,
+            t0_jd=float(group_times[0][0]),
+            f0_hz=0.5 * (dsa110.BAND_LOW_HZ + dsa110.BAND_HIGH_HZ),
+            bandwidth_hz=dsa110.BAND_HIGH_HZ - dsa110.BAND_LOW_HZ,
+            amp_rms=spec.gain_amp_rms,
+            phase_rms_deg=spec.gain_phase_rms_deg,
+            bandpass=spec.bandpass,
+            ripple_frac=spec.bandpass_ripple_frac,
+            phase_slope_deg=spec.bandpass_phase_slope_deg,
+            drift=spec.gain_drift,
+            amp_drift_per_hour=spec.gain_amp_drift_per_hour,
+            phase_drift_deg_per_hour=spec.gain_phase_drift_deg_per_hour,
         )
-        gains = amp * np.exp(1j * phase)
 
     groups: list[SimulatedGroup] = []
     for g, (gstart, times_jd) in enumerate(zip(group_starts, group_times, strict=True)):
@@ -206,6 +247,9 @@ def simulate_observation(
                 pointing_dec_rad=dec_app,
                 location=location,
             )
+            gains = None
+            if gain_model is not None:
+                gains = gain_model.evaluate(times_jd, freqs)
             vis = _corrupt(
                 vis,
                 spec,
@@ -217,6 +261,14 @@ def simulate_observation(
                 if freqs.size > 1
                 else 11.71875e6,
                 rng=rng,
+                rfi_chan=np.array(
+                    [
+                        k % spec.n_chan_per_subband
+                        for k in spec.rfi_channels
+                        if k // spec.n_chan_per_subband == sb
+                    ],
+                    dtype=int,
+                ),
             )
             jitter = int(round(rng.uniform(0, spec.timestamp_jitter_s)))
             stamp = (gstart + timedelta(seconds=jitter)).replace(microsecond=0)
@@ -246,12 +298,9 @@ def simulate_observation(
     sky_path = truth_dir / "sky.csv"
     write_catalog(sky, sky_path)
     gains_path = None
-    if gains is not None:
-        gains_path = truth_dir / "gains.csv"
-        lines = ["antenna_name,gain_amp,gain_phase_deg"]
-        for name, gval in zip(telescope.antenna_names, gains, strict=True):
-            lines.append(f"{name},{abs(gval):.8f},{np.degrees(np.angle(gval)):.6f}")
-        gains_path.write_text("\n".join(lines) + "\n")
+    if gain_model is not None:
+        gains_path = truth_dir / "gains.json"
+        gain_model.to_json(gains_path)
     truth_path = truth_dir / "observation.json"
     spec_dict = asdict(spec)
     spec_dict["start_time"] = start.isoformat()
@@ -273,7 +322,38 @@ def simulate_observation(
         )
     )
     return SimulationResult(
-        output_dir, tuple(groups), sky, sky_path, gains_path, truth_path, gains
+        output_dir, tuple(groups), sky, sky_path, gains_path, truth_path, gain_model
+    )
+
+
+def _with_calibrators(
+    sky: SkyCatalog, centers_ra_deg: NDArray[np.float64], spec: ObservationSpec
+) -> SkyCatalog:
+    """Append shipped calibrators within the beam of any group to the sky."""
+    from dsa110_contimg.calibration._calibrators import load_calibrators
+    from dsa110_contimg.telescope.beam_models import angular_separation_rad, fwhm_deg
+
+    reach = np.deg2rad(spec.field_radius_deg + fwhm_deg(1.4e9))
+    extra = []
+    for cal in load_calibrators():
+        sep = angular_separation_rad(
+            np.deg2rad(centers_ra_deg),
+            np.deg2rad(spec.declination_deg),
+            np.deg2rad(cal.ra_deg),
+            np.deg2rad(cal.dec_deg),
+        )
+        if np.min(sep) < reach and cal.name not in set(sky.name):
+            extra.append(cal.as_sky())
+    if not extra:
+        return sky
+    parts = [sky, *extra]
+    return SkyCatalog(
+        name=np.concatenate([p.name for p in parts]),
+        ra_deg=np.concatenate([p.ra_deg for p in parts]),
+        dec_deg=np.concatenate([p.dec_deg for p in parts]),
+        flux_jy=np.concatenate([p.flux_jy for p in parts]),
+        spectral_index=np.concatenate([p.spectral_index for p in parts]),
+        ref_freq_hz=np.concatenate([p.ref_freq_hz for p in parts]),
     )
 
 
@@ -287,12 +367,15 @@ def _corrupt(
     cross: NDArray[np.bool_],
     chan_width_hz: float,
     rng: np.random.Generator,
+    rfi_chan: NDArray[np.int_],
 ) -> NDArray[np.complex128]:
-    """Add the system temperature to autos, gains, and thermal noise; two pols."""
+    """Add system temperature, gains, noise, dead antennas and RFI; two pols."""
     out = np.repeat(vis[..., None], 2, axis=-1)
     out[:, ~cross] += spec.sefd_jy
-    if gains is not None:
-        out *= (gains[i1] * np.conj(gains[i2]))[None, :, None, None]
+    if gains is not None:  # (n_ant, n_time, n_chan): V_ij = g_i conj(g_j) V
+        g = np.transpose(gains, (1, 0, 2))  # (n_time, n_ant, n_chan)
+        out *= (g[:, i1] * np.conj(g[:, i2]))[..., None]
+    dead = np.isin(i1, spec.dead_antennas) | np.isin(i2, spec.dead_antennas)
     if spec.noise:
         # Radiometer equation per real/imaginary part of a cross-correlation.
         sigma = spec.sefd_jy / np.sqrt(2.0 * chan_width_hz * dsa110.INTEGRATION_TIME_S)
@@ -303,4 +386,13 @@ def _corrupt(
             np.sqrt(2.0) * sigma * rng.standard_normal(noise[:, ~cross].shape)
         )
         out += noise
+    if dead.any():  # no signal path: noise-level crosses, no power in the autos
+        out[:, dead] *= 0.01
+    if rfi_chan.size:  # a broadband-in-time burst in a few channels, middle third
+        n_time = out.shape[0]
+        t_sel = slice(n_time // 3, max(n_time // 3 + 1, 2 * n_time // 3))
+        burst = spec.rfi_amplitude_jy * np.exp(
+            2j * np.pi * rng.uniform(size=out[t_sel][:, :, rfi_chan].shape)
+        )
+        out[t_sel, :, rfi_chan] += burst
     return out

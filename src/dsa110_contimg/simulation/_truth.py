@@ -45,7 +45,11 @@ class TruthComparison:
 
 
 def compare_to_truth(
-    photometry: Table, sky: SkyCatalog, *, snr_min: float = 10.0
+    photometry: Table,
+    sky: SkyCatalog,
+    *,
+    snr_min: float = 10.0,
+    image_kind: str | None = "image",
 ) -> TruthComparison:
     """Match each injected source to its best (highest-PB, unflagged) measurement.
 
@@ -57,6 +61,9 @@ def compare_to_truth(
         The injected sources.
     snr_min : float
         Only measurements with ``snr >= snr_min`` count as recovered.
+    image_kind : str or None
+        Only rows of this ``image_kind`` (``"image"`` or ``"mosaic"``);
+        None for all rows.
 
     Returns
     -------
@@ -72,6 +79,11 @@ def compare_to_truth(
             (names == name)
             & (np.asarray(photometry["flags"]) == 0)
             & (np.asarray(photometry["snr"]) >= snr_min)
+            & (
+                np.asarray(photometry["image_kind"]).astype(str) == image_kind
+                if image_kind is not None
+                else True
+            )
         )
         if sel.size == 0:
             continue
@@ -120,6 +132,6 @@ def _peak_offset_beams(image_path: Path, ra_deg: float, dec_deg: float) -> float
     fit_ra, fit_dec = fit_peak_position(
         image, wcs, np.atleast_1d(ra_deg), np.atleast_1d(dec_deg)
     )
-    d_ra = (fit_ra[0] - ra_deg) * np.cos(np.deg2rad(dec_deg))
+    d_ra = ((fit_ra[0] - ra_deg + 180.0) % 360.0 - 180.0) * np.cos(np.deg2rad(dec_deg))
     offset_arcsec = 3600.0 * np.hypot(d_ra, fit_dec[0] - dec_deg)
     return float(offset_arcsec / (header["BMAJ"] * 3600.0))

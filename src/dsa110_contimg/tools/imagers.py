@@ -1,4 +1,9 @@
-"""Imager protocol, parameters and registry."""
+"""Imager protocol, parameters and registry.
+
+`ImagingParams` holds the backend-neutral imaging keys; each backend maps
+them onto its own options (the table is in `dsa110_contimg.tools.tclean`
+and the README). ``IMAGERS`` maps ``imaging.backend`` names to classes.
+"""
 
 from __future__ import annotations
 
@@ -29,9 +34,13 @@ class ImagingParams:
     auto_mask_sigma: float | None = None
     mgain: float = 0.8
     channels_out: int = 1
+    nterms: int = 2
+    multiscale_scales_pix: tuple[int, ...] | None = None
+    w_planes: int | None = None
     threads: int = 2
     mem_percent: float = 60.0
     timeout_s: float = 3600.0
+    data_column: str = "DATA"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,10 @@ class ImageProduct:
     backend_version: str
     command: tuple[str, ...]
     skipped: bool = False
+    pb_path: Path | None = None
+    pbcor_path: Path | None = None
+    rms_path: Path | None = None
+    preview_path: Path | None = None
 
 
 class Imager(Protocol):
@@ -68,7 +81,22 @@ class Imager(Protocol):
 
 
 def get_imager(backend: str, *, binary: str | None = None) -> Imager:
-    """Return the imager registered under ``backend``."""
+    """Return the imager registered under ``backend``.
+
+    Parameters
+    ----------
+    backend : str
+        A key of `IMAGERS` (``imaging.backend``).
+    binary : str, optional
+        The backend's executable: the WSClean binary (``wsclean``) or the
+        Python interpreter that has casatasks (``tclean``); default found on
+        PATH / this interpreter.
+
+    Raises
+    ------
+    ConfigError
+        The backend is unknown.
+    """
     try:
         factory = IMAGERS[backend]
     except KeyError as err:
@@ -78,9 +106,10 @@ def get_imager(backend: str, *, binary: str | None = None) -> Imager:
 
 
 def _registry() -> dict[str, type]:
+    from dsa110_contimg.tools.tclean import TcleanImager
     from dsa110_contimg.tools.wsclean import WscleanImager
 
-    return {"wsclean": WscleanImager}
+    return {"wsclean": WscleanImager, "tclean": TcleanImager}
 
 
 IMAGERS: dict[str, type] = _registry()

@@ -21,7 +21,7 @@ from dsa110_contimg.pipeline.exceptions import ImagingError
 from dsa110_contimg.tools.fits_header import set_header_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 
-__all__ = ["WscleanImager", "wsclean_command", "find_wsclean"]
+__all__ = ["WscleanImager", "wsclean_command", "find_wsclean", "output_channels"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,13 @@ def find_wsclean(binary: str | None = None) -> str:
     return found
 
 
+def output_channels(params: ImagingParams) -> int:
+    """Return WSClean's ``-channels-out`` (at least ``nterms`` for mtmfs)."""
+    if params.deconvolver == "mtmfs":
+        return max(params.channels_out, params.nterms)
+    return params.channels_out
+
+
 def wsclean_command(
     ms_path: Path, prefix: Path, params: ImagingParams, *, binary: str = "wsclean"
 ) -> list[str]:
@@ -50,9 +57,12 @@ def wsclean_command(
     ``gridder``: ``wproject``/``wstacking`` use WSClean's w-stacking (its
     w-correction; CASA's w-projection has no WSClean twin), ``wgridder`` the
     ducc w-gridder, ``standard`` w-stacking with a single w-layer (no
-    w-correction). ``deconvolver``: ``hogbom``/``clark`` WSClean's default
-    point-source clean, ``multiscale`` adds ``-multiscale``, ``mtmfs`` joins
-    ``channels_out`` channels with a 2-term spectral fit.
+    w-correction); ``w_planes`` sets ``-nwlayers``. ``deconvolver``:
+    ``hogbom``/``clark`` WSClean's default point-source clean, ``multiscale``
+    adds ``-multiscale`` (``-multiscale-scales`` when scales are given),
+    ``mtmfs`` joins ``max(channels_out, nterms)`` channels with an
+    ``nterms``-term spectral fit. The full mapping onto tclean is in
+    `dsa110_contimg.tools.tclean`.
     """
     nx, ny = params.image_size
     cmd = [
@@ -77,6 +87,8 @@ def wsclean_command(
         "-mem",
         str(params.mem_percent),
         "-no-update-model-required",
+        "-data-column",
+        params.data_column,
         "-temp-dir",
         str(prefix.parent),
     ]
@@ -94,12 +106,18 @@ def wsclean_command(
         cmd += ["-use-wgridder"]
     elif params.gridder == "standard":
         cmd += ["-nwlayers", "1"]
+    elif params.w_planes is not None:
+        cmd += ["-nwlayers", str(params.w_planes)]
     if params.deconvolver == "multiscale":
         cmd += ["-multiscale"]
-    if params.channels_out > 1:
-        cmd += ["-channels-out", str(params.channels_out), "-join-channels"]
+        if params.multiscale_scales_pix:
+            scales = ",".join(str(s) for s in params.multiscale_scales_pix)
+            cmd += ["-multiscale-scales", scales]
+    n_chan = output_channels(params)
+    if n_chan > 1:
+        cmd += ["-channels-out", str(n_chan), "-join-channels"]
         if params.deconvolver == "mtmfs":
-            cmd += ["-fit-spectral-pol", "2"]
+            cmd += ["-fit-spectral-pol", str(params.nterms)]
     cmd.append(str(ms_path))
     return cmd
 
@@ -137,8 +155,10 @@ class WscleanImager:
     ) -> ImageProduct:
         """Run WSClean on ``ms_path``; products end up as ``<prefix>-<kind>.fits``.
 
-        ``header`` cards (provenance) are written into the restored image
-        before it is moved into place.
+        ``header`` cards (provenance), plus ``DSAIMGRV`` (WSClean's version),
+        are written into the restored, residual, PSF and model images before
+        they are moved into place. With several output channels the MFS
+        products are the ones kept.
 
         Raises
         ------
@@ -146,8 +166,12 @@ class WscleanImager:
             WSClean is missing, fails, is killed or times out; no final
             product is left behind.
         """
-        binary = find_wsclean(self._binary)
         ms_path, prefix = Path(ms_path), Path(prefix)
+        try:
+            binary = find_wsclean(self._binary)
+        except ImagingError as err:
+            msg = f"cannot image {ms_path}: {err}"
+            raise ImagingError(msg) from err
         final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
         log_path = prefix.with_name(f"{prefix.name}-wsclean.log")
         work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
@@ -172,7 +196,8 @@ class WscleanImager:
             shutil.rmtree(work, ignore_errors=True)
             msg = f"WSClean timed out after {params.timeout_s} s imaging {ms_path}"
             raise ImagingError(msg, command=cmd, log_tail=_tail(log_path)) from err
-        if proc.returncode != 0 or not (work / f"{prefix.name}-image.fits").exists():
+        stem = prefix.name + ("-MFS" if output_channels(params) > 1 else "")
+        if proc.returncode != 0 or not (work / f"{stem}-image.fits").exists():
             shutil.rmtree(work, ignore_errors=True)
             how = (
                 f"was killed by signal {-proc.returncode}"
@@ -187,10 +212,12 @@ class WscleanImager:
             raise ImagingError(
                 msg, command=cmd, returncode=proc.returncode, log_tail=tail
             )
-        if header:
-            set_header_cards(work / f"{prefix.name}-image.fits", header)
+        cards = {**(header or {}), "DSAIMGRV": self.version()}
+        for kind in ("image", "residual", "psf", "model"):
+            if (work / f"{stem}-{kind}.fits").exists():
+                set_header_cards(work / f"{stem}-{kind}.fits", cards)
         for kind in _PRODUCTS:  # restored image last: its presence means complete
-            src = work / f"{prefix.name}-{kind}.fits"
+            src = work / f"{stem}-{kind}.fits"
             if src.exists():
                 os.replace(src, final[kind])
         shutil.rmtree(work, ignore_errors=True)

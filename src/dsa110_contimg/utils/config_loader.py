@@ -50,9 +50,13 @@ __all__ = [
     "ConversionConfig",
     "CalibrationConfig",
     "ImagingConfig",
+    "MosaicConfig",
     "PhotometryConfig",
     "SimulationConfig",
+    "VariabilityConfig",
     "LoggingConfig",
+    "WatcherConfig",
+    "QueueConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",
@@ -299,9 +303,52 @@ class CalibrationConfig(BaseModel):
         "30min", description="Gain solution interval, CASA syntax (time string)."
     )
     enabled: bool = Field(
-        False,
-        description="Solve and apply calibration; the calibration stage is added "
-        "later (flag).",
+        True,
+        description="Flag, solve and apply calibration before imaging; when false "
+        "the DATA column is imaged as it is (flag).",
+    )
+    calibrator_catalog: Path | None = Field(
+        None,
+        description="Calibrator list CSV; empty uses the shipped Perley-Butler 2017 "
+        "standards and bright VLA calibrators (path).",
+    )
+    min_calibrator_flux_jy: float = Field(
+        5.0, ge=0, description="Faintest calibrator used, at 1.4 GHz (Jy)."
+    )
+    max_calibrator_offset_deg: float | None = Field(
+        None,
+        ge=0,
+        description="Largest calibrator declination offset from the strip; empty "
+        "uses the half-power radius at 1.4 GHz (deg).",
+    )
+    bandpass_minsnr: float = Field(
+        5.0, gt=0, description="Minimum SNR of a bandpass solution (ratio)."
+    )
+    uvrange: str = Field(
+        ">1klambda",
+        description="Baselines used to solve, CASA syntax; empty uses all (uv range).",
+    )
+    validity_hours: float = Field(
+        12.0, gt=0, description="A solution is valid this long either side of its "
+        "calibrator transit (hours).",
+    )
+    aging_warn_hours: float = Field(
+        6.0, gt=0, description="Warn when the applied solution is older than this "
+        "(hours).",
+    )
+    dec_tolerance_deg: float = Field(
+        0.5, gt=0, description="A solution applies only to groups whose pointing "
+        "declination is within this of its strip (deg).",
+    )
+    flag_backend: Literal["mad", "aoflagger"] = Field(
+        "mad", description="RFI flagger: robust MAD clip or AOFlagger (choice)."
+    )
+    flag_sigma: float = Field(
+        7.0, gt=0, description="MAD clip threshold (robust standard deviations)."
+    )
+    dead_antenna_fraction: float = Field(
+        0.1, gt=0, lt=1, description="An antenna whose autocorrelation power is "
+        "below this fraction of the array median is flagged as dead (ratio).",
     )
 
 
@@ -310,11 +357,18 @@ class ImagingConfig(BaseModel):
 
     model_config = _FROZEN
 
-    backend: Literal["wsclean"] = Field(
-        "wsclean", description="Imaging program (choice)."
+    backend: Literal["wsclean", "tclean"] = Field(
+        "wsclean",
+        description="Imaging program: WSClean or CASA tclean (run in a child "
+        "Python process) (choice).",
     )
     wsclean_path: str | None = Field(
         None, description="WSClean executable; null = search PATH (path)."
+    )
+    casa_python: str | None = Field(
+        None,
+        description="Python interpreter with casatasks that runs tclean; null = "
+        "the pipeline's own interpreter (path).",
     )
     deconvolver: Literal["hogbom", "clark", "multiscale", "mtmfs"] = Field(
         "hogbom", description="Deconvolution algorithm (choice)."
@@ -343,15 +397,43 @@ class ImagingConfig(BaseModel):
         1000.0, ge=0, description="Shortest baseline used for imaging (wavelengths)."
     )
     auto_threshold_sigma: float | None = Field(
-        3.0,
+        1.0,
         gt=0,
-        description="Stop cleaning at this multiple of the rms; null = off (sigma).",
+        description="Stop cleaning at this multiple of the rms; null = off. With the "
+        "auto-mask, cleaning to 1 sigma leaves too little flux in the residual to "
+        "bias matched-filter photometry (sigma).",
     )
     auto_mask_sigma: float | None = Field(
-        None, gt=0, description="Auto-masking level; null = no auto-mask (sigma)."
+        4.0,
+        gt=0,
+        description="Build a clean mask at this multiple of the rms, then clean "
+        "inside it to auto_threshold_sigma; null = no auto-mask (sigma).",
     )
     mgain: float = Field(0.8, gt=0, le=1, description="Major-cycle gain (fraction).")
-    channels_out: int = Field(1, ge=1, description="Output image channels (count).")
+    channels_out: int = Field(
+        1,
+        ge=1,
+        description="Channels imaged separately and joined in deconvolution "
+        "(WSClean -channels-out/-join-channels; tclean uses its own MFS) (count).",
+    )
+    nterms: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="Taylor terms of the spectral fit with deconvolver mtmfs "
+        "(tclean nterms, WSClean -fit-spectral-pol) (count).",
+    )
+    multiscale_scales_pix: list[int] | None = Field(
+        None,
+        description="Scales of multiscale clean; null = the imager's automatic "
+        "choice (WSClean) or 0, 2 and 6 synthesized beams (tclean) (pixels).",
+    )
+    w_planes: int | None = Field(
+        None,
+        ge=1,
+        description="W-layers (WSClean -nwlayers) or w-projection planes (tclean "
+        "wprojplanes); null = computed from the longest w and the field (count).",
+    )
     threads: int = Field(2, ge=1, description="Threads given to the imager (count).")
     mem_percent: float = Field(
         60.0, gt=0, le=100, description="Memory the imager may use (percent of RAM)."
@@ -364,6 +446,15 @@ class ImagingConfig(BaseModel):
     )
     timeout_s: float = Field(
         3600.0, gt=0, description="Kill the imager after this long (seconds)."
+    )
+    noise_box_beams: float = Field(
+        10.0,
+        gt=0,
+        description="Side of the boxes of the sliding-window rms map of the "
+        "residual (synthesized beam major axes).",
+    )
+    write_png: bool = Field(
+        True, description="Write a PNG preview of every image (flag)."
     )
 
     @field_validator("threshold")
@@ -395,6 +486,58 @@ class ImagingConfig(BaseModel):
     def cell_size_arcsec(self) -> float:
         """Return the pixel size (arcsec)."""
         return parse_angle_arcsec(self.cell_size)
+
+
+class MosaicConfig(BaseModel):
+    """Hourly mosaics: images of a block coadded on a common grid."""
+
+    model_config = _FROZEN
+
+    enabled: bool = Field(True, description="Make a mosaic of every block (flag).")
+    pb_cut: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Image pixels where the primary beam is below this are left "
+        "out of the mosaic (fraction).",
+    )
+    projection: Literal["SIN", "CAR"] = Field(
+        "SIN",
+        description="Mosaic projection, centred on the circular-mean RA of the "
+        "images (choice).",
+    )
+    cell_size: str | None = Field(
+        None,
+        description="Mosaic pixel size; null = the images' pixel size (angle "
+        "string, arcsec/arcmin/deg).",
+    )
+    method: Literal["fast", "interp"] = Field(
+        "fast",
+        description="Reprojection: 'interp' calls reproject_interp per image and "
+        "tile; 'fast' computes the same bilinear interpolation with pixel "
+        "coordinates from a coarse grid (choice).",
+    )
+    tile_pix: int = Field(
+        2048,
+        ge=64,
+        description="Side of the mosaic tiles accumulated at a time; bounds the "
+        "memory (pixels).",
+    )
+    write_png: bool = Field(
+        True, description="Write a PNG preview of every mosaic (flag)."
+    )
+
+    @field_validator("cell_size")
+    @classmethod
+    def _check_cell_size(cls, value: str | None) -> str | None:
+        if value is not None and parse_angle_arcsec(value) <= 0:
+            msg = f"cell_size must be positive, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    def cell_size_arcsec(self) -> float | None:
+        """Return the mosaic pixel size (arcsec), or None for the images' size."""
+        return None if self.cell_size is None else parse_angle_arcsec(self.cell_size)
 
 
 class PhotometryConfig(BaseModel):
@@ -470,6 +613,25 @@ class SimulationConfig(BaseModel):
     gain_phase_rms_deg: float = Field(
         10.0, ge=0, description="Scatter of gain phases (degrees)."
     )
+    bandpass: bool = Field(
+        False, description="Give each antenna a bandpass shape (ripple and phase "
+        "slope) when gains are on (flag)."
+    )
+    gain_drift: bool = Field(
+        False, description="Let antenna gains drift slowly in time when gains are on "
+        "(flag)."
+    )
+    add_calibrators: bool = Field(
+        False, description="Add shipped calibrators near the observed strip to the "
+        "simulated sky (flag)."
+    )
+    dead_antennas: list[int] = Field(
+        [], description="Antenna indices with no signal (indices)."
+    )
+    rfi_channels: list[int] = Field(
+        [], description="Raw-order channel indices (subband * channels + channel) "
+        "with an RFI burst in the middle third of each group (indices)."
+    )
     missing_subbands: list[int] = Field(
         [], description="Subband indices left out of every group (indices)."
     )
@@ -477,6 +639,18 @@ class SimulationConfig(BaseModel):
         2.0, ge=0, description="Maximum scatter of file-name timestamps (seconds)."
     )
     seed: int = Field(42, description="Random seed (integer).")
+    integration_spacing_s: float | None = Field(
+        None,
+        gt=0,
+        description="Time between integrations; null = the integration time. "
+        "n_times integrations spread over 309 s give small groups a real "
+        "group's drift and cadence (seconds).",
+    )
+    sky_mode: Literal["groups", "strip"] = Field(
+        "groups",
+        description="'groups': n_sources around each group's meridian; 'strip': "
+        "n_sources x n_groups spread along the strip the groups cover (choice).",
+    )
 
     @field_validator("n_chan_per_subband")
     @classmethod
@@ -516,6 +690,152 @@ class SimulationConfig(BaseModel):
         return self
 
 
+class VariabilityConfig(BaseModel):
+    """Light-curve store, relative flux calibration, variability and ESE search."""
+
+    model_config = _FROZEN
+
+    store_dir: Path = Field(
+        Path("data/lightcurves"),
+        description="Root of the Parquet light-curve store; relative paths are "
+        "taken from the working directory (path).",
+    )
+    eta_threshold: float = Field(
+        3.0,
+        gt=0,
+        description="Sources with eta at or above this are variable "
+        "(together with v_threshold) (dimensionless).",
+    )
+    v_threshold: float = Field(
+        0.05,
+        ge=0,
+        description="Sources with V at or above this are variable "
+        "(together with eta_threshold) (fraction).",
+    )
+    min_epochs: int = Field(
+        3, ge=2, description="Fewest usable measurements for eta and V (count)."
+    )
+    exclude_flags: int = Field(
+        3,
+        ge=0,
+        description="Photometry flag bits whose measurements are left out "
+        "of calibration and metrics; 3 = EDGE | NAN (bitmask).",
+    )
+    systematic_floor_frac: float = Field(
+        0.005,
+        ge=0,
+        description="Fractional systematic error added in quadrature "
+        "to calibrated flux errors (fraction).",
+    )
+    ref_min_snr: float = Field(
+        50.0,
+        gt=0,
+        description="Faintest reference source for the flux scale "
+        "(signal-to-noise ratio).",
+    )
+    ref_min_epochs: int = Field(
+        1,
+        ge=1,
+        description="Earlier epochs a reference source needs for its "
+        "mean flux (count).",
+    )
+    ref_max_eta: float = Field(
+        3.0,
+        gt=0,
+        description="Reference sources must have eta below this (dimensionless).",
+    )
+    ref_max_v: float = Field(
+        0.05, gt=0, description="Reference sources must have V below this (fraction)."
+    )
+    ref_max_resolved_frac: float = Field(
+        0.15,
+        gt=0,
+        description="Reference sources must have |peak_jy / flux_jy - 1| "
+        "below this when peak_jy is known (fraction).",
+    )
+    ref_min_n: int = Field(
+        10, ge=1, description="Fewest reference sources for a flux scale (count)."
+    )
+    ref_clip_sigma: float = Field(
+        3.0,
+        gt=0,
+        description="Sigma-clipping level for reference flux ratios (sigma).",
+    )
+    ref_max_iter: int = Field(
+        10, ge=1, description="Sigma-clipping iterations (count)."
+    )
+    ese_min_depth: float = Field(
+        0.2, gt=0, lt=1, description="Shallowest ESE dip searched (fraction)."
+    )
+    ese_max_depth: float = Field(
+        0.6, gt=0, lt=1, description="Deepest ESE dip searched (fraction)."
+    )
+    ese_durations_days: list[float] = Field(
+        [7.0, 10.0, 14.0, 21.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0],
+        description="Dip durations (full width at half depth) searched (days).",
+    )
+    ese_center_step_frac: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Step of the dip centre grid, as a fraction "
+        "of the duration (fraction).",
+    )
+    ese_flank_ratios: list[float] = Field(
+        [0.0, 0.5],
+        description="Heights of the flanking brightenings searched, as "
+        "fractions of the depth (fractions).",
+    )
+    ese_bin_days: float = Field(
+        1.0,
+        gt=0,
+        description="Measurements are averaged in bins this wide before "
+        "the ESE search (days).",
+    )
+    ese_min_points: int = Field(
+        20, ge=5, description="Fewest binned measurements for an ESE search (count)."
+    )
+    ese_min_significance: float = Field(
+        7.0,
+        gt=0,
+        description="Smallest dip significance of an ESE candidate (sigma).",
+    )
+    ese_min_delta_bic: float = Field(
+        6.0,
+        description="Smallest BIC(red noise) - BIC(ESE + red noise) of a "
+        "candidate (dimensionless).",
+    )
+    ese_min_variance_explained: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="Smallest fraction of the excess variance (chi-square "
+        "above its expectation) that the ESE dip explains (fraction).",
+    )
+    ese_prefilter_sigma: float = Field(
+        2.0,
+        ge=0,
+        description="Store analysis searches only sources whose chi-square "
+        "excess over a constant is at least this (sigma).",
+    )
+
+    @model_validator(mode="after")
+    def _check_depths(self) -> Self:
+        if self.ese_min_depth >= self.ese_max_depth:
+            msg = (
+                f"ese_min_depth ({self.ese_min_depth}) must be smaller than "
+                f"ese_max_depth ({self.ese_max_depth})"
+            )
+            raise ValueError(msg)
+        if not self.ese_durations_days or min(self.ese_durations_days) <= 0:
+            msg = f"ese_durations_days must be positive, got {self.ese_durations_days}"
+            raise ValueError(msg)
+        if not self.ese_flank_ratios or min(self.ese_flank_ratios) < 0:
+            msg = f"ese_flank_ratios must be >= 0, got {self.ese_flank_ratios}"
+            raise ValueError(msg)
+        return self
+
+
 class LoggingConfig(BaseModel):
     """Log level, format and destination."""
 
@@ -530,6 +850,136 @@ class LoggingConfig(BaseModel):
     file: Path | None = Field(
         None, description="Also append log lines to this file; null = none (path)."
     )
+
+
+class WatcherConfig(BaseModel):
+    """Intake of raw subband files by the hdf5_watcher service."""
+
+    model_config = _FROZEN
+
+    scan_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Rescan the incoming directory at least this often, whatever "
+        "file-system events say (seconds).",
+    )
+    settle_s: float = Field(
+        5.0,
+        ge=0,
+        description="A file counts as fully written once its size and mtime are "
+        "unchanged across two scans at least this far apart (seconds).",
+    )
+    group_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="Stop waiting for a group to complete this long after its "
+        "first file was seen; then apply timeout_policy (seconds).",
+    )
+    timeout_policy: Literal["flag", "quarantine"] = Field(
+        "flag",
+        description="Timed-out group missing subbands: 'flag' converts it with "
+        "the missing channels flagged, 'quarantine' sets it aside for an "
+        "operator (choice).",
+    )
+    use_inotify: bool = Field(
+        True,
+        description="React to file-system events (watchdog) between rescans (flag).",
+    )
+    min_free_disk_gb: float = Field(
+        20.0,
+        ge=0,
+        description="Pause intake (new groups and conversions) while a data "
+        "filesystem has less free space than this (GB).",
+    )
+
+
+class QueueConfig(BaseModel):
+    """Durable job queue of the streaming services (state database)."""
+
+    model_config = _FROZEN
+
+    lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="A running job whose worker sent no heartbeat for this long "
+        "is given to another worker (seconds).",
+    )
+    heartbeat_interval_s: float = Field(
+        15.0, gt=0, description="Workers renew their leases this often (seconds)."
+    )
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts of a job with retryable errors before it is "
+        "marked failed (count).",
+    )
+    backoff_base_s: float = Field(
+        30.0,
+        ge=0,
+        description="Delay before the first retry; doubles with each attempt "
+        "(seconds).",
+    )
+    backoff_max_s: float = Field(
+        1800.0, ge=0, description="Longest delay between retries (seconds)."
+    )
+    poll_interval_s: float = Field(
+        2.0, gt=0, description="Idle workers look for new jobs this often (seconds)."
+    )
+    live_window_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Data younger than this is live and runs before backfill "
+        "(seconds).",
+    )
+    block_wait_s: float = Field(
+        900.0,
+        ge=0,
+        description="Process a block window this long after its last group "
+        "converted even if no later data has arrived (seconds).",
+    )
+    block_anchor_time: str = Field(
+        "2000-01-01T00:00:00",
+        description="Block windows start at this time plus multiples of "
+        "mosaic_duration_min - mosaic_overlap_min, ISO 8601 (UTC timestamp).",
+    )
+    shutdown_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, running jobs may finish for this long "
+        "before they are stopped and released (seconds).",
+    )
+    pool_recycle_jobs: int = Field(
+        50,
+        ge=0,
+        description="Start fresh worker processes after this many jobs, bounding "
+        "memory that libraries leak over long runs; 0 = never (count).",
+    )
+
+    @field_validator("block_anchor_time")
+    @classmethod
+    def _check_anchor(cls, value: str) -> str:
+        parsed = datetime.fromisoformat(value)
+        offset = parsed.utcoffset()
+        if offset is not None and offset != timedelta(0):
+            msg = f"block_anchor_time must be UTC, got offset {offset} in {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> Self:
+        if self.heartbeat_interval_s >= self.lease_s:
+            msg = (
+                f"heartbeat_interval_s ({self.heartbeat_interval_s}) must be "
+                f"smaller than lease_s ({self.lease_s})"
+            )
+            raise ValueError(msg)
+        if self.backoff_max_s < self.backoff_base_s:
+            msg = (
+                f"backoff_max_s ({self.backoff_max_s}) must not be smaller than "
+                f"backoff_base_s ({self.backoff_base_s})"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class PipelineConfig(BaseModel):
@@ -553,13 +1003,25 @@ class PipelineConfig(BaseModel):
         CalibrationConfig(), description="Gain calibration (section)."
     )
     imaging: ImagingConfig = Field(ImagingConfig(), description="Imaging (section).")
+    mosaic: MosaicConfig = Field(
+        MosaicConfig(), description="Hourly mosaics (section)."
+    )
     photometry: PhotometryConfig = Field(
         PhotometryConfig(), description="Forced photometry (section)."
     )
     simulation: SimulationConfig = Field(
         SimulationConfig(), description="Synthetic observations (section)."
     )
+    variability: VariabilityConfig = Field(
+        VariabilityConfig(), description="Light curves and variability (section)."
+    )
     logging: LoggingConfig = Field(LoggingConfig(), description="Logging (section).")
+    watcher: WatcherConfig = Field(
+        WatcherConfig(), description="Raw-file intake by the watcher (section)."
+    )
+    queue: QueueConfig = Field(
+        QueueConfig(), description="Job queue of the streaming services (section)."
+    )
 
 
 # --------------------------------------------------------------------------- loader

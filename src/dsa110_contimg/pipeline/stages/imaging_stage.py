@@ -1,18 +1,42 @@
-"""Imaging stage: one MS to one restored image, with provenance."""
+"""Imaging stage: one MS to a restored image and its derived maps, with provenance.
+
+Per group (MS) the stage writes, under ``<images_dir>/<ms stem>``:
+``-image.fits`` (restored), ``-residual.fits``, ``-psf.fits``, ``-model.fits``
+from the imager (`imaging.backend`), then ``-pb.fits`` (the drift-averaged
+primary beam on the image grid), ``-rms.fits`` (sliding-window robust rms of
+the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
+``-image.png`` (preview). All carry the image's WCS and provenance cards;
+each is written under a temporary name and renamed. A re-run skips the
+imager when the restored image exists and only makes missing derived maps.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_contimg import __version__
 from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
+from dsa110_contimg.mosaic import DriftTrack, noise_map, primary_beam_image
+from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
 from dsa110_contimg.utils.config_loader import ImagingConfig
 
-__all__ = ["imaging_params", "image_ms", "image_prefix"]
+__all__ = [
+    "celestial_wcs",
+    "imaging_params",
+    "image_ms",
+    "image_prefix",
+    "make_derived_products",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +57,11 @@ def imaging_params(cfg: ImagingConfig) -> ImagingParams:
         auto_mask_sigma=cfg.auto_mask_sigma,
         mgain=cfg.mgain,
         channels_out=cfg.channels_out,
+        nterms=cfg.nterms,
+        multiscale_scales_pix=(
+            tuple(cfg.multiscale_scales_pix) if cfg.multiscale_scales_pix else None
+        ),
+        w_planes=cfg.w_planes,
         threads=cfg.threads,
         mem_percent=cfg.mem_percent,
         timeout_s=cfg.timeout_s,
@@ -56,13 +85,23 @@ def image_ms(
     The restored image carries provenance (input MS, backend and version,
     config hash, software version) and the drift-scan pointing track
     (``DSAPTDEC``, ``DSAT0MJD``, ``DSADTSEC``, ``DSANTIME``, ``DSAFMIN``,
-    ``DSAFMAX``) from which the effective primary beam is computed.
+    ``DSAFMAX``) from which the effective primary beam is computed. The
+    derived maps (primary beam, rms, PB-corrected image, PNG preview) are
+    then made by `make_derived_products` (also for a skipped image whose maps
+    are missing).
+
+    Raises
+    ------
+    ImagingError
+        The imager is missing or failed; no restored image is left behind.
+    InputDataError
+        An existing restored image is unreadable (delete it to re-image).
     """
     prefix = image_prefix(ms_path, images_dir)
     image_path = prefix.with_name(f"{prefix.name}-image.fits")
     if image_path.exists():
         log.info("image exists, skipped", extra={"image": str(image_path)})
-        return ImageProduct(
+        skipped = ImageProduct(
             Path(ms_path),
             image_path,
             prefix.with_name(f"{prefix.name}-residual.fits"),
@@ -74,9 +113,11 @@ def image_ms(
             (),
             skipped=True,
         )
+        return make_derived_products(skipped, cfg)
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     info = read_ms_info(Path(ms_path))
-    imager = get_imager(cfg.backend, binary=cfg.wsclean_path)
+    binary = cfg.wsclean_path if cfg.backend == "wsclean" else cfg.casa_python
+    imager = get_imager(cfg.backend, binary=binary)
     dt_s = (
         float(np.median(np.diff(info.times_mjd)) * 86400.0)
         if info.times_mjd.size > 1
@@ -100,4 +141,118 @@ def image_ms(
             f"{cfg.backend}; config hash {config_hash}"
         ],
     }
-    return imager.make_image(Path(ms_path), prefix, imaging_params(cfg), header=header)
+    calibration = ms_calibration(Path(ms_path))
+    params = imaging_params(cfg)
+    if calibration is not None:
+        header["DSACAL"] = calibration
+        params = replace(params, data_column="CORRECTED_DATA")
+    product = imager.make_image(Path(ms_path), prefix, params, header=header)
+    return make_derived_products(product, cfg)
+
+
+def _derived_paths(image_path: Path) -> dict[str, Path]:
+    stem = image_path.name.removesuffix("-image.fits")
+    return {
+        "pb": image_path.with_name(f"{stem}-pb.fits"),
+        "rms": image_path.with_name(f"{stem}-rms.fits"),
+        "pbcor": image_path.with_name(f"{stem}-pbcor.fits"),
+        "png": image_path.with_name(f"{stem}-image.png"),
+    }
+
+
+def _read_plane(path: Path) -> tuple[np.ndarray, fits.Header, tuple[int, ...]]:
+    """Return the 2-D image, its header and the on-disk data shape."""
+    try:
+        with fits.open(path) as hdul:
+            header = hdul[0].header.copy()
+            data = np.asarray(hdul[0].data, dtype=np.float32)
+    except (OSError, TypeError, ValueError) as err:
+        msg = f"{path}: cannot read FITS image ({err}); delete it and re-image the MS"
+        raise InputDataError(msg) from err
+    if data.ndim < 2:
+        msg = f"{path}: FITS image has no 2-D data; delete it and re-image the MS"
+        raise InputDataError(msg)
+    return data.reshape(data.shape[-2:]), header, data.shape
+
+
+def celestial_wcs(header: fits.Header) -> WCS:
+    """Return the 2-D celestial WCS of an image header (quietly fixing dates)."""
+    with warnings.catch_warnings():  # WSClean's DATE-OBS gets a harmless 'datfix'
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header).celestial
+
+
+def _write_map(
+    path: Path, data: np.ndarray, header: fits.Header, shape: tuple[int, ...], kind: str
+) -> None:
+    out = header.copy()
+    out["DSAPROD"] = (kind, "dsa110_contimg product kind")
+    out["BUNIT"] = "" if kind == "pb" else "JY/BEAM"
+    tmp = path.with_name(f".{path.name}.tmp")
+    fits.PrimaryHDU(data.astype(np.float32).reshape(shape), out).writeto(
+        tmp, overwrite=True
+    )
+    os.replace(tmp, path)
+
+
+def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImageProduct:
+    """Write the primary-beam, rms and PB-corrected maps and the PNG preview.
+
+    Maps that already exist are kept. The rms map is the robust rms of the
+    residual (of the restored image if the residual is missing) in boxes of
+    ``cfg.noise_box_beams`` beam major axes, interpolated between boxes.
+
+    Parameters
+    ----------
+    product : ImageProduct
+        The imager's products (restored image present).
+    cfg : ImagingConfig
+        The ``imaging`` section (``pb_limit``, ``noise_box_beams``,
+        ``write_png``).
+
+    Returns
+    -------
+    ImageProduct
+        ``product`` with ``pb_path``, ``rms_path``, ``pbcor_path`` and
+        ``preview_path`` set.
+
+    Raises
+    ------
+    InputDataError
+        The restored image is unreadable or lacks the pointing-track cards.
+    """
+    paths = _derived_paths(product.image_path)
+    wanted = ["pb", "rms", "pbcor"] + (["png"] if cfg.write_png else [])
+    done = replace(
+        product,
+        pb_path=paths["pb"],
+        rms_path=paths["rms"],
+        pbcor_path=paths["pbcor"],
+        preview_path=paths["png"] if cfg.write_png else None,
+    )
+    if all(paths[k].exists() for k in wanted):
+        return done
+    image, header, shape = _read_plane(product.image_path)
+    wcs = celestial_wcs(header)
+    if paths["pb"].exists():
+        pb = _read_plane(paths["pb"])[0]
+    else:
+        pb = primary_beam_image(wcs, image.shape, DriftTrack.from_header(header))
+        _write_map(paths["pb"], pb, header, shape, "pb")
+    if not paths["rms"].exists():
+        source = product.residual_path
+        residual = _read_plane(source)[0] if source.exists() else image
+        beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
+        box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
+        _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
+    if not paths["pbcor"].exists():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
+        _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
+    if cfg.write_png and not paths["png"].exists():
+        from dsa110_contimg.visualization import write_preview
+
+        title = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
+        write_preview(image, wcs, paths["png"], title=title)
+    log.info("derived maps written", extra={"image": str(product.image_path)})
+    return done

@@ -1,8 +1,11 @@
-"""Photometry stage: forced photometry of catalogue sources on each image.
+"""Photometry stage: forced photometry of catalogue sources on images and mosaics.
 
-The primary-beam correction uses the beam averaged over the group's drift
-(the beam is fixed on the meridian while the sky moves through it), computed
-from the pointing track recorded in the image header by the imaging stage.
+On a group image the primary-beam correction uses the beam averaged over the
+group's drift (the beam is fixed on the meridian while the sky moves through
+it), computed from the pointing track recorded in the image header by the
+imaging stage. A mosaic is already primary-beam corrected: its rows have
+``pb = 1`` and ``image_kind = 'mosaic'``, and their rms comes from the
+mosaic's noise map (the rms predicted from the weights).
 """
 
 from __future__ import annotations
@@ -15,28 +18,25 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
-from astropy.coordinates import EarthLocation
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
-from dsa110_contimg.data_ingestion import _phasing
 from dsa110_contimg.data_ingestion.photometry import (
     Beam,
     PhotometryFlag,
     measure_forced,
 )
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
 from dsa110_contimg.pipeline.exceptions import InputDataError
-from dsa110_contimg.telescope import dsa110
-from dsa110_contimg.telescope.beam_models import drift_averaged_beam
 from dsa110_contimg.utils.config_loader import PhotometryConfig
 
 __all__ = [
     "PHOTOMETRY_COLUMNS",
     "image_primary_beam",
     "measure_image",
+    "measure_mosaic",
     "write_photometry_table",
     "read_photometry_table",
 ]
@@ -59,16 +59,7 @@ PHOTOMETRY_COLUMNS = (
     "image_kind",
     "image_path",
 )
-_N_BEAM_FREQS = 8
 _EDGE_FRACTION = 0.05
-
-
-def _location() -> EarthLocation:
-    return EarthLocation.from_geodetic(
-        dsa110.ARRAY_LON_DEG * u.deg,
-        dsa110.ARRAY_LAT_DEG * u.deg,
-        dsa110.ARRAY_HEIGHT_M * u.m,
-    )
 
 
 def image_primary_beam(
@@ -81,23 +72,7 @@ def image_primary_beam(
     InputDataError
         The header lacks the pointing track written by the imaging stage.
     """
-    needed = ("DSAPTDEC", "DSAT0MJD", "DSADTSEC", "DSANTIME", "DSAFMIN", "DSAFMAX")
-    missing = [k for k in needed if k not in header]
-    if missing:
-        msg = (
-            f"image header lacks {missing}: the pointing track is unknown, so the "
-            "primary beam cannot be computed; re-image the MS with this pipeline"
-        )
-        raise InputDataError(msg)
-    times_jd = (
-        header["DSAT0MJD"]
-        + np.arange(header["DSANTIME"]) * header["DSADTSEC"] / 86400.0
-    ) + 2400000.5
-    track_ra, track_dec = _phasing.meridian_icrs_deg(
-        np.deg2rad(header["DSAPTDEC"]), times_jd, _location()
-    )
-    freqs = np.linspace(header["DSAFMIN"], header["DSAFMAX"], _N_BEAM_FREQS)
-    return drift_averaged_beam(ra_deg, dec_deg, track_ra, track_dec, freqs)
+    return primary_beam_at(DriftTrack.from_header(header), ra_deg, dec_deg)
 
 
 def measure_image(
@@ -179,6 +154,100 @@ def measure_image(
     )
     log.info("photometry measured", extra={"image": str(image_path), "n_sources": n})
     return table
+
+
+def measure_mosaic(
+    mosaic_path: Path,
+    catalog: SkyCatalog,
+    cfg: PhotometryConfig,
+    *,
+    noise_path: Path,
+) -> Table:
+    """Measure every catalogue source covered by a mosaic.
+
+    Parameters
+    ----------
+    mosaic_path : Path
+        Mosaic written by the mosaicking stage (primary-beam corrected).
+    catalog : SkyCatalog
+        Sources to measure.
+    cfg : PhotometryConfig
+        The ``photometry`` section (``box_beams``).
+    noise_path : Path
+        The mosaic's noise map (predicted rms), used as the local rms.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source on a covered mosaic pixel, columns
+        `PHOTOMETRY_COLUMNS`; ``pb`` is 1 (the correction is already in the
+        mosaic), ``image_kind`` is ``'mosaic'``, ``mjd`` the mean mid-time of
+        the images used and ``freq_hz`` their mean frequency.
+
+    Raises
+    ------
+    InputDataError
+        The mosaic or its noise map is unreadable or their shapes differ.
+    """
+    image, header = _read_2d(mosaic_path)
+    noise, _ = _read_2d(noise_path)
+    if noise.shape != image.shape:
+        msg = f"{noise_path}: noise map shape {noise.shape} differs from mosaic"
+        raise InputDataError(msg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header).celestial
+    ny, nx = image.shape
+    with np.errstate(invalid="ignore"):
+        x, y = wcs.world_to_pixel_values(catalog.ra_deg, catalog.dec_deg)
+    ix, iy = np.rint(np.nan_to_num(x, nan=-1)), np.rint(np.nan_to_num(y, nan=-1))
+    inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    covered = np.zeros(inside.shape, dtype=bool)
+    covered[inside] = np.isfinite(image[iy[inside].astype(int), ix[inside].astype(int)])
+    result = measure_forced(
+        image,
+        wcs,
+        catalog.ra_deg[covered],
+        catalog.dec_deg[covered],
+        beam=Beam.from_header(header),
+        names=catalog.name[covered],
+        rms_map=noise,
+        min_pb=0.0,
+        box_beams=cfg.box_beams,
+    )
+    keep = (result.flags & PhotometryFlag.EDGE) == 0
+    n = int(keep.sum())
+    table = Table(
+        {
+            "source_name": result.name[keep],
+            "ra_deg": result.ra_deg[keep],
+            "dec_deg": result.dec_deg[keep],
+            "flux_jy": result.flux_jy[keep],
+            "flux_err_jy": result.flux_err_jy[keep],
+            "peak_jy": result.peak_jy[keep],
+            "rms_jy": result.rms_jy[keep],
+            "snr": result.snr[keep],
+            "pb": result.pb[keep],
+            "flags": result.flags[keep],
+            "mjd": np.full(n, float(header.get("DSAMJD", np.nan))),
+            "freq_hz": np.full(n, float(header.get("DSAFREQ", np.nan))),
+            "image_kind": np.full(n, "mosaic"),
+            "image_path": np.full(n, str(mosaic_path)),
+        }
+    )
+    log.info("mosaic measured", extra={"mosaic": str(mosaic_path), "n_sources": n})
+    return table
+
+
+def _read_2d(path: Path) -> tuple[np.ndarray, fits.Header]:
+    try:
+        with fits.open(path) as hdul:
+            header = hdul[0].header.copy()
+            data = np.asarray(hdul[0].data, dtype=np.float64)
+    except (OSError, TypeError, ValueError) as err:
+        msg = f"{path}: cannot read FITS image ({err}); remake the product"
+        raise InputDataError(msg) from err
+    return data.reshape(data.shape[-2:]), header
 
 
 def _image_frequency(header: fits.Header) -> float:

@@ -1,0 +1,46 @@
+"""Calibration: calibrators, flagging, CASA solves, application and registry."""
+
+from dsa110_contimg.calibration._calibrators import (
+    Calibrator,
+    CalibratorTransit,
+    find_transits,
+    load_calibrators,
+    transit_time,
+)
+from dsa110_contimg.calibration._flagging import FlagReport, flag_ms, flag_visibilities
+from dsa110_contimg.calibration._model import predict_model, write_model_data
+from dsa110_contimg.calibration._registry import (
+    RegisteredSolution,
+    find_solution,
+    register_solution,
+    select_solution,
+)
+from dsa110_contimg.calibration._solve import (
+    CalSolution,
+    apply_calibration,
+    choose_refant,
+    read_gain_table,
+    solve_calibration,
+)
+
+__all__ = [
+    "Calibrator",
+    "CalibratorTransit",
+    "find_transits",
+    "load_calibrators",
+    "transit_time",
+    "FlagReport",
+    "flag_ms",
+    "flag_visibilities",
+    "predict_model",
+    "write_model_data",
+    "RegisteredSolution",
+    "find_solution",
+    "register_solution",
+    "select_solution",
+    "CalSolution",
+    "apply_calibration",
+    "choose_refant",
+    "read_gain_table",
+    "solve_calibration",
+]

@@ -1,0 +1,259 @@
+"""Flagging: zeros, autocorrelations, dead antennas and RFI.
+
+The science functions work on arrays; `flag_ms` reads and writes an MS. The
+RFI step is a robust median-absolute-deviation clip (``sigma`` MADs) of the
+visibility amplitudes, first across channels within each integration (narrow
+band RFI), then across integrations (broadband bursts), each per baseline and
+correlation. AOFlagger (Debian's ``aoflagger``) can replace that step.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dsa110_contimg._optional import require
+from dsa110_contimg.pipeline.exceptions import ExternalToolError
+from dsa110_contimg.telescope import dsa110
+
+__all__ = [
+    "FlagReport",
+    "find_dead_antennas",
+    "mad_clip",
+    "flag_visibilities",
+    "flag_ms",
+]
+
+log = logging.getLogger(__name__)
+
+_MAD_TO_SIGMA = 1.4826
+
+
+@dataclass(frozen=True, slots=True)
+class FlagReport:
+    """Flagged fractions after flagging (cross-correlations only)."""
+
+    total_fraction: float
+    per_antenna: dict[str, float]
+    per_subband: dict[int, float]
+    dead_antennas: tuple[str, ...]
+    rfi_fraction: float
+
+    def summary(self) -> str:
+        """Return a one-line summary."""
+        return (
+            f"{100 * self.total_fraction:.2f}% flagged ({100 * self.rfi_fraction:.2f}% "
+            f"RFI), dead antennas: {', '.join(self.dead_antennas) or 'none'}"
+        )
+
+
+def find_dead_antennas(
+    auto_power: NDArray[np.float64], *, min_fraction: float = 0.1
+) -> NDArray[np.bool_]:
+    """Return antennas whose autocorrelation power is below ``min_fraction`` x median.
+
+    Parameters
+    ----------
+    auto_power : ndarray, shape (n_ant,)
+        Median autocorrelation amplitude per antenna (NaN when absent).
+    min_fraction : float
+        Dead below this fraction of the array median.
+    """
+    power = np.asarray(auto_power, dtype=np.float64)
+    median = np.nanmedian(power)
+    return np.isfinite(power) & (power < min_fraction * median)
+
+
+def mad_clip(
+    amplitude: NDArray[np.floating], axis: int, *, sigma: float
+) -> NDArray[np.bool_]:
+    """Flag values more than ``sigma`` robust standard deviations from the median.
+
+    The median and MAD are taken along ``axis``; NaNs (already flagged) are ignored.
+    """
+    median = np.nanmedian(amplitude, axis=axis, keepdims=True)
+    dev = np.abs(amplitude - median)
+    mad = _MAD_TO_SIGMA * np.nanmedian(dev, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        return dev > sigma * np.where(mad > 0, mad, np.inf)
+
+
+def flag_visibilities(
+    data: NDArray[np.complexfloating],
+    flags: NDArray[np.bool_],
+    ant1: NDArray[np.int_],
+    ant2: NDArray[np.int_],
+    time_index: NDArray[np.int_],
+    *,
+    sigma: float = 7.0,
+    dead_fraction: float = 0.1,
+    rfi: bool = True,
+) -> tuple[NDArray[np.bool_], NDArray[np.int_], NDArray[np.bool_]]:
+    """Return new flags, dead antenna indices and the RFI mask.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_row, n_chan, n_corr)
+        Visibilities, rows ordered arbitrarily.
+    flags : ndarray of bool, same shape
+        Existing flags (kept).
+    ant1, ant2 : ndarray of int, shape (n_row,)
+        Antenna indices.
+    time_index : ndarray of int, shape (n_row,)
+        Integration index of each row.
+    """
+    new = flags.copy()
+    new |= data == 0
+    autos = ant1 == ant2
+    n_ant = int(max(ant1.max(), ant2.max())) + 1
+    auto_power = np.full(n_ant, np.nan)
+    for a in np.unique(ant1[autos]):
+        auto_power[a] = np.median(np.abs(data[autos & (ant1 == a)]))
+    dead = np.flatnonzero(find_dead_antennas(auto_power, min_fraction=dead_fraction))
+    new[np.isin(ant1, dead) | np.isin(ant2, dead)] = True
+    new[autos] = True
+    rfi_mask = np.zeros_like(new)
+    if rfi:
+        amp = np.abs(data).astype(np.float32)
+        amp[new] = np.nan
+        # narrow-band: deviations across channels within each row
+        with np.errstate(invalid="ignore"), _QuietNan():
+            narrow = mad_clip(amp, axis=1, sigma=sigma)
+            # broadband bursts: per-row median amplitude across the integrations of
+            # each baseline
+            row_level = np.nanmedian(amp, axis=1)  # (n_row, n_corr)
+        baseline = ant1.astype(np.int64) * n_ant + ant2
+        broad_rows = np.zeros(row_level.shape, dtype=bool)
+        order = np.lexsort((time_index, baseline))
+        uniq, start = np.unique(baseline[order], return_index=True)
+        bounds = np.append(start, order.size)
+        for k in range(uniq.size):
+            rows = order[bounds[k] : bounds[k + 1]]
+            if rows.size >= 4:
+                with _QuietNan():
+                    broad_rows[rows] = mad_clip(row_level[rows], axis=0, sigma=sigma)
+        rfi_mask = (narrow | broad_rows[:, None, :]) & ~new
+        new |= rfi_mask
+    return new, dead, rfi_mask
+
+
+class _QuietNan:
+    """Silence numpy's all-NaN slice warnings (fully flagged rows are expected)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def flag_ms(
+    ms_path: Path,
+    *,
+    sigma: float = 7.0,
+    dead_fraction: float = 0.1,
+    backend: str = "mad",
+    aoflagger_path: str | None = None,
+) -> FlagReport:
+    """Flag an MS in place and report the flagged fractions.
+
+    ``backend="aoflagger"`` runs AOFlagger's default strategy for the RFI step
+    (zeros, autocorrelations and dead antennas are flagged by this module
+    either way).
+
+    Raises
+    ------
+    ExternalToolError
+        AOFlagger is requested but missing or fails.
+    """
+    tables = require("casacore.tables", "casa")
+    with tables.table(str(ms_path), readonly=False, ack=False) as ms:
+        data = ms.getcol("DATA")
+        flags = ms.getcol("FLAG")
+        a1, a2 = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2")
+        _, t_index = np.unique(ms.getcol("TIME"), return_inverse=True)
+        new, dead, rfi_mask = flag_visibilities(
+            data,
+            flags,
+            a1,
+            a2,
+            t_index,
+            sigma=sigma,
+            dead_fraction=dead_fraction,
+            rfi=backend == "mad",
+        )
+        ms.putcol("FLAG", new)
+    del data
+    if backend == "aoflagger":
+        _run_aoflagger(ms_path, aoflagger_path)
+        with tables.table(str(ms_path), ack=False) as ms:
+            after = ms.getcol("FLAG")
+        rfi_mask = after & ~new
+        new = after
+    elif backend != "mad":
+        msg = f"flagging backend must be 'mad' or 'aoflagger', got {backend!r}"
+        raise ValueError(msg)
+    report = _report(ms_path, new, rfi_mask, a1, a2, dead)
+    log.info("flagged", extra={"ms": str(ms_path), "summary": report.summary()})
+    return report
+
+
+def _run_aoflagger(ms_path: Path, binary: str | None) -> None:
+    exe = shutil.which(binary or "aoflagger")
+    if exe is None:
+        msg = "aoflagger not found; install it with 'apt-get install aoflagger'"
+        raise ExternalToolError(msg)
+    cmd = [exe, "-column", "DATA", str(ms_path)]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, timeout=3600
+    )
+    if proc.returncode != 0:
+        msg = f"aoflagger failed on {ms_path} (status {proc.returncode})"
+        raise ExternalToolError(
+            msg,
+            command=cmd,
+            returncode=proc.returncode,
+            log_tail=(proc.stdout + proc.stderr)[-2000:],
+        )
+
+
+def _report(
+    ms_path: Path,
+    flags: NDArray[np.bool_],
+    rfi_mask: NDArray[np.bool_],
+    a1: NDArray[np.int_],
+    a2: NDArray[np.int_],
+    dead: NDArray[np.int_],
+) -> FlagReport:
+    tables = require("casacore.tables", "casa")
+    with tables.table(f"{ms_path}/ANTENNA", ack=False) as ant:
+        names = list(ant.getcol("NAME"))
+    cross = a1 != a2
+    per_antenna = {}
+    for idx in np.unique(np.concatenate([a1[cross], a2[cross]])):
+        rows = cross & ((a1 == idx) | (a2 == idx))
+        per_antenna[names[idx]] = float(flags[rows].mean())
+    n_chan = flags.shape[1]
+    per_sb = n_chan // dsa110.N_SUBBANDS if n_chan % dsa110.N_SUBBANDS == 0 else n_chan
+    per_subband = {}
+    for k in range(n_chan // per_sb):
+        # MS channels ascend; subband sb00 is the highest frequency.
+        sb = dsa110.N_SUBBANDS - 1 - k if per_sb != n_chan else 0
+        per_subband[sb] = float(flags[cross, k * per_sb : (k + 1) * per_sb].mean())
+    return FlagReport(
+        total_fraction=float(flags[cross].mean()),
+        per_antenna=per_antenna,
+        per_subband=dict(sorted(per_subband.items())),
+        dead_antennas=tuple(names[i] for i in dead),
+        rfi_fraction=float(rfi_mask[cross].mean()),
+    )

@@ -1,0 +1,260 @@
+"""Bandpass and gain solutions with CASA (casatasks), and their application.
+
+Sequence (``DSA110.md``, Calibration): a short phase-only solve to line up the
+phases, a bandpass solve (per channel, one solution over the calibrator
+transit) applying it, then amplitude+phase gains on ``gcal_solint`` applying
+the bandpass. The reference antenna is the first of ``refant`` and the
+fallback list whose data are not entirely flagged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dsa110_contimg._optional import require
+from dsa110_contimg.pipeline.exceptions import CalibrationError
+
+__all__ = [
+    "CalSolution",
+    "choose_refant",
+    "solve_calibration",
+    "apply_calibration",
+    "read_gain_table",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CalSolution:
+    """A solved table set and its quality figures."""
+
+    bandpass_table: Path
+    gain_table: Path
+    refant: str
+    quality: dict[str, float] = field(default_factory=dict)
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tables(self) -> list[Path]:
+        """Return the tables in application order (bandpass, then gains)."""
+        return [self.bandpass_table, self.gain_table]
+
+
+def _casatasks():
+    require("casatools", "casa")
+    return require("casatasks", "casa")
+
+
+@contextlib.contextmanager
+def _casa_log(path: Path):
+    """Send CASA's log for this call to ``path``."""
+    casatools = require("casatools", "casa")
+    logger = casatools.logsink()
+    old = logger.logfile()
+    casalog = require("casatasks", "casa").casalog
+    casalog.setlogfile(str(path))
+    try:
+        yield
+    finally:
+        casalog.setlogfile(old)
+
+
+def choose_refant(ms_path: Path, candidates: list[str]) -> str:
+    """Return the first candidate antenna with unflagged cross-correlations.
+
+    Raises
+    ------
+    CalibrationError
+        None of the candidates has usable data.
+    """
+    tables = require("casacore.tables", "casa")
+    with tables.table(f"{ms_path}/ANTENNA", ack=False) as ant:
+        names = list(ant.getcol("NAME"))
+    with tables.table(str(ms_path), ack=False) as ms:
+        a1, a2 = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2")
+        flags = ms.getcol("FLAG")
+    row_flagged = flags.all(axis=(1, 2))
+    for name in candidates:
+        if name not in names:
+            continue
+        idx = names.index(name)
+        rows = ((a1 == idx) | (a2 == idx)) & (a1 != a2)
+        if rows.any() and not row_flagged[rows].all():
+            return name
+    msg = (
+        f"{ms_path}: none of the reference antennas {candidates} has unflagged data; "
+        "extend calibration.refant_fallback"
+    )
+    raise CalibrationError(msg)
+
+
+def solve_calibration(
+    ms_path: Path,
+    table_prefix: Path,
+    *,
+    refant: str,
+    gcal_mode: str = "ap",
+    gcal_solint: str = "30min",
+    uvrange: str = "",
+    minsnr: float = 5.0,
+) -> CalSolution:
+    """Solve bandpass and gains on a calibrator MS whose MODEL_DATA is set.
+
+    Tables are written as ``<table_prefix>.B`` and ``<table_prefix>.G``
+    (through temporary names, renamed when complete).
+
+    Raises
+    ------
+    CalibrationError
+        CASA failed or produced no table, or too many solutions are flagged.
+    """
+    ct = _casatasks()
+    table_prefix = Path(table_prefix)
+    table_prefix.parent.mkdir(parents=True, exist_ok=True)
+    tmp = table_prefix.parent / f".tmp-{table_prefix.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    g0, b_tab, g_tab = tmp / "G0", tmp / "B", tmp / "G"
+    durations: dict[str, float] = {}
+    vis = str(ms_path)
+    try:
+        with _casa_log(table_prefix.with_suffix(".casa.log")):
+            t0 = time.perf_counter()
+            ct.gaincal(
+                vis=vis,
+                caltable=str(g0),
+                solint="int",
+                calmode="p",
+                refant=refant,
+                minsnr=3.0,
+                uvrange=uvrange,
+                gaintype="G",
+            )
+            durations["prebandpass_phase_s"] = time.perf_counter() - t0
+            _require_table(g0, ms_path, "pre-bandpass phase")
+            t0 = time.perf_counter()
+            ct.bandpass(
+                vis=vis,
+                caltable=str(b_tab),
+                solint="inf",
+                combine="scan",
+                refant=refant,
+                minsnr=minsnr,
+                uvrange=uvrange,
+                solnorm=False,
+                bandtype="B",
+                gaintable=[str(g0)],
+            )
+            durations["bandpass_s"] = time.perf_counter() - t0
+            _require_table(b_tab, ms_path, "bandpass")
+            t0 = time.perf_counter()
+            ct.gaincal(
+                vis=vis,
+                caltable=str(g_tab),
+                solint=gcal_solint,
+                calmode=gcal_mode,
+                refant=refant,
+                minsnr=3.0,
+                uvrange=uvrange,
+                gaintype="G",
+                gaintable=[str(b_tab)],
+            )
+            durations["gaincal_s"] = time.perf_counter() - t0
+            _require_table(g_tab, ms_path, "gain")
+    except CalibrationError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as err:  # CASA raises RuntimeError and friends
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = f"{ms_path}: CASA calibration failed ({type(err).__name__}: {err})"
+        raise CalibrationError(msg) from err
+    quality = {
+        "bandpass_flagged_fraction": _flagged_fraction(b_tab),
+        "gain_flagged_fraction": _flagged_fraction(g_tab),
+    }
+    if quality["bandpass_flagged_fraction"] > 0.5:
+        shutil.rmtree(tmp, ignore_errors=True)
+        msg = (
+            f"{ms_path}: {100 * quality['bandpass_flagged_fraction']:.0f}% of bandpass "
+            "solutions flagged (low SNR); is the calibrator in the beam?"
+        )
+        raise CalibrationError(msg)
+    final_b = table_prefix.with_name(table_prefix.name + ".B")
+    final_g = table_prefix.with_name(table_prefix.name + ".G")
+    for src, dst in ((b_tab, final_b), (g_tab, final_g)):
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(src, dst)
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info(
+        "calibration solved",
+        extra={
+            "ms": str(ms_path),
+            "refant": refant,
+            **{k: round(v, 2) for k, v in durations.items()},
+        },
+    )
+    return CalSolution(final_b, final_g, refant, quality, durations)
+
+
+def _require_table(path: Path, ms_path: Path, what: str) -> None:
+    if not path.exists():
+        msg = (
+            f"{ms_path}: CASA wrote no {what} table (too few unflagged data or no "
+            "model?); see the .casa.log beside the tables"
+        )
+        raise CalibrationError(msg)
+
+
+def _flagged_fraction(table_path: Path) -> float:
+    tables = require("casacore.tables", "casa")
+    with tables.table(str(table_path), ack=False) as tab:
+        flags = tab.getcol("FLAG")
+    return float(flags.mean()) if flags.size else 1.0
+
+
+def read_gain_table(table_path: Path) -> dict[str, np.ndarray]:
+    """Return ANTENNA1, TIME, CPARAM (n_row, n_chan, n_pol) and FLAG of a table."""
+    tables = require("casacore.tables", "casa")
+    with tables.table(str(table_path), ack=False) as tab:
+        return {k: tab.getcol(k) for k in ("ANTENNA1", "TIME", "CPARAM", "FLAG")}
+
+
+def apply_calibration(ms_path: Path, tables: list[Path]) -> float:
+    """Apply tables (bandpass then gains) to DATA, writing CORRECTED_DATA.
+
+    Returns the time taken in seconds.
+
+    Raises
+    ------
+    CalibrationError
+        A table is missing or applycal failed.
+    """
+    ct = _casatasks()
+    for tab in tables:
+        if not Path(tab).exists():
+            msg = f"calibration table {tab} does not exist; cannot calibrate {ms_path}"
+            raise CalibrationError(msg)
+    t0 = time.perf_counter()
+    try:
+        with _casa_log(Path(ms_path).with_suffix(".applycal.log")):
+            ct.applycal(
+                vis=str(ms_path),
+                gaintable=[str(t) for t in tables],
+                interp=["nearest", "linear"],
+                calwt=[False],
+                flagbackup=False,
+                applymode="calflag",
+            )
+    except Exception as err:
+        msg = f"{ms_path}: applycal failed ({type(err).__name__}: {err})"
+        raise CalibrationError(msg) from err
+    return time.perf_counter() - t0

@@ -1,0 +1,724 @@
+"""Parquet light-curve store: one file per epoch, partitioned by date, read with DuckDB.
+
+Layout under the store root::
+
+    _manifest.json                        epochs, their files and tokens; compaction
+    _summary.parquet                      per-source running sums (see _summary.py)
+    epochs/date=YYYY-MM-DD/<epoch_id>.parquet   one file per epoch, sorted by source
+    by_source/L<level>-<n>/data_*.parquet runs: merged epochs sorted by source
+
+Every file is written under a temporary name and renamed, so readers see an
+epoch either entirely or not at all, and re-processing an epoch replaces its
+file. The epoch files are the truth; the runs are a derived index, merged
+size-tiered as epochs arrive and all at once by
+:meth:`LightcurveStore.compact`, that makes one source's light curve a read of
+one row group per run instead of one per epoch. One process writes a store;
+any number may read it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+from numpy.typing import NDArray
+
+from dsa110_contimg._optional import require
+from dsa110_contimg.lightcurves._runs import sql_list, write_run
+from dsa110_contimg.lightcurves._schema import (
+    SCHEMA,
+    STORE_COLUMNS,
+    mjd_to_date,
+    prepare_epoch,
+    to_astropy,
+)
+from dsa110_contimg.lightcurves._summary import SUM_FIELDS, RunningSums, usable_rows
+from dsa110_contimg.pipeline.exceptions import (
+    DataQualityWarning,
+    InputDataError,
+    StateError,
+)
+
+pa = require("pyarrow", "lightcurves")
+pq = require("pyarrow.parquet", "lightcurves")
+pc = require("pyarrow.compute", "lightcurves")
+
+__all__ = ["LightcurveStore"]
+
+log = logging.getLogger(__name__)
+
+_EPOCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
+_MANIFEST = "_manifest.json"
+_SUMMARY = "_summary.parquet"
+_FORMAT_VERSION = 1
+_TOP_LEVEL = 99  # level of the run written by a full compaction
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class LightcurveStore:
+    """Light curves of every source, stored as one Parquet file per epoch.
+
+    Parameters
+    ----------
+    root : Path
+        Store directory; created when it does not exist.
+    exclude_flags : int
+        Photometry flag bits whose measurements are left out of the running
+        sums (they are still stored).
+    row_group_size : int
+        Rows per Parquet row group; small groups make single-source reads cheap.
+    auto_compact_epochs : int
+        Fan-in of the automatic size-tiered merging of epochs into runs
+        sorted by source (see :meth:`compact`); below 2 disables it.
+    duckdb_memory_limit : str
+        Memory DuckDB may use for queries and compaction (spills to disk above).
+
+    Notes
+    -----
+    An epoch is written with :meth:`ingest_epoch`; its rows live in
+    ``epochs/date=<UTC date of its median mjd>/<epoch_id>.parquet``. The store
+    keeps per-source running sums of the calibrated fluxes
+    (:class:`~dsa110_contimg.lightcurves.RunningSums`), updated as epochs are
+    added, replaced or deleted, from which eta and V follow without reading
+    any light curve.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        exclude_flags: int = 3,
+        row_group_size: int = 4096,
+        auto_compact_epochs: int = 8,
+        duckdb_memory_limit: str = "2GB",
+    ) -> None:
+        self.root = Path(root)
+        self.auto_compact_epochs = int(auto_compact_epochs)
+        self.exclude_flags = int(exclude_flags)
+        self.row_group_size = int(row_group_size)
+        self._memory_limit = duckdb_memory_limit
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._manifest: dict[str, Any] | None = None
+        self._manifest_stat: tuple[int, int] | None = None
+        self._plan: dict[str, Any] | None = None
+        self._sums: RunningSums | None = None
+        self._applied: dict[str, str] = {}
+        self._sums_stat: tuple[int, int] | None = None
+        self._con: Any = None
+        self._rg_cache: dict[str, tuple[str, Any, list[str], list[str]]] = {}
+        self._reconcile()
+
+    # ------------------------------------------------------------------ metadata
+
+    def _manifest_path(self) -> Path:
+        return self.root / _MANIFEST
+
+    def _load_manifest(self) -> dict[str, Any]:
+        path = self._manifest_path()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if self._manifest is None:
+                self._manifest = {
+                    "format_version": _FORMAT_VERSION,
+                    "epochs": {},
+                    "runs": [],
+                    "run_counter": 0,
+                }
+            return self._manifest
+        key = (st.st_mtime_ns, st.st_size)
+        if self._manifest is None or key != self._manifest_stat:
+            try:
+                manifest = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                msg = f"light-curve store manifest {path} is unreadable: {err}"
+                raise StateError(msg) from err
+            if manifest.get("format_version") != _FORMAT_VERSION:
+                msg = (
+                    f"{path}: store format {manifest.get('format_version')} is not "
+                    f"{_FORMAT_VERSION}; rebuild the store with this version"
+                )
+                raise StateError(msg)
+            self._manifest, self._manifest_stat, self._plan = manifest, key, None
+        return self._manifest
+
+    def _save_manifest(self, manifest: dict[str, Any]) -> None:
+        path = self._manifest_path()
+        _atomic_write_bytes(path, json.dumps(manifest, sort_keys=True).encode())
+        st = path.stat()
+        self._manifest, self._manifest_stat = manifest, (st.st_mtime_ns, st.st_size)
+        self._plan = None
+
+    def _epoch_file(self, entry: Mapping[str, Any]) -> Path:
+        return self.root / entry["path"]
+
+    # ------------------------------------------------------------------ summary
+
+    def _load_sums(self) -> RunningSums:
+        path = self.root / _SUMMARY
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if self._sums is None:
+                self._sums, self._applied = RunningSums.empty(), {}
+            return self._sums
+        key = (st.st_mtime_ns, st.st_size)
+        if self._sums is None or key != self._sums_stat:
+            table = pq.read_table(path)
+            meta = table.schema.metadata or {}
+            self._applied = json.loads(meta.get(b"applied", b"{}"))
+            names = table.column("source_name").to_numpy(zero_copy_only=False)
+            arrays = {
+                f: table.column(f).to_numpy().astype(np.float64)
+                for f in ("shift_jy", *SUM_FIELDS)
+            }
+            self._sums = RunningSums(np.asarray(names, dtype=str), **arrays)
+            self._sums_stat = key
+        return self._sums
+
+    def _save_sums(self) -> None:
+        sums = self._load_sums()
+        columns = {"source_name": pa.array(sums.source_name, type=pa.string())}
+        for field in ("shift_jy", *SUM_FIELDS):
+            columns[field] = pa.array(getattr(sums, field), type=pa.float64())
+        table = pa.table(columns).replace_schema_metadata(
+            {"applied": json.dumps(self._applied, sort_keys=True)}
+        )
+        path = self.root / _SUMMARY
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+        st = path.stat()
+        self._sums_stat = (st.st_mtime_ns, st.st_size)
+
+    def _contribution(self, table: Any) -> tuple[NDArray, NDArray, NDArray]:
+        flux = np.asarray(table["flux_corr_jy"], dtype=np.float64)
+        err = np.asarray(table["flux_corr_err_jy"], dtype=np.float64)
+        flags = np.asarray(table["flags"])
+        ok = usable_rows(flux, err, flags, exclude_flags=self.exclude_flags)
+        names = np.asarray(table["source_name"], dtype=str)
+        return names[ok], flux[ok], err[ok]
+
+    def _apply(self, epoch_id: str, table: Any, token: str | None) -> None:
+        """Add (token given) or remove (token None) an epoch's rows in the sums."""
+        sums = self._load_sums()
+        names, flux, err = self._contribution(table)
+        sums.update(names, flux, err, sign=1.0 if token else -1.0)
+        if token:
+            self._applied[epoch_id] = token
+        else:
+            self._applied.pop(epoch_id, None)
+        self._save_sums()
+
+    def _reconcile(self) -> None:
+        """Bring the running sums in line with the manifest after an interruption."""
+        epochs = self._load_manifest()["epochs"]
+        self._load_sums()
+        stale = [
+            e
+            for e, tok in self._applied.items()
+            if epochs.get(e, {}).get("token") != tok
+        ]
+        if stale:
+            warnings.warn(
+                f"light-curve store {self.root}: running sums disagree with the "
+                f"manifest for {len(stale)} epoch(s) (interrupted write); "
+                "rebuilding them from the epoch files",
+                DataQualityWarning,
+                stacklevel=3,
+            )
+            self._sums, self._applied = RunningSums.empty(), {}
+        for epoch_id, entry in sorted(epochs.items()):
+            if self._applied.get(epoch_id) != entry["token"]:
+                self._apply(epoch_id, self._read_epoch_file(entry), entry["token"])
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest_epoch(self, epoch_id: str, table: Any, *, replace: bool = False) -> int:
+        """Store one epoch's measurements; return the number of rows stored.
+
+        Parameters
+        ----------
+        epoch_id : str
+            Identity of the epoch (e.g. the mosaic's start time); letters,
+            digits and ``_ . : + -``.
+        table : astropy.table.Table or mapping of arrays
+            Measurements: at least ``source_name, mjd, flux_jy, flux_err_jy``;
+            optionally ``rms_jy, pb, flags, image_path, image_kind`` and the
+            calibration columns ``scale, scale_err, flux_corr_jy,
+            flux_corr_err_jy`` (all four or none; none means scale 1).
+        replace : bool
+            Replace an epoch that is already stored (re-processing). Without
+            it, a stored epoch is an error.
+
+        Returns
+        -------
+        int
+            Rows written.
+
+        Raises
+        ------
+        InputDataError
+            A required column is missing, no row is valid, the epoch is
+            already stored and ``replace`` is False, or an image of this epoch
+            is already stored under another epoch.
+
+        Warns
+        -----
+        DataQualityWarning
+            Rows with an empty name or non-finite mjd, and exact duplicates
+            (same source, image and mjd), were dropped.
+        """
+        if not _EPOCH_ID_RE.match(str(epoch_id)):
+            msg = f"epoch_id {epoch_id!r} must match {_EPOCH_ID_RE.pattern}"
+            raise ValueError(msg)
+        arrow, mjd, images = prepare_epoch(epoch_id, table)
+        manifest = json.loads(json.dumps(self._load_manifest()))
+        old = manifest["epochs"].get(epoch_id)
+        if old is not None and not replace:
+            msg = (
+                f"epoch {epoch_id} is already in the light-curve store "
+                f"({old['n_rows']} rows, {old['date']}); pass replace=True to "
+                "re-process it"
+            )
+            raise InputDataError(msg)
+        self._check_images(epoch_id, images, manifest)
+        day = mjd_to_date(float(np.median(mjd)))
+        relative = f"epochs/date={day}/{epoch_id}.parquet"
+        if old is not None:  # remove first, so an interruption is recoverable
+            self._apply(epoch_id, self._read_epoch_file(old), None)
+        token = uuid.uuid4().hex
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{token[:8]}")
+        pq.write_table(
+            arrow, tmp, row_group_size=self.row_group_size, compression="zstd"
+        )
+        os.replace(tmp, path)
+        manifest["epochs"][epoch_id] = {
+            "date": day,
+            "path": relative,
+            "n_rows": arrow.num_rows,
+            "mjd_min": float(mjd.min()),
+            "mjd_max": float(mjd.max()),
+            "token": token,
+            "image_paths": [p for p in images.tolist() if p],
+        }
+        self._save_manifest(manifest)
+        self._apply(epoch_id, arrow, token)
+        if old is not None and old["path"] != relative:
+            self._epoch_file(old).unlink(missing_ok=True)
+        self._maybe_compact()
+        log.info(
+            "epoch stored",
+            extra={
+                "epoch_id": epoch_id,
+                "n_rows": arrow.num_rows,
+                "replaced": bool(old),
+            },
+        )
+        return int(arrow.num_rows)
+
+    @staticmethod
+    def _check_images(
+        epoch_id: str, images: NDArray, manifest: Mapping[str, Any]
+    ) -> None:
+        wanted = {p for p in images.tolist() if p}
+        if not wanted:
+            return
+        for other, entry in manifest["epochs"].items():
+            shared = wanted.intersection(entry.get("image_paths", ()))
+            if other != epoch_id and shared:
+                msg = (
+                    f"epoch {epoch_id}: image {sorted(shared)[0]} is already stored "
+                    f"as epoch {other}; re-process that epoch instead (replace=True) "
+                    "so no measurement is stored twice"
+                )
+                raise InputDataError(msg)
+
+    def delete_epoch(self, epoch_id: str) -> int:
+        """Remove an epoch; return the number of rows removed (0 if absent)."""
+        manifest = json.loads(json.dumps(self._load_manifest()))
+        entry = manifest["epochs"].pop(epoch_id, None)
+        if entry is None:
+            return 0
+        self._apply(epoch_id, self._read_epoch_file(entry), None)
+        self._save_manifest(manifest)
+        self._epoch_file(entry).unlink(missing_ok=True)
+        return int(entry["n_rows"])
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_epoch_file(self, entry: Mapping[str, Any]) -> Any:
+        path = self._epoch_file(entry)
+        try:
+            return pq.read_table(path, schema=SCHEMA)
+        except (OSError, pa.ArrowInvalid) as err:
+            msg = f"light-curve store epoch file {path} is unreadable: {err}"
+            raise StateError(msg) from err
+
+    def has_epoch(self, epoch_id: str) -> bool:
+        """Return True when the epoch is stored."""
+        return epoch_id in self._load_manifest()["epochs"]
+
+    def epoch_table(self, epoch_id: str) -> Table:
+        """Return one stored epoch's rows (columns `STORE_COLUMNS`)."""
+        entry = self._load_manifest()["epochs"].get(epoch_id)
+        if entry is None:
+            msg = f"epoch {epoch_id} is not in the light-curve store {self.root}"
+            raise InputDataError(msg)
+        return to_astropy(self._read_epoch_file(entry))
+
+    def epochs(self) -> Table:
+        """Return one row per epoch: epoch_id, date, n_rows, mjd_min, mjd_max."""
+        entries = sorted(
+            self._load_manifest()["epochs"].items(), key=lambda kv: kv[1]["mjd_min"]
+        )
+        return Table(
+            {
+                "epoch_id": np.array([e for e, _ in entries], dtype=str),
+                "date": np.array([v["date"] for _, v in entries], dtype=str),
+                "n_rows": np.array([v["n_rows"] for _, v in entries], dtype=np.int64),
+                "mjd_min": np.array([v["mjd_min"] for _, v in entries], dtype=float),
+                "mjd_max": np.array([v["mjd_max"] for _, v in entries], dtype=float),
+            }
+        )
+
+    def n_rows(self) -> int:
+        """Return the number of stored measurements."""
+        return int(sum(e["n_rows"] for e in self._load_manifest()["epochs"].values()))
+
+    def summary(self, *, exclude_epoch: str | None = None) -> RunningSums:
+        """Return a copy of the per-source running sums.
+
+        Parameters
+        ----------
+        exclude_epoch : str, optional
+            Leave this epoch's contribution out (used to calibrate an epoch
+            that is being re-processed against the other epochs only).
+        """
+        sums = self._load_sums()
+        copy = RunningSums(
+            sums.source_name.copy(),
+            sums.shift_jy.copy(),
+            *(getattr(sums, f).copy() for f in SUM_FIELDS),
+        )
+        entry = self._load_manifest()["epochs"].get(exclude_epoch or "")
+        if entry is not None and exclude_epoch in self._applied:
+            names, flux, err = self._contribution(self._read_epoch_file(entry))
+            copy.update(names, flux, err, sign=-1.0)
+        return copy
+
+    def _connection(self) -> Any:
+        if self._con is None:
+            duckdb = require("duckdb", "lightcurves")
+            self._con = duckdb.connect()
+            self._con.execute("SET enable_object_cache = true")
+            self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
+            tmp_dir = self.root / "_tmp"  # DuckDB spills large sorts here
+            tmp_dir.mkdir(exist_ok=True)
+            self._con.execute(f"SET temp_directory = '{tmp_dir}'")
+            self._con.execute("SET preserve_insertion_order = true")
+        return self._con
+
+    def _query_plan(self) -> dict[str, Any]:
+        manifest = self._load_manifest()
+        if self._plan is None:
+            epochs = manifest["epochs"]
+            current = {e: v["token"] for e, v in epochs.items()}
+            in_runs: dict[str, str] = {}
+            runs = []
+            for run in manifest.get("runs", []):
+                in_runs.update(run["epochs"])
+                files = run["files"]
+                runs.append(
+                    {
+                        "key": run["name"],
+                        "files": [str(self.root / f["path"]) for f in files],
+                        "mins": [f["min_source"] for f in files],
+                        "maxs": [f["max_source"] for f in files],
+                        "stale": sorted(
+                            e
+                            for e, tok in run["epochs"].items()
+                            if current.get(e) != tok
+                        ),
+                    }
+                )
+            delta = [
+                (str(self._epoch_file(v)), v["token"], e)
+                for e, v in sorted(epochs.items())
+                if in_runs.get(e) != v["token"]
+            ]
+            self._plan = {
+                "runs": runs,
+                "delta": [path for path, _, _ in delta],
+                "delta_keys": [key for _, key, _ in delta],
+                "delta_epochs": [e for _, _, e in delta],
+            }
+        return self._plan
+
+    def _row_group_index(self, path: str, key: str) -> tuple[Any, list[str], list[str]]:
+        """Return a file's metadata and per-row-group source-name ranges (cached)."""
+        cached = self._rg_cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1], cached[2], cached[3]
+        meta = pq.read_metadata(path)
+        column = meta.schema.names.index("source_name")
+        lows, highs = [], []
+        for k in range(meta.num_row_groups):
+            stats = meta.row_group(k).column(column).statistics
+            has = stats is not None and stats.has_min_max
+            lows.append(stats.min if has else "")
+            highs.append(stats.max if has else "\uffff")
+        self._rg_cache[path] = (key, meta, lows, highs)
+        return meta, lows, highs
+
+    def _read_source(self, path: str, key: str, name: str) -> Any:
+        meta, lows, highs = self._row_group_index(path, key)
+        # Files are sorted by source, so row-group ranges are sorted too.
+        stop = bisect.bisect_right(lows, name)
+        groups = [k for k in range(stop) if highs[k] >= name]
+        if not groups:
+            return None
+        table = pq.ParquetFile(path, metadata=meta, pre_buffer=False).read_row_groups(
+            groups, columns=list(STORE_COLUMNS), use_threads=False
+        )
+        return table.filter(pc.equal(table["source_name"], name))
+
+    def lightcurve(self, source_name: str) -> Table:
+        """Return every stored measurement of one source, sorted by mjd.
+
+        Parameters
+        ----------
+        source_name : str
+            The source.
+
+        Returns
+        -------
+        astropy.table.Table
+            Columns `STORE_COLUMNS`; no rows for an unknown source.
+
+        Notes
+        -----
+        Every file is sorted by source and the source-name range of each of
+        its row groups is kept in memory after its footer is first read, so
+        a light curve costs one row-group read per compacted run holding the
+        source plus one per epoch not yet compacted (see :meth:`compact`).
+        """
+        plan = self._query_plan()
+        name = str(source_name)
+        parts = []
+        for run in plan["runs"]:
+            stop = bisect.bisect_right(run["mins"], name)
+            for k in range(stop):
+                if run["maxs"][k] < name:
+                    continue
+                part = self._read_source(run["files"][k], run["key"], name)
+                if part is not None and run["stale"]:
+                    stale = pa.array(run["stale"], type=pa.string())
+                    part = part.filter(pc.invert(pc.is_in(part["epoch_id"], stale)))
+                parts.append(part)
+        for path, key in zip(plan["delta"], plan["delta_keys"], strict=True):
+            parts.append(self._read_source(path, key, name))
+        parts = [p for p in parts if p is not None and p.num_rows]
+        if not parts:
+            return to_astropy(SCHEMA.empty_table())
+        table = pa.concat_tables(parts).cast(SCHEMA)
+        table = table.sort_by([("mjd", "ascending"), ("image_path", "ascending")])
+        return to_astropy(table)
+
+    def lightcurves(self, source_names: Iterable[str]) -> Table:
+        """Return every stored measurement of several sources, by source and mjd.
+
+        Parameters
+        ----------
+        source_names : iterable of str
+            The sources.
+
+        Returns
+        -------
+        astropy.table.Table
+            Columns `STORE_COLUMNS` (a DuckDB query over every file).
+        """
+        plan = self._query_plan()
+        names = pa.table({"name": pa.array(sorted(set(map(str, source_names))))})
+        con = self._connection()
+        con.register("_wanted", names)
+        try:
+            where = "source_name IN (SELECT name FROM _wanted)"
+            return self._select(plan, where)
+        finally:
+            con.unregister("_wanted")
+
+    def _select(self, plan: Mapping[str, Any], where: str) -> Table:
+        cols = ", ".join(STORE_COLUMNS)
+        parts = []
+        for run in plan["runs"]:
+            if not run["files"]:
+                continue
+            stale = ""
+            if run["stale"]:
+                quoted = ", ".join(
+                    "'" + e.replace("'", "''") + "'" for e in run["stale"]
+                )
+                stale = f" AND epoch_id NOT IN ({quoted})"
+            parts.append(
+                f"SELECT {cols} FROM read_parquet({sql_list(run['files'])}) "
+                f"WHERE {where}{stale}"
+            )
+        if plan["delta"]:
+            parts.append(
+                f"SELECT {cols} FROM read_parquet({sql_list(plan['delta'])}) "
+                f"WHERE {where}"
+            )
+        if not parts:
+            return to_astropy(SCHEMA.empty_table())
+        sql = " UNION ALL ".join(parts) + " ORDER BY source_name, mjd, image_path"
+        result = self._connection().sql(sql).to_arrow_table()
+        return to_astropy(result.cast(SCHEMA))
+
+    def sql(self, query: str) -> Table:
+        """Run a DuckDB query over the view ``measurements`` (every stored row).
+
+        Parameters
+        ----------
+        query : str
+            SQL text, e.g. ``"SELECT count(*) AS n FROM measurements"``.
+
+        Returns
+        -------
+        astropy.table.Table
+            The result.
+        """
+        files = [
+            str(self._epoch_file(v)) for v in self._load_manifest()["epochs"].values()
+        ]
+        con = self._connection()
+        if files:
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW measurements AS SELECT * FROM "
+                f"read_parquet({sql_list(files)})"
+            )
+        else:
+            con.register("measurements", SCHEMA.empty_table())
+        result = con.sql(query).to_arrow_table()
+        return to_astropy(result)
+
+    # ------------------------------------------------------------------ compaction
+
+    def compact(self) -> int:
+        """Merge every epoch into one run sorted by source; return its rows.
+
+        Returns
+        -------
+        int
+            Rows in the new run.
+
+        Notes
+        -----
+        Runs (``by_source/<name>/*.parquet``) are an index: the epoch files
+        stay the truth, and an epoch replaced or deleted after it was merged
+        is hidden in its run. Between full compactions the store merges on
+        its own (size-tiered, like a log-structured merge tree): every
+        ``auto_compact_epochs`` new epochs become a level-1 run, and
+        ``auto_compact_epochs`` runs of one level become one run of the next,
+        so a light-curve read touches a bounded number of files while each
+        row is rewritten only a logarithmic number of times. A full
+        compaction needs about as much free disk as the store holds.
+        """
+        manifest = self._load_manifest()
+        epochs = sorted(manifest["epochs"])
+        if not epochs:
+            return 0
+        replaced = [run["name"] for run in manifest.get("runs", [])]
+        return self._merge(epochs, level=_TOP_LEVEL, replaced=replaced)
+
+    def _merge(self, epoch_ids: list[str], *, level: int, replaced: list[str]) -> int:
+        """Write the given epochs as one run sorted by source, replacing runs."""
+        manifest = json.loads(json.dumps(self._load_manifest()))
+        epochs = {
+            e: manifest["epochs"][e] for e in epoch_ids if e in manifest["epochs"]
+        }
+        if not epochs:
+            manifest["runs"] = [
+                r for r in manifest.get("runs", []) if r["name"] not in replaced
+            ]
+            self._save_manifest(manifest)
+            for old in replaced:
+                shutil.rmtree(self.root / "by_source" / old, ignore_errors=True)
+            return 0
+        counter = manifest.get("run_counter", 0) + 1
+        name = f"L{level}-{counter:06d}"
+        out = self.root / "by_source" / name
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        files = [str(self._epoch_file(v)) for v in epochs.values()]
+        entries = write_run(
+            self._connection(),
+            self.root,
+            files,
+            out,
+            row_group_size=self.row_group_size,
+        )
+        runs = [r for r in manifest.get("runs", []) if r["name"] not in replaced]
+        runs.append(
+            {
+                "name": name,
+                "level": level,
+                "files": sorted(
+                    entries, key=lambda f: (f["min_source"], f["max_source"])
+                ),
+                "epochs": {e: v["token"] for e, v in epochs.items()},
+            }
+        )
+        manifest["runs"] = runs
+        manifest["run_counter"] = counter
+        self._save_manifest(manifest)
+        for old in replaced:
+            shutil.rmtree(self.root / "by_source" / old, ignore_errors=True)
+        n_rows = sum(f["n_rows"] for f in entries)
+        log.info(
+            "store runs merged",
+            extra={"run": name, "n_rows": n_rows, "n_epochs": len(epochs)},
+        )
+        return int(n_rows)
+
+    def _maybe_compact(self) -> None:
+        """Merge new epochs and full levels of runs (size-tiered)."""
+        fan_in = self.auto_compact_epochs
+        if fan_in < 2:
+            return
+        plan = self._query_plan()
+        if len(plan["delta_epochs"]) >= fan_in:
+            self._merge(list(plan["delta_epochs"]), level=1, replaced=[])
+        level = 1
+        while level < _TOP_LEVEL:
+            manifest = self._load_manifest()
+            same = [r for r in manifest.get("runs", []) if r["level"] == level]
+            if len(same) < fan_in:
+                level += 1
+                continue
+            current = manifest["epochs"]
+            epoch_ids = sorted(
+                e
+                for r in same
+                for e, tok in r["epochs"].items()
+                if current.get(e, {}).get("token") == tok
+            )
+            self._merge(epoch_ids, level=level + 1, replaced=[r["name"] for r in same])

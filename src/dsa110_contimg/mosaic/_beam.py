@@ -1,0 +1,190 @@
+"""Primary-beam images of drift-scan group images.
+
+The DSA-110 beam stays on the meridian while the sky drifts through it, so
+the effective primary beam of one group's image is the Airy beam averaged over
+the group's integrations and channels. The pointing track is recorded in the
+image header by the imaging stage (``DSAPTDEC``, ``DSAT0MJD``, ``DSADTSEC``,
+``DSANTIME``, ``DSAFMIN``, ``DSAFMAX``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import EarthLocation
+from astropy.io import fits
+from astropy.wcs import WCS
+from numpy.typing import ArrayLike, NDArray
+from scipy.interpolate import RectBivariateSpline
+
+from dsa110_contimg.data_ingestion import _phasing
+from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.telescope.beam_models import drift_averaged_beam
+
+__all__ = ["DriftTrack", "primary_beam_at", "primary_beam_image"]
+
+TRACK_KEYS = ("DSAPTDEC", "DSAT0MJD", "DSADTSEC", "DSANTIME", "DSAFMIN", "DSAFMAX")
+_N_BEAM_FREQS = 8
+_MAX_GRID_POINTS = 65
+_CHUNK_POSITIONS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class DriftTrack:
+    """The pointing track and band of one drift-scan group.
+
+    Parameters
+    ----------
+    pointing_dec_deg : float
+        Apparent declination of the beam centre (the strip), degrees.
+    start_mjd : float
+        Mid-time of the first integration, UTC MJD.
+    step_s : float
+        Time between integrations, seconds.
+    n_time : int
+        Number of integrations.
+    freq_min_hz, freq_max_hz : float
+        Lowest and highest channel frequency, Hz.
+    """
+
+    pointing_dec_deg: float
+    start_mjd: float
+    step_s: float
+    n_time: int
+    freq_min_hz: float
+    freq_max_hz: float
+
+    @classmethod
+    def from_header(cls, header: fits.Header | Mapping[str, float]) -> DriftTrack:
+        """Read the track from the ``DSA*`` cards of an image header.
+
+        Raises
+        ------
+        InputDataError
+            A card is missing: the image was not made by this pipeline.
+        """
+        missing = [k for k in TRACK_KEYS if k not in header]
+        if missing:
+            msg = (
+                f"image header lacks {missing}: the pointing track is unknown, so "
+                "the primary beam cannot be computed; re-image the MS with this "
+                "pipeline"
+            )
+            raise InputDataError(msg)
+        return cls(
+            float(header["DSAPTDEC"]),
+            float(header["DSAT0MJD"]),
+            float(header["DSADTSEC"]),
+            int(header["DSANTIME"]),
+            float(header["DSAFMIN"]),
+            float(header["DSAFMAX"]),
+        )
+
+    @property
+    def times_mjd(self) -> NDArray[np.float64]:
+        """Return the integration mid-times, UTC MJD, shape (n_time,)."""
+        return self.start_mjd + np.arange(self.n_time) * self.step_s / 86400.0
+
+    @property
+    def mid_mjd(self) -> float:
+        """Return the mid-time of the group, UTC MJD."""
+        return float(self.start_mjd + 0.5 * (self.n_time - 1) * self.step_s / 86400.0)
+
+    def freqs_hz(self, n_freq: int = _N_BEAM_FREQS) -> NDArray[np.float64]:
+        """Return ``n_freq`` frequencies spanning the band, Hz."""
+        return np.linspace(self.freq_min_hz, self.freq_max_hz, n_freq)
+
+    def beam_centres_deg(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Return the ICRS RA and Dec of the beam centre at each integration."""
+        location = EarthLocation.from_geodetic(
+            dsa110.ARRAY_LON_DEG * u.deg,
+            dsa110.ARRAY_LAT_DEG * u.deg,
+            dsa110.ARRAY_HEIGHT_M * u.m,
+        )
+        return _phasing.meridian_icrs_deg(
+            math.radians(self.pointing_dec_deg), self.times_mjd + 2400000.5, location
+        )
+
+
+def primary_beam_at(
+    track: DriftTrack, ra_deg: ArrayLike, dec_deg: ArrayLike
+) -> NDArray[np.float64]:
+    """Return the drift-averaged primary beam at sky positions.
+
+    Parameters
+    ----------
+    track : DriftTrack
+        Pointing track and band of the group.
+    ra_deg, dec_deg : array_like, shape (n_pos,)
+        ICRS positions, degrees.
+
+    Returns
+    -------
+    ndarray, shape (n_pos,)
+        Power response averaged over the integrations and 8 frequencies
+        spanning the band (NaN for non-finite positions).
+    """
+    ra = np.atleast_1d(np.asarray(ra_deg, dtype=np.float64))
+    dec = np.atleast_1d(np.asarray(dec_deg, dtype=np.float64))
+    track_ra, track_dec = track.beam_centres_deg()
+    freqs = track.freqs_hz()
+    out = np.full(ra.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
+    for start in range(0, finite.size, _CHUNK_POSITIONS):
+        sel = finite[start : start + _CHUNK_POSITIONS]
+        out[sel] = drift_averaged_beam(ra[sel], dec[sel], track_ra, track_dec, freqs)
+    return out
+
+
+def primary_beam_image(
+    wcs: WCS, shape: tuple[int, int], track: DriftTrack, *, n_grid: int | None = None
+) -> NDArray[np.float64]:
+    """Return the drift-averaged primary beam on an image's pixel grid.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS
+        Two-dimensional celestial WCS of the image.
+    shape : (int, int)
+        Image shape ``(n_y, n_x)``.
+    track : DriftTrack
+        Pointing track and band of the group.
+    n_grid : int, optional
+        Points per axis of the coarse grid on which the beam is evaluated
+        exactly; default ``min(n_pix, 65)``.
+
+    Returns
+    -------
+    ndarray, shape (n_y, n_x)
+        Primary-beam power response.
+
+    Notes
+    -----
+    The beam (a few degrees wide) is evaluated exactly on a coarse grid of
+    pixels spanning the image, including its edges, and interpolated to
+    every pixel with a bicubic spline; for a 4800 x 3" image the grid spacing
+    is 75 pixels (3.75') and the interpolation error is below 1e-5.
+    """
+    ny, nx = shape
+    n_y = min(ny, n_grid or _MAX_GRID_POINTS)
+    n_x = min(nx, n_grid or _MAX_GRID_POINTS)
+    yg = np.linspace(0.0, ny - 1.0, n_y)
+    xg = np.linspace(0.0, nx - 1.0, n_x)
+    xx, yy = np.meshgrid(xg, yg)
+    ra, dec = wcs.celestial.pixel_to_world_values(xx.ravel(), yy.ravel())
+    pb_grid = primary_beam_at(track, ra, dec).reshape(n_y, n_x)
+    if not np.all(np.isfinite(pb_grid)) or min(n_y, n_x) < 4:
+        # Off-sky pixels or a tiny image: evaluate every pixel directly.
+        xx, yy = np.meshgrid(np.arange(nx, dtype=float), np.arange(ny, dtype=float))
+        ra, dec = wcs.celestial.pixel_to_world_values(xx.ravel(), yy.ravel())
+        return primary_beam_at(track, ra, dec).reshape(ny, nx)
+    spline = RectBivariateSpline(yg, xg, pb_grid, kx=3, ky=3)
+    return np.asarray(
+        spline(np.arange(ny, dtype=float), np.arange(nx, dtype=float)),
+        dtype=np.float64,
+    )

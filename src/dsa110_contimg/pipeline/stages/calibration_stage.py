@@ -1,0 +1,274 @@
+"""Calibration stage: flag, solve on calibrator transits, apply to every MS.
+
+For a block: every MS is flagged once; for each calibrator transiting within
+the strip's beam during the block, the group holding the transit is solved
+(unless the registry already has that solution, so re-running a block does not
+solve twice); then each MS gets the nearest valid solution of its own
+declination strip applied (CORRECTED_DATA), and the tables used are recorded
+in the MS (keyword ``DSA110_CALTABLES``) and the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.time import Time
+
+from dsa110_contimg._optional import require
+from dsa110_contimg.calibration import (
+    FlagReport,
+    RegisteredSolution,
+    apply_calibration,
+    choose_refant,
+    find_solution,
+    find_transits,
+    flag_ms,
+    load_calibrators,
+    register_solution,
+    select_solution,
+    solve_calibration,
+    write_model_data,
+)
+from dsa110_contimg.calibration._registry import record_application
+from dsa110_contimg.data_ingestion.ms_creation import MsInfo, read_ms_info
+from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.state import open_db
+from dsa110_contimg.telescope.beam_models import angular_separation_rad, fwhm_deg
+from dsa110_contimg.utils.config_loader import CalibrationConfig
+
+__all__ = ["CalibrationOutcome", "calibrate_block", "ms_calibration"]
+
+log = logging.getLogger(__name__)
+
+_FLAGGED_KEY = "DSA110_FLAGGED"
+_CALTABLES_KEY = "DSA110_CALTABLES"
+_SAME_SOURCE_ARCSEC = 30.0
+
+
+@dataclass(slots=True)
+class CalibrationOutcome:
+    """What the stage did for a block."""
+
+    applied: dict[str, RegisteredSolution] = field(default_factory=dict)
+    solved: list[RegisteredSolution] = field(default_factory=list)
+    flag_reports: dict[str, FlagReport] = field(default_factory=dict)
+    errors: dict[str, CalibrationError] = field(default_factory=dict)
+
+
+def ms_calibration(ms_path: Path) -> str | None:
+    """Return the calibration recorded in an MS (None when uncalibrated)."""
+    tables = require("casacore.tables", "casa")
+    with tables.table(str(ms_path), ack=False) as ms:
+        value = ms.getkeywords().get(_CALTABLES_KEY)
+    return str(value) if value else None
+
+
+def _set_keyword(ms_path: Path, key: str, value: object) -> None:
+    tables = require("casacore.tables", "casa")
+    with tables.table(str(ms_path), readonly=False, ack=False) as ms:
+        ms.putkeyword(key, value)
+
+
+def _get_keyword(ms_path: Path, key: str) -> object:
+    tables = require("casacore.tables", "casa")
+    with tables.table(str(ms_path), ack=False) as ms:
+        return ms.getkeywords().get(key)
+
+
+def _write_flag_report(report: FlagReport, path: Path) -> None:
+    """Write the flagged fractions (per antenna, per subband) as JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(asdict(report), indent=1))
+    tmp.replace(path)
+
+
+def _span(info: MsInfo) -> tuple[float, float]:
+    dt = float(np.median(np.diff(info.times_mjd))) if info.times_mjd.size > 1 else 0.0
+    return float(info.times_mjd[0] - dt / 2), float(info.times_mjd[-1] + dt / 2)
+
+
+def calibrate_block(
+    ms_paths: list[Path],
+    cfg: CalibrationConfig,
+    *,
+    cal_tables_dir: Path,
+    db_path: Path,
+    block_id: str = "block",
+    sky_model: SkyCatalog | None = None,
+) -> CalibrationOutcome:
+    """Flag, solve where a calibrator transits, and apply to every MS of a block.
+
+    ``sky_model`` (the pipeline's catalogue) adds the other sources in the
+    calibrator group's beam to the calibration model; without it the model is
+    the calibrator alone and bright field sources bias the gains.
+    """
+    outcome = CalibrationOutcome()
+    infos = {Path(p): read_ms_info(Path(p)) for p in ms_paths}
+    for path in infos:
+        if not _get_keyword(path, _FLAGGED_KEY):
+            report = flag_ms(
+                path,
+                sigma=cfg.flag_sigma,
+                backend=cfg.flag_backend,
+                dead_fraction=cfg.dead_antenna_fraction,
+            )
+            _set_keyword(path, _FLAGGED_KEY, report.summary())
+            outcome.flag_reports[str(path)] = report
+            _write_flag_report(
+                report, Path(cal_tables_dir) / "flags" / f"{path.stem}.json"
+            )
+    conn = open_db(Path(db_path))
+    try:
+        _solve_transits(infos, cfg, conn, Path(cal_tables_dir), outcome, sky_model)
+        for path, info in infos.items():
+            _apply(path, info, cfg, conn, outcome, block_id)
+    finally:
+        conn.close()
+    return outcome
+
+
+def _model_sky(
+    calibrator_sky: SkyCatalog, info: MsInfo, sky_model: SkyCatalog | None
+) -> SkyCatalog:
+    """Return the calibrator plus catalogue sources in the beam (no duplicates)."""
+    if sky_model is None or len(sky_model) == 0:
+        return calibrator_sky
+    field = sky_model.select_within(
+        info.phase_center_ra_deg, info.phase_center_dec_deg, 1.5 * fwhm_deg(1.4e9)
+    )
+    sep = angular_separation_rad(
+        np.deg2rad(field.ra_deg),
+        np.deg2rad(field.dec_deg),
+        np.deg2rad(calibrator_sky.ra_deg[0]),
+        np.deg2rad(calibrator_sky.dec_deg[0]),
+    )
+    keep = np.degrees(sep) * 3600 > _SAME_SOURCE_ARCSEC
+    return SkyCatalog(
+        name=np.concatenate([calibrator_sky.name, field.name[keep]]),
+        ra_deg=np.concatenate([calibrator_sky.ra_deg, field.ra_deg[keep]]),
+        dec_deg=np.concatenate([calibrator_sky.dec_deg, field.dec_deg[keep]]),
+        flux_jy=np.concatenate([calibrator_sky.flux_jy, field.flux_jy[keep]]),
+        spectral_index=np.concatenate(
+            [calibrator_sky.spectral_index, field.spectral_index[keep]]
+        ),
+        ref_freq_hz=np.concatenate(
+            [calibrator_sky.ref_freq_hz, field.ref_freq_hz[keep]]
+        ),
+    )
+
+
+def _solve_transits(
+    infos: dict[Path, MsInfo],
+    cfg: CalibrationConfig,
+    conn,
+    cal_dir: Path,
+    outcome: CalibrationOutcome,
+    sky_model: SkyCatalog | None,
+) -> None:
+    calibrators = load_calibrators(cfg.calibrator_catalog)
+    spans = {p: _span(i) for p, i in infos.items()}
+    start = Time(min(s for s, _ in spans.values()), format="mjd", scale="utc")
+    end = Time(max(e for _, e in spans.values()), format="mjd", scale="utc")
+    strip = float(np.median([i.pointing_dec_deg for i in infos.values()]))
+    transits = find_transits(
+        calibrators,
+        strip,
+        start,
+        end,
+        min_flux_jy=cfg.min_calibrator_flux_jy,
+        max_offset_deg=cfg.max_calibrator_offset_deg,
+    )
+    for transit in transits:
+        t = transit.transit_time.mjd
+        path = min(
+            spans,
+            key=lambda p: (
+                0.0
+                if spans[p][0] <= t <= spans[p][1]
+                else min(abs(t - spans[p][0]), abs(t - spans[p][1]))
+            ),
+        )
+        info = infos[path]
+        name = transit.calibrator.name
+        if find_solution(conn, calibrator=name, group_id=info.group_id) is not None:
+            log.info(
+                "calibration already solved",
+                extra={"calibrator": name, "group": info.group_id},
+            )
+            continue
+        try:
+            write_model_data(
+                path, _model_sky(transit.calibrator.as_sky(), info, sky_model)
+            )
+            refant = choose_refant(path, [cfg.gcal_refant, *cfg.refant_fallback])
+            prefix = cal_dir / f"{info.group_id.replace(':', '')}_{name}"
+            solution = solve_calibration(
+                path,
+                prefix,
+                refant=refant,
+                gcal_mode=cfg.gcal_mode,
+                gcal_solint=cfg.gcal_solint,
+                uvrange=cfg.uvrange,
+                minsnr=cfg.bandpass_minsnr,
+            )
+        except CalibrationError as err:
+            outcome.errors[str(path)] = err
+            log.error(
+                "calibration solve failed", extra={"ms": str(path), "error": str(err)}
+            )
+            continue
+        registered = register_solution(
+            conn,
+            calibrator=name,
+            group_id=info.group_id,
+            ms_path=path,
+            tables=solution.tables,
+            refant=solution.refant,
+            dec_strip_deg=info.pointing_dec_deg,
+            transit_mjd=t,
+            validity_hours=cfg.validity_hours,
+            quality={**solution.quality, **solution.durations_s},
+        )
+        outcome.solved.append(registered)
+
+
+def _apply(
+    path: Path,
+    info: MsInfo,
+    cfg: CalibrationConfig,
+    conn,
+    outcome: CalibrationOutcome,
+    block_id: str,
+) -> None:
+    if str(path) in outcome.errors:
+        return
+    mid = float(np.mean(info.times_mjd))
+    try:
+        solution = select_solution(
+            conn,
+            time_mjd=mid,
+            dec_deg=info.pointing_dec_deg,
+            dec_tolerance_deg=cfg.dec_tolerance_deg,
+            aging_warn_hours=cfg.aging_warn_hours,
+            what=f"{block_id} ({path.name})",
+        )
+    except CalibrationError as err:
+        outcome.errors[str(path)] = err
+        return
+    if ms_calibration(path) == solution.describe():
+        outcome.applied[str(path)] = solution
+        return
+    try:
+        apply_calibration(path, solution.tables)
+    except CalibrationError as err:
+        outcome.errors[str(path)] = err
+        return
+    _set_keyword(path, _CALTABLES_KEY, solution.describe())
+    record_application(conn, ms_path=path, solution_id=solution.id)
+    outcome.applied[str(path)] = solution

@@ -1,0 +1,139 @@
+"""Free-disk guard: pause intake while a data filesystem is nearly full.
+
+While paused the watcher enqueues no new groups and no conversion starts;
+blocks already converted keep being processed. The state is logged when it
+changes and stored as the ``intake`` service flag, which ``dsa110-contimg
+status`` shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dsa110_contimg.state.jobs import set_service_state
+
+__all__ = ["DiskStatus", "IntakeGate", "check_free_disk"]
+
+log = logging.getLogger(__name__)
+
+_GB = 1e9
+
+DiskUsage = Callable[[Path], float]
+
+
+def _free_gb(path: Path) -> float:
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free / _GB
+
+
+@dataclass(frozen=True, slots=True)
+class DiskStatus:
+    """Free space of the data filesystems against the threshold."""
+
+    is_low: bool
+    free_gb: dict[str, float]
+    min_free_disk_gb: float
+    reason: str
+
+
+def check_free_disk(
+    paths: Sequence[Path],
+    *,
+    min_free_disk_gb: float,
+    free_gb: DiskUsage = _free_gb,
+) -> DiskStatus:
+    """Return whether any of ``paths`` has less than ``min_free_disk_gb`` free.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        Directories the services write to (missing ones are judged by their
+        nearest existing parent).
+    min_free_disk_gb : float
+        Threshold (GB).
+    free_gb : callable, optional
+        Returns the free space of a path in GB (replaced in tests).
+    """
+    free = {str(p): round(free_gb(Path(p)), 3) for p in paths}
+    low = {p: gb for p, gb in free.items() if gb < min_free_disk_gb}
+    reason = ""
+    if low:
+        worst = min(low, key=low.__getitem__)
+        reason = (
+            f"free disk {low[worst]:.3g} GB at {worst} is below "
+            f"watcher.min_free_disk_gb = {min_free_disk_gb:g} GB; intake paused "
+            "until space is freed"
+        )
+    return DiskStatus(bool(low), free, min_free_disk_gb, reason)
+
+
+class IntakeGate:
+    """Hold the intake state and publish its changes.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        Writable state-database connection (loop thread only).
+    paths : sequence of Path
+        Data directories to watch.
+    min_free_disk_gb : float
+        Threshold (GB).
+    free_gb : callable, optional
+        Free-space probe (replaced in tests).
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        paths: Sequence[Path],
+        *,
+        min_free_disk_gb: float,
+        free_gb: DiskUsage = _free_gb,
+    ) -> None:
+        self._conn = conn
+        self._paths = list(paths)
+        self._min_gb = min_free_disk_gb
+        self._free_gb = free_gb
+        self.status: DiskStatus | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """Whether new groups may be enqueued and conversions started."""
+        return self.status is None or not self.status.is_low
+
+    def update(self, now: datetime) -> DiskStatus:
+        """Measure the free space; log and store the state when it changed."""
+        status = check_free_disk(
+            self._paths, min_free_disk_gb=self._min_gb, free_gb=self._free_gb
+        )
+        before = self.status
+        changed = before is None or status.is_low != before.is_low
+        self.status = status
+        if changed:
+            if status.is_low:
+                log.warning(
+                    "intake paused: disk nearly full",
+                    extra={"reason": status.reason, "free_gb": status.free_gb},
+                )
+            elif before is not None:
+                log.info("intake open", extra={"free_gb": status.free_gb})
+            set_service_state(
+                self._conn,
+                "intake",
+                {
+                    "paused": status.is_low,
+                    "reason": status.reason,
+                    "free_gb": status.free_gb,
+                    "min_free_disk_gb": status.min_free_disk_gb,
+                },
+                now=now,
+            )
+        return status

@@ -1,0 +1,409 @@
+"""Claim jobs from the durable queue and run them, with leases and heartbeats.
+
+A `JobRunner` owns the process's one writable state-database connection
+(the single writer) and is used only from the event loop's thread. Each
+*lane* runs one set of job kinds with bounded concurrency; a slot claims a
+job, runs the lane's handler while a heartbeat task renews the lease, and
+records the outcome through the transitions of `dsa110_contimg.state.jobs`.
+On stop, slots claim nothing new; running jobs may finish for the grace
+period, after which they are cancelled and released back to ``pending``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from dsa110_contimg._optional import require
+from dsa110_contimg.pipeline.exceptions import PipelineError, StateError
+from dsa110_contimg.state import jobs
+from dsa110_contimg.state.jobs import Job, JobSpec
+from dsa110_contimg.utils.config_loader import QueueConfig
+from dsa110_contimg.utils.logging import bind_context
+
+__all__ = [
+    "Clock",
+    "JobOutcome",
+    "JobRunner",
+    "make_worker_id",
+    "owner_is_gone",
+    "utc_now",
+]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """Return the current UTC time (the services' default clock)."""
+    return datetime.now(UTC)
+
+
+def make_worker_id() -> str:
+    """Return this process's lease owner id, ``<host>:<pid>:<random>``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str, *, me: str) -> bool:
+    """Return whether a lease owner on this host is a process that no longer runs.
+
+    Owners on other hosts are never judged gone here (their leases expire).
+    """
+    psutil = require("psutil", "services")
+
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit() or owner == me:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():  # an earlier incarnation that had our pid
+        return True
+    return not psutil.pid_exists(pid)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """What a handler returns: the job's result and the jobs its output feeds."""
+
+    result: dict[str, object] = field(default_factory=dict)
+    follow_ups: tuple[JobSpec, ...] = ()
+
+
+Handler = Callable[[Job], Awaitable[JobOutcome]]
+
+
+@dataclass(slots=True)
+class _Lane:
+    name: str
+    kinds: tuple[str, ...]
+    handler: Handler
+    concurrency: int
+    can_claim: Callable[[], bool]
+
+
+class JobRunner:
+    """Run queued jobs of several kinds in one event loop.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        Writable, migrated connection, used only from the loop's thread.
+    cfg : QueueConfig
+        The ``queue`` section (leases, retries, polling).
+    worker_id : str, optional
+        Lease owner name; default `make_worker_id`.
+    clock : callable, optional
+        Returns the current UTC time.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        cfg: QueueConfig,
+        *,
+        worker_id: str | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.conn = conn
+        self.cfg = cfg
+        self.worker_id = worker_id or make_worker_id()
+        self.clock = clock
+        self._lanes: list[_Lane] = []
+        self._wake = asyncio.Event()
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self.n_done = 0
+        self.n_failed = 0
+
+    # -- producers ------------------------------------------------------------
+    def enqueue(
+        self, spec: JobSpec, *, quarantine_reason: str | None = None
+    ) -> tuple[Job, bool]:
+        """Enqueue ``spec`` once (see `jobs.enqueue_job`) and wake idle slots."""
+        job, created = jobs.enqueue_job(
+            self.conn,
+            spec,
+            now=self.clock(),
+            max_attempts=self.cfg.max_attempts,
+            quarantine_reason=quarantine_reason,
+        )
+        if created:
+            log.info(
+                "job enqueued",
+                extra={
+                    "job_id": job.id,
+                    "kind": job.kind,
+                    "key": job.key,
+                    "state": job.state,
+                },
+            )
+            self.wake()
+        return job, created
+
+    def wake(self) -> None:
+        """Let idle slots look for work now instead of at their next poll."""
+        self._wake.set()
+        self._wake.clear()
+
+    def add_lane(
+        self,
+        name: str,
+        kinds: Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int,
+        can_claim: Callable[[], bool] | None = None,
+    ) -> None:
+        """Run jobs of ``kinds`` with ``handler``, at most ``concurrency`` at once."""
+        if concurrency < 1:
+            msg = f"lane {name}: concurrency must be >= 1, got {concurrency}"
+            raise ValueError(msg)
+        self._lanes.append(
+            _Lane(name, tuple(kinds), handler, concurrency, can_claim or (lambda: True))
+        )
+
+    @property
+    def n_running(self) -> int:
+        """Number of jobs this runner is executing now."""
+        return len(self._running)
+
+    # -- main loop ------------------------------------------------------------
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        grace_s: float,
+        force: asyncio.Event | None = None,
+    ) -> list[int]:
+        """Run every lane until ``stop`` is set, then drain.
+
+        Parameters
+        ----------
+        stop : asyncio.Event
+            Set to stop claiming jobs.
+        grace_s : float
+            How long running jobs may still take after ``stop`` (seconds).
+        force : asyncio.Event, optional
+            Set to end the grace period early (a second signal).
+
+        Returns
+        -------
+        list of int
+            Ids of the jobs released because they outlived the grace period.
+        """
+        recovered = jobs.reclaim_orphaned_jobs(
+            self.conn,
+            now=self.clock(),
+            is_orphaned=lambda owner: owner_is_gone(owner, me=self.worker_id),
+        )
+        for job in recovered:
+            log.warning(
+                "job of a dead worker reclaimed",
+                extra={"job_id": job.id, "kind": job.kind, "key": job.key},
+            )
+        slots = [
+            asyncio.create_task(self._slot(lane, stop), name=f"{lane.name}-{i}")
+            for lane in self._lanes
+            for i in range(lane.concurrency)
+        ]
+        housekeeping = asyncio.create_task(self._reclaim_loop(stop))
+        await stop.wait()
+        self.wake()
+        released: list[int] = []
+        if self._running:
+            log.info(
+                "stopping: waiting for running jobs",
+                extra={"n_running": len(self._running), "grace_s": grace_s},
+            )
+            pending = await self._drain(grace_s, force)
+            for task in pending:
+                task.cancel()
+            released = [jid for jid, t in list(self._running.items()) if t in pending]
+            if pending:
+                await asyncio.wait(pending)
+        for task in [*slots, housekeeping]:
+            task.cancel()
+        await asyncio.gather(*slots, housekeeping, return_exceptions=True)
+        return released
+
+    async def _drain(
+        self, grace_s: float, force: asyncio.Event | None
+    ) -> set[asyncio.Task[None]]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        forced = asyncio.ensure_future(force.wait()) if force is not None else None
+        try:
+            while loop.time() < deadline:
+                waiting: list[asyncio.Future[object]] = [
+                    t for t in self._running.values() if not t.done()
+                ]
+                if not waiting:
+                    break
+                if forced is not None:
+                    if forced.done():
+                        break
+                    waiting.append(forced)
+                await asyncio.wait(
+                    waiting,
+                    timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        finally:
+            if forced is not None:
+                forced.cancel()
+        return {t for t in self._running.values() if not t.done()}
+
+    async def _idle(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
+
+    async def _slot(self, lane: _Lane, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            job = None
+            if lane.can_claim():
+                try:
+                    job = jobs.claim_job(
+                        self.conn,
+                        worker=self.worker_id,
+                        now=self.clock(),
+                        lease_s=self.cfg.lease_s,
+                        kinds=lane.kinds,
+                    )
+                except sqlite3.Error as err:  # e.g. locked beyond the busy timeout
+                    log.error(
+                        "claim failed", extra={"lane": lane.name, "error": str(err)}
+                    )
+            if job is None:
+                await self._idle()
+                continue
+            task = asyncio.create_task(self._execute(job, lane.handler))
+            self._running[job.id] = task
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():  # the slot itself was cancelled: let it drain
+                    await asyncio.wait([task])
+                    raise
+            finally:
+                self._running.pop(job.id, None)
+
+    async def _reclaim_loop(self, stop: asyncio.Event) -> None:
+        period_s = max(0.5, self.cfg.lease_s / 4)
+        while not stop.is_set():
+            try:
+                expired = jobs.reclaim_expired_jobs(self.conn, now=self.clock())
+            except sqlite3.Error as err:
+                log.error("reclaim failed", extra={"error": str(err)})
+                expired = []
+            for job in expired:
+                log.warning(
+                    "job lease expired, reclaimed",
+                    extra={"job_id": job.id, "kind": job.kind, "state": job.state},
+                )
+                self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), period_s)
+
+    async def _heartbeat(self, job: Job) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_interval_s)
+            try:
+                jobs.heartbeat_job(
+                    self.conn,
+                    job.id,
+                    worker=self.worker_id,
+                    now=self.clock(),
+                    lease_s=self.cfg.lease_s,
+                )
+            except StateError as err:
+                log.error("lease lost", extra={"job_id": job.id, "error": str(err)})
+                return
+            except sqlite3.Error as err:  # try again at the next beat
+                log.error("heartbeat failed", extra={"error": str(err)})
+
+    async def _execute(self, job: Job, handler: Handler) -> None:
+        beat = asyncio.create_task(self._heartbeat(job))
+        fields = {"job_id": job.id, "stage": job.kind, "key": job.key}
+        with bind_context(**fields):
+            log.info("job start", extra={"attempt": job.attempts})
+            try:
+                outcome = await handler(job)
+            except asyncio.CancelledError:
+                beat.cancel()
+                self._release(job, "stopped by shutdown after the grace period")
+                raise
+            except Exception as err:  # routed by class: retry, fail or quarantine
+                beat.cancel()
+                self._fail(job, err)
+            else:
+                beat.cancel()
+                self._complete(job, outcome)
+
+    def _complete(self, job: Job, outcome: JobOutcome) -> None:
+        try:
+            jobs.complete_job(
+                self.conn,
+                job.id,
+                worker=self.worker_id,
+                now=self.clock(),
+                result=outcome.result,
+                follow_ups=outcome.follow_ups,
+                max_attempts=self.cfg.max_attempts,
+            )
+        except (StateError, sqlite3.Error) as err:  # lease lost: it will rerun
+            log.error("job result discarded", extra={"error": str(err)})
+            return
+        self.n_done += 1
+        log.info("job done", extra={"n_follow_ups": len(outcome.follow_ups)})
+        if outcome.follow_ups:
+            self.wake()
+
+    def _fail(self, job: Job, err: Exception) -> None:
+        if not isinstance(err, PipelineError | OSError):
+            log.error("unexpected error in job", exc_info=err)
+        try:
+            after = jobs.record_failure(
+                self.conn,
+                job.id,
+                err,
+                worker=self.worker_id,
+                now=self.clock(),
+                backoff_base_s=self.cfg.backoff_base_s,
+                backoff_max_s=self.cfg.backoff_max_s,
+            )
+        except (StateError, sqlite3.Error) as state_err:
+            log.error("job failure discarded", extra={"error": str(state_err)})
+            return
+        self.n_failed += after.state != "pending"
+        level = logging.WARNING if after.state == "pending" else logging.ERROR
+        log.log(
+            level,
+            "job failed",
+            extra={
+                "state": after.state,
+                "error_class": type(err).__name__,
+                "error": str(err)[:500],
+                "not_before_at": after.not_before_at,
+            },
+        )
+
+    def _release(self, job: Job, reason: str) -> None:
+        try:
+            jobs.release_job(
+                self.conn,
+                job.id,
+                worker=self.worker_id,
+                now=self.clock(),
+                reason=reason,
+            )
+            log.warning("job released", extra={"reason": reason})
+        except (StateError, sqlite3.Error) as err:  # its lease will expire
+            log.error("job release failed", extra={"error": str(err)})

@@ -1,0 +1,90 @@
+"""The variability_analyzer service: consume finished blocks' photometry."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dsa110_contimg.services._pool import ExecutorHolder
+from dsa110_contimg.services._runner import JobOutcome, JobRunner
+from dsa110_contimg.services.variability_analyzer._work import update_variability
+from dsa110_contimg.state.jobs import UPDATE_VARIABILITY, Job
+from dsa110_contimg.utils.config_loader import PipelineConfig
+
+if TYPE_CHECKING:
+    from dsa110_contimg.services._stream import StreamSummary
+
+__all__ = ["VariabilityAnalyzer", "run"]
+
+log = logging.getLogger(__name__)
+
+
+class VariabilityAnalyzer:
+    """Run ``update_variability`` jobs, one at a time (one store writer).
+
+    Parameters
+    ----------
+    config : PipelineConfig
+        Resolved configuration (its ``variability`` section is used).
+    runner : JobRunner
+        The process's job runner.
+    executors : ExecutorHolder
+        Where the ingest runs.
+    """
+
+    def __init__(
+        self, config: PipelineConfig, runner: JobRunner, executors: ExecutorHolder
+    ) -> None:
+        self.config = config
+        self.runner = runner
+        self.executors = executors
+
+    def register(self) -> None:
+        """Add the variability lane to the runner."""
+        self.runner.add_lane(
+            "variability", [UPDATE_VARIABILITY], self.update, concurrency=1
+        )
+
+    async def update(self, job: Job) -> JobOutcome:
+        """Ingest one block's photometry table."""
+        call = functools.partial(
+            update_variability,
+            str(job.payload["photometry_path"]),
+            block_id=str(job.payload.get("block_id", job.key)),
+            cfg=self.config.variability,
+        )
+        loop = asyncio.get_running_loop()
+        with self.executors.lease() as executor:
+            try:
+                result = await loop.run_in_executor(executor, call)
+            except Exception as err:
+                self.executors.replace_if_broken(err)
+                raise
+        return JobOutcome(result=result)
+
+
+def run(
+    config: PipelineConfig,
+    *,
+    stop_event: threading.Event | None = None,
+    incoming_dir: Path | None = None,
+    catalog_path: Path | None = None,
+) -> StreamSummary:
+    """Run this service alone until SIGTERM/SIGINT or ``stop_event``.
+
+    The other services may run in other processes on the same state database
+    (see `dsa110_contimg.services.run_stream`, which runs all of them).
+    """
+    from dsa110_contimg.services._stream import run_stream
+
+    return run_stream(
+        config,
+        incoming_dir=incoming_dir,
+        catalog_path=catalog_path,
+        stop_event=stop_event,
+        services=("variability_analyzer",),
+    )

@@ -1,0 +1,48 @@
+"""Run one CASA tclean call and export its products (child-process entry).
+
+Run as ``<python with casatasks> _tclean_child.py SPEC.json`` by
+`dsa110_contimg.tools.tclean`. It needs only the standard library and
+casatasks, so the interpreter may be a separate CASA installation, and a CASA
+crash kills this process, not the pipeline worker. ``SPEC.json`` holds
+``tclean`` (the keyword arguments), ``export`` ({casa image: FITS path}),
+``casa_log`` and ``result`` (where to write a JSON summary).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: list[str]) -> int:
+    """Run the tclean call described in ``argv[0]``; return the exit status."""
+    spec = json.loads(Path(argv[0]).read_text())
+    import casatasks
+    import casatools
+
+    casatasks.casalog.setlogfile(spec["casa_log"])
+    summary = casatasks.tclean(**spec["tclean"])
+    missing = [name for name in spec["export"] if not Path(name).exists()]
+    if missing:
+        print(f"tclean produced no {missing}", file=sys.stderr)
+        return 2
+    for name, fits_path in spec["export"].items():
+        casatasks.exportfits(
+            imagename=name, fitsimage=fits_path, overwrite=True, dropdeg=False
+        )
+    summary = summary if isinstance(summary, dict) else {}
+    result = {
+        "version": "CASA " + casatools.version_string(),
+        "stop": str(summary.get("stopDescription", "")),
+        "iterdone": int(summary.get("iterdone", 0)),
+        "nmajordone": int(summary.get("nmajordone", 0)),
+    }
+    Path(spec["result"]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,525 @@
+"""Variability analysis at the edges: photometry CSV -> store -> metrics and ESEs.
+
+These functions join the pure pieces (flux scale, metrics, ESE search) to the
+light-curve store. The streaming ``variability_analyzer`` service calls
+:func:`ingest_photometry_csv` after each mosaic and :func:`analyze_store` when
+it wants the current list of variables; the CLI calls the same functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from astropy.table import Table, vstack
+from numpy.typing import NDArray
+
+from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.variability._ese import EseGrid, bin_lightcurves, search_ese
+from dsa110_contimg.variability._flux_scale import calibrate_epoch
+from dsa110_contimg.variability._metrics import lightcurve_metrics, metrics_from_sums
+
+if TYPE_CHECKING:
+    from dsa110_contimg.lightcurves import LightcurveStore
+    from dsa110_contimg.utils.config_loader import VariabilityConfig
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "EpochIngestResult",
+    "read_measurements_csv",
+    "ingest_epoch_table",
+    "ingest_photometry_csv",
+    "analyze_lightcurves",
+    "analyze_store",
+]
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = (
+    "source_name",
+    "n_epochs",
+    "mean_flux_jy",
+    "eta",
+    "v",
+    "is_variable",
+    "ese_candidate",
+    "ese_significance",
+    "ese_depth",
+    "ese_duration_days",
+    "ese_center_mjd",
+    "ese_flank_ratio",
+    "ese_mean_flux_jy",
+    "ese_delta_bic",
+    "ese_variance_explained",
+)
+"""Columns of :func:`analyze_lightcurves` and :func:`analyze_store`."""
+
+_REQUIRED = ("source_name", "mjd", "flux_jy", "flux_err_jy")
+_STRING_COLUMNS = ("source_name", "image_path", "image_kind", "epoch_id")
+_INT_COLUMNS = ("flags",)
+_FETCH_BATCH = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class EpochIngestResult:
+    """What happened to one epoch.
+
+    Parameters
+    ----------
+    epoch_id : str
+        The epoch.
+    n_rows : int
+        Measurements stored.
+    scale : float
+        Flux-scale factor the measurements were divided by (NaN if unknown).
+    scale_err : float
+        Its one-sigma uncertainty.
+    n_ref_used : int
+        Reference sources that set the scale.
+    is_anchor : bool
+        The epoch's sources had no history, so it anchors the scale (1).
+    duration_s : float
+        Wall time of calibration, storage and metric update, seconds.
+    """
+
+    epoch_id: str
+    n_rows: int
+    scale: float
+    scale_err: float
+    n_ref_used: int
+    is_anchor: bool
+    duration_s: float
+
+
+def _default_config() -> VariabilityConfig:
+    from dsa110_contimg.utils.config_loader import VariabilityConfig
+
+    return VariabilityConfig()
+
+
+def read_measurements_csv(path: Path) -> Table:
+    """Read a measurement CSV (photometry table or light curves), skipping bad rows.
+
+    Parameters
+    ----------
+    path : Path
+        CSV with a header line; needs ``source_name, mjd, flux_jy,
+        flux_err_jy``; ``flags``, ``rms_jy``, ``pb``, ``peak_jy``,
+        ``image_path``, ``image_kind``, ``epoch_id`` and other numeric
+        columns are kept when present.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per valid line.
+
+    Raises
+    ------
+    InputDataError
+        The file is missing or unreadable, lacks a required column, or has
+        no valid row.
+
+    Warns
+    -----
+    DataQualityWarning
+        Rows with the wrong number of fields, an empty source name or a
+        required value that is not a number were skipped (their line
+        numbers are given).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as err:
+        msg = f"measurement table {path} cannot be read: {err}"
+        raise InputDataError(msg) from err
+    if not rows:
+        msg = f"measurement table {path} is empty; expected a header line"
+        raise InputDataError(msg)
+    header = [cell.strip() for cell in rows[0]]
+    missing = [c for c in _REQUIRED if c not in header]
+    if missing:
+        msg = (
+            f"{path}: header lacks column(s) {', '.join(missing)}; "
+            f"need {', '.join(_REQUIRED)}"
+        )
+        raise InputDataError(msg)
+    columns, bad_lines = _parse_rows(rows[1:], header)
+    if bad_lines:
+        shown = ", ".join(str(n) for n in bad_lines[:5])
+        warnings.warn(
+            f"{path}: skipped {len(bad_lines)} malformed row(s) (lines {shown}"
+            f"{', ...' if len(bad_lines) > 5 else ''}): wrong field count, empty "
+            "source_name or a non-numeric required value",
+            DataQualityWarning,
+            stacklevel=2,
+        )
+    if not columns["source_name"]:
+        msg = f"{path}: no valid measurement rows"
+        raise InputDataError(msg)
+    return _to_table(columns)
+
+
+def _parse_rows(
+    rows: list[list[str]], header: list[str]
+) -> tuple[dict[str, list], list[int]]:
+    columns: dict[str, list] = {name: [] for name in header}
+    bad: list[int] = []
+    for line_number, row in enumerate(rows, start=2):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            bad.append(line_number)
+            continue
+        record = dict(zip(header, (cell.strip() for cell in row), strict=True))
+        try:
+            values = [float(record[c]) for c in _REQUIRED[1:]]
+        except ValueError:
+            bad.append(line_number)
+            continue
+        if not record["source_name"] or not np.isfinite(values[0]):
+            bad.append(line_number)
+            continue
+        for name in header:
+            columns[name].append(record[name])
+    return columns, bad
+
+
+def _to_table(columns: dict[str, list]) -> Table:
+    table = Table()
+    for name, cells in columns.items():
+        if name in _STRING_COLUMNS:
+            table[name] = np.array(cells, dtype=str)
+            continue
+        values = np.full(len(cells), np.nan)
+        for k, cell in enumerate(cells):
+            try:
+                values[k] = float(cell)
+            except ValueError:
+                values[k] = np.nan
+        if name in _INT_COLUMNS:
+            values = np.where(np.isfinite(values), values, 0).astype(np.int32)
+        table[name] = values
+    return table
+
+
+def ingest_epoch_table(
+    store: LightcurveStore,
+    table: Table,
+    *,
+    epoch_id: str,
+    cfg: VariabilityConfig | None = None,
+    replace: bool = False,
+) -> EpochIngestResult:
+    """Calibrate one epoch against the store's history and store it.
+
+    Parameters
+    ----------
+    store : LightcurveStore
+        The light-curve store.
+    table : astropy.table.Table
+        The epoch's measurements (photometry-table columns).
+    epoch_id : str
+        Identity of the epoch.
+    cfg : VariabilityConfig, optional
+        Reference selection, floor and clipping; default the code defaults.
+    replace : bool
+        Re-process an epoch already stored (it is calibrated against the
+        other epochs only, and its rows and running sums are replaced).
+
+    Returns
+    -------
+    EpochIngestResult
+        Rows stored and the epoch's flux scale.
+
+    Raises
+    ------
+    InputDataError
+        See :meth:`LightcurveStore.ingest_epoch`.
+    """
+    cfg = cfg or _default_config()
+    started = time.perf_counter()
+    exclude = epoch_id if replace and store.has_epoch(epoch_id) else None
+    if exclude is None and store.has_epoch(epoch_id):
+        msg = (
+            f"epoch {epoch_id} is already in the light-curve store {store.root}; "
+            "pass replace=True (CLI: --replace) to re-process it"
+        )
+        raise InputDataError(msg)
+    history = metrics_from_sums(store.summary(exclude_epoch=exclude), min_epochs=2)
+    calibrated, scale = calibrate_epoch(
+        table,
+        history,
+        systematic_floor_frac=cfg.systematic_floor_frac,
+        min_snr=cfg.ref_min_snr,
+        min_epochs=cfg.ref_min_epochs,
+        max_eta=cfg.ref_max_eta,
+        max_v=cfg.ref_max_v,
+        max_resolved_frac=cfg.ref_max_resolved_frac,
+        min_n_ref=cfg.ref_min_n,
+        clip_sigma=cfg.ref_clip_sigma,
+        max_iter=cfg.ref_max_iter,
+        epoch_id=epoch_id,
+    )
+    n_rows = store.ingest_epoch(epoch_id, calibrated, replace=replace)
+    result = EpochIngestResult(
+        epoch_id,
+        n_rows,
+        scale.scale,
+        scale.scale_err,
+        scale.n_used,
+        scale.is_anchor,
+        time.perf_counter() - started,
+    )
+    log.info(
+        "epoch ingested",
+        extra={
+            "epoch_id": epoch_id,
+            "n_rows": n_rows,
+            "scale": scale.scale,
+            "scale_err": scale.scale_err,
+            "n_ref_used": scale.n_used,
+            "duration_s": result.duration_s,
+        },
+    )
+    return result
+
+
+def ingest_photometry_csv(
+    store: LightcurveStore,
+    csv_path: Path,
+    *,
+    epoch_id: str,
+    cfg: VariabilityConfig | None = None,
+    replace: bool = False,
+) -> EpochIngestResult:
+    """Read a photometry CSV (one epoch), calibrate it and add it to the store.
+
+    Parameters
+    ----------
+    store : LightcurveStore
+        The light-curve store.
+    csv_path : Path
+        Photometry table written by the photometry stage.
+    epoch_id : str
+        Identity of the epoch (e.g. the mosaic's timestamp).
+    cfg : VariabilityConfig, optional
+        Variability settings; default the code defaults.
+    replace : bool
+        Re-process an epoch already stored.
+
+    Returns
+    -------
+    EpochIngestResult
+        Rows stored and the epoch's flux scale.
+
+    Raises
+    ------
+    InputDataError
+        Unreadable or malformed file, no valid row, or the epoch (or one of
+        its images) is already stored and ``replace`` is False.
+    """
+    table = read_measurements_csv(Path(csv_path))
+    return ingest_epoch_table(store, table, epoch_id=epoch_id, cfg=cfg, replace=replace)
+
+
+def _grid(cfg: VariabilityConfig) -> EseGrid:
+    return EseGrid(
+        durations_days=tuple(cfg.ese_durations_days),
+        min_depth=cfg.ese_min_depth,
+        max_depth=cfg.ese_max_depth,
+        center_step_frac=cfg.ese_center_step_frac,
+        flank_ratios=tuple(cfg.ese_flank_ratios),
+    )
+
+
+def _search(table: Table, cfg: VariabilityConfig) -> Table:
+    binned = bin_lightcurves(
+        table["source_name"],
+        table["mjd"],
+        table["flux_jy"],
+        table["flux_err_jy"],
+        bin_days=cfg.ese_bin_days,
+    )
+    return search_ese(
+        binned,
+        grid=_grid(cfg),
+        min_significance=cfg.ese_min_significance,
+        min_delta_bic=cfg.ese_min_delta_bic,
+        min_variance_explained=cfg.ese_min_variance_explained,
+        min_points=cfg.ese_min_points,
+    )
+
+
+def _usable(
+    names: NDArray, mjd: NDArray, flux: NDArray, err: NDArray, flags: NDArray, mask: int
+) -> Table:
+    with np.errstate(invalid="ignore"):
+        ok = (
+            np.isfinite(flux)
+            & np.isfinite(err)
+            & (err > 0)
+            & np.isfinite(mjd)
+            & ((flags.astype(np.int64) & mask) == 0)
+        )
+    return Table(
+        {
+            "source_name": names[ok],
+            "mjd": mjd[ok],
+            "flux_jy": flux[ok],
+            "flux_err_jy": err[ok],
+        }
+    )
+
+
+def _join(metrics: Table, ese: Table, cfg: VariabilityConfig) -> Table:
+    out = Table()
+    out["source_name"] = metrics["source_name"]
+    out["n_epochs"] = metrics["n_epochs"]
+    out["mean_flux_jy"] = metrics["mean_flux_jy"]
+    out["eta"] = metrics["eta"]
+    out["v"] = metrics["v"]
+    with np.errstate(invalid="ignore"):
+        out["is_variable"] = (np.asarray(metrics["eta"]) >= cfg.eta_threshold) & (
+            np.asarray(metrics["v"]) >= cfg.v_threshold
+        )
+    names = np.asarray(metrics["source_name"], dtype=str)
+    ese_names = np.asarray(ese["source_name"], dtype=str)
+    idx = np.searchsorted(ese_names, names) if ese_names.size else np.zeros(0, int)
+    idx = np.minimum(idx, max(ese_names.size - 1, 0))
+    has = (ese_names[idx] == names) if ese_names.size else np.zeros(len(names), bool)
+    for column in RESULT_COLUMNS[6:]:
+        if column == "ese_candidate":
+            values = np.asarray(ese[column], dtype=bool)[idx] if has.any() else False
+            out[column] = np.where(has, values, False)
+        else:
+            values = np.asarray(ese[column], dtype=float)[idx] if has.any() else np.nan
+            out[column] = np.where(has, values, np.nan)
+    return out
+
+
+def analyze_lightcurves(
+    table: Table,
+    cfg: VariabilityConfig | None = None,
+    *,
+    add_systematic_floor: bool = True,
+) -> Table:
+    """Compute eta, V and the ESE search for light curves given as a table.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Measurements: ``source_name, mjd, flux_jy, flux_err_jy`` and
+        optionally ``flags`` (rows with ``cfg.exclude_flags`` bits are left
+        out).
+    cfg : VariabilityConfig, optional
+        Thresholds and the ESE grid; default the code defaults.
+    add_systematic_floor : bool
+        Add ``cfg.systematic_floor_frac`` to the errors in quadrature (turn
+        off for calibrated store rows, whose errors already include it).
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source, sorted by name, columns `RESULT_COLUMNS`.
+    """
+    cfg = cfg or _default_config()
+    flux = np.asarray(table["flux_jy"], dtype=np.float64)
+    floor = cfg.systematic_floor_frac if add_systematic_floor else 0.0
+    err = np.hypot(np.asarray(table["flux_err_jy"], dtype=np.float64), floor * flux)
+    flags = (
+        np.asarray(table["flags"])
+        if "flags" in table.colnames
+        else np.zeros(len(table), dtype=np.int32)
+    )
+    usable = _usable(
+        np.asarray(table["source_name"], dtype=str),
+        np.asarray(table["mjd"], dtype=np.float64),
+        flux,
+        err,
+        flags,
+        cfg.exclude_flags,
+    )
+    metrics = lightcurve_metrics(
+        usable["source_name"],
+        usable["flux_jy"],
+        usable["flux_err_jy"],
+        min_epochs=cfg.min_epochs,
+    )
+    return _join(metrics, _search(usable, cfg), cfg)
+
+
+def analyze_store(
+    store: LightcurveStore,
+    cfg: VariabilityConfig | None = None,
+    *,
+    search_all: bool = False,
+) -> Table:
+    """Compute eta and V of every stored source and search likely ones for ESEs.
+
+    Parameters
+    ----------
+    store : LightcurveStore
+        The light-curve store.
+    cfg : VariabilityConfig, optional
+        Thresholds and the ESE grid; default the code defaults.
+    search_all : bool
+        Search every source for ESEs, not only those whose chi-square excess
+        over a constant reaches ``cfg.ese_prefilter_sigma``.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per source, sorted by name, columns `RESULT_COLUMNS`.
+
+    Notes
+    -----
+    eta and V come from the running sums, without reading any light curve.
+    The ESE search reads the calibrated light curves of the selected sources
+    only; the chi-square excess
+    :math:`z = (\\eta - 1)\\sqrt{(n-1)/2}` of a steady source is ~N(0, 1).
+    """
+    cfg = cfg or _default_config()
+    metrics = metrics_from_sums(store.summary(), min_epochs=cfg.min_epochs)
+    eta = np.asarray(metrics["eta"], dtype=np.float64)
+    n = np.asarray(metrics["n_epochs"], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        excess = (eta - 1.0) * np.sqrt(np.maximum(n - 1.0, 0.0) / 2.0)
+        wanted = (n >= cfg.ese_min_points) & (
+            search_all | (excess >= cfg.ese_prefilter_sigma)
+        )
+    names = np.asarray(metrics["source_name"], dtype=str)[wanted]
+    results = [
+        _search(_store_rows(store, names[k : k + _FETCH_BATCH], cfg), cfg)
+        for k in range(0, names.size, _FETCH_BATCH)
+    ]
+    ese = (
+        vstack(results)
+        if results
+        else search_ese(bin_lightcurves([], [], [], []), min_points=cfg.ese_min_points)
+    )
+    log.info(
+        "store analyzed",
+        extra={"n_sources": len(metrics), "n_searched": int(names.size)},
+    )
+    return _join(metrics, ese, cfg)
+
+
+def _store_rows(
+    store: LightcurveStore, names: NDArray, cfg: VariabilityConfig
+) -> Table:
+    rows = store.lightcurves(names.tolist())
+    return _usable(
+        np.asarray(rows["source_name"], dtype=str),
+        np.asarray(rows["mjd"], dtype=np.float64),
+        np.asarray(rows["flux_corr_jy"], dtype=np.float64),
+        np.asarray(rows["flux_corr_err_jy"], dtype=np.float64),
+        np.asarray(rows["flags"]),
+        cfg.exclude_flags,
+    )

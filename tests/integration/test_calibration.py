@@ -1,0 +1,326 @@
+"""Calibration known-truth tests: gains recovered, science effect, loud failures."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy import units as u
+
+from dsa110_contimg.calibration import (
+    find_transits,
+    load_calibrators,
+    read_gain_table,
+    select_solution,
+    transit_time,
+)
+from dsa110_contimg.data_ingestion.grouping import (
+    discover_subband_files,
+    group_subband_files,
+)
+from dsa110_contimg.data_ingestion.ms_creation import convert_group
+from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
+from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+from dsa110_contimg.simulation._gains import GainModel
+from dsa110_contimg.state import open_db
+from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.utils.config_loader import load_pipeline_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.casa]
+
+N_TIMES = 12
+CAL = "3C286"
+
+
+def _spec(**kw) -> ObservationSpec:
+    from astropy.time import Time
+
+    cal = next(c for c in load_calibrators() if c.name == CAL)
+    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
+    start = transit - 0.5 * N_TIMES * dsa110.INTEGRATION_TIME_S * u.s
+    base = dict(
+        start_time=start.to_datetime(UTC),
+        n_groups=2,
+        n_antennas=48,
+        n_chan_per_subband=4,
+        n_times=N_TIMES,
+        declination_deg=30.5,
+        n_sources=5,
+        min_flux_jy=0.5,
+        max_flux_jy=2.0,
+        field_radius_deg=0.6,
+        add_calibrators=True,
+        seed=11,
+    )
+    base.update(kw)
+    return ObservationSpec(**base)
+
+
+def _convert(raw: Path, ms_dir: Path) -> list[Path]:
+    groups = group_subband_files(discover_subband_files(raw))
+    return [convert_group(g, ms_dir).path for g in groups]
+
+
+def _config(base: Path, **extra):
+    paths = {
+        "cal_tables_dir": "cal",
+        "state_db": "db.sqlite3",
+        "images_dir": "images",
+        "ms_stage1_dir": "ms",
+        "products_dir": "products",
+    }
+    overrides = {f"paths.{k}": str(base / v) for k, v in paths.items()}
+    overrides.update(
+        {
+            "calibration.enabled": True,
+            "calibration.uvrange": "",
+            "calibration.refant_fallback": ["pad002", "pad003"],
+        }
+    )
+    overrides.update(extra)
+    return load_pipeline_config(environment="testing", overrides=overrides, env={})
+
+
+@pytest.fixture(scope="module")
+def corrupted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cal")
+    sim = simulate_observation(
+        _spec(
+            gains=True,
+            bandpass=True,
+            gain_drift=True,
+            dead_antennas=(7,),
+            rfi_channels=(30, 31),
+        ),
+        base / "raw",
+    )
+    ms = _convert(base / "raw", base / "ms")
+    config = _config(base)
+    outcome = calibrate_block(
+        ms,
+        config.calibration,
+        cal_tables_dir=base / "cal",
+        db_path=base / "db.sqlite3",
+        block_id="block_test",
+        sky_model=sim.sky,
+    )
+    return base, sim, ms, config, outcome
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    base = tmp_path_factory.mktemp("clean")
+    sim = simulate_observation(_spec(), base / "raw")
+    return base, sim, _convert(base / "raw", base / "ms")
+
+
+def test_transit_found_and_solved_once(corrupted):
+    base, sim, ms, config, outcome = corrupted
+    assert not outcome.errors, outcome.errors
+    assert [s.calibrator for s in outcome.solved] == [CAL]
+    assert len(outcome.applied) == 2
+    again = calibrate_block(
+        ms,
+        config.calibration,
+        cal_tables_dir=base / "cal",
+        db_path=base / "db.sqlite3",
+        block_id="block_test",
+    )
+    assert again.solved == []  # the registry already holds this transit's solution
+    assert not again.errors
+
+
+def test_gains_recovered(corrupted):
+    from casacore.tables import table
+
+    base, sim, ms, config, outcome = corrupted
+    solution = outcome.solved[0]
+    bp, gain = (
+        read_gain_table(solution.bandpass_table),
+        read_gain_table(solution.gain_table),
+    )
+    with table(f"{ms[0]}/ANTENNA", ack=False) as ant:
+        names = list(ant.getcol("NAME"))
+    with table(f"{ms[0]}/SPECTRAL_WINDOW", ack=False) as spw:
+        freqs = spw.getcol("CHAN_FREQ")[0]
+    model = GainModel.from_json(sim.gains_path)
+    times = np.unique(gain["TIME"])
+    truth = model.evaluate(times / 86400 + 2400000.5, freqs)  # (ant, time, chan)
+    solved = np.full(truth.shape, np.nan, complex)
+    flagged = np.zeros(truth.shape, bool)
+    for k, name in enumerate(model.antenna_names):
+        idx = names.index(name)
+        b = bp["CPARAM"][bp["ANTENNA1"] == idx][0, :, 0]
+        bf = bp["FLAG"][bp["ANTENNA1"] == idx][0, :, 0]
+        rows = gain["ANTENNA1"] == idx
+        g = gain["CPARAM"][rows][:, 0, 0]
+        gf = gain["FLAG"][rows][:, 0, 0]
+        t_idx = np.searchsorted(times, gain["TIME"][rows])
+        solved[k, t_idx] = g[:, None] * b[None, :]
+        flagged[k, t_idx] = gf[:, None] | bf[None, :]
+    # CASA's gains are the complex conjugates of the simulator's (MS convention)
+    ratio = solved / np.conj(truth)
+    ref = model.antenna_names.index(solution.refant)
+    ratio = ratio / (ratio[ref] / np.abs(ratio[ref]))[None]
+    dead = 7
+    good = ~flagged
+    good[dead] = False
+    amp_err = np.abs(np.abs(ratio[good]) - 1)
+    phase_err = np.abs(np.degrees(np.angle(ratio[good])))
+    print(
+        f"\ngain recovery: median amplitude error {100 * np.median(amp_err):.3f}%, "
+        f"median phase error {np.median(phase_err):.3f} deg "
+        f"({good.sum()} antenna-time-channel solutions)"
+    )
+    assert np.median(amp_err) <= 0.01
+    assert np.median(phase_err) <= 1.0
+    assert flagged[dead].all()  # the dead antenna has no solution
+
+
+def test_flagging_catches_dead_antenna_and_rfi(corrupted, clean):
+    from dsa110_contimg.calibration import flag_ms
+
+    base, sim, ms, config, outcome = corrupted
+    report = outcome.flag_reports[str(ms[0])]
+    print(f"\nflagging: {report.summary()}")
+    assert report.dead_antennas == ("pad008",)
+    assert report.rfi_fraction > 0
+    # raw channels 30, 31 = sb07 channels 2, 3 -> ascending MS channels 33, 32
+    assert max(report.per_subband, key=report.per_subband.get) == 7
+    from casacore.tables import table
+
+    with table(str(ms[0]), ack=False) as t:
+        flags = t.getcol("FLAG")
+        a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
+        _, t_idx = np.unique(t.getcol("TIME"), return_inverse=True)
+    live = (a1 != a2) & (a1 != 8) & (a2 != 8)
+    burst = live & (t_idx >= N_TIMES // 3) & (t_idx < 2 * N_TIMES // 3)
+    caught = flags[burst][:, [32, 33], :].mean()
+    elsewhere = np.delete(flags[live], [32, 33], axis=1).mean()
+    print(
+        f"RFI burst flagged {100 * caught:.1f}%, "
+        f"other clean data {100 * elsewhere:.2f}%"
+    )
+    assert caught > 0.95
+    assert elsewhere < 0.01
+    clean_ms = clean[2][0]
+    copy = base / "clean_copy.ms"
+    shutil.copytree(clean_ms, copy)
+    clean_report = flag_ms(copy)
+    print(f"clean data: {clean_report.summary()}")
+    assert clean_report.total_fraction < 0.01
+    assert clean_report.dead_antennas == ()
+
+
+def test_calibrated_image_recovers_fluxes(corrupted, clean, tmp_path):
+    from dsa110_contimg.pipeline.stages import imaging_stage, photometry_stage
+    from dsa110_contimg.simulation import compare_to_truth
+
+    base, sim, ms, config, outcome = corrupted
+    results = {}
+    for label, ms_path, cfg in (
+        ("calibrated", ms[0], config),
+        ("uncorrupted", clean[2][0], config),
+    ):
+        product = imaging_stage.image_ms(ms_path, tmp_path / label, cfg.imaging)
+        table = photometry_stage.measure_image(
+            product.image_path, sim.sky, cfg.photometry
+        )
+        results[label] = (product, table)
+    # the uncalibrated data: image DATA of the corrupted MS
+    raw_copy = tmp_path / "raw_copy.ms"
+    shutil.copytree(ms[0], raw_copy)
+    from casacore.tables import table as ctable
+
+    with ctable(str(raw_copy), readonly=False, ack=False) as t:
+        t.removekeyword("DSA110_CALTABLES")
+    product = imaging_stage.image_ms(
+        raw_copy, tmp_path / "uncalibrated", config.imaging
+    )
+    results["uncalibrated"] = (
+        product,
+        photometry_stage.measure_image(product.image_path, sim.sky, config.photometry),
+    )
+    summary = {}
+    for label, (_, table) in results.items():
+        cmp = compare_to_truth(
+            table, clean[1].sky if label == "uncorrupted" else sim.sky, snr_min=0
+        )
+        rms = float(np.median(table["rms_jy"] / 1.0))
+        summary[label] = (cmp.median_abs_flux_error, rms)
+        print(
+            f"\n{label}: median |flux error| {100 * cmp.median_abs_flux_error:.2f}%, "
+            f"median local rms {1e3 * rms:.2f} mJy"
+        )
+    assert summary["calibrated"][0] <= 0.03
+    assert summary["calibrated"][1] <= 1.5 * summary["uncorrupted"][1]
+    assert summary["uncalibrated"][0] > 3 * summary["calibrated"][0]
+    from astropy.io import fits
+
+    header = fits.getheader(results["calibrated"][0].image_path)
+    assert CAL in header["DSACAL"]
+
+
+def test_other_strip_is_never_applied(corrupted):
+    base, sim, ms, config, outcome = corrupted
+    conn = open_db(base / "db.sqlite3")
+    try:
+        solution = outcome.solved[0]
+        with pytest.raises(CalibrationError) as info:
+            select_solution(
+                conn,
+                time_mjd=solution.transit_mjd,
+                dec_deg=54.6,
+                dec_tolerance_deg=0.5,
+                aging_warn_hours=6,
+                what="block_20230601T060000",
+            )
+        message = str(info.value)
+        assert "block_20230601T060000" in message
+        assert "54.60" in message
+        assert solution.bandpass_table.name in message
+        with pytest.raises(CalibrationError, match="h away"):
+            select_solution(
+                conn,
+                time_mjd=solution.transit_mjd + 2.0,
+                dec_deg=30.5,
+                dec_tolerance_deg=0.5,
+                aging_warn_hours=6,
+                what="late block",
+            )
+    finally:
+        conn.close()
+
+
+def test_block_without_calibration_fails_loudly(clean, tmp_path):
+    base, sim, ms = clean
+    copy = tmp_path / "no_transit.ms"
+    shutil.copytree(ms[1], copy)
+    config = _config(tmp_path, **{"calibration.min_calibrator_flux_jy": 1000.0})
+    outcome = calibrate_block(
+        [copy],
+        config.calibration,
+        cal_tables_dir=tmp_path / "cal",
+        db_path=tmp_path / "db.sqlite3",
+        block_id="block_X",
+    )
+    (err,) = outcome.errors.values()
+    assert "block_X" in str(err)
+    assert "30.5" in str(err)
+
+
+def test_transit_ranking():
+    from astropy.time import Time
+
+    transits = find_transits(
+        load_calibrators(),
+        30.5,
+        Time("2023-06-01T00:00:00"),
+        Time("2023-06-02T00:00:00"),
+    )
+    assert transits[0].calibrator.name == CAL
+    assert transits[0].beam_weighted_flux_jy == pytest.approx(15.0, rel=0.02)

@@ -1,0 +1,604 @@
+"""The stream as a real process over simulated data: crashes, faults, shutdown.
+
+Each test starts ``python -m dsa110_contimg.services`` on testing-size groups
+(3-4 groups of 16 subbands, 24 antennas) and checks the state database and
+the products it leaves.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from dsa110_contimg.pipeline.stages.photometry_stage import (
+    PHOTOMETRY_COLUMNS,
+    read_photometry_table,
+)
+from dsa110_contimg.services.ms_processor import check_ms
+from dsa110_contimg.state.db import connect, schema_version
+from dsa110_contimg.state.jobs import (
+    CONVERT_GROUP,
+    PROCESS_BLOCK,
+    UPDATE_VARIABILITY,
+    Job,
+    list_job_events,
+    list_jobs,
+)
+from dsa110_contimg.utils.config_loader import find_config_dir
+
+pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
+
+N_GROUPS = 4
+_LAYOUT = {
+    "data_dir": ".",
+    "incoming_dir": "incoming",
+    "ms_stage1_dir": "ms",
+    "images_dir": "images",
+    "products_dir": "products",
+    "mosaics_dir": "mosaics",
+    "log_dir": "logs",
+    "cal_tables_dir": "cal",
+    "state_db": "pipeline.sqlite3",
+}
+# blocks of 3 min every 2 min: 3 windows over the first 3 tiny (77 s) groups
+_BASE = {
+    "conversion": {"group_tolerance_s": 20.0},
+    "services": {
+        "mosaic_duration_min": 3,
+        "mosaic_overlap_min": 1,
+        "max_workers": 2,
+        "max_concurrent_blocks": 2,
+    },
+    "imaging": {"threads": 1},
+    "watcher": {"scan_interval_s": 0.5, "settle_s": 0.3, "group_timeout_s": 30.0},
+    "queue": {
+        "poll_interval_s": 0.2,
+        "block_wait_s": 2.0,
+        "lease_s": 10.0,
+        "heartbeat_interval_s": 1.0,
+        "backoff_base_s": 0.5,
+        "backoff_max_s": 2.0,
+        "max_attempts": 10,
+        "shutdown_grace_s": 10.0,
+    },
+    "logging": {"level": "INFO"},
+}
+FULL_RUN = {CONVERT_GROUP: 3, PROCESS_BLOCK: 3, UPDATE_VARIABILITY: 3}
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, dict) and key in out else value
+        )
+    return out
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+class Stream:
+    """A stream process over a directory layout under ``base``."""
+
+    def __init__(self, base: Path, catalog: Path, **sections: dict) -> None:
+        self.base = base
+        self.catalog = catalog
+        self.incoming = base / "incoming"
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.db = base / "pipeline.sqlite3"
+        self.out = base / "stream.out"
+        self.configure(**sections)
+        self.proc: subprocess.Popen | None = None
+
+    def configure(self, **sections: dict) -> None:
+        tree = _merge(_BASE, sections)
+        tree["paths"] = {k: str(self.base / v) for k, v in _LAYOUT.items()}
+        self.config = self.base / "stream.yaml"
+        self.config.write_text(yaml.safe_dump(tree))
+
+    def cli_args(self) -> list[str]:
+        return ["--env", "testing", "--config", str(self.config)]
+
+    def start(self) -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DSA110")}
+        env["DSA110_CONFIG_DIR"] = str(find_config_dir(env={}))
+        with open(self.out, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dsa110_contimg.services",
+                    *self.cli_args(),
+                    "--incoming-dir",
+                    str(self.incoming),
+                    "--catalog",
+                    str(self.catalog),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+                env=env,
+                start_new_session=True,
+            )
+        _STARTED.append(self.proc)
+        return self.proc
+
+    def tail(self, n: int = 40) -> str:
+        lines = (
+            self.out.read_text(errors="replace").splitlines()
+            if self.out.exists()
+            else []
+        )
+        return "\n".join(lines[-n:])
+
+    def kill9(self) -> None:
+        """SIGKILL the stream and everything it started (a crash of the service)."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self, *, timeout_s: float = 40.0) -> float:
+        """SIGTERM the stream (like systemd) and return how long it took to exit."""
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            pytest.fail(f"stream did not stop within {timeout_s} s:\n{self.tail()}")
+        return time.monotonic() - t0
+
+    def jobs(self) -> list[Job]:
+        if not self.db.exists():
+            return []
+        with closing(connect(self.db, readonly=True)) as conn:
+            return list_jobs(conn) if schema_version(conn) >= 2 else []
+
+    def events(self, job_id: int) -> list[dict]:
+        with closing(connect(self.db, readonly=True)) as conn:
+            return list_job_events(conn, job_id)
+
+    def wait(self, predicate: Callable[[], object], what: str, timeout_s: float = 120):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.proc is not None and self.proc.poll() is not None:
+                pytest.fail(
+                    f"stream exited ({self.proc.returncode}) before {what}:\n"
+                    f"{self.tail()}"
+                )
+            time.sleep(0.05)
+        pytest.fail(
+            f"timed out waiting for {what}; jobs "
+            f"{[(j.kind, j.key, j.state) for j in self.jobs()]}\n{self.tail()}"
+        )
+
+    def finished(self, expected: dict[str, int], *, states=("done",)) -> bool:
+        jobs = self.jobs()
+        if any(j.state in ("pending", "running") for j in jobs):
+            return False
+        counts: dict[str, int] = {}
+        for job in jobs:
+            if job.state in states:
+                counts[job.kind] = counts.get(job.kind, 0) + 1
+        return counts == expected
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    def imager_running(self) -> bool:
+        for proc in self.descendants():
+            try:
+                if "wsclean" in " ".join(proc.cmdline()):
+                    return True
+            except psutil.Error:
+                continue
+        return False
+
+    def status(self) -> dict:
+        from dsa110_contimg.cli_services import status_command
+
+        result = CliRunner().invoke(status_command, [*self.cli_args(), "--json"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+
+def deliver(groups, dest: Path, *, skip: tuple[str, ...] = ()) -> None:
+    for group in groups:
+        for path in group.files:
+            if not any(s in path.name for s in skip):
+                shutil.copy2(path, dest / path.name)
+
+
+def assert_products_complete(base: Path) -> None:
+    """Every product under a final name is whole (no half-written file)."""
+    from astropy.io import fits
+
+    for ms in (base / "ms").glob("drift_*.ms"):
+        assert check_ms(ms) is None, ms
+    for image in (base / "images").glob("*.fits"):
+        with fits.open(image) as hdul:
+            assert hdul[0].data is not None, image
+    for table in (base / "products").glob("photometry_*.csv"):
+        assert tuple(read_photometry_table(table).colnames) == PHOTOMETRY_COLUMNS
+
+
+def assert_no_debris(base: Path) -> None:
+    debris = [
+        *(base / "images").glob(".tmp-*"),
+        *(base / "ms").glob(".*.tmp-*"),
+        *(base / "products").glob(".*.tmp"),
+        *(base / "mosaics").glob(".*.tmp"),
+        *(base / "images").glob(".*.tmp"),
+    ]
+    assert debris == []
+
+
+def snapshot(base: Path) -> dict:
+    """Products (names) and photometry rows of a finished run."""
+    names = {}
+    for sub in ("ms", "images", "products", "mosaics"):
+        d = base / sub
+        names[sub] = (
+            sorted(
+                p.name
+                for p in d.glob("*")
+                if not p.name.startswith(".") and not p.name.endswith(".log")
+            )
+            if d.exists()
+            else []
+        )
+    rows = {}
+    for table in sorted((base / "products").glob("photometry_block_*.csv")):
+        with open(table) as fh:
+            records = list(csv.DictReader(fh))
+        keys = [(r["source_name"], Path(r["image_path"]).name) for r in records]
+        assert len(keys) == len(set(keys)), f"duplicate rows in {table.name}"
+        rows[table.name] = {
+            k: float(r["flux_jy"]) for k, r in zip(keys, records, strict=True)
+        }
+    with closing(connect(base / "pipeline.sqlite3", readonly=True)) as conn:
+        # an image shared by overlapping blocks has one row, owned by whichever
+        # block recorded it last, so only (kind, path) identify a product
+        recorded = sorted(
+            (r[0], Path(r[1]).name)
+            for r in conn.execute("SELECT kind, path FROM products")
+        )
+    return {"names": names, "rows": rows, "products_table": recorded}
+
+
+def assert_same_products(got: dict, want: dict) -> None:
+    assert got["names"] == want["names"]
+    assert got["products_table"] == want["products_table"]
+    assert got["rows"].keys() == want["rows"].keys()
+    for name, rows in want["rows"].items():
+        assert got["rows"][name].keys() == rows.keys(), name
+        for key, flux in rows.items():
+            assert got["rows"][name][key] == pytest.approx(flux, rel=1e-3, abs=1e-4)
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(autouse=True)
+def _cleanup():
+    """Kill streams a failed test left running; drop CliRunner's log handlers."""
+    from dsa110_contimg.utils.logging import reset_logging
+
+    yield
+    reset_logging()
+    _kill_leftovers()
+
+
+def _kill_leftovers() -> None:
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def observation(tmp_path_factory):
+    """Four simulated tiny groups, 77 s apart (module scoped: read only)."""
+    from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+
+    spec = ObservationSpec(  # tests/conftest.py TINY_SPEC_KW, four groups
+        start_time=datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC),
+        n_groups=N_GROUPS,
+        n_antennas=24,
+        n_chan_per_subband=2,
+        n_times=6,
+        n_sources=6,
+        min_flux_jy=0.5,
+        max_flux_jy=3.0,
+        field_radius_deg=0.6,
+        seed=7,
+    )
+    return simulate_observation(spec, tmp_path_factory.mktemp("stream_obs"))
+
+
+@pytest.fixture(scope="module")
+def reference(observation, tmp_path_factory):
+    """An uninterrupted stream run over the first three groups."""
+    base = tmp_path_factory.mktemp("reference")
+    stream = Stream(base, observation.sky_path)
+    deliver(observation.groups[:3], stream.incoming)
+    stream.start()
+    try:
+        stream.wait(lambda: stream.finished(FULL_RUN), "the reference run to finish")
+        assert stream.stop() < 15
+    finally:
+        _kill_leftovers()
+    assert stream.proc.returncode == 0, stream.tail()
+    return base, snapshot(base)
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_uninterrupted_run(reference, observation) -> None:
+    base, snap = reference
+    assert snap["names"]["ms"] == [
+        "drift_20230601T000000_00.ms",
+        "drift_20230601T000117_00.ms",
+        "drift_20230601T000234_00.ms",
+    ]
+    assert sorted(snap["rows"]) == [
+        "photometry_block_20230601T000100.csv",
+        "photometry_block_20230601T000300.csv",
+        "photometry_block_20230601T000500.csv",
+    ]
+    assert all(snap["rows"].values())
+    assert_products_complete(base)
+    assert_no_debris(base)
+
+
+def test_status_and_requeue_commands(reference) -> None:
+    from dsa110_contimg.cli_services import requeue_command, status_command
+
+    base, _ = reference
+    args = ["--env", "testing", "--config", str(base / "stream.yaml")]
+    report = json.loads(CliRunner().invoke(status_command, [*args, "--json"]).stdout)
+    assert (report["pending"], report["running"], report["done"]) == (0, 0, 9)
+    assert report["failed"] == report["quarantined"] == 0
+    assert report["intake"]["paused"] is False
+    text = CliRunner().invoke(status_command, args).output
+    assert "jobs: pending 0" in text and "intake: open" in text
+    copy = base.parent / "requeue_copy"
+    shutil.copytree(base, copy)
+    stream = Stream(copy, base / "incoming" / "truth" / "sky.csv")
+    result = CliRunner().invoke(requeue_command, [*stream.cli_args(), "1"])
+    assert result.exit_code == 0 and "requeued" in result.output
+    (job,) = [j for j in stream.jobs() if j.id == 1]
+    assert job.state == "pending" and job.attempts == 0
+    again = CliRunner().invoke(requeue_command, [*stream.cli_args(), "1"])
+    assert again.exit_code == 1 and "cannot go from pending" in again.output
+    missing = CliRunner().invoke(requeue_command, [*stream.cli_args(), "999"])
+    assert missing.exit_code == 1 and "no job with id 999" in missing.output
+
+
+def test_kill9_at_random_moments_then_restart(reference, observation, tmp_path) -> None:
+    ref_base, want = reference
+    stream = Stream(tmp_path, observation.sky_path)
+    deliver(observation.groups[:3], stream.incoming)
+    rng = random.Random(20250101)
+    kills: list[tuple[str, bool]] = []
+    for phase in ("convert", "imaging", "random", "imaging", "random"):
+        stream.start()
+        hit = False
+        if phase == "convert":
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and stream.proc.poll() is None:
+                if any(
+                    j.kind == CONVERT_GROUP and j.state == "running"
+                    for j in stream.jobs()
+                ):
+                    time.sleep(rng.uniform(0.0, 0.4))
+                    hit = any(
+                        j.kind == CONVERT_GROUP and j.state == "running"
+                        for j in stream.jobs()
+                    )
+                    break
+                time.sleep(0.05)
+        elif phase == "imaging":
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and stream.proc.poll() is None:
+                if stream.imager_running():
+                    time.sleep(rng.uniform(0.0, 0.3))
+                    hit = stream.imager_running()
+                    break
+                time.sleep(0.02)
+        else:
+            time.sleep(rng.uniform(2.0, 8.0))
+            hit = True
+        assert stream.proc.poll() is None, stream.tail()
+        stream.kill9()
+        kills.append((phase, hit))
+        assert_products_complete(tmp_path)
+    print(f"\nkill points: {kills}")
+    assert len(kills) >= 5
+    assert ("convert", True) in kills, kills
+    assert ("imaging", True) in kills, kills
+    stream.start()
+    stream.wait(lambda: stream.finished(FULL_RUN), "the restarted run to finish")
+    stream.stop()
+    assert stream.proc.returncode == 0
+    assert_products_complete(tmp_path)
+    assert_no_debris(tmp_path)
+    assert_same_products(snapshot(tmp_path), want)
+    jobs = stream.jobs()
+    assert len({(j.kind, j.key) for j in jobs}) == len(jobs) == 9
+    reclaimed = [
+        e for j in jobs for e in stream.events(j.id) if "is gone" in e["reason"]
+    ]
+    assert reclaimed, "no job was taken back from a killed worker"
+
+
+def _crash_once_imager(path: Path, marks: Path) -> Path:
+    real = shutil.which("wsclean")
+    path.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = "--version" ] && exec {real} "$@"\n'
+        'for last in "$@"; do :; done\n'
+        f'mark="{marks}/$(basename "$last").crashed"\n'
+        'if [ ! -e "$mark" ]; then touch "$mark"; echo "injected crash"; '
+        "kill -SEGV $$; fi\n"
+        f'exec {real} "$@"\n'
+    )
+    path.chmod(0o755)
+    marks.mkdir(exist_ok=True)
+    return path
+
+
+def test_faults_end_in_retry_or_quarantine(observation, tmp_path) -> None:
+    from dsa110_contimg.data_ingestion.grouping import SubbandGroup
+    from dsa110_contimg.data_ingestion.ms_creation import convert_group
+    from dsa110_contimg.telescope.dsa110 import parse_subband_filename
+
+    g0, g1, g2, g3 = observation.groups
+    imager = _crash_once_imager(tmp_path / "crashy-wsclean", tmp_path / "marks")
+    stream = Stream(
+        tmp_path,
+        observation.sky_path,
+        imaging={"wsclean_path": str(imager)},
+        watcher={"group_timeout_s": 8.0, "timeout_policy": "flag"},
+    )
+    # g0: one file truncated; g1: one file still being written when first seen;
+    # g2: sb05 never arrives; g3: a corrupt MS is already in place
+    deliver([g0, g1, g3], stream.incoming)
+    deliver([g2], stream.incoming, skip=("_sb05",))
+    truncated = stream.incoming / g0.files[3].name
+    truncated.write_bytes(g0.files[3].read_bytes()[:20000])
+    growing = stream.incoming / g1.files[7].name
+    content = g1.files[7].read_bytes()
+    growing.write_bytes(content[: len(content) // 3])
+    parsed = [parse_subband_filename(p) for p in g3.files]
+    group = SubbandGroup(
+        min(f.timestamp for f in parsed), {f.subband: f.path for f in parsed}
+    )
+    ms = convert_group(group, tmp_path / "ms").path
+    (ms / "table.f21_TSM1").write_bytes(b"\0" * 100)  # DATA column cut short
+    assert check_ms(ms) is not None
+
+    stream.start()
+    time.sleep(3.0)
+    growing.write_bytes(content)  # the writer finishes
+    expected = {CONVERT_GROUP: 3, PROCESS_BLOCK: 2, UPDATE_VARIABILITY: 2}
+    stream.wait(
+        lambda: (
+            stream.finished(expected, states=("done",))
+            and any(j.state == "quarantined" for j in stream.jobs())
+        ),
+        "the faulty run to settle",
+    )
+    report = stream.status()
+    stream.stop()
+    jobs = {(j.kind, j.key): j for j in stream.jobs()}
+    bad = jobs[(CONVERT_GROUP, g0.start_time.strftime("%Y-%m-%dT%H:%M:%S"))]
+    assert bad.state == "quarantined"
+    assert truncated.name in bad.quarantine_reason
+    assert "truncated or corrupt" in bad.quarantine_reason
+    assert bad.payload["files"]["03"] == str(truncated)  # the inputs are kept
+    assert report["quarantined"] == 1 and report["quarantine"][0]["id"] == bad.id
+    flagged = jobs[(CONVERT_GROUP, g2.start_time.strftime("%Y-%m-%dT%H:%M:%S"))]
+    assert flagged.state == "done" and flagged.result["missing_subbands"] == [5]
+    assert "missing sb05" in flagged.payload["decision"]
+    healed = jobs[(CONVERT_GROUP, g3.start_time.strftime("%Y-%m-%dT%H:%M:%S"))]
+    assert healed.state == "done" and healed.result["replaced_corrupt_ms"]
+    assert check_ms(ms) is None
+    assert Path(healed.result["replaced_corrupt_ms"]).parent.name == "corrupt"
+    blocks = [j for (kind, _), j in jobs.items() if kind == PROCESS_BLOCK]
+    for block in blocks:
+        errors = [e for e in stream.events(block.id) if e["error_class"]]
+        assert errors and all(e["error_class"] == "ImagingError" for e in errors)
+        assert "signal" in errors[0]["reason"]
+        assert block.state == "done"
+    images = sorted(p.name for p in (tmp_path / "images").glob("*-image.fits"))
+    assert len(images) == 3  # g1, g2 (flagged) and g3; g0 quarantined
+    assert_products_complete(tmp_path)
+
+
+def test_sigterm_stops_within_grace_and_restart_finishes(observation, tmp_path) -> None:
+    slow = tmp_path / "slow-wsclean"
+    real = shutil.which("wsclean")
+    slow.write_text(
+        f'#!/bin/sh\n[ "$1" = "--version" ] && exec {real} "$@"\nsleep 120\n'
+        f'exec {real} "$@"\n'
+    )
+    slow.chmod(0o755)
+    grace_s = 3.0
+    stream = Stream(
+        tmp_path,
+        observation.sky_path,
+        imaging={"wsclean_path": str(slow)},
+        queue={"shutdown_grace_s": grace_s},
+    )
+    deliver(observation.groups[:3], stream.incoming)
+    stream.start()
+    stream.wait(stream.imager_running, "imaging to start")
+    workers = stream.descendants()
+    elapsed = stream.stop()
+    assert stream.proc.returncode == 0, stream.tail()
+    assert elapsed < grace_s + 6, elapsed
+    assert "released" in stream.tail(5)
+    # pool workers and the imager are gone (multiprocessing's resource tracker
+    # may take a moment longer to notice its parent left)
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    jobs = stream.jobs()
+    assert not [j for j in jobs if j.state == "running"]
+    released = [j for j in jobs if j.kind == PROCESS_BLOCK and j.state == "pending"]
+    assert released and all(j.attempts == 0 for j in released)
+    assert any("grace period" in e["reason"] for e in stream.events(released[0].id))
+    stream.configure()  # the real imager again
+    stream.start()
+    stream.wait(lambda: stream.finished(FULL_RUN), "the restarted run to finish")
+    stream.stop()
+    assert stream.proc.returncode == 0
+    assert_no_debris(tmp_path)
+
+
+def test_disk_guard_pauses_intake(observation, tmp_path) -> None:
+    stream = Stream(tmp_path, observation.sky_path, watcher={"min_free_disk_gb": 1e9})
+    deliver(observation.groups[:1], stream.incoming)
+    stream.start()
+    report = stream.wait(
+        lambda: (
+            stream.db.exists()
+            and (r := stream.status()).get("intake", {}).get("paused")
+            and r
+        ),
+        "intake to pause",
+        timeout_s=60,
+    )
+    assert "min_free_disk_gb" in report["intake"]["reason"]
+    time.sleep(1.5)  # several scans while paused
+    assert stream.jobs() == []
+    stream.stop()
+    assert stream.proc.returncode == 0
+    assert "intake paused" in stream.out.read_text()
