@@ -153,27 +153,37 @@ def convert(config_path, env, sets, incoming_dir) -> None:
         raise SystemExit(1)
 
 
+def _data_options(*, incoming_must_exist: bool):
+    """Add ``--incoming-dir``, ``--catalog`` and ``--output-dir`` (process, stream)."""
+
+    def decorate(func):
+        func = click.option(
+            "--output-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Put every product (and the state database) under this directory.",
+        )(func)
+        func = click.option(
+            "--catalog",
+            type=click.Path(dir_okay=False, exists=True),
+            required=True,
+            help="Catalogue CSV: name, ra_deg, dec_deg, flux_jy[, spectral_index, "
+            "ref_freq_hz].",
+        )(func)
+        return click.option(
+            "--incoming-dir",
+            type=click.Path(file_okay=False, exists=incoming_must_exist),
+            required=True,
+            help="Directory of raw *_sbNN.hdf5 files"
+            + ("." if incoming_must_exist else " (created if missing)."),
+        )(func)
+
+    return decorate
+
+
 @cli.command()
 @_common
-@click.option(
-    "--incoming-dir",
-    type=click.Path(file_okay=False, exists=True),
-    required=True,
-    help="Directory of raw *_sbNN.hdf5 files.",
-)
-@click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False, exists=True),
-    required=True,
-    help="Catalogue CSV: name, ra_deg, dec_deg, flux_jy[, spectral_index, "
-    "ref_freq_hz].",
-)
-@click.option(
-    "--output-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Put every product under this directory.",
-)
+@_data_options(incoming_must_exist=True)
 def process(config_path, env, sets, incoming_dir, catalog, output_dir) -> None:
     """Convert all groups in a directory, process every block, write photometry."""
     from dsa110_contimg.pipeline.batch import run_batch

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from dsa110_contimg.cli import _common, _load, cli
+from dsa110_contimg.cli import _common, _data_options, _load, cli
 from dsa110_contimg.pipeline.exceptions import PipelineError
 
 __all__ = ["stream_command", "status_command", "requeue_command", "main_stream"]
@@ -33,25 +33,7 @@ def _translate_errors() -> Iterator[None]:
 
 @click.command("stream")
 @_common
-@click.option(
-    "--incoming-dir",
-    type=click.Path(file_okay=False),
-    required=True,
-    help="Directory to watch for raw *_sbNN.hdf5 files (created if missing).",
-)
-@click.option(
-    "--catalog",
-    type=click.Path(dir_okay=False, exists=True),
-    required=True,
-    help="Catalogue CSV: name, ra_deg, dec_deg, flux_jy[, spectral_index, "
-    "ref_freq_hz].",
-)
-@click.option(
-    "--output-dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Put every product (and the state database) under this directory.",
-)
+@_data_options(incoming_must_exist=False)
 def stream_command(config_path, env, sets, incoming_dir, catalog, output_dir) -> None:
     """Process groups as they arrive, until SIGTERM or Ctrl-C.
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsa110_contimg.services._intake import IntakeGate
 from dsa110_contimg.services._runner import JobRunner
+from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.hdf5_watcher._scan import GroupDecision, SubbandWatcher
 from dsa110_contimg.state.db import to_iso_utc
 from dsa110_contimg.state.jobs import (
@@ -31,7 +31,7 @@ from dsa110_contimg.state.jobs import (
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
 if TYPE_CHECKING:
-    from dsa110_contimg.services._stream import StreamSummary
+    pass
 
 __all__ = ["WatcherService", "conversion_spec", "run"]
 
@@ -204,24 +204,4 @@ class WatcherService:
             log.info("watcher stopped")
 
 
-def run(
-    config: PipelineConfig,
-    *,
-    stop_event: threading.Event | None = None,
-    incoming_dir: Path | None = None,
-    catalog_path: Path | None = None,
-) -> StreamSummary:
-    """Run this service alone until SIGTERM/SIGINT or ``stop_event``.
-
-    The other services may run in other processes on the same state database
-    (see `dsa110_contimg.services.run_stream`, which runs all of them).
-    """
-    from dsa110_contimg.services._stream import run_stream
-
-    return run_stream(
-        config,
-        incoming_dir=incoming_dir,
-        catalog_path=catalog_path,
-        stop_event=stop_event,
-        services=("hdf5_watcher",),
-    )
+run = service_runner("hdf5_watcher")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
@@ -27,6 +26,7 @@ from dsa110_contimg.pipeline.exceptions import (
 from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
 from dsa110_contimg.services._pool import CapturingExecutor, ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
+from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.ms_processor._blocks import (
     BlockDecision,
     BlockWindow,
@@ -48,7 +48,6 @@ from dsa110_contimg.utils.config_loader import PipelineConfig
 
 if TYPE_CHECKING:
     from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-    from dsa110_contimg.services._stream import StreamSummary
 
 __all__ = ["MsProcessor", "InputsNotReadyError", "run"]
 
@@ -380,24 +379,4 @@ class MsProcessor:
         return InputDataError(msg)
 
 
-def run(
-    config: PipelineConfig,
-    *,
-    stop_event: threading.Event | None = None,
-    incoming_dir: Path | None = None,
-    catalog_path: Path | None = None,
-) -> StreamSummary:
-    """Run this service alone until SIGTERM/SIGINT or ``stop_event``.
-
-    The other services may run in other processes on the same state database
-    (see `dsa110_contimg.services.run_stream`, which runs all of them).
-    """
-    from dsa110_contimg.services._stream import run_stream
-
-    return run_stream(
-        config,
-        incoming_dir=incoming_dir,
-        catalog_path=catalog_path,
-        stop_event=stop_event,
-        services=("ms_processor",),
-    )
+run = service_runner("ms_processor")

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsa110_contimg.services._pool import ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
+from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.variability_analyzer._work import update_variability
 from dsa110_contimg.state.jobs import UPDATE_VARIABILITY, Job
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
 if TYPE_CHECKING:
-    from dsa110_contimg.services._stream import StreamSummary
+    pass
 
 __all__ = ["VariabilityAnalyzer", "run"]
 
@@ -67,24 +66,4 @@ class VariabilityAnalyzer:
         return JobOutcome(result=result)
 
 
-def run(
-    config: PipelineConfig,
-    *,
-    stop_event: threading.Event | None = None,
-    incoming_dir: Path | None = None,
-    catalog_path: Path | None = None,
-) -> StreamSummary:
-    """Run this service alone until SIGTERM/SIGINT or ``stop_event``.
-
-    The other services may run in other processes on the same state database
-    (see `dsa110_contimg.services.run_stream`, which runs all of them).
-    """
-    from dsa110_contimg.services._stream import run_stream
-
-    return run_stream(
-        config,
-        incoming_dir=incoming_dir,
-        catalog_path=catalog_path,
-        stop_event=stop_event,
-        services=("variability_analyzer",),
-    )
+run = service_runner("variability_analyzer")
