@@ -18,8 +18,13 @@ Usage::
 
     .venv/bin/python benchmarks/bench_imaging.py [--workdir DIR]
         [--backends wsclean,tclean] [--mosaic-methods fast,interp]
+        [--skip-imaging] [--skip-mosaic] [--set KEY=VALUE ...] [--tag TAG]
+        [--smoke]
 
-Results go to ``benchmarks/results/bench_imaging.{json,md}``.
+Results go to ``benchmarks/results/bench_imaging[_TAG].{json,md}``. The run
+saved there used the defaults (``bench_imaging.md``) and, for the imaging
+only, ``--set imaging.auto_mask_sigma=null --set imaging.auto_threshold_sigma=3
+--tag no_automask``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import yaml
 from astropy.time import Time
 
 from dsa110_contimg.data_ingestion.photometry import Beam
@@ -66,6 +72,7 @@ N_MOSAIC_GROUPS = 12
 MOSAIC_BEAM = Beam(15.0, 12.0, 0.0)
 MOSAIC_NOISE_JY = 1e-3
 SMOKE = {"env": "production", "shape": (4800, 4800), "cell_arcsec": 3.0}
+EXTRA_OVERRIDES: dict[str, object] = {}
 
 
 def _config(workdir: Path, **extra):
@@ -89,6 +96,7 @@ def _config(workdir: Path, **extra):
             "simulation.start_time": START.strftime("%Y-%m-%dT%H:%M:%S"),
         }
     )
+    overrides.update(EXTRA_OVERRIDES)
     overrides.update(extra)
     if SMOKE["env"] == "testing":
         overrides["conversion.chan_average"] = 1
@@ -287,6 +295,11 @@ def _markdown(results: dict[str, object]) -> str:
         lines += [
             "## Imaging one full-size group",
             "",
+            *(
+                [f"Overrides: {results['overrides']}.", ""]
+                if results.get("overrides")
+                else []
+            ),
             f"MS: {ms['n_antennas']} antennas, {ms['n_chan_raw']} channels averaged "
             f"by {ms['chan_average']}, {ms['n_times']} integrations; simulate "
             f"{img['simulate_s']} s, convert {img['convert_s']} s. Imaging: "
@@ -352,7 +365,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="tiny sizes, to check the script runs"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override (YAML value), e.g. imaging.auto_mask_sigma=null",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result files")
     args = parser.parse_args(argv)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        EXTRA_OVERRIDES[key] = yaml.safe_load(value)
     if args.smoke:
         SMOKE.update(env="testing", shape=(600, 600), cell_arcsec=24.0)
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -361,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.node()} ({multiprocessing.cpu_count()} cores, "
         f"{platform.python_version()})",
+        "overrides": dict(EXTRA_OVERRIDES),
     }
     if not args.skip_imaging:
         results["imaging"] = bench_backends(
@@ -374,8 +399,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results, indent=2))
         return 0
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_imaging.json").write_text(json.dumps(results, indent=2) + "\n")
-    (RESULTS / "bench_imaging.md").write_text(_markdown(results))
+    stem = "bench_imaging" + (f"_{args.tag}" if args.tag else "")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(_markdown(results))
     print(_markdown(results))
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
