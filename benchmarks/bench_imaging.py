@@ -184,11 +184,23 @@ def bench_backends(workdir: Path, backends: list[str]) -> dict[str, object]:
     return out
 
 
-def _synthesise_hour(directory: Path) -> tuple[list[MosaicMember], object]:
+def synthesise_hour(
+    directory: Path,
+    *,
+    shape: tuple[int, int] | None = None,
+    cell_arcsec: float | None = None,
+    n_groups: int = N_MOSAIC_GROUPS,
+) -> tuple[list[MosaicMember], object]:
+    """Write ``n_groups`` consecutive drift-scan group images with 120 sources.
+
+    Returns the members (image paths and group times) and the truth catalogue.
+    """
+    shape = tuple(shape or SMOKE["shape"])
+    cell_arcsec = float(cell_arcsec or SMOKE["cell_arcsec"])
     step_s = dsa110.INTEGRATION_TIME_S
     group_s = step_s * 24
     centers = group_centers_deg(
-        START, n_groups=N_MOSAIC_GROUPS, n_times=24, declination_deg=37.0
+        START, n_groups=n_groups, n_times=24, declination_deg=37.0
     )
     rng = np.random.default_rng(7)
     cos_dec = np.cos(np.deg2rad(37.0))
@@ -200,7 +212,7 @@ def _synthesise_hour(directory: Path) -> tuple[list[MosaicMember], object]:
     truth = catalog_from_rows(rows, name_prefix="MOS")
     sources = list(zip(truth.ra_deg, truth.dec_deg, truth.flux_jy, strict=True))
     members = []
-    for k in range(N_MOSAIC_GROUPS):
+    for k in range(n_groups):
         when = START + timedelta(seconds=k * group_s)
         track = DriftTrack(
             37.0, Time(when).mjd + 0.5 * step_s / 86400, step_s, 24, 1.3115e9, 1.4985e9
@@ -208,8 +220,8 @@ def _synthesise_hour(directory: Path) -> tuple[list[MosaicMember], object]:
         path = write_group_image(
             directory / f"drift_{when:%Y%m%dT%H%M%S}_00",
             track,
-            shape=SMOKE["shape"],
-            cell_arcsec=SMOKE["cell_arcsec"],
+            shape=shape,
+            cell_arcsec=cell_arcsec,
             sources=sources,
             beam=MOSAIC_BEAM,
             noise_rms_jy=MOSAIC_NOISE_JY,
@@ -245,7 +257,7 @@ def bench_mosaic(workdir: Path, methods: list[str]) -> dict[str, object]:
     from dsa110_contimg.utils.config_loader import PhotometryConfig
 
     t0 = time.perf_counter()
-    members, truth = _synthesise_hour(workdir / "hour_images")
+    members, truth = synthesise_hour(workdir / "hour_images")
     out: dict[str, object] = {
         "n_images": len(members),
         "image_shape": list(SMOKE["shape"]),

@@ -22,9 +22,23 @@ def require(module: str, extra: str) -> ModuleType:
     """
     try:
         return importlib.import_module(module)
-    except ImportError as err:
+    except ModuleNotFoundError as err:
         msg = (
             f"optional dependency {module!r} is not installed; "
             f"install it with: pip install 'dsa110-contimg[{extra}]'"
+        )
+        raise MissingDependencyError(msg) from err
+    except ImportError as err:
+        # installed but failing at import (e.g. casatools without its
+        # measures data): say so, with the package's own message
+        fix = (
+            "run ./scripts/setup.sh, which installs casacore-data and writes "
+            "~/.casa/config.py"
+            if extra == "casa"
+            else f"reinstall it with: pip install 'dsa110-contimg[{extra}]'"
+        )
+        msg = (
+            f"optional dependency {module!r} is installed but fails to import "
+            f"({err}); {fix}"
         )
         raise MissingDependencyError(msg) from err

@@ -79,6 +79,7 @@ def image_ms(
     cfg: ImagingConfig,
     *,
     config_hash: str = "",
+    derived: bool = True,
 ) -> ImageProduct:
     """Image one MS unless its restored image already exists.
 
@@ -88,7 +89,7 @@ def image_ms(
     ``DSAFMAX``) from which the effective primary beam is computed. The
     derived maps (primary beam, rms, PB-corrected image, PNG preview) are
     then made by `make_derived_products` (also for a skipped image whose maps
-    are missing).
+    are missing) unless ``derived`` is false (the benchmarks time them apart).
 
     Raises
     ------
@@ -113,7 +114,7 @@ def image_ms(
             (),
             skipped=True,
         )
-        return make_derived_products(skipped, cfg)
+        return make_derived_products(skipped, cfg) if derived else skipped
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     info = read_ms_info(Path(ms_path))
     binary = cfg.wsclean_path if cfg.backend == "wsclean" else cfg.casa_python
@@ -147,7 +148,7 @@ def image_ms(
         header["DSACAL"] = calibration
         params = replace(params, data_column="CORRECTED_DATA")
     product = imager.make_image(Path(ms_path), prefix, params, header=header)
-    return make_derived_products(product, cfg)
+    return make_derived_products(product, cfg) if derived else product
 
 
 def _derived_paths(image_path: Path) -> dict[str, Path]:

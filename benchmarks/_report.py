@@ -1,0 +1,250 @@
+"""Write a benchmark results document as JSON, Markdown and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["markdown", "plot", "write_report"]
+
+STEM = "benchmark"
+
+
+def write_report(doc: dict[str, Any], directory: Path) -> list[Path]:
+    """Write ``benchmark.json``, ``benchmark.md`` and ``benchmark.png``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{STEM}.{ext}" for ext in ("json", "md", "png")]
+    paths[0].write_text(json.dumps(doc, indent=2) + "\n")
+    paths[1].write_text(markdown(doc, png_name=paths[2].name))
+    plot(doc, paths[2])
+    return paths
+
+
+def _fmt_s(value: float) -> str:
+    return (
+        f"{value:.2f}"
+        if value < 10
+        else f"{value:.1f}"
+        if value < 100
+        else f"{value:.0f}"
+    )
+
+
+def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
+    """The human summary of a results document."""
+    d, m, g = doc["data"], doc["machine"], doc["group_path"]
+    lines = [
+        f"# dsa110-contimg benchmark ({doc['size']})",
+        "",
+        f"Run {doc['date']} on {m['node']}: {m['cpu']}, {m['usable_cores']} usable "
+        f"cores, {m['memory_gib']} GiB, load average at start "
+        f"{m['load_average_at_start'][0]}; commit {doc['git']['commit'][:10]}"
+        f"{' (uncommitted changes)' if doc['git']['dirty'] else ''}; "
+        f"whole run {doc['total_wall_s'] / 60:.1f} min.",
+        "",
+        f"Data: one group of {d['n_antennas']} antennas x {d['n_channels']} channels "
+        f"x {d['n_times']} integrations ({d['observed_s']} s observed), averaged "
+        f"by {d['chan_average']} channels at conversion; image {d['image']}; "
+        f"photometry of {d['n_photometry_sources']} sources; mosaic of {d['mosaic']}.",
+        "",
+        "## Group path and real-time factor",
+        "",
+        f"**{g['wall_s']} s for {d['observed_s']} s of data: real-time factor "
+        f"{g['real_time_factor']}** on this machine ({' -> '.join(g['stages'])}; "
+        f"{g['cpu_s']} s CPU, peak {g['peak_rss_mb']:.0f} MB). The calibration "
+        "solve runs once per calibrator transit, not per group.",
+        "",
+        "![benchmark chart](" + png_name + ")",
+        "",
+        "## Every stage",
+        "",
+        "Each stage runs alone in a fresh process. CPU includes the imager "
+        "child processes; read/written are bytes through read/write calls "
+        "(page cache included), disk are bytes that reached the device.",
+        "",
+        "| stage | wall (s) | CPU (s) | cores busy | peak RSS (MB) | read (MB) "
+        "| written (MB) | disk read (MB) | disk written (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in doc["stages"].items():
+        lines.append(
+            f"| {name} | {_fmt_s(s['wall_s'])} | {_fmt_s(s['cpu_s'])} | "
+            f"{s['cpu_per_wall']:.2f} | {s['peak_rss_mb']:.0f} | {s['read_mb']:.0f} | "
+            f"{s['written_mb']:.0f} | {s['disk_read_mb']:.0f} | "
+            f"{s['disk_written_mb']:.0f} |"
+        )
+    lines += ["", "## Side by side (same input, same run)", ""]
+    lines += [
+        "| comparison | ours (s) | alternative | alternative (s) | ratio | meaning |"
+    ]
+    lines += ["|---|---:|---|---:|---:|---|"]
+    for name, r in doc["ratios"].items():
+        lines.append(
+            f"| {name} | {_fmt_s(r['ours_s'])} | {r['alternative']} | "
+            f"{_fmt_s(r['alternative_s'])} | {r['ratio']} | {r['meaning']} |"
+        )
+    lines += ["", _facts(doc), ""]
+    if doc["explanations"]:
+        lines += ["## Where a stage is more than 2x its floor", ""]
+        lines += [f"- {note}" for note in doc["explanations"]]
+        lines.append("")
+    scaling = doc.get("scaling") or {}
+    if scaling:
+        lines += [
+            "## Scaling",
+            "",
+            "Wall time fitted as `a * x**b` over three points per axis (antennas "
+            "and channels: conversion, flagging, imaging at the production image "
+            "size; image size: imaging of the main MS). Predictions extrapolate "
+            "the fit.",
+            "",
+            "| axis | stage | exponent b | rms log residual | points (x: s) "
+            "| predicted at 2x the largest x (s) |",
+            "|---|---|---:|---:|---|---:|",
+        ]
+        for axis, fits in scaling["fits"].items():
+            rows = scaling["points"][axis]
+            top = max(row["value"] for row in rows)
+            for stage, fit in fits.items():
+                pts = ", ".join(f"{row['value']}: {_fmt_s(row[stage])}" for row in rows)
+                pred = fit["a"] * (2 * top) ** fit["b"]
+                lines.append(
+                    f"| {axis} | {stage} | {fit['b']} | {fit['rms_log_residual']} "
+                    f"| {pts} | {_fmt_s(pred)} |"
+                )
+        lines.append("")
+    if doc["skipped"]:
+        lines += [f"Skipped in this run: {', '.join(doc['skipped'])}.", ""]
+    lines += [
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _facts(doc: dict[str, Any]) -> str:
+    s = doc["stages"]
+    facts = []
+    if "disk speed" in s:
+        info = s["disk speed"]["info"]
+        facts.append(
+            f"Disk: {info['write_mb_s']} MB/s sequential write (fsync'd), "
+            f"{info['read_mb_s']} MB/s cold read, over {info['size_mb']} MB."
+        )
+    for key in ("imaging, WSClean matched", "imaging, tclean matched"):
+        if key in s:
+            info = s[key]["info"]
+            facts.append(
+                f"{key}: auto-mask {info['auto_mask_sigma']}, auto-threshold "
+                f"{info['auto_threshold_sigma']} sigma, niter {info['niter']}."
+            )
+    if "imaging" in s and "major_iterations" in s["imaging"]["info"]:
+        facts.append(
+            f"Production imaging: {s['imaging']['info']['major_iterations']} major "
+            f"iterations (auto-mask {s['imaging']['info']['auto_mask_sigma']}, "
+            f"auto-threshold {s['imaging']['info']['auto_threshold_sigma']} sigma)."
+        )
+    if "photometry" in s:
+        info = s["photometry"]["info"]
+        facts.append(
+            f"Photometry: {info['n_measured']} sources measured; injected sources "
+            f"recovered {info['n_injected_recovered']}/{info['n_injected']}, median "
+            f"|flux error| {info['median_abs_flux_error_pb_ge_0p5']} (pb >= 0.5)."
+        )
+    if "light-curve ingest" in s:
+        info = s["light-curve ingest"]["info"]
+        facts.append(
+            f"Light-curve ingest: {info['per_epoch_s_median']} s per epoch of "
+            f"{info['n_rows_per_epoch']} rows (median of {info['n_epochs']})."
+        )
+    if "mosaic, reproject_and_coadd" in s:
+        info = s["mosaic, reproject_and_coadd"]["info"]
+        facts.append(
+            "Mosaic: reproject_and_coadd and ours differ by at most "
+            f"{info['max_abs_diff_vs_ours_jy']:.2g} Jy/beam; 99% of pixels by less "
+            f"than {info['p99_abs_diff_vs_ours_in_noise']:.2g} of the mosaic noise."
+        )
+    if "mosaic of one hour" in s:
+        info = s["mosaic of one hour"]["info"]
+        facts.append(
+            f"Mosaic accuracy: median |flux error| {info['median_abs_flux_error']} "
+            f"over {info['n_sources_snr_gt_10']} sources above 10 sigma."
+        )
+    return "\n".join(f"- {f}" for f in facts)
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    """A chart: group path vs real time, side-by-side ratios, scaling fits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scaling = doc.get("scaling") or {}
+    n_panels = 2 + len(scaling.get("points", {}))
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.6))
+    stages, g = doc["stages"], doc["group_path"]
+
+    ax = axes[0]
+    names = g["stages"]
+    walls = [stages[n]["wall_s"] for n in names]
+    ax.barh(names[::-1], walls[::-1], color="tab:blue")
+    ax.axvline(
+        doc["data"]["observed_s"], color="tab:red", ls="--", label="observed time"
+    )
+    ax.axvline(
+        g["wall_s"],
+        color="k",
+        ls=":",
+        label=f"group path (RTF {g['real_time_factor']})",
+    )
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("One group, stage by stage")
+    ax.legend(fontsize=8, loc="lower right")
+
+    ax = axes[1]
+    ratios = doc["ratios"]
+    labels = list(ratios)
+    y = np.arange(len(labels))
+    ours = [ratios[k]["ours_s"] for k in labels]
+    other = [ratios[k]["alternative_s"] for k in labels]
+    ax.barh(y - 0.2, ours, 0.4, label="ours", color="tab:blue")
+    ax.barh(y + 0.2, other, 0.4, label="alternative / floor", color="tab:orange")
+    ax.set_yticks(y, [k.replace("_", " ") for k in labels], fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("Side by side")
+    ax.legend(fontsize=8)
+
+    for ax, (axis, rows) in zip(
+        axes[2:], scaling.get("points", {}).items(), strict=False
+    ):
+        x = np.array([row["value"] for row in rows], float)
+        for stage, fit in scaling["fits"][axis].items():
+            yv = np.array([row[stage] for row in rows], float)
+            line = ax.loglog(x, yv, "o", label=f"{stage}: b={fit['b']}")[0]
+            xx = np.geomspace(x.min(), 2 * x.max(), 20)
+            ax.loglog(
+                xx, fit["a"] * xx ** fit["b"], "-", color=line.get_color(), alpha=0.6
+            )
+        ax.set_xlabel(
+            {
+                "antennas": "antennas",
+                "channels": "raw channels",
+                "image_size": "image side (pixels)",
+            }[axis]
+        )
+        ax.set_ylabel("wall time (s)")
+        ax.set_title(f"Scaling with {axis.replace('_', ' ')}")
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"dsa110-contimg benchmark ({doc['size']}), "
+        f"{doc['machine']['usable_cores']} cores, {doc['date'][:10]}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,632 @@
+"""The benchmarked stages, one module-level function each.
+
+Every function runs in a fresh process under `benchmarks._measure.measure`,
+takes plain (picklable) arguments, does one stage's work the way the
+pipeline does it, and returns a dict of facts about that work (sizes,
+counts, checks against the truth). Paths are strings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "apply",
+    "convert_ours",
+    "convert_pyuvdata",
+    "derived_maps",
+    "disk_speed",
+    "flag",
+    "gridding_floor",
+    "image",
+    "lightcurve_ingest",
+    "mosaic_ours",
+    "mosaic_reproject_and_coadd",
+    "photometry",
+    "simulate",
+    "solve",
+    "synthesise_hour_images",
+]
+
+_MB = 2**20
+
+
+def _dir_mb(path: str | Path) -> float:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size / _MB
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / _MB
+
+
+def _config(overrides: dict[str, Any]):
+    from dsa110_contimg.utils.config_loader import load_pipeline_config
+
+    return load_pipeline_config(environment="production", overrides=overrides, env={})
+
+
+def _group(raw_dir: str):
+    from dsa110_contimg.data_ingestion.grouping import (
+        discover_subband_files,
+        group_subband_files,
+    )
+
+    (group,) = group_subband_files(discover_subband_files(Path(raw_dir)))
+    return group
+
+
+# ---------------------------------------------------------------- data, disk
+
+
+def simulate(
+    raw_dir: str,
+    n_antennas: int,
+    n_chan_per_subband: int,
+    n_times: int,
+    n_sources: int = 30,
+    seed: int = 5,
+) -> dict[str, Any]:
+    """Write one group holding a 3C286 transit with gains, bandpass and drift."""
+    from datetime import UTC
+
+    from astropy import units as u
+    from astropy.time import Time
+
+    from dsa110_contimg.calibration import load_calibrators, transit_time
+    from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+    from dsa110_contimg.telescope import dsa110
+
+    cal = next(c for c in load_calibrators() if c.name == "3C286")
+    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
+    start = transit - 0.5 * n_times * dsa110.INTEGRATION_TIME_S * u.s
+    spec = ObservationSpec(
+        start_time=start.to_datetime(timezone=UTC),
+        n_antennas=n_antennas,
+        n_chan_per_subband=n_chan_per_subband,
+        n_times=n_times,
+        declination_deg=30.5,
+        n_sources=n_sources,
+        min_flux_jy=0.05,
+        max_flux_jy=2.0,
+        field_radius_deg=1.2,
+        add_calibrators=True,
+        gains=True,
+        bandpass=True,
+        gain_drift=True,
+        seed=seed,
+    )
+    tmp = Path(f"{raw_dir}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    simulate_observation(spec, tmp)
+    os.replace(tmp, raw_dir)  # a cache entry is complete or absent
+    return {"raw_mb": round(_dir_mb(raw_dir), 1)}
+
+
+def disk_speed(directory: str, size_mb: int = 2048) -> dict[str, Any]:
+    """Sequential write (fsync'd) and cold read speed of ``directory``'s disk."""
+    path = Path(directory) / "disk_speed.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block = np.random.default_rng(0).integers(0, 255, 64 * _MB, dtype=np.uint8)
+    data = block.tobytes()
+    n_blocks = max(1, size_mb // 64)
+    try:
+        t0 = time.perf_counter()
+        with open(path, "wb") as fh:
+            for _ in range(n_blocks):
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        write_s = time.perf_counter() - t0
+        with open(path, "rb") as fh:  # drop it from the page cache: a cold read
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        t0 = time.perf_counter()
+        with open(path, "rb", buffering=0) as fh:
+            while fh.read(64 * _MB):
+                pass
+        read_s = time.perf_counter() - t0
+    finally:
+        path.unlink(missing_ok=True)
+    total = n_blocks * 64
+    return {
+        "size_mb": total,
+        "write_mb_s": round(total / write_s, 1),
+        "read_mb_s": round(total / read_s, 1),
+    }
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def convert_ours(raw_dir: str, out_dir: str, chan_average: int) -> dict[str, Any]:
+    """The pipeline's conversion of one group (`convert_group`)."""
+    from dsa110_contimg.data_ingestion.ms_creation import convert_group
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    product = convert_group(_group(raw_dir), Path(out_dir), chan_average=chan_average)
+    return {
+        "ms": str(product.path),
+        "ms_mb": round(_dir_mb(product.path), 1),
+        "raw_mb": round(_dir_mb(raw_dir), 1),
+        "chan_average": chan_average,
+    }
+
+
+def convert_pyuvdata(raw_dir: str, out_dir: str) -> dict[str, Any]:
+    """The obvious alternative: pyuvdata reads each subband, concatenates, write_ms.
+
+    DSA-110's files cannot be read as one list by pyuvdata (float32 uvw, so
+    the files fail its type check when combined); the per-file read with the
+    checks off, a cast and ``fast_concat`` along frequency is what the
+    existing DSA-110 conversion does. The group is phased to its middle
+    time, as ours is.
+    """
+    from astropy.time import Time
+    from pyuvdata import UVData
+
+    shutil.rmtree(out_dir, ignore_errors=True)
+    Path(out_dir).mkdir(parents=True)
+    files = [str(f) for _, f in sorted(_group(raw_dir).files.items())]
+    checks = {
+        "run_check": False,
+        "check_extra": False,
+        "run_check_acceptability": False,
+    }
+    parts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        for name in files:
+            uv = UVData()
+            uv.read(name, file_type="uvh5", **checks)
+            uv.uvw_array = uv.uvw_array.astype(np.float64)
+            parts.append(uv)
+        uv = parts[0].fast_concat(
+            parts[1:], axis="freq", inplace=False, run_check=False
+        )
+        del parts
+        uv.reorder_freqs(channel_order="freq", run_check=False)
+        read_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        mid = np.median(np.unique(uv.time_array))
+        uv.phase_to_time(Time(mid, format="jd"))
+        phase_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        path = Path(out_dir) / "pyuvdata.ms"
+        uv.write_ms(str(path), clobber=True, run_check=False)
+        write_s = time.perf_counter() - t0
+    return {
+        "ms": str(path),
+        "ms_mb": round(_dir_mb(path), 1),
+        "read_s": round(read_s, 2),
+        "phase_s": round(phase_s, 2),
+        "write_ms_s": round(write_s, 2),
+    }
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def flag(ms: str) -> dict[str, Any]:
+    """The pipeline's flagging (zeros, autocorrelations, dead antennas, MAD clip)."""
+    from dsa110_contimg.calibration import flag_ms
+
+    cfg = _config({}).calibration
+    report = flag_ms(
+        Path(ms),
+        sigma=cfg.flag_sigma,
+        backend=cfg.flag_backend,
+        dead_fraction=cfg.dead_antenna_fraction,
+    )
+    return {"summary": report.summary()}
+
+
+def solve(
+    ms: str, sky_csv: str, table_prefix: str, uvrange: str | None = None
+) -> dict[str, Any]:
+    """Model the calibrator field and solve bandpass and gains (once per transit).
+
+    ``uvrange`` None means the production value (small test arrays need "").
+    """
+    from dsa110_contimg.calibration import solve_calibration, write_model_data
+    from dsa110_contimg.data_ingestion.skymodel import load_catalog
+
+    cfg = _config({}).calibration
+    t0 = time.perf_counter()
+    write_model_data(Path(ms), load_catalog(sky_csv))
+    model_s = time.perf_counter() - t0
+    Path(table_prefix).parent.mkdir(parents=True, exist_ok=True)
+    solution = solve_calibration(
+        Path(ms),
+        Path(table_prefix),
+        refant=cfg.gcal_refant,
+        gcal_mode=cfg.gcal_mode,
+        gcal_solint=cfg.gcal_solint,
+        uvrange=cfg.uvrange if uvrange is None else uvrange,
+        minsnr=cfg.bandpass_minsnr,
+    )
+    return {
+        "tables": [str(t) for t in solution.tables],
+        "model_s": round(model_s, 2),
+        **{k: round(v, 2) for k, v in solution.durations_s.items()},
+    }
+
+
+def apply(ms: str, tables: list[str]) -> dict[str, Any]:
+    """Apply the solutions (CASA applycal into CORRECTED_DATA), as the pipeline."""
+    from dsa110_contimg.calibration import apply_calibration
+    from dsa110_contimg.pipeline.stages.calibration_stage import (
+        _CALTABLES_KEY,
+        _set_keyword,
+    )
+
+    apply_calibration(Path(ms), [Path(t) for t in tables])
+    # mark it calibrated as the calibration stage does: imaging then reads
+    # CORRECTED_DATA
+    _set_keyword(Path(ms), _CALTABLES_KEY, ",".join(Path(t).name for t in tables))
+    return {}
+
+
+# ---------------------------------------------------------------- imaging
+
+
+def _wsclean_log(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, Any] = {}
+    major = re.findall(r"(\d+) major iterations were performed", text)
+    if major:
+        out["major_iterations"] = int(major[-1])
+    times = re.search(
+        r"Inversion: ([\d:.]+), prediction: ([\d:.]+), deconvolution: ([\d:.]+)", text
+    )
+    if times:
+        for key, value in zip(
+            ("inversion_s", "prediction_s", "deconvolution_s"),
+            times.groups(),
+            strict=True,
+        ):
+            h, m, s = value.split(":")
+            out[key] = round(int(h) * 3600 + int(m) * 60 + float(s), 2)
+    return out
+
+
+def image(
+    ms: str, images_dir: str, overrides: dict[str, Any], pickle_to: str
+) -> dict[str, Any]:
+    """Image one MS as the pipeline does (restored image, residual, PSF)."""
+    import pickle
+
+    from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
+
+    cfg = _config(overrides).imaging
+    shutil.rmtree(images_dir, ignore_errors=True)
+    product = image_ms(Path(ms), Path(images_dir), cfg, derived=False)
+    Path(pickle_to).write_bytes(pickle.dumps(product))
+    out = {
+        "backend": cfg.backend,
+        "version": product.backend_version,
+        "image": str(product.image_path),
+        "image_size": list(cfg.image_size),
+        "cell_size": cfg.cell_size,
+        "niter": cfg.niter,
+        "auto_mask_sigma": cfg.auto_mask_sigma,
+        "auto_threshold_sigma": cfg.auto_threshold_sigma,
+    }
+    if cfg.backend == "wsclean":
+        out.update(_wsclean_log(product.log_path))
+    return out
+
+
+def derived_maps(product_pickle: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Primary-beam model, rms map, PB-corrected image and PNG preview."""
+    import pickle
+
+    from dsa110_contimg.pipeline.stages.imaging_stage import make_derived_products
+
+    product = pickle.loads(Path(product_pickle).read_bytes())
+    done = make_derived_products(product, _config(overrides).imaging)
+    return {"pbcor": str(done.pbcor_path), "rms": str(done.rms_path)}
+
+
+def gridding_floor(ms: str, image_size: int, cell_arcsec: float) -> dict[str, Any]:
+    """One ducc0.wgridder pass (w-stacking, 2 threads) over the MS's Stokes I.
+
+    The floor for any imager: a clean needs at least this (a major cycle is
+    one gridding and one degridding pass). Reading the MS is timed apart.
+    """
+    import ducc0
+    from casacore.tables import table
+
+    t0 = time.perf_counter()
+    with table(ms, ack=False) as tab:
+        column = "CORRECTED_DATA" if "CORRECTED_DATA" in tab.colnames() else "DATA"
+        data = tab.getcol(column)
+        flags = tab.getcol("FLAG")
+        uvw = tab.getcol("UVW")
+    with table(f"{ms}/SPECTRAL_WINDOW", ack=False) as spw:
+        freqs = spw.getcol("CHAN_FREQ")[0]
+    read_s = time.perf_counter() - t0
+    vis = (0.5 * (data[..., 0] + data[..., -1])).astype(np.complex64)
+    weight = (~(flags[..., 0] | flags[..., -1])).astype(np.float32)
+    del data, flags
+    pixsize = np.deg2rad(cell_arcsec / 3600.0)
+    t0 = time.perf_counter()
+    dirty = ducc0.wgridder.ms2dirty(
+        uvw=uvw,
+        freq=freqs,
+        ms=vis,
+        wgt=weight,
+        npix_x=image_size,
+        npix_y=image_size,
+        pixsize_x=pixsize,
+        pixsize_y=pixsize,
+        epsilon=1e-4,
+        do_wstacking=True,
+        nthreads=2,
+    )
+    grid_s = time.perf_counter() - t0
+    return {
+        "column": column,
+        "n_vis": int(vis.size),
+        "read_s": round(read_s, 2),
+        "gridding_s": round(grid_s, 3),
+        "ducc0": ducc0.__version__,
+        "dirty_peak_jy": round(float(np.max(dirty)) / float(weight.sum()), 4),
+    }
+
+
+# ---------------------------------------------------------------- photometry
+
+
+def _catalogue(image_path: str, sky_csv: str, n_sources: int):
+    """The injected sources plus random positions up to ``n_sources`` on the image."""
+    from astropy.io import fits
+
+    from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+    from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
+
+    truth = load_catalog(sky_csv)
+    header = fits.getheader(image_path)
+    wcs = celestial_wcs(header)
+    rng = np.random.default_rng(1)
+    n_extra = max(0, n_sources - len(truth))
+    nx, ny = header["NAXIS1"], header["NAXIS2"]
+    x = rng.uniform(0.05 * nx, 0.95 * nx, n_extra)
+    y = rng.uniform(0.05 * ny, 0.95 * ny, n_extra)
+    sky = wcs.pixel_to_world(x, y)
+    ra = np.concatenate([truth.ra_deg, sky.ra.deg])
+    dec = np.concatenate([truth.dec_deg, sky.dec.deg])
+    names = np.concatenate(
+        [truth.name, np.array([f"BENCH{k:06d}" for k in range(n_extra)])]
+    )
+    catalogue = SkyCatalog(
+        name=names,
+        ra_deg=ra,
+        dec_deg=dec,
+        flux_jy=np.concatenate([truth.flux_jy, np.full(n_extra, 0.01)]),
+        spectral_index=np.concatenate([truth.spectral_index, np.zeros(n_extra)]),
+        ref_freq_hz=np.concatenate([truth.ref_freq_hz, np.full(n_extra, 1.4e9)]),
+    )
+    return catalogue, truth
+
+
+def photometry(
+    image_path: str, sky_csv: str, n_sources: int, table_path: str
+) -> dict[str, Any]:
+    """Forced photometry of ``n_sources`` catalogue positions on one image."""
+    from dsa110_contimg.pipeline.stages.photometry_stage import (
+        measure_image,
+        write_photometry_table,
+    )
+    from dsa110_contimg.simulation import compare_to_truth
+
+    catalogue, truth = _catalogue(image_path, sky_csv, n_sources)
+    t0 = time.perf_counter()
+    table = measure_image(Path(image_path), catalogue, _config({}).photometry)
+    measure_s = time.perf_counter() - t0
+    write_photometry_table([table], Path(table_path))
+    injected = table[np.isin(np.asarray(table["source_name"]), truth.name)]
+    comparison = compare_to_truth(injected, truth)
+    good = comparison.table[np.asarray(comparison.table["pb"]) >= 0.5]
+    return {
+        "n_measured": len(table),
+        "measure_s": round(measure_s, 2),
+        "n_injected_recovered": comparison.n_recovered,
+        "n_injected": comparison.n_injected,
+        "median_abs_flux_error_pb_ge_0p5": round(
+            float(np.median(np.abs(good["flux_error"]))), 4
+        )
+        if len(good)
+        else None,
+    }
+
+
+def lightcurve_ingest(table_path: str, store_dir: str, n_epochs: int) -> dict[str, Any]:
+    """Ingest ``n_epochs`` epochs of one group's photometry, as the variability service.
+
+    Each epoch is the measured table with the sources' fluxes replaced by
+    steady sources (5 mJy to 1 Jy, 1 mJy noise) times a 1% epoch gain error,
+    so the flux-scale calibration finds its reference sources as on the sky;
+    each epoch names its own image, as a new group's would.
+    """
+    from dsa110_contimg.lightcurves import LightcurveStore
+    from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_table
+    from dsa110_contimg.variability import ingest_epoch_table
+
+    shutil.rmtree(store_dir, ignore_errors=True)
+    base = read_photometry_table(Path(table_path))
+    store = LightcurveStore(Path(store_dir))
+    rng = np.random.default_rng(2)
+    n = len(base)
+    steady = np.exp(rng.uniform(np.log(0.005), np.log(1.0), n))
+    times = []
+    for k in range(n_epochs):
+        epoch = base.copy()
+        epoch["mjd"] = np.asarray(epoch["mjd"]) + k
+        epoch["flux_jy"] = steady * (1 + 0.01 * rng.normal()) + 1e-3 * rng.normal(
+            size=n
+        )
+        epoch["flux_err_jy"] = np.full(n, 1e-3)
+        epoch["rms_jy"] = np.full(n, 1e-3)
+        epoch["flags"] = np.zeros(n, dtype=int)
+        epoch["image_path"] = [f"epoch_{k:04d}-image.fits"] * n
+        t0 = time.perf_counter()
+        ingest_epoch_table(store, epoch, epoch_id=f"bench_{k:04d}")
+        times.append(time.perf_counter() - t0)
+    return {
+        "n_rows_per_epoch": n,
+        "n_epochs": n_epochs,
+        "per_epoch_s_median": round(float(np.median(times)), 3),
+        "store_mb": round(_dir_mb(store_dir), 1),
+    }
+
+
+# ---------------------------------------------------------------- mosaics
+
+
+def synthesise_hour_images(
+    directory: str, shape: list[int], cell_arcsec: float, n_groups: int
+) -> dict[str, Any]:
+    """Write an hour of group images (image, pb, rms maps) with 120 sources."""
+    import json
+
+    from benchmarks.bench_imaging import synthesise_hour
+    from dsa110_contimg.data_ingestion.skymodel import write_catalog
+
+    tmp = Path(f"{directory}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    members, truth = synthesise_hour(
+        tmp, shape=tuple(shape), cell_arcsec=cell_arcsec, n_groups=n_groups
+    )
+    write_catalog(truth, tmp / "truth.csv")
+    listing = [[m.image_path.name, m.group_time.isoformat()] for m in members]
+    (tmp / "members.json").write_text(json.dumps(listing))
+    os.replace(tmp, directory)
+    return {"n_images": len(members), "mb": round(_dir_mb(directory), 1)}
+
+
+def _members(directory: str):
+    import json
+    from datetime import datetime
+
+    from dsa110_contimg.pipeline.stages.mosaicking_stage import MosaicMember
+
+    listing = json.loads((Path(directory) / "members.json").read_text())
+    return [
+        MosaicMember(Path(directory) / name, datetime.fromisoformat(when))
+        for name, when in listing
+    ]
+
+
+def mosaic_ours(images_dir: str, mosaics_dir: str, method: str) -> dict[str, Any]:
+    """The pipeline's mosaic of the hour (PB^2/sigma^2 weights, tiled)."""
+    from dsa110_contimg.pipeline.stages.mosaicking_stage import make_mosaic
+    from dsa110_contimg.utils.config_loader import MosaicConfig
+
+    shutil.rmtree(mosaics_dir, ignore_errors=True)
+    product = make_mosaic(
+        f"bench_{method}",
+        _members(images_dir),
+        Path(mosaics_dir),
+        MosaicConfig(method=method, write_png=False),
+    )
+    return {
+        "mosaic": str(product.mosaic_path),
+        "noise": str(product.noise_path),
+        "n_used": product.n_used,
+        **_mosaic_accuracy(images_dir, product.mosaic_path, product.noise_path),
+    }
+
+
+def _mosaic_accuracy(
+    images_dir: str, mosaic: Path, noise: Path | None
+) -> dict[str, Any]:
+    from dsa110_contimg.data_ingestion.skymodel import load_catalog
+    from dsa110_contimg.pipeline.stages.photometry_stage import measure_mosaic
+    from dsa110_contimg.utils.config_loader import PhotometryConfig
+
+    truth = load_catalog(Path(images_dir) / "truth.csv")
+    table = measure_mosaic(mosaic, truth, PhotometryConfig(), noise_path=noise)
+    good = (np.asarray(table["flags"]) == 0) & (np.asarray(table["snr"]) > 10)
+    order = np.argsort(truth.name)
+    idx = order[
+        np.searchsorted(truth.name[order], np.asarray(table["source_name"])[good])
+    ]
+    err = np.asarray(table["flux_jy"])[good] / truth.flux_jy[idx] - 1
+    return {
+        "n_sources_snr_gt_10": int(good.sum()),
+        "median_abs_flux_error": round(float(np.median(np.abs(err))), 4)
+        if good.any()
+        else None,
+    }
+
+
+def mosaic_reproject_and_coadd(
+    images_dir: str,
+    reference_mosaic: str,
+    reference_noise: str,
+    out_path: str,
+    pb_cut: float = 0.2,
+) -> dict[str, Any]:
+    """``reproject.mosaicking.reproject_and_coadd`` with its defaults.
+
+    Same inputs and weights as ours (PB-corrected images, weights
+    PB^2/sigma^2, zero below the PB cut) on our mosaic's grid, with
+    ``reproject_interp`` and the default ``combine_function='mean'``.
+    """
+    from astropy.io import fits
+    from reproject import reproject_interp
+    from reproject.mosaicking import reproject_and_coadd
+
+    from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
+
+    header = fits.getheader(reference_mosaic)
+    wcs_out = celestial_wcs(header)
+    shape_out = (header["NAXIS2"], header["NAXIS1"])
+    inputs, weights = [], []
+    for member in _members(images_dir):
+        prefix = str(member.image_path).removesuffix("-image.fits")
+        with fits.open(member.image_path) as hdul:
+            image_hdr = hdul[0].header
+            data = np.asarray(hdul[0].data, dtype=np.float32).squeeze()
+        pb = np.asarray(fits.getdata(f"{prefix}-pb.fits"), dtype=np.float32).squeeze()
+        rms = np.asarray(fits.getdata(f"{prefix}-rms.fits"), dtype=np.float32).squeeze()
+        ok = np.isfinite(pb) & (pb >= pb_cut) & np.isfinite(rms) & (rms > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inputs.append((np.where(ok, data / pb, 0.0), celestial_wcs(image_hdr)))
+            weights.append(np.where(ok, (pb / rms) ** 2, 0.0))
+    t0 = time.perf_counter()
+    array, footprint = reproject_and_coadd(
+        inputs,
+        wcs_out,
+        shape_out=shape_out,
+        input_weights=weights,
+        reproject_function=reproject_interp,
+    )
+    coadd_s = time.perf_counter() - t0
+    ours = np.asarray(fits.getdata(reference_mosaic), dtype=np.float64).squeeze()
+    noise = np.asarray(fits.getdata(reference_noise), dtype=np.float64).squeeze()
+    both = np.isfinite(ours) & np.isfinite(array) & (footprint > 0) & np.isfinite(noise)
+    fits.PrimaryHDU(array.astype(np.float32), header=header).writeto(
+        out_path, overwrite=True
+    )
+    diff = np.abs(ours[both] - array[both])
+    return {
+        "coadd_s": round(coadd_s, 1),
+        "max_abs_diff_vs_ours_jy": float(diff.max()) if diff.size else None,
+        "p99_abs_diff_vs_ours_in_noise": round(
+            float(np.percentile(diff / noise[both], 99)), 5
+        )
+        if diff.size
+        else None,
+        "reproject": __import__("reproject").__version__,
+    }
