@@ -126,7 +126,7 @@ def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
 
 
 def _facts(doc: dict[str, Any]) -> str:
-    s = doc["stages"]
+    s = {k: v for k, v in doc["stages"].items() if v.get("info")}
     facts = []
     if "disk speed" in s:
         info = s["disk speed"]["info"]
@@ -134,19 +134,22 @@ def _facts(doc: dict[str, Any]) -> str:
             f"Disk: {info['write_mb_s']} MB/s sequential write (fsync'd), "
             f"{info['read_mb_s']} MB/s cold read, over {info['size_mb']} MB."
         )
-    for key in ("imaging, WSClean matched", "imaging, tclean matched"):
-        if key in s:
-            info = s[key]["info"]
+    for key, stage in s.items():
+        info = stage["info"]
+        if key.startswith("imaging") and "n_recovered" in info:
             facts.append(
                 f"{key}: auto-mask {info['auto_mask_sigma']}, auto-threshold "
-                f"{info['auto_threshold_sigma']} sigma, niter {info['niter']}."
+                f"{info['auto_threshold_sigma']} sigma, niter {info['niter']}"
+                + (
+                    f", {info['major_iterations']} major iterations"
+                    if "major_iterations" in info
+                    else ""
+                )
+                + f"; injected sources recovered {info['n_recovered']}/"
+                f"{info['n_injected']}, median |flux error| "
+                f"{info['median_abs_flux_error_pb_ge_0p5']} (pb >= 0.5), max "
+                f"offset {info['max_offset_beams']} beam."
             )
-    if "imaging" in s and "major_iterations" in s["imaging"]["info"]:
-        facts.append(
-            f"Production imaging: {s['imaging']['info']['major_iterations']} major "
-            f"iterations (auto-mask {s['imaging']['info']['auto_mask_sigma']}, "
-            f"auto-threshold {s['imaging']['info']['auto_threshold_sigma']} sigma)."
-        )
     if "photometry" in s:
         info = s["photometry"]["info"]
         facts.append(

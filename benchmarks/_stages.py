@@ -27,6 +27,7 @@ __all__ = [
     "flag",
     "gridding_floor",
     "image",
+    "image_accuracy",
     "lightcurve_ingest",
     "mosaic_ours",
     "mosaic_reproject_and_coadd",
@@ -155,6 +156,7 @@ def convert_ours(raw_dir: str, out_dir: str, chan_average: int) -> dict[str, Any
         "ms_mb": round(_dir_mb(product.path), 1),
         "raw_mb": round(_dir_mb(raw_dir), 1),
         "chan_average": chan_average,
+        **{f"{k}_s": round(v, 2) for k, v in product.durations_s.items()},
     }
 
 
@@ -326,6 +328,31 @@ def image(
     return out
 
 
+def image_accuracy(image_path: str, sky_csv: str) -> dict[str, Any]:
+    """Injected sources above 10 sigma: recovered, flux error (pb >= 0.5), offset.
+
+    Not a stage: the suite calls it after an imaging stage, outside the timing.
+    """
+    from dsa110_contimg.data_ingestion.skymodel import load_catalog
+    from dsa110_contimg.pipeline.stages.photometry_stage import measure_image
+    from dsa110_contimg.simulation import compare_to_truth
+
+    truth = load_catalog(sky_csv)
+    table = measure_image(Path(image_path), truth, _config({}).photometry)
+    comparison = compare_to_truth(table, truth)
+    good = comparison.table[np.asarray(comparison.table["pb"]) >= 0.5]
+    return {
+        "n_recovered": comparison.n_recovered,
+        "n_injected": comparison.n_injected,
+        "median_abs_flux_error_pb_ge_0p5": round(
+            float(np.median(np.abs(good["flux_error"]))), 4
+        )
+        if len(good)
+        else None,
+        "max_offset_beams": round(comparison.max_offset_beams, 3),
+    }
+
+
 def derived_maps(product_pickle: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """Primary-beam model, rms map, PB-corrected image and PNG preview."""
     import pickle
@@ -388,7 +415,13 @@ def gridding_floor(ms: str, image_size: int, cell_arcsec: float) -> dict[str, An
 
 
 def _catalogue(image_path: str, sky_csv: str, n_sources: int):
-    """The injected sources plus random positions up to ``n_sources`` on the image."""
+    """The injected sources plus grid positions up to ``n_sources`` on the image.
+
+    The extra positions sit on a jittered grid (about 2 beams apart at full
+    size, like a dense survey catalogue) and keep 3 arcmin from the injected
+    sources, so they do not blend with them or each other.
+    """
+    from astropy.coordinates import SkyCoord
     from astropy.io import fits
 
     from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
@@ -400,18 +433,25 @@ def _catalogue(image_path: str, sky_csv: str, n_sources: int):
     rng = np.random.default_rng(1)
     n_extra = max(0, n_sources - len(truth))
     nx, ny = header["NAXIS1"], header["NAXIS2"]
-    x = rng.uniform(0.05 * nx, 0.95 * nx, n_extra)
-    y = rng.uniform(0.05 * ny, 0.95 * ny, n_extra)
-    sky = wcs.pixel_to_world(x, y)
-    ra = np.concatenate([truth.ra_deg, sky.ra.deg])
-    dec = np.concatenate([truth.dec_deg, sky.dec.deg])
-    names = np.concatenate(
-        [truth.name, np.array([f"BENCH{k:06d}" for k in range(n_extra)])]
+    n_side = int(np.ceil(np.sqrt(n_extra * 1.05))) + 1
+    gx, gy = np.meshgrid(
+        np.linspace(0.03 * nx, 0.97 * nx, n_side),
+        np.linspace(0.03 * ny, 0.97 * ny, n_side),
     )
+    jitter = 0.1 * (0.94 * nx / n_side)
+    x = gx.ravel() + rng.uniform(-jitter, jitter, gx.size)
+    y = gy.ravel() + rng.uniform(-jitter, jitter, gy.size)
+    grid = wcs.pixel_to_world(x, y)
+    injected = SkyCoord(truth.ra_deg, truth.dec_deg, unit="deg")
+    _, sep, _ = grid.match_to_catalog_sky(injected)
+    grid = grid[sep.arcmin > 3.0][:n_extra]
+    n_extra = len(grid)
     catalogue = SkyCatalog(
-        name=names,
-        ra_deg=ra,
-        dec_deg=dec,
+        name=np.concatenate(
+            [truth.name, np.array([f"BENCH{k:06d}" for k in range(n_extra)])]
+        ),
+        ra_deg=np.concatenate([truth.ra_deg, grid.ra.deg]),
+        dec_deg=np.concatenate([truth.dec_deg, grid.dec.deg]),
         flux_jy=np.concatenate([truth.flux_jy, np.full(n_extra, 0.01)]),
         spectral_index=np.concatenate([truth.spectral_index, np.zeros(n_extra)]),
         ref_freq_hz=np.concatenate([truth.ref_freq_hz, np.full(n_extra, 1.4e9)]),
@@ -472,9 +512,10 @@ def lightcurve_ingest(table_path: str, store_dir: str, n_epochs: int) -> dict[st
     for k in range(n_epochs):
         epoch = base.copy()
         epoch["mjd"] = np.asarray(epoch["mjd"]) + k
-        epoch["flux_jy"] = steady * (1 + 0.01 * rng.normal()) + 1e-3 * rng.normal(
-            size=n
-        )
+        noise = 1e-3 * rng.normal(size=n)
+        epoch["flux_jy"] = steady * (1 + 0.01 * rng.normal()) + noise
+        if "peak_jy" in epoch.colnames:  # point sources: peak = integrated flux
+            epoch["peak_jy"] = epoch["flux_jy"]
         epoch["flux_err_jy"] = np.full(n, 1e-3)
         epoch["rms_jy"] = np.full(n, 1e-3)
         epoch["flags"] = np.zeros(n, dtype=int)

@@ -581,3 +581,60 @@ def test_failed_group_does_not_block_the_next(
     assert sorted(p.name for p in out.iterdir()) == [products[0].path.name]
     with tables.table(str(products[0].path), ack=False) as main:
         assert main.nrows() == 8 * 9 // 2 * 8
+
+
+# --- channel averaging ---
+
+
+def test_read_group_averages_each_subband_like_the_joined_band(
+    tiny_group_dir: Path,
+) -> None:
+    group = _only_group(tiny_group_dir)
+    joined = read_group(group)
+    joined.frequency_average(n_chan_to_avg=2, propagate_flags=True)
+    per_subband = read_group(group, chan_average=2)
+    assert per_subband.Nfreqs == 16 == joined.Nfreqs
+    np.testing.assert_allclose(per_subband.freq_array, joined.freq_array, rtol=1e-12)
+    np.testing.assert_allclose(per_subband.channel_width, joined.channel_width)
+    np.testing.assert_allclose(
+        per_subband.data_array, joined.data_array, rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_array_equal(per_subband.flag_array, joined.flag_array)
+    np.testing.assert_allclose(per_subband.nsample_array, joined.nsample_array)
+    # known truth: each averaged channel sits at the mean of its two raw channels
+    raw = np.sort(
+        np.concatenate(
+            [dsa110.subband_frequencies_hz(sb, n_chan=N_CHAN_TINY) for sb in range(16)]
+        )
+    )
+    np.testing.assert_allclose(
+        np.ravel(per_subband.freq_array), raw.reshape(-1, 2).mean(axis=1), rtol=1e-12
+    )
+
+
+def test_averaged_conversion_with_a_missing_subband(
+    tiny_group_dir: Path, tmp_path: Path
+) -> None:
+    _file_of(tiny_group_dir, 5).unlink()
+    group = _only_group(tiny_group_dir)
+    with pytest.warns(DataQualityWarning, match="missing"):
+        product = convert_group(
+            group, tmp_path / "ms", incomplete_policy="flag", chan_average=2
+        )
+    with tables.table(f"{product.path}/SPECTRAL_WINDOW", ack=False) as spw:
+        freqs = spw.getcol("CHAN_FREQ")[0]
+    with tables.table(str(product.path), ack=False) as main:
+        flags = main.getcol("FLAG")
+    assert freqs.size == 16 and np.all(np.diff(freqs) > 0)
+    sb05 = np.isclose(freqs, dsa110.subband_frequencies_hz(5, n_chan=1)[0])
+    assert sb05.sum() == 1
+    assert flags[:, sb05, :].all() and not flags[:, ~sb05, :].any()
+    assert set(product.durations_s) == {"read", "phase", "write"}
+
+
+def test_chan_average_must_divide_the_subband(tiny_group_dir: Path, tmp_path: Path):
+    group = _only_group(tiny_group_dir)
+    with pytest.raises(InputDataError, match="chan_average=3 does not divide") as err:
+        convert_group(group, tmp_path / "ms", chan_average=3)
+    assert group.group_id in str(err.value) and "divisor" in str(err.value)
+    assert not (tmp_path / "ms").exists() or not any((tmp_path / "ms").iterdir())

@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +65,9 @@ class MsProduct:
     pointing_dec_deg: float
     n_subbands_present: int
     skipped: bool = False
+    # seconds per step: read (with the channel averaging), phase, write (with
+    # the validation read-back)
+    durations_s: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 def phase_to_common_center(
@@ -182,8 +185,20 @@ def convert_group(
         msg = f"incomplete_policy must be 'fail' or 'flag', got {incomplete_policy!r}"
         raise ValueError(msg)
     t0 = time.perf_counter()
+    steps: dict[str, float] = {}
     header = read_group_header(group)
-    uv = read_group(group, fill_missing=incomplete_policy == "flag")
+    if chan_average > 1 and header.n_freq_per_subband % chan_average:
+        msg = (
+            f"conversion.chan_average={chan_average} does not divide the "
+            f"{header.n_freq_per_subband} channels per subband of group "
+            f"{group.group_id}; choose a divisor of {header.n_freq_per_subband}"
+        )
+        raise InputDataError(msg)
+    # each subband is averaged as it is read (see read_group)
+    uv = read_group(
+        group, fill_missing=incomplete_policy == "flag", chan_average=chan_average
+    )
+    steps["read"] = time.perf_counter() - t0
     if group.missing_subbands:
         warnings.warn(
             f"group {group.group_id}: subbands {list(group.missing_subbands)} missing; "
@@ -191,16 +206,8 @@ def convert_group(
             DataQualityWarning,
             stacklevel=2,
         )
-    if chan_average > 1:
-        if header.n_freq_per_subband % chan_average:
-            msg = (
-                f"conversion.chan_average={chan_average} does not divide the "
-                f"{header.n_freq_per_subband} channels per subband of group "
-                f"{group.group_id}"
-            )
-            raise InputDataError(msg)
-        uv.frequency_average(n_chan_to_avg=chan_average, propagate_flags=True)
     ra, dec = phase_to_common_center(uv, pointing_dec_rad=header.pointing_dec_rad)
+    steps["phase"] = time.perf_counter() - t0 - sum(steps.values())
     uv.telescope.name = telescope_name
     uv.history += (
         f"\nconverted by dsa110_contimg {__version__}: group {group.group_id}, "
@@ -213,12 +220,14 @@ def convert_group(
         pointing_dec_rad=header.pointing_dec_rad,
         center=(ra, dec),
     )
+    steps["write"] = time.perf_counter() - t0 - sum(steps.values())
     log.info(
         "ms written",
         extra={
             "group": group.group_id,
             "path": str(final),
             "duration_s": round(time.perf_counter() - t0, 2),
+            "steps_s": {k: round(v, 2) for k, v in steps.items()},
         },
     )
     return MsProduct(
@@ -229,6 +238,7 @@ def convert_group(
         float(np.degrees(header.pointing_dec_rad)),
         len(group.files),
         skipped=False,
+        durations_s=steps,
     )
 
 

@@ -1,0 +1,179 @@
+"""The benchmark harness: per-stage measurement, power-law fits, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from benchmarks._measure import measure, proc_io
+from benchmarks._report import markdown, write_report
+from benchmarks.suite import explanations, fit_power_law, ratios
+
+
+def allocate_and_write(path: str, mb: int) -> dict[str, int]:
+    """Stage used by the test: hold ``mb`` MB, write ``mb`` MB to ``path``."""
+    block = np.ones(mb * 2**20, dtype=np.uint8)  # touched: resident
+    with open(path, "wb") as fh:
+        fh.write(block.tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return {"sum": int(block.sum())}
+
+
+def test_measure_reports_memory_io_and_cpu_of_the_stage(tmp_path):
+    result = measure(
+        "alloc", allocate_and_write, progress=None, path=str(tmp_path / "f"), mb=300
+    )
+    assert result.info == {"sum": 300 * 2**20}
+    assert result.peak_rss_mb >= 300  # the array (plus its bytes copy)
+    assert result.wall_s > 0 and result.cpu_s > 0
+    if proc_io():  # Linux
+        assert 300 <= result.written_mb < 400
+        assert 300 <= result.disk_written_mb < 400
+
+
+def test_each_stage_gets_a_fresh_process(tmp_path):
+    big = measure(
+        "big", allocate_and_write, progress=None, path=str(tmp_path / "a"), mb=400
+    )
+    small = measure(
+        "small", allocate_and_write, progress=None, path=str(tmp_path / "b"), mb=20
+    )
+    assert small.peak_rss_mb < big.peak_rss_mb - 300
+
+
+def test_stage_errors_propagate(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        measure(
+            "bad",
+            allocate_and_write,
+            progress=None,
+            path=str(tmp_path / "no" / "f"),
+            mb=1,
+        )
+
+
+def test_power_law_fit_recovers_exponent():
+    x = np.array([24.0, 48.0, 96.0])
+    fit = fit_power_law(x, 0.5 * x**2.0)
+    assert fit["b"] == pytest.approx(2.0, abs=1e-3)
+    assert fit["a"] == pytest.approx(0.5, rel=1e-3)
+    assert fit["rms_log_residual"] < 1e-6
+    with pytest.raises(ValueError, match="two positive points"):
+        fit_power_law(np.array([1.0]), np.array([1.0]))
+
+
+class _Stage:
+    def __init__(self, wall, info=None):
+        self.wall_s, self.info = wall, info or {}
+
+
+def test_ratios_and_explanations():
+    stages = {
+        "conversion (no averaging)": _Stage(10.0, {"ms_mb": 1000.0, "raw_mb": 1000.0}),
+        "conversion, pyuvdata read + write_ms": _Stage(40.0),
+        "conversion": _Stage(8.0, {"ms_mb": 200.0, "raw_mb": 1000.0}),
+        "disk speed": _Stage(1.0, {"write_mb_s": 500.0, "read_mb_s": 1000.0}),
+        "imaging": _Stage(60.0),
+        "gridding floor (ducc0)": _Stage(1.0, {"gridding_s": 2.0}),
+    }
+    r = ratios(stages)
+    assert r["conversion_vs_pyuvdata"]["ratio"] == 4.0  # pyuvdata 4x slower
+    # 8 s vs 1000 MB / 1000 MB/s + 200 MB / 500 MB/s
+    assert r["conversion_vs_io_floor"]["ratio"] == pytest.approx(8 / 1.4, abs=0.01)
+    assert r["imaging_vs_gridding_floor"]["ratio"] == 30.0
+    assert "wsclean_vs_tclean" not in r  # alternative not run: no ratio
+    doc = {
+        "ratios": r,
+        "stages": {
+            "conversion": {
+                "info": {"ms_mb": 200.0, "raw_mb": 1000.0, "read_s": 5.0},
+                "cpu_per_wall": 1.0,
+            },
+            "imaging": {"info": {"major_iterations": 6}},
+        },
+        "data": {"image": "4800^2 pixels of 3.0 arcsec"},
+    }
+    notes = explanations(doc)
+    assert len(notes) == 2
+    assert "5.7x its I/O floor" in notes[0] and "read 5.0 s" in notes[0]
+    assert "6 major cycles" in notes[1]
+
+
+def test_report_files(tmp_path):
+    stage = {
+        "wall_s": 2.0,
+        "cpu_s": 2.0,
+        "cpu_per_wall": 1.0,
+        "peak_rss_mb": 100.0,
+        "read_mb": 1.0,
+        "written_mb": 1.0,
+        "disk_read_mb": 0.0,
+        "disk_written_mb": 1.0,
+        "info": {},
+    }
+    names = (
+        "conversion",
+        "flagging",
+        "calibration apply",
+        "imaging",
+        "primary-beam correction",
+        "photometry",
+    )
+    doc = {
+        "size": "test",
+        "date": "2026-01-01T00:00:00+00:00",
+        "machine": {
+            "node": "n",
+            "cpu": "c",
+            "usable_cores": 2,
+            "memory_gib": 1,
+            "load_average_at_start": [0.0],
+        },
+        "git": {"commit": "0" * 40, "dirty": False},
+        "total_wall_s": 60.0,
+        "data": {
+            "n_antennas": 1,
+            "n_channels": 1,
+            "n_times": 1,
+            "observed_s": 309.2,
+            "chan_average": 1,
+            "image": "i",
+            "n_photometry_sources": 1,
+            "mosaic": "m",
+        },
+        "stages": {n: stage for n in names},
+        "group_path": {
+            "stages": list(names),
+            "wall_s": 12.0,
+            "cpu_s": 12.0,
+            "peak_rss_mb": 100.0,
+            "real_time_factor": 0.039,
+        },
+        "ratios": {},
+        "explanations": ["because"],
+        "scaling": {
+            "points": {
+                "antennas": [{"value": v, "imaging": v / 10} for v in (24, 48, 96)]
+            },
+            "fits": {
+                "antennas": {"imaging": {"a": 0.1, "b": 1.0, "rms_log_residual": 0.0}}
+            },
+        },
+        "skipped": [],
+        "versions": {"python": "3"},
+    }
+    paths = write_report(doc, tmp_path)
+    assert [p.name for p in paths] == [
+        "benchmark.json",
+        "benchmark.md",
+        "benchmark.png",
+    ]
+    assert json.loads(paths[0].read_text())["group_path"]["real_time_factor"] == 0.039
+    text = markdown(doc)
+    assert "real-time factor 0.039" in text and "- because" in text
+    assert "| antennas | imaging | 1.0 |" in text
+    assert Path(paths[2]).stat().st_size > 10_000
