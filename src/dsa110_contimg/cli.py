@@ -457,7 +457,6 @@ def main(argv: list[str] | None = None) -> None:
     cli.main(args=argv, prog_name="dsa110-contimg")
 
 
-
 def _register_subcommands() -> None:
     """Attach the commands defined in the topic CLI modules."""
     from dsa110_contimg.cli_variability import (

@@ -253,6 +253,30 @@ def test_missing_local_rms_warns() -> None:
     assert result.flux_jy[0] == pytest.approx(1.0, rel=0.02)
 
 
+def test_dense_catalogue_still_gets_a_local_rms() -> None:
+    # one bright source among catalogue positions every ~2 beams: every annulus
+    # is masked by neighbours, so the rms falls back to the unmasked annulus
+    image, wcs, _ = _image(
+        (400, 400),
+        [(RA0, DEC0, 1.0)],
+        noise_rms_jy=RMS_JY,
+        rng=np.random.default_rng(9),
+    )
+    yy, xx = np.mgrid[20:380:10, 20:380:10]
+    grid = wcs.pixel_to_world(xx.ravel() + 0.5, yy.ravel() + 0.5)
+    far = grid.separation(grid[0].__class__(RA0, DEC0, unit="deg")).arcsec > 60
+    ra = np.concatenate([[RA0], grid.ra.deg[far]])
+    dec = np.concatenate([[DEC0], grid.dec.deg[far]])
+    result = measure_forced(image, wcs, ra, dec, beam=BEAM)
+    inner = np.isfinite(result.rms_jy)
+    assert inner.mean() > 0.9  # all but the positions next to the image edge
+    assert np.median(result.rms_jy[inner]) == pytest.approx(RMS_JY, rel=0.15)
+    assert result.flux_jy[0] == pytest.approx(1.0, rel=0.02)
+    assert result.flux_err_jy[0] == pytest.approx(
+        result.rms_jy[0] * result.flux_err_jy[1] / result.rms_jy[1], rel=1e-6
+    )
+
+
 def test_to_table_columns(bright_field: dict) -> None:
     f = bright_field
     table = measure_forced(

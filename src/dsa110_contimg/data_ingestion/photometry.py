@@ -623,6 +623,18 @@ def _local_rms(
         raise ValueError(msg)
     exclude = _exclusion_mask(data.shape, x, y, _EXCLUDE_BEAMS * major_pix)
     rms = _annulus_rms(data, x, y, (r_in, r_out), exclude)
+    crowded = inside & ~np.isfinite(rms)
+    if crowded.any():
+        # A dense catalogue (a source every few beams) masks whole annuli; the
+        # unmasked annulus still gives the noise, the median absolute deviation
+        # being robust to the few pixels of neighbouring sources in it.
+        rms[crowded] = _annulus_rms(
+            data, x[crowded], y[crowded], (r_in, r_out), np.zeros_like(exclude)
+        )
+        log.debug(
+            "annulus rms without masking for crowded sources",
+            extra={"n_sources": int(np.sum(crowded & np.isfinite(rms)))},
+        )
     n_missing = int(np.sum(inside & ~np.isfinite(rms)))
     if n_missing:
         warnings.warn(
@@ -717,8 +729,9 @@ def fit_peak_position(
     x_peak = np.where(found, px + du, np.nan)
     y_peak = np.where(found, py + dv, np.nan)
     ra_out, dec_out = wcs.all_pix2world(x_peak, y_peak, 0)
-    return np.asarray(ra_out, dtype=np.float64) % 360.0, np.asarray(dec_out,
-                                                                    dtype=np.float64)
+    return np.asarray(ra_out, dtype=np.float64) % 360.0, np.asarray(
+        dec_out, dtype=np.float64
+    )
 
 
 def _quadratic_peak(

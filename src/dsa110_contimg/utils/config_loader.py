@@ -329,15 +329,20 @@ class CalibrationConfig(BaseModel):
         description="Baselines used to solve, CASA syntax; empty uses all (uv range).",
     )
     validity_hours: float = Field(
-        12.0, gt=0, description="A solution is valid this long either side of its "
+        12.0,
+        gt=0,
+        description="A solution is valid this long either side of its "
         "calibrator transit (hours).",
     )
     aging_warn_hours: float = Field(
-        6.0, gt=0, description="Warn when the applied solution is older than this "
-        "(hours).",
+        6.0,
+        gt=0,
+        description="Warn when the applied solution is older than this (hours).",
     )
     dec_tolerance_deg: float = Field(
-        0.5, gt=0, description="A solution applies only to groups whose pointing "
+        0.5,
+        gt=0,
+        description="A solution applies only to groups whose pointing "
         "declination is within this of its strip (deg).",
     )
     flag_backend: Literal["mad", "aoflagger"] = Field(
@@ -347,7 +352,10 @@ class CalibrationConfig(BaseModel):
         7.0, gt=0, description="MAD clip threshold (robust standard deviations)."
     )
     dead_antenna_fraction: float = Field(
-        0.1, gt=0, lt=1, description="An antenna whose autocorrelation power is "
+        0.1,
+        gt=0,
+        lt=1,
+        description="An antenna whose autocorrelation power is "
         "below this fraction of the array median is flagged as dead (ratio).",
     )
 
@@ -614,23 +622,26 @@ class SimulationConfig(BaseModel):
         10.0, ge=0, description="Scatter of gain phases (degrees)."
     )
     bandpass: bool = Field(
-        False, description="Give each antenna a bandpass shape (ripple and phase "
-        "slope) when gains are on (flag)."
+        False,
+        description="Give each antenna a bandpass shape (ripple and phase "
+        "slope) when gains are on (flag).",
     )
     gain_drift: bool = Field(
-        False, description="Let antenna gains drift slowly in time when gains are on "
-        "(flag)."
+        False,
+        description="Let antenna gains drift slowly in time when gains are on (flag).",
     )
     add_calibrators: bool = Field(
-        False, description="Add shipped calibrators near the observed strip to the "
-        "simulated sky (flag)."
+        False,
+        description="Add shipped calibrators near the observed strip to the "
+        "simulated sky (flag).",
     )
     dead_antennas: list[int] = Field(
         [], description="Antenna indices with no signal (indices)."
     )
     rfi_channels: list[int] = Field(
-        [], description="Raw-order channel indices (subband * channels + channel) "
-        "with an RFI burst in the middle third of each group (indices)."
+        [],
+        description="Raw-order channel indices (subband * channels + channel) "
+        "with an RFI burst in the middle third of each group (indices).",
     )
     missing_subbands: list[int] = Field(
         [], description="Subband indices left out of every group (indices)."
