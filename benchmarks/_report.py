@@ -154,7 +154,7 @@ def _facts(doc: dict[str, Any]) -> str:
         info = s["photometry"]["info"]
         facts.append(
             f"Photometry: {info['n_measured']} sources measured; injected sources "
-            f"recovered {info['n_injected_recovered']}/{info['n_injected']}, median "
+            f"recovered {info['n_recovered']}/{info['n_injected']}, median "
             f"|flux error| {info['median_abs_flux_error_pb_ge_0p5']} (pb >= 0.5)."
         )
     if "light-curve ingest" in s:
@@ -163,19 +163,27 @@ def _facts(doc: dict[str, Any]) -> str:
             f"Light-curve ingest: {info['per_epoch_s_median']} s per epoch of "
             f"{info['n_rows_per_epoch']} rows (median of {info['n_epochs']})."
         )
-    if "mosaic, reproject_and_coadd" in s:
-        info = s["mosaic, reproject_and_coadd"]["info"]
-        facts.append(
-            "Mosaic: reproject_and_coadd and ours differ by at most "
-            f"{info['max_abs_diff_vs_ours_jy']:.2g} Jy/beam; 99% of pixels by less "
-            f"than {info['p99_abs_diff_vs_ours_in_noise']:.2g} of the mosaic noise."
-        )
-    if "mosaic of one hour" in s:
+    if (
+        "mosaic of one hour" in s
+        and "median_abs_flux_error" in s["mosaic of one hour"]["info"]
+    ):
         info = s["mosaic of one hour"]["info"]
         facts.append(
-            f"Mosaic accuracy: median |flux error| {info['median_abs_flux_error']} "
-            f"over {info['n_sources_snr_gt_10']} sources above 10 sigma."
+            f"Mosaic: median |flux error| {info['median_abs_flux_error']} over "
+            f"{info['n_sources_snr_gt_10']} injected sources above 10 sigma."
         )
+    if "mosaic, reproject_and_coadd" in s:
+        info = s["mosaic, reproject_and_coadd"]["info"]
+        if info.get("max_abs_diff_vs_ours_jy") is not None:
+            facts.append(
+                "reproject_and_coadd mosaic: median |flux error| "
+                f"{info.get('median_abs_flux_error')}; it differs from ours by at "
+                f"most {info['max_abs_diff_vs_ours_jy']:.2g} Jy/beam, 99% of pixels "
+                f"by less than {info['p99_abs_diff_vs_ours_in_noise']:.2g} of the "
+                "mosaic noise. The largest differences sit on source peaks: its "
+                "default bilinear interpolation flattens a beam sampled by a few "
+                "pixels, where ours interpolates the images with a cubic spline."
+            )
     return "\n".join(f"- {f}" for f in facts)
 
 
