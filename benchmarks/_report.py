@@ -42,7 +42,7 @@ def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
         f"Run {doc['date']} on {m['node']}: {m['cpu']}, {m['usable_cores']} usable "
         f"cores, {m['memory_gib']} GiB, load average at start "
         f"{m['load_average_at_start'][0]}; commit {doc['git']['commit'][:10]}"
-        f"{' (uncommitted changes)' if doc['git']['dirty'] else ''}; "
+        f"{_dirty(doc['git'])}; "
         f"whole run {doc['total_wall_s'] / 60:.1f} min.",
         "",
         f"Data: one group of {d['n_antennas']} antennas x {d['n_channels']} channels "
@@ -125,6 +125,15 @@ def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
     return "\n".join(lines)
 
 
+def _dirty(git: dict[str, Any]) -> str:
+    if not git.get("dirty"):
+        return ""
+    changed = git.get("changed_files")
+    if changed and all(p.startswith("benchmarks/results/") for p in changed):
+        return " (only earlier results changed)"
+    return " (uncommitted changes)"
+
+
 def _facts(doc: dict[str, Any]) -> str:
     s = {k: v for k, v in doc["stages"].items() if v.get("info")}
     facts = []
@@ -193,10 +202,18 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     scaling = doc.get("scaling") or {}
-    n_panels = 2 + len(scaling.get("points", {}))
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.6))
+    n_scaling = len(scaling.get("points", {}))
+    rows = 2 if n_scaling else 1
+    fig = plt.figure(figsize=(15, 4.8 * rows))
+    grid = fig.add_gridspec(rows, 6)
+    axes = [fig.add_subplot(grid[0, :3]), fig.add_subplot(grid[0, 3:])]
+    width = 6 // max(n_scaling, 1)
+    axes += [
+        fig.add_subplot(grid[1, k * width : (k + 1) * width]) for k in range(n_scaling)
+    ]
     stages, g = doc["stages"], doc["group_path"]
 
     ax = axes[0]
@@ -224,7 +241,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     other = [ratios[k]["alternative_s"] for k in labels]
     ax.barh(y - 0.2, ours, 0.4, label="ours", color="tab:blue")
     ax.barh(y + 0.2, other, 0.4, label="alternative / floor", color="tab:orange")
-    ax.set_yticks(y, [k.replace("_", " ") for k in labels], fontsize=7)
+    ax.set_yticks(y, [k.replace("_", " ") for k in labels], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("wall time (s)")
     ax.set_title("Side by side")
@@ -249,6 +266,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             }[axis]
         )
         ax.set_ylabel("wall time (s)")
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"Scaling with {axis.replace('_', ' ')}")
         ax.legend(fontsize=7)
     fig.suptitle(

@@ -706,9 +706,12 @@ def git_state() -> dict[str, Any]:
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
         ).stdout.strip()
 
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
     return {
         "commit": git("rev-parse", "HEAD"),
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(changed),
+        # earlier results rewritten by a run do not change the code measured
+        "changed_files": [line[3:] for line in changed],
     }
 
 
