@@ -1,7 +1,7 @@
 """Measure one benchmark stage in a fresh process: wall, CPU, peak RSS, I/O.
 
 Each stage runs in its own spawned process so that its peak resident memory
-(``ru_maxrss``) is its own and not an earlier stage's. CPU time and peak
+(``VmHWM``) is its own and not an earlier stage's. CPU time and peak
 memory include the child processes it waited for (WSClean, the CASA tclean
 child); so do the I/O counters of ``/proc/self/io``, which Linux adds to a
 parent when it reaps a child.
@@ -71,6 +71,21 @@ def proc_io() -> dict[str, int]:
     return out
 
 
+def peak_rss_self_mb() -> float:
+    """This process's own peak resident memory (``VmHWM``), MB.
+
+    Not ``ru_maxrss``: Linux carries that across ``execve`` from the process
+    that forked, so a freshly spawned worker would report its parent's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 
@@ -96,8 +111,8 @@ def run_measured(
         name=name,
         wall_s=wall,
         cpu_s=_cpu(self1) - _cpu(self0) + _cpu(child1) - _cpu(child0),
-        # ru_maxrss is in KiB on Linux
-        peak_rss_mb=max(self1.ru_maxrss, child1.ru_maxrss) / 1024.0,
+        # children (imagers) that were waited for: ru_maxrss, KiB on Linux
+        peak_rss_mb=max(peak_rss_self_mb(), child1.ru_maxrss / 1024.0),
         read_mb=delta("rchar"),
         written_mb=delta("wchar"),
         disk_read_mb=delta("read_bytes"),

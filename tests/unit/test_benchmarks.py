@@ -36,6 +36,9 @@ def test_measure_reports_memory_io_and_cpu_of_the_stage(tmp_path):
 
 
 def test_each_stage_gets_a_fresh_process(tmp_path):
+    # also: a stage's peak is its own, not the (large) parent's it was spawned
+    # from, which Linux's ru_maxrss would report
+    ballast = np.ones(600 * 2**20, dtype=np.uint8)  # parent resident: 600 MB
     big = measure(
         "big", allocate_and_write, progress=None, path=str(tmp_path / "a"), mb=400
     )
@@ -43,6 +46,8 @@ def test_each_stage_gets_a_fresh_process(tmp_path):
         "small", allocate_and_write, progress=None, path=str(tmp_path / "b"), mb=20
     )
     assert small.peak_rss_mb < big.peak_rss_mb - 300
+    assert small.peak_rss_mb < 400
+    del ballast
 
 
 def test_stage_errors_propagate(tmp_path):
