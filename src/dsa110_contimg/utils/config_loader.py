@@ -269,7 +269,10 @@ class ConversionConfig(BaseModel):
         "the group (choice).",
     )
     chan_average: int = Field(
-        1, ge=1, description="Channels averaged together after conversion (count)."
+        1,
+        ge=1,
+        description="Adjacent channels averaged as each subband is read; must "
+        "divide the channels per subband (count).",
     )
     overwrite: bool = Field(
         False, description="Replace an existing MS instead of skipping (flag)."
