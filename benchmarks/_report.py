@@ -98,8 +98,9 @@ def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
             "",
             "Wall time fitted as `a * x**b` over three points per axis (antennas "
             "and channels: conversion, flagging, imaging at the production image "
-            "size; image size: imaging of the main MS). Predictions extrapolate "
-            "the fit.",
+            "size, of uncalibrated groups except the full-size point, which is "
+            "the main run's; image size: imaging of the main MS). Predictions "
+            "extrapolate the fit.",
             "",
             "| axis | stage | exponent b | rms log residual | points (x: s) "
             "| predicted at 2x the largest x (s) |",
