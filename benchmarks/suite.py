@@ -595,7 +595,7 @@ def explanations(doc: dict[str, Any]) -> list[str]:
         info = stages["conversion"]["info"]
         steps = ", ".join(
             f"{k} {info[f'{k}_s']} s"
-            for k in ("read", "average", "phase", "write")
+            for k in ("read", "phase", "write")
             if f"{k}_s" in info
         )
         notes.append(
