@@ -335,5 +335,6 @@ def test_decorated_writer_names_its_path(tiny_disk: Path) -> None:
 
     with pytest.raises(ResourceError, match="preview .*big.bin"):
         write(b"x" * (1 << 20), tiny_disk / "big.bin")
+    (tiny_disk / "big.bin").unlink()
     write(b"ok", tiny_disk / "small.bin")
     assert (tiny_disk / "small.bin").read_bytes() == b"ok"
