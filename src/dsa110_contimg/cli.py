@@ -42,6 +42,30 @@ def _echo(message: str) -> None:
     click.echo(message, err=True)
 
 
+class _UtcTime(click.ParamType):
+    """An ISO-8601 UTC time, checked when the command line is parsed."""
+
+    name = "ISO_UTC_TIME"
+
+    def convert(self, value, param, ctx):
+        from astropy.time import Time
+
+        if not isinstance(value, str):
+            return value
+        try:
+            Time(value, format="isot", scale="utc")
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO UTC time; use e.g. 2023-06-01T00:00:00",
+                param,
+                ctx,
+            )
+        return value
+
+
+UTC_TIME = _UtcTime()
+
+
 def _load(
     config_path: str | None,
     env: str | None,
@@ -343,8 +367,8 @@ def run_single(config, block_end_time: str, ms_files: list[str]) -> None:
 
 @cli.command()
 @_common
-@click.option("--start-time", required=True, help="ISO UTC start.")
-@click.option("--end-time", required=True, help="ISO UTC end.")
+@click.option("--start-time", type=UTC_TIME, required=True, help="ISO UTC start.")
+@click.option("--end-time", type=UTC_TIME, required=True, help="ISO UTC end.")
 def batch(config_path, env, sets, start_time, end_time) -> None:
     """Process every block of existing MSs in a time range (the seed's --mode batch)."""
     run_time_range(_load(config_path, env, sets), start_time, end_time)
@@ -399,10 +423,14 @@ def run_health(config) -> None:
 @cli.command()
 @_common
 @click.option(
-    "--dec", "dec_deg", type=float, required=True, help="Strip declination (deg)."
+    "--dec",
+    "dec_deg",
+    type=click.FloatRange(-90.0, 90.0),
+    required=True,
+    help="Strip declination (deg, -90 to 90).",
 )
-@click.option("--start-time", required=True, help="ISO UTC start.")
-@click.option("--end-time", required=True, help="ISO UTC end.")
+@click.option("--start-time", type=UTC_TIME, required=True, help="ISO UTC start.")
+@click.option("--end-time", type=UTC_TIME, required=True, help="ISO UTC end.")
 def calibrators(config_path, env, sets, dec_deg, start_time, end_time) -> None:
     """List calibrator transits in the strip's beam, best (beam-weighted) first."""
     from astropy.time import Time

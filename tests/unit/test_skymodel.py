@@ -59,11 +59,12 @@ def test_optional_columns_default_and_comments_skipped(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         "# NVSS extract\n\nname,ra_deg,dec_deg,flux_jy\n"
-        "# a comment between rows\nA,10.5,20.25,0.1\n\nB,370.0,-5,0.2\n",
+        "# a comment between rows\nA,10.5,20.25,0.1\n\nB,10.0,-5,0.2\n",
     )
     catalog = load_catalog(path)
     assert catalog.name.tolist() == ["A", "B"]
-    np.testing.assert_allclose(catalog.ra_deg, [10.5, 10.0])  # RA wrapped
+    # (an RA outside [0, 360) in a file is an error: test_input_validation.py)
+    np.testing.assert_allclose(catalog.ra_deg, [10.5, 10.0])
     np.testing.assert_array_equal(catalog.spectral_index, [-0.7, -0.7])
     np.testing.assert_array_equal(catalog.ref_freq_hz, [1.4e9, 1.4e9])
 

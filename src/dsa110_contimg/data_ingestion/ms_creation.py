@@ -32,6 +32,11 @@ from dsa110_contimg.pipeline.exceptions import (
     ResourceError,
 )
 from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.utils.storage import (
+    ensure_free_space,
+    fsync_tree,
+    write_errors_as_resource,
+)
 
 __all__ = [
     "MsProduct",
@@ -41,6 +46,7 @@ __all__ = [
     "phase_to_common_center",
     "validate_ms",
     "is_valid_ms",
+    "recover_replaced_ms",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,14 @@ _COMPLETE_KEY = "DSA110_COMPLETE"
 _PT_DEC_KEY = "DSA110_PT_DEC_RAD"
 _GROUP_KEY = "DSA110_GROUP_ID"
 _MISSING_KEY = "DSA110_MISSING_SUBBANDS"
+_CORRUPT_KEY = "DSA110_N_CORRUPT_VIS"
+# an MS being replaced is renamed to this while its successor moves in
+_REPLACED_TAG = ".replaced-"
+# bytes on disk per visibility (DATA complex64, WEIGHT/SIGMA_SPECTRUM float32,
+# FLAG) and per row (UVW, TIME, ANTENNA1/2, ... ), with a margin
+_MS_BYTES_PER_VIS = 20.0
+_MS_BYTES_PER_ROW = 300.0
+_MS_SPACE_MARGIN = 1.25
 _MIN_BASELINE_M = 5.0
 _MAX_BASELINE_M = 3210.0
 _PHASE_TOL_ARCSEC = 1.0
@@ -65,6 +79,8 @@ class MsProduct:
     pointing_dec_deg: float
     n_subbands_present: int
     skipped: bool = False
+    # visibilities flagged at conversion as non-finite or absurd (bit rot)
+    n_corrupt_flagged: int = 0
     # seconds per step: read (with the channel averaging), phase, write (with
     # the validation read-back)
     durations_s: dict[str, float] = field(default_factory=dict, compare=False)
@@ -175,6 +191,7 @@ def convert_group(
         The output directory is not writable or the disk is full.
     """
     final = Path(output_dir) / dsa110.ms_filename(group.start_time)
+    recover_replaced_ms(final)
     if final.exists() and not overwrite and is_valid_ms(final):
         ra, dec, pt_dec, n_sb = _read_ms_summary(final)
         log.info(
@@ -195,10 +212,23 @@ def convert_group(
         )
         raise InputDataError(msg)
     # each subband is averaged as it is read (see read_group)
+    corrupt: dict[int, int] = {}
     uv = read_group(
-        group, fill_missing=incomplete_policy == "flag", chan_average=chan_average
+        group,
+        fill_missing=incomplete_policy == "flag",
+        chan_average=chan_average,
+        corrupt_counts=corrupt,
     )
+    n_corrupt = sum(corrupt.values())
     steps["read"] = time.perf_counter() - t0
+    if n_corrupt:
+        bad = ", ".join(f"sb{sb:02d}: {n}" for sb, n in sorted(corrupt.items()) if n)
+        warnings.warn(
+            f"group {group.group_id}: {n_corrupt} non-finite or absurd visibilities "
+            f"flagged ({bad}); the raw files may be damaged",
+            DataQualityWarning,
+            stacklevel=2,
+        )
     if group.missing_subbands:
         warnings.warn(
             f"group {group.group_id}: subbands {list(group.missing_subbands)} missing; "
@@ -219,6 +249,7 @@ def convert_group(
         group=group,
         pointing_dec_rad=header.pointing_dec_rad,
         center=(ra, dec),
+        n_corrupt=n_corrupt,
     )
     steps["write"] = time.perf_counter() - t0 - sum(steps.values())
     log.info(
@@ -238,6 +269,7 @@ def convert_group(
         float(np.degrees(header.pointing_dec_rad)),
         len(group.files),
         skipped=False,
+        n_corrupt_flagged=n_corrupt,
         durations_s=steps,
     )
 
@@ -249,28 +281,46 @@ def _write_atomic(
     group: SubbandGroup,
     pointing_dec_rad: float,
     center: tuple[float, float],
+    n_corrupt: int = 0,
 ) -> None:
+    """Write ``uv`` to a temporary MS, check it, flush it, and swap it in.
+
+    An existing MS at ``final`` is renamed aside before the new one moves in
+    and deleted only afterwards, so a crash at any point leaves either the
+    old or the new MS under ``final`` or aside (`recover_replaced_ms` puts
+    it back), never neither.
+    """
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    aside = final.with_name(f".{final.name}{_REPLACED_TAG}{os.getpid()}")
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            uv.write_ms(str(tmp), clobber=True, run_check=False)
-        tables = require("casacore.tables", "casa")
-        with tables.table(str(tmp), readonly=False, ack=False) as ms:
-            ms.putkeyword(_PT_DEC_KEY, float(pointing_dec_rad))
-            ms.putkeyword(_GROUP_KEY, group.group_id)
-            ms.putkeyword(
-                _MISSING_KEY, ",".join(str(s) for s in group.missing_subbands)
+        with write_errors_as_resource(final, "MS"):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            need = _MS_SPACE_MARGIN * (
+                uv.Nblts * uv.Nfreqs * uv.Npols * _MS_BYTES_PER_VIS
+                + uv.Nblts * _MS_BYTES_PER_ROW
             )
-        validate_ms(tmp, expected_center_deg=center)
-        with tables.table(str(tmp), readonly=False, ack=False) as ms:
-            ms.putkeyword(_COMPLETE_KEY, True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            ensure_free_space(final.parent, need, f"MS of group {group.group_id}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                uv.write_ms(str(tmp), clobber=True, run_check=False)
+            tables = require("casacore.tables", "casa")
+            with tables.table(str(tmp), readonly=False, ack=False) as ms:
+                ms.putkeyword(_PT_DEC_KEY, float(pointing_dec_rad))
+                ms.putkeyword(_GROUP_KEY, group.group_id)
+                ms.putkeyword(
+                    _MISSING_KEY, ",".join(str(s) for s in group.missing_subbands)
+                )
+                ms.putkeyword(_CORRUPT_KEY, int(n_corrupt))
+            validate_ms(tmp, expected_center_deg=center)
+            with tables.table(str(tmp), readonly=False, ack=False) as ms:
+                ms.putkeyword(_COMPLETE_KEY, True)
+            fsync_tree(tmp)
+            if final.exists():
+                os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         msg = (
@@ -280,7 +330,49 @@ def _write_atomic(
         raise ResourceError(msg) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_replaced_ms(final)
         raise
+
+
+def recover_replaced_ms(final: Path) -> Path | None:
+    """Finish an MS replacement that a crash interrupted.
+
+    When ``final`` is missing but a complete predecessor was renamed aside
+    (``.<name>.replaced-<pid>``), it is moved back; when ``final`` exists,
+    leftovers aside are deleted. Returns the restored path, if any.
+    """
+    final = Path(final)
+    leftovers = sorted(final.parent.glob(f".{final.name}{_REPLACED_TAG}*"))
+    restored = None
+    for old in leftovers:
+        if _writer_alive(old.name.rsplit(_REPLACED_TAG, 1)[-1]):
+            continue  # that writer is mid-swap right now
+        if restored is None and not final.exists() and is_valid_ms(old):
+            os.replace(old, final)
+            restored = final
+            log.warning(
+                "interrupted MS replacement: previous MS restored",
+                extra={"path": str(final), "from": str(old)},
+            )
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return restored
+
+
+def _writer_alive(pid_text: str) -> bool:
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def validate_ms(

@@ -200,7 +200,8 @@ def load_catalog(path: str | os.PathLike[str]) -> SkyCatalog:
     InputDataError
         The file is missing or unreadable, or malformed: a required column is
         missing, a row has the wrong number of fields, a value is not a finite
-        number, ``dec_deg`` lies outside [-90, 90] or ``ref_freq_hz`` is not
+        number, ``ra_deg`` lies outside [0, 360), ``dec_deg`` outside
+        [-90, 90], ``flux_jy`` is negative or ``ref_freq_hz`` is not
         positive. The message names the file and the line.
     """
     path = Path(path)
@@ -301,8 +302,11 @@ def _parse_column(
 def _check_ranges(
     path: Path, fields: dict[str, NDArray[np.float64]], line_numbers: list[int]
 ) -> None:
+    ra = fields["ra_deg"]
     checks = (
+        ("ra_deg", (ra < 0.0) | (ra >= 360.0), "is outside [0, 360)"),
         ("dec_deg", np.abs(fields["dec_deg"]) > 90.0, "is outside [-90, 90]"),
+        ("flux_jy", fields["flux_jy"] < 0.0, "is negative"),
         ("ref_freq_hz", fields["ref_freq_hz"] <= 0.0, "is not positive"),
     )
     for field, is_bad, problem in checks:
@@ -311,7 +315,7 @@ def _check_ranges(
             k = int(bad[0])
             msg = (
                 f"{path}, line {line_numbers[k]}: {field} value "
-                f"{fields[field][k]!r} {problem}"
+                f"{float(fields[field][k])!r} {problem}"
             )
             raise InputDataError(msg)
 

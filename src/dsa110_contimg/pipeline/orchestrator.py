@@ -91,7 +91,37 @@ def _to_utc_datetime(value: str | Time | datetime) -> datetime:
     return Time(value, scale="utc").to_datetime(UTC)
 
 
+def _ms_claim_keys(ms_paths: list[str]) -> list[str]:
+    return [f"ms:{Path(p).resolve()}" for p in ms_paths]
+
+
+def _claim_wait_s(config: PipelineConfig) -> float:
+    # long enough for another worker to finish imaging (or calibrating) the MS
+    return float(config.imaging.timeout_s) + 600.0
+
+
 def _calibrate_block_job(
+    ms_paths: list[str],
+    config: PipelineConfig,
+    block_id: str,
+    catalog: SkyCatalog | None,
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Calibrate a block's MSs while holding their claims (worker process).
+
+    Overlapping blocks share MSs: the claims (`state.claims`) keep a second
+    worker from writing flags and CORRECTED_DATA into the same MS at once.
+    """
+    from dsa110_contimg.state.claims import hold_claims
+
+    with hold_claims(
+        Path(config.paths.state_db),
+        _ms_claim_keys(ms_paths),
+        wait_s=_claim_wait_s(config),
+    ):
+        return _calibrate_block_claimed(ms_paths, config, block_id, catalog)
+
+
+def _calibrate_block_claimed(
     ms_paths: list[str],
     config: PipelineConfig,
     block_id: str,
@@ -118,6 +148,24 @@ def _calibrate_block_job(
 
 
 def _process_ms(
+    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+) -> dict[str, object]:
+    """Image and measure one MS while holding its claim (worker process).
+
+    A second block that shares the MS waits for the claim, then finds the
+    image made and skips the imager.
+    """
+    from dsa110_contimg.state.claims import hold_claims
+
+    with hold_claims(
+        Path(config.paths.state_db),
+        _ms_claim_keys([ms_path]),
+        wait_s=_claim_wait_s(config),
+    ):
+        return _process_ms_claimed(ms_path, config, cfg_hash, catalog)
+
+
+def _process_ms_claimed(
     ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
 ) -> dict[str, object]:
     """Image one MS and measure the catalogue on it (runs in a worker process)."""

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.pipeline.exceptions import ResourceError, StateError
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -99,9 +99,48 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     Raises
     ------
     StateError
-        If ``readonly`` and the database does not exist.
+        If ``readonly`` and the database does not exist, if ``path`` cannot
+        be a database file (a parent is a regular file, it is a directory),
+        or if the file is not an SQLite database (corrupt or foreign).
+    ResourceError
+        The disk is full or the directory not writable.
     """
     path = Path(path)
+    try:
+        return _connect(path, readonly=readonly)
+    except sqlite3.DatabaseError as err:
+        text = str(err).lower()
+        if "disk" in text and "full" in text:
+            msg = f"state database {path}: {err}; free space there, then retry"
+            raise ResourceError(msg) from err
+        if "not a database" in text or "malformed" in text:
+            msg = (
+                f"state database {path} is not a usable SQLite database ({err}); "
+                "it is corrupt or another file: move it aside and restore a backup, "
+                "or point paths.state_db at a new file"
+            )
+        else:
+            msg = (
+                f"state database {path} cannot be opened ({err}); check that "
+                "paths.state_db names a file in a writable directory"
+            )
+        raise StateError(msg) from err
+    except (NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+        msg = (
+            f"state database {path} cannot be created ({err}); a component of "
+            "paths.state_db is a regular file or the path is a directory: "
+            "choose another path"
+        )
+        raise StateError(msg) from err
+    except PermissionError as err:
+        msg = f"state database {path}: {err}; make its directory writable"
+        raise ResourceError(msg) from err
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if path.is_dir():
+        msg = f"state database {path} is a directory; paths.state_db must name a file"
+        raise StateError(msg)
     if readonly:
         if not path.is_file():
             msg = (
@@ -118,6 +157,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # reads the file header: a corrupt or foreign file fails here, by name
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         if readonly:
             conn.execute("PRAGMA query_only = ON")
         else:

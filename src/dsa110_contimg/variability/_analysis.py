@@ -150,7 +150,7 @@ def read_measurements_csv(path: Path) -> Table:
             f"need {', '.join(_REQUIRED)}"
         )
         raise InputDataError(msg)
-    columns, bad_lines = _parse_rows(rows[1:], header)
+    columns, bad_lines, line_numbers = _parse_rows(rows[1:], header)
     if bad_lines:
         shown = ", ".join(str(n) for n in bad_lines[:5])
         warnings.warn(
@@ -163,14 +163,60 @@ def read_measurements_csv(path: Path) -> Table:
     if not columns["source_name"]:
         msg = f"{path}: no valid measurement rows"
         raise InputDataError(msg)
-    return _to_table(columns)
+    table = _to_table(columns)
+    _check_measurements(path, table, np.asarray(line_numbers))
+    return table
+
+
+def _check_measurements(path: Path, table: Table, lines: np.ndarray) -> None:
+    """Refuse measurements that would make every variability statistic wrong.
+
+    Unflagged rows need a finite, positive ``flux_err_jy`` (a zero error gives
+    an infinite weight), and one source may not have two unflagged rows at the
+    same MJD of the same image kind (a duplicated epoch counts twice in eta
+    and V). Flagged rows (``flags != 0``) are exempt: they are not analysed.
+    """
+    flags = table["flags"] if "flags" in table.colnames else np.zeros(len(table))
+    used = (np.asarray(flags) == 0) & np.isfinite(np.asarray(table["flux_jy"]))
+    err = np.asarray(table["flux_err_jy"], dtype=float)
+    bad = np.flatnonzero(used & ~(np.isfinite(err) & (err > 0)))
+    if bad.size:
+        shown = ", ".join(str(n) for n in lines[bad[:5]])
+        msg = (
+            f"{path}: {bad.size} unflagged row(s) with flux_err_jy <= 0 or not a "
+            f"number (lines {shown}{', ...' if bad.size > 5 else ''}); every "
+            "measurement needs a positive 1-sigma error: fix the table or set "
+            "those rows' flags"
+        )
+        raise InputDataError(msg)
+    kind = (
+        np.asarray(table["image_kind"])
+        if "image_kind" in table.colnames
+        else np.full(len(table), "")
+    )
+    keys = [
+        (str(n), float(m), str(k))
+        for n, m, k in zip(table["source_name"], table["mjd"], kind, strict=True)
+    ]
+    seen: dict[tuple[str, float, str], int] = {}
+    for k in np.flatnonzero(used):
+        first = seen.setdefault(keys[k], int(lines[k]))
+        if first != int(lines[k]):
+            name, mjd, _ = keys[k]
+            msg = (
+                f"{path}: source {name} has two unflagged measurements at MJD "
+                f"{mjd!r} (lines {first} and {lines[k]}); an epoch must appear "
+                "once per source: remove the duplicate rows"
+            )
+            raise InputDataError(msg)
 
 
 def _parse_rows(
     rows: list[list[str]], header: list[str]
-) -> tuple[dict[str, list], list[int]]:
+) -> tuple[dict[str, list], list[int], list[int]]:
     columns: dict[str, list] = {name: [] for name in header}
     bad: list[int] = []
+    kept: list[int] = []
     for line_number, row in enumerate(rows, start=2):
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -188,7 +234,8 @@ def _parse_rows(
             continue
         for name in header:
             columns[name].append(record[name])
-    return columns, bad
+        kept.append(line_number)
+    return columns, bad, kept
 
 
 def _to_table(columns: dict[str, list]) -> Table:
