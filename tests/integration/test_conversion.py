@@ -281,6 +281,11 @@ def test_ms_structure(converted: tuple[SubbandGroup, MsProduct]) -> None:
 
     with tables.table(f"{ms}/OBSERVATION", ack=False) as obs:
         assert obs.getcol("TELESCOPE_NAME")[0] == dsa110.CASA_TELESCOPE_NAME
+    # one ANTENNA row per antenna with data (the raw numbers start at 1)
+    with tables.table(f"{ms}/ANTENNA", ack=False) as ant:
+        assert ant.nrows() == N_ANT_TINY
+        assert all(ant.getcol("NAME"))
+        assert list(ant.getcol("MOUNT")) == ["ALT-AZ"] * N_ANT_TINY
 
 
 def test_round_trip_against_raw_files(
