@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.coordinates import EarthLocation
 from astropy.io import fits
 from astropy.time import Time
 from astropy.wcs import WCS
@@ -77,6 +78,8 @@ def products(tmp_path_factory):
         env={},
     )
     images = [image_ms(ms, base / "images", config.imaging) for ms in ms_paths]
+    tclean_cfg = config.imaging.model_copy(update={"backend": "tclean"})
+    tclean = image_ms(ms_paths[0], base / "tclean", tclean_cfg)
     for image in images:  # as if calibrated: the tables' names are long
         set_header_cards(image.image_path, {"DSACAL": LONG_CAL})
     mosaic = make_mosaic(
@@ -85,7 +88,7 @@ def products(tmp_path_factory):
         base / "mosaics",
         config.mosaic,
     )
-    return {"ms": ms_paths, "images": images, "mosaic": mosaic}
+    return {"ms": ms_paths, "images": images, "mosaic": mosaic, "tclean": tclean}
 
 
 def _checked_header(path: Path) -> fits.Header:
@@ -185,3 +188,20 @@ def test_long_provenance_is_never_truncated(tmp_path) -> None:
     assert back["DSACAL"] == LONG_CAL
     assert LONG_CAL in "".join(back["HISTORY"])  # a HIERARCH value: in full
     assert back.comments["DSAPTDEC"] == "[deg] pointing dec"
+
+
+def test_tclean_image_header_agrees_with_wsclean(products) -> None:
+    """CASA's exportfits writes OBSGEO from CASA's (unusable) OVRO_MMA entry."""
+    tclean = _checked_header(products["tclean"].image_path)
+    wsclean = _checked_header(products["images"][0].image_path)
+    for key in ("RADESYS", "TELESCOP", "INSTRUME", "DATE-OBS", "MJD-AVG", "OBSRA"):
+        assert tclean[key] == wsclean[key], key
+    for header in (tclean, wsclean):
+        xyz = np.array([header[f"OBSGEO-{c}"] for c in "XYZ"])
+        centre = EarthLocation.from_geodetic(
+            dsa110.ARRAY_LON_DEG, dsa110.ARRAY_LAT_DEG, dsa110.ARRAY_HEIGHT_M
+        )
+        assert np.linalg.norm(xyz - [c.value for c in centre.geocentric]) < 100.0
+        assert header["OBSGEO-B"] == pytest.approx(dsa110.ARRAY_LAT_DEG, abs=1e-3)
+    for path in (products["tclean"].pb_path, products["tclean"].pbcor_path):
+        _checked_header(path)

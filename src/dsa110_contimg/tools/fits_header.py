@@ -14,6 +14,7 @@ cards, so that astropy, DS9, CARTA and TOPCAT read them without guessing:
 - the frequency: a FREQ axis in images, ``RESTFRQ`` (the mean image
   frequency, Hz) in the 2-D mosaics;
 - ``OBSRA``/``OBSDEC``: the pointing (meridian) direction at mid-time;
+- ``OBSGEO-X/Y/Z`` and ``-L/B/H``: the array centre (images);
 - ``BUNIT`` and the restoring beam ``BMAJ``/``BMIN``/``BPA`` (the imagers
   write these; mosaics take the members' median).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import erfa
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
@@ -43,6 +45,7 @@ __all__ = [
 
 _INSTRUMENT_KEY = "DSA110_INSTRUMENT"  # written by data_ingestion._ms_metadata
 _CARD = 80  # characters of one header card
+_IAU1976_ELLIPSOID = (6378140.0, 1.0 / 298.257)  # equatorial radius (m), flattening
 
 
 def set_header_cards(path: Path, cards: Mapping[str, object]) -> None:
@@ -110,6 +113,14 @@ def ms_observation_cards(ms_path: Path) -> dict[str, object]:
     with tables.table(f"{p}/OBSERVATION", ack=False) as obs:
         telescope = str(obs.getcell("TELESCOPE_NAME", 0))
         t0_s, t1_s = (float(v) for v in obs.getcell("TIME_RANGE", 0))
+        centre = (
+            obs.getcell("TELESCOPE_LOCATION", 0)
+            if "TELESCOPE_LOCATION" in obs.colnames()
+            else None
+        )
+    if centre is None:
+        with tables.table(f"{p}/ANTENNA", ack=False) as ant:
+            centre = ant.getcol("POSITION").mean(axis=0)
     with tables.table(p, ack=False) as ms:
         instrument = str(ms.getkeywords().get(_INSTRUMENT_KEY, telescope))
         if t1_s <= t0_s:  # an MS not written by this pipeline
@@ -125,6 +136,29 @@ def ms_observation_cards(ms_path: Path) -> dict[str, object]:
         **_date_cards(t0_s / 86400.0, t1_s / 86400.0),
         "OBSRA": (ra_deg, "[deg] pointing RA at DATE-AVG (ICRS)"),
         "OBSDEC": (dec_deg, "[deg] pointing Dec at DATE-AVG (ICRS)"),
+        **_obsgeo_cards(np.asarray(centre, dtype=np.float64)),
+    }
+
+
+def _obsgeo_cards(itrf_m: np.ndarray) -> dict[str, object]:
+    """OBSGEO-X/Y/Z and -L/B/H of the array centre (ITRF, metres).
+
+    Written from the MS's own array centre because CASA's ``exportfits``
+    writes the position of the observatory named TELESCOP from its
+    Observatories table, whose ``OVRO_MMA`` row is unusable (a geodetic height
+    stored as an ITRF radius: OBSGEO-X/Y/Z within 1.2 km of the Earth's
+    centre).
+    """
+    # The FITS standard (and wcslib's consistency check) takes OBSGEO-L/B/H
+    # on the IAU 1976 ellipsoid; WGS84 heights differ by 3 m.
+    lon, lat, height = erfa.gc2gde(*_IAU1976_ELLIPSOID, itrf_m)
+    return {
+        "OBSGEO-X": (float(itrf_m[0]), "[m] array centre, ITRF"),
+        "OBSGEO-Y": (float(itrf_m[1]), "[m] array centre, ITRF"),
+        "OBSGEO-Z": (float(itrf_m[2]), "[m] array centre, ITRF"),
+        "OBSGEO-L": (float(np.degrees(lon)), "[deg] array centre longitude"),
+        "OBSGEO-B": (float(np.degrees(lat)), "[deg] array centre latitude"),
+        "OBSGEO-H": (float(height), "[m] array centre height (IAU 1976)"),
     }
 
 
@@ -165,6 +199,10 @@ def mosaic_observation_cards(
     }
     if starts and ends:
         cards.update(_date_cards(min(starts), max(ends)))
+    for key in ("OBSGEO-X", "OBSGEO-Y", "OBSGEO-Z", "OBSGEO-L", "OBSGEO-B", "OBSGEO-H"):
+        values = [float(h[key]) for h in members if key in h]
+        if values:
+            cards[key] = float(np.mean(values))
     ras = [float(h["OBSRA"]) for h in members if "OBSRA" in h]
     decs = [float(h["OBSDEC"]) for h in members if "OBSDEC" in h]
     if ras and decs:
