@@ -424,6 +424,19 @@ def test_ms_without_completion_mark_is_redone(
     assert ms_creation.is_valid_ms(again.path)
 
 
+def test_ms_of_an_older_format_is_redone(
+    converted: tuple[SubbandGroup, MsProduct],
+) -> None:
+    group, first = converted
+    with tables.table(str(first.path), readonly=False, ack=False) as ms:
+        assert ms.getkeyword("DSA110_MS_FORMAT") == 2
+        ms.removekeyword("DSA110_MS_FORMAT")  # as written before format 2
+    assert not ms_creation.is_valid_ms(first.path)
+    again = convert_group(group, first.path.parent)
+    assert again.skipped is False
+    assert ms_creation.is_valid_ms(again.path)
+
+
 # --- incomplete groups ---
 
 

@@ -46,6 +46,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _COMPLETE_KEY = "DSA110_COMPLETE"
+# Version of what the converter writes: 2 = one ANTENNA row per antenna, real
+# POINTING/OBSERVATION, radiometer weights. Older MSs are converted again.
+_FORMAT_KEY = "DSA110_MS_FORMAT"
+_FORMAT = 2
 _PT_DEC_KEY = "DSA110_PT_DEC_RAD"
 _GROUP_KEY = "DSA110_GROUP_ID"
 _MISSING_KEY = "DSA110_MISSING_SUBBANDS"
@@ -291,6 +295,7 @@ def _write_atomic(
             )
         validate_ms(tmp, expected_center_deg=center)
         with tables.table(str(tmp), readonly=False, ack=False) as ms:
+            ms.putkeyword(_FORMAT_KEY, _FORMAT)
             ms.putkeyword(_COMPLETE_KEY, True)
         if final.exists():
             shutil.rmtree(final)
@@ -371,13 +376,19 @@ def validate_ms(
 
 
 def is_valid_ms(path: Path) -> bool:
-    """Return True when ``path`` is an MS this module completed."""
+    """Return True when ``path`` is an MS this module completed.
+
+    An MS written in an older format (``DSA110_MS_FORMAT`` below the
+    current one, e.g. with a blank ANTENNA row and unit weights) counts as
+    not done, so that `convert_group` writes it again.
+    """
     tables = require("casacore.tables", "casa")
     try:
         with tables.table(str(path), ack=False) as ms:
-            return bool(ms.getkeywords().get(_COMPLETE_KEY, False))
+            kw = ms.getkeywords()
     except RuntimeError:
         return False
+    return bool(kw.get(_COMPLETE_KEY, False)) and int(kw.get(_FORMAT_KEY, 1)) >= _FORMAT
 
 
 def _read_ms_summary(path: Path) -> tuple[float, float, float, int]:
