@@ -23,7 +23,7 @@ from pyuvdata import UVData
 
 from dsa110_contimg import __version__
 from dsa110_contimg._optional import require
-from dsa110_contimg.data_ingestion import _phasing
+from dsa110_contimg.data_ingestion import _ms_metadata, _phasing
 from dsa110_contimg.data_ingestion._uvh5_reader import read_group, read_group_header
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
 from dsa110_contimg.pipeline.exceptions import (
@@ -52,6 +52,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _COMPLETE_KEY = "DSA110_COMPLETE"
+# Version of what the converter writes: 2 = one ANTENNA row per antenna, real
+# POINTING/OBSERVATION, radiometer weights. Older MSs are converted again.
+_FORMAT_KEY = "DSA110_MS_FORMAT"
+_FORMAT = 2
 _PT_DEC_KEY = "DSA110_PT_DEC_RAD"
 _GROUP_KEY = "DSA110_GROUP_ID"
 _MISSING_KEY = "DSA110_MISSING_SUBBANDS"
@@ -156,6 +160,7 @@ def convert_group(
     incomplete_policy: str = "fail",
     telescope_name: str = dsa110.CASA_TELESCOPE_NAME,
     chan_average: int = 1,
+    sefd_jy: float = dsa110.SEFD_JY,
     overwrite: bool = False,
 ) -> MsProduct:
     """Convert one subband group to a Measurement Set.
@@ -169,13 +174,22 @@ def convert_group(
     incomplete_policy : {"fail", "flag"}
         What to do when subbands are missing.
     telescope_name : str
-        Telescope name written to the MS (CASA knows DSA-110's site as
-        ``OVRO_MMA``).
+        OBSERVATION.TELESCOPE_NAME of the MS. The default ``OVRO_MMA`` is the
+        name under which CASA's observatory table knows the site, so CASA
+        tasks that need the array position (listobs, plotms, tclean's
+        primary beam, the measures frames) find it; ``DSA_110`` is the name
+        EveryBeam expects for a DSA-110 beam model (``conversion.
+        ms_telescope_name``; ``DSA110.md``). The raw files' instrument name
+        is kept either way (MS keyword ``DSA110_INSTRUMENT``,
+        OBSERVATION.SCHEDULE).
     chan_average : int
         Average this many adjacent channels before writing (1 = none); must
         divide the channels per subband so no average crosses a subband edge.
         Cuts the imaging cost in proportion with no loss of flux accuracy
         for the 4-degree field (``DSA110.md``, Imaging).
+    sefd_jy : float
+        System-equivalent flux density for the radiometer-equation weights
+        (WEIGHT_SPECTRUM, WEIGHT, SIGMA), Jy.
     overwrite : bool
         Rewrite even when a valid MS exists.
 
@@ -229,6 +243,7 @@ def convert_group(
             DataQualityWarning,
             stacklevel=2,
         )
+    raw_numbers = _ms_metadata.compact_antennas(uv)
     if group.missing_subbands:
         warnings.warn(
             f"group {group.group_id}: subbands {list(group.missing_subbands)} missing; "
@@ -238,11 +253,13 @@ def convert_group(
         )
     ra, dec = phase_to_common_center(uv, pointing_dec_rad=header.pointing_dec_rad)
     steps["phase"] = time.perf_counter() - t0 - sum(steps.values())
+    instrument = str(uv.telescope.instrument or uv.telescope.name)
     uv.telescope.name = telescope_name
     uv.history += (
         f"\nconverted by dsa110_contimg {__version__}: group {group.group_id}, "
         f"phase centre RA {ra:.6f} Dec {dec:.6f} deg (ICRS)"
     )
+    _ms_metadata.set_radiometer_weights(uv, sefd_jy=sefd_jy)
     _write_atomic(
         uv,
         final,
@@ -250,6 +267,13 @@ def convert_group(
         pointing_dec_rad=header.pointing_dec_rad,
         center=(ra, dec),
         n_corrupt=n_corrupt,
+        metadata={
+            "location": uv.telescope.location,
+            "raw_antenna_numbers": raw_numbers,
+            "instrument": instrument,
+            "observer": str(uv.extra_keywords.get("observer", "DSA-110")),
+            "project": f"dsa110_contimg drift scan, group {group.group_id}",
+        },
     )
     steps["write"] = time.perf_counter() - t0 - sum(steps.values())
     log.info(
@@ -282,6 +306,7 @@ def _write_atomic(
     pointing_dec_rad: float,
     center: tuple[float, float],
     n_corrupt: int = 0,
+    metadata: dict[str, object],
 ) -> None:
     """Write ``uv`` to a temporary MS, check it, flush it, and swap it in.
 
@@ -305,6 +330,9 @@ def _write_atomic(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 uv.write_ms(str(tmp), clobber=True, run_check=False)
+            _ms_metadata.write_ms_metadata(
+                str(tmp), pointing_dec_rad=pointing_dec_rad, **metadata
+            )
             tables = require("casacore.tables", "casa")
             with tables.table(str(tmp), readonly=False, ack=False) as ms:
                 ms.putkeyword(_PT_DEC_KEY, float(pointing_dec_rad))
@@ -315,6 +343,7 @@ def _write_atomic(
                 ms.putkeyword(_CORRUPT_KEY, int(n_corrupt))
             validate_ms(tmp, expected_center_deg=center)
             with tables.table(str(tmp), readonly=False, ack=False) as ms:
+                ms.putkeyword(_FORMAT_KEY, _FORMAT)
                 ms.putkeyword(_COMPLETE_KEY, True)
             fsync_tree(tmp)
             if final.exists():
@@ -382,8 +411,9 @@ def validate_ms(
 
     Checks: channel frequencies ascending with positive widths, a single field
     whose phase centre equals ``expected_center_deg`` within 1 arcsec,
-    cross-correlation baseline lengths within 5-3210 m, antenna positions
-    within 3.5 km of the array centre.
+    cross-correlation baseline lengths within 5-3210 m, one named ANTENNA row
+    per antenna with data, antenna positions within 3.5 km of the array
+    centre.
     """
     tables = require("casacore.tables", "casa")
     p = str(path)
@@ -422,7 +452,13 @@ def validate_ms(
         )
     with tables.table(f"{p}/ANTENNA", ack=False) as ant:
         pos = ant.getcol("POSITION")
+        names = ant.getcol("NAME")
     used = np.unique(np.concatenate([a1, a2]))
+    if used.size != pos.shape[0] or not all(names):
+        problems.append(
+            f"ANTENNA has {pos.shape[0]} rows for {used.size} antennas with data "
+            "(blank or unused rows)"
+        )
     center = pos[used].mean(axis=0)
     if np.linalg.norm(pos[used] - center, axis=1).max() > 3500.0:
         problems.append("antenna positions spread beyond 3.5 km")
@@ -432,13 +468,19 @@ def validate_ms(
 
 
 def is_valid_ms(path: Path) -> bool:
-    """Return True when ``path`` is an MS this module completed."""
+    """Return True when ``path`` is an MS this module completed.
+
+    An MS written in an older format (``DSA110_MS_FORMAT`` below the
+    current one, e.g. with a blank ANTENNA row and unit weights) counts as
+    not done, so that `convert_group` writes it again.
+    """
     tables = require("casacore.tables", "casa")
     try:
         with tables.table(str(path), ack=False) as ms:
-            return bool(ms.getkeywords().get(_COMPLETE_KEY, False))
+            kw = ms.getkeywords()
     except RuntimeError:
         return False
+    return bool(kw.get(_COMPLETE_KEY, False)) and int(kw.get(_FORMAT_KEY, 1)) >= _FORMAT
 
 
 def _read_ms_summary(path: Path) -> tuple[float, float, float, int]:

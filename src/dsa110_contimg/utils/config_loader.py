@@ -261,7 +261,9 @@ class ConversionConfig(BaseModel):
     )
     ms_telescope_name: str = Field(
         "OVRO_MMA",
-        description="TELESCOPE_NAME written to the MS so CASA knows the site (name).",
+        description="TELESCOPE_NAME written to the MS: OVRO_MMA is the name CASA's "
+        "observatory table knows the site by (CASA tools refuse unknown names); "
+        "DSA_110 is the name EveryBeam expects (name).",
     )
     phase_center: Literal["median_meridian"] = Field(
         "median_meridian",

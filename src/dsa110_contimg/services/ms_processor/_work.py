@@ -38,7 +38,10 @@ def check_ms(path: Path) -> str | None:
     if not path.exists():
         return "does not exist"
     if not is_valid_ms(path):
-        return "is not marked complete by the converter (interrupted write?)"
+        return (
+            "is not marked complete by the converter (interrupted write, or "
+            "written in an older MS format?)"
+        )
     tables = require("casacore.tables", "casa")
     try:
         validate_ms(path)
