@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dsa110_contimg import cli as _cli  # noqa: F401  (import the group first)
 from dsa110_contimg.cli_variability import (
     ingest_command,
     lightcurve_command,
