@@ -142,10 +142,9 @@ def prepare_epoch(epoch_id: str, table: Any) -> tuple[Any, NDArray, NDArray]:
     }
     for name, default in _OPTIONAL_DEFAULTS.items():
         if name == "image_id" and name not in columns and "image_path" in columns:
-            from dsa110_contimg.pipeline.stages.photometry_stage import image_id
+            from dsa110_contimg.pipeline.stages.photometry_stage import image_ids
 
-            paths = np.asarray(table["image_path"], dtype=str)
-            data[name] = np.array([image_id(p) if p else "" for p in paths], dtype=str)
+            data[name] = image_ids(np.asarray(table["image_path"], dtype=str))
         elif name not in columns:
             data[name] = np.full(
                 n, default, dtype=np.int32 if name == "flags" else None

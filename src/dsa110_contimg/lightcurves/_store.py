@@ -90,6 +90,11 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    """Identity of a file version: every write renames a new file (a new inode)."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_bytes(data)
@@ -199,10 +204,9 @@ class LightcurveStore:
             os.close(fd)
             raise
         self._lock_fd, self._lock_depth = fd, 1
-        # Another process may have written since this one last looked.
-        self._manifest_stat = self._sums_stat = None
-        self._plan = None
         try:
+            # Another process may have written since this one last looked: the
+            # state is re-read when its file's (inode, mtime, size) changed.
             self._reconcile_locked()
             yield
         finally:
@@ -227,7 +231,7 @@ class LightcurveStore:
                     "run_counter": 0,
                 }
             return self._manifest
-        key = (st.st_mtime_ns, st.st_size)
+        key = _stat_key(st)
         if self._manifest is None or key != self._manifest_stat:
             try:
                 manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -247,7 +251,7 @@ class LightcurveStore:
         path = self._manifest_path()
         _atomic_write_bytes(path, json.dumps(manifest, sort_keys=True).encode())
         st = path.stat()
-        self._manifest, self._manifest_stat = manifest, (st.st_mtime_ns, st.st_size)
+        self._manifest, self._manifest_stat = manifest, _stat_key(st)
         self._plan = None
 
     def _epoch_file(self, entry: Mapping[str, Any]) -> Path:
@@ -263,7 +267,7 @@ class LightcurveStore:
             if self._sums is None:
                 self._sums, self._applied = RunningSums.empty(), {}
             return self._sums
-        key = (st.st_mtime_ns, st.st_size)
+        key = _stat_key(st)
         if self._sums is None or key != self._sums_stat:
             table = pq.read_table(path)
             meta = table.schema.metadata or {}
@@ -290,7 +294,7 @@ class LightcurveStore:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
         st = path.stat()
-        self._sums_stat = (st.st_mtime_ns, st.st_size)
+        self._sums_stat = _stat_key(st)
 
     def _contribution(self, table: Any) -> tuple[NDArray, NDArray, NDArray]:
         flux = np.asarray(table["flux_corr_jy"], dtype=np.float64)

@@ -45,6 +45,7 @@ __all__ = [
     "conform_table",
     "epoch_id",
     "image_id",
+    "image_ids",
     "image_primary_beam",
     "measure_image",
     "measure_mosaic",
@@ -89,6 +90,13 @@ def image_id(image_path: str | os.PathLike[str]) -> str:
     for suffix in ("-image", "-mosaic"):
         name = name.removesuffix(suffix)
     return name
+
+
+def image_ids(paths: object) -> np.ndarray:
+    """Return `image_id` of each path (computed once per distinct path)."""
+    unique_paths, index = np.unique(np.asarray(paths).astype(str), return_inverse=True)
+    ids = np.array([image_id(p) for p in unique_paths], dtype=str)
+    return ids[index.reshape(-1)] if index.size else np.zeros(0, dtype=str)
 
 
 def epoch_id(image_id: str, pointing_dec_deg: float) -> str:
@@ -150,9 +158,7 @@ def split_epochs(table: Table, kind: str) -> dict[str, Table]:
     if "image_id" in rows.colnames:
         ids = np.asarray(rows["image_id"]).astype(str)
     else:
-        ids = np.array(
-            [image_id(p) for p in np.asarray(rows["image_path"]).astype(str)]
-        )
+        ids = image_ids(rows["image_path"])
     if "pointing_dec_deg" in rows.colnames:
         decs = np.asarray(rows["pointing_dec_deg"], dtype=np.float64)
     else:
@@ -449,8 +455,7 @@ def conform_table(table: Table) -> Table:
     for name in PHOTOMETRY_COLUMNS:
         if name not in table.colnames:
             if name == "image_id" and "image_path" in table.colnames:
-                paths = np.asarray(table["image_path"]).astype(str)
-                out[name] = np.array([image_id(p) for p in paths], dtype=str)
+                out[name] = image_ids(table["image_path"])
             elif name in _STRING_COLUMNS:
                 out[name] = np.full(n, "", dtype=str)
             elif name == "flags":
