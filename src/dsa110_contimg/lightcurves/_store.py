@@ -16,11 +16,12 @@ size-tiered as epochs arrive and all at once by
 one row group per run instead of one per epoch.
 
 Every write (ingest, delete, compaction, the repair of interrupted running
-sums) holds an exclusive ``flock`` on ``_writer.lock`` and re-reads the
-manifest and sums once it has it, so writers in several processes (the
-streaming analyser and an operator's ``ingest-photometry``) take turns instead
-of overwriting each other's manifest; the kernel drops the lock of a process
-that dies. Any number of processes may read the store without the lock.
+sums) holds an exclusive ``flock`` on ``_writer.lock`` and, once it has it,
+re-reads the manifest and sums if another writer changed them, so writers in
+several processes (the streaming analyser and an operator's
+``ingest-photometry``) take turns instead of overwriting each other's
+manifest; the kernel drops the lock of a process that dies. Any number of
+processes may read the store without the lock.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 import warnings
@@ -144,7 +146,7 @@ class LightcurveStore:
     ) -> None:
         self.root = Path(root)
         self.lock_timeout_s = float(lock_timeout_s)
-        self._lock_fd: int | None = None
+        self._thread_lock = threading.RLock()  # threads sharing this object
         self._lock_depth = 0
         self.auto_compact_epochs = int(auto_compact_epochs)
         self.exclude_flags = int(exclude_flags)
@@ -152,11 +154,11 @@ class LightcurveStore:
         self._memory_limit = duckdb_memory_limit
         self.root.mkdir(parents=True, exist_ok=True)
         self._manifest: dict[str, Any] | None = None
-        self._manifest_stat: tuple[int, int] | None = None
+        self._manifest_stat: tuple[int, int, int] | None = None
         self._plan: dict[str, Any] | None = None
         self._sums: RunningSums | None = None
         self._applied: dict[str, str] = {}
-        self._sums_stat: tuple[int, int] | None = None
+        self._sums_stat: tuple[int, int, int] | None = None
         self._con: Any = None
         self._rg_cache: dict[str, tuple[str, Any, list[str], list[str]]] = {}
         self._reconcile()
@@ -172,13 +174,28 @@ class LightcurveStore:
         StateError
             Another process held the lock for longer than ``lock_timeout_s``.
         """
-        if self._lock_depth:
-            self._lock_depth += 1
-            try:
-                yield
-            finally:
-                self._lock_depth -= 1
-            return
+        with self._thread_lock:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            with self._file_lock():
+                self._lock_depth = 1
+                try:
+                    # Another process may have written since this one last
+                    # looked: the state is re-read when its file's (inode,
+                    # mtime, size) changed.
+                    self._reconcile_locked()
+                    yield
+                finally:
+                    self._lock_depth = 0
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold ``_writer.lock`` (flock), waiting up to ``lock_timeout_s``."""
         path = self.root / _LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.lock_timeout_s
@@ -203,14 +220,9 @@ class LightcurveStore:
         except BaseException:
             os.close(fd)
             raise
-        self._lock_fd, self._lock_depth = fd, 1
         try:
-            # Another process may have written since this one last looked: the
-            # state is re-read when its file's (inode, mtime, size) changed.
-            self._reconcile_locked()
             yield
         finally:
-            self._lock_fd, self._lock_depth = None, 0
             os.close(fd)  # releases the flock
 
     # ------------------------------------------------------------------ metadata
