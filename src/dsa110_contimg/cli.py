@@ -36,6 +36,7 @@ _PATH_LAYOUT = {
     "products_dir": "products",
     "state_db": "pipeline.sqlite3",
 }
+_OTHER_LAYOUT = {"variability.store_dir": "lightcurves"}
 
 
 def _echo(message: str) -> None:
@@ -77,9 +78,12 @@ def _load(
     from dsa110_contimg.utils.logging import configure_logging
 
     overrides: dict[str, object] = {}
+    base = None
     if output_dir is not None:
+        # Every path the pipeline writes goes under the output directory.
         base = Path(output_dir).resolve()
         overrides.update({f"paths.{k}": str(base / v) for k, v in _PATH_LAYOUT.items()})
+        overrides.update({f"{k}": str(base / v) for k, v in _OTHER_LAYOUT.items()})
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
@@ -90,6 +94,13 @@ def _load(
         overrides[key.strip()] = yaml.safe_load(value)
     overrides.update(extra or {})
     config = load_pipeline_config(config_path, environment=env, overrides=overrides)
+    log_file = config.logging.file
+    if base is not None and log_file is not None and not log_file.is_absolute():
+        config = config.model_copy(
+            update={
+                "logging": config.logging.model_copy(update={"file": base / log_file})
+            }
+        )
     configure_logging(
         config.logging.level, fmt=config.logging.format, log_file=config.logging.file
     )

@@ -124,6 +124,19 @@ def test_missing_file_names_path(tmp_path: Path) -> None:
         load_catalog(path)
 
 
+def test_duplicate_source_names_are_an_error(tmp_path: Path) -> None:
+    """Issue 15.12: rows are keyed by name, so a repeated name would lose rows."""
+    path = _write(
+        tmp_path,
+        "name,ra_deg,dec_deg,flux_jy\nA,1,2,0.1\nB,3,4,0.2\n# c\nA,5,6,0.3\n",
+    )
+    with pytest.raises(InputDataError) as info:
+        load_catalog(path)
+    message = str(info.value)
+    assert str(path) in message and "line 5" in message and "line 2" in message
+    assert "'A'" in message and "unique" in message
+
+
 def test_flux_at_power_law() -> None:
     catalog = SkyCatalog(
         np.array(["a", "b"]),

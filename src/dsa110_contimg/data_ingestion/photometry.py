@@ -143,6 +143,9 @@ class PhotometryFlag(enum.IntFlag):
     NAN = 2  #: the fitting box contains NaN pixels
     LOW_PB = 4  #: primary beam below ``min_pb`` (or unknown)
     BLENDED = 8  #: another catalogue source within 1.5 beam major axes
+    #: forced flux below ``photometry.detection_sigma`` x its error: an upper
+    #: limit (set by the photometry stage; the flux is still measured and usable)
+    UPPER_LIMIT = 16
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -16,6 +16,7 @@ from pathlib import Path
 from astropy.table import Table, unique, vstack
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.pipeline.orchestrator import (
     PipelineOrchestrator,
     ProcessingResult,
@@ -179,15 +180,47 @@ def process_blocks(
 
 
 def merge_photometry(results: list[ProcessingResult], path: Path) -> Path | None:
-    """Combine the blocks' photometry tables (one row per source per image)."""
+    """Add the blocks' photometry tables to the merged table at ``path``.
+
+    The merged table is the union of every run's measurements, one row per
+    (source, image): rows already in ``path`` are kept, and a source measured
+    again on the same image (a re-run, or overlapping blocks sharing the
+    image) is replaced by the newest measurement.
+
+    Returns
+    -------
+    Path or None
+        ``path``; None when neither this run nor an earlier one measured
+        anything.
+
+    Raises
+    ------
+    InputDataError
+        The existing merged table cannot be read.
+    """
+    path = Path(path)
     tables = [
         photometry_stage.read_photometry_table(Path(p))
         for r in results
         for p in r.output_files.get("photometry", [])
     ]
     if not tables:
-        return None
-    merged: Table = unique(vstack(tables), keys=["source_name", "image_path"])
+        return path if path.exists() else None
+    if path.exists():
+        try:
+            earlier = photometry_stage.read_photometry_table(path)
+        except (OSError, ValueError) as err:
+            msg = (
+                f"merged photometry table {path} cannot be read ({err}); move it "
+                "aside and re-run, or rebuild it from the photometry_block_*.csv files"
+            )
+            raise InputDataError(msg) from err
+        tables.insert(0, earlier)
+    merged: Table = unique(
+        vstack([photometry_stage.conform_table(t) for t in tables]),
+        keys=["source_name", "image_path"],
+        keep="last",
+    )
     return photometry_stage.write_photometry_table([merged], path)
 
 

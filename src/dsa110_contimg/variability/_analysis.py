@@ -35,6 +35,7 @@ __all__ = [
     "read_measurements_csv",
     "ingest_epoch_table",
     "ingest_photometry_csv",
+    "ingest_photometry_epochs",
     "analyze_lightcurves",
     "analyze_store",
 ]
@@ -61,7 +62,7 @@ RESULT_COLUMNS = (
 """Columns of :func:`analyze_lightcurves` and :func:`analyze_store`."""
 
 _REQUIRED = ("source_name", "mjd", "flux_jy", "flux_err_jy")
-_STRING_COLUMNS = ("source_name", "image_path", "image_kind", "epoch_id")
+_STRING_COLUMNS = ("source_name", "image_path", "image_kind", "image_id", "epoch_id")
 _INT_COLUMNS = ("flags",)
 _FETCH_BATCH = 5000
 
@@ -345,6 +346,7 @@ def ingest_photometry_csv(
     epoch_id: str,
     cfg: VariabilityConfig | None = None,
     replace: bool = False,
+    kind: str | None = None,
 ) -> EpochIngestResult:
     """Read a photometry CSV (one epoch), calibrate it and add it to the store.
 
@@ -360,6 +362,9 @@ def ingest_photometry_csv(
         Variability settings; default the code defaults.
     replace : bool
         Re-process an epoch already stored.
+    kind : {'mosaic', 'image'}, optional
+        Keep only the rows of this ``image_kind``. Without it the file must
+        hold one product: a table mixing images and mosaics is an error.
 
     Returns
     -------
@@ -369,11 +374,106 @@ def ingest_photometry_csv(
     Raises
     ------
     InputDataError
-        Unreadable or malformed file, no valid row, or the epoch (or one of
-        its images) is already stored and ``replace`` is False.
+        Unreadable or malformed file, no valid row, rows of several images
+        or image kinds, or the epoch (or one of its images) is already stored
+        and ``replace`` is False.
     """
     table = read_measurements_csv(Path(csv_path))
+    if kind is not None and "image_kind" in table.colnames:
+        table = table[np.asarray(table["image_kind"]).astype(str) == kind]
     return ingest_epoch_table(store, table, epoch_id=epoch_id, cfg=cfg, replace=replace)
+
+
+def ingest_photometry_epochs(
+    store: LightcurveStore,
+    csv_path: Path,
+    *,
+    kind: str = "mosaic",
+    epoch_id: str | None = None,
+    cfg: VariabilityConfig | None = None,
+    replace: bool = False,
+) -> list[EpochIngestResult]:
+    """Store each image or mosaic of a photometry CSV as its own epoch.
+
+    Parameters
+    ----------
+    store : LightcurveStore
+        The light-curve store.
+    csv_path : Path
+        A photometry table (e.g. a block's ``photometry_block_<id>.csv``,
+        which holds its images' rows and its mosaic's).
+    kind : {'mosaic', 'image'}
+        Which products are the epochs: the mosaic (default; what the
+        streaming analyser stores) or each image. Rows of the other kind are
+        left out, so an epoch never mixes them.
+    epoch_id : str, optional
+        Name of the epoch when the table holds one product of ``kind``;
+        default `~dsa110_contimg.pipeline.stages.photometry_stage.epoch_id`
+        (product name, i.e. time, and strip). A table without an
+        ``image_kind`` column is one epoch, named by this or by its
+        ``epoch_id`` column.
+    cfg : VariabilityConfig, optional
+        Variability settings; default the code defaults.
+    replace : bool
+        Re-process epochs already stored.
+
+    Returns
+    -------
+    list of EpochIngestResult
+        One per epoch, in epoch-id order.
+
+    Raises
+    ------
+    InputDataError
+        No row of ``kind`` (the message counts the kinds there are),
+        ``epoch_id`` given for a table of several products, no epoch id
+        for a table without ``image_kind``, or see `ingest_epoch_table`.
+    """
+    from dsa110_contimg.pipeline.stages.photometry_stage import split_epochs
+
+    path = Path(csv_path)
+    table = read_measurements_csv(path)
+    if "image_kind" not in table.colnames:
+        names = (
+            sorted(set(np.asarray(table["epoch_id"]).astype(str).tolist()))
+            if ("epoch_id" in table.colnames)
+            else []
+        )
+        chosen = epoch_id or (names[0] if len(names) == 1 else None)
+        if chosen is None:
+            msg = (
+                f"{path}: no image_kind column and no single epoch_id value; "
+                "name the epoch (CLI: --epoch-id)"
+            )
+            raise InputDataError(msg)
+        return [
+            ingest_epoch_table(store, table, epoch_id=chosen, cfg=cfg, replace=replace)
+        ]
+    epochs = split_epochs(table, kind)
+    if not epochs:
+        kinds, counts = np.unique(
+            np.asarray(table["image_kind"]).astype(str), return_counts=True
+        )
+        held = ", ".join(f"{n} {k} row(s)" for k, n in zip(kinds, counts, strict=True))
+        msg = (
+            f"{path}: no {kind} rows (it holds {held or 'no rows'}); choose the "
+            "kind of epoch it has (CLI: --kind image or --kind mosaic)"
+        )
+        raise InputDataError(msg)
+    if epoch_id is not None:
+        if len(epochs) > 1:
+            msg = (
+                f"{path}: {len(epochs)} {kind} products ({', '.join(list(epochs)[:3])}"
+                f"{', ...' if len(epochs) > 3 else ''}) are {len(epochs)} epochs, "
+                "one name cannot cover them; leave out --epoch-id to name each "
+                "by its time and strip"
+            )
+            raise InputDataError(msg)
+        epochs = {epoch_id: next(iter(epochs.values()))}
+    return [
+        ingest_epoch_table(store, rows, epoch_id=name, cfg=cfg, replace=replace)
+        for name, rows in epochs.items()
+    ]
 
 
 def _grid(cfg: VariabilityConfig) -> EseGrid:

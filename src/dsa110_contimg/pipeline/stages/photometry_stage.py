@@ -6,12 +6,20 @@ it), computed from the pointing track recorded in the image header by the
 imaging stage. A mosaic is already primary-beam corrected: its rows have
 ``pb = 1`` and ``image_kind = 'mosaic'``, and their rms comes from the
 mosaic's noise map (the rms predicted from the weights).
+
+Every catalogue source near an image gets a row: one off the image (or whose
+fitting box crosses its edge) is flagged ``EDGE`` with a NaN flux rather than
+left out, and a measurement below ``photometry.detection_sigma`` is flagged
+``UPPER_LIMIT`` and carries its limit. Each row names its image
+(``image_id``) and the strip it belongs to (``pointing_dec_deg``); together
+with the image's time they identify one light-curve epoch (`epoch_id`).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -34,9 +42,14 @@ from dsa110_contimg.utils.config_loader import PhotometryConfig
 
 __all__ = [
     "PHOTOMETRY_COLUMNS",
+    "conform_table",
+    "epoch_id",
+    "image_id",
+    "image_ids",
     "image_primary_beam",
     "measure_image",
     "measure_mosaic",
+    "split_epochs",
     "write_photometry_table",
     "read_photometry_table",
 ]
@@ -58,8 +71,127 @@ PHOTOMETRY_COLUMNS = (
     "freq_hz",
     "image_kind",
     "image_path",
+    "image_id",
+    "pointing_dec_deg",
+    "upper_limit_jy",
 )
 _EDGE_FRACTION = 0.05
+_IMAGE_KINDS = ("image", "mosaic")
+
+
+def image_id(image_path: str | os.PathLike[str]) -> str:
+    """Return the identity of an image or mosaic: its file name without suffixes.
+
+    ``drift_20230601T000000_00-image.fits`` gives ``drift_20230601T000000_00``
+    (the MS's stem: its group's time) and ``block_20230601T010000-mosaic.fits``
+    gives ``block_20230601T010000`` (the block's end time).
+    """
+    name = Path(str(image_path)).name.removesuffix(".fits")
+    for suffix in ("-image", "-mosaic"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def image_ids(paths: object) -> np.ndarray:
+    """Return `image_id` of each path (computed once per distinct path)."""
+    unique_paths, index = np.unique(np.asarray(paths).astype(str), return_inverse=True)
+    ids = np.array([image_id(p) for p in unique_paths], dtype=str)
+    return ids[index.reshape(-1)] if index.size else np.zeros(0, dtype=str)
+
+
+def epoch_id(image_id: str, pointing_dec_deg: float) -> str:
+    """Return the light-curve epoch of one image or mosaic, keyed by time and strip.
+
+    Parameters
+    ----------
+    image_id : str
+        The image's identity (see `image_id`); it holds the image's time.
+    pointing_dec_deg : float
+        Declination of the strip the image belongs to (``DSAPTDEC``), degrees;
+        NaN when unknown (the epoch is then named by the image alone).
+
+    Returns
+    -------
+    str
+        ``<image_id>_dec<+dd.dd>``, e.g. ``block_20230601T010000_dec+16.30``:
+        two strips observed at the same time are two epochs.
+    """
+    dec = float(pointing_dec_deg)
+    if not math.isfinite(dec):
+        return str(image_id)
+    return f"{image_id}_dec{dec:+06.2f}"
+
+
+def split_epochs(table: Table, kind: str) -> dict[str, Table]:
+    """Return the epochs of one kind in a photometry table, by epoch id.
+
+    One epoch is one image or one mosaic, never a mix: the rows with
+    ``image_kind == kind`` are grouped by image (``image_id``, or the file name
+    of ``image_path`` in tables written before that column existed) and each
+    group is named by `epoch_id`.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Photometry rows (`PHOTOMETRY_COLUMNS`; ``image_id`` and
+        ``pointing_dec_deg`` optional).
+    kind : {'mosaic', 'image'}
+        Which products form the epochs.
+
+    Returns
+    -------
+    dict of str to astropy.table.Table
+        Epoch id to its rows, sorted by epoch id; empty when no row is of
+        ``kind``.
+
+    Raises
+    ------
+    ValueError
+        ``kind`` is neither ``'mosaic'`` nor ``'image'``.
+    """
+    if kind not in _IMAGE_KINDS:
+        msg = f"kind must be one of {_IMAGE_KINDS}, got {kind!r}"
+        raise ValueError(msg)
+    if len(table) == 0:
+        return {}
+    rows = table[np.asarray(table["image_kind"]).astype(str) == kind]
+    if "image_id" in rows.colnames:
+        ids = np.asarray(rows["image_id"]).astype(str)
+    else:
+        ids = image_ids(rows["image_path"])
+    if "pointing_dec_deg" in rows.colnames:
+        decs = np.asarray(rows["pointing_dec_deg"], dtype=np.float64)
+    else:
+        decs = np.full(len(rows), np.nan)
+    epochs: dict[str, Table] = {}
+    for name in sorted(set(ids.tolist())):
+        sel = ids == name
+        dec = decs[sel]
+        dec = (
+            float(np.median(dec[np.isfinite(dec)]))
+            if np.isfinite(dec).any()
+            else np.nan
+        )
+        epochs[epoch_id(name, dec)] = rows[sel]
+    return dict(sorted(epochs.items()))
+
+
+def _upper_limits(
+    flux: np.ndarray, flux_err: np.ndarray, flags: np.ndarray, detection_sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flag forced measurements below ``detection_sigma`` and give their limits."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = np.isfinite(flux) & (flux_err > 0) & (flux < detection_sigma * flux_err)
+    limit = np.where(below, detection_sigma * flux_err, np.nan)
+    flags = np.where(below, flags | PhotometryFlag.UPPER_LIMIT, flags)
+    return flags.astype(np.int32), limit
+
+
+def _header_dec(header: fits.Header) -> float:
+    try:
+        return float(header.get("DSAPTDEC", np.nan))
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def image_primary_beam(
@@ -82,14 +214,17 @@ def measure_image(
     *,
     image_kind: str = "image",
 ) -> Table:
-    """Measure every catalogue source that falls on an image.
+    """Measure every catalogue source near an image.
 
     Returns
     -------
     astropy.table.Table
-        One row per source on the image, columns `PHOTOMETRY_COLUMNS`;
-        ``flux_jy`` is the primary-beam-corrected flux density at the image's
-        central frequency.
+        One row per catalogue source within 0.75 image widths of the image
+        centre, columns `PHOTOMETRY_COLUMNS`; ``flux_jy`` is the
+        primary-beam-corrected flux density at the image's central frequency.
+        Sources off the image, or whose fitting box crosses its edge or lies
+        in its outer 5%, are flagged ``EDGE`` (off the image: NaN flux);
+        those below ``cfg.detection_sigma`` are flagged ``UPPER_LIMIT``.
     """
     try:
         with fits.open(image_path) as hdul:
@@ -119,7 +254,6 @@ def measure_image(
         min_pb=cfg.min_pb,
         box_beams=cfg.box_beams,
     )
-    on_image = (result.flags & PhotometryFlag.EDGE) == 0
     # Imagers clean poorly near the border: measurements there are flagged EDGE.
     border = _EDGE_FRACTION * np.array([nx, ny])
     near_edge = (
@@ -129,30 +263,43 @@ def measure_image(
         | (result.y_pix > ny - 1 - border[1])
     )
     flags = np.where(near_edge, result.flags | PhotometryFlag.EDGE, result.flags)
-    mjd = (
+    flags, limit = _upper_limits(
+        result.flux_jy, result.flux_err_jy, flags, cfg.detection_sigma
+    )
+    mjd = float(
         header["DSAT0MJD"] + 0.5 * (header["DSANTIME"] - 1) * header["DSADTSEC"] / 86400
     )
     freq_hz = _image_frequency(header)
-    n = int(on_image.sum())
+    n = len(result)
     table = Table(
         {
-            "source_name": result.name[on_image],
-            "ra_deg": result.ra_deg[on_image],
-            "dec_deg": result.dec_deg[on_image],
-            "flux_jy": result.flux_jy[on_image],
-            "flux_err_jy": result.flux_err_jy[on_image],
-            "peak_jy": result.peak_jy[on_image],
-            "rms_jy": result.rms_jy[on_image],
-            "snr": result.snr[on_image],
-            "pb": result.pb[on_image],
-            "flags": flags[on_image],
+            "source_name": result.name,
+            "ra_deg": result.ra_deg,
+            "dec_deg": result.dec_deg,
+            "flux_jy": result.flux_jy,
+            "flux_err_jy": result.flux_err_jy,
+            "peak_jy": result.peak_jy,
+            "rms_jy": result.rms_jy,
+            "snr": result.snr,
+            "pb": result.pb,
+            "flags": flags,
             "mjd": np.full(n, mjd),
             "freq_hz": np.full(n, freq_hz),
             "image_kind": np.full(n, image_kind),
             "image_path": np.full(n, str(image_path)),
+            "image_id": np.full(n, image_id(image_path)),
+            "pointing_dec_deg": np.full(n, _header_dec(header)),
+            "upper_limit_jy": limit,
         }
     )
-    log.info("photometry measured", extra={"image": str(image_path), "n_sources": n})
+    log.info(
+        "photometry measured",
+        extra={
+            "image": str(image_path),
+            "n_sources": n,
+            "n_on_image": int(np.sum((flags & PhotometryFlag.EDGE) == 0)),
+        },
+    )
     return table
 
 
@@ -179,10 +326,13 @@ def measure_mosaic(
     Returns
     -------
     astropy.table.Table
-        One row per source on a covered mosaic pixel, columns
+        One row per source inside the mosaic's grid, columns
         `PHOTOMETRY_COLUMNS`; ``pb`` is 1 (the correction is already in the
         mosaic), ``image_kind`` is ``'mosaic'``, ``mjd`` the mean mid-time of
-        the images used and ``freq_hz`` their mean frequency.
+        the images used and ``freq_hz`` their mean frequency. A source on an
+        uncovered (NaN) pixel is flagged ``EDGE | NAN`` with a NaN flux, one
+        whose fitting box crosses the edge ``EDGE``; one below
+        ``cfg.detection_sigma`` ``UPPER_LIMIT``.
 
     Raises
     ------
@@ -207,32 +357,44 @@ def measure_mosaic(
     result = measure_forced(
         image,
         wcs,
-        catalog.ra_deg[covered],
-        catalog.dec_deg[covered],
+        catalog.ra_deg[inside],
+        catalog.dec_deg[inside],
         beam=Beam.from_header(header),
-        names=catalog.name[covered],
+        names=catalog.name[inside],
         rms_map=noise,
         min_pb=0.0,
         box_beams=cfg.box_beams,
     )
-    keep = (result.flags & PhotometryFlag.EDGE) == 0
-    n = int(keep.sum())
+    # A source on a blank (uncovered) pixel is off the mosaic: a flagged row.
+    off = ~covered[inside]
+    flux, flux_err = result.flux_jy.copy(), result.flux_err_jy.copy()
+    peak, snr = result.peak_jy.copy(), result.snr.copy()
+    for values in (flux, flux_err, peak, snr):
+        values[off] = np.nan
+    flags = np.where(
+        off, result.flags | PhotometryFlag.EDGE | PhotometryFlag.NAN, result.flags
+    )
+    flags, limit = _upper_limits(flux, flux_err, flags, cfg.detection_sigma)
+    n = len(result)
     table = Table(
         {
-            "source_name": result.name[keep],
-            "ra_deg": result.ra_deg[keep],
-            "dec_deg": result.dec_deg[keep],
-            "flux_jy": result.flux_jy[keep],
-            "flux_err_jy": result.flux_err_jy[keep],
-            "peak_jy": result.peak_jy[keep],
-            "rms_jy": result.rms_jy[keep],
-            "snr": result.snr[keep],
-            "pb": result.pb[keep],
-            "flags": result.flags[keep],
+            "source_name": result.name,
+            "ra_deg": result.ra_deg,
+            "dec_deg": result.dec_deg,
+            "flux_jy": flux,
+            "flux_err_jy": flux_err,
+            "peak_jy": peak,
+            "rms_jy": result.rms_jy,
+            "snr": snr,
+            "pb": result.pb,
+            "flags": flags,
             "mjd": np.full(n, float(header.get("DSAMJD", np.nan))),
             "freq_hz": np.full(n, float(header.get("DSAFREQ", np.nan))),
             "image_kind": np.full(n, "mosaic"),
             "image_path": np.full(n, str(mosaic_path)),
+            "image_id": np.full(n, image_id(mosaic_path)),
+            "pointing_dec_deg": np.full(n, _header_dec(header)),
+            "upper_limit_jy": limit,
         }
     )
     log.info("mosaic measured", extra={"mosaic": str(mosaic_path), "n_sources": n})
@@ -277,7 +439,44 @@ def read_photometry_table(path: Path) -> Table:
     return Table.read(path, format="ascii.csv")
 
 
+_STRING_COLUMNS = ("source_name", "image_kind", "image_path", "image_id")
+
+
+def conform_table(table: Table) -> Table:
+    """Return a photometry table with exactly `PHOTOMETRY_COLUMNS`, in order.
+
+    Strings stay strings (a column of names that look like numbers is read
+    back as numbers), blank cells become NaN (flags 0, strings empty), and a
+    column absent from a table written by an earlier version is filled in:
+    ``image_id`` from ``image_path``, numbers with NaN.
+    """
+    n = len(table)
+    out = Table()
+    for name in PHOTOMETRY_COLUMNS:
+        if name not in table.colnames:
+            if name == "image_id" and "image_path" in table.colnames:
+                out[name] = image_ids(table["image_path"])
+            elif name in _STRING_COLUMNS:
+                out[name] = np.full(n, "", dtype=str)
+            elif name == "flags":
+                out[name] = np.zeros(n, dtype=np.int32)
+            else:
+                out[name] = np.full(n, np.nan)
+            continue
+        column = table[name]
+        if name in _STRING_COLUMNS:
+            values = np.ma.filled(np.ma.asarray(column).astype(str), "")
+            out[name] = np.asarray(values, dtype=str)
+        elif name == "flags":
+            out[name] = np.ma.filled(np.ma.asarray(column), 0).astype(np.int32)
+        else:
+            out[name] = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
+    return out
+
+
 def _fmt(value: object) -> str:
+    # repr is the shortest text that reads back to the same double: an mjd
+    # keeps its microseconds (8 significant digits would round it to 86 s).
     if isinstance(value, float | np.floating):
-        return f"{float(value):.8g}"
+        return repr(float(value))
     return str(value)
