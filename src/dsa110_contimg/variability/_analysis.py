@@ -174,8 +174,8 @@ def _check_measurements(path: Path, table: Table, lines: np.ndarray) -> None:
 
     Unflagged rows need a finite, positive ``flux_err_jy`` (a zero error gives
     an infinite weight), and one source may not have two unflagged rows at the
-    same MJD of the same image kind (a duplicated epoch counts twice in eta
-    and V). Flagged rows (``flags != 0``) are exempt: they are not analysed.
+    same MJD of the same image kind and image (a duplicated epoch counts
+    twice in eta and V). Flagged rows (``flags != 0``) are exempt: they are not analysed.
     """
     flags = table["flags"] if "flags" in table.colnames else np.zeros(len(table))
     used = (np.asarray(flags) == 0) & np.isfinite(np.asarray(table["flux_jy"]))
@@ -195,15 +195,19 @@ def _check_measurements(path: Path, table: Table, lines: np.ndarray) -> None:
         if "image_kind" in table.colnames
         else np.full(len(table), "")
     )
+    ident = next((c for c in ("image_id", "image_path") if c in table.colnames), None)
+    image = np.asarray(table[ident]) if ident else np.full(len(table), "")
     keys = [
-        (str(n), float(m), str(k))
-        for n, m, k in zip(table["source_name"], table["mjd"], kind, strict=True)
+        (str(n), float(m), str(k), str(i))
+        for n, m, k, i in zip(
+            table["source_name"], table["mjd"], kind, image, strict=True
+        )
     ]
-    seen: dict[tuple[str, float, str], int] = {}
+    seen: dict[tuple[str, float, str, str], int] = {}
     for k in np.flatnonzero(used):
         first = seen.setdefault(keys[k], int(lines[k]))
         if first != int(lines[k]):
-            name, mjd, _ = keys[k]
+            name, mjd, _, _ = keys[k]
             msg = (
                 f"{path}: source {name} has two unflagged measurements at MJD "
                 f"{mjd!r} (lines {first} and {lines[k]}); an epoch must appear "
