@@ -39,7 +39,13 @@ def test_simulated_ese_profiles_have_their_depth_and_width(
 def test_injected_dip_is_recovered_exactly_without_noise() -> None:
     t = 60000.0 + np.arange(200.0)
     flux = ese_model(
-        t, mean_flux_jy=0.5, depth=0.35, duration_days=30.0, center_mjd=60090.0
+        t,
+        mean_flux_jy=0.5,
+        depth=0.35,
+        duration_days=30.0,
+        center_mjd=60090.0,
+        dip_order=4.0,
+        asymmetry=0.4,
     )
     binned = bin_lightcurves(np.full(t.size, "S"), t, flux, np.full(t.size, 1e-3))
     grid = EseGrid(durations_days=(20.0, 30.0, 45.0), center_step_frac=0.1)
@@ -47,6 +53,8 @@ def test_injected_dip_is_recovered_exactly_without_noise() -> None:
     assert result["ese_candidate"][0]
     assert result["ese_depth"][0] == pytest.approx(0.35, abs=1e-6)
     assert result["ese_duration_days"][0] == 30.0
+    assert result["ese_dip_order"][0] == 4.0
+    assert result["ese_asymmetry"][0] == 0.4
     assert abs(result["ese_center_mjd"][0] - 60090.0) <= 0.5
 
 
