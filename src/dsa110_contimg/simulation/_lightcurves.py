@@ -28,6 +28,7 @@ from scipy.ndimage import gaussian_filter1d
 __all__ = [
     "SimulatedLightcurves",
     "simulate_lightcurves",
+    "simulate_ese_grid",
     "ese_profile",
     "ESE_SHAPES",
 ]
@@ -561,3 +562,121 @@ def _measurement_table(
             "epoch_id": epoch_ids[epoch],
         }
     )
+
+
+def simulate_ese_grid(
+    *,
+    shapes: Sequence[str] = ("gaussian", "box", "asymmetric", "caustic"),
+    depths: Sequence[float] = (0.3, 0.5, 0.7),
+    durations_days: Sequence[float] = (14.0, 42.0, 120.0),
+    n_repeats: int = 4,
+    n_epochs: int = 365,
+    cadence_days: float = 1.0,
+    start_mjd: float = 60000.0,
+    snr_range: tuple[float, float] = (100.0, 1000.0),
+    missing_frac: float = 0.1,
+    systematic_frac: float = 0.005,
+    rng: np.random.Generator | None = None,
+) -> tuple[Table, Table]:
+    """Simulate ESE light curves on a grid of shape, depth and duration.
+
+    Each (shape, duration, repeat) has one realisation (mean flux, SNR,
+    centre, gaps, noise, shape parameters), dipped to every depth, so that
+    depths are compared on the same light curve. Shape parameters are drawn
+    independently per realisation as in :func:`simulate_lightcurves`.
+
+    Parameters
+    ----------
+    shapes : sequence of str
+        Dip shapes (see :func:`ese_profile`).
+    depths : sequence of float
+        Fractional depths.
+    durations_days : sequence of float
+        Durations (full width at half depth), days.
+    n_repeats : int
+        Realisations per shape and duration.
+    n_epochs : int
+        Epochs per light curve.
+    cadence_days : float
+        Time between epochs, days.
+    start_mjd : float
+        First epoch, MJD.
+    snr_range : (float, float)
+        Range (uniform) of the mean flux over the thermal noise.
+    missing_frac : float
+        Fraction of epochs left out at random.
+    systematic_frac : float
+        Rms of a multiplicative scatter per measurement, not in the errors.
+    rng : numpy.random.Generator, optional
+        Random generator; default an unseeded one.
+
+    Returns
+    -------
+    measurements : astropy.table.Table
+        ``source_name, mjd, flux_jy, flux_err_jy`` (thermal error only).
+    truth : astropy.table.Table
+        One row per light curve: ``source_name, ese_shape, ese_depth,
+        ese_duration_days, ese_center_mjd, repeat, mean_flux_jy, snr``.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    t = start_mjd + cadence_days * np.arange(n_epochs)
+    parts: dict[str, list] = {k: [] for k in ("source_name", "mjd", "flux", "err")}
+    truth: dict[str, list] = {
+        k: []
+        for k in (
+            "source_name",
+            "ese_shape",
+            "ese_depth",
+            "ese_duration_days",
+            "ese_center_mjd",
+            "repeat",
+            "mean_flux_jy",
+            "snr",
+        )
+    }
+    for shape in shapes:
+        for duration in durations_days:
+            for rep in range(n_repeats):
+                flux = float(rng.uniform(0.05, 2.0))
+                snr = float(rng.uniform(*snr_range))
+                lo, hi = t[0] + duration, t[-1] - duration
+                center = float(rng.uniform(lo, hi)) if hi > lo else float(t.mean())
+                keep = rng.uniform(size=t.size) >= missing_frac
+                noise = rng.standard_normal(t.size) * flux / snr
+                scatter = 1.0 + systematic_frac * rng.standard_normal(t.size)
+                params = {
+                    "source_size": float(rng.uniform(0.5, 1.0)),
+                    "taper_frac": float(rng.uniform(0.2, 0.6)),
+                    "skew": float(rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.6)),
+                    "caustic_height": float(rng.uniform(0.2, 0.5)),
+                    "caustic_width_frac": float(rng.uniform(0.03, 0.08)),
+                }
+                for depth in depths:
+                    gain = ese_profile(
+                        t,
+                        center_mjd=center,
+                        duration_days=duration,
+                        depth=depth,
+                        shape=shape,
+                        **params,
+                    )
+                    name = f"{shape}-{duration:05.1f}d-{depth:.2f}-{rep:04d}"
+                    parts["source_name"].append(np.full(int(keep.sum()), name))
+                    parts["mjd"].append(t[keep])
+                    parts["flux"].append((flux * gain * scatter + noise)[keep])
+                    parts["err"].append(np.full(int(keep.sum()), flux / snr))
+                    for key, value in zip(
+                        truth,
+                        (name, shape, depth, duration, center, rep, flux, snr),
+                        strict=True,
+                    ):
+                        truth[key].append(value)
+    measurements = Table(
+        {
+            "source_name": np.concatenate(parts["source_name"]),
+            "mjd": np.concatenate(parts["mjd"]),
+            "flux_jy": np.concatenate(parts["flux"]),
+            "flux_err_jy": np.concatenate(parts["err"]),
+        }
+    )
+    return measurements, Table(truth)

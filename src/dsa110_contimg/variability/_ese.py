@@ -54,6 +54,7 @@ _MIN_POINTS_OUTSIDE = 3  # on each side: a dip must be seen to end
 _MIN_BASELINE_POINTS = 15  # outside the event window, for the red-noise test
 _MIN_BASELINE_FRAC = 0.1
 _EXTEND_SIGMA = 3.0
+_CUT_FRAC = 0.05  # of the complete dip's chi-square gain
 _EXTEND_MAX = 0.5  # durations
 _K_ESE_EXTRA = 4  # depth, duration, centre, flank ratio on top of the red noise
 
@@ -483,7 +484,7 @@ def search_ese(
     observed = np.isfinite(binned.flux_jy) & np.isfinite(binned.flux_err_jy)
     n_points = observed.sum(1)
     out["n_points"] = n_points
-    edge_gain = np.zeros(n_src)
+    any_gain = np.zeros(n_src)
     edge_explained = np.zeros(n_src)
     for start in range(0, n_src, chunk_size):
         rows = np.arange(start, min(start + chunk_size, n_src))
@@ -494,9 +495,7 @@ def search_ese(
         w = np.where(observed[rows], 1.0 / binned.flux_err_jy[rows] ** 2, 0.0)
         gain, k, depth, mean, chi2_0, gain_any = _best_fits(y, w, shapes, regions, grid)
         found = np.isfinite(gain) & (gain > 0)
-        edge_gain[rows] = np.where(
-            np.isfinite(gain_any), gain_any - np.where(found, gain, 0.0), 0.0
-        )
+        any_gain[rows] = np.where(np.isfinite(gain_any), gain_any, 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
             edge_explained[rows] = gain_any / np.maximum(
                 chi2_0 - (n_points[rows] - 1), gain_any
@@ -524,16 +523,18 @@ def search_ese(
         & (out["ese_delta_bic"] >= min_delta_bic)
         & (out["ese_variance_explained"] >= min_variance_explained)
     )
-    out["ese_candidate"] = passes & baseline_ok
+    # A better fit by a dip that is not seen to start or end means the event
+    # runs off an edge (or into a gap) of the light curve.
+    sig2 = np.square(np.nan_to_num(np.asarray(out["ese_significance"])))
+    edge_gain = any_gain - sig2
+    with np.errstate(invalid="ignore"):
+        cut = (edge_gain >= np.maximum(min_significance**2, _CUT_FRAC * sig2)) & (
+            edge_explained >= min_variance_explained
+        )
+    out["ese_candidate"] = passes & baseline_ok & ~cut
     # A dip cut by an edge or a gap, or too long for the light curve to show
     # the steady flux around it, cannot be told from red noise: say so.
-    out["ese_incomplete"] = ~out["ese_candidate"] & (
-        (
-            (edge_gain >= min_significance**2)
-            & (edge_explained >= min_variance_explained)
-        )
-        | (passes & ~baseline_ok)
-    )
+    out["ese_incomplete"] = ~out["ese_candidate"] & (cut | (passes & ~baseline_ok))
     return out
 
 
