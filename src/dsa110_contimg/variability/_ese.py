@@ -1,27 +1,45 @@
 r"""Search light curves for extreme scattering events (ESEs).
 
-An ESE is a symmetric dip of 20-60 % lasting weeks to months, often flanked
-by brief brightenings. Each light curve (binned in time) is fitted, by
-weighted least squares, with the model
+An ESE is a dip of 20-90 % lasting weeks to more than a year, symmetric or
+not, Gaussian or flat-bottomed, often flanked by brief brightenings (Fiedler
+et al. 1987, 1994; Lazio et al. 2001; Bannister et al. 2016). Each light
+curve (binned in time) is fitted, by weighted least squares, with the model
 
 .. math:: m(t) = a\,[1 - d\,(p(t) - r f(t))]
 
 over a grid of dip durations :math:`D` (full width at half depth), centres
-:math:`t_0` and flank ratios :math:`r`, with the depth :math:`d` fitted
-exactly within its allowed range. The dip is
-:math:`p = \exp(-\ln 2\,|2(t-t_0)/D|^{3})` and the flanks are Gaussians at
-:math:`t_0 \pm 1.3 D`, the shape of a Gaussian plasma lens seen through a
-finite source (Clegg, Fey & Lazio 1998).
+:math:`t_0`, flank ratios :math:`r` and shapes, with the depth :math:`d`
+fitted exactly within its allowed range. The dip is
+:math:`p = \exp(-\ln 2\,|2(t-t_0)/W_\pm|^{q})` with order :math:`q` (2:
+Gaussian; 4: flatter) and half-widths :math:`W_\mp/2 = D(1 \mp a)/2`
+before and after the centre (asymmetry :math:`a`); the flanks are Gaussians
+at :math:`t_0 \pm o W_\pm` of sigma :math:`0.3\,o W_\pm` (offset :math:`o`
+0.8: caustics at the dip's edges; 1.3: the broad flanks of a Gaussian plasma
+lens seen through a finite source, Clegg, Fey & Lazio 1998).
 
 Most variable radio sources are AGN with red-noise variability, whose light
 curves contain dips too. A candidate must therefore (1) improve on a constant
 by ``min_significance`` sigma; (2) still need the dip when red noise is
-allowed: red noise about the ESE-shaped mean must beat red noise about a
-constant mean by the Bayesian information criterion, the red noise being the
-better of a damped random walk (Ornstein-Uhlenbeck process, power spectrum
-falling as f^-2; Kelly, Bechtold & Siemiginowska 2009) and a critically
-damped second-order process (CAR(2), f^-4: smooth excursions); and (3)
-explain most of the light curve's excess variance with the dip alone.
+allowed: the ESE model must beat red noise about a constant mean by the
+Bayesian information criterion, the red noise being the better of a damped
+random walk (Ornstein-Uhlenbeck process, power spectrum falling as f^-2;
+Kelly, Bechtold & Siemiginowska 2009) and a critically damped second-order
+process (CAR(2), f^-4: smooth excursions); (3) explain most of the light
+curve's excess variance with the dip alone; and (4) be seen whole, with the
+steady flux around it.
+
+The ESE model is the dip template plus red noise confined to the event
+window (the dip and its flanks, widened over adjacent residual structure),
+with measurement noise alone outside it. The windowed red noise absorbs
+whatever the template gets wrong about the dip's shape, so the comparison
+does not depend on how well one template matches a deep, long, high-SNR dip:
+with stationary red noise in the ESE model (the earlier design), any shape
+mismatch needed red noise everywhere and long or deep dips lost to red noise
+alone. Red noise alone must both make the dip and stay flat elsewhere, which
+an AGN light curve does not do. A significant dip that runs off an edge of
+the light curve (or into a gap), or whose window leaves too little of the
+light curve outside it to show the steady flux, is reported as incomplete
+(``ese_incomplete``) rather than called or silently dropped.
 """
 
 from __future__ import annotations
@@ -414,7 +432,7 @@ def search_ese(
     binned : BinnedLightcurves
         Light curves on a common time grid (see :func:`bin_lightcurves`).
     grid : EseGrid, optional
-        Durations, depths, centres and flank ratios searched.
+        Durations, depths, centres, flank ratios and shapes searched.
     min_significance : float
         Smallest :math:`\sqrt{\Delta\chi^2}` of the dip over a constant, sigma.
     min_delta_bic : float
@@ -430,13 +448,16 @@ def search_ese(
     -------
     astropy.table.Table
         One row per source: ``source_name, n_points, chi2_const,
-        ese_significance, ese_depth, ese_duration_days, ese_center_mjd,
-        ese_flank_ratio, ese_mean_flux_jy, ese_variance_explained,
-        ese_delta_bic, red_noise_tau_days, red_noise_sigma_jy,
-        red_noise_model, ese_candidate``. Unsearched sources have NaN values
+        ese_significance, ese_depth, ese_center_mjd, ese_duration_days,
+        ese_flank_ratio, ese_dip_order, ese_asymmetry, ese_flank_offset,
+        ese_mean_flux_jy, ese_variance_explained, ese_delta_bic,
+        red_noise_tau_days, red_noise_sigma_jy, red_noise_model,
+        ese_candidate, ese_incomplete``. Unsearched sources have NaN values
         and ``ese_candidate`` False; ``ese_delta_bic`` and the red-noise
         columns (the better alternative, ``"drw"`` or ``"car2"``) are computed
-        only for sources reaching ``min_significance``.
+        only for sources reaching ``min_significance``. ``ese_incomplete``
+        marks a significant dip that is not a candidate because the light
+        curve does not show it whole (see Notes).
 
     Notes
     -----
@@ -447,11 +468,17 @@ def search_ese(
     convex quadratic). The significance is
     :math:`\sqrt{\chi^2_{\rm const} - \chi^2_{\rm ESE}}` for the best template
     (local, without a trials factor: the threshold is set from simulations).
-    For sources reaching ``min_significance`` the centre and duration are
-    then refined on a finer local grid (one centre step and +-10 % in
-    duration). A template counts only where the light curve has ``min_points_in_dip``
-    binned points within half a duration of the centre and at least three on
-    each side, so a dip must be seen to start and to end.
+    The coarse grid uses symmetric shapes; for sources reaching
+    ``min_significance`` the centre and duration are refined on a finer
+    local grid (one centre step and +-10 % in duration), then every shape
+    (asymmetries included) is tried within a quarter duration of that. A
+    template counts only where the light curve has ``min_points_in_dip``
+    binned points between the half-depth points and at least three on each
+    side, so a dip must be seen to start and to end. When a template that
+    fails this (a dip cut by an edge or a gap) improves the fit by more than
+    both ``min_significance**2`` and 5 % of the best complete dip's gain, and
+    explains ``min_variance_explained`` of the excess variance, the source
+    is incomplete, not a candidate.
 
     The red-noise alternative is a damped random walk (DRW)
     :math:`dz = -z\,dt/\tau + \sigma\sqrt{2/\tau}\,dW`, or a critically
@@ -462,12 +489,19 @@ def search_ese(
     out by generalized least squares and :math:`(\tau, \sigma)` maximized on
     a grid (Kelly et al. 2009, https://doi.org/10.1088/0004-637X/698/1/895;
     Kelly et al. 2014, https://doi.org/10.1088/0004-637X/788/1/33). With
-    :math:`x = 1` it is red noise alone (3 parameters); with
-    :math:`x = 1 - d\,g_k` for the best template it is ESE plus red noise
-    (7 parameters). The reported
+    :math:`x = 1` it is red noise alone (3 parameters). The ESE model has
+    :math:`x = 1 - d\,g_k` for the best template plus the same kind of red
+    noise switched on only within the event window: from where the template
+    falls below 5 % of the depth before the dip (flanks included) to where it
+    does after it, plus a tenth of a duration, widened by up to half a
+    duration on each side over adjacent residuals that stay above 3 sigma
+    (averaged over a tenth of a duration), the baseline flux taken from the
+    bins outside. Outside the window only measurement noise is allowed. The
+    event must leave at least 15 binned points and 10 % of the light curve
+    outside its window, otherwise it is incomplete. The reported
 
-    .. math:: \Delta{\rm BIC} = {\rm BIC}_{\rm DRW} - {\rm BIC}_{\rm ESE+DRW}
-              = -2\ln\frac{L_{\rm DRW}}{L_{\rm ESE+DRW}} - 4 \ln n
+    .. math:: \Delta{\rm BIC} = {\rm BIC}_{\rm red} - {\rm BIC}_{\rm ESE}
+              = -2\ln\frac{L_{\rm red}}{L_{\rm ESE}} - 4 \ln n
 
     (Schwarz 1978, https://doi.org/10.1214/aos/1176344136) is large only when
     red noise cannot make the dip itself: AGN-like variables, whose dips red
