@@ -81,9 +81,15 @@ def test_detection_false_positives_and_red_noise_purity(tmp_path: Path) -> None:
         gain_error_frac=0.05,
         flux_range_jy=(0.01, 2.0),
         variable_flux_range_jy=(0.1, 2.0),
-        ese_depths=(0.3, 0.4, 0.5),
-        ese_durations_days=(21.0, 30.0, 60.0, 90.0),
+        ese_depths=(0.3, 0.5, 0.7),
+        ese_durations_days=(21.0, 42.0, 90.0, 120.0),
+        ese_shapes=("gaussian", "box", "asymmetric", "caustic"),
+        systematic_frac=0.005,
+        missing_frac=0.1,
         red_noise_powerlaw_frac=0.5,
+        powerlaw_break=True,
+        drw_tau_range_days=(10.0, 300.0),
+        drw_sigma_range_frac=(0.05, 0.2),
         rng=np.random.default_rng(2024),
     )
     cfg = VariabilityConfig()
@@ -104,7 +110,7 @@ def test_detection_false_positives_and_red_noise_purity(tmp_path: Path) -> None:
     fp_rate = flagged[stable].mean()
     agn_flagged = flagged[agn].mean()
     print(
-        f"\nESE test (2000 stable, {ese.sum()} ESE depth 0.3-0.5 / 21-90 d, "
+        f"\nESE test (2000 stable, {ese.sum()} ESE depth 0.3-0.7 / 21-120 d, "
         f"{agn.sum()} red-noise AGN (half DRW, half power-law); 365 daily "
         "epochs, 5% gain errors): "
         f"completeness (SNR>=100) {100 * completeness:.1f}% of {target.sum()}, "
