@@ -7,10 +7,14 @@ adds thermal noise. The output has the columns of the photometry table
 (`~dsa110_contimg.pipeline.stages.photometry_stage.PHOTOMETRY_COLUMNS`) plus
 ``epoch_id``; no images are made.
 
-ESE shapes are not the detector's templates: half are ray-traced through a
-one-dimensional Gaussian plasma lens (Clegg, Fey & Lazio 1998) and smoothed by
-a Gaussian source, which gives a dip flanked by brightenings; the other half
-are flat-bottomed dips with cosine-tapered edges and no flanks.
+ESE shapes are not the detector's templates: by default half are ray-traced
+through a one-dimensional Gaussian plasma lens (Clegg, Fey & Lazio 1998) and
+smoothed by a Gaussian source, which gives a dip flanked by brightenings; the
+other half are flat-bottomed dips with cosine-tapered edges and no flanks.
+``ese_shapes`` adds Gaussian, asymmetric (skewed) and caustic-flanked dips,
+each with its own independently drawn parameters, and
+:func:`simulate_ese_grid` dips one realisation to several depths so that
+completeness can be compared at fixed duration.
 """
 
 from __future__ import annotations
@@ -363,7 +367,11 @@ def simulate_lightcurves(
     )
     _inject_flares(intrinsic, truth, time_mjd, rng)
     gain = np.clip(1.0 + gain_error_frac * rng.standard_normal(n_epochs), 0.5, 1.5)
-    scatter = 1.0 + systematic_frac * rng.standard_normal(intrinsic.shape)
+    scatter = (
+        1.0 + systematic_frac * rng.standard_normal(intrinsic.shape)
+        if systematic_frac > 0
+        else 1.0
+    )
     measured = intrinsic * gain[None, :] * scatter + rms[:, None] * rng.standard_normal(
         intrinsic.shape
     )
