@@ -11,7 +11,12 @@ source::
       "ese_candidate": false, "ese_significance": 3.1, "ese_depth": 0.2,
       "ese_duration_days": 14.0, "ese_center_mjd": 60123.5,
       "ese_flank_ratio": 0.0, "ese_mean_flux_jy": 0.123, "ese_delta_bic": null,
-      "ese_variance_explained": 0.4}, ...]
+      "ese_variance_explained": 0.4, "ese_dip_order": 2.0, "ese_asymmetry": 0.0,
+      "ese_flank_offset": 0.8, "ese_incomplete": false}, ...]
+
+``ese_incomplete`` is true for a significant dip the light curve does not
+show whole (cut by an edge or a gap, or too long to leave the steady flux
+around it visible): neither called nor silently dropped.
 
 Numbers that are undefined (too few epochs, source not searched) are null.
 """
@@ -40,6 +45,7 @@ _SHOWN = (
     "v",
     "is_variable",
     "ese_candidate",
+    "ese_incomplete",
     "ese_significance",
     "ese_depth",
     "ese_duration_days",

@@ -792,7 +792,7 @@ class VariabilityConfig(BaseModel):
         0.2, gt=0, lt=1, description="Shallowest ESE dip searched (fraction)."
     )
     ese_max_depth: float = Field(
-        0.6, gt=0, lt=1, description="Deepest ESE dip searched (fraction)."
+        0.9, gt=0, lt=1, description="Deepest ESE dip searched (fraction)."
     )
     ese_durations_days: list[float] = Field(
         [7.0, 10.0, 14.0, 21.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0],

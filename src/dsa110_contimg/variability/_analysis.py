@@ -58,8 +58,19 @@ RESULT_COLUMNS = (
     "ese_mean_flux_jy",
     "ese_delta_bic",
     "ese_variance_explained",
+    "ese_dip_order",
+    "ese_asymmetry",
+    "ese_flank_offset",
+    "ese_incomplete",
 )
-"""Columns of :func:`analyze_lightcurves` and :func:`analyze_store`."""
+"""Columns of :func:`analyze_lightcurves` and :func:`analyze_store`.
+
+``ese_incomplete`` marks a significant dip that is not a candidate because
+the light curve cannot show it whole: cut by an edge or a gap, or too long
+to leave the steady flux around it visible.
+"""
+
+_BOOL_COLUMNS = ("ese_candidate", "ese_incomplete")
 
 _REQUIRED = ("source_name", "mjd", "flux_jy", "flux_err_jy")
 _STRING_COLUMNS = ("source_name", "image_path", "image_kind", "image_id", "epoch_id")
@@ -546,7 +557,7 @@ def _join(metrics: Table, ese: Table, cfg: VariabilityConfig) -> Table:
     idx = np.minimum(idx, max(ese_names.size - 1, 0))
     has = (ese_names[idx] == names) if ese_names.size else np.zeros(len(names), bool)
     for column in RESULT_COLUMNS[6:]:
-        if column == "ese_candidate":
+        if column in _BOOL_COLUMNS:
             values = np.asarray(ese[column], dtype=bool)[idx] if has.any() else False
             out[column] = np.where(has, values, False)
         else:
