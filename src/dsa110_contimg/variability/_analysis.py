@@ -186,7 +186,8 @@ def _check_measurements(path: Path, table: Table, lines: np.ndarray) -> None:
     Unflagged rows need a finite, positive ``flux_err_jy`` (a zero error gives
     an infinite weight), and one source may not have two unflagged rows at the
     same MJD of the same image kind and image (a duplicated epoch counts
-    twice in eta and V). Flagged rows (``flags != 0``) are exempt: they are not analysed.
+    twice in eta and V). Flagged rows (``flags != 0``) are exempt: they are
+    not analysed.
     """
     flags = table["flags"] if "flags" in table.colnames else np.zeros(len(table))
     used = (np.asarray(flags) == 0) & np.isfinite(np.asarray(table["flux_jy"]))
