@@ -6,6 +6,11 @@ it), computed from the pointing track recorded in the image header by the
 imaging stage. A mosaic is already primary-beam corrected: its rows have
 ``pb = 1`` and ``image_kind = 'mosaic'``, and their rms comes from the
 mosaic's noise map (the rms predicted from the weights).
+
+``flux_err_jy`` is the noise error and a measured systematic ``flux_sys_jy``
+in quadrature: the in-image shape error of `measure_forced`, the flux left in
+a group image's residual (`residual_excess`) and, per block, the scatter
+between overlapping images (`add_overlap_systematic`).
 """
 
 from __future__ import annotations
