@@ -422,6 +422,8 @@ def _noise_factors(
     vectors: tuple[NDArray, NDArray],
     exclude: NDArray[np.bool_],
     rms_map: NDArray | None,
+    *,
+    absolute: bool = False,
 ) -> tuple[float, float] | None:
     """Measure the noise of the matched filter and of the shape difference.
 
@@ -429,7 +431,8 @@ def _noise_factors(
     matched filter over them, divided by the robust rms of their central
     pixels (or, with a noise map, of the filter divided by the map), is the
     error of the matched filter per unit pixel rms, whatever the correlation
-    of the noise. Returns None when fewer than 200 complete boxes are found.
+    of the noise (with ``absolute``: the robust rms themselves, Jy). Returns
+    None when fewer than 200 complete boxes are found.
     """
     ny, nx = data.shape
     if ny <= 2 * half or nx <= 2 * half:
@@ -464,7 +467,9 @@ def _noise_factors(
     good = np.isfinite(mf) & np.isfinite(delta)
     if good.sum() < _MIN_NOISE_SAMPLES:
         return None
-    if norm is None:
+    if absolute:
+        norm = 1.0
+    elif norm is None:
         norm = _robust_sigma(centre[good])
     if not norm > 0:
         return None
@@ -892,7 +897,7 @@ def residual_excess(
         data.shape, x, y, _NOISE_EXCLUDE_BEAMS * pixel_beam.major_pix
     )
     vectors = _estimator_vectors(pixel_beam, half)
-    factors = _noise_factors(data, half, vectors, exclude, np.ones_like(data))
+    factors = _noise_factors(data, half, vectors, exclude, None, absolute=True)
     if factors is None or not factors[0] > 0:
         return 0.0
     eta = _psf_filter_fraction(_as_image(psf, "psf"), vectors[0])
