@@ -424,6 +424,7 @@ class PipelineOrchestrator:
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
         if tables:
+            tables = photometry_stage.add_overlap_systematic(tables)
             table_path = (
                 Path(self.config.paths.products_dir)
                 / f"photometry_{block.block_id}.csv"

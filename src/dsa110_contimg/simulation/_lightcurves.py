@@ -567,6 +567,7 @@ def _measurement_table(
             "freq_hz": np.full(flux.size, _FREQ_HZ),
             "image_kind": np.full(flux.size, "mosaic"),
             "image_path": np.char.add("sim/mosaic_", epoch_ids[epoch]),
+            "flux_sys_jy": np.zeros(flux.size),
             "epoch_id": epoch_ids[epoch],
         }
     )
