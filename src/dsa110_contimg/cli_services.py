@@ -1,6 +1,6 @@
-"""Commands of the streaming services: ``stream``, ``status`` and ``requeue``.
+"""Commands of the streaming services: ``stream``, ``status``, ``requeue``, ``cancel``.
 
-Importing this module adds the three commands to the ``dsa110-contimg`` group
+Importing this module adds the commands to the ``dsa110-contimg`` group
 (`dsa110_contimg.cli.cli`), whichever of the two modules is imported first;
 ``cli.py`` imports it at its end. ``python -m dsa110_contimg.services`` runs
 `stream_command` alone.
@@ -19,7 +19,13 @@ import click
 from dsa110_contimg.cli import _common, _data_options, _load, cli
 from dsa110_contimg.pipeline.exceptions import PipelineError
 
-__all__ = ["stream_command", "status_command", "requeue_command", "main_stream"]
+__all__ = [
+    "stream_command",
+    "status_command",
+    "requeue_command",
+    "cancel_command",
+    "main_stream",
+]
 
 
 @contextmanager
@@ -120,7 +126,11 @@ def _print_status(report: dict) -> None:
 @_common
 @click.argument("job_ids", nargs=-1, type=int, required=True)
 def requeue_command(config_path, env, sets, job_ids) -> None:
-    """Send failed, quarantined or done jobs back to the queue by id."""
+    """Send failed, quarantined or done jobs back to the queue by id.
+
+    Pending and running jobs are refused (a running job would run twice):
+    ``cancel`` them first.
+    """
     from dsa110_contimg.state import open_db
     from dsa110_contimg.state.jobs import requeue_job
 
@@ -137,6 +147,26 @@ def requeue_command(config_path, env, sets, job_ids) -> None:
                 click.echo(f"job {job.id} ({job.kind} {job.key}) requeued")
 
 
+@click.command("cancel")
+@_common
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+def cancel_command(config_path, env, sets, job_ids) -> None:
+    """Stop pending or running jobs by id (quarantined; requeue them later).
+
+    A running job's worker sees its lease revoked at its next heartbeat,
+    stops the job and discards its output.
+    """
+    from dsa110_contimg.state import open_db
+    from dsa110_contimg.state.jobs import cancel_job
+
+    with _translate_errors():
+        config = _load(config_path, env, sets)
+        with closing(open_db(Path(config.paths.state_db))) as conn:
+            for job_id in job_ids:
+                job = cancel_job(conn, job_id, now=datetime.now(UTC))
+                click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
+
+
 def main_stream(argv: list[str] | None = None) -> None:
     """Run `stream_command` as a program (``python -m dsa110_contimg.services``)."""
     from astropy.utils import iers
@@ -145,5 +175,5 @@ def main_stream(argv: list[str] | None = None) -> None:
     stream_command.main(args=argv, prog_name="python -m dsa110_contimg.services")
 
 
-for _command in (stream_command, status_command, requeue_command):
+for _command in (stream_command, status_command, requeue_command, cancel_command):
     cli.add_command(_command)
