@@ -160,7 +160,7 @@ def test_failed_migration_rolls_back(
         pass
     known = state_db._load_migrations()
     broken = state_db._Migration(
-        len(known) + 1,
+        known[-1].version + 1,
         "broken",
         "CREATE TABLE half_done (x INTEGER);\nCREATE TABLE oops (;\n",
     )
@@ -169,6 +169,6 @@ def test_failed_migration_rolls_back(
         open_db(db_path)
     monkeypatch.undo()
     with closing(connect(db_path)) as conn:
-        assert schema_version(conn) == len(known)
+        assert schema_version(conn) == known[-1].version
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "half_done" not in names

@@ -16,7 +16,12 @@ from pathlib import Path
 from dsa110_contimg.data_ingestion.grouping import RejectedFile
 from dsa110_contimg.state.db import to_iso_utc
 
-__all__ = ["count_rejected_files", "list_rejected_files", "record_rejected_files"]
+__all__ = [
+    "count_rejected_files",
+    "list_rejected_files",
+    "record_rejected_files",
+    "resolve_rejected_files",
+]
 
 _UPSERT = """
 INSERT INTO rejected_files (path, kind, reason, group_id, size_bytes,
@@ -130,3 +135,26 @@ def count_rejected_files(conn: sqlite3.Connection) -> dict[str, int]:
             "GROUP BY kind ORDER BY kind"
         )
     }
+
+
+def resolve_rejected_files(
+    conn: sqlite3.Connection, paths: Iterable[str | Path], *, now: datetime
+) -> int:
+    """Mark the rows of ``paths`` resolved (e.g. a late file now converted)."""
+    rows = [(to_iso_utc(now), str(p)) for p in paths]
+    if not rows or not _has_table(conn):
+        return 0
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = 0
+        for row in rows:
+            n += conn.execute(
+                "UPDATE rejected_files SET resolved_at = ? WHERE path = ? "
+                "AND resolved_at IS NULL",
+                row,
+            ).rowcount
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return n
