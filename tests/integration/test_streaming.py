@@ -602,3 +602,47 @@ def test_disk_guard_pauses_intake(observation, tmp_path) -> None:
     stream.stop()
     assert stream.proc.returncode == 0
     assert "intake paused" in stream.out.read_text()
+
+
+def test_fifo_and_bad_name_do_not_stop_the_stream(observation, tmp_path) -> None:
+    """A FIFO named like a subband file and a name that is not a time (issue 15).
+
+    Before, the scan opened the FIFO on the event loop and blocked forever
+    (heartbeats and SIGTERM ignored), and the bad name raised on every scan.
+    """
+    g0, g1 = observation.groups[:2]
+    grace_s = 3.0
+    stream = Stream(
+        tmp_path,
+        observation.sky_path,
+        queue={"shutdown_grace_s": grace_s, "block_wait_s": 300.0},
+        watcher={"group_timeout_s": 300.0},
+    )
+    deliver([g0], stream.incoming, skip=("_sb05",))
+    deliver([g1], stream.incoming)
+    (sb05,) = [p for p in g0.files if "_sb05" in p.name]
+    fifo = stream.incoming / sb05.name
+    os.mkfifo(fifo)
+    bad = stream.incoming / "2023-06-01T25:61:99_sb03.hdf5"
+    shutil.copy2(sb05, bad)
+    g1_key = g1.start_time.strftime("%Y-%m-%dT%H:%M:%S")
+    stream.start()
+    stream.wait(
+        lambda: any(j.key == g1_key and j.state == "done" for j in stream.jobs()),
+        "the good group to convert",
+        timeout_s=90,
+    )
+    report = stream.wait(
+        lambda: (r := stream.status())["rejected_files"]["counts"] and r,
+        "the rejected files to be recorded",
+        timeout_s=30,
+    )
+    reasons = {row["path"]: row for row in report["rejected_files"]["files"]}
+    assert reasons[str(fifo)]["kind"] == "not_regular"
+    assert "FIFO" in reasons[str(fifo)]["reason"]
+    assert reasons[str(bad)]["kind"] == "bad_name"
+    assert "not a valid time" in reasons[str(bad)]["reason"]
+    elapsed = stream.stop()
+    assert stream.proc.returncode == 0, stream.tail()
+    assert elapsed < grace_s + 6, elapsed
+    assert fifo.exists() and bad.exists()  # raw data is never deleted
