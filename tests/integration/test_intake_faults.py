@@ -288,19 +288,13 @@ def test_fifo_named_like_a_subband_is_never_opened(raw_files, tmp_path) -> None:
     scanner = SubbandWatcher(tmp_path, CFG, tolerance_s=20.0, n_expected=16)
     t0 = time.monotonic()
     assert scanner.scan(at(0)) == []
+    (odd,) = scanner.rejected
+    assert (odd.path, odd.kind) == (fifo, "not_regular") and "FIFO" in odd.reason
     assert scanner.scan(at(2)) == []  # 15 stable files: waits for sb05
     (decision,) = scanner.scan(at(61))  # timeout: converted with sb05 flagged
+    assert scanner.scan(at(62)) == [] and scanner.rejected == []  # not "late"
     assert time.monotonic() - t0 < 10
     assert decision.group.missing_subbands == (5,)
-    fifo_rows = [r for r in _all_rejected(scanner) if r.path == fifo]
-    assert fifo_rows and fifo_rows[0].kind == "not_regular"
-    assert "FIFO" in fifo_rows[0].reason
-
-
-def _all_rejected(scanner: SubbandWatcher):
-    scanner._reported.clear()
-    scanner.scan(at(62))
-    return scanner.rejected
 
 
 # ------------------------------------------------ item 6: late subbands
@@ -377,3 +371,71 @@ def test_status_shows_block_windows_waiting_and_idle(tmp_path) -> None:
     with closing(open_db(config.paths.state_db)) as conn:
         later = queue_status(conn, now=at(20), timing=None)
     assert later["block_windows"] == [] and later["idle"] is True  # no timing
+
+
+def test_reconvert_job_replaces_ms_and_redoes_its_blocks(raw_files, tmp_path) -> None:
+    """``requeue --reconvert``: the MS gains the late subband, images are remade."""
+    from dsa110_contimg.services._pool import ExecutorHolder
+    from dsa110_contimg.services.hdf5_watcher import conversion_spec
+    from dsa110_contimg.services.ms_processor import MsProcessor
+    from dsa110_contimg.services.ms_processor._work import (
+        convert_job,
+        reconvert_payload,
+    )
+    from dsa110_contimg.state.jobs import (
+        PROCESS_BLOCK,
+        JobSpec,
+        claim_job,
+        complete_job,
+        enqueue_job,
+        find_job,
+    )
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    copy([f for f in raw_files if "_sb05" not in f.name], incoming)
+    config = config_for(tmp_path, **{"paths.ms_stage1_dir": str(tmp_path / "ms")})
+    cfg = config.conversion.model_copy(update={"group_tolerance_s": 20.0})
+    scanner = SubbandWatcher(incoming, CFG, tolerance_s=20.0, n_expected=16)
+    scanner.scan(at(0))
+    (decision,) = scanner.scan(at(61))
+    spec = conversion_spec(decision, now=at(61), live_window_s=3600)
+    images = tmp_path / "images"
+    first = convert_job(dict(spec.payload), cfg, str(tmp_path / "ms"), str(images))
+    assert first["n_subbands_present"] == 15
+    images.mkdir()
+    stem = Path(first["ms_path"]).name.removesuffix(".ms")
+    (images / f"{stem}-image.fits").write_bytes(b"old image")
+    copy([raw_files[5]], incoming)  # the late subband
+    payload, _ = reconvert_payload(
+        spec.payload, incoming_dir=incoming, tolerance_s=20.0, n_expected=16
+    )
+    again = convert_job(payload, cfg, str(tmp_path / "ms"), str(images))
+    assert again["ms_path"] == first["ms_path"]  # one group, one MS
+    assert again["n_subbands_present"] == 16 and again["missing_subbands"] == []
+    assert not (images / f"{stem}-image.fits").exists()  # re-imaged next time
+    (kept,) = again["superseded_images"]
+    assert Path(kept).read_bytes() == b"old image"  # moved aside, not deleted
+
+    with closing(open_db(config.paths.state_db)) as conn:
+        runner = JobRunner(conn, config.queue, clock=lambda: T0)
+        processor = MsProcessor(config, runner, ExecutorHolder(lambda: None))
+        block_spec = JobSpec(
+            PROCESS_BLOCK,
+            "block_x",
+            T0.isoformat(),
+            {"groups": {spec.key: first["ms_path"]}},
+        )
+        enqueue_job(conn, block_spec, now=T0)
+        block = claim_job(conn, worker="w:1:a", now=T0, lease_s=60)
+        complete_job(conn, block.id, worker="w:1:a", now=T0)
+        enqueue_job(
+            conn, JobSpec(CONVERT_GROUP, spec.key, spec.data_time_iso, payload), now=T0
+        )
+        conv = claim_job(conn, worker="w:1:a", now=T0, lease_s=60)
+        follow = processor._blocks_to_redo(conv)
+        assert [f.key for f in follow] == ["block_x"]
+        complete_job(conn, conv.id, worker="w:1:a", now=at(1), follow_ups=follow)
+        redone = find_job(conn, PROCESS_BLOCK, "block_x")
+    assert redone.state == "pending"  # the block runs again with the new MS
+    assert "reconverted" in str(redone.payload["reason"])

@@ -42,6 +42,7 @@ __all__ = [
     "examine_subband_path",
     "find_subband_groups",
     "group_subband_files",
+    "not_regular_file",
     "probe_subband_file",
     "scan_subband_files",
 ]
@@ -182,11 +183,16 @@ def examine_subband_path(
     return parsed
 
 
-def _not_regular(path: Path) -> RejectedFile | None:
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        return None
+def not_regular_file(path: Path, mode: int | None = None) -> RejectedFile | None:
+    """Return why ``path`` is set aside when it is not a regular file, else None.
+
+    ``mode`` is its ``st_mode`` when the caller has it (else ``lstat``).
+    """
+    if mode is None:
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return None
     if stat.S_ISREG(mode):
         return None
     what = (
@@ -206,7 +212,10 @@ def _not_regular(path: Path) -> RejectedFile | None:
 
 
 def scan_subband_files(
-    paths: Iterable[Path], *, n_expected: int = dsa110.N_SUBBANDS
+    paths: Iterable[Path],
+    *,
+    n_expected: int = dsa110.N_SUBBANDS,
+    check_regular: bool = True,
 ) -> tuple[list[SubbandFile], list[RejectedFile]]:
     """Split candidate paths into usable subband files and rejected ones.
 
@@ -216,6 +225,9 @@ def scan_subband_files(
         Paths named like subband files (e.g. ``dir.glob(SUBBAND_GLOB)``).
     n_expected : int
         Subbands in a complete group; higher numbers are rejected.
+    check_regular : bool
+        Also reject what is not a regular file (one ``lstat`` per path);
+        False leaves that to the caller (`not_regular_file`).
 
     Returns
     -------
@@ -231,7 +243,7 @@ def scan_subband_files(
         if isinstance(result, RejectedFile):
             rejected.append(result)
             continue
-        odd = _not_regular(result.path)
+        odd = not_regular_file(result.path) if check_regular else None
         if odd is not None:
             rejected.append(odd)
             continue

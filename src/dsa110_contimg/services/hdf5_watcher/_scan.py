@@ -45,6 +45,7 @@ from dsa110_contimg.data_ingestion.grouping import (
     RejectedFile,
     SubbandGroup,
     group_subband_files,
+    not_regular_file,
     probe_subband_file,
     scan_subband_files,
 )
@@ -189,10 +190,16 @@ class SubbandWatcher:
             )
         self.rejected += fresh
 
-    def _observe(self, parsed: SubbandFile, now: datetime) -> bool:
+    def _observe(
+        self, parsed: SubbandFile, now: datetime, rejected: list[RejectedFile]
+    ) -> bool:
         try:
             st = parsed.path.stat()
         except FileNotFoundError:
+            return False
+        odd = not_regular_file(parsed.path, st.st_mode)
+        if odd is not None:  # e.g. a FIFO: never opened
+            rejected.append(odd)
             return False
         state = self._files.get(parsed.path)
         if state is None:
@@ -240,17 +247,19 @@ class SubbandWatcher:
         present: set[Path] = set()
         known: dict[Path, datetime] = {}
         parsed_files, rejected = scan_subband_files(
-            self.incoming_dir.glob(SUBBAND_GLOB), n_expected=self.n_expected
+            self.incoming_dir.glob(SUBBAND_GLOB),
+            n_expected=self.n_expected,
+            check_regular=False,  # _observe checks, and only undecided files
         )
         for parsed in parsed_files:
             group_start = self._known_group(parsed.timestamp)
             if group_start is not None:
                 known[parsed.path] = group_start  # decided before: not even a stat
-            elif self._observe(parsed, now):
+            elif self._observe(parsed, now, rejected):
                 present.add(parsed.path)
                 candidates.append(parsed)
         if self._n_scans:
-            for late in sorted(set(known) - self._decided_paths):
+            for late in sorted(set(known) - self._decided_paths - set(self._reported)):
                 group_id = known[late].strftime("%Y-%m-%dT%H:%M:%S")
                 reason = (
                     f"{late}: arrived after its group {group_id} was decided, so "
