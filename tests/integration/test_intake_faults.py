@@ -286,15 +286,33 @@ def test_fifo_named_like_a_subband_is_never_opened(raw_files, tmp_path) -> None:
     fifo = tmp_path / raw_files[5].name
     os.mkfifo(fifo)
     scanner = SubbandWatcher(tmp_path, CFG, tolerance_s=20.0, n_expected=16)
-    t0 = time.monotonic()
-    assert scanner.scan(at(0)) == []
+    assert bounded(scanner.scan, at(0)) == []
     (odd,) = scanner.rejected
     assert (odd.path, odd.kind) == (fifo, "not_regular") and "FIFO" in odd.reason
-    assert scanner.scan(at(2)) == []  # 15 stable files: waits for sb05
-    (decision,) = scanner.scan(at(61))  # timeout: converted with sb05 flagged
-    assert scanner.scan(at(62)) == [] and scanner.rejected == []  # not "late"
-    assert time.monotonic() - t0 < 10
+    assert bounded(scanner.scan, at(2)) == []  # 15 stable files: waits for sb05
+    (decision,) = bounded(scanner.scan, at(61))  # timeout: sb05 flagged
+    assert bounded(scanner.scan, at(62)) == [] and scanner.rejected == []
     assert decision.group.missing_subbands == (5,)
+
+
+def bounded(fn, *args, timeout_s: float = 20.0):
+    """Call ``fn`` in a daemon thread; fail (not hang) if it does not return."""
+    out: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn(*args)
+        except BaseException as err:  # re-raised below
+            out["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        pytest.fail(f"{getattr(fn, '__name__', fn)} blocked for {timeout_s} s")
+    if "error" in out:
+        raise out["error"]  # type: ignore[misc]
+    return out["value"]
 
 
 # ------------------------------------------------ item 6: late subbands

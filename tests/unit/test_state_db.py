@@ -172,3 +172,23 @@ def test_failed_migration_rolls_back(
         assert schema_version(conn) == known[-1].version
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "half_done" not in names
+
+
+def test_migration_added_below_the_newest_is_applied(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number left free on one branch and filled later is still applied."""
+    from dsa110_contimg.state import db as state_db
+
+    known = state_db._load_migrations()
+    newest = known[-1].version
+    gap = state_db._Migration(newest + 1, "gap_filled", "CREATE TABLE filled (x);")
+    after = state_db._Migration(newest + 2, "after", "CREATE TABLE after_gap (x);")
+    monkeypatch.setattr(state_db, "_load_migrations", lambda: [*known, after])
+    with closing(open_db(db_path)) as conn:
+        assert schema_version(conn) == newest + 2
+    monkeypatch.setattr(state_db, "_load_migrations", lambda: [*known, gap, after])
+    with closing(open_db(db_path)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    assert "filled" in names and newest + 1 in versions

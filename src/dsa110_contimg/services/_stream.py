@@ -211,7 +211,13 @@ async def run_stream_async(
                 "config": config.model_dump(mode="json"),
             },
         )
-        cleanup_stale_temporaries(config)
+        try:  # file-system work off the loop, like every scan
+            await asyncio.wait_for(
+                asyncio.shield(run_off_loop(cleanup_stale_temporaries, config)),
+                timeout=IO_TIMEOUT_S,
+            )
+        except TimeoutError:
+            log.error("stale-temporary clean-up is stuck; going on without it")
         runner = JobRunner(conn, config.queue, clock=clock)
         gate = IntakeGate(
             conn,
