@@ -457,3 +457,31 @@ def test_reconvert_job_replaces_ms_and_redoes_its_blocks(raw_files, tmp_path) ->
         redone = find_job(conn, PROCESS_BLOCK, "block_x")
     assert redone.state == "pending"  # the block runs again with the new MS
     assert "reconverted" in str(redone.payload["reason"])
+
+
+def test_status_wait_returns_only_when_idle(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from dsa110_contimg.cli_services import status_command
+    from dsa110_contimg.state.jobs import JobSpec, enqueue_job
+
+    db = tmp_path / "state.sqlite3"
+    args = ["--env", "testing", "--set", f"paths.state_db={db}", "--json"]
+    with closing(open_db(db)) as conn:
+        job, _ = enqueue_job(
+            conn, JobSpec(CONVERT_GROUP, "2025-01-01T12:00:00", T0.isoformat()), now=T0
+        )
+    t0 = time.monotonic()
+    busy = CliRunner().invoke(status_command, [*args, "--wait", "--wait-timeout", "1"])
+    assert busy.exit_code == 2, busy.output
+    assert time.monotonic() - t0 >= 1.0
+    assert json.loads(busy.stdout)["idle"] is False
+    with closing(open_db(db)) as conn:
+        from dsa110_contimg.state.jobs import cancel_job
+
+        cancel_job(conn, job.id, now=T0)
+    idle = CliRunner().invoke(status_command, [*args, "--wait", "--wait-timeout", "5"])
+    assert idle.exit_code == 0, idle.output
+    assert json.loads(idle.stdout)["idle"] is True
