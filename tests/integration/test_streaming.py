@@ -397,7 +397,7 @@ def test_status_and_requeue_commands(reference) -> None:
     (job,) = [j for j in stream.jobs() if j.id == 1]
     assert job.state == "pending" and job.attempts == 0
     again = CliRunner().invoke(requeue_command, [*stream.cli_args(), "1"])
-    assert again.exit_code == 1 and "cannot go from pending" in again.output
+    assert again.exit_code == 1 and "is pending; only done, failed" in again.output
     missing = CliRunner().invoke(requeue_command, [*stream.cli_args(), "999"])
     assert missing.exit_code == 1 and "no job with id 999" in missing.output
 
