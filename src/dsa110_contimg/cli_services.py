@@ -118,7 +118,9 @@ def _print_status(report: dict) -> None:
         f"{backlog.get('oldest_pending_data_time_iso') or '-'}"
     )
     intake = report["intake"]
-    if intake.get("paused"):
+    if intake.get("stuck"):
+        click.echo(f"intake: STUCK: {intake.get('reason')}")
+    elif intake.get("paused"):
         click.echo(f"intake: PAUSED: {intake.get('reason')}")
     else:
         click.echo("intake: open")

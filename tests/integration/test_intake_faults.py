@@ -266,11 +266,14 @@ def test_hung_scan_does_not_stop_the_loop(raw_files, tmp_path) -> None:
             assert await service.scan_off_loop(at(0)) == []  # gave up waiting
             assert await service.scan_off_loop(at(1)) == []  # still the same scan
             waited = time.monotonic() - t0
+            stuck = queue_status(conn, now=at(1))["intake"]
+            assert stuck["stuck"] is True and "has not returned" in stuck["reason"]
             release.set()
             service.scanner.scan = real_scan  # type: ignore[method-assign]
             for i in range(3):
                 await service.scan_off_loop(at(2 + i))
             tick_task.cancel()
+            assert not queue_status(conn, now=at(9))["intake"].get("stuck")
             return ticks, waited, len(list_jobs(conn))
 
     ticks, waited, n_jobs = asyncio.run(scenario())

@@ -143,6 +143,7 @@ class IntakeGate:
         self._min_gb = min_free_disk_gb
         self._free_gb = free_gb
         self.status: DiskStatus | None = None
+        self.stuck_reason: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -165,7 +166,14 @@ class IntakeGate:
         Runs on the loop's thread (it writes the ``intake`` service flag).
         """
         before = self.status
-        changed = before is None or status.is_low != before.is_low
+        changed = (
+            before is None
+            or status.is_low != before.is_low
+            or self.stuck_reason is not None
+        )
+        if self.stuck_reason is not None:
+            log.info("intake scan returned after being stuck")
+        self.stuck_reason = None
         self.status = status
         if changed:
             if status.is_low:
@@ -187,3 +195,22 @@ class IntakeGate:
                 now=now,
             )
         return status
+
+    def mark_stuck(self, reason: str, now: datetime) -> None:
+        """Record that the intake scan hangs (``status`` shows it) until it returns."""
+        if self.stuck_reason == reason:
+            return
+        self.stuck_reason = reason
+        previous = self.status
+        set_service_state(
+            self._conn,
+            "intake",
+            {
+                "paused": previous is not None and previous.is_low,
+                "stuck": True,
+                "reason": reason,
+                "free_gb": {} if previous is None else previous.free_gb,
+                "min_free_disk_gb": self._min_gb,
+            },
+            now=now,
+        )

@@ -224,6 +224,12 @@ class WatcherService:
                     "started": None if started is None else to_iso_utc(started),
                 },
             )
+            self.gate.mark_stuck(
+                f"the scan of {self.incoming_dir} has not returned after "
+                f"{self.io_timeout_s:g} s (a hung file-system call: a stuck mount?); "
+                "no group is enqueued until it returns",
+                self.runner.clock(),
+            )
             return []
         finally:
             if future.done():
