@@ -488,3 +488,32 @@ def test_status_wait_returns_only_when_idle(tmp_path) -> None:
     idle = CliRunner().invoke(status_command, [*args, "--wait", "--wait-timeout", "5"])
     assert idle.exit_code == 0, idle.output
     assert json.loads(idle.stdout)["idle"] is True
+
+
+def test_stream_requeues_a_finished_group_for_its_late_subband(raw_files, tmp_path):
+    from dsa110_contimg.state.jobs import claim_job, complete_job, get_job
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    copy([f for f in raw_files if "_sb05" not in f.name], incoming)
+    config = config_for(
+        tmp_path,
+        **{"watcher.group_timeout_s": 60.0, "watcher.timeout_policy": "flag"},
+    )
+    with closing(open_db(config.paths.state_db)) as conn:
+        runner = JobRunner(conn, config.queue, clock=lambda: T0)
+        gate = IntakeGate(conn, [incoming], min_free_disk_gb=0)
+        service = WatcherService(config, runner, gate, incoming_dir=incoming)
+        service.scan_once(at(0))
+        (job,) = service.scan_once(at(61))
+        assert job.payload["missing_subbands"] == [5]
+        claimed = claim_job(conn, worker="w:1:a", now=at(62), lease_s=60)
+        complete_job(conn, claimed.id, worker="w:1:a", now=at(63))
+        copy([raw_files[5]], incoming)  # the late subband
+        assert service.scan_once(at(70)) == []
+        again = get_job(conn, job.id)
+        assert again.state == "pending" and again.payload["reconvert"] is True
+        assert again.payload["files"]["05"] == str(incoming / raw_files[5].name)
+        assert again.payload["missing_subbands"] == []
+        assert again.payload["flag_missing"] is False
+        assert list_rejected_files(conn) == []  # resolved: nothing left to do

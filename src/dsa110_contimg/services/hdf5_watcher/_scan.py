@@ -262,10 +262,10 @@ class SubbandWatcher:
             for late in sorted(set(known) - self._decided_paths - set(self._reported)):
                 group_id = known[late].strftime("%Y-%m-%dT%H:%M:%S")
                 reason = (
-                    f"{late}: arrived after its group {group_id} was decided, so "
-                    "the group was converted without it; run 'dsa110-contimg "
-                    f"requeue --reconvert' on the group's convert_group job to "
-                    "convert it again with this file"
+                    f"{late}: arrived after its group {group_id} was decided; "
+                    "the stream reconverts the group with it once the group's "
+                    "job has finished (if this row stays, run 'dsa110-contimg "
+                    "requeue --reconvert' on the group's convert_group job)"
                 )
                 rejected.append(RejectedFile(late, "late", reason, group_id))
         self._decided_paths = set(known)

@@ -13,7 +13,9 @@ read that hangs (a stuck mount) makes the scan late, logged after
 until it returns. A decision is marked only once its job is in the
 database: one that fails to enqueue is handed back to the scanner and
 decided again at the next scan. Files set aside are recorded in
-``rejected_files``.
+``rejected_files``; a late subband that a finished group lacks requeues the
+group for reconversion (same group id and MS; its images are remade and the
+blocks holding it redone).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsa110_contimg.data_ingestion.grouping import RejectedFile
+from dsa110_contimg.data_ingestion.grouping import RejectedFile, examine_subband_path
 from dsa110_contimg.services._intake import DiskStatus, IntakeGate, run_off_loop
 from dsa110_contimg.services._runner import JobRunner
 from dsa110_contimg.services._single import service_runner
@@ -34,11 +36,17 @@ from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     PRIORITY_BACKFILL,
     PRIORITY_LIVE,
+    TERMINAL_STATES,
     Job,
     JobSpec,
+    find_job,
     list_jobs,
+    requeue_job,
 )
-from dsa110_contimg.state.rejected import record_rejected_files
+from dsa110_contimg.state.rejected import (
+    record_rejected_files,
+    resolve_rejected_files,
+)
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
 if TYPE_CHECKING:
@@ -167,6 +175,15 @@ class WatcherService:
                 record_rejected_files(self.runner.conn, rejected, now=now)
             except Exception:  # recorded at the next change; logged already
                 log.error("recording rejected files failed", exc_info=True)
+        for late in (r for r in rejected if r.kind == "late"):
+            try:
+                self._reconvert_for(late, now)
+            except Exception:  # the record stays: requeue --reconvert by hand
+                log.error(
+                    "automatic reconversion failed",
+                    extra={"path": str(late.path)},
+                    exc_info=True,
+                )
         enqueued = []
         for decision in decisions:
             try:
@@ -182,6 +199,47 @@ class WatcherService:
             if created:
                 enqueued.append(job)
         return enqueued
+
+    def _reconvert_for(self, late: RejectedFile, now: datetime) -> Job | None:
+        """Requeue a finished group for reconversion with a late subband.
+
+        Only when the late file brings a subband the group's job lacks and
+        the job is finished (done, failed or quarantined); otherwise the
+        record stays for an operator (``requeue --reconvert``).
+        """
+        parsed = examine_subband_path(late.path, n_expected=self.scanner.n_expected)
+        if late.group_id is None or isinstance(parsed, RejectedFile):
+            return None
+        job = find_job(self.runner.conn, CONVERT_GROUP, late.group_id)
+        files = dict(job.payload.get("files") or {}) if job is not None else {}
+        key = f"{parsed.subband:02d}"
+        if job is None or job.state not in TERMINAL_STATES or key in files:
+            return None
+        files[key] = str(late.path)
+        n_expected = self.scanner.n_expected
+        missing = [sb for sb in range(n_expected) if f"{sb:02d}" not in files]
+        payload = {
+            **job.payload,
+            "files": dict(sorted(files.items())),
+            "missing_subbands": missing,
+            "flag_missing": bool(missing),
+            "decision": f"reconvert: late subband sb{key} arrived ({late.path.name})",
+            "reconvert": True,
+        }
+        requeued = requeue_job(
+            self.runner.conn,
+            job.id,
+            now=now,
+            reason=f"late subband sb{key} arrived: {late.path}; reconverting",
+            payload=payload,
+        )
+        resolve_rejected_files(self.runner.conn, [late.path], now=now)
+        log.warning(
+            "late subband: group requeued for reconversion",
+            extra={"group": late.group_id, "path": str(late.path)},
+        )
+        self.runner.wake()
+        return requeued
 
     def _enqueue(self, decision: GroupDecision, now: datetime) -> tuple[Job, bool]:
         spec = conversion_spec(
