@@ -646,3 +646,47 @@ def test_fifo_and_bad_name_do_not_stop_the_stream(observation, tmp_path) -> None
     assert stream.proc.returncode == 0, stream.tail()
     assert elapsed < grace_s + 6, elapsed
     assert fifo.exists() and bad.exists()  # raw data is never deleted
+
+
+def test_late_subband_reconverts_and_redoes_blocks(observation, tmp_path) -> None:
+    """A subband arriving after the timeout: the group's MS is remade with it."""
+    g0, g1, g2 = observation.groups[:3]
+    stream = Stream(
+        tmp_path,
+        observation.sky_path,
+        watcher={"group_timeout_s": 4.0, "timeout_policy": "flag"},
+    )
+    deliver([g0, g2], stream.incoming)
+    deliver([g1], stream.incoming, skip=("_sb05",))
+    stream.start()
+    stream.wait(lambda: stream.finished(FULL_RUN), "the first pass to finish")
+    key = g1.start_time.strftime("%Y-%m-%dT%H:%M:%S")
+    (conv,) = [j for j in stream.jobs() if j.kind == CONVERT_GROUP and j.key == key]
+    assert conv.result["missing_subbands"] == [5]
+    blocks = {
+        j.key: len(stream.events(j.id))
+        for j in stream.jobs()
+        if j.kind == PROCESS_BLOCK and key in j.payload["groups"]
+    }
+    assert blocks
+    deliver([g1], stream.incoming)  # sb05 arrives late (others already there)
+
+    def redone() -> bool:
+        jobs = {(j.kind, j.key): j for j in stream.jobs()}
+        c = jobs[(CONVERT_GROUP, key)]
+        if c.state != "done" or c.result.get("missing_subbands") != []:
+            return False
+        return stream.finished(FULL_RUN) and all(
+            len(stream.events(jobs[(PROCESS_BLOCK, b)].id)) > n
+            for b, n in blocks.items()
+        )
+
+    stream.wait(redone, "the late subband to be reconverted and blocks redone")
+    stream.stop()
+    assert stream.proc.returncode == 0, stream.tail()
+    jobs = {(j.kind, j.key): j for j in stream.jobs()}
+    again = jobs[(CONVERT_GROUP, key)]
+    assert again.result["ms_path"] == conv.result["ms_path"]  # one group, one MS
+    assert again.result["superseded_images"]  # old images kept aside
+    assert len(list((tmp_path / "ms").glob("*.ms"))) == 3
+    assert_products_complete(tmp_path)
