@@ -7,6 +7,11 @@ job, runs the lane's handler while a heartbeat task renews the lease, and
 records the outcome through the transitions of `dsa110_contimg.state.jobs`.
 On stop, slots claim nothing new; running jobs may finish for the grace
 period, after which they are cancelled and released back to ``pending``.
+A job whose lease is lost (cancelled by an operator, or reclaimed after it
+expired) is stopped at the next heartbeat: its handler is cancelled, so no
+later step of it starts, and nothing is recorded for it (its result is
+discarded; the queue already belongs to someone else). A pool call already
+running finishes in its worker; its result is dropped.
 """
 
 from __future__ import annotations
