@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 SUBBAND_GLOB = "*_sb*.hdf5"
 """Names looked at in an incoming directory (others are not subband files)."""
 
+_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _JD_UNIX_EPOCH = 2440587.5
 _SAME_DATA_S = 0.5
 _NAME_RE = re.compile(r"^(?P<stamp>.*)_sb(?P<sb>[^_]*)\.hdf5$")
@@ -294,16 +295,17 @@ def probe_subband_file(path: Path) -> FileProbe:
             offset = visdata.id.get_offset()
             size = visdata.id.get_storage_size()
             expected = visdata.size * visdata.dtype.itemsize
+        on_disk = path.stat().st_size
     except (OSError, KeyError, ValueError, TypeError, IndexError) as err:
         return FileProbe(None, f"{path}: cannot read its UVH5 header ({err})")
     if first_jd is None:
         return FileProbe(None, f"{path}: empty time_array")
     start = datetime.fromtimestamp((first_jd - _JD_UNIX_EPOCH) * 86400.0, UTC)
-    if offset is not None and offset + size > path.stat().st_size:
+    if offset is not None and offset + size > on_disk:
         return FileProbe(
             start,
             f"{path}: visdata ends at byte {offset + size}, beyond the file's "
-            f"{path.stat().st_size} bytes (truncated copy)",
+            f"{on_disk} bytes (truncated copy)",
         )
     if offset is not None and size < expected:
         return FileProbe(
@@ -362,9 +364,6 @@ def group_subband_files(
     if current:
         groups.append(_make_group(current, n_expected, probes))
     return groups
-
-
-_ID_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 
 def _make_group(
