@@ -15,6 +15,7 @@ from pathlib import Path
 
 from astropy.table import Table, unique, vstack
 
+from dsa110_contimg.data_ingestion.grouping import RejectedFile, find_subband_groups
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
 from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.pipeline.orchestrator import (
@@ -26,7 +27,6 @@ from dsa110_contimg.pipeline.stages import photometry_stage
 from dsa110_contimg.pipeline.stages.conversion_stage import (
     ConversionReport,
     convert_groups,
-    find_groups,
 )
 from dsa110_contimg.simulation import (
     ObservationSpec,
@@ -122,16 +122,43 @@ def convert_incoming(
     *,
     progress: Progress = _quiet,
 ) -> ConversionReport:
-    """Convert every group found in ``incoming_dir`` to an MS."""
+    """Convert every group found in ``incoming_dir`` to an MS.
+
+    Files that cannot take part (a name that is not a time, a stray subband,
+    the unreadable or stray copy of a duplicate) are set aside with a reason
+    (printed, and recorded in the state database's ``rejected_files``); the
+    other groups go on. Each group is grouped by its data's own time, so a
+    copy named seconds earlier cannot make a second MS of the same data.
+    """
     incoming = Path(incoming_dir or config.paths.incoming_dir)
-    groups = find_groups(incoming, config.conversion)
+    cfg = config.conversion
+    scan = find_subband_groups(
+        incoming, tolerance_s=cfg.group_tolerance_s, n_expected=cfg.expected_n_subbands
+    )
+    groups = scan.groups
     progress(f"found {len(groups)} subband group(s) in {incoming}")
+    for rejected in scan.rejected:
+        progress(f"set aside ({rejected.kind}): {rejected.reason}")
+    _record_rejected(config, scan.rejected)
     return convert_groups(
         groups,
         Path(config.paths.ms_stage1_dir),
         config.conversion,
         progress=lambda i, n, msg: progress(f"[convert {i}/{n}] {msg}"),
     )
+
+
+def _record_rejected(config: PipelineConfig, rejected: list[RejectedFile]) -> None:
+    """Store the files set aside in the state database (``status`` lists them)."""
+    if not rejected:
+        return
+    from contextlib import closing
+
+    from dsa110_contimg.state import open_db
+    from dsa110_contimg.state.rejected import record_rejected_files
+
+    with closing(open_db(Path(config.paths.state_db))) as conn:
+        record_rejected_files(conn, rejected, now=datetime.now(UTC))
 
 
 def process_blocks(

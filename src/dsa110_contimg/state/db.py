@@ -1,7 +1,8 @@
 """SQLite connections and numbered schema migrations for the pipeline state DB.
 
 The schema lives in ``state/schema/NNNN_name.sql`` files. `migrate` applies the
-ones a database lacks, in order, inside one ``BEGIN IMMEDIATE`` transaction, and
+ones a database lacks (a number skipped on one branch and added later is
+applied when it arrives), in order, inside one ``BEGIN IMMEDIATE`` transaction, and
 records each in the ``schema_version`` table. Timestamps are UTC ISO-8601 text
 written by `to_iso_utc`, so they sort and compare as strings.
 """
@@ -184,13 +185,17 @@ def _load_migrations() -> list[_Migration]:
         migrations.append(_Migration(int(match[1]), match[2], sql))
     migrations.sort(key=lambda m: m.version)
     versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):
+    if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
         msg = (
             f"schema files in {schema_dir} must be numbered 0001, 0002, ... "
-            f"without gaps or duplicates; found versions {versions}"
+            f"without duplicates; found versions {versions}"
         )
         raise StateError(msg)
     return migrations
+
+
+def _applied_versions(conn: sqlite3.Connection) -> set[int]:
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
 
 
 def latest_schema_version() -> int:
@@ -269,15 +274,16 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute(_CREATE_VERSION_TABLE)
     current = schema_version(conn)
     _check_not_newer(conn, current, latest)
-    if current == latest:
+    if {m.version for m in migrations} <= _applied_versions(conn):
         return current
     conn.execute("BEGIN IMMEDIATE")
     try:
         # another process may have migrated while we waited for the lock
         current = schema_version(conn)
         _check_not_newer(conn, current, latest)
-        for migration in migrations:
-            if migration.version <= current:
+        applied = _applied_versions(conn)
+        for migration in migrations:  # every file not yet applied, gaps too
+            if migration.version in applied:
                 continue
             for statement in _split_statements(migration.sql):
                 conn.execute(statement)
