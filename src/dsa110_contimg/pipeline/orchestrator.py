@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -265,10 +264,11 @@ class PipelineOrchestrator:
     # -- processing -----------------------------------------------------------
     def _get_executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.config.services.max_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-            )
+            # the services' pool: spawned workers with a CASA-safe argv and
+            # site configuration, which die with this process
+            from dsa110_contimg.services._pool import make_process_pool
+
+            self._executor = make_process_pool(self.config.services.max_workers)
         return self._executor
 
     def close(self) -> None:

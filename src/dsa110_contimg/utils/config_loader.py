@@ -292,12 +292,16 @@ class CalibrationConfig(BaseModel):
         "check; the real pointing is read from each file (degrees).",
     )
     gcal_refant: str = Field(
-        "pad001", description="Reference antenna for gain solutions (antenna name)."
+        "auto",
+        description="Preferred reference antenna for gain solutions (antenna name "
+        "as in the MS, e.g. '24' in real files); 'auto' = chosen from the data "
+        "(most unflagged data, stable gains, near the array centre).",
     )
     refant_fallback: list[str] = Field(
-        ["pad002", "pad003", "pad004"],
-        description="Reference antennas tried in order if gcal_refant is flagged "
-        "(antenna names).",
+        [],
+        description="Reference antennas tried in order if gcal_refant is missing "
+        "or has poor data (antenna names); if none is usable the antenna is "
+        "chosen from the data.",
     )
     gcal_mode: Literal["p", "a", "ap"] = Field(
         "ap", description="Gain solve mode: phase, amplitude or both (choice)."

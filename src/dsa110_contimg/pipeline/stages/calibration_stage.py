@@ -211,7 +211,7 @@ def _solve_transits(
             solution = solve_calibration(
                 path,
                 prefix,
-                refant=refant,
+                refant=refant.name,
                 gcal_mode=cfg.gcal_mode,
                 gcal_solint=cfg.gcal_solint,
                 uvrange=cfg.uvrange,
@@ -233,7 +233,11 @@ def _solve_transits(
             dec_strip_deg=info.pointing_dec_deg,
             transit_mjd=t,
             validity_hours=cfg.validity_hours,
-            quality={**solution.quality, **solution.durations_s},
+            quality={
+                **solution.quality,
+                **solution.durations_s,
+                **refant.provenance(),
+            },
         )
         outcome.solved.append(registered)
 
