@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import runpy
 import sys
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -32,6 +33,7 @@ from dsa110_contimg.pipeline.exceptions import ExternalToolError, MissingDepende
 __all__ = [
     "CASA_SITE_CONFIG",
     "casa_environment",
+    "casa_version",
     "configure_casa_environment",
     "import_casa",
 ]
@@ -76,6 +78,40 @@ def _forget_casa() -> None:
             del sys.modules[name]
 
 
+_FIX = (
+    "Fix: run ./scripts/setup.sh (or pip install 'dsa110-contimg[casa]', which "
+    "brings casadata; or apt-get install casacore-data), then retry"
+)
+
+
+def _check_site_config(path: Path) -> None:
+    """Fail before CASA is touched when its configuration cannot work.
+
+    CASA's compiled core keeps the data path of its first start for the life
+    of the process, so a start that fails on missing data would poison every
+    later attempt; checked here first, the error stays retryable in-process.
+    """
+    if not path.is_file():
+        msg = (
+            f"CASA site configuration {path} ({_ENV_KEY}) does not exist; "
+            f"this installation of dsa110-contimg is incomplete. {_FIX}"
+        )
+        raise ExternalToolError(msg)
+    try:
+        values = runpy.run_path(str(path))
+    except Exception as err:  # a broken site configuration
+        msg = f"CASA site configuration {path} ({_ENV_KEY}) fails: {err}. {_FIX}"
+        raise ExternalToolError(msg) from err
+    measures = values.get("measurespath")
+    if not measures or not (Path(measures) / "geodetic").is_dir():
+        msg = (
+            f"no CASA measures data: {path} ({_ENV_KEY}) found neither the casadata "
+            f"package nor /usr/share/casacore/data (measurespath={measures!r}). "
+            f"{_FIX}"
+        )
+        raise ExternalToolError(msg)
+
+
 def import_casa(module: str = "casatools") -> ModuleType:
     """Import ``casatools`` or ``casatasks`` with the pipeline's CASA set-up.
 
@@ -101,6 +137,7 @@ def import_casa(module: str = "casatools") -> ModuleType:
         raise ValueError(msg)
     if module in sys.modules:
         return sys.modules[module]
+    _check_site_config(CASA_SITE_CONFIG)
     configure_casa_environment()
     saved = sys.argv
     sys.argv = _safe_argv()
@@ -122,8 +159,14 @@ def import_casa(module: str = "casatools") -> ModuleType:
             f"{_ENV_KEY}={CASA_SITE_CONFIG} (offline; measures from the casadata "
             "package) and ignores ~/.casa/config.py. Fix: run ./scripts/setup.sh "
             "(or pip install 'dsa110-contimg[casa]', which brings casadata; or "
-            "apt-get install casacore-data), check that file exists, then retry"
+            "apt-get install casacore-data), then retry in a new process (CASA "
+            "cannot restart inside one)"
         )
         raise ExternalToolError(msg) from err
     finally:
         sys.argv = saved
+
+
+def casa_version() -> str:
+    """Return the casatools version, starting CASA as `import_casa` does."""
+    return str(import_casa("casatools").version_string())

@@ -669,6 +669,11 @@ class SimulationConfig(BaseModel):
         description="'groups': n_sources around each group's meridian; 'strip': "
         "n_sources x n_groups spread along the strip the groups cover (choice).",
     )
+    antenna_naming: Literal["station", "pad"] = Field(
+        "station",
+        description="'station': antennas named by station number as real files "
+        "do ('1'..'117', numbers 0..116); 'pad': 'pad001'.. (choice).",
+    )
 
     @field_validator("n_chan_per_subband")
     @classmethod
