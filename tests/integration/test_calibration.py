@@ -406,3 +406,44 @@ def test_transit_ranking():
     )
     assert transits[0].calibrator.name == CAL
     assert transits[0].beam_weighted_flux_jy == pytest.approx(15.0, rel=0.02)
+
+
+def test_antenna_with_unstable_gains_is_not_the_reference(corrupted, tmp_path):
+    """An antenna whose phases jump between integrations is passed over."""
+    import sqlite3
+
+    from casacore.tables import table
+
+    from dsa110_contimg.calibration import choose_refant
+    from dsa110_contimg.calibration._refant import antenna_stats
+
+    base, sim, ms, config, outcome = corrupted
+    with sqlite3.connect(base / "db.sqlite3") as conn:
+        (cal_ms,) = conn.execute(
+            "SELECT ms_path FROM cal_solutions WHERE id=?", (outcome.solved[0].id,)
+        ).fetchone()
+    copy = tmp_path / "unstable.ms"
+    shutil.copytree(cal_ms, copy)
+    jumpy = 20  # simulated antenna index; MS antenna index = its number
+    row = int(NUMBERS[jumpy])
+    rng = np.random.default_rng(3)
+    with table(str(copy), readonly=False, ack=False) as t:
+        a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
+        _, t_idx = np.unique(t.getcol("TIME"), return_inverse=True)
+        data = t.getcol("DATA")
+        jumps = np.exp(1j * rng.uniform(-1.5, 1.5, t_idx.max() + 1))
+        data[a1 == row] *= jumps[t_idx[a1 == row], None, None]
+        data[a2 == row] *= np.conj(jumps[t_idx[a2 == row], None, None])
+        t.putcol("DATA", data)
+    stats = antenna_stats(copy)
+    live = np.isfinite(stats.instability)
+    median = np.median(stats.instability[live])
+    print(
+        f"\ngain instability: jumpy antenna {stats.instability[row]:.3f}, "
+        f"array median {median:.3f}"
+    )
+    assert stats.instability[row] > 3 * median
+    choice = choose_refant(copy, [NAMES[jumpy]])
+    assert choice.how == "automatic"
+    assert choice.name != NAMES[jumpy]
+    assert f"{NAMES[jumpy]} (unflagged" in choice.reason

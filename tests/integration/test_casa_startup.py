@@ -277,3 +277,15 @@ def test_console_script_process_with_config_and_calibration(home, tmp_path):
     assert "3C286" in provenance
     assert "refant" in provenance  # real antenna names: chosen from the data
     assert not (home / ".casa" / "config.py").exists()
+
+
+def test_tclean_child_gets_the_site_config_only_from_this_interpreter(monkeypatch):
+    from dsa110_contimg._casa import CASA_SITE_CONFIG
+    from dsa110_contimg.tools.tclean import _child_casa_environment
+
+    monkeypatch.delenv("CASASITECONFIG", raising=False)
+    own = _child_casa_environment(sys.executable)
+    assert own["CASASITECONFIG"] == str(CASA_SITE_CONFIG)
+    # as the CLI sets it for the whole process; a separate CASA keeps its own
+    monkeypatch.setenv("CASASITECONFIG", str(CASA_SITE_CONFIG))
+    assert "CASASITECONFIG" not in _child_casa_environment("/bin/sh")
