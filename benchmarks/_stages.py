@@ -248,7 +248,11 @@ def solve(
 
     ``uvrange`` None means the production value (small test arrays need "").
     """
-    from dsa110_contimg.calibration import solve_calibration, write_model_data
+    from dsa110_contimg.calibration import (
+        choose_refant,
+        solve_calibration,
+        write_model_data,
+    )
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
 
     cfg = _config({}).calibration
@@ -259,7 +263,7 @@ def solve(
     solution = solve_calibration(
         Path(ms),
         Path(table_prefix),
-        refant=cfg.gcal_refant,
+        refant=choose_refant(Path(ms), [cfg.gcal_refant, *cfg.refant_fallback]).name,
         gcal_mode=cfg.gcal_mode,
         gcal_solint=cfg.gcal_solint,
         uvrange=cfg.uvrange if uvrange is None else uvrange,

@@ -35,6 +35,7 @@ def main() -> None:
     """Run the benchmark and write its JSON report."""
     from dsa110_contimg.calibration import (
         apply_calibration,
+        choose_refant,
         flag_ms,
         load_calibrators,
         read_gain_table,
@@ -102,7 +103,7 @@ def main() -> None:
     solution = solve_calibration(
         ms,
         work / "cal" / "bench",
-        refant="pad001",
+        refant=choose_refant(ms, ["auto"]).name,
         uvrange=">1klambda" if args.n_antennas >= 48 else "",
     )
     timings.update(solution.durations_s)

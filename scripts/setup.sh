@@ -2,7 +2,8 @@
 # Install everything dsa110-contimg needs on a Debian 12 machine; idempotent.
 #   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv
 #   Python packages: this project with all extras, in ./.venv
-#   CASA: an offline configuration (~/.casa/config.py) pointing at casadata
+#   CASA: checks that it starts offline with the installation's own site
+#         configuration (nothing is written to ~/.casa)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,21 +29,20 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
-# CASA must stay offline and find its data (casadata) without downloading.
-# A config written by another checkout's setup is refreshed to point at this one.
-casa_cfg="${HOME}/.casa/config.py"
-marker="# written by dsa110-contimg scripts/setup.sh"
-datapath="$(.venv/bin/python -c 'import casadata; print(casadata.datapath)')"
-if [ ! -f "$casa_cfg" ] || { grep -q "^$marker" "$casa_cfg" && ! grep -q "\"$datapath\"" "$casa_cfg"; }; then
-    mkdir -p "$(dirname "$casa_cfg")"
-    cat > "$casa_cfg" <<CFG
-$marker: keep CASA offline
-datapath = ["${datapath}"]
-measurespath = "${datapath}"
-measures_auto_update = False
-data_auto_update = False
-nologfile = True
-CFG
-    echo "setup: wrote $casa_cfg" >&2
+# CASA: this installation carries its own offline site configuration
+# (src/dsa110_contimg/data/casasiteconfig.py, measures from casadata); the
+# pipeline points CASASITECONFIG at it and never reads ~/.casa/config.py.
+# Check that CASA starts with it from an empty HOME (nothing user-global).
+empty_home="$(mktemp -d)"
+if ! HOME="$empty_home" .venv/bin/python -c \
+    'from dsa110_contimg._casa import casa_version; print("setup: CASA", casa_version())' >&2; then
+    rm -rf "$empty_home"
+    echo "setup: CASA does not start with this installation's site configuration" >&2
+    exit 1
+fi
+rm -rf "$empty_home"
+old_cfg="${HOME}/.casa/config.py"
+if [ -f "$old_cfg" ] && grep -q "^# written by dsa110-contimg scripts/setup.sh" "$old_cfg"; then
+    echo "setup: note: $old_cfg (written by an older setup.sh) is no longer used by dsa110-contimg" >&2
 fi
 echo "setup: ok ($(wsclean --version 2>/dev/null | grep -m1 -i version))" >&2

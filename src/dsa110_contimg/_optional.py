@@ -13,6 +13,10 @@ __all__ = ["require"]
 def require(module: str, extra: str) -> ModuleType:
     """Import ``module`` or raise `MissingDependencyError` naming the pip extra.
 
+    CASA's own packages (``casatools``, ``casatasks``) are imported through
+    `dsa110_contimg._casa.import_casa`, which gives them this installation's
+    site configuration and an argv they cannot misread.
+
     Parameters
     ----------
     module : str
@@ -20,6 +24,10 @@ def require(module: str, extra: str) -> ModuleType:
     extra : str
         The ``dsa110-contimg`` extra that provides it, e.g. ``"casa"``.
     """
+    if module in ("casatools", "casatasks"):
+        from dsa110_contimg._casa import import_casa
+
+        return import_casa(module)
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:
@@ -29,11 +37,9 @@ def require(module: str, extra: str) -> ModuleType:
         )
         raise MissingDependencyError(msg) from err
     except ImportError as err:
-        # installed but failing at import (e.g. casatools without its
-        # measures data): say so, with the package's own message
+        # installed but failing at import: say so, with the package's own message
         fix = (
-            "run ./scripts/setup.sh, which installs casacore-data and writes "
-            "~/.casa/config.py"
+            "run ./scripts/setup.sh, which installs casacore-data"
             if extra == "casa"
             else f"reinstall it with: pip install 'dsa110-contimg[{extra}]'"
         )

@@ -492,7 +492,10 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``dsa110-contimg`` console script."""
     from astropy.utils import iers
 
+    from dsa110_contimg._casa import configure_casa_environment
+
     iers.conf.auto_download = False  # the pipeline runs offline
+    configure_casa_environment()  # this process and its CASA children
     cli.main(args=argv, prog_name="dsa110-contimg")
 
 

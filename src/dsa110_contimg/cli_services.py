@@ -255,7 +255,10 @@ def main_stream(argv: list[str] | None = None) -> None:
     """Run `stream_command` as a program (``python -m dsa110_contimg.services``)."""
     from astropy.utils import iers
 
+    from dsa110_contimg._casa import configure_casa_environment
+
     iers.conf.auto_download = False  # the pipeline runs offline
+    configure_casa_environment()  # this process and its CASA children
     stream_command.main(args=argv, prog_name="python -m dsa110_contimg.services")
 
 

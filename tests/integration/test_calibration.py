@@ -34,6 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.casa]
 
 N_TIMES = 12
 CAL = "3C286"
+N_ANT = 48
+DEAD = 7  # simulated antenna index with no signal
+# the simulator names antennas as real files do: station numbers "1".."117"
+NAMES = dsa110.antenna_names(N_ANT, "station")
+NUMBERS = dsa110.antenna_numbers(N_ANT, "station")
 
 
 def _spec(**kw) -> ObservationSpec:
@@ -45,7 +50,7 @@ def _spec(**kw) -> ObservationSpec:
     base = dict(
         start_time=start.to_datetime(UTC),
         n_groups=2,
-        n_antennas=48,
+        n_antennas=N_ANT,
         n_chan_per_subband=4,
         n_times=N_TIMES,
         declination_deg=30.5,
@@ -78,7 +83,6 @@ def _config(base: Path, **extra):
         {
             "calibration.enabled": True,
             "calibration.uvrange": "",
-            "calibration.refant_fallback": ["pad002", "pad003"],
         }
     )
     overrides.update(extra)
@@ -93,7 +97,7 @@ def corrupted(tmp_path_factory):
             gains=True,
             bandpass=True,
             gain_drift=True,
-            dead_antennas=(7,),
+            dead_antennas=(DEAD,),
             rfi_channels=(30, 31),
         ),
         base / "raw",
@@ -170,7 +174,7 @@ def test_gains_recovered(corrupted):
     ratio = solved / np.conj(truth)
     ref = model.antenna_names.index(solution.refant)
     ratio = ratio / (ratio[ref] / np.abs(ratio[ref]))[None]
-    dead = 7
+    dead = DEAD
     good = ~flagged
     good[dead] = False
     amp_err = np.abs(np.abs(ratio[good]) - 1)
@@ -191,7 +195,7 @@ def test_flagging_catches_dead_antenna_and_rfi(corrupted, clean):
     base, sim, ms, config, outcome = corrupted
     report = outcome.flag_reports[str(ms[0])]
     print(f"\nflagging: {report.summary()}")
-    assert report.dead_antennas == ("pad008",)
+    assert report.dead_antennas == (NAMES[DEAD],)
     assert report.rfi_fraction > 0
     # raw channels 30, 31 = sb07 channels 2, 3 -> ascending MS channels 33, 32
     assert max(report.per_subband, key=report.per_subband.get) == 7
@@ -269,6 +273,83 @@ def test_calibrated_image_recovers_fluxes(corrupted, clean, tmp_path):
 
     header = fits.getheader(results["calibrated"][0].image_path)
     assert CAL in header["DSACAL"]
+    # the reference antenna's provenance travels into the image header
+    assert f"refant {outcome.solved[0].refant} (automatic)" in header["DSACAL"]
+
+
+def test_refant_chosen_on_real_named_data(corrupted):
+    """Real files name antennas "1".."117": the seed's pad001.. must not break it."""
+    import json
+    import sqlite3
+
+    from dsa110_contimg.calibration import choose_refant
+    from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
+
+    base, sim, ms, config, outcome = corrupted
+    solution = outcome.solved[0]
+    refant = solution.refant
+    q = solution.quality
+    print(
+        f"\nrefant chosen on real-name data: {refant} ({q['refant_how']}; "
+        f"{q['refant_distance_m']:.0f} m from the array centre, unflagged "
+        f"{q['refant_unflagged_fraction']:.3f}, instability "
+        f"{q['refant_instability']:.3f}): {q['refant_reason']}"
+    )
+    assert refant in NAMES
+    assert refant != NAMES[DEAD]
+    assert q["refant_how"] == "automatic"
+    assert q["refant_distance_m"] < 500.0  # not an outrigger
+    # provenance: the cal_solutions row and the MS keyword of every calibrated MS
+    with sqlite3.connect(base / "db.sqlite3") as conn:
+        row_refant, quality_json, cal_ms = conn.execute(
+            "SELECT refant, quality_json, ms_path FROM cal_solutions WHERE id=?",
+            (solution.id,),
+        ).fetchone()
+    assert row_refant == refant
+    assert json.loads(quality_json)["refant_how"] == "automatic"
+    for path in ms:
+        assert f"refant {refant} (automatic)" in ms_calibration(Path(path))
+    # the seed's configuration (pad001, fallback pad002..pad004) matches no real
+    # antenna: it used to end in CalibrationError; now the data choose
+    cal_ms = Path(cal_ms)
+    seed = choose_refant(cal_ms, ["pad001", "pad002", "pad003", "pad004"])
+    assert (seed.name, seed.how) == (refant, "automatic")
+    assert "pad001 (not in the MS)" in seed.reason
+    # a configured antenna that exists and is good is used as configured ...
+    other = next(n for n in NAMES if n not in (refant, NAMES[DEAD]))
+    assert choose_refant(cal_ms, [other]).how == "configured"
+    # ... and the dead antenna is passed over for the fallback
+    fallback = choose_refant(cal_ms, [NAMES[DEAD], other])
+    assert (fallback.name, fallback.how) == (other, "fallback")
+
+
+@pytest.mark.parametrize("naming", ["station", "pad"])
+def test_simulator_writes_both_naming_schemes(tmp_path, naming):
+    import h5py
+
+    spec = _spec(
+        n_groups=1,
+        n_antennas=8,
+        n_chan_per_subband=1,
+        n_times=1,
+        n_sources=1,
+        add_calibrators=False,
+        antenna_naming=naming,
+    )
+    sim = simulate_observation(spec, tmp_path)
+    with h5py.File(sim.groups[0].files[0], "r") as h5:
+        names = [n.decode() for n in h5["Header/antenna_names"][()]]
+        numbers = list(h5["Header/antenna_numbers"][()])
+        used = set(h5["Header/ant_1_array"][()]) | set(h5["Header/ant_2_array"][()])
+    assert names == dsa110.antenna_names(8, naming)
+    if naming == "station":  # as the correlator writes: str(number + 1), gaps
+        assert names == [str(n + 1) for n in numbers]
+        assert numbers[0] == 0
+        assert max(numbers) == dsa110.N_STATION_SLOTS - 1
+    else:
+        assert names[:2] == ["pad001", "pad002"]
+        assert numbers == list(range(1, 9))
+    assert used == set(numbers)
 
 
 def test_other_strip_is_never_applied(corrupted):
@@ -330,3 +411,44 @@ def test_transit_ranking():
     )
     assert transits[0].calibrator.name == CAL
     assert transits[0].beam_weighted_flux_jy == pytest.approx(15.0, rel=0.02)
+
+
+def test_antenna_with_unstable_gains_is_not_the_reference(corrupted, tmp_path):
+    """An antenna whose phases jump between integrations is passed over."""
+    import sqlite3
+
+    from casacore.tables import table
+
+    from dsa110_contimg.calibration import choose_refant
+    from dsa110_contimg.calibration._refant import antenna_stats
+
+    base, sim, ms, config, outcome = corrupted
+    with sqlite3.connect(base / "db.sqlite3") as conn:
+        (cal_ms,) = conn.execute(
+            "SELECT ms_path FROM cal_solutions WHERE id=?", (outcome.solved[0].id,)
+        ).fetchone()
+    copy = tmp_path / "unstable.ms"
+    shutil.copytree(cal_ms, copy)
+    jumpy = 20  # simulated antenna index; MS antenna index = its number
+    row = int(NUMBERS[jumpy])
+    rng = np.random.default_rng(3)
+    with table(str(copy), readonly=False, ack=False) as t:
+        a1, a2 = t.getcol("ANTENNA1"), t.getcol("ANTENNA2")
+        _, t_idx = np.unique(t.getcol("TIME"), return_inverse=True)
+        data = t.getcol("DATA")
+        jumps = np.exp(1j * rng.uniform(-1.5, 1.5, t_idx.max() + 1))
+        data[a1 == row] *= jumps[t_idx[a1 == row], None, None]
+        data[a2 == row] *= np.conj(jumps[t_idx[a2 == row], None, None])
+        t.putcol("DATA", data)
+    stats = antenna_stats(copy)
+    live = np.isfinite(stats.instability)
+    median = np.median(stats.instability[live])
+    print(
+        f"\ngain instability: jumpy antenna {stats.instability[row]:.3f}, "
+        f"array median {median:.3f}"
+    )
+    assert stats.instability[row] > 3 * median
+    choice = choose_refant(copy, [NAMES[jumpy]])
+    assert choice.how == "automatic"
+    assert choice.name != NAMES[jumpy]
+    assert f"{NAMES[jumpy]} (unflagged" in choice.reason

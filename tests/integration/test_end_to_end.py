@@ -167,8 +167,12 @@ def test_missing_wsclean_is_clear(batch_run, tmp_path):
 
 def test_casacore_and_casatools_share_a_process(batch_run):
     """python-casacore and casatools imported together read the same MS."""
-    casatools = pytest.importorskip("casatools")
+    pytest.importorskip("casatools")
     from casacore.tables import table
+
+    from dsa110_contimg._casa import import_casa
+
+    casatools = import_casa("casatools")  # the pipeline's own CASA set-up
 
     _, result = batch_run
     ms = str(result.conversion.products[0].path)

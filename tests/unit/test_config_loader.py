@@ -53,7 +53,7 @@ def test_production_matches_seed_values() -> None:
     config = load_pipeline_config(environment="production", env=NO_ENV)
     assert config.imaging.cell_size == "3arcsec"
     assert config.imaging.threshold_jy() == pytest.approx(1e-3)
-    assert config.calibration.gcal_refant == "pad001"
+    assert config.calibration.gcal_refant == "auto"  # real antennas are "1".."117"
     assert config.services.mosaic_overlap_min == 10
     assert config.logging.format == "json"
 

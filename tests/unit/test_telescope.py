@@ -140,6 +140,36 @@ def test_reduced_layouts_keep_baseline_limits(n_antennas: int) -> None:
     assert lengths.max() < 3210.0
 
 
+@pytest.mark.parametrize("n_antennas", [8, 48, 96])
+def test_station_naming_follows_the_real_files(n_antennas: int) -> None:
+    """Real files: names "1".."117" = str(number + 1), numbers 0..116, per arm."""
+    names = dsa110.antenna_names(n_antennas, "station")
+    numbers = dsa110.antenna_numbers(n_antennas, "station")
+    assert len(set(names)) == n_antennas
+    assert names == [str(n + 1) for n in numbers]
+    assert numbers.min() >= 0
+    assert numbers.max() <= dsa110.N_STATION_SLOTS - 1
+    assert np.all(np.diff(numbers) > 0)
+    enu = dsa110.antenna_layout_enu(n_antennas=n_antennas)
+    station = numbers + 1
+    ew_arm = enu[:, 1] == 0
+    ns_arm = (enu[:, 0] == 0) & ~ew_arm
+    assert np.all((station[ew_arm] >= 1) & (station[ew_arm] <= 51))
+    assert np.all((station[ns_arm] >= 52) & (station[ns_arm] <= 102))
+    assert np.all(station[~(ew_arm | ns_arm)] >= 103)
+    pads = dsa110.antenna_names(n_antennas, "pad")
+    assert pads[0] == "pad001"
+    assert list(dsa110.antenna_numbers(n_antennas, "pad")) == list(
+        range(1, n_antennas + 1)
+    )
+    assert not set(pads) & set(names)
+
+
+def test_unknown_naming_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="naming scheme"):
+        dsa110.antenna_names(8, "vla")
+
+
 def test_antenna_layout_rejects_bad_sizes() -> None:
     with pytest.raises(ValueError, match="n_antennas"):
         dsa110.antenna_layout_enu(n_antennas=97)

@@ -9,6 +9,7 @@ from dsa110_contimg.calibration._calibrators import (
 )
 from dsa110_contimg.calibration._flagging import FlagReport, flag_ms, flag_visibilities
 from dsa110_contimg.calibration._model import predict_model, write_model_data
+from dsa110_contimg.calibration._refant import RefantChoice, choose_refant
 from dsa110_contimg.calibration._registry import (
     RegisteredSolution,
     find_solution,
@@ -18,7 +19,6 @@ from dsa110_contimg.calibration._registry import (
 from dsa110_contimg.calibration._solve import (
     CalSolution,
     apply_calibration,
-    choose_refant,
     read_gain_table,
     solve_calibration,
 )
@@ -38,6 +38,7 @@ __all__ = [
     "find_solution",
     "register_solution",
     "select_solution",
+    "RefantChoice",
     "CalSolution",
     "apply_calibration",
     "choose_refant",

@@ -42,7 +42,9 @@ class RegisteredSolution:
     transit_mjd: float
     valid_from_mjd: float
     valid_to_mjd: float
-    quality: dict[str, float]
+    # quality figures, durations and the reference antenna's provenance
+    # (``refant_how``: configured | fallback | automatic, ``refant_reason``...)
+    quality: dict[str, float | str]
 
     @property
     def tables(self) -> list[Path]:
@@ -51,9 +53,11 @@ class RegisteredSolution:
 
     def describe(self) -> str:
         """Return a short provenance string for headers and histories."""
+        how = self.quality.get("refant_how")
+        refant = f"refant {self.refant}" + (f" ({how})" if how else "")
         return (
             f"{self.calibrator}@{self.group_id} dec {self.dec_strip_deg:.2f} "
-            f"[{self.bandpass_table.name}, {self.gain_table.name}]"
+            f"{refant} [{self.bandpass_table.name}, {self.gain_table.name}]"
         )
 
 
@@ -84,7 +88,7 @@ def register_solution(
     dec_strip_deg: float,
     transit_mjd: float,
     validity_hours: float,
-    quality: dict[str, float],
+    quality: dict[str, float | str],
 ) -> RegisteredSolution:
     """Insert (or replace) the solution of a calibrator transit."""
     half_days = validity_hours / 24.0

@@ -3,8 +3,8 @@
 Sequence (``DSA110.md``, Calibration): a short phase-only solve to line up the
 phases, a bandpass solve (per channel, one solution over the calibrator
 transit) applying it, then amplitude+phase gains on ``gcal_solint`` applying
-the bandpass. The reference antenna is the first of ``refant`` and the
-fallback list whose data are not entirely flagged.
+the bandpass. The reference antenna comes from `choose_refant`
+(``_refant.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from dsa110_contimg.pipeline.exceptions import CalibrationError
 
 __all__ = [
     "CalSolution",
-    "choose_refant",
     "solve_calibration",
     "apply_calibration",
     "read_gain_table",
@@ -66,35 +65,6 @@ def _casa_log(path: Path):
         yield
     finally:
         casalog.setlogfile(old)
-
-
-def choose_refant(ms_path: Path, candidates: list[str]) -> str:
-    """Return the first candidate antenna with unflagged cross-correlations.
-
-    Raises
-    ------
-    CalibrationError
-        None of the candidates has usable data.
-    """
-    tables = require("casacore.tables", "casa")
-    with tables.table(f"{ms_path}/ANTENNA", ack=False) as ant:
-        names = list(ant.getcol("NAME"))
-    with tables.table(str(ms_path), ack=False) as ms:
-        a1, a2 = ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2")
-        flags = ms.getcol("FLAG")
-    row_flagged = flags.all(axis=(1, 2))
-    for name in candidates:
-        if name not in names:
-            continue
-        idx = names.index(name)
-        rows = ((a1 == idx) | (a2 == idx)) & (a1 != a2)
-        if rows.any() and not row_flagged[rows].all():
-            return name
-    msg = (
-        f"{ms_path}: none of the reference antennas {candidates} has unflagged data; "
-        "extend calibration.refant_fallback"
-    )
-    raise CalibrationError(msg)
 
 
 def solve_calibration(
@@ -178,8 +148,8 @@ def solve_calibration(
         msg = f"{ms_path}: CASA calibration failed ({type(err).__name__}: {err})"
         raise CalibrationError(msg) from err
     quality = {
-        "bandpass_flagged_fraction": _flagged_fraction(b_tab),
-        "gain_flagged_fraction": _flagged_fraction(g_tab),
+        "bandpass_flagged_fraction": _flagged_fraction(b_tab, ms_path),
+        "gain_flagged_fraction": _flagged_fraction(g_tab, ms_path),
     }
     if quality["bandpass_flagged_fraction"] > 0.5:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -214,10 +184,20 @@ def _require_table(path: Path, ms_path: Path, what: str) -> None:
         raise CalibrationError(msg)
 
 
-def _flagged_fraction(table_path: Path) -> float:
+def _flagged_fraction(table_path: Path, ms_path: Path) -> float:
+    """Return the flagged fraction of a table's solutions for antennas with data.
+
+    A caltable has a row for every ANTENNA-table row, including the empty
+    rows an MS gets when antenna numbers have gaps (real files number
+    antennas by station, 0..116, with ~21 unused); those are not counted.
+    """
     tables = require("casacore.tables", "casa")
+    with tables.table(str(ms_path), ack=False) as ms:
+        present = np.union1d(ms.getcol("ANTENNA1"), ms.getcol("ANTENNA2"))
     with tables.table(str(table_path), ack=False) as tab:
         flags = tab.getcol("FLAG")
+        ant = tab.getcol("ANTENNA1")
+    flags = flags[np.isin(ant, present)]
     return float(flags.mean()) if flags.size else 1.0
 
 

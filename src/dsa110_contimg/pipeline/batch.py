@@ -101,6 +101,7 @@ def observation_spec(config: PipelineConfig) -> ObservationSpec:
         seed=sim.seed,
         integration_spacing_s=sim.integration_spacing_s,
         sky_mode=sim.sky_mode,
+        antenna_naming=sim.antenna_naming,
     )
 
 

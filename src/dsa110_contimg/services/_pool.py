@@ -22,6 +22,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
+from dsa110_contimg._casa import configure_casa_environment
 from dsa110_contimg._optional import require
 
 __all__ = ["ExecutorHolder", "CapturingExecutor", "make_process_pool", "stop_workers"]
@@ -32,8 +33,16 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _init_worker() -> None:
-    """Prepare a pool worker: ignore Ctrl-C, die with the parent."""
+    """Prepare a pool worker: ignore Ctrl-C, die with the parent, CASA-safe argv.
+
+    A spawned worker inherits the parent's ``sys.argv`` (e.g. ``process
+    --config my.yaml``), which casaconfig would misread when CASA is imported;
+    the worker needs no argv, so it keeps only the program name, and gets the
+    installation's CASA site configuration (`dsa110_contimg._casa`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.argv = sys.argv[:1]
+    configure_casa_environment()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL(None, use_errno=True)

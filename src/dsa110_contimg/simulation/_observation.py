@@ -75,6 +75,9 @@ class ObservationSpec:
     # "groups": n_sources in a disc around each group's meridian; "strip":
     # n_sources * n_groups spread uniformly along the strip the groups cover.
     sky_mode: str = "groups"
+    # "station": antennas named by station number as in real files ("1"..
+    # "117", numbers 0..116, with gaps); "pad": the seed's "pad001".. (1..n).
+    antenna_naming: str = "station"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,19 +111,21 @@ def _location() -> EarthLocation:
     )
 
 
-def _telescope(n_antennas: int, location: EarthLocation) -> Telescope:
+def _telescope(
+    n_antennas: int, location: EarthLocation, naming: str = "station"
+) -> Telescope:
     enu = dsa110.antenna_layout_enu(n_antennas=n_antennas)
     ecef = ECEF_from_ENU(enu, center_loc=location)
     rel = ecef - np.array(
         [location.x.to_value(u.m), location.y.to_value(u.m), location.z.to_value(u.m)]
     )
-    numbers = np.arange(1, n_antennas + 1)
+    numbers = dsa110.antenna_numbers(n_antennas, naming)
     return Telescope.new(
         location=location,
         name=dsa110.TELESCOPE_NAME,
         instrument="DSA-110",
         antenna_positions={int(n): rel[i] for i, n in enumerate(numbers)},
-        antenna_names=dsa110.antenna_names(n_antennas),
+        antenna_names=dsa110.antenna_names(n_antennas, naming),
         antenna_numbers=numbers,
         antenna_diameters=np.full(n_antennas, dsa110.DISH_DIAMETER_M),
         mount_type="alt-az",
@@ -164,7 +169,7 @@ def simulate_observation(
     truth_dir = output_dir / "truth"
     truth_dir.mkdir(parents=True, exist_ok=True)
     location = _location()
-    telescope = _telescope(spec.n_antennas, location)
+    telescope = _telescope(spec.n_antennas, location, spec.antenna_naming)
     numbers = np.asarray(telescope.antenna_numbers)
     i1, i2 = np.triu_indices(spec.n_antennas)
     ant1, ant2 = numbers[i1], numbers[i2]

@@ -44,7 +44,10 @@ __all__ = [
     "parse_subband_filename",
     "ms_filename",
     "antenna_layout_enu",
+    "ANTENNA_NAMING_SCHEMES",
+    "station_numbers",
     "antenna_names",
+    "antenna_numbers",
 ]
 
 # Site of the OVRO observatory and the array's T-centre (used as telescope location).
@@ -179,10 +182,7 @@ def antenna_layout_enu(*, n_antennas: int = N_ANTENNAS_ACTIVE) -> NDArray[np.flo
     if not 8 <= n_antennas <= N_ANTENNAS_ACTIVE:
         msg = f"n_antennas must be in 8..{N_ANTENNAS_ACTIVE}, got {n_antennas}"
         raise ValueError(msg)
-    frac = n_antennas / N_ANTENNAS_ACTIVE
-    n_out = max(3, round(_N_OUTRIGGERS * frac))
-    n_ns = max(2, round(_N_NS_ACTIVE * frac))
-    n_ew = n_antennas - n_out - n_ns
+    n_ew, n_ns, n_out = _arm_counts(n_antennas)
 
     ew_slots = np.arange(-_EW_HALF_SPAN_M, _EW_HALF_SPAN_M + 1e-6, _EW_SPACING_M)
     ns_slots = np.arange(_NS_START_M, _NS_END_M + 1e-6, _NS_SPACING_M)
@@ -208,6 +208,76 @@ def antenna_layout_enu(*, n_antennas: int = N_ANTENNAS_ACTIVE) -> NDArray[np.flo
     return np.column_stack([east, north, up])
 
 
-def antenna_names(n_antennas: int) -> list[str]:
-    """Return station names ``pad001``... for ``n_antennas`` antennas."""
+def _arm_counts(n_antennas: int) -> tuple[int, int, int]:
+    """Return the antennas on the E-W arm, the N-S arm and the outriggers."""
+    frac = n_antennas / N_ANTENNAS_ACTIVE
+    n_out = max(3, round(_N_OUTRIGGERS * frac))
+    n_ns = max(2, round(_N_NS_ACTIVE * frac))
+    return n_antennas - n_out - n_ns, n_ns, n_out
+
+
+# Station numbers (1-based, DSA-001..117) of each part of the T.
+_EW_STATIONS = (1, 51)
+_NS_STATIONS = (52, 102)
+_OUTRIGGER_STATIONS = (103, N_STATION_SLOTS)
+
+# How antennas are named: "station" as the real correlator writes them
+# (antenna_names "1".."117" = str(antenna_number + 1), antenna_numbers 0..116,
+# DSA110.md); "pad" the seed simulator's "pad001".. with numbers 1..n.
+ANTENNA_NAMING_SCHEMES = ("station", "pad")
+
+
+def station_numbers(n_antennas: int = N_ANTENNAS_ACTIVE) -> NDArray[np.int_]:
+    """Return the 1-based station number of each antenna of `antenna_layout_enu`.
+
+    The layout's E-W arm antennas occupy stations 1-51, the N-S arm 52-102 and
+    the outriggers 103-117 (as the real pads, ``dsa110_stations.csv``), spread
+    over each range as the antennas are spread over the arm, so a smaller
+    array has gaps in its numbering, as the real one has.
+    """
+    counts = _arm_counts(n_antennas)
+    parts = [
+        np.linspace(lo, hi, n).round().astype(int)
+        for n, (lo, hi) in zip(
+            counts, (_EW_STATIONS, _NS_STATIONS, _OUTRIGGER_STATIONS), strict=True
+        )
+    ]
+    return np.concatenate(parts)
+
+
+def _check_scheme(scheme: str) -> None:
+    if scheme not in ANTENNA_NAMING_SCHEMES:
+        msg = (
+            f"antenna naming scheme must be one of {ANTENNA_NAMING_SCHEMES}, "
+            f"got {scheme!r}"
+        )
+        raise ValueError(msg)
+
+
+def antenna_names(n_antennas: int, scheme: str = "pad") -> list[str]:
+    """Return the antenna names of ``n_antennas`` layout antennas.
+
+    Parameters
+    ----------
+    n_antennas : int
+        Number of antennas of `antenna_layout_enu`.
+    scheme : {"pad", "station"}
+        ``"pad"``: ``pad001``, ``pad002``...; ``"station"``: the real files'
+        station numbers as strings (``"1"`` .. ``"117"``, with gaps).
+    """
+    _check_scheme(scheme)
+    if scheme == "station":
+        return [str(int(n)) for n in station_numbers(n_antennas)]
     return [f"pad{i + 1:03d}" for i in range(n_antennas)]
+
+
+def antenna_numbers(n_antennas: int, scheme: str = "pad") -> NDArray[np.int_]:
+    """Return the antenna numbers matching `antenna_names`.
+
+    ``"station"``: station number - 1 (0..116, as the correlator writes);
+    ``"pad"``: 1..n.
+    """
+    _check_scheme(scheme)
+    if scheme == "station":
+        return station_numbers(n_antennas) - 1
+    return np.arange(1, n_antennas + 1)

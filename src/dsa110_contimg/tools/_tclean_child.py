@@ -11,6 +11,7 @@ crash kills this process, not the pipeline worker. ``SPEC.json`` holds
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,10 @@ __all__ = ["main"]
 def main(argv: list[str]) -> int:
     """Run the tclean call described in ``argv[0]``; return the exit status."""
     spec = json.loads(Path(argv[0]).read_text())
+    if os.environ.get("CASASITECONFIG"):
+        # started by the pipeline with its own CASA site configuration: give
+        # casaconfig an argv it cannot misread and no user-global config
+        sys.argv = [sys.argv[0], "--noconfig"]
     import casatasks
     import casatools
 

@@ -67,6 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dsa110_contimg._casa import CASA_SITE_CONFIG, casa_environment
 from dsa110_contimg._optional import require
 from dsa110_contimg.pipeline.exceptions import ImagingError
 from dsa110_contimg.tools.fits_header import set_header_cards
@@ -93,6 +94,20 @@ _SIDELOBE_THRESHOLD = 1.0
 # Mask growth by binary dilation: CASA's default 75 iterations took 17 min per
 # major cycle on a 4800^2 image (2 cores); point sources need few.
 _GROW_ITERATIONS = 10
+
+
+def _child_casa_environment(python: str) -> dict[str, str]:
+    """Return the environment of a tclean child.
+
+    This interpreter's own child gets the pipeline's CASA site configuration
+    (`dsa110_contimg._casa`); a separate CASA installation keeps its own.
+    """
+    if Path(python).resolve() == Path(sys.executable).resolve():
+        return casa_environment()
+    env = dict(os.environ)
+    if env.get("CASASITECONFIG") == str(CASA_SITE_CONFIG):
+        del env["CASASITECONFIG"]
+    return env
 
 
 def find_casa_python(python: str | None = None) -> str:
@@ -323,7 +338,7 @@ class TcleanImager:
             f"system.resources.cores: {int(params.threads)}\n"
         )
         env = {
-            **os.environ,
+            **_child_casa_environment(python),
             "CASARCFILES": str(work / "casarc"),
             "OMP_NUM_THREADS": str(params.threads),
         }

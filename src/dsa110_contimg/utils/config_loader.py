@@ -294,12 +294,16 @@ class CalibrationConfig(BaseModel):
         "check; the real pointing is read from each file (degrees).",
     )
     gcal_refant: str = Field(
-        "pad001", description="Reference antenna for gain solutions (antenna name)."
+        "auto",
+        description="Preferred reference antenna for gain solutions (antenna name "
+        "as in the MS, e.g. '24' in real files); 'auto' = chosen from the data "
+        "(most unflagged data, stable gains, near the array centre).",
     )
     refant_fallback: list[str] = Field(
-        ["pad002", "pad003", "pad004"],
-        description="Reference antennas tried in order if gcal_refant is flagged "
-        "(antenna names).",
+        [],
+        description="Reference antennas tried in order if gcal_refant is missing "
+        "or has poor data (antenna names); if none is usable the antenna is "
+        "chosen from the data.",
     )
     gcal_mode: Literal["p", "a", "ap"] = Field(
         "ap", description="Gain solve mode: phase, amplitude or both (choice)."
@@ -673,6 +677,11 @@ class SimulationConfig(BaseModel):
         "groups",
         description="'groups': n_sources around each group's meridian; 'strip': "
         "n_sources x n_groups spread along the strip the groups cover (choice).",
+    )
+    antenna_naming: Literal["station", "pad"] = Field(
+        "station",
+        description="'station': antennas named by station number as real files "
+        "do ('1'..'117', numbers 0..116); 'pad': 'pad001'.. (choice).",
     )
 
     @field_validator("n_chan_per_subband")

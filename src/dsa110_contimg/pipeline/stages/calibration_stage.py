@@ -3,9 +3,12 @@
 For a block: every MS is flagged once; for each calibrator transiting within
 the strip's beam during the block, the group holding the transit is solved
 (unless the registry already has that solution, so re-running a block does not
-solve twice); then each MS gets the nearest valid solution of its own
-declination strip applied (CORRECTED_DATA), and the tables used are recorded
-in the MS (keyword ``DSA110_CALTABLES``) and the database.
+solve twice), with the reference antenna from `choose_refant` (configured
+when present and good, else chosen from the data; its provenance goes into
+the solution's quality record); then each MS gets the nearest valid solution
+of its own declination strip applied (CORRECTED_DATA), and the tables used
+(and the reference antenna) are recorded in the MS (keyword
+``DSA110_CALTABLES``) and the database.
 """
 
 from __future__ import annotations
@@ -211,7 +214,7 @@ def _solve_transits(
             solution = solve_calibration(
                 path,
                 prefix,
-                refant=refant,
+                refant=refant.name,
                 gcal_mode=cfg.gcal_mode,
                 gcal_solint=cfg.gcal_solint,
                 uvrange=cfg.uvrange,
@@ -233,7 +236,11 @@ def _solve_transits(
             dec_strip_deg=info.pointing_dec_deg,
             transit_mjd=t,
             validity_hours=cfg.validity_hours,
-            quality={**solution.quality, **solution.durations_s},
+            quality={
+                **solution.quality,
+                **solution.durations_s,
+                **refant.provenance(),
+            },
         )
         outcome.solved.append(registered)
 
