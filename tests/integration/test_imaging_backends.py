@@ -99,9 +99,9 @@ def test_backends_agree_on_bright_sources(group):
     _, _, _, tables = group
     w, t = tables["wsclean"], tables["tclean"]
     assert list(w["source_name"]) == list(t["source_name"])
-    # bright: flux errors below ~0.7%, so a 2% difference is a real disagreement
+    # bright (noise SNR >= 100): flux errors ~1%, so a 2% difference is real
     bright = (
-        (np.minimum(np.asarray(w["snr"]), np.asarray(t["snr"])) >= 150)
+        (np.minimum(np.asarray(w["snr"]), np.asarray(t["snr"])) >= 100)
         & (np.asarray(w["flags"]) == 0)
         & (np.asarray(t["flags"]) == 0)
     )
