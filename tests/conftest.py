@@ -13,6 +13,18 @@ from astropy.utils import iers
 iers.conf.auto_download = False
 iers.conf.auto_max_age = None
 
+# Tests that import casatools/casatasks directly get the installation's CASA
+# set-up too (site configuration, corrected observatory table), as the
+# pipeline's own processes do: never a user-global ~/.casa/config.py.
+try:
+    from dsa110_contimg._casa import configure_casa_environment
+    from dsa110_contimg._casa_data import ensure_casa_data
+
+    configure_casa_environment()
+    ensure_casa_data()
+except ImportError:  # pragma: no cover - the casa extra is optional
+    pass
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")

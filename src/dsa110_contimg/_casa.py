@@ -137,6 +137,9 @@ def import_casa(module: str = "casatools") -> ModuleType:
         raise ValueError(msg)
     if module in sys.modules:
         return sys.modules[module]
+    from dsa110_contimg._casa_data import ensure_casa_data
+
+    ensure_casa_data()  # once per installation; CASA falls back to casadata
     _check_site_config(CASA_SITE_CONFIG)
     configure_casa_environment()
     saved = sys.argv

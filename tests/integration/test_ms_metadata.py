@@ -222,6 +222,34 @@ def test_observation_table_and_listobs(observation, tmp_path) -> None:
         assert name in text
 
 
+def test_casa_knows_the_site_antenna_offsets_are_metres(observation) -> None:
+    """listobs's antenna offsets need CASA's observatory row to be right.
+
+    casadata types OVRO_MMA's geodetic height as an ITRF radius; the
+    installation's CASA data (`dsa110_contimg._casa_data`) retypes it, so the
+    offsets of the antennas from the site are metres, not ~6 370 km.
+    """
+    from dsa110_contimg._casa import import_casa
+
+    casatools = import_casa("casatools")
+    md = casatools.msmetadata()
+    md.open(str(observation["product"].path))
+    try:
+        offsets = [md.antennaoffset(k) for k in range(N_ANT)]
+    finally:
+        md.done()
+    east = np.array([o["longitude offset"]["value"] for o in offsets])
+    north = np.array([o["latitude offset"]["value"] for o in offsets])
+    up = np.array([o["elevation offset"]["value"] for o in offsets])
+    assert np.all(np.abs(up) < 100.0), f"elevation offsets {up.min()}..{up.max()} m"
+    assert np.all(np.hypot(east, north) < 3000.0)
+    me = casatools.measures()
+    site = me.observatory("DSA_110")
+    assert site["refer"] == "WGS84"
+    lon = np.degrees(me.measure(site, "WGS84")["m0"]["value"])
+    assert lon == pytest.approx(dsa110.ARRAY_LON_DEG, abs=1e-6)
+
+
 def test_casa_solves_without_mount_warnings(observation, tmp_path) -> None:
     """pyuvdata's MOUNT 'other' gave one parAngle warning per antenna and solve."""
     casatasks = pytest.importorskip("casatasks")
