@@ -80,9 +80,14 @@ def _write_results_json(results: Table, path: Path) -> Path:
     ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n")
-    tmp.replace(path)
+    from dsa110_contimg.utils.storage import publish, temporary_path
+
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(json.dumps(records, indent=1, allow_nan=False) + "\n")
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

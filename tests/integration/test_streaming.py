@@ -254,6 +254,9 @@ def assert_no_debris(base: Path) -> None:
         *(base / "products").glob(".*.tmp"),
         *(base / "mosaics").glob(".*.tmp"),
         *(base / "images").glob(".*.tmp"),
+        *(base / "products").glob(".*.tmp-*"),
+        *(base / "mosaics").glob(".*.tmp-*"),
+        *(base / "images").glob(".*.tmp-*"),
     ]
     assert debris == []
 

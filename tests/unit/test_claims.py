@@ -125,3 +125,21 @@ def test_overlapping_key_sets_do_not_deadlock(db_path: Path) -> None:
         assert [c.key for c in held] == ["ms:a", "ms:b"]
     with hold_claims(db_path, ["ms:a", "ms:b"], ttl_s=5):
         pass
+
+
+def test_temporary_names_are_unique_and_tagged(tmp_path: Path) -> None:
+    from dsa110_contimg.utils.storage import (
+        publish,
+        temporary_path,
+        temporary_writer_pid,
+    )
+
+    final = tmp_path / "x-image.png"
+    a, b = temporary_path(final), temporary_path(final)
+    assert a != b and a.suffix == ".png" and a.name.startswith(".x-image.png.tmp-")
+    assert temporary_writer_pid(a) == os.getpid()
+    assert temporary_writer_pid(final) is None
+    a.write_bytes(b"new")
+    final.write_bytes(b"old")
+    publish(a, final)
+    assert final.read_bytes() == b"new" and not a.exists()

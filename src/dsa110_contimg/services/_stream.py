@@ -36,6 +36,7 @@ from dsa110_contimg.services._pool import (
 from dsa110_contimg.services._runner import Clock, JobRunner, utc_now
 from dsa110_contimg.state import open_db
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
+from dsa110_contimg.utils.storage import temporary_writer_pid
 
 __all__ = [
     "ALL_SERVICES",
@@ -103,8 +104,10 @@ def cleanup_stale_temporaries(config: PipelineConfig) -> list[Path]:
     Conversion and imaging write under names tagged with the writer's pid
     (``.<ms>.tmp-<pid>``, ``.tmp-<prefix>-<pid>``) and rename on success; a
     temporary whose writer no longer runs is debris. Untagged temporaries
-    (``.<name>.tmp``: photometry tables, mosaics) are removed too: the caller
-    holds the stream lock, so no block of this database is writing one.
+    (``.<name>.tmp``, older versions) are removed too: the caller holds the
+    stream lock, so no block of this database is writing one. Unique
+    temporaries (``.<name>.tmp-<pid>-<random>``, `utils.storage.temporary_path`)
+    are removed when their writer no longer runs.
     """
     paths = config.paths
     removed = []
@@ -122,11 +125,27 @@ def cleanup_stale_temporaries(config: PipelineConfig) -> list[Path]:
             else:
                 path.unlink(missing_ok=True)
             removed.append(path)
-    for directory in (paths.products_dir, paths.mosaics_dir, paths.images_dir):
+    product_dirs = (
+        paths.products_dir,
+        paths.mosaics_dir,
+        paths.images_dir,
+        paths.cal_tables_dir,
+    )
+    for directory in product_dirs:
         for path in Path(directory).glob(".*.tmp"):
             if path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(path)
+        # unique temporaries (utils.storage.temporary_path) of dead writers
+        for path in Path(directory).glob(".*.tmp-*"):
+            pid = temporary_writer_pid(path)
+            if pid is None or _pid_alive(pid):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
     if removed:
         log.warning(
             "stale temporaries removed",

@@ -20,7 +20,9 @@ import errno
 import functools
 import inspect
 import os
+import re
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +34,12 @@ __all__ = [
     "writes_product",
     "ensure_free_space",
     "fsync_tree",
+    "temporary_path",
+    "publish",
+    "temporary_writer_pid",
 ]
+
+_TMP_RE = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}")
 
 # errno values that mean "the machine, not the data": retry after fixing it
 _RESOURCE_ERRNOS = frozenset(
@@ -197,3 +204,35 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def temporary_path(path: Path | str) -> Path:
+    """Return a unique hidden temporary name next to ``path``.
+
+    ``.<name>.tmp-<pid>-<random><suffix>``: unique per writer and call, so two
+    workers writing the same product never collide (the suffix is kept for
+    writers that infer the format from it, e.g. matplotlib), and tagged with
+    the writer's pid so a stale one can be told from one being written
+    (`temporary_writer_pid`).
+    """
+    path = Path(path)
+    token = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f".{path.name}.{token}{path.suffix}")
+
+
+def temporary_writer_pid(path: Path | str) -> int | None:
+    """Return the writer pid of a `temporary_path` name (None for other names)."""
+    match = _TMP_RE.search(Path(path).name)
+    return int(match[1]) if match else None
+
+
+def publish(tmp: Path | str, final: Path | str) -> None:
+    """Flush ``tmp`` to disk, then rename it over ``final`` (atomic on POSIX).
+
+    The old ``final`` stays in place until the rename, so a crash at any
+    moment leaves the old product or the new one, whole; the fsync before the
+    rename means a power loss after it cannot leave an empty published file.
+    """
+    fsync_tree(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(Path(final).parent)

@@ -86,9 +86,14 @@ def _get_keyword(ms_path: Path, key: str) -> object:
 def _write_flag_report(report: FlagReport, path: Path) -> None:
     """Write the flagged fractions (per antenna, per subband) as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(report), indent=1))
-    tmp.replace(path)
+    from dsa110_contimg.utils.storage import publish, temporary_path
+
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(json.dumps(asdict(report), indent=1))
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _span(info: MsInfo) -> tuple[float, float]:

@@ -45,6 +45,7 @@ from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
 from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.utils.config_loader import PhotometryConfig
+from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = [
     "PHOTOMETRY_COLUMNS",
@@ -634,18 +635,22 @@ def _image_frequency(header: fits.Header) -> float:
     return 0.5 * (header["DSAFMIN"] + header["DSAFMAX"])
 
 
+@writes_product("photometry table")
 def write_photometry_table(tables: Iterable[Table], path: Path) -> Path:
-    """Write measurements as CSV atomically (temporary name, then rename)."""
+    """Write measurements as CSV atomically (unique temporary, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(PHOTOMETRY_COLUMNS)
-        for table in tables:
-            for row in table.iterrows(*PHOTOMETRY_COLUMNS):
-                writer.writerow([_fmt(v) for v in row])
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(PHOTOMETRY_COLUMNS)
+            for table in tables:
+                for row in table.iterrows(*PHOTOMETRY_COLUMNS):
+                    writer.writerow([_fmt(v) for v in row])
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
