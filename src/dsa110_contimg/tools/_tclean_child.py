@@ -5,7 +5,9 @@ Run as ``<python with casatasks> _tclean_child.py SPEC.json`` by
 casatasks, so the interpreter may be a separate CASA installation, and a CASA
 crash kills this process, not the pipeline worker. ``SPEC.json`` holds
 ``tclean`` (the keyword arguments), ``export`` ({casa image: FITS path}),
-``casa_log`` and ``result`` (where to write a JSON summary).
+``casa_log`` and ``result`` (where to write a JSON summary). The major
+cycles' starting peak residuals (tclean's ``summaryminor`` ``startPeakRes``)
+are printed as one ``DSA_TCLEAN_PEAKS <json>`` line for the quality gates.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def main(argv: list[str]) -> int:
             imagename=name, fitsimage=fits_path, overwrite=True, dropdeg=False
         )
     summary = summary if isinstance(summary, dict) else {}
+    peaks = _start_peaks(summary.get("summaryminor"))
+    record = {"start_peaks_jy": peaks, "hit_niter": summary.get("stopcode") == 1}
+    print("DSA_TCLEAN_PEAKS " + json.dumps(record), flush=True)
     result = {
         "version": "CASA " + casatools.version_string(),
         "stop": str(summary.get("stopDescription", "")),
@@ -42,6 +47,15 @@ def main(argv: list[str]) -> int:
     }
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
+
+
+def _start_peaks(minor: object) -> list[float]:
+    """Return the starting peak residual of each major cycle (first plane)."""
+    while isinstance(minor, dict) and minor and "startPeakRes" not in minor:
+        minor = minor[sorted(minor)[0]]
+    if not isinstance(minor, dict):
+        return []
+    return [float(p) for p in minor.get("startPeakRes", [])]
 
 
 if __name__ == "__main__":

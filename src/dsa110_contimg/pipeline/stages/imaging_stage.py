@@ -8,6 +8,12 @@ the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
 ``-image.png`` (preview). All carry the image's WCS and provenance cards;
 each is written under a temporary name and renamed. A re-run skips the
 imager when the restored image exists and only makes missing derived maps.
+
+With ``imaging.qa_enabled`` each new image is measured against the quality
+gates (`dsa110_contimg.pipeline.stages.image_quality`); a failed image is made
+again once with safer clean parameters (`safer_params`: a shallower
+auto-threshold, an auto-mask, a lower major-cycle gain) and the verdict of the
+last attempt, with the earlier attempts, is written to ``-qa.json``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dsa110_contimg import __version__
 from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
 from dsa110_contimg.mosaic import DriftTrack, noise_map, primary_beam_image
 from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
 from dsa110_contimg.utils.config_loader import ImagingConfig
@@ -36,6 +43,7 @@ __all__ = [
     "image_ms",
     "image_prefix",
     "make_derived_products",
+    "safer_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +74,93 @@ def imaging_params(cfg: ImagingConfig) -> ImagingParams:
         mem_percent=cfg.mem_percent,
         timeout_s=cfg.timeout_s,
     )
+
+
+def safer_params(params: ImagingParams, cfg: ImagingConfig) -> ImagingParams:
+    """Return the parameters of a retry after a failed quality gate.
+
+    The clean stops at ``qa_retry_auto_threshold_sigma`` at least (a
+    shallower threshold), inside an auto-mask built at
+    ``qa_retry_auto_mask_sigma`` at least, with a major-cycle gain of at most
+    ``qa_retry_mgain`` (more major cycles, each model closer to the data).
+    """
+    return replace(
+        params,
+        auto_threshold_sigma=max(
+            params.auto_threshold_sigma or 0.0, cfg.qa_retry_auto_threshold_sigma
+        ),
+        auto_mask_sigma=max(
+            params.auto_mask_sigma or 0.0, cfg.qa_retry_auto_mask_sigma
+        ),
+        mgain=min(params.mgain, cfg.qa_retry_mgain),
+    )
+
+
+def _param_record(params: ImagingParams) -> dict[str, object]:
+    keys = ("niter", "auto_threshold_sigma", "auto_mask_sigma", "mgain", "threshold_jy")
+    return {k: getattr(params, k) for k in keys}
+
+
+def _gated_image(
+    imager: object,
+    ms_path: Path,
+    prefix: Path,
+    params: ImagingParams,
+    header: dict[str, object],
+    cfg: ImagingConfig,
+) -> ImageProduct:
+    """Image, measure the gates, retry once with safer parameters if failed."""
+    thermal = qa.thermal_rms_jy(
+        Path(ms_path), sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=params.min_uv_lambda
+    )
+    attempts: list[dict[str, object]] = []
+    for attempt in (params, safer_params(params, cfg)):
+        product = imager.make_image(Path(ms_path), prefix, attempt, header=header)
+        quality = qa.measure_quality(
+            product.image_path,
+            product.residual_path,
+            qa.clean_history(product.log_path, product.backend),
+            thermal,
+            cfg,
+            params=_param_record(attempt),
+            attempts=attempts,
+        )
+        if quality.passed:
+            break
+        log.warning(
+            "image failed its quality gates",
+            extra={
+                "image": str(product.image_path),
+                "attempt": len(attempts) + 1,
+                "reason": quality.reason,
+            },
+        )
+        record = quality.to_dict()
+        record.pop("attempts", None)
+        attempts.append(record)
+        log_path = product.log_path
+        if log_path.exists():  # keep the failed attempt's log for the record
+            os.replace(log_path, log_path.with_suffix(f".attempt{len(attempts)}.log"))
+    path = qa.write_quality(quality)
+    return replace(product, quality_path=path)
+
+
+def _skipped_quality(product: ImageProduct, ms_path: Path, cfg: ImagingConfig) -> Path:
+    """Return the quality record of an existing image, measuring it if missing."""
+    path = qa.quality_path(product.image_path)
+    if path.exists():
+        return path
+    thermal = qa.thermal_rms_jy(
+        Path(ms_path), sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=cfg.min_uv_lambda
+    )
+    quality = qa.measure_quality(
+        product.image_path,
+        product.residual_path,
+        qa.clean_history(product.log_path, product.backend),
+        thermal,
+        cfg,
+    )
+    return qa.write_quality(quality)
 
 
 def image_prefix(ms_path: Path, images_dir: Path) -> Path:
@@ -114,6 +209,10 @@ def image_ms(
             (),
             skipped=True,
         )
+        if cfg.qa_enabled:
+            skipped = replace(
+                skipped, quality_path=_skipped_quality(skipped, Path(ms_path), cfg)
+            )
         return make_derived_products(skipped, cfg) if derived else skipped
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     info = read_ms_info(Path(ms_path))
@@ -147,7 +246,10 @@ def image_ms(
     if calibration is not None:
         header["DSACAL"] = calibration
         params = replace(params, data_column="CORRECTED_DATA")
-    product = imager.make_image(Path(ms_path), prefix, params, header=header)
+    if cfg.qa_enabled:
+        product = _gated_image(imager, Path(ms_path), prefix, params, header, cfg)
+    else:
+        product = imager.make_image(Path(ms_path), prefix, params, header=header)
     return make_derived_products(product, cfg) if derived else product
 
 

@@ -1,8 +1,10 @@
 """Mosaicking stage: a block's group images coadded into one mosaic.
 
 Every image planned for the block is a member. Members that are missing,
-unreadable (``corrupt``), all-NaN (``empty``) or lack their primary-beam or
-rms map (``incomplete``) are left out with a `DataQualityWarning`; the mosaic
+unreadable (``corrupt``), all-NaN (``empty``), lack their primary-beam or
+rms map (``incomplete``) or failed their quality gates after a retry
+(``rejected``, with the reason from the image's ``-qa.json``) are left out
+with a `DataQualityWarning`; the mosaic
 grid still covers where they would have been (placed by their group time at
 the sidereal rate), so they show as a gap in the coverage map. Products, in
 ``mosaics_dir``: ``<block>-mosaic.fits`` (PB-corrected, inverse-variance
@@ -41,6 +43,7 @@ from dsa110_contimg.mosaic import (
     mosaic_grid,
 )
 from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
 from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
 from dsa110_contimg.utils.config_loader import MosaicConfig
 
@@ -127,6 +130,7 @@ def _fingerprint(members: Sequence[MosaicMember], cfg: MosaicConfig) -> str:
         for path in (
             member.image_path,
             *(_sibling(member.image_path, k) for k in ("pb", "rms")),
+            quality_path(member.image_path),
         ):
             try:
                 stat = path.stat()
@@ -148,6 +152,14 @@ def _inspect(member: MosaicMember) -> tuple[MemberStatus | None, fits.Header | N
         celestial_wcs(header)
     except (OSError, ValueError, KeyError, InputDataError) as err:
         return MemberStatus(path, "corrupt", f"unreadable image: {err}"[:200]), None
+    try:
+        quality = read_quality(path)
+    except InputDataError as err:
+        return MemberStatus(path, "corrupt", str(err)[:200]), header
+    if quality is not None and not quality.get("passed", True):
+        reasons = "; ".join(str(r) for r in quality.get("reasons") or [])
+        detail = f"failed its quality gates: {reasons}"
+        return MemberStatus(path, "rejected", detail[:500]), header
     for kind in ("pb", "rms"):
         if not _sibling(path, kind).exists():
             detail = f"no {kind} map; re-run the imaging stage"
