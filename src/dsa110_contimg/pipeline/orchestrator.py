@@ -197,6 +197,7 @@ def _mosaic_block(
             catalog,
             config.photometry,
             noise_path=product.noise_path,
+            coverage_path=product.coverage_path,
         )
     return out
 

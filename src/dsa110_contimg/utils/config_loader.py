@@ -591,6 +591,13 @@ class MosaicConfig(BaseModel):
     write_png: bool = Field(
         True, description="Write a PNG preview of every mosaic (flag)."
     )
+    guard_beams: float = Field(
+        4.0,
+        ge=0,
+        description="Outer band of each image, in restoring-beam major axes, used "
+        "only where no other image's interior covers the mosaic pixel; sources "
+        "measured there are flagged EDGE (beams).",
+    )
 
     @field_validator("cell_size")
     @classmethod

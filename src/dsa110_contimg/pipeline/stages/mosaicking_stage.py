@@ -9,8 +9,10 @@ grid still covers where they would have been (placed by their group time at
 the sidereal rate), so they show as a gap in the coverage map. Products, in
 ``mosaics_dir``: ``<block>-mosaic.fits`` (PB-corrected, inverse-variance
 weighted), ``-weight.fits``, ``-noise.fits`` (predicted rms), ``-coverage.fits``
-(images per pixel), ``-members.json`` and ``-mosaic.png``, each written under a
-temporary name and renamed, the mosaic last. A re-run with the same members
+(images per pixel from their interior; 0 on finite pixels filled only from
+the members' outer guard bands of ``mosaic.guard_beams`` beams),
+``-members.json`` and ``-mosaic.png``, each written under a temporary name and
+renamed, the mosaic last. A re-run with the same members
 (paths, sizes, modification times) and settings skips the work.
 """
 
@@ -225,6 +227,7 @@ def _inputs(
     members: Sequence[MosaicMember],
     headers: dict[Path, fits.Header],
     failed: dict[Path, MemberStatus],
+    guard_beams: float = 0.0,
 ) -> Iterator[MosaicInput]:
     """Load each usable member lazily; record members whose data cannot be read."""
     for member in members:
@@ -240,7 +243,15 @@ def _inputs(
                 path, "corrupt", f"unreadable data: {err}"[:200]
             )
             continue
-        yield MosaicInput(str(path), image, pb, rms, celestial_wcs(headers[path]))
+        wcs = celestial_wcs(headers[path])
+        guard = guard_beams * _beam_pix(headers[path], wcs)
+        yield MosaicInput(str(path), image, pb, rms, wcs, guard_pix=guard)
+
+
+def _beam_pix(header: fits.Header, wcs: WCS) -> float:
+    """Return the restoring beam's major axis in pixels (1 without BMAJ)."""
+    bmaj = float(header.get("BMAJ", 0.0) or 0.0)
+    return max(bmaj / abs(float(wcs.wcs.cdelt[1])), 1.0)
 
 
 def make_mosaic(
@@ -312,7 +323,7 @@ def make_mosaic(
         _outlines(members, headers), cell_deg=cell_deg, projection=cfg.projection
     )
     result = coadd_images(
-        _inputs(usable, headers, failed),
+        _inputs(usable, headers, failed, cfg.guard_beams),
         wcs,
         shape,
         pb_cut=cfg.pb_cut,

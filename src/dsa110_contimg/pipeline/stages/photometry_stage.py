@@ -162,6 +162,7 @@ def measure_mosaic(
     cfg: PhotometryConfig,
     *,
     noise_path: Path,
+    coverage_path: Path | None = None,
 ) -> Table:
     """Measure every catalogue source covered by a mosaic.
 
@@ -175,14 +176,19 @@ def measure_mosaic(
         The ``photometry`` section (``box_beams``).
     noise_path : Path
         The mosaic's noise map (predicted rms), used as the local rms.
+    coverage_path : Path, optional
+        The mosaic's coverage map: a source whose fitting box holds a finite
+        pixel of coverage 0 (filled only from the members' outer guard bands)
+        is flagged ``EDGE``.
 
     Returns
     -------
     astropy.table.Table
-        One row per source on a covered mosaic pixel, columns
-        `PHOTOMETRY_COLUMNS`; ``pb`` is 1 (the correction is already in the
-        mosaic), ``image_kind`` is ``'mosaic'``, ``mjd`` the mean mid-time of
-        the images used and ``freq_hz`` their mean frequency.
+        One row per source on a covered mosaic pixel (flagged ``EDGE`` when
+        its fitting box is cut by the mosaic's edge or reaches a guard-band
+        pixel), columns `PHOTOMETRY_COLUMNS`; ``pb`` is 1 (the correction is
+        already in the mosaic), ``image_kind`` is ``'mosaic'``, ``mjd`` the
+        mean mid-time of the images used and ``freq_hz`` their mean frequency.
 
     Raises
     ------
@@ -215,7 +221,14 @@ def measure_mosaic(
         min_pb=0.0,
         box_beams=cfg.box_beams,
     )
-    keep = (result.flags & PhotometryFlag.EDGE) == 0
+    flags = np.asarray(result.flags).copy()
+    if coverage_path is not None:
+        coverage, _ = _read_2d(coverage_path)
+        guard_only = np.isfinite(image) & (coverage == 0)
+        half = int(np.ceil(cfg.box_beams * _beam_pix(header, wcs)))
+        flags[_touches(guard_only, x[covered], y[covered], half)] |= PhotometryFlag.EDGE
+    # Every covered source gets a row; a cut box is flagged, not dropped.
+    keep = np.ones(len(flags), dtype=bool)
     n = int(keep.sum())
     table = Table(
         {
@@ -228,7 +241,7 @@ def measure_mosaic(
             "rms_jy": result.rms_jy[keep],
             "snr": result.snr[keep],
             "pb": result.pb[keep],
-            "flags": result.flags[keep],
+            "flags": flags[keep],
             "mjd": np.full(n, float(header.get("DSAMJD", np.nan))),
             "freq_hz": np.full(n, float(header.get("DSAFREQ", np.nan))),
             "image_kind": np.full(n, "mosaic"),
@@ -237,6 +250,24 @@ def measure_mosaic(
     )
     log.info("mosaic measured", extra={"mosaic": str(mosaic_path), "n_sources": n})
     return table
+
+
+def _beam_pix(header: fits.Header, wcs: WCS) -> float:
+    bmaj = float(header.get("BMAJ", 0.0) or 0.0)
+    return max(bmaj / abs(float(wcs.wcs.cdelt[1])), 1.0)
+
+
+def _touches(mask: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
+    """Return which positions have a true ``mask`` pixel within +-half pixels."""
+    ny, nx = mask.shape
+    out = np.zeros(len(x), dtype=bool)
+    if not mask.any():
+        return out
+    for k, (xk, yk) in enumerate(zip(np.rint(x), np.rint(y), strict=True)):
+        x0, x1 = max(0, int(xk) - half), min(nx, int(xk) + half + 1)
+        y0, y1 = max(0, int(yk) - half), min(ny, int(yk) + half + 1)
+        out[k] = bool(mask[y0:y1, x0:x1].any())
+    return out
 
 
 def _read_2d(path: Path) -> tuple[np.ndarray, fits.Header]:
