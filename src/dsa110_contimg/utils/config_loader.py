@@ -393,7 +393,10 @@ class ImagingConfig(BaseModel):
         description="Absolute clean stopping threshold (flux string, Jy/mJy/uJy).",
     )
     image_size: tuple[int, int] = Field(
-        (4800, 4800), description="Image size, x then y (pixels)."
+        (5000, 5000),
+        description="Image size, x then y; the default field (with the default "
+        "3 arcsec cell) covers the primary beam down to 0.19, below "
+        "photometry.min_pb, so no source above it lies outside (pixels).",
     )
     cell_size: str = Field(
         "3arcsec", description="Pixel size (angle string, arcsec/arcmin/deg)."
@@ -466,6 +469,14 @@ class ImagingConfig(BaseModel):
     )
     write_png: bool = Field(
         True, description="Write a PNG preview of every image (flag)."
+    )
+    subtract_standards_min_jy: float | None = Field(
+        1.0,
+        gt=0,
+        description="Flux standards (calibrators.csv model pb17) whose "
+        "drift-averaged apparent flux exceeds this are predicted through the "
+        "drifting beam, subtracted before imaging and restored after it; null = "
+        "off (Jy).",
     )
     qa_enabled: bool = Field(
         True,
