@@ -1,6 +1,7 @@
 """A 15 Jy source at the primary beam's edge leaves no artefact in the mosaic.
 
-3C286 (15 Jy, the flux standard) lies 1.45 deg off the strip, where the beam
+One group (testing size, 1024 x 12" field); 3C286 (15 Jy, the flux
+standard) transits during it 1.45 deg off the strip, where the beam
 is ~0.35 and changes fastest during a group's drift. Imaged with one PSF, its
 deconvolution errors (2-3% of its apparent flux along the PSF's ridges) put
 pixels far below the mosaic's noise map; subtracted through the drifting beam
@@ -32,10 +33,10 @@ from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
 
-START = datetime(2023, 6, 1, 4, 41, 30, tzinfo=UTC)  # 3C286 transits 04:46:36
+START = datetime(2023, 6, 1, 4, 44, 0, tzinfo=UTC)  # 3C286 transits 04:46:36
 DEC = 30.51 + 1.45
 SPEC_KW = {
-    "n_groups": 2,
+    "n_groups": 1,
     "n_times": 6,
     "declination_deg": DEC,
     "integration_spacing_s": dsa110.INTEGRATION_TIME_S * 24 / 6,
@@ -98,6 +99,7 @@ def runs(tmp_path_factory):
         overrides = {f"paths.{k}": str(work / v) for k, v in _PATHS.items()}
         overrides["paths.incoming_dir"] = str(base / "incoming")
         overrides["imaging.subtract_standards_min_jy"] = subtract
+        overrides["imaging.image_size"] = [1024, 1024]  # 3.4 deg: holds 3C286
         config = load_pipeline_config(
             environment="testing", overrides=overrides, env={}
         )
