@@ -475,8 +475,8 @@ class ImagingConfig(BaseModel):
         gt=0,
         description="Flux standards (calibrators.csv model pb17) whose "
         "drift-averaged apparent flux exceeds this are predicted through the "
-        "drifting beam, subtracted before imaging and restored after it; null = "
-        "off (Jy).",
+        "drifting beam, subtracted before imaging and restored after it (WSClean "
+        "only: tclean reads only DATA or CORRECTED_DATA); null = off (Jy).",
     )
     qa_enabled: bool = Field(
         True,

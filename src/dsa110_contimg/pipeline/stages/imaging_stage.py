@@ -310,7 +310,9 @@ def image_ms(
         params = replace(params, data_column="CORRECTED_DATA")
     track = DriftTrack.from_header(header)
     bright = None
-    if cfg.subtract_standards_min_jy is not None:
+    # tclean reads only DATA or CORRECTED_DATA, so only WSClean images the
+    # subtracted column.
+    if cfg.subtract_standards_min_jy is not None and cfg.backend == "wsclean":
         bright, _ = bright_sources.bright_calibrators(
             track,
             0.5 * (track.freq_min_hz + track.freq_max_hz),
