@@ -26,6 +26,7 @@ from astropy.io import fits
 from dsa110_contimg.calibration._calibrators import load_calibrators
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.pipeline.batch import run_batch
+from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_table
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.testing.drift_skies import group_centers_deg
@@ -124,3 +125,16 @@ def test_no_mosaic_pixel_beyond_noise_and_dynamic_range(runs):
         )
     assert figures["subtracted"][0] == 0
     assert figures["one PSF"][0] > 0  # the artefact the subtraction removes
+
+
+def test_the_subtracted_source_is_restored_and_measured(runs):
+    (c3,) = [c.as_sky() for c in load_calibrators() if c.name == "3C286"]
+    fluxes = {}
+    for label, (_, block) in runs.items():
+        table = read_photometry_table(Path(block.output_files["photometry"][0]))
+        names = np.asarray(table["source_name"]).astype(str)
+        kinds = np.asarray(table["image_kind"]).astype(str)
+        (row,) = table[(names == "3C286") & (kinds == "image")]
+        fluxes[label] = float(row["flux_jy"]) / float(c3.flux_at(row["freq_hz"])[0])
+    print(f"\n3C286 measured / true: {fluxes}")
+    assert fluxes["subtracted"] == pytest.approx(1.0, abs=0.02)

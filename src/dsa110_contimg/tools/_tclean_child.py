@@ -50,12 +50,21 @@ def main(argv: list[str]) -> int:
 
 
 def _start_peaks(minor: object) -> list[float]:
-    """Return the starting peak residual of each major cycle (first plane)."""
-    while isinstance(minor, dict) and minor and "startPeakRes" not in minor:
+    """Return the peak residual at the start of each major cycle (first plane).
+
+    ``summaryminor`` is ``{field: {channel: {stokes: {key: {cycle: value}}}}}``
+    (CASA 6.5+); ``startPeakRes`` is used, else ``peakRes`` (the peak at the
+    end of each minor cycle).
+    """
+    keys = ("startPeakRes", "peakRes")
+    while isinstance(minor, dict) and minor and not any(k in minor for k in keys):
         minor = minor[sorted(minor)[0]]
     if not isinstance(minor, dict):
         return []
-    return [float(p) for p in minor.get("startPeakRes", [])]
+    values = next((minor[k] for k in keys if k in minor), [])
+    if isinstance(values, dict):
+        values = [values[k] for k in sorted(values)]
+    return [float(p) for p in values]
 
 
 if __name__ == "__main__":
