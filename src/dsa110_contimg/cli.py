@@ -36,10 +36,35 @@ _PATH_LAYOUT = {
     "products_dir": "products",
     "state_db": "pipeline.sqlite3",
 }
+_OTHER_LAYOUT = {"variability.store_dir": "lightcurves"}
 
 
 def _echo(message: str) -> None:
     click.echo(message, err=True)
+
+
+class _UtcTime(click.ParamType):
+    """An ISO-8601 UTC time, checked when the command line is parsed."""
+
+    name = "ISO_UTC_TIME"
+
+    def convert(self, value, param, ctx):
+        from astropy.time import Time
+
+        if not isinstance(value, str):
+            return value
+        try:
+            Time(value, format="isot", scale="utc")
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO UTC time; use e.g. 2023-06-01T00:00:00",
+                param,
+                ctx,
+            )
+        return value
+
+
+UTC_TIME = _UtcTime()
 
 
 def _load(
@@ -53,9 +78,12 @@ def _load(
     from dsa110_contimg.utils.logging import configure_logging
 
     overrides: dict[str, object] = {}
+    base = None
     if output_dir is not None:
+        # Every path the pipeline writes goes under the output directory.
         base = Path(output_dir).resolve()
         overrides.update({f"paths.{k}": str(base / v) for k, v in _PATH_LAYOUT.items()})
+        overrides.update({f"{k}": str(base / v) for k, v in _OTHER_LAYOUT.items()})
     for item in sets:
         key, sep, value = item.partition("=")
         if not sep:
@@ -66,6 +94,13 @@ def _load(
         overrides[key.strip()] = yaml.safe_load(value)
     overrides.update(extra or {})
     config = load_pipeline_config(config_path, environment=env, overrides=overrides)
+    log_file = config.logging.file
+    if base is not None and log_file is not None and not log_file.is_absolute():
+        config = config.model_copy(
+            update={
+                "logging": config.logging.model_copy(update={"file": base / log_file})
+            }
+        )
     configure_logging(
         config.logging.level, fmt=config.logging.format, log_file=config.logging.file
     )
@@ -349,8 +384,8 @@ def run_single(config, block_end_time: str, ms_files: list[str]) -> None:
 
 @cli.command()
 @_common
-@click.option("--start-time", required=True, help="ISO UTC start.")
-@click.option("--end-time", required=True, help="ISO UTC end.")
+@click.option("--start-time", type=UTC_TIME, required=True, help="ISO UTC start.")
+@click.option("--end-time", type=UTC_TIME, required=True, help="ISO UTC end.")
 def batch(config_path, env, sets, start_time, end_time) -> None:
     """Process every block of existing MSs in a time range (the seed's --mode batch)."""
     run_time_range(_load(config_path, env, sets), start_time, end_time)
@@ -405,10 +440,14 @@ def run_health(config) -> None:
 @cli.command()
 @_common
 @click.option(
-    "--dec", "dec_deg", type=float, required=True, help="Strip declination (deg)."
+    "--dec",
+    "dec_deg",
+    type=click.FloatRange(-90.0, 90.0),
+    required=True,
+    help="Strip declination (deg, -90 to 90).",
 )
-@click.option("--start-time", required=True, help="ISO UTC start.")
-@click.option("--end-time", required=True, help="ISO UTC end.")
+@click.option("--start-time", type=UTC_TIME, required=True, help="ISO UTC start.")
+@click.option("--end-time", type=UTC_TIME, required=True, help="ISO UTC end.")
 def calibrators(config_path, env, sets, dec_deg, start_time, end_time) -> None:
     """List calibrator transits in the strip's beam, best (beam-weighted) first."""
     from astropy.time import Time

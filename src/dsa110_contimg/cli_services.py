@@ -1,6 +1,6 @@
-"""Commands of the streaming services: ``stream``, ``status`` and ``requeue``.
+"""Commands of the streaming services: ``stream``, ``status``, ``requeue``, ``cancel``.
 
-Importing this module adds the three commands to the ``dsa110-contimg`` group
+Importing this module adds the commands to the ``dsa110-contimg`` group
 (`dsa110_contimg.cli.cli`), whichever of the two modules is imported first;
 ``cli.py`` imports it at its end. ``python -m dsa110_contimg.services`` runs
 `stream_command` alone.
@@ -9,6 +9,7 @@ Importing this module adds the three commands to the ``dsa110-contimg`` group
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
@@ -19,7 +20,13 @@ import click
 from dsa110_contimg.cli import _common, _data_options, _load, cli
 from dsa110_contimg.pipeline.exceptions import PipelineError
 
-__all__ = ["stream_command", "status_command", "requeue_command", "main_stream"]
+__all__ = [
+    "stream_command",
+    "status_command",
+    "requeue_command",
+    "cancel_command",
+    "main_stream",
+]
 
 
 @contextmanager
@@ -62,17 +69,40 @@ def stream_command(config_path, env, sets, incoming_dir, catalog, output_dir) ->
 @click.command("status")
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def status_command(config_path, env, sets, as_json) -> None:
-    """Show the job queue: counts, backlog, intake, quarantine, last errors."""
-    from dsa110_contimg.services._status import read_queue_status
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait until idle (nothing pending, running or waiting for its block "
+    "window), then print; exit 2 if --wait-timeout passes first.",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    help="Longest wait of --wait (seconds).",
+)
+def status_command(config_path, env, sets, as_json, wait, wait_timeout) -> None:
+    """Show the job queue: counts, backlog, block windows, intake, rejected files."""
+    from dsa110_contimg.services._status import BlockTiming, read_queue_status
 
     with _translate_errors():
         config = _load(config_path, env, sets)
-        report = read_queue_status(Path(config.paths.state_db), now=datetime.now(UTC))
+        timing = BlockTiming.from_config(config)
+        deadline = time.monotonic() + wait_timeout
+        while True:
+            report = read_queue_status(
+                Path(config.paths.state_db), now=datetime.now(UTC), timing=timing
+            )
+            if not wait or report["idle"] or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
-        return
-    _print_status(report)
+    else:
+        _print_status(report)
+    if wait and not report["idle"]:
+        raise SystemExit(2)
 
 
 def _print_status(report: dict) -> None:
@@ -88,7 +118,9 @@ def _print_status(report: dict) -> None:
         f"{backlog.get('oldest_pending_data_time_iso') or '-'}"
     )
     intake = report["intake"]
-    if intake.get("paused"):
+    if intake.get("stuck"):
+        click.echo(f"intake: STUCK: {intake.get('reason')}")
+    elif intake.get("paused"):
         click.echo(f"intake: PAUSED: {intake.get('reason')}")
     else:
         click.echo("intake: open")
@@ -107,6 +139,20 @@ def _print_status(report: dict) -> None:
             f"failed  #{job['id']} {job['kind']} {job['key']}: "
             f"{job['error_class']}: {job['error_message']}"
         )
+    for window in report.get("block_windows", []):
+        runs_at = window["runs_at"] or "after its groups convert"
+        click.echo(
+            f"block window {window['block_id']} ({window['n_converted']}/"
+            f"{window['n_groups']} groups converted): runs at {runs_at}; "
+            f"waits for {window['waits_for']}"
+        )
+    rejected = report.get("rejected_files", {})
+    if rejected.get("counts"):
+        counts = ", ".join(f"{k} {n}" for k, n in rejected["counts"].items())
+        click.echo(f"raw files set aside: {counts}")
+        for row in rejected["files"]:
+            click.echo(f"set aside ({row['kind']}): {row['reason']}")
+    click.echo("idle: yes" if report.get("idle") else "idle: no (work pending)")
     for event in report["last_errors"][-5:]:
         click.echo(
             f"error {event['created_at'][:19]} #{event['job_id']} {event['kind']} "
@@ -118,23 +164,91 @@ def _print_status(report: dict) -> None:
 
 @click.command("requeue")
 @_common
+@click.option(
+    "--reconvert",
+    is_flag=True,
+    help="For convert_group jobs: collect the group's files again (late "
+    "subbands included), convert over the existing MS, remake its images and "
+    "redo the blocks that hold it.",
+)
 @click.argument("job_ids", nargs=-1, type=int, required=True)
-def requeue_command(config_path, env, sets, job_ids) -> None:
-    """Send failed, quarantined or done jobs back to the queue by id."""
+def requeue_command(config_path, env, sets, reconvert, job_ids) -> None:
+    """Send failed, quarantined or done jobs back to the queue by id.
+
+    Pending and running jobs are refused (a running job would run twice):
+    ``cancel`` them first.
+    """
     from dsa110_contimg.state import open_db
-    from dsa110_contimg.state.jobs import requeue_job
+    from dsa110_contimg.state.jobs import CONVERT_GROUP, get_job, requeue_job
+    from dsa110_contimg.state.rejected import (
+        record_rejected_files,
+        resolve_rejected_files,
+    )
 
     with _translate_errors():
         config = _load(config_path, env, sets)
         with closing(open_db(Path(config.paths.state_db))) as conn:
             for job_id in job_ids:
+                payload = None
+                note = ""
+                if reconvert:
+                    job = get_job(conn, job_id)
+                    if job.kind != CONVERT_GROUP:
+                        msg = (
+                            f"job {job.id} is a {job.kind} job; --reconvert takes "
+                            "convert_group jobs"
+                        )
+                        raise click.UsageError(msg)
+                    payload, rejected = _reconvert_payload(config, job.payload)
+                    record_rejected_files(conn, rejected, now=datetime.now(UTC))
+                    files = payload["files"]
+                    resolve_rejected_files(
+                        conn, list(files.values()), now=datetime.now(UTC)
+                    )
+                    note = f" for reconversion with {len(files)} subband(s)"
                 job = requeue_job(
                     conn,
                     job_id,
                     now=datetime.now(UTC),
-                    reason="requeued by an operator (dsa110-contimg requeue)",
+                    reason="requeued by an operator (dsa110-contimg requeue"
+                    + (" --reconvert)" if reconvert else ")"),
+                    payload=payload,
                 )
-                click.echo(f"job {job.id} ({job.kind} {job.key}) requeued")
+                click.echo(f"job {job.id} ({job.kind} {job.key}) requeued{note}")
+
+
+def _reconvert_payload(config, payload: dict) -> tuple[dict, list]:
+    from dsa110_contimg.services.ms_processor._work import reconvert_payload
+
+    files = payload.get("files") or {}
+    first = next(iter(files.values()), None) if isinstance(files, dict) else None
+    incoming = Path(first).parent if first else Path(config.paths.incoming_dir)
+    return reconvert_payload(
+        payload,
+        incoming_dir=incoming,
+        tolerance_s=config.conversion.group_tolerance_s,
+        n_expected=config.conversion.expected_n_subbands,
+    )
+
+
+@click.command("cancel")
+@_common
+@click.argument("job_ids", nargs=-1, type=int, required=True)
+def cancel_command(config_path, env, sets, job_ids) -> None:
+    """Stop pending or running jobs by id (quarantined; requeue them later).
+
+    A running job's worker sees its lease revoked at its next heartbeat,
+    stops the job and discards its output.
+    """
+    from dsa110_contimg.state import open_db
+    from dsa110_contimg.state.jobs import cancel_job
+
+    with _translate_errors():
+        config = _load(config_path, env, sets)
+        with closing(open_db(Path(config.paths.state_db))) as conn:
+            for job_id in job_ids:
+                job = cancel_job(conn, job_id, now=datetime.now(UTC))
+                click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
 
 
 def main_stream(argv: list[str] | None = None) -> None:
@@ -145,5 +259,5 @@ def main_stream(argv: list[str] | None = None) -> None:
     stream_command.main(args=argv, prog_name="python -m dsa110_contimg.services")
 
 
-for _command in (stream_command, status_command, requeue_command):
+for _command in (stream_command, status_command, requeue_command, cancel_command):
     cli.add_command(_command)

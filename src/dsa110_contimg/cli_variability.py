@@ -11,7 +11,12 @@ source::
       "ese_candidate": false, "ese_significance": 3.1, "ese_depth": 0.2,
       "ese_duration_days": 14.0, "ese_center_mjd": 60123.5,
       "ese_flank_ratio": 0.0, "ese_mean_flux_jy": 0.123, "ese_delta_bic": null,
-      "ese_variance_explained": 0.4}, ...]
+      "ese_variance_explained": 0.4, "ese_dip_order": 2.0, "ese_asymmetry": 0.0,
+      "ese_flank_offset": 0.8, "ese_incomplete": false}, ...]
+
+``ese_incomplete`` is true for a significant dip the light curve does not
+show whole (cut by an edge or a gap, or too long to leave the steady flux
+around it visible): neither called nor silently dropped.
 
 Numbers that are undefined (too few epochs, source not searched) are null.
 """
@@ -40,6 +45,7 @@ _SHOWN = (
     "v",
     "is_variable",
     "ese_candidate",
+    "ese_incomplete",
     "ese_significance",
     "ese_depth",
     "ese_duration_days",
@@ -263,7 +269,20 @@ def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir)
 @click.command("ingest-photometry")
 @_common
 @click.argument("csv_path", type=click.Path(dir_okay=False, exists=True))
-@click.option("--epoch-id", required=True, help="Identity of the epoch (mosaic).")
+@click.option(
+    "--kind",
+    type=click.Choice(["mosaic", "image"]),
+    default="mosaic",
+    show_default=True,
+    help="Which products are the epochs: the mosaic, or each image. Rows of the "
+    "other kind are left out: an epoch is never a mix.",
+)
+@click.option(
+    "--epoch-id",
+    default=None,
+    help="Name of the epoch when the file holds one product of --kind "
+    "(default: the product's name and strip, e.g. block_..._dec+16.30).",
+)
 @click.option("--replace", is_flag=True, help="Re-process an epoch already stored.")
 @click.option(
     "--store",
@@ -273,18 +292,21 @@ def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir)
     help="Light-curve store (default: variability.store_dir).",
 )
 @_translate
-def ingest_command(config_path, env, sets, csv_path, epoch_id, replace, store_dir):
-    """Calibrate one epoch's photometry CSV and add it to the light-curve store."""
+def ingest_command(
+    config_path, env, sets, csv_path, kind, epoch_id, replace, store_dir
+):
+    """Calibrate a photometry CSV's epochs and add them to the light-curve store."""
     from dsa110_contimg.lightcurves import LightcurveStore
-    from dsa110_contimg.variability import ingest_photometry_csv
+    from dsa110_contimg.variability import ingest_photometry_epochs
 
     cfg = _load(config_path, env, sets).variability
     store = LightcurveStore(Path(store_dir or cfg.store_dir))
-    result = ingest_photometry_csv(
-        store, Path(csv_path), epoch_id=epoch_id, cfg=cfg, replace=replace
+    results = ingest_photometry_epochs(
+        store, Path(csv_path), kind=kind, epoch_id=epoch_id, cfg=cfg, replace=replace
     )
-    click.echo(
-        f"epoch {result.epoch_id}: {result.n_rows} rows; scale {result.scale:.5f} "
-        f"+/- {result.scale_err:.5f} from {result.n_ref_used} reference(s)"
-        f"{' (anchor)' if result.is_anchor else ''}"
-    )
+    for result in results:
+        click.echo(
+            f"epoch {result.epoch_id}: {result.n_rows} rows; scale "
+            f"{result.scale:.5f} +/- {result.scale_err:.5f} from "
+            f"{result.n_ref_used} reference(s){' (anchor)' if result.is_anchor else ''}"
+        )

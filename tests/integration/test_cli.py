@@ -110,6 +110,47 @@ def test_config_show_prints_resolved_values(runner):
     assert "niter: 123" in result.output
 
 
+def _paths_in(tree, prefix=""):
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _paths_in(value, f"{prefix}{key}.")
+    elif isinstance(tree, Path):
+        yield prefix.rstrip("."), tree
+
+
+def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
+    """Issue 15.18: the light-curve store (and a log file) go under --output-dir."""
+    from dsa110_contimg.cli import _load
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "my.yaml"
+    cfg.write_text(
+        "variability:\n  store_dir: shared/lightcurves\n"
+        "logging:\n  file: logs/pipeline.log\n"
+    )
+    out = tmp_path / "run1"
+    config = _load(str(cfg), None, (), str(out))
+    inputs = {
+        "paths.catalog_path",
+        "calibration.calibrator_catalog",
+        "imaging.wsclean_path",
+        "imaging.casa_python",
+    }
+    written = {
+        key: path
+        for key, path in _paths_in(config.model_dump())
+        if key not in inputs and not key.startswith("simulation.")
+    }
+    assert "variability.store_dir" in written and "logging.file" in written
+    outside = {k: p for k, p in written.items() if not p.is_relative_to(out)}
+    assert not outside, outside
+    assert config.variability.store_dir == out / "lightcurves"
+    assert config.logging.file == out / "logs" / "pipeline.log"
+    # without --output-dir a relative store is fixed at load time (not at use)
+    plain = _load(str(cfg), None, ())
+    assert plain.variability.store_dir == tmp_path / "shared" / "lightcurves"
+
+
 def test_health_fails_on_unwritable_directory(runner, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

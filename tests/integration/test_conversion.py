@@ -281,6 +281,11 @@ def test_ms_structure(converted: tuple[SubbandGroup, MsProduct]) -> None:
 
     with tables.table(f"{ms}/OBSERVATION", ack=False) as obs:
         assert obs.getcol("TELESCOPE_NAME")[0] == dsa110.CASA_TELESCOPE_NAME
+    # one ANTENNA row per antenna with data (the raw numbers start at 1)
+    with tables.table(f"{ms}/ANTENNA", ack=False) as ant:
+        assert ant.nrows() == N_ANT_TINY
+        assert all(ant.getcol("NAME"))
+        assert list(ant.getcol("MOUNT")) == ["ALT-AZ"] * N_ANT_TINY
 
 
 def test_round_trip_against_raw_files(
@@ -413,6 +418,19 @@ def test_ms_without_completion_mark_is_redone(
     group, first = converted
     with tables.table(str(first.path), readonly=False, ack=False) as ms:
         ms.removekeyword("DSA110_COMPLETE")
+    assert not ms_creation.is_valid_ms(first.path)
+    again = convert_group(group, first.path.parent)
+    assert again.skipped is False
+    assert ms_creation.is_valid_ms(again.path)
+
+
+def test_ms_of_an_older_format_is_redone(
+    converted: tuple[SubbandGroup, MsProduct],
+) -> None:
+    group, first = converted
+    with tables.table(str(first.path), readonly=False, ack=False) as ms:
+        assert ms.getkeyword("DSA110_MS_FORMAT") == 2
+        ms.removekeyword("DSA110_MS_FORMAT")  # as written before format 2
     assert not ms_creation.is_valid_ms(first.path)
     again = convert_group(group, first.path.parent)
     assert again.skipped is False

@@ -15,6 +15,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dsa110_contimg.pipeline.exceptions import InputDataError
@@ -349,7 +350,9 @@ def test_disk_guard_pauses_intake_and_says_so(tmp_path) -> None:
 # ----------------------------------------------------------------- variability
 
 
-def _photometry_csv(path: Path, *, with_mosaic: bool = True) -> Path:
+def _photometry_csv(
+    path: Path, *, with_mosaic: bool = True, dec: float = 16.3, root: str = ""
+) -> Path:
     from astropy.table import Table
 
     from dsa110_contimg.pipeline.stages.photometry_stage import (
@@ -358,7 +361,14 @@ def _photometry_csv(path: Path, *, with_mosaic: bool = True) -> Path:
     )
 
     row = dict.fromkeys(PHOTOMETRY_COLUMNS, 1.0)
-    row.update(flags=0, mjd=60000.0, freq_hz=1.4e9, image_kind="image")
+    row.update(
+        flags=0,
+        mjd=60000.0,
+        freq_hz=1.4e9,
+        image_kind="image",
+        pointing_dec_deg=dec,
+        upper_limit_jy=float("nan"),
+    )
     rows = []
     for image in ("drift_20230601T000000_00", "drift_20230601T000117_00"):
         for name, flux in (("S1", 1.0), ("S2", 2.0)):
@@ -368,12 +378,18 @@ def _photometry_csv(path: Path, *, with_mosaic: bool = True) -> Path:
                     "source_name": name,
                     "flux_jy": flux,
                     "flux_err_jy": 0.01,
-                    "image_path": f"/img/{image}-image.fits",
+                    "image_path": f"{root}/img/{image}-image.fits",
+                    "image_id": image,
                 }
             )
     if with_mosaic:
         rows += [
-            {**r, "image_kind": "mosaic", "image_path": "/mosaics/block_x.fits"}
+            {
+                **r,
+                "image_kind": "mosaic",
+                "image_path": f"{root}/mosaics/block_x-mosaic.fits",
+                "image_id": "block_x",
+            }
             for r in rows[:2]
         ]
     table = Table(
@@ -389,12 +405,19 @@ def test_epochs_of_a_block(tmp_path) -> None:
 
     with_mosaic = read_photometry_table(_photometry_csv(tmp_path / "a.csv"))
     epochs = split_epochs(with_mosaic, "block_x")
-    assert list(epochs) == ["block_x"] and len(epochs["block_x"]) == 2
+    # the mosaic alone is the epoch (never mixed with its images), keyed by
+    # time (the block's name) and strip
+    assert list(epochs) == ["block_x_dec+16.30"]
+    assert len(epochs["block_x_dec+16.30"]) == 2
+    assert set(epochs["block_x_dec+16.30"]["image_kind"]) == {"mosaic"}
     images_only = read_photometry_table(
         _photometry_csv(tmp_path / "b.csv", with_mosaic=False)
     )
     epochs = split_epochs(images_only, "block_x")
-    assert list(epochs) == ["drift_20230601T000000_00", "drift_20230601T000117_00"]
+    assert list(epochs) == [
+        "drift_20230601T000000_00_dec+16.30",
+        "drift_20230601T000117_00_dec+16.30",
+    ]
     assert all(len(t) == 2 for t in epochs.values())
 
 
@@ -403,7 +426,7 @@ def test_variability_call_site_with_backend(tmp_path) -> None:
 
     csv = _photometry_csv(tmp_path / "photometry_block_x.csv")
     calls = []
-    stored: set[str] = {"block_x"}
+    stored: set[str] = {"block_x_dec+16.30"}
     backend = VariabilityBackend(
         open_store=lambda cfg: ("store", cfg.store_dir),
         read_table=read_photometry_table,
@@ -422,9 +445,9 @@ def test_variability_call_site_with_backend(tmp_path) -> None:
         backend_loader=lambda: backend,
     )
     # the mosaic is the epoch; it was stored before, so it is replaced (idempotent)
-    assert calls == [("ingest", "block_x", 2, True), ("analyze",)]
+    assert calls == [("ingest", "block_x_dec+16.30", 2, True), ("analyze",)]
     assert result["ingested"] is True and result["n_rows"] == 6
-    assert result["epochs"] == ["block_x"]
+    assert result["epochs"] == ["block_x_dec+16.30"]
     assert result["analysis"] == {"n_variable": 0}
 
 
@@ -456,7 +479,37 @@ def test_real_variability_backend_ingests_idempotently(tmp_path) -> None:
         assert result["ingested"] is True
     assert [v["replaced"] for v in result["ingest"].values()] == [True, True]
     store = backend.open_store(config.variability)
-    assert backend.has_epoch(store, "drift_20230601T000000_00")
+    assert backend.has_epoch(store, "drift_20230601T000000_00_dec+16.30")
+
+
+def test_two_strips_at_one_time_are_two_epochs(tmp_path) -> None:
+    """Issue 15.18: a second strip's block at the same time keeps the first's rows."""
+    backend = load_backend()
+    if backend is None:
+        pytest.skip("dsa110_contimg.variability/lightcurves not importable")
+    config = load_pipeline_config(
+        environment="testing",
+        overrides={"variability.store_dir": str(tmp_path / "lc")},
+        env={},
+    )
+    for dec in (16.3, 54.6):  # same block time, two strips (two output trees)
+        csv = _photometry_csv(
+            tmp_path / f"block_x_{dec}.csv", dec=dec, root=f"/strip{dec}"
+        )
+        result = update_variability(
+            str(csv), block_id="block_x", cfg=config.variability
+        )
+        assert result["ingest"][f"block_x_dec{dec:+06.2f}"]["replaced"] is False
+    store = backend.open_store(config.variability)
+    assert sorted(store.epochs()["epoch_id"]) == [
+        "block_x_dec+16.30",
+        "block_x_dec+54.60",
+    ]
+    assert store.n_rows() == 4
+    rows = store.epoch_table("block_x_dec+54.60")
+    assert set(rows["image_kind"]) == {"mosaic"}
+    assert set(rows["image_id"]) == {"block_x"}
+    assert np.allclose(rows["pointing_dec_deg"], 54.6)
 
 
 # ------------------------------------------------------- ENOSPC, in process

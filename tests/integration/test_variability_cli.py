@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from dsa110_contimg import cli as _cli  # noqa: F401  (import the group first)
 from dsa110_contimg.cli_variability import (
     ingest_command,
     lightcurve_command,
@@ -132,3 +133,131 @@ def test_store_commands(simulated, tmp_path: Path) -> None:
     empty = _run(variables_command, ["--store", str(tmp_path / "none")])
     assert empty.exit_code == 1
     assert "no light-curve store" in empty.output
+
+
+# ------------------------------------------- block tables: images and mosaic
+
+
+N_STEADY = 40
+N_BLOCKS = 6
+N_IMAGES = 4
+
+
+def _block_tables(out: Path, image_scatter: float = 0.10) -> list[Path]:
+    """Photometry tables of blocks of steady sources: 4 image rows and 1 mosaic row.
+
+    The images see each source at a different primary-beam position, so their
+    fluxes scatter by 10% (uncorrected beam errors); the mosaic combines them
+    and is right to its 1% error. Mixing the two in one epoch makes steady
+    sources look variable.
+    """
+    from astropy.table import Table
+
+    from dsa110_contimg.pipeline.stages.photometry_stage import (
+        PHOTOMETRY_COLUMNS,
+        write_photometry_table,
+    )
+
+    rng = np.random.default_rng(11)
+    truth = np.geomspace(0.2, 2.0, N_STEADY)
+    names = [f"J{k:04d}+1618" for k in range(N_STEADY)]
+    paths = []
+    for b in range(N_BLOCKS):
+        block = f"block_20230601T{b + 1:02d}0000"
+        rows = []
+        products = [
+            (f"drift_20230601T{b:02d}{5 * i:02d}00_00", "image", image_scatter)
+            for i in range(N_IMAGES)
+        ] + [(block, "mosaic", 0.0)]
+        for image_id, kind, beam_error in products:
+            suffix = "mosaic" if kind == "mosaic" else "image"
+            gain = 1.0 + beam_error * rng.standard_normal(N_STEADY)
+            flux = truth * gain + 0.01 * truth * rng.standard_normal(N_STEADY)
+            for k in range(N_STEADY):
+                rows.append(
+                    {
+                        **dict.fromkeys(PHOTOMETRY_COLUMNS, 1.0),
+                        "source_name": names[k],
+                        "flux_jy": flux[k],
+                        "peak_jy": flux[k],
+                        "flux_err_jy": 0.01 * truth[k],
+                        "snr": 100.0,
+                        "flags": 0,
+                        "mjd": 60096.0 + b / 24 + 1e-4,
+                        "freq_hz": 1.405e9,
+                        "image_kind": kind,
+                        "image_path": f"/data/{image_id}-{suffix}.fits",
+                        "image_id": image_id,
+                        "pointing_dec_deg": 16.3,
+                        "upper_limit_jy": float("nan"),
+                    }
+                )
+        table = Table(
+            rows=[[r[c] for c in PHOTOMETRY_COLUMNS] for r in rows],
+            names=PHOTOMETRY_COLUMNS,
+        )
+        paths.append(write_photometry_table([table], out / f"photometry_{block}.csv"))
+    return paths
+
+
+def test_block_table_ingests_its_mosaic_as_the_epoch(tmp_path: Path) -> None:
+    """Issue 13.4: the README recipe no longer mixes images and mosaics."""
+    from dsa110_contimg.lightcurves import LightcurveStore
+
+    paths = _block_tables(tmp_path)
+    store = tmp_path / "store"
+    for path in paths:
+        result = _run(ingest_command, [str(path), "--store", str(store)])
+        assert result.exit_code == 0, result.output
+        block = path.stem.removeprefix("photometry_")
+        assert f"epoch {block}_dec+16.30: {N_STEADY} rows" in result.output
+    json_path = tmp_path / "vars.json"
+    result = _run(
+        variables_command, ["--store", str(store), "--json-out", str(json_path)]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(json_path.read_text())
+    assert len(records) == N_STEADY
+    assert {r["n_epochs"] for r in records} == {N_BLOCKS}
+    assert not [r["source_name"] for r in records if r["is_variable"]]
+    rows = LightcurveStore(store).lightcurve("J0003+1618")
+    assert set(rows["image_kind"]) == {"mosaic"}
+    assert set(rows["freq_hz"]) == {1.405e9} and set(rows["snr"]) == {100.0}
+    assert list(rows["image_id"]) == [p.stem.removeprefix("photometry_") for p in paths]
+
+
+def test_images_of_a_block_are_one_epoch_each(tmp_path: Path) -> None:
+    paths = _block_tables(tmp_path, image_scatter=0.0)
+    store = tmp_path / "store"
+    result = _run(
+        ingest_command, [str(paths[0]), "--kind", "image", "--store", str(store)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count(f": {N_STEADY} rows") == N_IMAGES
+    assert "drift_20230600T000000_00_dec+16.30" not in result.output
+    assert "epoch drift_20230601T000000_00_dec+16.30" in result.output
+    one_name = _run(
+        ingest_command,
+        [str(paths[1]), "--kind", "image", "--epoch-id", "x", "--store", str(store)],
+    )
+    assert one_name.exit_code == 1
+    assert f"{N_IMAGES} image products" in one_name.output
+
+
+def test_a_mixed_table_without_a_choice_is_an_error(tmp_path: Path) -> None:
+    from dsa110_contimg.lightcurves import LightcurveStore
+    from dsa110_contimg.pipeline.exceptions import InputDataError
+    from dsa110_contimg.variability import ingest_photometry_csv
+
+    path = _block_tables(tmp_path)[0]
+    store = LightcurveStore(tmp_path / "store")
+    with pytest.raises(InputDataError, match="mixes image kinds"):
+        ingest_photometry_csv(store, path, epoch_id="block_X")
+    result = ingest_photometry_csv(store, path, epoch_id="block_X", kind="mosaic")
+    assert result.n_rows == N_STEADY
+    images_only = tmp_path / "images.csv"
+    text = path.read_text().splitlines()
+    images_only.write_text("\n".join(line for line in text if ",mosaic," not in line))
+    none = _run(ingest_command, [str(images_only), "--store", str(tmp_path / "s2")])
+    assert none.exit_code == 1
+    assert "no mosaic rows" in none.output and "--kind image" in none.output

@@ -190,3 +190,105 @@ def test_size_tiered_merging(tmp_path: Path) -> None:
     assert lc["flux_jy"][5] == replaced["flux_jy"][42]
     bulk = store.lightcurves(["S0042"])
     np.testing.assert_array_equal(bulk["flux_jy"], lc["flux_jy"])
+
+
+# ------------------------------------------------- one product per epoch (13.4)
+
+
+def test_an_epoch_is_one_image_or_one_mosaic(tmp_path: Path) -> None:
+    store = LightcurveStore(tmp_path / "lc")
+    rng = np.random.default_rng(3)
+    mixed = _epoch(0, rng)
+    mixed["image_kind"][: N_SRC // 2] = "image"
+    with pytest.raises(InputDataError, match="mixes image kinds.*--kind"):
+        store.ingest_epoch("E0", mixed)
+    two_images = _epoch(0, rng)
+    two_images["image_path"][: N_SRC // 2] = "mosaic_xyz.fits"
+    with pytest.raises(InputDataError, match="holds 2 images"):
+        store.ingest_epoch("E0", two_images)
+    assert store.n_rows() == 0
+
+
+def test_rows_keep_kind_frequency_snr_image_and_strip(tmp_path: Path) -> None:
+    store = LightcurveStore(tmp_path / "lc")
+    table = _epoch(0, np.random.default_rng(3))
+    table.replace_column(
+        "image_path", np.full(N_SRC, "/m/block_20230601T010000-mosaic.fits")
+    )
+    table["freq_hz"] = 1.405e9
+    table["snr"] = np.asarray(table["flux_jy"]) / 0.01
+    table["pointing_dec_deg"] = 16.3
+    table["upper_limit_jy"] = np.nan
+    store.ingest_epoch("block_20230601T010000_dec+16.30", table)
+    lc = store.lightcurve("S0003")
+    assert lc["image_kind"][0] == "mosaic" and lc["freq_hz"][0] == 1.405e9
+    assert lc["snr"][0] == pytest.approx(table["flux_jy"][3] / 0.01)
+    # absent image_id is taken from the file name
+    assert lc["image_id"][0] == "block_20230601T010000"
+    assert lc["pointing_dec_deg"][0] == 16.3
+
+
+# --------------------------------------------------------- one writer (15.18)
+
+
+def test_two_writers_take_turns(tmp_path: Path, monkeypatch) -> None:
+    """Two store objects (two processes' worth) writing at once lose nothing."""
+    import threading
+
+    root = tmp_path / "lc"
+    first = LightcurveStore(root, auto_compact_epochs=0)
+    second = LightcurveStore(root, auto_compact_epochs=0)
+    rng = np.random.default_rng(4)
+    tables = {"A": _epoch(0, rng), "B": _epoch(1, rng)}
+    inside, second_done = threading.Event(), threading.Event()
+    original = LightcurveStore._check_images
+
+    def slow_check(epoch_id, images, manifest):
+        if epoch_id == "A":  # the first writer has read the manifest: wait
+            inside.set()
+            second_done.wait(timeout=1.0)
+        return original(epoch_id, images, manifest)
+
+    monkeypatch.setattr(LightcurveStore, "_check_images", staticmethod(slow_check))
+    errors: list[BaseException] = []
+
+    def run(store, epoch_id, done=None):
+        try:
+            store.ingest_epoch(epoch_id, tables[epoch_id])
+        except BaseException as err:  # reported below
+            errors.append(err)
+        if done is not None:
+            done.set()
+
+    a = threading.Thread(target=run, args=(first, "A"))
+    a.start()
+    assert inside.wait(timeout=10)
+    b = threading.Thread(target=run, args=(second, "B", second_done))
+    b.start()
+    a.join(timeout=30)
+    b.join(timeout=30)
+    assert not errors
+    reopened = LightcurveStore(root)
+    assert sorted(reopened.epochs()["epoch_id"]) == ["A", "B"]
+    assert reopened.n_rows() == 2 * N_SRC
+    sums = reopened.summary()
+    assert np.all(np.asarray(sums.n) == 2)
+    assert len(reopened.lightcurve("S0001")) == 2
+
+
+def test_a_held_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from dsa110_contimg.pipeline.exceptions import StateError
+
+    store = LightcurveStore(tmp_path / "lc", lock_timeout_s=0.2)
+    fd = os.open(store.root / "_writer.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, b"4242\n")
+        with pytest.raises(StateError, match="pid 4242.*one writer at a time"):
+            store.ingest_epoch("E0", _epoch(0, np.random.default_rng(5)))
+    finally:
+        os.close(fd)
+    assert store.ingest_epoch("E0", _epoch(0, np.random.default_rng(5))) == N_SRC

@@ -59,11 +59,12 @@ def test_optional_columns_default_and_comments_skipped(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         "# NVSS extract\n\nname,ra_deg,dec_deg,flux_jy\n"
-        "# a comment between rows\nA,10.5,20.25,0.1\n\nB,370.0,-5,0.2\n",
+        "# a comment between rows\nA,10.5,20.25,0.1\n\nB,10.0,-5,0.2\n",
     )
     catalog = load_catalog(path)
     assert catalog.name.tolist() == ["A", "B"]
-    np.testing.assert_allclose(catalog.ra_deg, [10.5, 10.0])  # RA wrapped
+    # (an RA outside [0, 360) in a file is an error: test_input_validation.py)
+    np.testing.assert_allclose(catalog.ra_deg, [10.5, 10.0])
     np.testing.assert_array_equal(catalog.spectral_index, [-0.7, -0.7])
     np.testing.assert_array_equal(catalog.ref_freq_hz, [1.4e9, 1.4e9])
 
@@ -121,6 +122,19 @@ def test_missing_file_names_path(tmp_path: Path) -> None:
     path = tmp_path / "absent.csv"
     with pytest.raises(InputDataError, match="absent.csv"):
         load_catalog(path)
+
+
+def test_duplicate_source_names_are_an_error(tmp_path: Path) -> None:
+    """Issue 15.12: rows are keyed by name, so a repeated name would lose rows."""
+    path = _write(
+        tmp_path,
+        "name,ra_deg,dec_deg,flux_jy\nA,1,2,0.1\nB,3,4,0.2\n# c\nA,5,6,0.3\n",
+    )
+    with pytest.raises(InputDataError) as info:
+        load_catalog(path)
+    message = str(info.value)
+    assert str(path) in message and "line 5" in message and "line 2" in message
+    assert "'A'" in message and "unique" in message
 
 
 def test_flux_at_power_law() -> None:

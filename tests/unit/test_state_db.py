@@ -43,9 +43,9 @@ def test_migrate_records_version_and_is_idempotent(db_path: Path) -> None:
         assert migrate(conn) == latest_schema_version() >= 1
         assert migrate(conn) == latest_schema_version()
         rows = conn.execute("SELECT * FROM schema_version ORDER BY version").fetchall()
-        assert [row["version"] for row in rows] == list(
-            range(1, latest_schema_version() + 1)
-        )
+        versions = [row["version"] for row in rows]
+        assert versions == sorted(set(versions)) and versions[0] == 1
+        assert versions[-1] == latest_schema_version()
         assert rows[0]["name"] == "initial"
         applied_at = datetime.fromisoformat(rows[0]["applied_at"])
         assert applied_at.utcoffset() == timedelta(0)
@@ -160,7 +160,7 @@ def test_failed_migration_rolls_back(
         pass
     known = state_db._load_migrations()
     broken = state_db._Migration(
-        len(known) + 1,
+        known[-1].version + 1,
         "broken",
         "CREATE TABLE half_done (x INTEGER);\nCREATE TABLE oops (;\n",
     )
@@ -169,6 +169,26 @@ def test_failed_migration_rolls_back(
         open_db(db_path)
     monkeypatch.undo()
     with closing(connect(db_path)) as conn:
-        assert schema_version(conn) == len(known)
+        assert schema_version(conn) == known[-1].version
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "half_done" not in names
+
+
+def test_migration_added_below_the_newest_is_applied(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number left free on one branch and filled later is still applied."""
+    from dsa110_contimg.state import db as state_db
+
+    known = state_db._load_migrations()
+    newest = known[-1].version
+    gap = state_db._Migration(newest + 1, "gap_filled", "CREATE TABLE filled (x);")
+    after = state_db._Migration(newest + 2, "after", "CREATE TABLE after_gap (x);")
+    monkeypatch.setattr(state_db, "_load_migrations", lambda: [*known, after])
+    with closing(open_db(db_path)) as conn:
+        assert schema_version(conn) == newest + 2
+    monkeypatch.setattr(state_db, "_load_migrations", lambda: [*known, gap, after])
+    with closing(open_db(db_path)) as conn:
+        names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    assert "filled" in names and newest + 1 in versions

@@ -20,14 +20,24 @@ from numpy.typing import NDArray
 from pyuvdata import UVData
 
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.pipeline.exceptions import InputDataError, ResourceError
 from dsa110_contimg.telescope.dsa110 import subband_frequencies_hz
+from dsa110_contimg.utils.storage import is_resource_exhaustion
 
-__all__ = ["GroupHeader", "read_group_header", "read_group"]
+__all__ = [
+    "GroupHeader",
+    "read_group_header",
+    "read_group",
+    "flag_corrupt_visibilities",
+]
 
 log = logging.getLogger(__name__)
 
 _TIME_TOLERANCE_S = 0.5
+# A visibility this many robust amplitude scales above its subband's typical
+# amplitude cannot be sky signal at DSA-110 (the brightest source in the beam
+# is ~100 times the per-visibility noise): it is bit rot or a correlator fault.
+_ABSURD_FACTOR = 1.0e4
 _REQUIRED = ("time_array", "freq_array", "ant_1_array", "ant_2_array", "Nblts")
 
 
@@ -67,12 +77,69 @@ def _read_file_header(path: Path) -> dict[str, object]:
             }
     except InputDataError:
         raise
-    except (OSError, KeyError, ValueError) as err:
+    except Exception as err:
+        _raise_read_error(path, "cannot read HDF5 header", err)
+
+
+def _raise_read_error(path: Path, step: str, err: Exception) -> None:
+    """Raise the error class that routes a raw-file read failure correctly.
+
+    A machine problem (out of memory, an I/O or permission error, a stale
+    network mount, too many open files) is a retryable `ResourceError`: the
+    file may be fine. Anything else (h5py's "truncated file", a missing
+    dataset, a wrong dtype) means the file itself is bad: `InputDataError`,
+    which quarantines the group until the file is replaced.
+    """
+    if is_resource_exhaustion(err):
         msg = (
-            f"{path}: cannot read HDF5 header ({err}); the file is truncated or "
-            "corrupt; re-transfer it or remove it from the incoming directory"
+            f"{path}: {step} ({type(err).__name__}: {err}); this is a "
+            "machine problem (memory, I/O, permissions or the mount), not a bad "
+            "file: fix it and the job is retried"
         )
-        raise InputDataError(msg) from err
+        raise ResourceError(msg) from err
+    msg = (
+        f"{path}: {step} ({type(err).__name__}: {err}); the file is "
+        "truncated or corrupt; re-transfer it or remove it from the incoming "
+        "directory"
+    )
+    raise InputDataError(msg) from err
+
+
+def flag_corrupt_visibilities(uv: UVData) -> int:
+    """Flag (and zero) non-finite and absurd visibilities in place.
+
+    Absurd means more than ``1e4`` robust amplitude scales above the median
+    amplitude of the same kind of product (auto- or cross-correlation) in
+    ``uv``: values no sky can produce, as left by bit rot (random bytes read
+    as float32 span 1e-38 to 3e38) or a correlator fault. Subtler outliers
+    are the flagging stage's job.
+
+    Returns
+    -------
+    int
+        Number of visibilities newly flagged.
+    """
+    data = uv.data_array
+    bad = ~np.isfinite(data)
+    auto = (uv.ant_1_array == uv.ant_2_array)[:, None, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        amp = np.abs(data)
+    good = ~bad & ~uv.flag_array & (amp > 0)
+    for sel in (np.broadcast_to(auto, data.shape), np.broadcast_to(~auto, data.shape)):
+        vals = amp[good & sel]
+        if vals.size == 0:
+            continue
+        med = float(np.median(vals))
+        scale = max(float(np.median(np.abs(vals - med))) * 1.4826, med, 1e-30)
+        with np.errstate(invalid="ignore"):
+            bad |= sel & (amp > med + _ABSURD_FACTOR * scale)
+    new = bad & ~uv.flag_array
+    n_new = int(np.count_nonzero(new))
+    if np.any(bad):
+        data[bad] = 0.0
+        uv.flag_array |= bad
+        uv.nsample_array[bad] = 0.0
+    return n_new
 
 
 def read_group_header(group: SubbandGroup) -> GroupHeader:
@@ -147,11 +214,7 @@ def _read_one(path: Path) -> UVData:
                 fix_autos=False,
             )
     except Exception as err:  # h5py/pyuvdata raise many types on bad data
-        msg = (
-            f"{path}: reading visibilities failed ({type(err).__name__}: {err}); "
-            "the file is truncated or corrupt; re-transfer it"
-        )
-        raise InputDataError(msg) from err
+        _raise_read_error(path, "reading visibilities failed", err)
     uv.uvw_array = np.asarray(uv.uvw_array, dtype=np.float64)
     return uv
 
@@ -167,7 +230,11 @@ def _fix_quirks(uv: UVData) -> None:
 
 
 def read_group(
-    group: SubbandGroup, *, fill_missing: bool = False, chan_average: int = 1
+    group: SubbandGroup,
+    *,
+    fill_missing: bool = False,
+    chan_average: int = 1,
+    corrupt_counts: dict[int, int] | None = None,
 ) -> UVData:
     """Read a group's files into one UVData, ascending in frequency.
 
@@ -183,6 +250,9 @@ def read_group(
         (must divide the channels per subband, so no average crosses a
         subband edge). Averaging before the subbands are joined makes the
         join (a copy of every visibility) ``chan_average`` times cheaper.
+    corrupt_counts : dict, optional
+        Filled with the number of non-finite or absurd visibilities flagged
+        per subband (`flag_corrupt_visibilities`, before averaging).
 
     Raises
     ------
@@ -202,6 +272,19 @@ def read_group(
     for sb in sorted(group.files):
         uv = _read_one(group.files[sb])
         _fix_quirks(uv)
+        n_bad = flag_corrupt_visibilities(uv)
+        if corrupt_counts is not None:
+            corrupt_counts[sb] = n_bad
+        if n_bad:
+            log.warning(
+                "corrupt visibilities flagged",
+                extra={
+                    "group": group.group_id,
+                    "path": str(group.files[sb]),
+                    "n_flagged": n_bad,
+                    "fraction": round(n_bad / max(uv.data_array.size, 1), 6),
+                },
+            )
         if chan_average > 1:
             uv.frequency_average(n_chan_to_avg=chan_average, propagate_flags=True)
         parts[sb] = uv

@@ -23,7 +23,7 @@ from pyuvdata import UVData
 
 from dsa110_contimg import __version__
 from dsa110_contimg._optional import require
-from dsa110_contimg.data_ingestion import _phasing
+from dsa110_contimg.data_ingestion import _ms_metadata, _phasing
 from dsa110_contimg.data_ingestion._uvh5_reader import read_group, read_group_header
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
 from dsa110_contimg.pipeline.exceptions import (
@@ -32,6 +32,11 @@ from dsa110_contimg.pipeline.exceptions import (
     ResourceError,
 )
 from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.utils.storage import (
+    ensure_free_space,
+    fsync_tree,
+    write_errors_as_resource,
+)
 
 __all__ = [
     "MsProduct",
@@ -41,14 +46,27 @@ __all__ = [
     "phase_to_common_center",
     "validate_ms",
     "is_valid_ms",
+    "recover_replaced_ms",
 ]
 
 log = logging.getLogger(__name__)
 
 _COMPLETE_KEY = "DSA110_COMPLETE"
+# Version of what the converter writes: 2 = one ANTENNA row per antenna, real
+# POINTING/OBSERVATION, radiometer weights. Older MSs are converted again.
+_FORMAT_KEY = "DSA110_MS_FORMAT"
+_FORMAT = 2
 _PT_DEC_KEY = "DSA110_PT_DEC_RAD"
 _GROUP_KEY = "DSA110_GROUP_ID"
 _MISSING_KEY = "DSA110_MISSING_SUBBANDS"
+_CORRUPT_KEY = "DSA110_N_CORRUPT_VIS"
+# an MS being replaced is renamed to this while its successor moves in
+_REPLACED_TAG = ".replaced-"
+# bytes on disk per visibility (DATA complex64, WEIGHT/SIGMA_SPECTRUM float32,
+# FLAG) and per row (UVW, TIME, ANTENNA1/2, ... ), with a margin
+_MS_BYTES_PER_VIS = 20.0
+_MS_BYTES_PER_ROW = 300.0
+_MS_SPACE_MARGIN = 1.25
 _MIN_BASELINE_M = 5.0
 _MAX_BASELINE_M = 3210.0
 _PHASE_TOL_ARCSEC = 1.0
@@ -65,6 +83,8 @@ class MsProduct:
     pointing_dec_deg: float
     n_subbands_present: int
     skipped: bool = False
+    # visibilities flagged at conversion as non-finite or absurd (bit rot)
+    n_corrupt_flagged: int = 0
     # seconds per step: read (with the channel averaging), phase, write (with
     # the validation read-back)
     durations_s: dict[str, float] = field(default_factory=dict, compare=False)
@@ -140,6 +160,7 @@ def convert_group(
     incomplete_policy: str = "fail",
     telescope_name: str = dsa110.CASA_TELESCOPE_NAME,
     chan_average: int = 1,
+    sefd_jy: float = dsa110.SEFD_JY,
     overwrite: bool = False,
 ) -> MsProduct:
     """Convert one subband group to a Measurement Set.
@@ -153,13 +174,22 @@ def convert_group(
     incomplete_policy : {"fail", "flag"}
         What to do when subbands are missing.
     telescope_name : str
-        Telescope name written to the MS (CASA knows DSA-110's site as
-        ``OVRO_MMA``).
+        OBSERVATION.TELESCOPE_NAME of the MS. The default ``OVRO_MMA`` is the
+        name under which CASA's observatory table knows the site, so CASA
+        tasks that need the array position (listobs, plotms, tclean's
+        primary beam, the measures frames) find it; ``DSA_110`` is the name
+        EveryBeam expects for a DSA-110 beam model (``conversion.
+        ms_telescope_name``; ``DSA110.md``). The raw files' instrument name
+        is kept either way (MS keyword ``DSA110_INSTRUMENT``,
+        OBSERVATION.SCHEDULE).
     chan_average : int
         Average this many adjacent channels before writing (1 = none); must
         divide the channels per subband so no average crosses a subband edge.
         Cuts the imaging cost in proportion with no loss of flux accuracy
         for the 4-degree field (``DSA110.md``, Imaging).
+    sefd_jy : float
+        System-equivalent flux density for the radiometer-equation weights
+        (WEIGHT_SPECTRUM, WEIGHT, SIGMA), Jy.
     overwrite : bool
         Rewrite even when a valid MS exists.
 
@@ -175,6 +205,7 @@ def convert_group(
         The output directory is not writable or the disk is full.
     """
     final = Path(output_dir) / dsa110.ms_filename(group.start_time)
+    recover_replaced_ms(final)
     if final.exists() and not overwrite and is_valid_ms(final):
         ra, dec, pt_dec, n_sb = _read_ms_summary(final)
         log.info(
@@ -195,10 +226,24 @@ def convert_group(
         )
         raise InputDataError(msg)
     # each subband is averaged as it is read (see read_group)
+    corrupt: dict[int, int] = {}
     uv = read_group(
-        group, fill_missing=incomplete_policy == "flag", chan_average=chan_average
+        group,
+        fill_missing=incomplete_policy == "flag",
+        chan_average=chan_average,
+        corrupt_counts=corrupt,
     )
+    n_corrupt = sum(corrupt.values())
     steps["read"] = time.perf_counter() - t0
+    if n_corrupt:
+        bad = ", ".join(f"sb{sb:02d}: {n}" for sb, n in sorted(corrupt.items()) if n)
+        warnings.warn(
+            f"group {group.group_id}: {n_corrupt} non-finite or absurd visibilities "
+            f"flagged ({bad}); the raw files may be damaged",
+            DataQualityWarning,
+            stacklevel=2,
+        )
+    raw_numbers = _ms_metadata.compact_antennas(uv)
     if group.missing_subbands:
         warnings.warn(
             f"group {group.group_id}: subbands {list(group.missing_subbands)} missing; "
@@ -208,17 +253,27 @@ def convert_group(
         )
     ra, dec = phase_to_common_center(uv, pointing_dec_rad=header.pointing_dec_rad)
     steps["phase"] = time.perf_counter() - t0 - sum(steps.values())
+    instrument = str(uv.telescope.instrument or uv.telescope.name)
     uv.telescope.name = telescope_name
     uv.history += (
         f"\nconverted by dsa110_contimg {__version__}: group {group.group_id}, "
         f"phase centre RA {ra:.6f} Dec {dec:.6f} deg (ICRS)"
     )
+    _ms_metadata.set_radiometer_weights(uv, sefd_jy=sefd_jy)
     _write_atomic(
         uv,
         final,
         group=group,
         pointing_dec_rad=header.pointing_dec_rad,
         center=(ra, dec),
+        n_corrupt=n_corrupt,
+        metadata={
+            "location": uv.telescope.location,
+            "raw_antenna_numbers": raw_numbers,
+            "instrument": instrument,
+            "observer": str(uv.extra_keywords.get("observer", "DSA-110")),
+            "project": f"dsa110_contimg drift scan, group {group.group_id}",
+        },
     )
     steps["write"] = time.perf_counter() - t0 - sum(steps.values())
     log.info(
@@ -238,6 +293,7 @@ def convert_group(
         float(np.degrees(header.pointing_dec_rad)),
         len(group.files),
         skipped=False,
+        n_corrupt_flagged=n_corrupt,
         durations_s=steps,
     )
 
@@ -249,28 +305,51 @@ def _write_atomic(
     group: SubbandGroup,
     pointing_dec_rad: float,
     center: tuple[float, float],
+    n_corrupt: int = 0,
+    metadata: dict[str, object],
 ) -> None:
+    """Write ``uv`` to a temporary MS, check it, flush it, and swap it in.
+
+    An existing MS at ``final`` is renamed aside before the new one moves in
+    and deleted only afterwards, so a crash at any point leaves either the
+    old or the new MS under ``final`` or aside (`recover_replaced_ms` puts
+    it back), never neither.
+    """
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    aside = final.with_name(f".{final.name}{_REPLACED_TAG}{os.getpid()}")
     try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            uv.write_ms(str(tmp), clobber=True, run_check=False)
-        tables = require("casacore.tables", "casa")
-        with tables.table(str(tmp), readonly=False, ack=False) as ms:
-            ms.putkeyword(_PT_DEC_KEY, float(pointing_dec_rad))
-            ms.putkeyword(_GROUP_KEY, group.group_id)
-            ms.putkeyword(
-                _MISSING_KEY, ",".join(str(s) for s in group.missing_subbands)
+        with write_errors_as_resource(final, "MS"):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            need = _MS_SPACE_MARGIN * (
+                uv.Nblts * uv.Nfreqs * uv.Npols * _MS_BYTES_PER_VIS
+                + uv.Nblts * _MS_BYTES_PER_ROW
             )
-        validate_ms(tmp, expected_center_deg=center)
-        with tables.table(str(tmp), readonly=False, ack=False) as ms:
-            ms.putkeyword(_COMPLETE_KEY, True)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            ensure_free_space(final.parent, need, f"MS of group {group.group_id}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                uv.write_ms(str(tmp), clobber=True, run_check=False)
+            _ms_metadata.write_ms_metadata(
+                str(tmp), pointing_dec_rad=pointing_dec_rad, **metadata
+            )
+            tables = require("casacore.tables", "casa")
+            with tables.table(str(tmp), readonly=False, ack=False) as ms:
+                ms.putkeyword(_PT_DEC_KEY, float(pointing_dec_rad))
+                ms.putkeyword(_GROUP_KEY, group.group_id)
+                ms.putkeyword(
+                    _MISSING_KEY, ",".join(str(s) for s in group.missing_subbands)
+                )
+                ms.putkeyword(_CORRUPT_KEY, int(n_corrupt))
+            validate_ms(tmp, expected_center_deg=center)
+            with tables.table(str(tmp), readonly=False, ack=False) as ms:
+                ms.putkeyword(_FORMAT_KEY, _FORMAT)
+                ms.putkeyword(_COMPLETE_KEY, True)
+            fsync_tree(tmp)
+            if final.exists():
+                os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         msg = (
@@ -280,7 +359,49 @@ def _write_atomic(
         raise ResourceError(msg) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_replaced_ms(final)
         raise
+
+
+def recover_replaced_ms(final: Path) -> Path | None:
+    """Finish an MS replacement that a crash interrupted.
+
+    When ``final`` is missing but a complete predecessor was renamed aside
+    (``.<name>.replaced-<pid>``), it is moved back; when ``final`` exists,
+    leftovers aside are deleted. Returns the restored path, if any.
+    """
+    final = Path(final)
+    leftovers = sorted(final.parent.glob(f".{final.name}{_REPLACED_TAG}*"))
+    restored = None
+    for old in leftovers:
+        if _writer_alive(old.name.rsplit(_REPLACED_TAG, 1)[-1]):
+            continue  # that writer is mid-swap right now
+        if restored is None and not final.exists() and is_valid_ms(old):
+            os.replace(old, final)
+            restored = final
+            log.warning(
+                "interrupted MS replacement: previous MS restored",
+                extra={"path": str(final), "from": str(old)},
+            )
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    return restored
+
+
+def _writer_alive(pid_text: str) -> bool:
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def validate_ms(
@@ -290,8 +411,9 @@ def validate_ms(
 
     Checks: channel frequencies ascending with positive widths, a single field
     whose phase centre equals ``expected_center_deg`` within 1 arcsec,
-    cross-correlation baseline lengths within 5-3210 m, antenna positions
-    within 3.5 km of the array centre.
+    cross-correlation baseline lengths within 5-3210 m, one named ANTENNA row
+    per antenna with data, antenna positions within 3.5 km of the array
+    centre.
     """
     tables = require("casacore.tables", "casa")
     p = str(path)
@@ -330,7 +452,13 @@ def validate_ms(
         )
     with tables.table(f"{p}/ANTENNA", ack=False) as ant:
         pos = ant.getcol("POSITION")
+        names = ant.getcol("NAME")
     used = np.unique(np.concatenate([a1, a2]))
+    if used.size != pos.shape[0] or not all(names):
+        problems.append(
+            f"ANTENNA has {pos.shape[0]} rows for {used.size} antennas with data "
+            "(blank or unused rows)"
+        )
     center = pos[used].mean(axis=0)
     if np.linalg.norm(pos[used] - center, axis=1).max() > 3500.0:
         problems.append("antenna positions spread beyond 3.5 km")
@@ -340,13 +468,19 @@ def validate_ms(
 
 
 def is_valid_ms(path: Path) -> bool:
-    """Return True when ``path`` is an MS this module completed."""
+    """Return True when ``path`` is an MS this module completed.
+
+    An MS written in an older format (``DSA110_MS_FORMAT`` below the
+    current one, e.g. with a blank ANTENNA row and unit weights) counts as
+    not done, so that `convert_group` writes it again.
+    """
     tables = require("casacore.tables", "casa")
     try:
         with tables.table(str(path), ack=False) as ms:
-            return bool(ms.getkeywords().get(_COMPLETE_KEY, False))
+            kw = ms.getkeywords()
     except RuntimeError:
         return False
+    return bool(kw.get(_COMPLETE_KEY, False)) and int(kw.get(_FORMAT_KEY, 1)) >= _FORMAT
 
 
 def _read_ms_summary(path: Path) -> tuple[float, float, float, int]:

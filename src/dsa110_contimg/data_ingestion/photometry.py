@@ -2,7 +2,11 @@
 
 The flux density of each source is the amplitude of the restoring beam, centred
 on the catalogue position, that best fits the image (Condon 1997 matched
-filter). Errors use the local rms and the correlation of restored-image noise.
+filter). Errors use the local rms times the matched filter's noise per unit
+rms measured on the image (restored-image noise is correlated like the dirty
+beam), plus a systematic part measured from the sources' shapes; the flux
+left in the residual (`residual_excess`) and the scatter between overlapping
+images (`excess_fraction`, used by the photometry stage) add to it.
 Everything here works on in-memory arrays and an astropy WCS.
 """
 
@@ -31,6 +35,8 @@ __all__ = [
     "ForcedPhotometryResult",
     "measure_forced",
     "fit_peak_position",
+    "excess_fraction",
+    "residual_excess",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +49,10 @@ _MIN_WEIGHT_FRACTION = 0.5
 _N_RMS_SAMPLES = 1500
 _MIN_RMS_SAMPLES = 20
 _CHUNK_PIXELS = 1_000_000
+_N_NOISE_SAMPLES = 3000
+_MIN_NOISE_SAMPLES = 200
+_NOISE_EXCLUDE_BEAMS = 3.0
+_SHAPE_MIN_SNR = 30.0
 
 _RESULT_COLUMNS = (
     "name",
@@ -57,6 +67,7 @@ _RESULT_COLUMNS = (
     "pb",
     "snr",
     "flags",
+    "flux_sys_jy",
 )
 _UNITS = {
     "ra_deg": "deg",
@@ -64,6 +75,7 @@ _UNITS = {
     "peak_jy": "Jy",
     "flux_jy": "Jy",
     "flux_err_jy": "Jy",
+    "flux_sys_jy": "Jy",
     "rms_jy": "Jy",
     "x_pix": "pix",
     "y_pix": "pix",
@@ -143,6 +155,9 @@ class PhotometryFlag(enum.IntFlag):
     NAN = 2  #: the fitting box contains NaN pixels
     LOW_PB = 4  #: primary beam below ``min_pb`` (or unknown)
     BLENDED = 8  #: another catalogue source within 1.5 beam major axes
+    #: forced flux below ``photometry.detection_sigma`` x its error: an upper
+    #: limit (set by the photometry stage; the flux is still measured and usable)
+    UPPER_LIMIT = 16
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -160,7 +175,8 @@ class ForcedPhotometryResult:
     flux_jy : ndarray
         Matched-filter flux density of a point source, divided by ``pb``, Jy.
     flux_err_jy : ndarray
-        One-sigma error of ``flux_jy``, Jy.
+        One-sigma error of ``flux_jy``, Jy: the noise error and ``flux_sys_jy``
+        added in quadrature.
     rms_jy : ndarray
         Local image rms, divided by ``pb``, Jy/beam.
     x_pix, y_pix : ndarray
@@ -168,9 +184,13 @@ class ForcedPhotometryResult:
     pb : ndarray
         Primary-beam value used for the correction (1 if uncorrected).
     snr : ndarray
-        ``flux_jy / flux_err_jy``.
+        ``flux_jy`` over its noise error (the detection significance; the
+        systematic part is left out).
     flags : ndarray of int
         Bitmask of :class:`PhotometryFlag`.
+    flux_sys_jy : ndarray
+        Systematic part of ``flux_err_jy``, Jy: the image's measured fractional
+        shape error times ``|flux_jy|`` (see :func:`measure_forced`).
     """
 
     name: NDArray[np.str_]
@@ -185,6 +205,7 @@ class ForcedPhotometryResult:
     pb: NDArray[np.float64]
     snr: NDArray[np.float64]
     flags: NDArray[np.int32]
+    flux_sys_jy: NDArray[np.float64]
 
     def __len__(self) -> int:
         """Return the number of sources."""
@@ -309,16 +330,205 @@ def _matched_filter(
     return flux, fraction, has_nan, at_edge
 
 
-def _error_factor(
-    pixel_beam: _PixelGaussian, noise_beam: _PixelGaussian, half: int
-) -> float:
-    """Return ``sqrt(K^T R K) / sum(K^2)`` for a kernel on the fitting box."""
+def _shape_basis(
+    pixel_beam: _PixelGaussian, dx: NDArray[np.float64], dy: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Return the beam and its five first and second derivatives, shape (..., 6).
+
+    With ``u = C^-1 d`` the beam ``K = exp(-d^T C^-1 d / 2)`` has derivatives
+    ``-K u`` (a shift) and ``K (u u^T - C^-1)`` (a change of width); the
+    second derivatives integrate to zero, so a fit with them keeps the
+    integrated flux in the amplitude of ``K``.
+    """
+    inv = np.linalg.inv(pixel_beam.cov)
+    kernel = pixel_beam.evaluate(dx, dy)
+    u0 = inv[0, 0] * dx + inv[0, 1] * dy
+    u1 = inv[1, 0] * dx + inv[1, 1] * dy
+    return np.stack(
+        [
+            kernel,
+            kernel * (u0 * u0 - inv[0, 0]),
+            kernel * (u1 * u1 - inv[1, 1]),
+            kernel * (u0 * u1 - inv[0, 1]),
+            kernel * u0,
+            kernel * u1,
+        ],
+        axis=-1,
+    )
+
+
+def _shape_amplitude(
+    image: NDArray, x: NDArray, y: NDArray, pixel_beam: _PixelGaussian, half: int
+) -> NDArray[np.float64]:
+    """Return the beam amplitude of a fit that lets the width and centre vary.
+
+    NaN where the fitting box is incomplete (edge or NaN pixels).
+    """
+    ix, iy, _ = _nearest_pixel(x, y, image.shape)
+    offsets = np.arange(-half, half + 1)
+    amp = np.full(x.size, np.nan)
+    for part in _chunks(x.size, 6 * offsets.size**2):
+        yy = iy[part, None, None] + offsets[None, :, None]
+        xx = ix[part, None, None] + offsets[None, None, :]
+        data, _ = _gather(image, yy, xx)
+        full = np.all(np.isfinite(data), axis=(1, 2))
+        basis = _shape_basis(
+            pixel_beam, xx - x[part, None, None], yy - y[part, None, None]
+        ).reshape(yy.shape[0], -1, 6)
+        values = np.where(np.isfinite(data), data, 0.0).reshape(yy.shape[0], -1)
+        normal = np.einsum("npi,npj->nij", basis, basis)
+        rhs = np.einsum("npi,np->ni", basis, values)
+        ok = full & np.all(np.isfinite(normal), axis=(1, 2))
+        coef = np.full((yy.shape[0], 6), np.nan)
+        if ok.any():
+            ok[ok] = np.linalg.cond(normal[ok]) < 1e12
+            coef[ok] = np.linalg.solve(normal[ok], rhs[ok][:, :, None])[:, :, 0]
+        amp[part] = coef[:, 0]
+    return amp
+
+
+def _estimator_vectors(
+    pixel_beam: _PixelGaussian, half: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Return the weights of the matched filter and of the shape difference.
+
+    For a box centred on a pixel, the matched filter is ``sum(mf * d)`` and
+    the difference of the shape-fit amplitude and the matched filter is
+    ``sum(delta * d)``; both have shape (2 half + 1, 2 half + 1).
+    """
     offsets = np.arange(-half, half + 1, dtype=np.float64)
-    kernel = pixel_beam.evaluate(offsets[None, :], offsets[:, None])
+    dx, dy = np.meshgrid(offsets, offsets)
+    basis = _shape_basis(pixel_beam, dx, dy).reshape(-1, 6)
+    kernel = basis[:, 0]
+    mf = kernel / np.sum(kernel * kernel)
+    shape_row = np.linalg.pinv(basis)[0]
+    return mf.reshape(dx.shape), (shape_row - mf).reshape(dx.shape)
+
+
+def _correlated_factor(vector: NDArray, noise_beam: _PixelGaussian) -> float:
+    """Return ``sqrt(v^T rho v)`` for unit-rms noise correlated like ``noise_beam``."""
+    half = vector.shape[0] // 2
     lags = np.arange(-2 * half, 2 * half + 1, dtype=np.float64)
     correlation = noise_beam.evaluate(lags[None, :], lags[:, None])
-    smoothed = fftconvolve(kernel, correlation, mode="same")
-    return float(np.sqrt(np.sum(kernel * smoothed)) / np.sum(kernel * kernel))
+    smoothed = fftconvolve(vector, correlation, mode="same")
+    return float(np.sqrt(np.sum(vector * smoothed)))
+
+
+def _robust_sigma(values: NDArray[np.float64]) -> float:
+    values = values[np.isfinite(values)]
+    return float(_MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+
+
+def _noise_factors(
+    data: NDArray,
+    half: int,
+    vectors: tuple[NDArray, NDArray],
+    exclude: NDArray[np.bool_],
+    rms_map: NDArray | None,
+    *,
+    absolute: bool = False,
+) -> tuple[float, float] | None:
+    """Measure the noise of the matched filter and of the shape difference.
+
+    Boxes at random source-free pixels carry only noise: the robust rms of the
+    matched filter over them, divided by the robust rms of their central
+    pixels (or, with a noise map, of the filter divided by the map), is the
+    error of the matched filter per unit pixel rms, whatever the correlation
+    of the noise (with ``absolute``: the robust rms themselves, Jy). Returns
+    None when fewer than 200 complete boxes are found.
+    """
+    ny, nx = data.shape
+    if ny <= 2 * half or nx <= 2 * half:
+        return None
+    rng = np.random.default_rng(0)  # reproducible errors for one image
+    n_try = 4 * _N_NOISE_SAMPLES
+    iy = rng.integers(half, ny - half, n_try)
+    ix = rng.integers(half, nx - half, n_try)
+    free = ~exclude[iy, ix]
+    if free.sum() >= _MIN_NOISE_SAMPLES:
+        iy, ix = iy[free], ix[free]
+    iy, ix = iy[:_N_NOISE_SAMPLES], ix[:_N_NOISE_SAMPLES]
+    offsets = np.arange(-half, half + 1)
+    mf_vec, delta_vec = vectors
+    mf = np.full(iy.size, np.nan)
+    delta = np.full(iy.size, np.nan)
+    for part in _chunks(iy.size, offsets.size**2):
+        boxes = data[
+            iy[part, None, None] + offsets[None, :, None],
+            ix[part, None, None] + offsets[None, None, :],
+        ]
+        full = np.all(np.isfinite(boxes), axis=(1, 2))
+        mf[part] = np.where(full, np.sum(boxes * mf_vec, axis=(1, 2)), np.nan)
+        delta[part] = np.where(full, np.sum(boxes * delta_vec, axis=(1, 2)), np.nan)
+    centre = data[iy, ix]
+    if rms_map is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.where(rms_map[iy, ix] > 0, 1.0 / rms_map[iy, ix], np.nan)
+        mf, delta, norm = mf * scale, delta * scale, 1.0
+    else:
+        norm = None
+    good = np.isfinite(mf) & np.isfinite(delta)
+    if good.sum() < _MIN_NOISE_SAMPLES:
+        return None
+    if absolute:
+        norm = 1.0
+    elif norm is None:
+        norm = _robust_sigma(centre[good])
+    if not norm > 0:
+        return None
+    return _robust_sigma(mf[good]) / norm, _robust_sigma(delta[good]) / norm
+
+
+def excess_fraction(excess2: ArrayLike, noise2: ArrayLike) -> float:
+    r"""Return the fractional error that explains a scatter beyond the noise.
+
+    Parameters
+    ----------
+    excess2 : array_like, shape (n,)
+        Per estimate, the squared discrepancy less its noise variance, in units
+        of the squared flux: :math:`(\delta_i^2 - v_i) / S_i^2`.
+    noise2 : array_like, shape (n,)
+        The noise variance in the same units, :math:`v_i / S_i^2`.
+
+    Returns
+    -------
+    float
+        :math:`f \ge 0` with :math:`E[\delta_i^2] = v_i + f^2 S_i^2`: the
+        inverse-variance-weighted mean of ``excess2`` (each estimate has
+        variance :math:`\propto (v_i/S_i^2 + f^2)^2`, iterated from the plain
+        mean), 0 when the scatter is all noise or there are no estimates.
+    """
+    ratio2 = np.asarray(excess2, dtype=np.float64)
+    base2 = np.asarray(noise2, dtype=np.float64)
+    ok = np.isfinite(ratio2) & np.isfinite(base2)
+    if not ok.any():
+        return 0.0
+    ratio2, base2 = ratio2[ok], base2[ok]
+    frac2 = max(float(np.mean(ratio2)), 0.0)
+    for _ in range(3):
+        weight = 1.0 / np.maximum(base2 + frac2, 1e-300) ** 2
+        frac2 = max(float(np.sum(weight * ratio2) / np.sum(weight)), 0.0)
+    return math.sqrt(frac2)
+
+
+def _shape_fraction(
+    flux: NDArray,
+    delta: NDArray,
+    noise_err: NDArray,
+    delta_err: NDArray,
+    usable: NDArray[np.bool_],
+) -> float:
+    """Return the image's fractional shape error (see `measure_forced`, Notes)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        snr = np.abs(flux) / noise_err
+        sel = usable & np.isfinite(delta) & np.isfinite(delta_err)
+        sel &= snr >= _SHAPE_MIN_SNR
+    if not sel.any():
+        return 0.0
+    return excess_fraction(
+        (delta[sel] ** 2 - delta_err[sel] ** 2) / flux[sel] ** 2,
+        (delta_err[sel] / flux[sel]) ** 2,
+    )
 
 
 def _exclusion_mask(
@@ -475,8 +685,10 @@ def measure_forced(
         Noise image, Jy/beam; when given it replaces the annulus estimate and
         is read at the nearest pixel.
     noise_beam : Beam, optional
-        Gaussian autocorrelation function of the image noise, used for the
-        error; default ``beam`` (see Notes).
+        Gaussian autocorrelation function of the image noise. When given, the
+        noise error is computed for it; by default it is measured on the image
+        (see Notes), falling back to ``noise_beam = beam`` on images too small
+        for 200 source-free fitting boxes.
 
     Returns
     -------
@@ -512,19 +724,38 @@ def measure_forced(
         \sigma_S = s \frac{\sqrt{\sum_{ij} K_i \rho_{ij} K_j}}{\sum_i K_i^2},
 
     computed on the pixel grid for the Gaussian :math:`\rho` given by
-    ``noise_beam``. The residual noise of a CLEAN image is correlated like the
-    dirty beam, whose main lobe the restoring beam fits, so the default
-    :math:`\rho = K` gives :math:`\sigma_S \approx (2/\sqrt{3})\, s
-    \approx 1.15\, s`; noise smoothed by the beam (:math:`\rho` a Gaussian
-    :math:`\sqrt{2}` times wider) gives :math:`\sqrt{2}\, s`. Condon's (1997)
+    ``noise_beam``: :math:`\rho = K` gives :math:`\sigma_S \approx
+    (2/\sqrt{3})\, s \approx 1.15\, s`; noise smoothed by the beam
+    (:math:`\rho` a Gaussian :math:`\sqrt{2}` times wider) gives
+    :math:`\sqrt{2}\, s`. The residual noise of a CLEAN image is correlated
+    like the dirty beam, sidelobes included, which no Gaussian describes, so by
+    default the factor :math:`\sigma_S / s` is measured: the matched filter is
+    run over ~3000 fitting boxes at random pixels more than 3 beams from any
+    catalogue position, and its robust rms divided by that of the boxes'
+    central pixels (with ``rms_map``: the robust rms of the filter divided by
+    the map). On DSA-110 snapshot images it is ~1.5. Condon's (1997)
     effective-sample approximation gives :math:`\sigma_S \approx s` for an
     unresolved source; that is the error of the single-pixel ``peak_jy``, which
     is however biased low by up to a few per cent by sub-pixel offsets. The
     white-noise error :math:`s / \sqrt{\sum K_i^2}` would underestimate the
     error by the square root of the number of pixels per beam.
 
-    The primary-beam correction divides :math:`S`, :math:`\sigma_S`, the peak
-    and :math:`s` by the primary-beam response at the source.
+    **Shape systematic.** Clean components spread around a source (sub-pixel
+    positions, a PSF that does not match a drifting source's response, few
+    pixels per beam) restore it broader than the beam at the same integrated
+    flux, and :math:`S` reads it low. A second least-squares fit adds the five
+    first and second derivatives of :math:`K` (shifts and changes of width,
+    which integrate to zero) and so keeps the integrated flux in the amplitude
+    :math:`S'` of :math:`K`. Over the image's unflagged sources with
+    :math:`S/\sigma_S \ge 30`, the scatter of :math:`\delta = S' - S` beyond
+    its noise (measured like :math:`\sigma_S`) gives a fraction :math:`f`
+    (`excess_fraction`); ``flux_sys_jy`` is :math:`f |S|` and ``flux_err_jy``
+    is :math:`\sqrt{\sigma_S^2 + f^2 S^2}`. On images that restore sources
+    exactly, :math:`f = 0`.
+
+    The primary-beam correction divides :math:`S`, :math:`\sigma_S`, the
+    systematic, the peak and :math:`s` by the primary-beam response at the
+    source.
 
     References
     ----------
@@ -563,11 +794,11 @@ def measure_forced(
     )
     flux, fraction, has_nan, at_edge = _matched_filter(data, x, y, pixel_beam, half)
     rms = _local_rms(data, x, y, inside, major_pix, rms_box_beams, rms_map)
-    noise = (
-        pixel_beam if noise_beam is None else _PixelGaussian.from_beam(noise_beam, wcs)
+    mf_factor, delta_factor = _error_factors(
+        data, wcs, x, y, pixel_beam, half, noise_beam, rms_map
     )
     with np.errstate(invalid="ignore", divide="ignore"):
-        flux_err = rms * _error_factor(pixel_beam, noise, half) / np.sqrt(fraction)
+        noise_err = rms * mf_factor / np.sqrt(fraction)
     peak = np.where(
         inside, data[np.where(inside, iy, 0), np.where(inside, ix, 0)], np.nan
     )
@@ -576,10 +807,20 @@ def measure_forced(
     low_pb = (pb_value < min_pb) | (inside & ~np.isfinite(pb_value))
     flags = _flags(inside, at_edge, has_nan, blended, low_pb)
     flux[~inside] = np.nan
-    flux_err[~inside] = np.nan
+    noise_err[~inside] = np.nan
+    delta = _shape_amplitude(data, x, y, pixel_beam, half) - flux
+    shape_frac = _shape_fraction(
+        flux, delta, noise_err, rms * delta_factor, inside & (flags == 0)
+    )
+    log.debug(
+        "photometry errors",
+        extra={"mf_factor": mf_factor, "shape_fraction": shape_frac},
+    )
+    flux_sys = shape_frac * np.abs(flux)
+    flux_err = np.hypot(noise_err, flux_sys)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(pb_value > 0, 1.0 / pb_value, np.nan)
-        snr = flux / flux_err
+        snr = flux / noise_err
     return ForcedPhotometryResult(
         name=_names(names, n_src),
         ra_deg=ra,
@@ -593,7 +834,121 @@ def measure_forced(
         pb=pb_value,
         snr=snr,
         flags=flags,
+        flux_sys_jy=flux_sys * scale,
     )
+
+
+def residual_excess(
+    residual: ArrayLike,
+    psf: ArrayLike,
+    wcs: WCS,
+    ra_deg: ArrayLike,
+    dec_deg: ArrayLike,
+    *,
+    beam: Beam,
+    box_beams: float = 3.0,
+) -> float:
+    r"""Return the excess residual at catalogue positions, relative to the noise.
+
+    Parameters
+    ----------
+    residual : array_like, shape (n_y, n_x)
+        The imager's residual image, Jy/beam.
+    psf : array_like, shape (m_y, m_x)
+        The imager's point-spread function (peak 1), on the image's pixels.
+    wcs : astropy.wcs.WCS
+        Two-dimensional celestial WCS of ``residual``.
+    ra_deg, dec_deg : array_like, shape (n_src,)
+        Catalogue positions, degrees.
+    beam : Beam
+        Restoring beam.
+    box_beams : float
+        Side of the fitting box, in beam major axes (as in `measure_forced`).
+
+    Returns
+    -------
+    float
+        :math:`\tau = \frac{1 - \eta}{\eta}
+        \sqrt{\max(0, \langle m_s^2 \rangle / \sigma_m^2 - 1)}`, with
+        :math:`m_s` the matched filter on the residual at the catalogue
+        positions on the image, :math:`\sigma_m` its robust rms at random
+        source-free positions and :math:`\eta` the matched filter of the PSF
+        (the fraction of a dirty-beam-shaped flux that the restoring-beam
+        filter recovers); 0 with fewer than 3 positions or 200 free boxes.
+
+    Notes
+    -----
+    After a complete deconvolution the residual at a source is noise like
+    anywhere else. Flux the clean left behind (stopped at ``niter``, a mask
+    that missed the source) stays in the restored image in the shape of the
+    dirty beam, of which the matched filter recovers only :math:`\eta`: a
+    residual :math:`m_s` at a source means an error :math:`(1/\eta - 1) m_s`
+    on its flux. The rms of that error, beyond what the noise of the residual
+    explains, is :math:`\tau` times the noise: the error of a forced
+    measurement on that image is :math:`\sqrt{1 + \tau^2}` times its noise
+    error.
+    """
+    data = _as_image(residual, "residual")
+    _, _, x, y = _to_pixels(wcs, ra_deg, dec_deg)
+    pixel_beam = _PixelGaussian.from_beam(beam, wcs)
+    half = max(1, math.ceil(box_beams * pixel_beam.major_pix / 2.0))
+    mf, fraction, has_nan, at_edge = _matched_filter(data, x, y, pixel_beam, half)
+    at_source = mf[np.isfinite(mf) & ~has_nan & ~at_edge & (fraction > 0.999)]
+    if at_source.size < 3:
+        return 0.0
+    exclude = _exclusion_mask(
+        data.shape, x, y, _NOISE_EXCLUDE_BEAMS * pixel_beam.major_pix
+    )
+    vectors = _estimator_vectors(pixel_beam, half)
+    factors = _noise_factors(data, half, vectors, exclude, None, absolute=True)
+    if factors is None or not factors[0] > 0:
+        return 0.0
+    eta = _psf_filter_fraction(_as_image(psf, "psf"), vectors[0])
+    if not 0 < eta <= 1:
+        return 0.0
+    ratio = float(np.mean(at_source**2)) / factors[0] ** 2
+    return (1.0 - eta) / eta * math.sqrt(max(ratio - 1.0, 0.0))
+
+
+def _psf_filter_fraction(psf: NDArray, mf_vec: NDArray) -> float:
+    """Return the matched filter of the PSF at its peak (NaN if it does not fit)."""
+    half = mf_vec.shape[0] // 2
+    cy, cx = np.unravel_index(np.nanargmax(psf), psf.shape)
+    if not (half <= cy < psf.shape[0] - half and half <= cx < psf.shape[1] - half):
+        return math.nan
+    box = psf[cy - half : cy + half + 1, cx - half : cx + half + 1]
+    return float(np.sum(box * mf_vec) / psf[cy, cx])
+
+
+def _error_factors(
+    data: NDArray,
+    wcs: WCS,
+    x: NDArray,
+    y: NDArray,
+    pixel_beam: _PixelGaussian,
+    half: int,
+    noise_beam: Beam | None,
+    rms_map: ArrayLike | None,
+) -> tuple[float, float]:
+    """Return the noise of the matched filter and of the shape difference per unit rms.
+
+    Measured on the image (`_noise_factors`) unless ``noise_beam`` is given or
+    too few source-free boxes exist; then computed for Gaussian-correlated
+    noise (``noise_beam``, default the restoring beam).
+    """
+    vectors = _estimator_vectors(pixel_beam, half)
+    if noise_beam is None:
+        major_pix = pixel_beam.major_pix
+        exclude = _exclusion_mask(data.shape, x, y, _NOISE_EXCLUDE_BEAMS * major_pix)
+        noise_map = None if rms_map is None else _as_image(rms_map, "rms_map")
+        measured = _noise_factors(data, half, vectors, exclude, noise_map)
+        if measured is not None:
+            return measured
+        log.debug("too few source-free boxes; Gaussian noise correlation assumed")
+    noise = (
+        pixel_beam if noise_beam is None else _PixelGaussian.from_beam(noise_beam, wcs)
+    )
+    return _correlated_factor(vectors[0], noise), _correlated_factor(vectors[1], noise)
 
 
 def _local_rms(

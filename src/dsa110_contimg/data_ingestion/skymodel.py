@@ -200,8 +200,9 @@ def load_catalog(path: str | os.PathLike[str]) -> SkyCatalog:
     InputDataError
         The file is missing or unreadable, or malformed: a required column is
         missing, a row has the wrong number of fields, a value is not a finite
-        number, ``dec_deg`` lies outside [-90, 90] or ``ref_freq_hz`` is not
-        positive. The message names the file and the line.
+        number, ``ra_deg`` lies outside [0, 360), ``dec_deg`` outside
+        [-90, 90], ``flux_jy`` is negative, ``ref_freq_hz`` is not positive
+        or a source name repeats. The message names the file and the line.
     """
     path = Path(path)
     lines = _read_lines(path)
@@ -227,12 +228,28 @@ def load_catalog(path: str | os.PathLike[str]) -> SkyCatalog:
         if not value:
             msg = f"{path}, line {body_numbers[k]}: empty source name"
             raise InputDataError(msg)
+    _check_unique_names(path, names, body_numbers)
     fields = {
         field: _parse_column(path, field, by_name.get(field), body_numbers)
         for field in _FLOAT_FIELDS
     }
     _check_ranges(path, fields, body_numbers)
     return SkyCatalog(np.array(names, dtype=str), **fields)
+
+
+def _check_unique_names(path: Path, names: list[str], line_numbers: list[int]) -> None:
+    """Raise when two rows share a name: photometry and light curves key on it."""
+    first: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name in first:
+            msg = (
+                f"{path}, line {line_numbers[k]}: source name {name!r} repeats line "
+                f"{line_numbers[first[name]]}; names identify sources in the "
+                "photometry table and the light curves, so make them unique "
+                "(e.g. append a suffix) or drop the duplicate row"
+            )
+            raise InputDataError(msg)
+        first[name] = k
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -301,8 +318,11 @@ def _parse_column(
 def _check_ranges(
     path: Path, fields: dict[str, NDArray[np.float64]], line_numbers: list[int]
 ) -> None:
+    ra = fields["ra_deg"]
     checks = (
+        ("ra_deg", (ra < 0.0) | (ra >= 360.0), "is outside [0, 360)"),
         ("dec_deg", np.abs(fields["dec_deg"]) > 90.0, "is outside [-90, 90]"),
+        ("flux_jy", fields["flux_jy"] < 0.0, "is negative"),
         ("ref_freq_hz", fields["ref_freq_hz"] <= 0.0, "is not positive"),
     )
     for field, is_bad, problem in checks:
@@ -311,7 +331,7 @@ def _check_ranges(
             k = int(bad[0])
             msg = (
                 f"{path}, line {line_numbers[k]}: {field} value "
-                f"{fields[field][k]!r} {problem}"
+                f"{float(fields[field][k])!r} {problem}"
             )
             raise InputDataError(msg)
 

@@ -43,11 +43,16 @@ STORE_COLUMNS = (
     "scale_err",
     "flux_corr_jy",
     "flux_corr_err_jy",
+    "image_id",
+    "freq_hz",
+    "snr",
+    "pointing_dec_deg",
+    "upper_limit_jy",
 )
 """Columns of every stored row, in file order."""
 
 _CALIBRATION_COLUMNS = ("scale", "scale_err", "flux_corr_jy", "flux_corr_err_jy")
-_STRING_COLUMNS = ("source_name", "epoch_id", "image_path", "image_kind")
+_STRING_COLUMNS = ("source_name", "epoch_id", "image_path", "image_kind", "image_id")
 SCHEMA = pa.schema(
     [
         (name, pa.string())
@@ -62,6 +67,11 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "flags": 0,
     "image_path": "",
     "image_kind": "",
+    "image_id": "",
+    "freq_hz": np.nan,
+    "snr": np.nan,
+    "pointing_dec_deg": np.nan,
+    "upper_limit_jy": np.nan,
 }
 _MJD_ZERO = date(1858, 11, 17)
 
@@ -86,9 +96,10 @@ def prepare_epoch(epoch_id: str, table: Any) -> tuple[Any, NDArray, NDArray]:
     epoch_id : str
         The epoch (written into every row).
     table : astropy.table.Table or mapping of arrays
-        Measurements with at least `REQUIRED_COLUMNS`; absent optional
-        columns get defaults (NaN, flags 0, empty strings) and absent
-        calibration columns the identity scale.
+        Measurements with at least `REQUIRED_COLUMNS`, of one image or one
+        mosaic; absent optional columns get defaults (NaN, flags 0, empty
+        strings; ``image_id`` from ``image_path``) and absent calibration
+        columns the identity scale.
 
     Returns
     -------
@@ -103,7 +114,8 @@ def prepare_epoch(epoch_id: str, table: Any) -> tuple[Any, NDArray, NDArray]:
     ------
     InputDataError
         A required column is missing, the ``epoch_id`` column names another
-        epoch, or no valid row is left.
+        epoch, the rows mix image kinds or come from more than one image, or
+        no valid row is left.
     ValueError
         Only some of the four calibration columns are given.
 
@@ -129,7 +141,11 @@ def prepare_epoch(epoch_id: str, table: Any) -> tuple[Any, NDArray, NDArray]:
         "flux_err_jy": _column(table, "flux_err_jy").astype(np.float64),
     }
     for name, default in _OPTIONAL_DEFAULTS.items():
-        if name not in columns:
+        if name == "image_id" and name not in columns and "image_path" in columns:
+            from dsa110_contimg.pipeline.stages.photometry_stage import image_ids
+
+            data[name] = image_ids(np.asarray(table["image_path"], dtype=str))
+        elif name not in columns:
             data[name] = np.full(
                 n, default, dtype=np.int32 if name == "flags" else None
             )
@@ -148,9 +164,31 @@ def prepare_epoch(epoch_id: str, table: Any) -> tuple[Any, NDArray, NDArray]:
                 f"{sorted(given)[:3]}; one table is one epoch"
             )
             raise InputDataError(msg)
+    _one_product(epoch_id, data)
     _calibration_columns(epoch_id, table, columns, data)
     data["epoch_id"] = np.full(n, epoch_id)
     return _clean(epoch_id, data)
+
+
+def _one_product(epoch_id: str, data: dict[str, NDArray]) -> None:
+    """Raise unless every row comes from one image or one mosaic."""
+    kinds = sorted({k for k in data["image_kind"].tolist() if k})
+    if len(kinds) > 1:
+        msg = (
+            f"epoch {epoch_id}: the table mixes image kinds {kinds}; one epoch is "
+            "one image or one mosaic, never a mix: keep the rows of one kind "
+            "(CLI: ingest-photometry --kind mosaic|image)"
+        )
+        raise InputDataError(msg)
+    images = sorted({p for p in data["image_path"].tolist() if p})
+    if len(images) > 1:
+        msg = (
+            f"epoch {epoch_id}: the table holds {len(images)} images ({images[0]}, "
+            f"{images[1]}, ...); one epoch is one image or one mosaic: split it "
+            "by image (photometry_stage.split_epochs; ingest-photometry without "
+            "--epoch-id stores each image as its own epoch)"
+        )
+        raise InputDataError(msg)
 
 
 def _calibration_columns(
@@ -218,6 +256,7 @@ def to_astropy(table: Any) -> Table:
         "rms_jy",
         "flux_corr_jy",
         "flux_corr_err_jy",
+        "upper_limit_jy",
     ):
         if name in out.colnames:
             out[name].unit = "Jy"

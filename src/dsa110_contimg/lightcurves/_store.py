@@ -3,6 +3,7 @@
 Layout under the store root::
 
     _manifest.json                        epochs, their files and tokens; compaction
+    _writer.lock                          held (flock) by the process writing
     _summary.parquet                      per-source running sums (see _summary.py)
     epochs/date=YYYY-MM-DD/<epoch_id>.parquet   one file per epoch, sorted by source
     by_source/L<level>-<n>/data_*.parquet runs: merged epochs sorted by source
@@ -12,21 +13,33 @@ epoch either entirely or not at all, and re-processing an epoch replaces its
 file. The epoch files are the truth; the runs are a derived index, merged
 size-tiered as epochs arrive and all at once by
 :meth:`LightcurveStore.compact`, that makes one source's light curve a read of
-one row group per run instead of one per epoch. One process writes a store;
-any number may read it.
+one row group per run instead of one per epoch.
+
+Every write (ingest, delete, compaction, the repair of interrupted running
+sums) holds an exclusive ``flock`` on ``_writer.lock`` and, once it has it,
+re-reads the manifest and sums if another writer changed them, so writers in
+several processes (the streaming analyser and an operator's
+``ingest-photometry``) take turns instead of overwriting each other's
+manifest; the kernel drops the lock of a process that dies. Any number of
+processes may read the store without the lock.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import fcntl
+import functools
 import json
 import logging
 import os
 import re
 import shutil
+import threading
+import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +74,27 @@ log = logging.getLogger(__name__)
 _EPOCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
 _MANIFEST = "_manifest.json"
 _SUMMARY = "_summary.parquet"
-_FORMAT_VERSION = 1
+_LOCK = "_writer.lock"
+_LOCK_POLL_S = 0.05
+# 2: rows carry image_id, freq_hz, snr, pointing_dec_deg and upper_limit_jy
+_FORMAT_VERSION = 2
 _TOP_LEVEL = 99  # level of the run written by a full compaction
+
+
+def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a store method under the writer lock (see `LightcurveStore._writing`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: LightcurveStore, *args: Any, **kwargs: Any) -> Any:
+        with self._writing():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
+    """Identity of a file version: every write renames a new file (a new inode)."""
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -88,6 +120,9 @@ class LightcurveStore:
         sorted by source (see :meth:`compact`); below 2 disables it.
     duckdb_memory_limit : str
         Memory DuckDB may use for queries and compaction (spills to disk above).
+    lock_timeout_s : float
+        How long a write waits for another process's write to finish before
+        raising `StateError`, seconds.
 
     Notes
     -----
@@ -107,22 +142,88 @@ class LightcurveStore:
         row_group_size: int = 4096,
         auto_compact_epochs: int = 8,
         duckdb_memory_limit: str = "2GB",
+        lock_timeout_s: float = 600.0,
     ) -> None:
         self.root = Path(root)
+        self.lock_timeout_s = float(lock_timeout_s)
+        self._thread_lock = threading.RLock()  # threads sharing this object
+        self._lock_depth = 0
         self.auto_compact_epochs = int(auto_compact_epochs)
         self.exclude_flags = int(exclude_flags)
         self.row_group_size = int(row_group_size)
         self._memory_limit = duckdb_memory_limit
         self.root.mkdir(parents=True, exist_ok=True)
         self._manifest: dict[str, Any] | None = None
-        self._manifest_stat: tuple[int, int] | None = None
+        self._manifest_stat: tuple[int, int, int] | None = None
         self._plan: dict[str, Any] | None = None
         self._sums: RunningSums | None = None
         self._applied: dict[str, str] = {}
-        self._sums_stat: tuple[int, int] | None = None
+        self._sums_stat: tuple[int, int, int] | None = None
         self._con: Any = None
         self._rg_cache: dict[str, tuple[str, Any, list[str], list[str]]] = {}
         self._reconcile()
+
+    # ------------------------------------------------------------------ locking
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the store's writer lock (re-entrant); re-read the state on entry.
+
+        Raises
+        ------
+        StateError
+            Another process held the lock for longer than ``lock_timeout_s``.
+        """
+        with self._thread_lock:
+            if self._lock_depth:
+                self._lock_depth += 1
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            with self._file_lock():
+                self._lock_depth = 1
+                try:
+                    # Another process may have written since this one last
+                    # looked: the state is re-read when its file's (inode,
+                    # mtime, size) changed.
+                    self._reconcile_locked()
+                    yield
+                finally:
+                    self._lock_depth = 0
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Hold ``_writer.lock`` (flock), waiting up to ``lock_timeout_s``."""
+        path = self.root / _LOCK
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.lock_timeout_s
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                        msg = (
+                            f"light-curve store {self.root}: another writer (pid "
+                            f"{holder or 'unknown'}) has held {path} for more than "
+                            f"{self.lock_timeout_s:g} s; wait for it to finish or "
+                            "stop it (one writer at a time)"
+                        )
+                        raise StateError(msg) from None
+                    time.sleep(_LOCK_POLL_S)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            yield
+        finally:
+            os.close(fd)  # releases the flock
 
     # ------------------------------------------------------------------ metadata
 
@@ -142,7 +243,7 @@ class LightcurveStore:
                     "run_counter": 0,
                 }
             return self._manifest
-        key = (st.st_mtime_ns, st.st_size)
+        key = _stat_key(st)
         if self._manifest is None or key != self._manifest_stat:
             try:
                 manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -162,7 +263,7 @@ class LightcurveStore:
         path = self._manifest_path()
         _atomic_write_bytes(path, json.dumps(manifest, sort_keys=True).encode())
         st = path.stat()
-        self._manifest, self._manifest_stat = manifest, (st.st_mtime_ns, st.st_size)
+        self._manifest, self._manifest_stat = manifest, _stat_key(st)
         self._plan = None
 
     def _epoch_file(self, entry: Mapping[str, Any]) -> Path:
@@ -178,7 +279,7 @@ class LightcurveStore:
             if self._sums is None:
                 self._sums, self._applied = RunningSums.empty(), {}
             return self._sums
-        key = (st.st_mtime_ns, st.st_size)
+        key = _stat_key(st)
         if self._sums is None or key != self._sums_stat:
             table = pq.read_table(path)
             meta = table.schema.metadata or {}
@@ -205,7 +306,7 @@ class LightcurveStore:
         pq.write_table(table, tmp, compression="zstd")
         os.replace(tmp, path)
         st = path.stat()
-        self._sums_stat = (st.st_mtime_ns, st.st_size)
+        self._sums_stat = _stat_key(st)
 
     def _contribution(self, table: Any) -> tuple[NDArray, NDArray, NDArray]:
         flux = np.asarray(table["flux_corr_jy"], dtype=np.float64)
@@ -227,6 +328,16 @@ class LightcurveStore:
         self._save_sums()
 
     def _reconcile(self) -> None:
+        """Repair the running sums (under the writer lock) if they need it."""
+        epochs = self._load_manifest()["epochs"]
+        self._load_sums()
+        if any(self._applied.get(e) != v["token"] for e, v in epochs.items()) or any(
+            e not in epochs for e in self._applied
+        ):
+            with self._writing():
+                pass  # entering the lock reconciles
+
+    def _reconcile_locked(self) -> None:
         """Bring the running sums in line with the manifest after an interruption."""
         epochs = self._load_manifest()["epochs"]
         self._load_sums()
@@ -250,17 +361,21 @@ class LightcurveStore:
 
     # ------------------------------------------------------------------ ingest
 
+    @_locked
     def ingest_epoch(self, epoch_id: str, table: Any, *, replace: bool = False) -> int:
         """Store one epoch's measurements; return the number of rows stored.
 
         Parameters
         ----------
         epoch_id : str
-            Identity of the epoch (e.g. the mosaic's start time); letters,
+            Identity of the epoch, unique across strips and times (the
+            pipeline uses ``photometry_stage.epoch_id``: the image or mosaic
+            name, which holds its time, and the strip's declination); letters,
             digits and ``_ . : + -``.
         table : astropy.table.Table or mapping of arrays
             Measurements: at least ``source_name, mjd, flux_jy, flux_err_jy``;
-            optionally ``rms_jy, pb, flags, image_path, image_kind`` and the
+            optionally ``rms_jy, pb, flags, image_path, image_kind, image_id,
+            freq_hz, snr, pointing_dec_deg, upper_limit_jy`` and the
             calibration columns ``scale, scale_err, flux_corr_jy,
             flux_corr_err_jy`` (all four or none; none means scale 1).
         replace : bool
@@ -275,9 +390,12 @@ class LightcurveStore:
         Raises
         ------
         InputDataError
-            A required column is missing, no row is valid, the epoch is
-            already stored and ``replace`` is False, or an image of this epoch
-            is already stored under another epoch.
+            A required column is missing, no row is valid, the rows mix image
+            kinds or images (one epoch is one image or one mosaic), the epoch
+            is already stored and ``replace`` is False, or an image of this
+            epoch is already stored under another epoch.
+        StateError
+            Another process kept the writer lock past ``lock_timeout_s``.
 
         Warns
         -----
@@ -352,6 +470,7 @@ class LightcurveStore:
                 )
                 raise InputDataError(msg)
 
+    @_locked
     def delete_epoch(self, epoch_id: str) -> int:
         """Remove an epoch; return the number of rows removed (0 if absent)."""
         manifest = json.loads(json.dumps(self._load_manifest()))
@@ -622,6 +741,7 @@ class LightcurveStore:
 
     # ------------------------------------------------------------------ compaction
 
+    @_locked
     def compact(self) -> int:
         """Merge every epoch into one run sorted by source; return its rows.
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from astropy.table import Table, unique, vstack
 
+from dsa110_contimg.data_ingestion.grouping import RejectedFile, find_subband_groups
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.pipeline.orchestrator import (
     PipelineOrchestrator,
     ProcessingResult,
@@ -25,7 +27,6 @@ from dsa110_contimg.pipeline.stages import photometry_stage
 from dsa110_contimg.pipeline.stages.conversion_stage import (
     ConversionReport,
     convert_groups,
-    find_groups,
 )
 from dsa110_contimg.simulation import (
     ObservationSpec,
@@ -121,16 +122,43 @@ def convert_incoming(
     *,
     progress: Progress = _quiet,
 ) -> ConversionReport:
-    """Convert every group found in ``incoming_dir`` to an MS."""
+    """Convert every group found in ``incoming_dir`` to an MS.
+
+    Files that cannot take part (a name that is not a time, a stray subband,
+    the unreadable or stray copy of a duplicate) are set aside with a reason
+    (printed, and recorded in the state database's ``rejected_files``); the
+    other groups go on. Each group is grouped by its data's own time, so a
+    copy named seconds earlier cannot make a second MS of the same data.
+    """
     incoming = Path(incoming_dir or config.paths.incoming_dir)
-    groups = find_groups(incoming, config.conversion)
+    cfg = config.conversion
+    scan = find_subband_groups(
+        incoming, tolerance_s=cfg.group_tolerance_s, n_expected=cfg.expected_n_subbands
+    )
+    groups = scan.groups
     progress(f"found {len(groups)} subband group(s) in {incoming}")
+    for rejected in scan.rejected:
+        progress(f"set aside ({rejected.kind}): {rejected.reason}")
+    _record_rejected(config, scan.rejected)
     return convert_groups(
         groups,
         Path(config.paths.ms_stage1_dir),
         config.conversion,
         progress=lambda i, n, msg: progress(f"[convert {i}/{n}] {msg}"),
     )
+
+
+def _record_rejected(config: PipelineConfig, rejected: list[RejectedFile]) -> None:
+    """Store the files set aside in the state database (``status`` lists them)."""
+    if not rejected:
+        return
+    from contextlib import closing
+
+    from dsa110_contimg.state import open_db
+    from dsa110_contimg.state.rejected import record_rejected_files
+
+    with closing(open_db(Path(config.paths.state_db))) as conn:
+        record_rejected_files(conn, rejected, now=datetime.now(UTC))
 
 
 def process_blocks(
@@ -183,15 +211,47 @@ def process_blocks(
 
 
 def merge_photometry(results: list[ProcessingResult], path: Path) -> Path | None:
-    """Combine the blocks' photometry tables (one row per source per image)."""
+    """Add the blocks' photometry tables to the merged table at ``path``.
+
+    The merged table is the union of every run's measurements, one row per
+    (source, image): rows already in ``path`` are kept, and a source measured
+    again on the same image (a re-run, or overlapping blocks sharing the
+    image) is replaced by the newest measurement.
+
+    Returns
+    -------
+    Path or None
+        ``path``; None when neither this run nor an earlier one measured
+        anything.
+
+    Raises
+    ------
+    InputDataError
+        The existing merged table cannot be read.
+    """
+    path = Path(path)
     tables = [
         photometry_stage.read_photometry_table(Path(p))
         for r in results
         for p in r.output_files.get("photometry", [])
     ]
     if not tables:
-        return None
-    merged: Table = unique(vstack(tables), keys=["source_name", "image_path"])
+        return path if path.exists() else None
+    if path.exists():
+        try:
+            earlier = photometry_stage.read_photometry_table(path)
+        except (OSError, ValueError) as err:
+            msg = (
+                f"merged photometry table {path} cannot be read ({err}); move it "
+                "aside and re-run, or rebuild it from the photometry_block_*.csv files"
+            )
+            raise InputDataError(msg) from err
+        tables.insert(0, earlier)
+    merged: Table = unique(
+        vstack([photometry_stage.conform_table(t) for t in tables]),
+        keys=["source_name", "image_path"],
+        keep="last",
+    )
     return photometry_stage.write_photometry_table([merged], path)
 
 

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,7 +101,37 @@ def _to_utc_datetime(value: str | Time | datetime) -> datetime:
     return Time(value, scale="utc").to_datetime(UTC)
 
 
+def _ms_claim_keys(ms_paths: list[str]) -> list[str]:
+    return [f"ms:{Path(p).resolve()}" for p in ms_paths]
+
+
+def _claim_wait_s(config: PipelineConfig) -> float:
+    # long enough for another worker to finish imaging (or calibrating) the MS
+    return float(config.imaging.timeout_s) + 600.0
+
+
 def _calibrate_block_job(
+    ms_paths: list[str],
+    config: PipelineConfig,
+    block_id: str,
+    catalog: SkyCatalog | None,
+) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Calibrate a block's MSs while holding their claims (worker process).
+
+    Overlapping blocks share MSs: the claims (`state.claims`) keep a second
+    worker from writing flags and CORRECTED_DATA into the same MS at once.
+    """
+    from dsa110_contimg.state.claims import hold_claims
+
+    with hold_claims(
+        Path(config.paths.state_db),
+        _ms_claim_keys(ms_paths),
+        wait_s=_claim_wait_s(config),
+    ):
+        return _calibrate_block_claimed(ms_paths, config, block_id, catalog)
+
+
+def _calibrate_block_claimed(
     ms_paths: list[str],
     config: PipelineConfig,
     block_id: str,
@@ -129,6 +158,24 @@ def _calibrate_block_job(
 
 
 def _process_ms(
+    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+) -> dict[str, object]:
+    """Image and measure one MS while holding its claim (worker process).
+
+    A second block that shares the MS waits for the claim, then finds the
+    image made and skips the imager.
+    """
+    from dsa110_contimg.state.claims import hold_claims
+
+    with hold_claims(
+        Path(config.paths.state_db),
+        _ms_claim_keys([ms_path]),
+        wait_s=_claim_wait_s(config),
+    ):
+        return _process_ms_claimed(ms_path, config, cfg_hash, catalog)
+
+
+def _process_ms_claimed(
     ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
 ) -> dict[str, object]:
     """Image one MS and measure the catalogue on it (runs in a worker process)."""
@@ -284,10 +331,10 @@ class PipelineOrchestrator:
     # -- processing -----------------------------------------------------------
     def _get_executor(self) -> Executor:
         if self._executor is None:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.config.services.max_workers,
-                mp_context=multiprocessing.get_context("spawn"),
-            )
+            # the services' pool: workers die with this process (kill -9 too)
+            from dsa110_contimg.services._pool import make_process_pool
+
+            self._executor = make_process_pool(self.config.services.max_workers)
         return self._executor
 
     def close(self) -> None:
@@ -406,6 +453,7 @@ class PipelineOrchestrator:
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
         if tables:
+            tables = photometry_stage.add_overlap_systematic(tables)
             table_path = (
                 Path(self.config.paths.products_dir)
                 / f"photometry_{block.block_id}.csv"

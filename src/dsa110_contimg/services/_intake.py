@@ -8,23 +8,63 @@ status`` shows.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import shutil
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from dsa110_contimg.state.jobs import set_service_state
 
-__all__ = ["DiskStatus", "IntakeGate", "check_free_disk"]
+__all__ = ["DiskStatus", "IntakeGate", "check_free_disk", "run_off_loop"]
 
 log = logging.getLogger(__name__)
 
 _GB = 1e9
 
 DiskUsage = Callable[[Path], float]
+T = TypeVar("T")
+
+
+def run_off_loop(fn: Callable[..., T], /, *args: object) -> asyncio.Future[T]:
+    """Run blocking file-system work in its own daemon thread.
+
+    Returns a future of the running loop that gets ``fn``'s result or
+    exception. A call that never returns (a FIFO, a stuck network mount)
+    only holds its thread: the loop keeps running, and the process can still
+    exit, because the thread is a daemon and no executor waits for it.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as err:  # handed to the loop, which re-raises it
+            with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+                loop.call_soon_threadsafe(settle, None, err)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(
+        target=target, name=f"io-{getattr(fn, '__name__', 'call')}", daemon=True
+    ).start()
+    return future
 
 
 def _free_gb(path: Path) -> float:
@@ -103,19 +143,37 @@ class IntakeGate:
         self._min_gb = min_free_disk_gb
         self._free_gb = free_gb
         self.status: DiskStatus | None = None
+        self.stuck_reason: str | None = None
 
     @property
     def is_open(self) -> bool:
         """Whether new groups may be enqueued and conversions started."""
         return self.status is None or not self.status.is_low
 
-    def update(self, now: datetime) -> DiskStatus:
-        """Measure the free space; log and store the state when it changed."""
-        status = check_free_disk(
+    def measure(self) -> DiskStatus:
+        """Measure the free space (file-system calls only: any thread)."""
+        return check_free_disk(
             self._paths, min_free_disk_gb=self._min_gb, free_gb=self._free_gb
         )
+
+    def update(self, now: datetime) -> DiskStatus:
+        """Measure the free space; log and store the state when it changed."""
+        return self.publish(self.measure(), now)
+
+    def publish(self, status: DiskStatus, now: datetime) -> DiskStatus:
+        """Adopt a measurement; log and store the state when it changed.
+
+        Runs on the loop's thread (it writes the ``intake`` service flag).
+        """
         before = self.status
-        changed = before is None or status.is_low != before.is_low
+        changed = (
+            before is None
+            or status.is_low != before.is_low
+            or self.stuck_reason is not None
+        )
+        if self.stuck_reason is not None:
+            log.info("intake scan returned after being stuck")
+        self.stuck_reason = None
         self.status = status
         if changed:
             if status.is_low:
@@ -137,3 +195,22 @@ class IntakeGate:
                 now=now,
             )
         return status
+
+    def mark_stuck(self, reason: str, now: datetime) -> None:
+        """Record that the intake scan hangs (``status`` shows it) until it returns."""
+        if self.stuck_reason == reason:
+            return
+        self.stuck_reason = reason
+        previous = self.status
+        set_service_state(
+            self._conn,
+            "intake",
+            {
+                "paused": previous is not None and previous.is_low,
+                "stuck": True,
+                "reason": reason,
+                "free_gb": {} if previous is None else previous.free_gb,
+                "min_free_disk_gb": self._min_gb,
+            },
+            now=now,
+        )

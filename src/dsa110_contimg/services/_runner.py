@@ -7,6 +7,11 @@ job, runs the lane's handler while a heartbeat task renews the lease, and
 records the outcome through the transitions of `dsa110_contimg.state.jobs`.
 On stop, slots claim nothing new; running jobs may finish for the grace
 period, after which they are cancelled and released back to ``pending``.
+A job whose lease is lost (cancelled by an operator, or reclaimed after it
+expired) is stopped at the next heartbeat: its handler is cancelled, so no
+later step of it starts, and nothing is recorded for it (its result is
+discarded; the queue already belongs to someone else). A pool call already
+running finishes in its worker; its result is dropped.
 """
 
 from __future__ import annotations
@@ -120,6 +125,7 @@ class JobRunner:
         self._lanes: list[_Lane] = []
         self._wake = asyncio.Event()
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._lease_lost: set[int] = set()
         self.n_done = 0
         self.n_failed = 0
 
@@ -312,7 +318,7 @@ class JobRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), period_s)
 
-    async def _heartbeat(self, job: Job) -> None:
+    async def _heartbeat(self, job: Job, work: asyncio.Future[JobOutcome]) -> None:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_interval_s)
             try:
@@ -324,20 +330,31 @@ class JobRunner:
                     lease_s=self.cfg.lease_s,
                 )
             except StateError as err:
-                log.error("lease lost", extra={"job_id": job.id, "error": str(err)})
+                log.error(
+                    "lease lost: job stopped, its output discarded",
+                    extra={"job_id": job.id, "error": str(err)},
+                )
+                self._lease_lost.add(job.id)
+                work.cancel()
                 return
             except sqlite3.Error as err:  # try again at the next beat
                 log.error("heartbeat failed", extra={"error": str(err)})
 
     async def _execute(self, job: Job, handler: Handler) -> None:
-        beat = asyncio.create_task(self._heartbeat(job))
         fields = {"job_id": job.id, "stage": job.kind, "key": job.key}
         with bind_context(**fields):
             log.info("job start", extra={"attempt": job.attempts})
+            work = asyncio.ensure_future(handler(job))
+            beat = asyncio.create_task(self._heartbeat(job, work))
             try:
-                outcome = await handler(job)
+                outcome = await work
             except asyncio.CancelledError:
                 beat.cancel()
+                lost = job.id in self._lease_lost
+                self._lease_lost.discard(job.id)
+                me = asyncio.current_task()
+                if lost and (me is None or not me.cancelling()):
+                    return  # the lease is gone: no result, no release
                 self._release(job, "stopped by shutdown after the grace period")
                 raise
             except Exception as err:  # routed by class: retry, fail or quarantine

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.pipeline.exceptions import StateError
-from dsa110_contimg.services._intake import IntakeGate
+from dsa110_contimg.services._intake import IntakeGate, run_off_loop
 from dsa110_contimg.services._pool import (
     ExecutorHolder,
     make_process_pool,
@@ -176,6 +176,7 @@ async def run_stream_async(
     """
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.services.hdf5_watcher import WatcherService
+    from dsa110_contimg.services.hdf5_watcher._service import IO_TIMEOUT_S
     from dsa110_contimg.services.ms_processor import MsProcessor
     from dsa110_contimg.services.variability_analyzer import VariabilityAnalyzer
 
@@ -210,7 +211,13 @@ async def run_stream_async(
                 "config": config.model_dump(mode="json"),
             },
         )
-        cleanup_stale_temporaries(config)
+        try:  # file-system work off the loop, like every scan
+            await asyncio.wait_for(
+                asyncio.shield(run_off_loop(cleanup_stale_temporaries, config)),
+                timeout=IO_TIMEOUT_S,
+            )
+        except TimeoutError:
+            log.error("stale-temporary clean-up is stuck; going on without it")
         runner = JobRunner(conn, config.queue, clock=clock)
         gate = IntakeGate(
             conn,
@@ -222,7 +229,13 @@ async def run_stream_async(
             ],
             min_free_disk_gb=config.watcher.min_free_disk_gb,
         )
-        gate.update(clock())
+        try:  # off the loop: a hung mount must not block start-up signals
+            disk = await asyncio.wait_for(
+                asyncio.shield(run_off_loop(gate.measure)), timeout=IO_TIMEOUT_S
+            )
+            gate.publish(disk, clock())
+        except TimeoutError:
+            log.error("free-disk check is stuck; intake starts open")
         catalog_file = catalog_path or paths.catalog_path
         catalog = load_catalog(Path(catalog_file)) if catalog_file else None
         side_tasks = []

@@ -3,6 +3,7 @@
 from dsa110_contimg.simulation._lightcurves import (
     SimulatedLightcurves,
     ese_profile,
+    simulate_ese_grid,
     simulate_lightcurves,
 )
 from dsa110_contimg.simulation._observation import (
@@ -24,6 +25,7 @@ __all__ = [
     "make_sky",
     "SimulatedLightcurves",
     "ese_profile",
+    "simulate_ese_grid",
     "simulate_lightcurves",
     "TruthComparison",
     "compare_to_truth",

@@ -7,15 +7,20 @@ adds thermal noise. The output has the columns of the photometry table
 (`~dsa110_contimg.pipeline.stages.photometry_stage.PHOTOMETRY_COLUMNS`) plus
 ``epoch_id``; no images are made.
 
-ESE shapes are not the detector's templates: half are ray-traced through a
-one-dimensional Gaussian plasma lens (Clegg, Fey & Lazio 1998) and smoothed by
-a Gaussian source, which gives a dip flanked by brightenings; the other half
-are flat-bottomed dips with cosine-tapered edges and no flanks.
+ESE shapes are not the detector's templates: by default half are ray-traced
+through a one-dimensional Gaussian plasma lens (Clegg, Fey & Lazio 1998) and
+smoothed by a Gaussian source, which gives a dip flanked by brightenings; the
+other half are flat-bottomed dips with cosine-tapered edges and no flanks.
+``ese_shapes`` adds Gaussian, asymmetric (skewed) and caustic-flanked dips,
+each with its own independently drawn parameters, and
+:func:`simulate_ese_grid` dips one realisation to several depths so that
+completeness can be compared at fixed duration.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +32,9 @@ from scipy.ndimage import gaussian_filter1d
 __all__ = [
     "SimulatedLightcurves",
     "simulate_lightcurves",
+    "simulate_ese_grid",
     "ese_profile",
+    "ESE_SHAPES",
 ]
 
 _FREQ_HZ = 1.405e9
@@ -35,6 +42,7 @@ _LENS_ALPHAS = np.geomspace(0.02, 20.0, 80)
 _LENS_BETAS = np.array([0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
 _PROFILE_U = np.linspace(-6.0, 6.0, 2401)  # in units of the dip FWHM
 _KINDS = ("stable", "ese", "red_noise", "flare")
+ESE_SHAPES = ("lens", "box", "gaussian", "asymmetric", "caustic")
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -105,6 +113,9 @@ def ese_profile(
     shape: str = "lens",
     source_size: float = 0.7,
     taper_frac: float = 0.4,
+    skew: float = 0.5,
+    caustic_height: float = 0.3,
+    caustic_width_frac: float = 0.06,
 ) -> NDArray[np.float64]:
     """Return the flux gain of an ESE (1 outside the event).
 
@@ -118,14 +129,25 @@ def ese_profile(
         Full width of the dip at half its depth, days.
     depth : float
         Fractional depth of the dip, 0 to 0.8.
-    shape : {"lens", "box"}
+    shape : {"lens", "box", "gaussian", "asymmetric", "caustic"}
         ``"lens"``: Gaussian plasma lens ray-traced and smoothed by a
-        Gaussian source (dip with flanking brightenings). ``"box"``: flat
-        bottom, cosine-tapered edges, no flanks.
+        Gaussian source (dip with broad flanking brightenings). ``"box"``:
+        flat bottom, cosine-tapered edges, no flanks. ``"gaussian"``: a
+        Gaussian dip. ``"asymmetric"``: a Gaussian dip whose half-widths
+        before and after the minimum are ``D (1 -+ skew) / 2`` (a fast
+        ingress and a slow egress for skew > 0). ``"caustic"``: a
+        flat-bottomed dip with narrow brightenings (caustics) just outside
+        its edges.
     source_size : float
         Lens only: source sigma in units of the lens scale, 0.5 to 1.0.
     taper_frac : float
-        Box only: width of each cosine edge as a fraction of the duration.
+        Box and caustic: width of each cosine edge as a fraction of the duration.
+    skew : float
+        Asymmetric only: in (-1, 1).
+    caustic_height : float
+        Caustic only: height of each brightening as a fraction of the depth.
+    caustic_width_frac : float
+        Caustic only: Gaussian sigma of each brightening, fraction of the duration.
 
     Returns
     -------
@@ -144,12 +166,27 @@ def ese_profile(
         msg = f"depth must be in (0, 0.8), got {depth}"
         raise ValueError(msg)
     u = (np.asarray(time_mjd, dtype=np.float64) - center_mjd) / duration_days
-    if shape == "box":
+    if shape in ("box", "caustic"):
         half_flat = 0.5 - 0.5 * taper_frac
         x = np.clip((np.abs(u) - half_flat) / taper_frac, 0.0, 1.0)
-        return 1.0 - depth * 0.5 * (1.0 + np.cos(np.pi * x))
+        gain = 1.0 - depth * 0.5 * (1.0 + np.cos(np.pi * x))
+        if shape == "caustic":
+            edge = 0.5 + 0.5 * taper_frac + caustic_width_frac
+            spike = np.exp(-0.5 * ((np.abs(u) - edge) / caustic_width_frac) ** 2)
+            gain = gain + caustic_height * depth * spike
+        return gain
+    if shape in ("gaussian", "asymmetric"):
+        if not -1 < skew < 1:
+            msg = f"skew must be in (-1, 1), got {skew}"
+            raise ValueError(msg)
+        s = skew if shape == "asymmetric" else 0.0
+        half = np.where(u < 0, 0.5 * (1.0 - s), 0.5 * (1.0 + s))
+        return 1.0 - depth * np.exp(-math.log(2.0) * (u / half) ** 2)
     if shape != "lens":
-        msg = f"shape must be 'lens' or 'box', got {shape!r}"
+        msg = (
+            "shape must be 'lens', 'box', 'gaussian', 'asymmetric' or 'caustic', "
+            f"got {shape!r}"
+        )
         raise ValueError(msg)
     profiles, depths = _lens_profiles()
     j = int(np.argmin(np.abs(_LENS_BETAS - source_size)))
@@ -221,10 +258,13 @@ def simulate_lightcurves(
     ese_depths: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6),
     ese_durations_days: Sequence[float] = (14.0, 21.0, 30.0, 60.0, 90.0),
     ese_lens_fraction: float = 0.5,
+    ese_shapes: Sequence[str] | None = None,
     drw_tau_range_days: tuple[float, float] = (30.0, 300.0),
     drw_sigma_range_frac: tuple[float, float] = (0.05, 0.3),
     red_noise_powerlaw_frac: float = 0.0,
     powerlaw_slope_range: tuple[float, float] = (1.5, 3.0),
+    powerlaw_break: bool = False,
+    systematic_frac: float = 0.0,
     missing_frac: float = 0.0,
     rng: np.random.Generator | None = None,
 ) -> SimulatedLightcurves:
@@ -255,6 +295,11 @@ def simulate_lightcurves(
         Each ESE draws its depth (fraction) and duration (FWHM, days) from these.
     ese_lens_fraction : float
         Fraction of ESEs with the lens shape (the rest are flat-bottomed dips).
+    ese_shapes : sequence of str, optional
+        If given, each ESE draws its shape uniformly from these (see
+        :func:`ese_profile`) instead of by ``ese_lens_fraction``; the shape
+        parameters (source size, taper, skew of either sign 0.2-0.6, caustic
+        height 0.2-0.5 and width) are drawn independently per event.
     drw_tau_range_days, drw_sigma_range_frac : (float, float)
         Ranges (log-uniform) of the damped random walk's timescale, days, and
         rms in log flux (fraction) for red-noise sources.
@@ -265,6 +310,13 @@ def simulate_lightcurves(
         rms is drawn from ``drw_sigma_range_frac``.
     powerlaw_slope_range : (float, float)
         Range (uniform) of the power-law slopes.
+    powerlaw_break : bool
+        Give each power-law source a timescale tau drawn like the DRW's: its
+        spectrum is ``1 / (1 + (2 pi f tau)^slope)``, flat below ``1/(2 pi
+        tau)`` (stored as ``drw_tau_days``).
+    systematic_frac : float
+        Rms of an extra multiplicative scatter per measurement (fraction),
+        not included in ``flux_err_jy`` (the analysis' systematic floor).
     missing_frac : float
         Fraction of measurements left out at random (gaps).
     rng : numpy.random.Generator, optional
@@ -300,16 +352,27 @@ def simulate_lightcurves(
         ese_depths,
         ese_durations_days,
         ese_lens_fraction,
+        ese_shapes,
     )
     _inject_red_noise(
         intrinsic, truth, time_mjd, rng, drw_tau_range_days, drw_sigma_range_frac
     )
     _use_powerlaw_noise(
-        intrinsic, truth, rng, red_noise_powerlaw_frac, powerlaw_slope_range
+        intrinsic,
+        truth,
+        rng,
+        red_noise_powerlaw_frac,
+        powerlaw_slope_range,
+        cadence_days if powerlaw_break else None,
     )
     _inject_flares(intrinsic, truth, time_mjd, rng)
     gain = np.clip(1.0 + gain_error_frac * rng.standard_normal(n_epochs), 0.5, 1.5)
-    measured = intrinsic * gain[None, :] + rms[:, None] * rng.standard_normal(
+    scatter = (
+        1.0 + systematic_frac * rng.standard_normal(intrinsic.shape)
+        if systematic_frac > 0
+        else 1.0
+    )
+    measured = intrinsic * gain[None, :] * scatter + rms[:, None] * rng.standard_normal(
         intrinsic.shape
     )
     keep = rng.uniform(size=measured.shape) >= missing_frac
@@ -336,7 +399,7 @@ def _truth_table(
             "ese_depth": nan.copy(),
             "ese_duration_days": nan.copy(),
             "ese_center_mjd": nan.copy(),
-            "ese_shape": np.full(n, "", dtype="<U4"),
+            "ese_shape": np.full(n, "", dtype="<U10"),
             "drw_tau_days": nan.copy(),
             "drw_sigma_frac": nan.copy(),
             "powerlaw_slope": nan.copy(),
@@ -355,13 +418,17 @@ def _inject_eses(
     depths: Sequence[float],
     durations: Sequence[float],
     lens_fraction: float,
+    shapes: Sequence[str] | None = None,
 ) -> None:
     for i in np.flatnonzero(truth["kind"] == "ese"):
         depth = float(rng.choice(depths))
         duration = float(rng.choice(durations))
         lo, hi = time_mjd[0] + 0.5 * duration, time_mjd[-1] - 0.5 * duration
         center = float(rng.uniform(lo, hi)) if hi > lo else float(np.mean(time_mjd))
-        shape = "lens" if rng.uniform() < lens_fraction else "box"
+        if shapes:
+            shape = str(shapes[int(rng.integers(len(shapes)))])
+        else:
+            shape = "lens" if rng.uniform() < lens_fraction else "box"
         intrinsic[i] *= ese_profile(
             time_mjd,
             center_mjd=center,
@@ -370,6 +437,9 @@ def _inject_eses(
             shape=shape,
             source_size=float(rng.uniform(0.5, 1.0)),
             taper_frac=float(rng.uniform(0.2, 0.6)),
+            skew=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.6)),
+            caustic_height=float(rng.uniform(0.2, 0.5)),
+            caustic_width_frac=float(rng.uniform(0.03, 0.08)),
         )
         truth["ese_depth"][i] = depth
         truth["ese_duration_days"][i] = duration
@@ -402,8 +472,14 @@ def _use_powerlaw_noise(
     rng: np.random.Generator,
     fraction: float,
     slope_range: tuple[float, float],
+    cadence_days: float | None = None,
 ) -> None:
-    """Replace the DRW of a fraction of red-noise sources by power-law noise."""
+    """Replace the DRW of a fraction of red-noise sources by power-law noise.
+
+    With ``cadence_days`` the spectrum bends to flat below ``1/(2 pi tau)``
+    (tau the source's DRW timescale, kept in the truth); otherwise it is a
+    pure power law and ``drw_tau_days`` is set to NaN.
+    """
     rows = np.flatnonzero(truth["kind"] == "red_noise")
     rows = rows[rng.uniform(size=rows.size) < fraction]
     if not rows.size:
@@ -413,7 +489,11 @@ def _use_powerlaw_noise(
     sigma = np.asarray(truth["drw_sigma_frac"])[rows]
     n_long = 8 * n_t  # simulate longer and cut, so the series is not periodic
     freq = np.fft.rfftfreq(n_long)[1:]
-    amp = freq[None, :] ** (-slope[:, None] / 2.0)
+    if cadence_days is None:
+        amp = freq[None, :] ** (-slope[:, None] / 2.0)
+    else:
+        tau = np.asarray(truth["drw_tau_days"])[rows][:, None] / cadence_days
+        amp = (1.0 + (2 * np.pi * freq[None, :] * tau) ** slope[:, None]) ** -0.5
     spectrum = amp * (
         rng.standard_normal(amp.shape) + 1j * rng.standard_normal(amp.shape)
     )
@@ -423,7 +503,8 @@ def _use_powerlaw_noise(
     series *= (sigma / series.std(axis=1))[:, None]
     mean = np.asarray(truth["mean_flux_jy"])[rows]
     intrinsic[rows] = mean[:, None] * np.exp(series - 0.5 * sigma[:, None] ** 2)
-    truth["drw_tau_days"][rows] = np.nan
+    if cadence_days is None:
+        truth["drw_tau_days"][rows] = np.nan
     truth["powerlaw_slope"][rows] = slope
 
 
@@ -486,6 +567,125 @@ def _measurement_table(
             "freq_hz": np.full(flux.size, _FREQ_HZ),
             "image_kind": np.full(flux.size, "mosaic"),
             "image_path": np.char.add("sim/mosaic_", epoch_ids[epoch]),
+            "flux_sys_jy": np.zeros(flux.size),
             "epoch_id": epoch_ids[epoch],
         }
     )
+
+
+def simulate_ese_grid(
+    *,
+    shapes: Sequence[str] = ("gaussian", "box", "asymmetric", "caustic"),
+    depths: Sequence[float] = (0.3, 0.5, 0.7),
+    durations_days: Sequence[float] = (14.0, 42.0, 120.0),
+    n_repeats: int = 4,
+    n_epochs: int = 365,
+    cadence_days: float = 1.0,
+    start_mjd: float = 60000.0,
+    snr_range: tuple[float, float] = (100.0, 1000.0),
+    missing_frac: float = 0.1,
+    systematic_frac: float = 0.005,
+    rng: np.random.Generator | None = None,
+) -> tuple[Table, Table]:
+    """Simulate ESE light curves on a grid of shape, depth and duration.
+
+    Each (shape, duration, repeat) has one realisation (mean flux, SNR,
+    centre, gaps, noise, shape parameters), dipped to every depth, so that
+    depths are compared on the same light curve. Shape parameters are drawn
+    independently per realisation as in :func:`simulate_lightcurves`.
+
+    Parameters
+    ----------
+    shapes : sequence of str
+        Dip shapes (see :func:`ese_profile`).
+    depths : sequence of float
+        Fractional depths.
+    durations_days : sequence of float
+        Durations (full width at half depth), days.
+    n_repeats : int
+        Realisations per shape and duration.
+    n_epochs : int
+        Epochs per light curve.
+    cadence_days : float
+        Time between epochs, days.
+    start_mjd : float
+        First epoch, MJD.
+    snr_range : (float, float)
+        Range (uniform) of the mean flux over the thermal noise.
+    missing_frac : float
+        Fraction of epochs left out at random.
+    systematic_frac : float
+        Rms of a multiplicative scatter per measurement, not in the errors.
+    rng : numpy.random.Generator, optional
+        Random generator; default an unseeded one.
+
+    Returns
+    -------
+    measurements : astropy.table.Table
+        ``source_name, mjd, flux_jy, flux_err_jy`` (thermal error only).
+    truth : astropy.table.Table
+        One row per light curve: ``source_name, ese_shape, ese_depth,
+        ese_duration_days, ese_center_mjd, repeat, mean_flux_jy, snr``.
+    """
+    rng = np.random.default_rng() if rng is None else rng
+    t = start_mjd + cadence_days * np.arange(n_epochs)
+    parts: dict[str, list] = {k: [] for k in ("source_name", "mjd", "flux", "err")}
+    truth: dict[str, list] = {
+        k: []
+        for k in (
+            "source_name",
+            "ese_shape",
+            "ese_depth",
+            "ese_duration_days",
+            "ese_center_mjd",
+            "repeat",
+            "mean_flux_jy",
+            "snr",
+        )
+    }
+    for shape in shapes:
+        for duration in durations_days:
+            for rep in range(n_repeats):
+                flux = float(rng.uniform(0.05, 2.0))
+                snr = float(rng.uniform(*snr_range))
+                lo, hi = t[0] + duration, t[-1] - duration
+                center = float(rng.uniform(lo, hi)) if hi > lo else float(t.mean())
+                keep = rng.uniform(size=t.size) >= missing_frac
+                noise = rng.standard_normal(t.size) * flux / snr
+                scatter = 1.0 + systematic_frac * rng.standard_normal(t.size)
+                params = {
+                    "source_size": float(rng.uniform(0.5, 1.0)),
+                    "taper_frac": float(rng.uniform(0.2, 0.6)),
+                    "skew": float(rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.6)),
+                    "caustic_height": float(rng.uniform(0.2, 0.5)),
+                    "caustic_width_frac": float(rng.uniform(0.03, 0.08)),
+                }
+                for depth in depths:
+                    gain = ese_profile(
+                        t,
+                        center_mjd=center,
+                        duration_days=duration,
+                        depth=depth,
+                        shape=shape,
+                        **params,
+                    )
+                    name = f"{shape}-{duration:05.1f}d-{depth:.2f}-{rep:04d}"
+                    parts["source_name"].append(np.full(int(keep.sum()), name))
+                    parts["mjd"].append(t[keep])
+                    parts["flux"].append((flux * gain * scatter + noise)[keep])
+                    parts["err"].append(np.full(int(keep.sum()), flux / snr))
+                    for key, value in zip(
+                        truth,
+                        (name, shape, depth, duration, center, rep, flux, snr),
+                        strict=True,
+                    ):
+                        truth[key].append(value)
+    measurements = Table(
+        {
+            "source_name": np.concatenate(parts["source_name"]),
+            "mjd": np.concatenate(parts["mjd"]),
+            "flux_jy": np.concatenate(parts["flux"]),
+            "flux_err_jy": np.concatenate(parts["err"]),
+        }
+    )
+    return measurements, Table(truth)

@@ -1,7 +1,8 @@
 """SQLite connections and numbered schema migrations for the pipeline state DB.
 
 The schema lives in ``state/schema/NNNN_name.sql`` files. `migrate` applies the
-ones a database lacks, in order, inside one ``BEGIN IMMEDIATE`` transaction, and
+ones a database lacks (a number skipped on one branch and added later is
+applied when it arrives), in order, inside one ``BEGIN IMMEDIATE`` transaction, and
 records each in the ``schema_version`` table. Timestamps are UTC ISO-8601 text
 written by `to_iso_utc`, so they sort and compare as strings.
 """
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.pipeline.exceptions import ResourceError, StateError
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -99,9 +100,48 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     Raises
     ------
     StateError
-        If ``readonly`` and the database does not exist.
+        If ``readonly`` and the database does not exist, if ``path`` cannot
+        be a database file (a parent is a regular file, it is a directory),
+        or if the file is not an SQLite database (corrupt or foreign).
+    ResourceError
+        The disk is full or the directory not writable.
     """
     path = Path(path)
+    try:
+        return _connect(path, readonly=readonly)
+    except sqlite3.DatabaseError as err:
+        text = str(err).lower()
+        if "disk" in text and "full" in text:
+            msg = f"state database {path}: {err}; free space there, then retry"
+            raise ResourceError(msg) from err
+        if "not a database" in text or "malformed" in text:
+            msg = (
+                f"state database {path} is not a usable SQLite database ({err}); "
+                "it is corrupt or another file: move it aside and restore a backup, "
+                "or point paths.state_db at a new file"
+            )
+        else:
+            msg = (
+                f"state database {path} cannot be opened ({err}); check that "
+                "paths.state_db names a file in a writable directory"
+            )
+        raise StateError(msg) from err
+    except (NotADirectoryError, FileExistsError, IsADirectoryError) as err:
+        msg = (
+            f"state database {path} cannot be created ({err}); a component of "
+            "paths.state_db is a regular file or the path is a directory: "
+            "choose another path"
+        )
+        raise StateError(msg) from err
+    except PermissionError as err:
+        msg = f"state database {path}: {err}; make its directory writable"
+        raise ResourceError(msg) from err
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    if path.is_dir():
+        msg = f"state database {path} is a directory; paths.state_db must name a file"
+        raise StateError(msg)
     if readonly:
         if not path.is_file():
             msg = (
@@ -118,6 +158,8 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # reads the file header: a corrupt or foreign file fails here, by name
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         if readonly:
             conn.execute("PRAGMA query_only = ON")
         else:
@@ -143,13 +185,17 @@ def _load_migrations() -> list[_Migration]:
         migrations.append(_Migration(int(match[1]), match[2], sql))
     migrations.sort(key=lambda m: m.version)
     versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):
+    if len(set(versions)) != len(versions) or (versions and versions[0] < 1):
         msg = (
             f"schema files in {schema_dir} must be numbered 0001, 0002, ... "
-            f"without gaps or duplicates; found versions {versions}"
+            f"without duplicates; found versions {versions}"
         )
         raise StateError(msg)
     return migrations
+
+
+def _applied_versions(conn: sqlite3.Connection) -> set[int]:
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
 
 
 def latest_schema_version() -> int:
@@ -228,15 +274,16 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute(_CREATE_VERSION_TABLE)
     current = schema_version(conn)
     _check_not_newer(conn, current, latest)
-    if current == latest:
+    if {m.version for m in migrations} <= _applied_versions(conn):
         return current
     conn.execute("BEGIN IMMEDIATE")
     try:
         # another process may have migrated while we waited for the lock
         current = schema_version(conn)
         _check_not_newer(conn, current, latest)
-        for migration in migrations:
-            if migration.version <= current:
+        applied = _applied_versions(conn)
+        for migration in migrations:  # every file not yet applied, gaps too
+            if migration.version in applied:
                 continue
             for statement in _split_statements(migration.sql):
                 conn.execute(statement)

@@ -10,6 +10,11 @@ state moves::
        |                  |---non-retryable error-------------> quarantined
        |                  |---release (shutdown) / lease lost--> pending
        +----requeue------ done | failed | quarantined
+    pending | running --cancel (operator)--> quarantined
+
+``requeue`` refuses pending and running jobs (a running job requeued would
+run twice); a worker whose lease is revoked or reclaimed stops the job and
+discards its output.
 
 A running job holds a lease that its worker renews with heartbeats; a job
 whose lease expired, or whose worker process is gone, is reclaimed. Every
@@ -54,6 +59,7 @@ __all__ = [
     "quarantine_job",
     "release_job",
     "requeue_job",
+    "cancel_job",
     "reclaim_expired_jobs",
     "reclaim_orphaned_jobs",
     "get_job",
@@ -632,6 +638,40 @@ def quarantine_job(
         )
 
 
+def cancel_job(
+    conn: sqlite3.Connection,
+    job_id: int,
+    *,
+    now: datetime,
+    reason: str = "cancelled by an operator (dsa110-contimg cancel)",
+) -> Job:
+    """Stop a pending or running job: quarantine it and revoke its lease.
+
+    The worker running it sees its lease gone at its next heartbeat, stops
+    the job and discards its output; the job can then be requeued.
+    """
+    stamp = to_iso_utc(now)
+    with _transaction(conn):
+        job = _fetch(conn, job_id)
+        if job.state not in ("pending", "running"):
+            msg = (
+                f"job {job.id} ({job.kind} {job.key}) is {job.state}, not pending "
+                "or running; nothing to cancel (requeue it to run it again)"
+            )
+            raise StateError(msg)
+        return _move(
+            conn,
+            job,
+            "quarantined",
+            reason=reason,
+            now=stamp,
+            quarantine_reason=reason,
+            finished_at=stamp,
+            lease_owner=None,
+            lease_expires_at=None,
+        )
+
+
 def release_job(
     conn: sqlite3.Connection,
     job_id: int,
@@ -693,10 +733,22 @@ def requeue_job(
     """Send a finished job (done, failed or quarantined) back to pending.
 
     Its attempts restart from zero and its error is cleared (the events keep
-    the history); ``payload`` replaces the inputs when given.
+    the history); ``payload`` replaces the inputs when given. A pending or
+    running job is refused with `StateError`: requeuing a running job would
+    let a second worker run it while the first still does (cancel it first
+    with `cancel_job`).
     """
     with _transaction(conn):
         job = _fetch(conn, job_id)
+        if job.state not in TERMINAL_STATES:
+            msg = (
+                f"job {job.id} ({job.kind} {job.key}) is {job.state}"
+                + (f" (leased to {job.lease_owner})" if job.lease_owner else "")
+                + "; only done, failed or quarantined jobs can be requeued; "
+                "cancel it first ('dsa110-contimg cancel "
+                f"{job.id}') if it must be redone"
+            )
+            raise StateError(msg)
         return _requeue(
             conn,
             job,

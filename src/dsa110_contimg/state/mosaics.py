@@ -2,7 +2,7 @@
 
 Each function is one transaction on a connection from `state.db.open_db`.
 Column names match ``state/schema/0004_mosaics.sql`` (``rejected`` from
-``0005_image_quality.sql``).
+``0007_image_quality.sql``).
 """
 
 from __future__ import annotations

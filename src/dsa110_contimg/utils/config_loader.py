@@ -261,7 +261,9 @@ class ConversionConfig(BaseModel):
     )
     ms_telescope_name: str = Field(
         "OVRO_MMA",
-        description="TELESCOPE_NAME written to the MS so CASA knows the site (name).",
+        description="TELESCOPE_NAME written to the MS: OVRO_MMA is the name CASA's "
+        "observatory table knows the site by (CASA tools refuse unknown names); "
+        "DSA_110 is the name EveryBeam expects (name).",
     )
     phase_center: Literal["median_meridian"] = Field(
         "median_meridian",
@@ -641,6 +643,13 @@ class PhotometryConfig(BaseModel):
         (60.0, 180.0),
         description="Inner and outer radius of the local-rms annulus (arcsec).",
     )
+    detection_sigma: float = Field(
+        5.0,
+        gt=0,
+        description="A forced measurement with flux_jy / flux_err_jy below this "
+        "is flagged UPPER_LIMIT (16) and given upper_limit_jy = detection_sigma x "
+        "flux_err_jy (sigma).",
+    )
 
     @field_validator("rms_annulus_arcsec")
     @classmethod
@@ -783,8 +792,9 @@ class VariabilityConfig(BaseModel):
 
     store_dir: Path = Field(
         Path("data/lightcurves"),
-        description="Root of the Parquet light-curve store; relative paths are "
-        "taken from the working directory (path).",
+        description="Root of the Parquet light-curve store; a relative path is "
+        "taken from the working directory at load time, and --output-dir puts "
+        "it at <output-dir>/lightcurves (path).",
     )
     eta_threshold: float = Field(
         3.0,
@@ -854,7 +864,7 @@ class VariabilityConfig(BaseModel):
         0.2, gt=0, lt=1, description="Shallowest ESE dip searched (fraction)."
     )
     ese_max_depth: float = Field(
-        0.6, gt=0, lt=1, description="Deepest ESE dip searched (fraction)."
+        0.9, gt=0, lt=1, description="Deepest ESE dip searched (fraction)."
     )
     ese_durations_days: list[float] = Field(
         [7.0, 10.0, 14.0, 21.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0],
@@ -1368,8 +1378,9 @@ def load_pipeline_config(
     Layers, later winning: code defaults < environment overlay < `config_path`
     < ``DSA110__*`` variables < `overrides`; mappings are deep-merged.
 
-    Relative entries of ``paths`` are resolved against the current working
-    directory at load time, whichever layer set them, so a relative path means
+    Relative entries of ``paths`` (and ``variability.store_dir``) are
+    resolved against the current working directory at load time, whichever
+    layer set them, so a relative path means
     the same thing as it does on the operator's command line. Run services from
     the directory the paths are meant relative to (usually the repo root) or
     use absolute paths.
@@ -1391,7 +1402,14 @@ def load_pipeline_config(
         tree = _deep_merge(tree, layer)
         _record_sources(layer, label, sources)
     config = _validate(tree, sources)
-    return config.model_copy(update={"paths": config.paths.resolved(Path.cwd())})
+    cwd = Path.cwd()
+    store_dir = config.variability.store_dir.expanduser()
+    variability = config.variability.model_copy(
+        update={"store_dir": store_dir if store_dir.is_absolute() else cwd / store_dir}
+    )
+    return config.model_copy(
+        update={"paths": config.paths.resolved(cwd), "variability": variability}
+    )
 
 
 def _read_environment(name: str, config_dir: Path) -> _Tree:

@@ -7,6 +7,7 @@ from dsa110_contimg.variability._analysis import (
     analyze_store,
     ingest_epoch_table,
     ingest_photometry_csv,
+    ingest_photometry_epochs,
     read_measurements_csv,
 )
 from dsa110_contimg.variability._ese import (
@@ -39,6 +40,7 @@ __all__ = [
     "analyze_store",
     "ingest_epoch_table",
     "ingest_photometry_csv",
+    "ingest_photometry_epochs",
     "read_measurements_csv",
     "BinnedLightcurves",
     "EseGrid",

@@ -35,6 +35,7 @@ __all__ = [
     "read_measurements_csv",
     "ingest_epoch_table",
     "ingest_photometry_csv",
+    "ingest_photometry_epochs",
     "analyze_lightcurves",
     "analyze_store",
 ]
@@ -57,11 +58,22 @@ RESULT_COLUMNS = (
     "ese_mean_flux_jy",
     "ese_delta_bic",
     "ese_variance_explained",
+    "ese_dip_order",
+    "ese_asymmetry",
+    "ese_flank_offset",
+    "ese_incomplete",
 )
-"""Columns of :func:`analyze_lightcurves` and :func:`analyze_store`."""
+"""Columns of :func:`analyze_lightcurves` and :func:`analyze_store`.
+
+``ese_incomplete`` marks a significant dip that is not a candidate because
+the light curve cannot show it whole: cut by an edge or a gap, or too long
+to leave the steady flux around it visible.
+"""
+
+_BOOL_COLUMNS = ("ese_candidate", "ese_incomplete")
 
 _REQUIRED = ("source_name", "mjd", "flux_jy", "flux_err_jy")
-_STRING_COLUMNS = ("source_name", "image_path", "image_kind", "epoch_id")
+_STRING_COLUMNS = ("source_name", "image_path", "image_kind", "image_id", "epoch_id")
 _INT_COLUMNS = ("flags",)
 _FETCH_BATCH = 5000
 
@@ -150,7 +162,7 @@ def read_measurements_csv(path: Path) -> Table:
             f"need {', '.join(_REQUIRED)}"
         )
         raise InputDataError(msg)
-    columns, bad_lines = _parse_rows(rows[1:], header)
+    columns, bad_lines, line_numbers = _parse_rows(rows[1:], header)
     if bad_lines:
         shown = ", ".join(str(n) for n in bad_lines[:5])
         warnings.warn(
@@ -163,14 +175,65 @@ def read_measurements_csv(path: Path) -> Table:
     if not columns["source_name"]:
         msg = f"{path}: no valid measurement rows"
         raise InputDataError(msg)
-    return _to_table(columns)
+    table = _to_table(columns)
+    _check_measurements(path, table, np.asarray(line_numbers))
+    return table
+
+
+def _check_measurements(path: Path, table: Table, lines: np.ndarray) -> None:
+    """Refuse measurements that would make every variability statistic wrong.
+
+    Unflagged rows need a finite, positive ``flux_err_jy`` (a zero error gives
+    an infinite weight), and one source may not have two unflagged rows at the
+    same MJD of the same image kind and image (a duplicated epoch counts
+    twice in eta and V). Flagged rows (``flags != 0``) are exempt: they are
+    not analysed.
+    """
+    flags = table["flags"] if "flags" in table.colnames else np.zeros(len(table))
+    used = (np.asarray(flags) == 0) & np.isfinite(np.asarray(table["flux_jy"]))
+    err = np.asarray(table["flux_err_jy"], dtype=float)
+    bad = np.flatnonzero(used & ~(np.isfinite(err) & (err > 0)))
+    if bad.size:
+        shown = ", ".join(str(n) for n in lines[bad[:5]])
+        msg = (
+            f"{path}: {bad.size} unflagged row(s) with flux_err_jy <= 0 or not a "
+            f"number (lines {shown}{', ...' if bad.size > 5 else ''}); every "
+            "measurement needs a positive 1-sigma error: fix the table or set "
+            "those rows' flags"
+        )
+        raise InputDataError(msg)
+    kind = (
+        np.asarray(table["image_kind"])
+        if "image_kind" in table.colnames
+        else np.full(len(table), "")
+    )
+    ident = next((c for c in ("image_id", "image_path") if c in table.colnames), None)
+    image = np.asarray(table[ident]) if ident else np.full(len(table), "")
+    keys = [
+        (str(n), float(m), str(k), str(i))
+        for n, m, k, i in zip(
+            table["source_name"], table["mjd"], kind, image, strict=True
+        )
+    ]
+    seen: dict[tuple[str, float, str, str], int] = {}
+    for k in np.flatnonzero(used):
+        first = seen.setdefault(keys[k], int(lines[k]))
+        if first != int(lines[k]):
+            name, mjd, _, _ = keys[k]
+            msg = (
+                f"{path}: source {name} has two unflagged measurements at MJD "
+                f"{mjd!r} (lines {first} and {lines[k]}); an epoch must appear "
+                "once per source: remove the duplicate rows"
+            )
+            raise InputDataError(msg)
 
 
 def _parse_rows(
     rows: list[list[str]], header: list[str]
-) -> tuple[dict[str, list], list[int]]:
+) -> tuple[dict[str, list], list[int], list[int]]:
     columns: dict[str, list] = {name: [] for name in header}
     bad: list[int] = []
+    kept: list[int] = []
     for line_number, row in enumerate(rows, start=2):
         if not row or not any(cell.strip() for cell in row):
             continue
@@ -188,7 +251,8 @@ def _parse_rows(
             continue
         for name in header:
             columns[name].append(record[name])
-    return columns, bad
+        kept.append(line_number)
+    return columns, bad, kept
 
 
 def _to_table(columns: dict[str, list]) -> Table:
@@ -298,6 +362,7 @@ def ingest_photometry_csv(
     epoch_id: str,
     cfg: VariabilityConfig | None = None,
     replace: bool = False,
+    kind: str | None = None,
 ) -> EpochIngestResult:
     """Read a photometry CSV (one epoch), calibrate it and add it to the store.
 
@@ -313,6 +378,9 @@ def ingest_photometry_csv(
         Variability settings; default the code defaults.
     replace : bool
         Re-process an epoch already stored.
+    kind : {'mosaic', 'image'}, optional
+        Keep only the rows of this ``image_kind``. Without it the file must
+        hold one product: a table mixing images and mosaics is an error.
 
     Returns
     -------
@@ -322,11 +390,106 @@ def ingest_photometry_csv(
     Raises
     ------
     InputDataError
-        Unreadable or malformed file, no valid row, or the epoch (or one of
-        its images) is already stored and ``replace`` is False.
+        Unreadable or malformed file, no valid row, rows of several images
+        or image kinds, or the epoch (or one of its images) is already stored
+        and ``replace`` is False.
     """
     table = read_measurements_csv(Path(csv_path))
+    if kind is not None and "image_kind" in table.colnames:
+        table = table[np.asarray(table["image_kind"]).astype(str) == kind]
     return ingest_epoch_table(store, table, epoch_id=epoch_id, cfg=cfg, replace=replace)
+
+
+def ingest_photometry_epochs(
+    store: LightcurveStore,
+    csv_path: Path,
+    *,
+    kind: str = "mosaic",
+    epoch_id: str | None = None,
+    cfg: VariabilityConfig | None = None,
+    replace: bool = False,
+) -> list[EpochIngestResult]:
+    """Store each image or mosaic of a photometry CSV as its own epoch.
+
+    Parameters
+    ----------
+    store : LightcurveStore
+        The light-curve store.
+    csv_path : Path
+        A photometry table (e.g. a block's ``photometry_block_<id>.csv``,
+        which holds its images' rows and its mosaic's).
+    kind : {'mosaic', 'image'}
+        Which products are the epochs: the mosaic (default; what the
+        streaming analyser stores) or each image. Rows of the other kind are
+        left out, so an epoch never mixes them.
+    epoch_id : str, optional
+        Name of the epoch when the table holds one product of ``kind``;
+        default `~dsa110_contimg.pipeline.stages.photometry_stage.epoch_id`
+        (product name, i.e. time, and strip). A table without an
+        ``image_kind`` column is one epoch, named by this or by its
+        ``epoch_id`` column.
+    cfg : VariabilityConfig, optional
+        Variability settings; default the code defaults.
+    replace : bool
+        Re-process epochs already stored.
+
+    Returns
+    -------
+    list of EpochIngestResult
+        One per epoch, in epoch-id order.
+
+    Raises
+    ------
+    InputDataError
+        No row of ``kind`` (the message counts the kinds there are),
+        ``epoch_id`` given for a table of several products, no epoch id
+        for a table without ``image_kind``, or see `ingest_epoch_table`.
+    """
+    from dsa110_contimg.pipeline.stages.photometry_stage import split_epochs
+
+    path = Path(csv_path)
+    table = read_measurements_csv(path)
+    if "image_kind" not in table.colnames:
+        names = (
+            sorted(set(np.asarray(table["epoch_id"]).astype(str).tolist()))
+            if ("epoch_id" in table.colnames)
+            else []
+        )
+        chosen = epoch_id or (names[0] if len(names) == 1 else None)
+        if chosen is None:
+            msg = (
+                f"{path}: no image_kind column and no single epoch_id value; "
+                "name the epoch (CLI: --epoch-id)"
+            )
+            raise InputDataError(msg)
+        return [
+            ingest_epoch_table(store, table, epoch_id=chosen, cfg=cfg, replace=replace)
+        ]
+    epochs = split_epochs(table, kind)
+    if not epochs:
+        kinds, counts = np.unique(
+            np.asarray(table["image_kind"]).astype(str), return_counts=True
+        )
+        held = ", ".join(f"{n} {k} row(s)" for k, n in zip(kinds, counts, strict=True))
+        msg = (
+            f"{path}: no {kind} rows (it holds {held or 'no rows'}); choose the "
+            "kind of epoch it has (CLI: --kind image or --kind mosaic)"
+        )
+        raise InputDataError(msg)
+    if epoch_id is not None:
+        if len(epochs) > 1:
+            msg = (
+                f"{path}: {len(epochs)} {kind} products ({', '.join(list(epochs)[:3])}"
+                f"{', ...' if len(epochs) > 3 else ''}) are {len(epochs)} epochs, "
+                "one name cannot cover them; leave out --epoch-id to name each "
+                "by its time and strip"
+            )
+            raise InputDataError(msg)
+        epochs = {epoch_id: next(iter(epochs.values()))}
+    return [
+        ingest_epoch_table(store, rows, epoch_id=name, cfg=cfg, replace=replace)
+        for name, rows in epochs.items()
+    ]
 
 
 def _grid(cfg: VariabilityConfig) -> EseGrid:
@@ -395,7 +558,7 @@ def _join(metrics: Table, ese: Table, cfg: VariabilityConfig) -> Table:
     idx = np.minimum(idx, max(ese_names.size - 1, 0))
     has = (ese_names[idx] == names) if ese_names.size else np.zeros(len(names), bool)
     for column in RESULT_COLUMNS[6:]:
-        if column == "ese_candidate":
+        if column in _BOOL_COLUMNS:
             values = np.asarray(ese[column], dtype=bool)[idx] if has.any() else False
             out[column] = np.where(has, values, False)
         else:

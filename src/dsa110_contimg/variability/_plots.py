@@ -69,6 +69,15 @@ def plot_lightcurve(
             duration_days=float(row["ese_duration_days"]),
             center_mjd=float(row["ese_center_mjd"]),
             flank_ratio=float(row["ese_flank_ratio"]),
+            **{
+                key: float(row[column])
+                for key, column in (
+                    ("dip_order", "ese_dip_order"),
+                    ("asymmetry", "ese_asymmetry"),
+                    ("flank_offset", "ese_flank_offset"),
+                )
+                if column in row.colnames and np.isfinite(row[column])
+            },
         )
         axes.plot(t, model, color="tab:red", lw=1.5, label="ESE fit")
         title += (

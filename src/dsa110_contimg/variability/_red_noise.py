@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["red_noise_m2ll"]
+__all__ = ["red_noise_m2ll", "windowed_red_noise_m2ll"]
 
 _DRW_N_TAU = 12
 _DRW_N_SIGMA = 16
@@ -30,12 +30,19 @@ def _kalman_m2ll(
     tau: NDArray,
     sigma: NDArray,
     regressor: NDArray | None = None,
+    active: NDArray | None = None,
 ) -> NDArray[np.float64]:
-    """Return -2 ln L of mu * x + DRW, mu profiled; tau, sigma shape (n_src, n_grid)."""
+    """Return -2 ln L of mu * x + DRW, mu profiled; tau, sigma shape (n_src, n_grid).
+
+    Where ``active`` (n_src, n_t) is False the DRW is switched off (state and
+    variance zero); it restarts from its stationary distribution at the first
+    active bin of each stretch.
+    """
     n_src, n_t = y.shape
     x = np.ones_like(y) if regressor is None else regressor
     var = sigma * sigma
-    p = var.copy()
+    on = None if active is None else np.asarray(active, dtype=bool)
+    p = var.copy() if on is None else var * on[:, :1]
     zy = np.zeros_like(var)
     z1 = np.zeros_like(var)
     s_yy, s_1y, s_11, s_log = (np.zeros_like(var) for _ in range(4))
@@ -44,6 +51,11 @@ def _kalman_m2ll(
             phi = np.exp(-dt_days[k - 1] / tau)
             zy, z1 = phi * zy, phi * z1
             p = phi * phi * p + var * (1.0 - phi * phi)
+        if on is not None:
+            now = on[:, k, None]
+            start = now & ~on[:, k - 1, None] if k else now
+            zy, z1 = np.where(now, zy, 0.0), np.where(now, z1, 0.0)
+            p = np.where(start, var, np.where(now, p, 0.0))
         ok = np.isfinite(y[:, k])[:, None]
         if not ok.any():
             continue
@@ -67,14 +79,21 @@ def _car2_m2ll(
     tau: NDArray,
     sigma: NDArray,
     regressor: NDArray | None = None,
+    active: NDArray | None = None,
 ) -> NDArray[np.float64]:
-    """Return -2 ln L of mu * x + critically damped CAR(2) noise, mu profiled."""
+    """Return -2 ln L of mu * x + critically damped CAR(2) noise, mu profiled.
+
+    ``active`` switches the process off and on as in :func:`_kalman_m2ll`.
+    """
     x = np.ones_like(y) if regressor is None else regressor
     omega = 1.0 / tau
     var = sigma * sigma
+    on = None if active is None else np.asarray(active, dtype=bool)
     # Stationary state covariance of (z, dz/dt) and the state vectors of the
     # data and of the regressor (filtered with the same gains).
     p00, p01, p11 = var.copy(), np.zeros_like(var), var * omega * omega
+    if on is not None:
+        p00, p11 = p00 * on[:, :1], p11 * on[:, :1]
     zy, vy_ = np.zeros_like(var), np.zeros_like(var)
     z1, v1_ = np.zeros_like(var), np.zeros_like(var)
     s_yy, s_1y, s_11, s_log = (np.zeros_like(var) for _ in range(4))
@@ -96,6 +115,14 @@ def _car2_m2ll(
             )
             n11 = f10 * f10 * p00 + 2 * f10 * f11 * p01 + f11 * f11 * p11 + q11
             p00, p01, p11 = n00, n01, n11
+        if on is not None:
+            now = on[:, k, None]
+            start = now & ~on[:, k - 1, None] if k else now
+            zy, vy_ = np.where(now, zy, 0.0), np.where(now, vy_, 0.0)
+            z1, v1_ = np.where(now, z1, 0.0), np.where(now, v1_, 0.0)
+            p00 = np.where(start, var, np.where(now, p00, 0.0))
+            p01 = np.where(now & ~start, p01, 0.0)
+            p11 = np.where(start, var * omega * omega, np.where(now, p11, 0.0))
         ok = np.isfinite(y[:, k])[:, None]
         if not ok.any():
             continue
@@ -112,6 +139,45 @@ def _car2_m2ll(
         s_11 += inn_1 * inn_1 / s
         s_log += np.where(ok, np.log(s), 0.0)
     return s_yy - s_1y * s_1y / s_11 + s_log
+
+
+def windowed_red_noise_m2ll(
+    t: NDArray, y: NDArray, e2: NDArray, regressor: NDArray, active: NDArray
+) -> tuple[NDArray, NDArray, NDArray]:
+    """Return -2 ln L of a mean ``mu * x(t)`` plus red noise confined to a window.
+
+    The red noise is the better of a DRW and a critically damped CAR(2)
+    process (as in :func:`red_noise_m2ll`), switched on only in the window;
+    outside it the data scatter about the mean by their errors alone.
+
+    Parameters
+    ----------
+    t : ndarray, shape (n_t,)
+        Bin times, MJD (increasing).
+    y, e2 : ndarray, shape (n_src, n_t)
+        Fluxes (NaN where missing) and their error variances, Jy and Jy^2.
+    regressor : ndarray, shape (n_src, n_t)
+        Shape ``x(t)`` of the mean.
+    active : ndarray of bool, shape (n_src, n_t)
+        Bins where the red noise may act; elsewhere only measurement noise.
+
+    Returns
+    -------
+    m2ll, tau_days, sigma_jy : ndarray, shape (n_src,)
+        Smallest -2 ln L over the (tau, sigma) grid and its parameters (the
+        grid starts at sigma = 0.1 % of the mean flux, close to the mean
+        alone with white noise).
+    """
+    m2ll, tau, sigma = _fit_grid(t, y, e2, regressor, active=active)
+    m2ll_c, tau_c, sigma_c = _fit_grid(
+        t, y, e2, regressor, kalman=_car2_m2ll, active=active
+    )
+    smoother = m2ll_c < m2ll
+    return (
+        np.where(smoother, m2ll_c, m2ll),
+        np.where(smoother, tau_c, tau),
+        np.where(smoother, sigma_c, sigma),
+    )
 
 
 def red_noise_m2ll(
@@ -155,6 +221,7 @@ def _fit_grid(
     regressor: NDArray | None = None,
     *,
     kalman: Callable[..., NDArray[np.float64]] = _kalman_m2ll,
+    active: NDArray | None = None,
 ) -> tuple[NDArray, NDArray, NDArray]:
     """Return min -2 ln L of a red-noise model and its (tau, sigma), per row."""
     dt = np.diff(t)
@@ -166,7 +233,8 @@ def _fit_grid(
     sig_grid = np.geomspace(1e-3, 2.0, _DRW_N_SIGMA)
     tau = np.repeat(tau_grid, sig_grid.size)[None, :] * np.ones((y.shape[0], 1))
     sigma = np.tile(sig_grid, tau_grid.size)[None, :] * level[:, None]
-    m2ll = kalman(y, e2, dt, tau, sigma, regressor)
+    extra = {} if active is None else {"active": active}
+    m2ll = kalman(y, e2, dt, tau, sigma, regressor, **extra)
     best = np.argmin(m2ll, axis=1)
     rows = np.arange(y.shape[0])
     tau0, sig0 = tau[rows, best], sigma[rows, best]
@@ -176,7 +244,7 @@ def _fit_grid(
     offsets = np.linspace(-0.5, 0.5, 5)
     tau_f = tau0[:, None] * np.repeat(r_tau**offsets, offsets.size)[None, :]
     sig_f = sig0[:, None] * np.tile(r_sig**offsets, offsets.size)[None, :]
-    fine = kalman(y, e2, dt, tau_f, sig_f, regressor)
+    fine = kalman(y, e2, dt, tau_f, sig_f, regressor, **extra)
     best_f = np.argmin(fine, axis=1)
     m2ll_best = np.minimum(m2ll[rows, best], fine[rows, best_f])
     use_fine = fine[rows, best_f] <= m2ll[rows, best]

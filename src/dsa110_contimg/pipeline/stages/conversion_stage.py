@@ -8,11 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dsa110_contimg.data_ingestion.grouping import (
-    SubbandGroup,
-    discover_subband_files,
-    group_subband_files,
-)
+from dsa110_contimg.data_ingestion.grouping import SubbandGroup, find_subband_groups
 from dsa110_contimg.data_ingestion.ms_creation import MsProduct, convert_group
 from dsa110_contimg.pipeline.exceptions import PipelineError
 from dsa110_contimg.utils.config_loader import ConversionConfig
@@ -36,11 +32,16 @@ class ConversionReport:
 
 
 def find_groups(incoming_dir: Path, cfg: ConversionConfig) -> list[SubbandGroup]:
-    """Return the subband groups found in ``incoming_dir``."""
-    files = discover_subband_files(incoming_dir)
-    return group_subband_files(
-        files, tolerance_s=cfg.group_tolerance_s, n_expected=cfg.expected_n_subbands
-    )
+    """Return the subband groups found in ``incoming_dir``.
+
+    Grouped by the data's own time; files set aside are logged (see
+    `find_subband_groups`, which also returns them).
+    """
+    return find_subband_groups(
+        incoming_dir,
+        tolerance_s=cfg.group_tolerance_s,
+        n_expected=cfg.expected_n_subbands,
+    ).groups
 
 
 def convert_groups(

@@ -41,6 +41,7 @@ from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
+from dsa110_contimg.tools.fits_header import ms_observation_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
 from dsa110_contimg.utils.config_loader import ImagingConfig
 
@@ -289,6 +290,7 @@ def image_ms(
         "DSACFGH": config_hash,
         "DSAVERS": __version__,
         "DSACAL": "none",
+        **ms_observation_cards(Path(ms_path)),
         "HISTORY": [
             f"dsa110_contimg {__version__} imaged {Path(ms_path).name} with "
             f"{cfg.backend}; config hash {config_hash}"

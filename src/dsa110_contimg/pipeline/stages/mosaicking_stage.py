@@ -47,6 +47,10 @@ from dsa110_contimg.mosaic import (
 from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
 from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
+from dsa110_contimg.tools.fits_header import (
+    apply_header_cards,
+    mosaic_observation_cards,
+)
 from dsa110_contimg.utils.config_loader import MosaicConfig
 
 __all__ = [
@@ -417,9 +421,8 @@ def _mosaic_header(
     header["DSAPBCUT"] = (cfg.pb_cut, "primary-beam cut")
     header["DSAMETH"] = (cfg.method, "reprojection method")
     header["DSAIMGR"] = ",".join(sorted({str(h.get("DSAIMGR", "")) for h in used}))
-    header["DSACAL"] = ",".join(sorted({str(h.get("DSACAL", "none")) for h in used}))[
-        :68
-    ]
+    header["DSACAL"] = ",".join(sorted({str(h.get("DSACAL", "none")) for h in used}))
+    apply_header_cards(header, mosaic_observation_cards(used, freq_hz=np.mean(freqs)))
     header["DSACFGH"] = config_hash
     header["DSAVERS"] = __version__
     header.add_history(

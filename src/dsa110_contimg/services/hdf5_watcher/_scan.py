@@ -14,10 +14,18 @@ is ready when
   unreadable is passed on, and conversion quarantines it with the reader's
   reason.
 
-Files are grouped with `group_subband_files`, so timestamp jitter, duplicate
-and out-of-order arrivals are handled as in batch processing. Each group is
-decided once; a file that later arrives for a decided group is ignored with a
-warning.
+Files are grouped with `group_subband_files` (by their data's own time when
+the header reads), so timestamp jitter, duplicate and out-of-order arrivals
+are handled as in batch processing. Files that cannot take part (a name that
+is not a time, a stray subband number, a FIFO or other non-regular file, the
+losing copy of a duplicate) are set aside and listed in `rejected` with a
+reason; nothing else stops. Each group is decided once; a file that later
+arrives for a decided group is set aside as ``late`` (``requeue --reconvert``
+converts the group again with it). A decision the caller could not enqueue
+is handed back with `forget`, and the next scan decides it again.
+
+The scan only reads the file system (no database); the service runs it in a
+worker thread so a read that hangs cannot stop the event loop.
 """
 
 from __future__ import annotations
@@ -31,9 +39,18 @@ from pathlib import Path
 from typing import Literal
 
 from dsa110_contimg.data_ingestion._uvh5_reader import read_group_header
-from dsa110_contimg.data_ingestion.grouping import SubbandGroup, group_subband_files
+from dsa110_contimg.data_ingestion.grouping import (
+    SUBBAND_GLOB,
+    FileProbe,
+    RejectedFile,
+    SubbandGroup,
+    group_subband_files,
+    not_regular_file,
+    probe_subband_file,
+    scan_subband_files,
+)
 from dsa110_contimg.pipeline.exceptions import InputDataError
-from dsa110_contimg.telescope.dsa110 import SubbandFile, parse_subband_filename
+from dsa110_contimg.telescope.dsa110 import SubbandFile
 from dsa110_contimg.utils.config_loader import WatcherConfig
 
 __all__ = ["GroupDecision", "SubbandWatcher"]
@@ -124,23 +141,65 @@ class SubbandWatcher:
         self._decided_paths: set[Path] = set()
         self._n_scans = 0
         self._readable: dict[tuple[object, ...], str | None] = {}
+        self._probes: dict[Path, tuple[tuple[int, int], FileProbe]] = {}
+        self._reported: dict[Path, str] = {}
         self.n_waiting = 0
+        self.rejected: list[RejectedFile] = []
+        """Files newly set aside by the latest scan (record them)."""
 
     def add_known_groups(self, start_times: Iterable[datetime]) -> None:
         """Mark groups as already decided (e.g. from the job queue at start-up)."""
         for t in start_times:
             bisect.insort(self._known, t)
 
-    def _is_known(self, stamp: datetime) -> bool:
+    def _known_group(self, stamp: datetime) -> datetime | None:
         i = bisect.bisect_left(self._known, stamp - timedelta(seconds=self.tolerance_s))
-        return i < len(self._known) and (
+        if i < len(self._known) and (
             self._known[i] <= stamp + timedelta(seconds=self.tolerance_s)
-        )
+        ):
+            return self._known[i]
+        return None
 
-    def _observe(self, parsed: SubbandFile, now: datetime) -> bool:
+    def _is_known(self, stamp: datetime) -> bool:
+        return self._known_group(stamp) is not None
+
+    def forget(self, decision: GroupDecision) -> None:
+        """Undo a decision that could not be enqueued; the next scan redoes it."""
+        start = decision.group.start_time
+        i = bisect.bisect_left(self._known, start)
+        if i < len(self._known) and self._known[i] == start:
+            del self._known[i]
+        self._decided_paths -= {*decision.group.files.values()}
+
+    def _probe(self, path: Path) -> FileProbe:
+        state = self._files.get(path)
+        signature = (state.size, state.mtime_ns) if state else (-1, -1)
+        cached = self._probes.get(path)
+        if cached is None or cached[0] != signature:
+            cached = (signature, probe_subband_file(path))
+            self._probes[path] = cached
+        return cached[1]
+
+    def _report(self, rejected: list[RejectedFile]) -> None:
+        fresh = [r for r in rejected if self._reported.get(r.path) != r.reason]
+        for r in fresh:
+            self._reported[r.path] = r.reason
+            log.warning(
+                "raw file set aside",
+                extra={"path": str(r.path), "kind": r.kind, "reason": r.reason},
+            )
+        self.rejected += fresh
+
+    def _observe(
+        self, parsed: SubbandFile, now: datetime, rejected: list[RejectedFile]
+    ) -> bool:
         try:
             st = parsed.path.stat()
         except FileNotFoundError:
+            return False
+        odd = not_regular_file(parsed.path, st.st_mode)
+        if odd is not None:  # e.g. a FIFO: never opened
+            rejected.append(odd)
             return False
         state = self._files.get(parsed.path)
         if state is None:
@@ -183,30 +242,42 @@ class SubbandWatcher:
         list of GroupDecision
             In time order; each group is returned by exactly one scan.
         """
+        self.rejected = []
         candidates: list[SubbandFile] = []
         present: set[Path] = set()
-        known: set[Path] = set()
-        for path in self.incoming_dir.glob("*_sb*.hdf5"):
-            parsed = parse_subband_filename(path)
-            if parsed is None:
-                continue
-            if self._is_known(parsed.timestamp):
-                known.add(path)  # decided before: not even a stat
-            elif self._observe(parsed, now):
-                present.add(path)
+        known: dict[Path, datetime] = {}
+        parsed_files, rejected = scan_subband_files(
+            self.incoming_dir.glob(SUBBAND_GLOB),
+            n_expected=self.n_expected,
+            check_regular=False,  # _observe checks, and only undecided files
+        )
+        for parsed in parsed_files:
+            group_start = self._known_group(parsed.timestamp)
+            if group_start is not None:
+                known[parsed.path] = group_start  # decided before: not even a stat
+            elif self._observe(parsed, now, rejected):
+                present.add(parsed.path)
                 candidates.append(parsed)
         if self._n_scans:
-            for late in sorted(known - self._decided_paths):
-                log.warning(
-                    "file arrived for an already decided group; ignored",
-                    extra={"path": str(late)},
+            for late in sorted(set(known) - self._decided_paths - set(self._reported)):
+                group_id = known[late].strftime("%Y-%m-%dT%H:%M:%S")
+                reason = (
+                    f"{late}: arrived after its group {group_id} was decided; "
+                    "the stream reconverts the group with it once the group's "
+                    "job has finished (if this row stays, run 'dsa110-contimg "
+                    "requeue --reconvert' on the group's convert_group job)"
                 )
-        self._decided_paths = known
+                rejected.append(RejectedFile(late, "late", reason, group_id))
+        self._decided_paths = set(known)
         self._n_scans += 1
         for gone in set(self._files) - present:
             del self._files[gone]
+            self._probes.pop(gone, None)
         groups = group_subband_files(
-            candidates, tolerance_s=self.tolerance_s, n_expected=self.n_expected
+            candidates,
+            tolerance_s=self.tolerance_s,
+            n_expected=self.n_expected,
+            probe=self._probe,
         )
         decisions = []
         for group in groups:
@@ -215,6 +286,8 @@ class SubbandWatcher:
                 decisions.append(decision)
                 bisect.insort(self._known, group.start_time)
                 self._decided_paths |= {*group.files.values(), *group.duplicates}
+                rejected += group.set_aside
+        self._report(rejected)
         self.n_waiting = len(groups) - len(decisions)
         return decisions
 

@@ -5,6 +5,17 @@ a periodic rescan every ``watcher.scan_interval_s`` catches whatever events
 missed (restarts, network filesystems). Each decided group becomes one
 ``convert_group`` job, enqueued exactly once (the job key is the group id).
 No science happens here.
+
+The scan's file-system work (listing, ``stat``, header reads, the free-disk
+check) runs in a daemon thread (`run_off_loop`), never on the event loop: a
+read that hangs (a stuck mount) makes the scan late, logged after
+``io_timeout_s``, while heartbeats and signals go on; no second scan starts
+until it returns. A decision is marked only once its job is in the
+database: one that fails to enqueue is handed back to the scanner and
+decided again at the next scan. Files set aside are recorded in
+``rejected_files``; a late subband that a finished group lacks requeues the
+group for reconversion (same group id and MS; its images are remade and the
+blocks holding it redone).
 """
 
 from __future__ import annotations
@@ -15,7 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsa110_contimg.services._intake import IntakeGate
+from dsa110_contimg.data_ingestion.grouping import RejectedFile, examine_subband_path
+from dsa110_contimg.services._intake import DiskStatus, IntakeGate, run_off_loop
 from dsa110_contimg.services._runner import JobRunner
 from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.hdf5_watcher._scan import GroupDecision, SubbandWatcher
@@ -24,9 +36,16 @@ from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     PRIORITY_BACKFILL,
     PRIORITY_LIVE,
+    TERMINAL_STATES,
     Job,
     JobSpec,
+    find_job,
     list_jobs,
+    requeue_job,
+)
+from dsa110_contimg.state.rejected import (
+    record_rejected_files,
+    resolve_rejected_files,
 )
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
@@ -38,6 +57,9 @@ __all__ = ["WatcherService", "conversion_spec", "run"]
 log = logging.getLogger(__name__)
 
 _MIN_EVENT_GAP_S = 0.5
+_Looked = tuple[DiskStatus, list[GroupDecision], list[RejectedFile]]
+IO_TIMEOUT_S = 60.0
+"""A scan slower than this is logged as stuck (it keeps its thread)."""
 
 
 def conversion_spec(
@@ -98,6 +120,8 @@ class WatcherService:
         Free-disk guard; no group is enqueued while it is closed.
     incoming_dir : Path, optional
         Directory to watch; default ``paths.incoming_dir``.
+    io_timeout_s : float
+        A scan running longer than this is reported as stuck (seconds).
     """
 
     def __init__(
@@ -107,10 +131,13 @@ class WatcherService:
         gate: IntakeGate,
         *,
         incoming_dir: Path | None = None,
+        io_timeout_s: float = IO_TIMEOUT_S,
     ) -> None:
         self.config = config
         self.runner = runner
         self.gate = gate
+        self.io_timeout_s = io_timeout_s
+        self._scan_future: asyncio.Future[_Looked] | None = None
         self.incoming_dir = Path(incoming_dir or config.paths.incoming_dir)
         self.scanner = SubbandWatcher(
             self.incoming_dir,
@@ -125,26 +152,147 @@ class WatcherService:
         self.scanner.add_known_groups(known)
 
     def scan_once(self, now: datetime) -> list[Job]:
-        """Update the disk guard, scan once and enqueue what was decided."""
-        self.gate.update(now)
-        if not self.gate.is_open:
-            return []
-        enqueued = []
-        for decision in self.scanner.scan(now):
-            spec = conversion_spec(
-                decision, now=now, live_window_s=self.config.queue.live_window_s
-            )
-            reason = None
-            if decision.action == "quarantine":
-                reason = (
-                    f"group {decision.group.group_id}: {decision.reason}; "
-                    "watcher.timeout_policy is 'quarantine' (requeue after the "
-                    "files arrive, or set it to 'flag')"
+        """Update the disk guard, scan once and enqueue what was decided.
+
+        Everything on the calling thread (tests, tools); `run` splits it.
+        """
+        return self._apply(self._look(now), now)
+
+    def _look(self, now: datetime) -> _Looked:
+        """The file-system half of a scan (runs in a worker thread)."""
+        status = self.gate.measure()
+        if status.is_low:
+            return status, [], []
+        decisions = self.scanner.scan(now)
+        return status, decisions, list(self.scanner.rejected)
+
+    def _apply(self, looked: _Looked, now: datetime) -> list[Job]:
+        """The database half of a scan (loop thread): enqueue, record."""
+        status, decisions, rejected = looked
+        self.gate.publish(status, now)
+        if rejected:
+            try:
+                record_rejected_files(self.runner.conn, rejected, now=now)
+            except Exception:  # recorded at the next change; logged already
+                log.error("recording rejected files failed", exc_info=True)
+        for late in (r for r in rejected if r.kind == "late"):
+            try:
+                self._reconvert_for(late, now)
+            except Exception:  # the record stays: requeue --reconvert by hand
+                log.error(
+                    "automatic reconversion failed",
+                    extra={"path": str(late.path)},
+                    exc_info=True,
                 )
-            job, created = self.runner.enqueue(spec, quarantine_reason=reason)
+        enqueued = []
+        for decision in decisions:
+            try:
+                job, created = self._enqueue(decision, now)
+            except Exception:
+                self.scanner.forget(decision)  # decided again at the next scan
+                log.error(
+                    "enqueue failed; the group is decided again at the next scan",
+                    extra={"group": decision.group.group_id},
+                    exc_info=True,
+                )
+                continue
             if created:
                 enqueued.append(job)
         return enqueued
+
+    def _reconvert_for(self, late: RejectedFile, now: datetime) -> Job | None:
+        """Requeue a finished group for reconversion with a late subband.
+
+        Only when the late file brings a subband the group's job lacks and
+        the job is finished (done, failed or quarantined); otherwise the
+        record stays for an operator (``requeue --reconvert``).
+        """
+        parsed = examine_subband_path(late.path, n_expected=self.scanner.n_expected)
+        if late.group_id is None or isinstance(parsed, RejectedFile):
+            return None
+        job = find_job(self.runner.conn, CONVERT_GROUP, late.group_id)
+        files = dict(job.payload.get("files") or {}) if job is not None else {}
+        key = f"{parsed.subband:02d}"
+        if job is None or job.state not in TERMINAL_STATES or key in files:
+            return None
+        files[key] = str(late.path)
+        n_expected = self.scanner.n_expected
+        missing = [sb for sb in range(n_expected) if f"{sb:02d}" not in files]
+        payload = {
+            **job.payload,
+            "files": dict(sorted(files.items())),
+            "missing_subbands": missing,
+            "flag_missing": bool(missing),
+            "decision": f"reconvert: late subband sb{key} arrived ({late.path.name})",
+            "reconvert": True,
+        }
+        requeued = requeue_job(
+            self.runner.conn,
+            job.id,
+            now=now,
+            reason=f"late subband sb{key} arrived: {late.path}; reconverting",
+            payload=payload,
+        )
+        resolve_rejected_files(self.runner.conn, [late.path], now=now)
+        log.warning(
+            "late subband: group requeued for reconversion",
+            extra={"group": late.group_id, "path": str(late.path)},
+        )
+        self.runner.wake()
+        return requeued
+
+    def _enqueue(self, decision: GroupDecision, now: datetime) -> tuple[Job, bool]:
+        spec = conversion_spec(
+            decision, now=now, live_window_s=self.config.queue.live_window_s
+        )
+        reason = None
+        if decision.action == "quarantine":
+            reason = (
+                f"group {decision.group.group_id}: {decision.reason}; "
+                "watcher.timeout_policy is 'quarantine' (requeue after the "
+                "files arrive, or set it to 'flag')"
+            )
+        return self.runner.enqueue(spec, quarantine_reason=reason)
+
+    async def scan_off_loop(self, now: datetime) -> list[Job]:
+        """Scan in a worker thread; enqueue on the loop when it returns.
+
+        A scan still running after ``io_timeout_s`` is logged and left to
+        finish (its decisions are enqueued then); no other scan starts
+        meanwhile. Returns the jobs enqueued by a scan that finished now.
+        """
+        if self._scan_future is None:
+            future = run_off_loop(self._look, now)
+            self._scan_future = future
+            started = now
+        else:
+            future = self._scan_future
+            started = None
+        try:
+            looked = await asyncio.wait_for(
+                asyncio.shield(future), timeout=self.io_timeout_s
+            )
+        except TimeoutError:
+            log.error(
+                "scan of the incoming directory is stuck (a hung file-system "
+                "call); intake waits for it, the stream goes on",
+                extra={
+                    "incoming_dir": str(self.incoming_dir),
+                    "io_timeout_s": self.io_timeout_s,
+                    "started": None if started is None else to_iso_utc(started),
+                },
+            )
+            self.gate.mark_stuck(
+                f"the scan of {self.incoming_dir} has not returned after "
+                f"{self.io_timeout_s:g} s (a hung file-system call: a stuck mount?); "
+                "no group is enqueued until it returns",
+                self.runner.clock(),
+            )
+            return []
+        finally:
+            if future.done():
+                self._scan_future = None
+        return self._apply(looked, self.runner.clock())
 
     def _start_observer(self, wake: asyncio.Event) -> object | None:
         if not self.config.watcher.use_inotify:
@@ -177,7 +325,7 @@ class WatcherService:
         try:
             while not stop.is_set():
                 try:
-                    self.scan_once(self.runner.clock())
+                    await self.scan_off_loop(self.runner.clock())
                 except Exception:  # keep watching: the next scan retries
                     log.error("scan failed", exc_info=True)
                 wake.clear()

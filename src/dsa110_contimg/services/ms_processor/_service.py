@@ -143,6 +143,7 @@ class MsProcessor:
                     dict(job.payload),
                     self.config.conversion,
                     str(self.config.paths.ms_stage1_dir),
+                    str(self.config.paths.images_dir),
                 )
         except PipelineError as err:
             if not err.retryable:
@@ -156,7 +157,36 @@ class MsProcessor:
                 extra={"moved_to": result["replaced_corrupt_ms"]},
             )
         self._record_group(job, str(result["ms_path"]), "converted", None)
-        return JobOutcome(result=result)
+        return JobOutcome(result=result, follow_ups=self._blocks_to_redo(job))
+
+    def _blocks_to_redo(self, job: Job) -> tuple[JobSpec, ...]:
+        """The finished blocks holding a reconverted group (redone with it)."""
+        if not job.payload.get("reconvert"):
+            return ()
+        rows = self.runner.conn.execute(
+            "SELECT id FROM jobs WHERE kind = ? AND payload_json LIKE ?",
+            (PROCESS_BLOCK, f'%"{job.key}"%'),
+        ).fetchall()
+        specs = []
+        for (block_id,) in rows:
+            block = jobs.get_job(self.runner.conn, block_id)
+            groups = block.payload.get("groups")
+            if not isinstance(groups, dict) or job.key not in groups:
+                continue
+            payload = {
+                **block.payload,
+                "reason": f"group {job.key} reconverted (late subband)",
+            }
+            specs.append(
+                JobSpec(
+                    PROCESS_BLOCK,
+                    block.key,
+                    block.data_time_iso,
+                    payload,
+                    block.priority,
+                )
+            )
+        return tuple(specs)
 
     def _record_group(
         self, job: Job, ms_path: str | None, status: str, err: Exception | None

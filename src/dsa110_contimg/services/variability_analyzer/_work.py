@@ -7,12 +7,14 @@ are looked up at run time. Without them the job still validates the table and
 records what it holds, and says that nothing was ingested.
 
 A block's table holds the measurements on each of its images and, when the
-block was mosaicked, on its mosaic. Overlapping blocks share images, and the
-store keeps each image under one epoch only, so the epoch of a block is its
-mosaic (epoch id = block id); a block without a mosaic contributes one epoch
-per image (epoch id = image name). An epoch already in the store is replaced,
-so re-running a job (after a crash, or when late data redid its block) gives
-the same store.
+block was mosaicked, on its mosaic. One epoch is one image or one mosaic,
+never a mix. Overlapping blocks share images, and the store keeps each image
+under one epoch only, so the epoch of a block is its mosaic; a block without
+a mosaic contributes one epoch per image. Epochs are keyed by time and strip
+(`photometry_stage.epoch_id`: ``block_20230601T010000_dec+16.30``,
+``drift_20230601T000000_00_dec+16.30``), so two strips' blocks at the same time
+are two epochs. An epoch already in the store is replaced, so re-running a job
+(after a crash, or when late data redid its block) gives the same store.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from astropy.table import Table
 
 from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.pipeline.stages import photometry_stage
 from dsa110_contimg.pipeline.stages.photometry_stage import (
     PHOTOMETRY_COLUMNS,
     read_photometry_table,
@@ -76,21 +79,17 @@ def load_backend() -> VariabilityBackend | None:
 def split_epochs(table: Table, block_id: str) -> dict[str, Table]:
     """Return the epochs of a block's photometry table, by epoch id.
 
-    The mosaic's rows (``image_kind == 'mosaic'``) form one epoch named after
-    the block; without a mosaic, each image's rows form an epoch named after
-    the image (``<ms stem>``, e.g. ``drift_20230601T000000_00``).
+    The mosaic's rows (``image_kind == 'mosaic'``) form one epoch; without a
+    mosaic, each image's rows form one. Epoch ids are
+    `photometry_stage.epoch_id`: the product's name (the mosaic's is
+    ``block_id``) and the strip's declination.
     """
     if len(table) == 0:
         return {}
     kinds = np.asarray(table["image_kind"]).astype(str)
-    is_mosaic = kinds == "mosaic"
-    if is_mosaic.any():
-        return {block_id: table[is_mosaic]}
-    paths = np.asarray(table["image_path"]).astype(str)
-    epochs = {}
-    for path in sorted(set(paths)):
-        name = Path(path).name.removesuffix(".fits").removesuffix("-image")
-        epochs[name] = table[paths == path]
+    kind = "mosaic" if np.any(kinds == "mosaic") else "image"
+    epochs = photometry_stage.split_epochs(table, kind)
+    log.debug("block epochs", extra={"block_id": block_id, "epochs": list(epochs)})
     return epochs
 
 

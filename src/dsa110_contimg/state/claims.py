@@ -1,0 +1,281 @@
+"""Leases on products: one owner at a time for an MS, across processes.
+
+Overlapping blocks share Measurement Sets, and several workers run blocks at
+once; without ownership two of them calibrate or image the same MS together
+(flags and CORRECTED_DATA written twice, colliding products). Before touching
+an MS a worker acquires its claim: a row in ``claims`` with an owner, an
+expiry and a fencing token. A claim is renewed while the work runs (by a
+thread of `hold_claims`) and released at the end; a holder that dies stops
+renewing and its claim expires after ``ttl_s``, so nothing waits forever. The
+token grows with every acquisition: a holder that finds the row's token (or
+owner) changed has lost the claim and must discard its output
+(`ClaimLostError`).
+
+Claims are database rows, not ``flock`` files, so they hold across hosts on a
+shared database (the PostgreSQL backend of the scale-out design).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.state.db import connect, open_db, to_iso_utc
+
+__all__ = [
+    "Claim",
+    "ClaimLostError",
+    "ClaimTimeoutError",
+    "acquire_claim",
+    "renew_claim",
+    "release_claim",
+    "hold_claims",
+    "default_owner",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ClaimLostError(StateError):
+    """The claim expired and another owner took it; discard the work."""
+
+
+class ClaimTimeoutError(StateError):
+    """Another owner held the claim for longer than the caller would wait."""
+
+    retryable = True
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A held claim: its key, owner and fencing token."""
+
+    key: str
+    owner: str
+    token: int
+
+
+def default_owner() -> str:
+    """Return ``host:pid:thread``, unique for every concurrent holder."""
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def _begin(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        msg = "claims need a connection with no open transaction"
+        raise ValueError(msg)
+    conn.execute("BEGIN IMMEDIATE")
+
+
+def acquire_claim(
+    conn: sqlite3.Connection,
+    key: str,
+    *,
+    owner: str,
+    ttl_s: float,
+    now: float | None = None,
+) -> Claim | None:
+    """Take the claim on ``key`` for ``owner``; None when someone else holds it.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        State database (no open transaction).
+    key : str
+        What is claimed (e.g. ``"ms:/data/ms/drift_....ms"``).
+    owner : str
+        The claimant (`default_owner`).
+    ttl_s : float
+        Seconds until the claim expires unless renewed.
+    now : float, optional
+        Unix time (default: the clock).
+
+    Returns
+    -------
+    Claim or None
+        The claim with a new fencing token, or None when another owner's
+        claim has not expired.
+    """
+    now = time.time() if now is None else now
+    stamp = to_iso_utc()
+    _begin(conn)
+    try:
+        row = conn.execute(
+            "SELECT owner, token, expires_at FROM claims WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
+            token = 1
+            conn.execute(
+                "INSERT INTO claims (key, owner, token, expires_at, acquired_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (key, owner, token, now + ttl_s, stamp, stamp),
+            )
+        else:
+            held_by, token, expires = row[0], int(row[1]), float(row[2])
+            if held_by is not None and held_by != owner and expires > now:
+                conn.rollback()
+                return None
+            if held_by is not None and held_by != owner:
+                log.warning(
+                    "expired claim taken over",
+                    extra={"key": key, "previous_owner": held_by, "owner": owner},
+                )
+            token += 1
+            conn.execute(
+                "UPDATE claims SET owner = ?, token = ?, expires_at = ?, "
+                "acquired_at = ?, updated_at = ? WHERE key = ?",
+                (owner, token, now + ttl_s, stamp, stamp, key),
+            )
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return Claim(key, owner, token)
+
+
+def _check_held(conn: sqlite3.Connection, claim: Claim, now: float) -> None:
+    row = conn.execute(
+        "SELECT owner, token, expires_at FROM claims WHERE key = ?", (claim.key,)
+    ).fetchone()
+    if row is None or row[0] != claim.owner or int(row[1]) != claim.token:
+        holder = "nobody" if row is None or row[0] is None else row[0]
+        msg = (
+            f"claim on {claim.key} lost: now held by {holder}; the work done "
+            "under it must be discarded"
+        )
+        raise ClaimLostError(msg)
+    if float(row[2]) <= now:
+        msg = f"claim on {claim.key} expired before it was renewed"
+        raise ClaimLostError(msg)
+
+
+def renew_claim(
+    conn: sqlite3.Connection, claim: Claim, *, ttl_s: float, now: float | None = None
+) -> None:
+    """Extend a held claim; `ClaimLostError` when it expired or changed hands."""
+    now = time.time() if now is None else now
+    _begin(conn)
+    try:
+        _check_held(conn, claim, now)
+        conn.execute(
+            "UPDATE claims SET expires_at = ?, updated_at = ? WHERE key = ?",
+            (now + ttl_s, to_iso_utc(), claim.key),
+        )
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
+def release_claim(conn: sqlite3.Connection, claim: Claim) -> bool:
+    """Give a claim back; False (and nothing changed) when it was already lost."""
+    _begin(conn)
+    try:
+        cur = conn.execute(
+            "UPDATE claims SET owner = NULL, expires_at = 0, updated_at = ? "
+            "WHERE key = ? AND owner = ? AND token = ?",
+            (to_iso_utc(), claim.key, claim.owner, claim.token),
+        )
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return cur.rowcount == 1
+
+
+@contextmanager
+def hold_claims(
+    db_path: Path,
+    keys: Sequence[str],
+    *,
+    ttl_s: float = 120.0,
+    wait_s: float = 3600.0,
+    poll_s: float = 0.5,
+    owner: str | None = None,
+) -> Iterator[list[Claim]]:
+    """Hold the claims on ``keys`` for the duration of a ``with`` block.
+
+    Keys are acquired in sorted order (two holders of overlapping sets cannot
+    deadlock), waiting while another owner holds one; a thread renews them
+    every ``ttl_s / 3`` seconds. On exit they are released; if one was lost
+    while the block ran, `ClaimLostError` is raised after the block so the
+    caller discards what it produced.
+
+    Raises
+    ------
+    ClaimTimeoutError
+        A key stayed held by another owner for ``wait_s`` seconds (retryable).
+    ClaimLostError
+        A claim expired or was taken over while the block ran.
+    """
+    owner = owner or default_owner()
+    conn = open_db(Path(db_path))
+    held: list[Claim] = []
+    stop = threading.Event()
+    lost: list[BaseException] = []
+    lock = threading.Lock()
+    try:
+        for key in sorted(set(keys)):
+            deadline = time.monotonic() + wait_s
+            while (claim := acquire_claim(conn, key, owner=owner, ttl_s=ttl_s)) is None:
+                if time.monotonic() > deadline:
+                    msg = (
+                        f"{key} stayed claimed by another worker for {wait_s:.0f} s; "
+                        "the job is retried later"
+                    )
+                    raise ClaimTimeoutError(msg)
+                time.sleep(poll_s)
+            held.append(claim)
+
+        def renew() -> None:  # its own connection: sqlite3 objects stay in a thread
+            renew_conn = connect(Path(db_path))
+            try:
+                while not stop.wait(ttl_s / 3.0):
+                    with lock:
+                        for claim in held:
+                            try:
+                                renew_claim(renew_conn, claim, ttl_s=ttl_s)
+                            except ClaimLostError as err:
+                                lost.append(err)
+                                return
+                            except sqlite3.Error as err:  # busy: retry next tick
+                                log.warning(
+                                    "claim renewal failed",
+                                    extra={"key": claim.key, "error": str(err)},
+                                )
+            finally:
+                renew_conn.close()
+
+        renewer = threading.Thread(target=renew, name="claim-renewer", daemon=True)
+        renewer.start()
+        try:
+            yield list(held)
+        finally:
+            stop.set()
+            renewer.join()
+        if lost:
+            raise lost[0]
+        now = time.time()
+        for claim in held:
+            _check_held(conn, claim, now)
+    finally:
+        stop.set()
+        with lock:
+            for claim in held:
+                try:
+                    release_claim(conn, claim)
+                except sqlite3.Error as err:
+                    log.warning(
+                        "claim release failed; it expires by itself",
+                        extra={"key": claim.key, "error": str(err)},
+                    )
+        conn.close()

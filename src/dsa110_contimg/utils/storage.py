@@ -1,0 +1,199 @@
+"""Writing products safely: disk-full translation, free-space checks, fsync.
+
+Every writer of a product (MS, FITS, Parquet, SQLite) runs its writes inside
+`write_errors_as_resource`, so that a full disk, a quota, a read-only mount
+or a vanished directory becomes a retryable `ResourceError` that names the
+path and the fix, whichever library raised it (``OSError`` from Python and
+astropy, ``RuntimeError``/AipsError from casacore, ``ArrowIOError`` from
+pyarrow, ``sqlite3.OperationalError`` from SQLite).
+
+casacore cannot always raise: a failure inside a table destructor calls
+``std::terminate`` and aborts the process. `ensure_free_space` therefore
+checks before an MS write that the estimated size fits, so the common case
+(the disk is nearly full before the write starts) never reaches casacore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import inspect
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from dsa110_contimg.pipeline.exceptions import ResourceError
+
+__all__ = [
+    "is_resource_exhaustion",
+    "write_errors_as_resource",
+    "writes_product",
+    "ensure_free_space",
+    "fsync_tree",
+]
+
+# errno values that mean "the machine, not the data": retry after fixing it
+_RESOURCE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.ENOMEM,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+    }
+)
+# what libraries that do not set errno say about a full disk
+_DISK_FULL_TEXT = (
+    "no space left",
+    "disk is full",
+    "disk full",
+    "quota exceeded",
+    "read-only file system",
+    "not enough space",
+)
+
+
+def is_resource_exhaustion(error: BaseException) -> bool:
+    """Return whether ``error`` means a machine resource failed, not the data.
+
+    True for ``MemoryError``, for an ``OSError`` whose errno is a full disk,
+    quota, read-only mount, permission, I/O, stale-handle or file-table error,
+    and for any exception whose message says the disk is full (casacore and
+    SQLite raise ``RuntimeError`` / ``OperationalError`` without an errno).
+    """
+    if isinstance(error, MemoryError):
+        return True
+    if isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:
+        return True
+    text = str(error).lower()
+    return any(t in text for t in _DISK_FULL_TEXT)
+
+
+@contextlib.contextmanager
+def write_errors_as_resource(path: Path | str, what: str) -> Iterator[None]:
+    """Translate resource failures while writing ``path`` into `ResourceError`.
+
+    Parameters
+    ----------
+    path : Path or str
+        The product being written (named in the message).
+    what : str
+        What is written, for the message (e.g. ``"MS"``, ``"FITS image"``).
+
+    Raises
+    ------
+    ResourceError
+        The write failed for lack of disk space, quota, permission or memory.
+        Any other exception propagates unchanged.
+    """
+    try:
+        yield
+    except ResourceError:
+        raise
+    except Exception as err:
+        if not is_resource_exhaustion(err):
+            raise
+        parent = Path(path).parent
+        msg = (
+            f"writing {what} {path} failed ({type(err).__name__}: {err}); free "
+            f"space in {parent} or make it writable, then retry (the job is "
+            "retried automatically)"
+        )
+        raise ResourceError(msg) from err
+
+
+def writes_product(what: str, *, path_arg: str = "path") -> Callable:
+    """Decorate a product writer so resource failures become `ResourceError`.
+
+    ``path_arg`` names the writer's parameter that holds the output path (it
+    is named in the message).
+    """
+
+    def decorate(func: Callable) -> Callable:
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind_partial(*args, **kwargs)
+            path = bound.arguments.get(path_arg, "?")
+            with write_errors_as_resource(path, what):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def ensure_free_space(directory: Path | str, n_bytes: float, what: str) -> None:
+    """Raise `ResourceError` unless ``directory`` has ``n_bytes`` free.
+
+    Parameters
+    ----------
+    directory : Path or str
+        Where the product will be written (its nearest existing ancestor is
+        checked when it does not exist yet).
+    n_bytes : float
+        Bytes the write needs (an estimate with a margin).
+    what : str
+        The product, for the message.
+    """
+    probe = Path(directory)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError as err:
+        msg = f"cannot check free space in {directory} for {what} ({err})"
+        raise ResourceError(msg) from err
+    if free < n_bytes:
+        msg = (
+            f"{what} needs about {n_bytes / 1e6:.0f} MB in {directory} but only "
+            f"{free / 1e6:.0f} MB are free; free space there, then retry"
+        )
+        raise ResourceError(msg)
+
+
+def fsync_tree(path: Path | str) -> None:
+    """Flush a file, or every file of a directory tree, and its directories.
+
+    Called on a product's temporary before the rename that publishes it, so a
+    power loss after the rename never leaves a published but empty product.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                _fsync_one(Path(root) / name, os.O_RDONLY)
+            _fsync_dir(Path(root))
+    else:
+        _fsync_one(path, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_one(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,127 @@
+"""Claims on products: one owner at a time, across processes (issue 15, item 10)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dsa110_contimg.state import open_db
+from dsa110_contimg.state.claims import (
+    ClaimLostError,
+    ClaimTimeoutError,
+    acquire_claim,
+    hold_claims,
+    release_claim,
+    renew_claim,
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    path = tmp_path / "state.sqlite3"
+    open_db(path).close()
+    return path
+
+
+def test_one_owner_at_a_time_and_tokens_grow(db_path: Path) -> None:
+    conn = open_db(db_path)
+    a = acquire_claim(conn, "ms:x", owner="a", ttl_s=60, now=1000.0)
+    assert a is not None and a.token == 1
+    assert acquire_claim(conn, "ms:x", owner="b", ttl_s=60, now=1010.0) is None
+    assert acquire_claim(conn, "ms:y", owner="b", ttl_s=60, now=1010.0) is not None
+    # expired: b takes over with a larger token, and a learns it lost the claim
+    b = acquire_claim(conn, "ms:x", owner="b", ttl_s=60, now=1061.0)
+    assert b is not None and b.token == 2
+    with pytest.raises(ClaimLostError, match="now held by b"):
+        renew_claim(conn, a, ttl_s=60, now=1062.0)
+    assert release_claim(conn, a) is False, "a stale holder cannot release"
+    assert release_claim(conn, b) is True
+    c = acquire_claim(conn, "ms:x", owner="c", ttl_s=60, now=1063.0)
+    assert c is not None and c.token == 3, "tokens never go back after release"
+    conn.close()
+
+
+def _hold_and_log(db_path: str, log_path: str, name: str) -> None:
+    with hold_claims(Path(db_path), ["ms:shared"], ttl_s=5, poll_s=0.05):
+        start = time.time()
+        time.sleep(0.6)
+        end = time.time()
+    with open(log_path, "a") as fh:
+        fh.write(json.dumps([name, start, end]) + "\n")
+
+
+def test_two_processes_never_hold_one_ms_together(db_path: Path, tmp_path: Path):
+    log_path = tmp_path / "intervals.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_hold_and_log, args=(str(db_path), str(log_path), n))
+        for n in ("p1", "p2", "p3")
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    spans = sorted(json.loads(line)[1:] for line in log_path.read_text().splitlines())
+    assert len(spans) == 3
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert start >= end, f"overlapping holders: {spans}"
+
+
+_HOLD_FOREVER = """
+import sys, time
+from pathlib import Path
+from dsa110_contimg.state.claims import hold_claims
+with hold_claims(Path(sys.argv[1]), ["ms:shared"], ttl_s=1.0):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_killed_holder_expires_and_the_work_moves_on(db_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_FOREVER, str(db_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with (  # renewed while the holder lives
+            pytest.raises(ClaimTimeoutError),
+            hold_claims(db_path, ["ms:shared"], ttl_s=1.0, wait_s=1.5),
+        ):
+            pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        t0 = time.monotonic()
+        with hold_claims(db_path, ["ms:shared"], ttl_s=1.0, wait_s=10) as claims:
+            assert claims[0].token >= 2
+        assert time.monotonic() - t0 < 5
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def test_a_claim_taken_during_the_work_is_reported(db_path: Path) -> None:
+    with pytest.raises(ClaimLostError), hold_claims(db_path, ["ms:x"], ttl_s=60):
+        conn = open_db(db_path)
+        conn.execute("UPDATE claims SET owner = 'thief', token = token + 1")
+        conn.commit()
+        conn.close()
+
+
+def test_overlapping_key_sets_do_not_deadlock(db_path: Path) -> None:
+    # sorted acquisition: {a, b} and {b, a} cannot each hold one and wait
+    with hold_claims(db_path, ["ms:b", "ms:a"], ttl_s=5) as held:
+        assert [c.key for c in held] == ["ms:a", "ms:b"]
+    with hold_claims(db_path, ["ms:a", "ms:b"], ttl_s=5):
+        pass
