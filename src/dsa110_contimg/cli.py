@@ -238,6 +238,12 @@ def _report_batch(result) -> None:
     for block in result.blocks:
         for err in block.errors:
             click.echo(f"block {block.block_id}: {err}", err=True)
+        for image, reason in block.rejected_images:
+            click.echo(
+                f"block {block.block_id}: image {image} rejected (kept out of the "
+                f"mosaic): {reason}",
+                err=True,
+            )
     n_img = sum(len(b.output_files.get("image", [])) for b in result.blocks)
     click.echo(
         f"Measurement Sets: {len(result.conversion.products)} "

@@ -30,9 +30,9 @@ def _write(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
 @pytest.mark.parametrize(
     ("environment", "n_antennas", "image_size"),
     [
-        ("development", 48, (1280, 1280)),
-        ("production", 96, (4800, 4800)),
-        ("testing", 24, (512, 512)),
+        ("development", 48, (2500, 2500)),
+        ("production", 96, (5000, 5000)),
+        ("testing", 24, (1280, 1280)),
     ],
 )
 def test_load_each_environment(
@@ -69,7 +69,7 @@ def test_explicit_file_over_environment(tmp_path: Path) -> None:
     path = _write(tmp_path, "imaging:\n  niter: 9\n")
     config = load_pipeline_config(path, environment="testing", env=NO_ENV)
     assert config.imaging.niter == 9
-    assert config.imaging.image_size == (512, 512)  # deep merge keeps the overlay
+    assert config.imaging.image_size == (1280, 1280)  # deep merge keeps the overlay
 
 
 def test_env_var_override() -> None:

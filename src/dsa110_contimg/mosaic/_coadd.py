@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 # Pixels this close to unusable ones are left out: the cubic spline of the
 # zero-filled image rings there (the ringing decays by 0.27 per pixel).
 _SPLINE_GUARD_PIX = 4
+# Relative weight of a pixel in a member's outer guard band: it fills a mosaic
+# pixel only where no member's interior covers it (then it decides the value
+# alone), and moves a pixel that an interior covers by < 1e-6 of the difference
+# per unit weight ratio.
+GUARD_WEIGHT = 1e-9
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -44,6 +49,10 @@ class MosaicInput:
         Noise (rms) of ``image``, Jy/beam.
     wcs : astropy.wcs.WCS
         Two-dimensional celestial WCS shared by the three arrays.
+    guard_pix : float
+        Width of the image's outer guard band, input pixels: pixels closer
+        than this to the image border are used only where no other image's
+        interior covers the mosaic pixel.
     """
 
     name: str
@@ -51,6 +60,7 @@ class MosaicInput:
     pb: ArrayLike
     rms: ArrayLike
     wcs: WCS
+    guard_pix: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -67,7 +77,9 @@ class MosaicResult:
     noise : ndarray of float32
         Predicted rms of ``image``, :math:`(\\sum_i w_i)^{-1/2}`, Jy/beam.
     coverage : ndarray of int16
-        Number of images contributing to each pixel.
+        Number of images contributing to each pixel from their interior
+        (outside their guard band); 0 where the pixel is finite but filled
+        only from guard bands (`guard_only`).
     wcs : astropy.wcs.WCS
         Two-dimensional celestial WCS of the mosaic.
     used : tuple of str
@@ -83,6 +95,11 @@ class MosaicResult:
     wcs: WCS
     used: tuple[str, ...]
     empty: tuple[str, ...]
+
+    @property
+    def guard_only(self) -> NDArray[np.bool_]:
+        """Return the pixels filled only from images' guard bands."""
+        return np.isfinite(self.image) & (self.coverage == 0)
 
 
 def coadd_images(
@@ -133,8 +150,15 @@ def coadd_images(
     reprojected with a cubic spline (bilinear interpolation would smooth a
     ~3-pixel restoring beam and bias matched-filter fluxes low by ~3%), the
     smooth weight bilinearly; pixels within 4 pixels of unusable ones
-    (primary beam below the cut, NaN) get no weight. Running sums are
-    accumulated tile by tile over the tiles each image overlaps.
+    (primary beam below the cut, NaN) get no weight. Pixels in an image's
+    outer guard band (`MosaicInput.guard_pix` of its border, where imagers
+    clean and restore poorly and a source's fitting box is cut) enter with
+    their weight times `GUARD_WEIGHT`: wherever another image's interior
+    covers the pixel the guard band contributes nothing measurable, and where
+    none does the guard bands alone give the value (`MosaicResult.guard_only`;
+    the photometry flags what it measures there), with their true weight in
+    the weight and noise maps. Running sums are accumulated tile by tile over
+    the tiles each image overlaps.
     """
     shape = (int(shape[0]), int(shape[1]))
     sum_wi = np.zeros(shape, dtype=np.float64)
@@ -160,8 +184,9 @@ def coadd_images(
     image = np.full(shape, np.nan, dtype=np.float32)
     noise = np.full(shape, np.nan, dtype=np.float32)
     image[covered] = sum_wi[covered] / sum_w[covered]
-    noise[covered] = 1.0 / np.sqrt(sum_w[covered])
     del sum_wi
+    sum_w[covered & (coverage == 0)] /= GUARD_WEIGHT  # guard bands' true weight
+    noise[covered] = 1.0 / np.sqrt(sum_w[covered])
     return MosaicResult(
         image, sum_w.astype(np.float32), noise, coverage, wcs, tuple(used), tuple(empty)
     )
@@ -241,8 +266,32 @@ def _accumulate(
                 image_in, None, tile_wcs, tile_shape, method=method, coords=coords
             )
             good &= np.isfinite(i_tile)
+            if item.guard_pix > 0:
+                if coords is None:
+                    coords = input_coordinates(
+                        wcs_in, tile_wcs, tile_shape, image_in.data.shape
+                    )
+                inner = _interior(coords, image_in.data.shape, item.guard_pix)
+                inner = inner.reshape(tile_shape)
+                w_tile = np.where(inner, w_tile, w_tile * GUARD_WEIGHT)
+            else:
+                inner = np.ones(tile_shape, dtype=bool)
             sum_wi[sy, sx][good] += (w_tile * i_tile)[good]
             sum_w[sy, sx][good] += w_tile[good]
-            coverage[sy, sx][good] += 1
+            coverage[sy, sx][good & inner] += 1
             n_pix += int(good.sum())
     return n_pix
+
+
+def _interior(
+    coords: tuple[NDArray[np.float64], NDArray[np.bool_]],
+    shape_in: tuple[int, ...],
+    guard_pix: float,
+) -> NDArray[np.bool_]:
+    """Return which output pixels lie at least ``guard_pix`` inside the input."""
+    points, outside = coords
+    inner = ~outside
+    for axis, n in enumerate(shape_in[-2:]):
+        c = points[axis]
+        inner &= (c >= guard_pix) & (c <= n - 1 - guard_pix)
+    return inner

@@ -195,6 +195,10 @@ def process_blocks(
                 res = await task
                 results.append(res)
                 state = "ok" if res.success else "FAILED: " + "; ".join(res.errors)
+                for image, reason in res.rejected_images:
+                    progress(
+                        f"  image rejected (kept out of the mosaic): {image}: {reason}"
+                    )
                 progress(
                     f"[block {i + 1}/{len(todo)}] {res.block_id}: "
                     f"{len(res.output_files.get('image', []))} image(s) in "

@@ -31,9 +31,10 @@ from dsa110_contimg.pipeline.stages import (
     mosaicking_stage,
     photometry_stage,
 )
+from dsa110_contimg.pipeline.stages.image_quality import read_quality
 from dsa110_contimg.state import open_db
 from dsa110_contimg.state.mosaics import record_mosaic_members
-from dsa110_contimg.state.products import record_product
+from dsa110_contimg.state.products import record_image_quality, record_product
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
 from dsa110_contimg.utils.logging import bind_context
 from dsa110_contimg.utils.monitoring import PipelineMetrics
@@ -68,6 +69,16 @@ class ProcessingResult:
     output_files: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     mosaic_members: list[tuple[str, str, str]] = field(default_factory=list)
+    image_quality: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def rejected_images(self) -> list[tuple[str, str]]:
+        """Return (image, reason) of each image that failed its quality gates."""
+        return [
+            (str(q["image_path"]), "; ".join(str(r) for r in q.get("reasons") or []))
+            for q in self.image_quality
+            if not q.get("passed", True)
+        ]
 
 
 def parse_ms_time(path: Path) -> datetime | None:
@@ -176,11 +187,18 @@ def _process_ms_claimed(
         "image": str(product.image_path),
         "skipped": product.skipped,
     }
-    for kind in ("residual", "psf", "pb", "rms", "pbcor", "preview"):
+    for kind in ("residual", "psf", "pb", "rms", "pbcor", "preview", "quality"):
         path = getattr(product, f"{kind}_path")
         if path is not None and Path(path).exists():
             out[kind] = str(path)
-    if catalog is not None:
+    quality = (
+        read_quality(product.image_path) if product.quality_path is not None else None
+    )
+    if quality is not None:
+        out["quality_record"] = quality
+    # An image that failed its quality gates is not measured: its fluxes are
+    # not to be trusted (it is also kept out of the mosaic).
+    if catalog is not None and (quality is None or quality.get("passed", True)):
         table = photometry_stage.measure_image(
             product.image_path, catalog, config.photometry
         )
@@ -188,7 +206,7 @@ def _process_ms_claimed(
     return out
 
 
-_IMAGE_KINDS = ("image", "residual", "psf", "pb", "rms", "pbcor", "preview")
+_IMAGE_KINDS = ("image", "residual", "psf", "pb", "rms", "pbcor", "preview", "quality")
 _MOSAIC_KINDS = {
     "mosaic": "mosaic_path",
     "mosaic_weight": "weight_path",
@@ -226,6 +244,7 @@ def _mosaic_block(
             catalog,
             config.photometry,
             noise_path=product.noise_path,
+            coverage_path=product.coverage_path,
         )
     return out
 
@@ -417,6 +436,17 @@ class PipelineOrchestrator:
                     result.output_files.setdefault(kind, []).append(str(outcome[kind]))
             if "photometry_rows" in outcome:
                 tables.append(outcome["photometry_rows"])
+            if "quality_record" in outcome:
+                record = outcome["quality_record"]
+                result.image_quality.append(record)
+                if not record.get("passed", True):
+                    log.warning(
+                        "image rejected by its quality gates",
+                        extra={
+                            "image": str(record.get("image_path")),
+                            "reason": "; ".join(record.get("reasons") or []),
+                        },
+                    )
         if self.config.mosaic.enabled and block.ms_files:
             with bind_context(block_id=block.block_id, stage="mosaicking"):
                 mosaic_rows = await self._mosaic(block, result)
@@ -502,6 +532,8 @@ class PipelineOrchestrator:
             for kind, paths in result.output_files.items():
                 for path in paths:
                     record_product(conn, block_id=block.block_id, kind=kind, path=path)
+            for record in result.image_quality:
+                record_image_quality(conn, block_id=block.block_id, record=record)
             if result.mosaic_members:
                 record_mosaic_members(
                     conn,

@@ -1,7 +1,8 @@
 """Record which images went into which mosaic (``mosaic_members`` table).
 
 Each function is one transaction on a connection from `state.db.open_db`.
-Column names match ``state/schema/0004_mosaics.sql``.
+Column names match ``state/schema/0004_mosaics.sql`` (``rejected`` from
+``0007_image_quality.sql``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dsa110_contimg.state.db import to_iso_utc
 
 __all__ = ["MEMBER_STATUSES", "list_mosaic_members", "record_mosaic_members"]
 
-MEMBER_STATUSES = ("used", "missing", "corrupt", "empty", "incomplete")
+MEMBER_STATUSES = ("used", "missing", "corrupt", "empty", "incomplete", "rejected")
 """Allowed ``mosaic_members.status`` values."""
 
 _UPSERT_MEMBER = """

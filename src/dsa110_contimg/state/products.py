@@ -6,12 +6,33 @@ Column names match the DB schema (``state/schema/0001_initial.sql``).
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 from dsa110_contimg.state.db import to_iso_utc
 
-__all__ = ["list_products", "record_group", "record_product"]
+__all__ = [
+    "list_image_quality",
+    "list_products",
+    "record_group",
+    "record_image_quality",
+    "record_product",
+]
+
+_QUALITY_COLUMNS = (
+    "rms_jy",
+    "thermal_rms_jy",
+    "expected_rms_jy",
+    "rms_ratio",
+    "peak_jy",
+    "min_jy",
+    "dynamic_range",
+    "negative_ratio",
+    "peak_growth",
+    "hit_niter",
+)
 
 _UPSERT_GROUP = """
 INSERT INTO groups (
@@ -143,6 +164,65 @@ def list_products(
         One dict per row with the ``products`` column names as keys.
     """
     sql = "SELECT id, block_id, kind, path, group_id, created_at FROM products"
+    params: tuple[str, ...] = ()
+    if block_id is not None:
+        sql += " WHERE block_id = ?"
+        params = (block_id,)
+    cursor = conn.execute(sql + " ORDER BY id", params)
+    columns = [description[0] for description in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def record_image_quality(
+    conn: sqlite3.Connection, *, block_id: str, record: Mapping[str, object]
+) -> None:
+    """Insert or replace the quality-gate record of one image.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        Writable connection migrated to schema 0005 or later.
+    block_id : str
+        The processing block that made the image.
+    record : mapping
+        `ImageQuality.to_dict` of the image (``image_path``, ``passed``,
+        ``reasons``, the measurements and ``attempts``), as written to its
+        ``-qa.json``; stored whole in ``record_json``.
+    """
+    path = str(record["image_path"])
+    values = [record.get(k) for k in _QUALITY_COLUMNS]
+    reasons = [str(r) for r in record.get("reasons") or []]  # type: ignore[union-attr]
+    columns = ", ".join(_QUALITY_COLUMNS)
+    marks = ", ".join("?" for _ in _QUALITY_COLUMNS)
+    updates = ", ".join(
+        f"{c} = excluded.{c}"
+        for c in ("block_id", "passed", "reason", *_QUALITY_COLUMNS)
+        + ("n_attempts", "record_json", "created_at")
+    )
+    sql = (
+        f"INSERT INTO image_quality (block_id, image_path, passed, reason, {columns}, "
+        f"n_attempts, record_json, created_at) VALUES (?, ?, ?, ?, {marks}, ?, ?, ?) "
+        f"ON CONFLICT (image_path) DO UPDATE SET {updates}"
+    )
+    row = (
+        block_id,
+        path,
+        int(bool(record.get("passed"))),
+        "; ".join(reasons) or None,
+        *values,
+        1 + len(record.get("attempts") or []),  # type: ignore[arg-type]
+        json.dumps(record),
+        to_iso_utc(),
+    )
+    with conn:
+        conn.execute(sql, row)
+
+
+def list_image_quality(
+    conn: sqlite3.Connection, *, block_id: str | None = None
+) -> list[dict[str, object]]:
+    """Return image quality rows (oldest first), optionally of one block."""
+    sql = "SELECT * FROM image_quality"
     params: tuple[str, ...] = ()
     if block_id is not None:
         sql += " WHERE block_id = ?"

@@ -61,6 +61,7 @@ class ImageProduct:
     pbcor_path: Path | None = None
     rms_path: Path | None = None
     preview_path: Path | None = None
+    quality_path: Path | None = None
 
 
 class Imager(Protocol):

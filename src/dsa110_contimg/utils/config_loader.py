@@ -399,7 +399,10 @@ class ImagingConfig(BaseModel):
         description="Absolute clean stopping threshold (flux string, Jy/mJy/uJy).",
     )
     image_size: tuple[int, int] = Field(
-        (4800, 4800), description="Image size, x then y (pixels)."
+        (5000, 5000),
+        description="Image size, x then y; the default field (with the default "
+        "3 arcsec cell) covers the primary beam down to 0.19, below "
+        "photometry.min_pb, so no source above it lies outside (pixels).",
     )
     cell_size: str = Field(
         "3arcsec", description="Pixel size (angle string, arcsec/arcmin/deg)."
@@ -473,6 +476,68 @@ class ImagingConfig(BaseModel):
     write_png: bool = Field(
         True, description="Write a PNG preview of every image (flag)."
     )
+    subtract_standards_min_jy: float | None = Field(
+        1.0,
+        gt=0,
+        description="Flux standards (calibrators.csv model pb17) whose "
+        "drift-averaged apparent flux exceeds this are predicted through the "
+        "drifting beam, subtracted before imaging and restored after it (WSClean "
+        "only: tclean reads only DATA or CORRECTED_DATA); null = off (Jy).",
+    )
+    qa_enabled: bool = Field(
+        True,
+        description="Measure every image against the quality gates, re-image a "
+        "failed one with the qa_retry_* parameters and keep a still failing one "
+        "out of the mosaic (flag).",
+    )
+    qa_max_peak_growth: float = Field(
+        2.0,
+        gt=1,
+        description="A clean whose peak residual at the start of a major cycle "
+        "exceeds the smallest earlier one by more than this factor diverged (ratio).",
+    )
+    qa_max_rms_ratio: float = Field(
+        3.0,
+        gt=0,
+        description="Largest residual rms over the expected rms (thermal rms and "
+        "peak / qa_dynamic_range in quadrature) (ratio).",
+    )
+    qa_dynamic_range: float = Field(
+        500.0,
+        gt=0,
+        description="Image-plane dynamic range the imaging reaches; peak / this is "
+        "the rms floor a bright source sets (ratio).",
+    )
+    qa_max_negative_ratio: float = Field(
+        0.2,
+        gt=0,
+        description="Largest |most negative pixel| as a fraction of the image "
+        "peak (ratio).",
+    )
+    qa_sefd_jy: float = Field(
+        6500.0,
+        gt=0,
+        description="Antenna SEFD of the thermal-rms prediction (Jy).",
+    )
+    qa_retry_auto_threshold_sigma: float = Field(
+        3.0,
+        gt=0,
+        description="Retry of a failed image: clean only down to at least this "
+        "(sigma).",
+    )
+    qa_retry_auto_mask_sigma: float = Field(
+        5.0,
+        gt=0,
+        description="Retry of a failed image: clean inside an auto-mask built at "
+        "at least this (sigma).",
+    )
+    qa_retry_mgain: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Retry of a failed image: major-cycle gain at most this "
+        "(fraction).",
+    )
 
     @field_validator("threshold")
     @classmethod
@@ -542,6 +607,13 @@ class MosaicConfig(BaseModel):
     )
     write_png: bool = Field(
         True, description="Write a PNG preview of every mosaic (flag)."
+    )
+    guard_beams: float = Field(
+        4.0,
+        ge=0,
+        description="Outer band of each image, in restoring-beam major axes, used "
+        "only where no other image's interior covers the mosaic pixel; sources "
+        "measured there are flagged EDGE (beams).",
     )
 
     @field_validator("cell_size")

@@ -8,6 +8,12 @@ the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
 ``-image.png`` (preview). All carry the image's WCS and provenance cards;
 each is written under a temporary name and renamed. A re-run skips the
 imager when the restored image exists and only makes missing derived maps.
+
+With ``imaging.qa_enabled`` each new image is measured against the quality
+gates (`dsa110_contimg.pipeline.stages.image_quality`); a failed image is made
+again once with safer clean parameters (`safer_params`: a shallower
+auto-threshold, an auto-mask, a lower major-cycle gain) and the verdict of the
+last attempt, with the earlier attempts, is written to ``-qa.json``.
 """
 
 from __future__ import annotations
@@ -24,8 +30,16 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_contimg import __version__
 from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
-from dsa110_contimg.mosaic import DriftTrack, noise_map, primary_beam_image
+from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.mosaic import (
+    DriftTrack,
+    noise_map,
+    primary_beam_at,
+    primary_beam_image,
+)
 from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.pipeline.stages import bright_sources
+from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
 from dsa110_contimg.tools.fits_header import ms_observation_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
@@ -33,10 +47,12 @@ from dsa110_contimg.utils.config_loader import ImagingConfig
 
 __all__ = [
     "celestial_wcs",
+    "field_edge_pb",
     "imaging_params",
     "image_ms",
     "image_prefix",
     "make_derived_products",
+    "safer_params",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,6 +83,138 @@ def imaging_params(cfg: ImagingConfig) -> ImagingParams:
         mem_percent=cfg.mem_percent,
         timeout_s=cfg.timeout_s,
     )
+
+
+def safer_params(params: ImagingParams, cfg: ImagingConfig) -> ImagingParams:
+    """Return the parameters of a retry after a failed quality gate.
+
+    The clean stops at ``qa_retry_auto_threshold_sigma`` at least (a
+    shallower threshold), inside an auto-mask built at
+    ``qa_retry_auto_mask_sigma`` at least, with a major-cycle gain of at most
+    ``qa_retry_mgain`` (more major cycles, each model closer to the data).
+    """
+    return replace(
+        params,
+        auto_threshold_sigma=max(
+            params.auto_threshold_sigma or 0.0, cfg.qa_retry_auto_threshold_sigma
+        ),
+        auto_mask_sigma=max(
+            params.auto_mask_sigma or 0.0, cfg.qa_retry_auto_mask_sigma
+        ),
+        mgain=min(params.mgain, cfg.qa_retry_mgain),
+    )
+
+
+def _param_record(params: ImagingParams) -> dict[str, object]:
+    keys = ("niter", "auto_threshold_sigma", "auto_mask_sigma", "mgain", "threshold_jy")
+    return {k: getattr(params, k) for k in keys}
+
+
+def _gated_image(
+    imager: object,
+    ms_path: Path,
+    prefix: Path,
+    params: ImagingParams,
+    header: dict[str, object],
+    cfg: ImagingConfig,
+    bright: SkyCatalog | None = None,
+    track: DriftTrack | None = None,
+) -> ImageProduct:
+    """Image, measure the gates, retry once with safer parameters if failed.
+
+    Subtracted ``bright`` sources are restored (`bright_sources`) into each
+    attempt's image before it is measured.
+    """
+    thermal = qa.thermal_rms_jy(
+        Path(ms_path), sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=params.min_uv_lambda
+    )
+    attempts: list[dict[str, object]] = []
+    for attempt in (params, safer_params(params, cfg)):
+        product = imager.make_image(Path(ms_path), prefix, attempt, header=header)
+        if bright is not None and track is not None:
+            bright_sources.restore_sources(product.image_path, bright, track)
+        quality = qa.measure_quality(
+            product.image_path,
+            product.residual_path,
+            qa.clean_history(product.log_path, product.backend),
+            thermal,
+            cfg,
+            params=_param_record(attempt),
+            attempts=attempts,
+        )
+        if quality.passed:
+            break
+        log.warning(
+            "image failed its quality gates",
+            extra={
+                "image": str(product.image_path),
+                "attempt": len(attempts) + 1,
+                "reason": quality.reason,
+            },
+        )
+        record = quality.to_dict()
+        record.pop("attempts", None)
+        attempts.append(record)
+        log_path = product.log_path
+        if log_path.exists():  # keep the failed attempt's log for the record
+            os.replace(log_path, log_path.with_suffix(f".attempt{len(attempts)}.log"))
+    path = qa.write_quality(quality)
+    return replace(product, quality_path=path)
+
+
+def _skipped_quality(product: ImageProduct, ms_path: Path, cfg: ImagingConfig) -> Path:
+    """Return the quality record of an existing image, measuring it if missing."""
+    path = qa.quality_path(product.image_path)
+    if path.exists():
+        return path
+    thermal = qa.thermal_rms_jy(
+        Path(ms_path), sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=cfg.min_uv_lambda
+    )
+    quality = qa.measure_quality(
+        product.image_path,
+        product.residual_path,
+        qa.clean_history(product.log_path, product.backend),
+        thermal,
+        cfg,
+    )
+    return qa.write_quality(quality)
+
+
+def field_edge_pb(
+    image_size: tuple[int, int], cell_arcsec: float, track: DriftTrack
+) -> float:
+    """Return the largest drift-averaged primary beam on the border of a field.
+
+    Parameters
+    ----------
+    image_size : (int, int)
+        Image size ``(n_x, n_y)``, pixels (as ``imaging.image_size``).
+    cell_arcsec : float
+        Pixel size, arcsec.
+    track : DriftTrack
+        The group's pointing track and band; the field is centred on the beam
+        centre at the middle of the track, as the imager's phase centre is.
+
+    Returns
+    -------
+    float
+        The beam's power response at the field's border; the field holds
+        every position where the beam exceeds it, so a field "covers the beam
+        down to ``min_pb``" when this is <= ``min_pb``.
+    """
+    nx, ny = (int(n) for n in image_size)
+    ra_c, dec_c = track.beam_centres_deg()
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    wcs.wcs.crval = [float(np.median(ra_c)), float(np.median(dec_c))]
+    wcs.wcs.crpix = [nx / 2 + 1, ny / 2 + 1]
+    wcs.wcs.cdelt = [-cell_arcsec / 3600.0, cell_arcsec / 3600.0]
+    sx = np.linspace(-0.5, nx - 0.5, 129)
+    sy = np.linspace(-0.5, ny - 0.5, 129)
+    px = np.concatenate([sx, sx, np.full(129, -0.5), np.full(129, nx - 0.5)])
+    py = np.concatenate([np.full(129, -0.5), np.full(129, ny - 0.5), sy, sy])
+    ra, dec = wcs.pixel_to_world_values(px, py)
+    return float(np.max(primary_beam_at(track, ra, dec)))
 
 
 def image_prefix(ms_path: Path, images_dir: Path) -> Path:
@@ -115,6 +263,10 @@ def image_ms(
             (),
             skipped=True,
         )
+        if cfg.qa_enabled:
+            skipped = replace(
+                skipped, quality_path=_skipped_quality(skipped, Path(ms_path), cfg)
+            )
         return make_derived_products(skipped, cfg) if derived else skipped
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     info = read_ms_info(Path(ms_path))
@@ -144,12 +296,47 @@ def image_ms(
             f"{cfg.backend}; config hash {config_hash}"
         ],
     }
+    edge_pb = field_edge_pb(
+        cfg.image_size, cfg.cell_size_arcsec(), DriftTrack.from_header(header)
+    )
+    if edge_pb > cfg.pb_limit:
+        log.warning(
+            "field smaller than the primary beam: sources beyond it are not "
+            "deconvolved; enlarge imaging.image_size",
+            extra={"ms": str(ms_path), "edge_pb": round(edge_pb, 3)},
+        )
     calibration = ms_calibration(Path(ms_path))
     params = imaging_params(cfg)
     if calibration is not None:
         header["DSACAL"] = calibration
         params = replace(params, data_column="CORRECTED_DATA")
-    product = imager.make_image(Path(ms_path), prefix, params, header=header)
+    track = DriftTrack.from_header(header)
+    bright = None
+    # tclean reads only DATA or CORRECTED_DATA, so only WSClean images the
+    # subtracted column.
+    if cfg.subtract_standards_min_jy is not None and cfg.backend == "wsclean":
+        bright, _ = bright_sources.bright_calibrators(
+            track,
+            0.5 * (track.freq_min_hz + track.freq_max_hz),
+            cfg.subtract_standards_min_jy,
+        )
+        if len(bright):
+            column = bright_sources.subtract(Path(ms_path), bright, params.data_column)
+            params = replace(params, data_column=column)
+            header["HISTORY"].append(
+                "subtracted before imaging and restored after it: "
+                + ", ".join(map(str, bright.name))
+            )
+        else:
+            bright = None
+    if cfg.qa_enabled:
+        product = _gated_image(
+            imager, Path(ms_path), prefix, params, header, cfg, bright, track
+        )
+    else:
+        product = imager.make_image(Path(ms_path), prefix, params, header=header)
+        if bright is not None:
+            bright_sources.restore_sources(product.image_path, bright, track)
     return make_derived_products(product, cfg) if derived else product
 
 

@@ -1,14 +1,18 @@
 """Mosaicking stage: a block's group images coadded into one mosaic.
 
 Every image planned for the block is a member. Members that are missing,
-unreadable (``corrupt``), all-NaN (``empty``) or lack their primary-beam or
-rms map (``incomplete``) are left out with a `DataQualityWarning`; the mosaic
+unreadable (``corrupt``), all-NaN (``empty``), lack their primary-beam or
+rms map (``incomplete``) or failed their quality gates after a retry
+(``rejected``, with the reason from the image's ``-qa.json``) are left out
+with a `DataQualityWarning`; the mosaic
 grid still covers where they would have been (placed by their group time at
 the sidereal rate), so they show as a gap in the coverage map. Products, in
 ``mosaics_dir``: ``<block>-mosaic.fits`` (PB-corrected, inverse-variance
 weighted), ``-weight.fits``, ``-noise.fits`` (predicted rms), ``-coverage.fits``
-(images per pixel), ``-members.json`` and ``-mosaic.png``, each written under a
-temporary name and renamed, the mosaic last. A re-run with the same members
+(images per pixel from their interior; 0 on finite pixels filled only from
+the members' outer guard bands of ``mosaic.guard_beams`` beams),
+``-members.json`` and ``-mosaic.png``, each written under a temporary name and
+renamed, the mosaic last. A re-run with the same members
 (paths, sizes, modification times) and settings skips the work.
 """
 
@@ -41,6 +45,7 @@ from dsa110_contimg.mosaic import (
     mosaic_grid,
 )
 from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
 from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
 from dsa110_contimg.tools.fits_header import (
     apply_header_cards,
@@ -131,6 +136,7 @@ def _fingerprint(members: Sequence[MosaicMember], cfg: MosaicConfig) -> str:
         for path in (
             member.image_path,
             *(_sibling(member.image_path, k) for k in ("pb", "rms")),
+            quality_path(member.image_path),
         ):
             try:
                 stat = path.stat()
@@ -152,6 +158,14 @@ def _inspect(member: MosaicMember) -> tuple[MemberStatus | None, fits.Header | N
         celestial_wcs(header)
     except (OSError, ValueError, KeyError, InputDataError) as err:
         return MemberStatus(path, "corrupt", f"unreadable image: {err}"[:200]), None
+    try:
+        quality = read_quality(path)
+    except InputDataError as err:
+        return MemberStatus(path, "corrupt", str(err)[:200]), header
+    if quality is not None and not quality.get("passed", True):
+        reasons = "; ".join(str(r) for r in quality.get("reasons") or [])
+        detail = f"failed its quality gates: {reasons}"
+        return MemberStatus(path, "rejected", detail[:500]), header
     for kind in ("pb", "rms"):
         if not _sibling(path, kind).exists():
             detail = f"no {kind} map; re-run the imaging stage"
@@ -217,6 +231,7 @@ def _inputs(
     members: Sequence[MosaicMember],
     headers: dict[Path, fits.Header],
     failed: dict[Path, MemberStatus],
+    guard_beams: float = 0.0,
 ) -> Iterator[MosaicInput]:
     """Load each usable member lazily; record members whose data cannot be read."""
     for member in members:
@@ -232,7 +247,15 @@ def _inputs(
                 path, "corrupt", f"unreadable data: {err}"[:200]
             )
             continue
-        yield MosaicInput(str(path), image, pb, rms, celestial_wcs(headers[path]))
+        wcs = celestial_wcs(headers[path])
+        guard = guard_beams * _beam_pix(headers[path], wcs)
+        yield MosaicInput(str(path), image, pb, rms, wcs, guard_pix=guard)
+
+
+def _beam_pix(header: fits.Header, wcs: WCS) -> float:
+    """Return the restoring beam's major axis in pixels (1 without BMAJ)."""
+    bmaj = float(header.get("BMAJ", 0.0) or 0.0)
+    return max(bmaj / abs(float(wcs.wcs.cdelt[1])), 1.0)
 
 
 def make_mosaic(
@@ -304,7 +327,7 @@ def make_mosaic(
         _outlines(members, headers), cell_deg=cell_deg, projection=cfg.projection
     )
     result = coadd_images(
-        _inputs(usable, headers, failed),
+        _inputs(usable, headers, failed, cfg.guard_beams),
         wcs,
         shape,
         pb_cut=cfg.pb_cut,

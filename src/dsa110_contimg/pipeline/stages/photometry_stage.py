@@ -375,6 +375,7 @@ def measure_mosaic(
     cfg: PhotometryConfig,
     *,
     noise_path: Path,
+    coverage_path: Path | None = None,
 ) -> Table:
     """Measure every catalogue source covered by a mosaic.
 
@@ -388,6 +389,10 @@ def measure_mosaic(
         The ``photometry`` section (``box_beams``).
     noise_path : Path
         The mosaic's noise map (predicted rms), used as the local rms.
+    coverage_path : Path, optional
+        The mosaic's coverage map: a source whose fitting box holds a finite
+        pixel of coverage 0 (filled only from the members' outer guard bands)
+        is flagged ``EDGE``.
 
     Returns
     -------
@@ -397,8 +402,9 @@ def measure_mosaic(
         mosaic), ``image_kind`` is ``'mosaic'``, ``mjd`` the mean mid-time of
         the images used and ``freq_hz`` their mean frequency. A source on an
         uncovered (NaN) pixel is flagged ``EDGE | NAN`` with a NaN flux, one
-        whose fitting box crosses the edge ``EDGE``; one below
-        ``cfg.detection_sigma`` ``UPPER_LIMIT``.
+        whose fitting box crosses the edge or reaches a pixel filled only from
+        the members' guard bands ``EDGE``; one below ``cfg.detection_sigma``
+        ``UPPER_LIMIT``.
 
     Raises
     ------
@@ -441,6 +447,12 @@ def measure_mosaic(
     flags = np.where(
         off, result.flags | PhotometryFlag.EDGE | PhotometryFlag.NAN, result.flags
     )
+    if coverage_path is not None:
+        coverage, _ = _read_2d(coverage_path)
+        guard_only = np.isfinite(image) & (coverage == 0)
+        half = int(np.ceil(cfg.box_beams * _beam_pix(header, wcs)))
+        near_guard = _touches(guard_only, x[inside], y[inside], half)
+        flags = np.where(near_guard, flags | PhotometryFlag.EDGE, flags)
     flags, limit = _upper_limits(flux, flux_err, flags, cfg.detection_sigma)
     n = len(result)
     table = Table(
@@ -468,6 +480,24 @@ def measure_mosaic(
     _set_systematic(table, _table_fraction(table), 0.0)
     log.info("mosaic measured", extra={"mosaic": str(mosaic_path), "n_sources": n})
     return table
+
+
+def _beam_pix(header: fits.Header, wcs: WCS) -> float:
+    bmaj = float(header.get("BMAJ", 0.0) or 0.0)
+    return max(bmaj / abs(float(wcs.wcs.cdelt[1])), 1.0)
+
+
+def _touches(mask: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
+    """Return which positions have a true ``mask`` pixel within +-half pixels."""
+    ny, nx = mask.shape
+    out = np.zeros(len(x), dtype=bool)
+    if not mask.any():
+        return out
+    for k, (xk, yk) in enumerate(zip(np.rint(x), np.rint(y), strict=True)):
+        x0, x1 = max(0, int(xk) - half), min(nx, int(xk) + half + 1)
+        y0, y1 = max(0, int(yk) - half), min(ny, int(yk) + half + 1)
+        out[k] = bool(mask[y0:y1, x0:x1].any())
+    return out
 
 
 def add_overlap_systematic(tables: list[Table]) -> list[Table]:
