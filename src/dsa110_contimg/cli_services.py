@@ -1,6 +1,6 @@
-"""Commands of the streaming services: ``stream``, ``status`` and ``requeue``.
+"""Commands of the streaming services: ``stream``, ``status``, ``requeue``, ``db``.
 
-Importing this module adds the three commands to the ``dsa110-contimg`` group
+Importing this module adds the four commands to the ``dsa110-contimg`` group
 (`dsa110_contimg.cli.cli`), whichever of the two modules is imported first;
 ``cli.py`` imports it at its end. ``python -m dsa110_contimg.services`` runs
 `stream_command` alone.
@@ -19,7 +19,13 @@ import click
 from dsa110_contimg.cli import _common, _data_options, _load, cli
 from dsa110_contimg.pipeline.exceptions import PipelineError
 
-__all__ = ["stream_command", "status_command", "requeue_command", "main_stream"]
+__all__ = [
+    "stream_command",
+    "status_command",
+    "requeue_command",
+    "db_group",
+    "main_stream",
+]
 
 
 @contextmanager
@@ -67,7 +73,7 @@ def status_command(config_path, env, sets, as_json) -> None:
     from dsa110_contimg.services._status import read_queue_status
 
     with _translate_errors():
-        config = _load(config_path, env, sets)
+        config = _load(config_path, env, sets, log_to_file=False)
         report = read_queue_status(Path(config.paths.state_db), now=datetime.now(UTC))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -137,6 +143,25 @@ def requeue_command(config_path, env, sets, job_ids) -> None:
                 click.echo(f"job {job.id} ({job.kind} {job.key}) requeued")
 
 
+@click.group("db")
+def db_group() -> None:
+    """Manage the state database."""
+
+
+@db_group.command("migrate")
+@_common
+def db_migrate_command(config_path, env, sets) -> None:
+    """Create the state database, or bring its schema up to date."""
+    from dsa110_contimg.state import open_db, schema_version
+
+    with _translate_errors():
+        config = _load(config_path, env, sets, log_to_file=False)
+        path = Path(config.paths.state_db)
+        with closing(open_db(path)) as conn:
+            version = schema_version(conn)
+    click.echo(f"state database {path}: schema version {version}")
+
+
 def main_stream(argv: list[str] | None = None) -> None:
     """Run `stream_command` as a program (``python -m dsa110_contimg.services``)."""
     from astropy.utils import iers
@@ -145,5 +170,5 @@ def main_stream(argv: list[str] | None = None) -> None:
     stream_command.main(args=argv, prog_name="python -m dsa110_contimg.services")
 
 
-for _command in (stream_command, status_command, requeue_command):
+for _command in (stream_command, status_command, requeue_command, db_group):
     cli.add_command(_command)

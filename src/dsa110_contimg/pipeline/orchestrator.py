@@ -26,18 +26,25 @@ from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+from dsa110_contimg.pipeline._block_summary import block_summary
 from dsa110_contimg.pipeline.exceptions import ConfigError, PipelineError
 from dsa110_contimg.pipeline.stages import (
     imaging_stage,
     mosaicking_stage,
     photometry_stage,
 )
+from dsa110_contimg.pipeline.stages._image_quality import image_quality
 from dsa110_contimg.state import open_db
 from dsa110_contimg.state.mosaics import record_mosaic_members
 from dsa110_contimg.state.products import record_product
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
-from dsa110_contimg.utils.logging import bind_context
+from dsa110_contimg.utils.logging import (
+    bind_context,
+    init_worker_logging,
+    worker_logging_args,
+)
 from dsa110_contimg.utils.monitoring import PipelineMetrics
+from dsa110_contimg.visualization._summary import write_block_summary
 
 __all__ = [
     "ProcessingBlock",
@@ -69,6 +76,8 @@ class ProcessingResult:
     output_files: dict[str, list[str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     mosaic_members: list[tuple[str, str, str]] = field(default_factory=list)
+    calibration: dict[str, dict[str, object]] = field(default_factory=dict)
+    image_quality: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def parse_ms_time(path: Path) -> datetime | None:
@@ -104,27 +113,65 @@ def _calibrate_block_job(
     """
     from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
 
-    outcome = calibrate_block(
-        [Path(p) for p in ms_paths],
-        config.calibration,
-        cal_tables_dir=Path(config.paths.cal_tables_dir),
-        db_path=Path(config.paths.state_db),
-        block_id=block_id,
-        sky_model=catalog,
-    )
+    with bind_context(block_id=block_id, stage="calibration"):
+        outcome = calibrate_block(
+            [Path(p) for p in ms_paths],
+            config.calibration,
+            cal_tables_dir=Path(config.paths.cal_tables_dir),
+            db_path=Path(config.paths.state_db),
+            block_id=block_id,
+            sky_model=catalog,
+        )
     tables = [str(t) for s in outcome.solved for t in s.tables]
-    applied = {p: s.describe() for p, s in outcome.applied.items()}
+    applied = {
+        p: {
+            "solution": s.describe(),
+            "calibrator": s.calibrator,
+            "group_id": s.group_id,
+            "refant": s.refant,
+            "tables": [str(t) for t in s.tables],
+            **{k: v for k, v in s.quality.items() if k.endswith("flagged_fraction")},
+        }
+        for p, s in outcome.applied.items()
+    }
     return applied, {p: str(e) for p, e in outcome.errors.items()}, tables
 
 
 def _process_ms(
-    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+    ms_path: str,
+    config: PipelineConfig,
+    cfg_hash: str,
+    catalog: SkyCatalog | None,
+    block_id: str | None = None,
 ) -> dict[str, object]:
     """Image one MS and measure the catalogue on it (runs in a worker process)."""
+    context = {"block_id": block_id} if block_id else {}
+    with bind_context(**context, group=_group_of(ms_path)):
+        return _image_and_measure(ms_path, config, cfg_hash, catalog)
+
+
+def _group_of(ms_path: str) -> str:
+    stamp = parse_ms_time(Path(ms_path))
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S") if stamp else Path(ms_path).stem
+
+
+def _image_and_measure(
+    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+) -> dict[str, object]:
     images_dir = Path(config.paths.images_dir)
-    product = imaging_stage.image_ms(
-        Path(ms_path), images_dir, config.imaging, config_hash=cfg_hash
-    )
+    t0 = time.perf_counter()
+    with bind_context(stage="image"):
+        product = imaging_stage.image_ms(
+            Path(ms_path), images_dir, config.imaging, config_hash=cfg_hash
+        )
+        log.info(
+            "image done",
+            extra={
+                "image": product.image_path.name,
+                "skipped": product.skipped,
+                "duration_s": round(time.perf_counter() - t0, 2),
+            },
+        )
     out: dict[str, object] = {
         "image": str(product.image_path),
         "skipped": product.skipped,
@@ -133,16 +180,44 @@ def _process_ms(
         path = getattr(product, f"{kind}_path")
         if path is not None and Path(path).exists():
             out[kind] = str(path)
-    if catalog is not None:
-        table = photometry_stage.measure_image(
-            product.image_path, catalog, config.photometry
+    stem = str(product.image_path).removesuffix("-image.fits")
+    if Path(stem + "-residual.png").exists():
+        out["residual_preview"] = stem + "-residual.png"
+    try:
+        out["quality"] = image_quality(
+            product.image_path, product.residual_path, Path(ms_path)
         )
+    except (OSError, RuntimeError, ValueError) as err:
+        log.warning("image quality not measured", extra={"error": str(err)})
+    if catalog is not None:
+        t0 = time.perf_counter()
+        with bind_context(stage="photometry"):
+            table = photometry_stage.measure_image(
+                product.image_path, catalog, config.photometry
+            )
+            log.info(
+                "photometry done",
+                extra={
+                    "n_measured": len(table),
+                    "duration_s": round(time.perf_counter() - t0, 2),
+                },
+            )
         out["photometry_rows"] = table
     return out
 
 
-_IMAGE_KINDS = ("image", "residual", "psf", "pb", "rms", "pbcor", "preview")
+_IMAGE_KINDS = (
+    "image",
+    "residual",
+    "psf",
+    "pb",
+    "rms",
+    "pbcor",
+    "preview",
+    "residual_preview",
+)
 _MOSAIC_KINDS = {
+    "mosaic_sources_preview": None,
     "mosaic": "mosaic_path",
     "mosaic_weight": "weight_path",
     "mosaic_noise": "noise_path",
@@ -160,27 +235,85 @@ def _mosaic_block(
     catalog: SkyCatalog | None,
 ) -> dict[str, object]:
     """Mosaic a block's images and measure the catalogue on it (worker process)."""
-    product = mosaicking_stage.make_mosaic(
-        block_id,
-        [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
-        Path(config.paths.mosaics_dir),
-        config.mosaic,
-        config_hash=cfg_hash,
-    )
+    t0 = time.perf_counter()
+    with bind_context(block_id=block_id, stage="mosaic"):
+        product = mosaicking_stage.make_mosaic(
+            block_id,
+            [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
+            Path(config.paths.mosaics_dir),
+            config.mosaic,
+            config_hash=cfg_hash,
+        )
+        log.info(
+            "mosaic done",
+            extra={
+                "mosaic": product.mosaic_path.name,
+                "n_used": sum(m.status == "used" for m in product.members),
+                "n_members": len(product.members),
+                "duration_s": round(time.perf_counter() - t0, 2),
+            },
+        )
     out: dict[str, object] = {
         kind: str(getattr(product, attr))
         for kind, attr in _MOSAIC_KINDS.items()
-        if getattr(product, attr) is not None
+        if attr is not None and getattr(product, attr) is not None
     }
     out["members"] = [(str(m.image_path), m.status, m.detail) for m in product.members]
     if catalog is not None:
-        out["photometry_rows"] = photometry_stage.measure_mosaic(
-            product.mosaic_path,
-            catalog,
-            config.photometry,
-            noise_path=product.noise_path,
-        )
+        t0 = time.perf_counter()
+        with bind_context(block_id=block_id, stage="photometry"):
+            rows = photometry_stage.measure_mosaic(
+                product.mosaic_path,
+                catalog,
+                config.photometry,
+                noise_path=product.noise_path,
+            )
+            log.info(
+                "mosaic photometry done",
+                extra={
+                    "n_measured": len(rows),
+                    "duration_s": round(time.perf_counter() - t0, 2),
+                },
+            )
+        out["photometry_rows"] = rows
+        if config.mosaic.write_png and len(rows):
+            out["mosaic_sources_preview"] = str(
+                _write_sources_preview(product.mosaic_path, rows, product.noise_path)
+            )
     return out
+
+
+def _write_sources_preview(mosaic_path: Path, rows: Table, noise_path: Path) -> Path:
+    """Write ``<mosaic>-sources.png``: the mosaic with measured catalogue sources."""
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    from dsa110_contimg.visualization import write_preview
+
+    with fits.open(mosaic_path) as hdul:
+        header = hdul[0].header.copy()
+        image = np.squeeze(np.asarray(hdul[0].data, dtype=np.float64))
+    with fits.open(noise_path) as hdul:
+        rms = float(np.nanmedian(hdul[0].data))
+    marks = [
+        (
+            float(r["ra_deg"]),
+            float(r["dec_deg"]),
+            f"{r['source_name']} {r['flux_jy']:.3g} Jy",
+        )
+        for r in rows
+    ]
+    path = Path(str(mosaic_path).removesuffix(".fits") + "-sources.png")
+    return write_preview(
+        image,
+        WCS(header).celestial,
+        path,
+        title=f"{header.get('DSABLOCK', mosaic_path.stem)}: mosaic, measured fluxes",
+        header=header,
+        rms_jy=rms,
+        sources=marks,
+    )
 
 
 class PipelineOrchestrator:
@@ -268,6 +401,8 @@ class PipelineOrchestrator:
             self._executor = ProcessPoolExecutor(
                 max_workers=self.config.services.max_workers,
                 mp_context=multiprocessing.get_context("spawn"),
+                initializer=init_worker_logging,
+                initargs=worker_logging_args(),
             )
         return self._executor
 
@@ -315,6 +450,7 @@ class PipelineOrchestrator:
         except PipelineError as err:
             result.errors.extend(f"{p}: {type(err).__name__}: {err}" for p in paths)
             return paths
+        result.calibration.update(applied)
         for path, message in errors.items():
             result.errors.append(f"{path}: CalibrationError: {message}")
         if tables:
@@ -325,7 +461,7 @@ class PipelineOrchestrator:
         t0 = time.perf_counter()
         result = ProcessingResult(block.block_id, success=False, processing_time=0.0)
         loop = asyncio.get_running_loop()
-        with bind_context(block_id=block.block_id, stage="imaging"):
+        with bind_context(block_id=block.block_id):
             log.info("block start", extra={"n_ms": len(block.ms_files)})
             missing = [str(p) for p in block.ms_files if not Path(p).exists()]
             for path in missing:
@@ -343,6 +479,7 @@ class PipelineOrchestrator:
                     self.config,
                     self.config_hash,
                     self.catalog,
+                    block.block_id,
                 )
                 for p in block.ms_files
                 if str(p) not in missing
@@ -370,8 +507,10 @@ class PipelineOrchestrator:
                     result.output_files.setdefault(kind, []).append(str(outcome[kind]))
             if "photometry_rows" in outcome:
                 tables.append(outcome["photometry_rows"])
+            if "quality" in outcome:
+                result.image_quality[str(outcome["image"])] = outcome["quality"]
         if self.config.mosaic.enabled and block.ms_files:
-            with bind_context(block_id=block.block_id, stage="mosaicking"):
+            with bind_context(block_id=block.block_id, stage="mosaic"):
                 mosaic_rows = await self._mosaic(block, result)
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
@@ -386,6 +525,7 @@ class PipelineOrchestrator:
         if not block.ms_files:
             result.errors.append(f"block {block.block_id} has no Measurement Sets")
         result.processing_time = time.perf_counter() - t0
+        self._write_summary(block, result, tables)
         self._record(block, result)
         log.info(
             "block done",
@@ -439,6 +579,19 @@ class PipelineOrchestrator:
                     extra={"image": image_path, "status": status, "detail": detail},
                 )
         return outcome.get("photometry_rows")
+
+    def _write_summary(
+        self, block: ProcessingBlock, result: ProcessingResult, tables: list[Table]
+    ) -> None:
+        """Write ``products_dir/summary_<block>.html`` (failures only logged)."""
+        path = Path(self.config.paths.products_dir) / f"summary_{block.block_id}.html"
+        try:
+            write_block_summary(block_summary(block, result, tables, self.config), path)
+        except (OSError, ValueError, ImportError) as err:
+            log.warning("block summary not written", extra={"error": str(err)})
+            return
+        result.output_files["summary"] = [str(path)]
+        log.info("block summary written", extra={"path": str(path)})
 
     def _record(self, block: ProcessingBlock, result: ProcessingResult) -> None:
         self.metrics.record_block_processing(

@@ -1,6 +1,7 @@
 """The executor that runs the services' CPU work, and its failure handling.
 
-The default is a local process pool (``spawn`` context). Its workers ignore
+The default is a local process pool (``spawn`` context). Its workers send
+their log records to the service's handlers, ignore
 SIGINT (the service coordinates shutdown) and, on Linux, ask the kernel to
 kill them when the service process dies, so a ``kill -9`` of the service
 leaves no worker behind. Any `concurrent.futures.Executor` can be passed
@@ -23,6 +24,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
 from dsa110_contimg._optional import require
+from dsa110_contimg.utils.logging import init_worker_logging, worker_logging_args
 
 __all__ = ["ExecutorHolder", "CapturingExecutor", "make_process_pool", "stop_workers"]
 
@@ -31,8 +33,9 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_worker() -> None:
-    """Prepare a pool worker: ignore Ctrl-C, die with the parent."""
+def _init_worker(*log_args: object) -> None:
+    """Prepare a pool worker: ignore Ctrl-C, die with the parent, log to it."""
+    init_worker_logging(*log_args)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         try:
@@ -50,6 +53,7 @@ def make_process_pool(max_workers: int) -> ProcessPoolExecutor:
         max_workers=max_workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
+        initargs=worker_logging_args(),
     )
 
 

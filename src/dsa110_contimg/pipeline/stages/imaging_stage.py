@@ -5,7 +5,8 @@ Per group (MS) the stage writes, under ``<images_dir>/<ms stem>``:
 from the imager (`imaging.backend`), then ``-pb.fits`` (the drift-averaged
 primary beam on the image grid), ``-rms.fits`` (sliding-window robust rms of
 the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
-``-image.png`` (preview). All carry the image's WCS and provenance cards;
+``-image.png`` and ``-residual.png`` (previews at native resolution with the
+beam, rms, frequency and time). All carry the image's WCS and provenance cards;
 each is written under a temporary name and renamed. A re-run skips the
 imager when the restored image exists and only makes missing derived maps.
 """
@@ -158,6 +159,7 @@ def _derived_paths(image_path: Path) -> dict[str, Path]:
         "rms": image_path.with_name(f"{stem}-rms.fits"),
         "pbcor": image_path.with_name(f"{stem}-pbcor.fits"),
         "png": image_path.with_name(f"{stem}-image.png"),
+        "residual_png": image_path.with_name(f"{stem}-residual.png"),
     }
 
 
@@ -196,6 +198,27 @@ def _write_map(
     os.replace(tmp, path)
 
 
+def _write_previews(image, residual, header, wcs, product, paths) -> None:
+    """Write the image and residual previews, both scaled by the residual's rms."""
+    from dsa110_contimg.visualization import robust_rms, write_preview
+
+    rms = robust_rms(residual)
+    name = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
+    for key, data, what in (
+        ("png", image, "image"),
+        ("residual_png", residual, "residual"),
+    ):
+        if not paths[key].exists():
+            write_preview(
+                data,
+                wcs,
+                paths[key],
+                title=f"{name}: {what}",
+                header=header,
+                rms_jy=rms,
+            )
+
+
 def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImageProduct:
     """Write the primary-beam, rms and PB-corrected maps and the PNG preview.
 
@@ -223,7 +246,7 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         The restored image is unreadable or lacks the pointing-track cards.
     """
     paths = _derived_paths(product.image_path)
-    wanted = ["pb", "rms", "pbcor"] + (["png"] if cfg.write_png else [])
+    wanted = ["pb", "rms", "pbcor"] + (["png", "residual_png"] if cfg.write_png else [])
     done = replace(
         product,
         pb_path=paths["pb"],
@@ -240,9 +263,9 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
     else:
         pb = primary_beam_image(wcs, image.shape, DriftTrack.from_header(header))
         _write_map(paths["pb"], pb, header, shape, "pb")
+    source = product.residual_path
+    residual = _read_plane(source)[0] if source.exists() else image
     if not paths["rms"].exists():
-        source = product.residual_path
-        residual = _read_plane(source)[0] if source.exists() else image
         beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
         box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
         _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
@@ -250,10 +273,7 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         with np.errstate(invalid="ignore", divide="ignore"):
             pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
         _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
-    if cfg.write_png and not paths["png"].exists():
-        from dsa110_contimg.visualization import write_preview
-
-        title = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
-        write_preview(image, wcs, paths["png"], title=title)
+    if cfg.write_png:
+        _write_previews(image, residual, header, wcs, product, paths)
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done
