@@ -44,6 +44,7 @@ from dsa110_contimg.utils.logging import (
     worker_logging_args,
 )
 from dsa110_contimg.utils.monitoring import PipelineMetrics
+from dsa110_contimg.visualization._overlay import write_sources_preview
 from dsa110_contimg.visualization._summary import write_block_summary
 
 __all__ = [
@@ -278,42 +279,9 @@ def _mosaic_block(
         out["photometry_rows"] = rows
         if config.mosaic.write_png and len(rows):
             out["mosaic_sources_preview"] = str(
-                _write_sources_preview(product.mosaic_path, rows, product.noise_path)
+                write_sources_preview(product.mosaic_path, rows, product.noise_path)
             )
     return out
-
-
-def _write_sources_preview(mosaic_path: Path, rows: Table, noise_path: Path) -> Path:
-    """Write ``<mosaic>-sources.png``: the mosaic with measured catalogue sources."""
-    import numpy as np
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    from dsa110_contimg.visualization import write_preview
-
-    with fits.open(mosaic_path) as hdul:
-        header = hdul[0].header.copy()
-        image = np.squeeze(np.asarray(hdul[0].data, dtype=np.float64))
-    with fits.open(noise_path) as hdul:
-        rms = float(np.nanmedian(hdul[0].data))
-    marks = [
-        (
-            float(r["ra_deg"]),
-            float(r["dec_deg"]),
-            f"{r['source_name']} {r['flux_jy']:.3g} Jy",
-        )
-        for r in rows
-    ]
-    path = Path(str(mosaic_path).removesuffix(".fits") + "-sources.png")
-    return write_preview(
-        image,
-        WCS(header).celestial,
-        path,
-        title=f"{header.get('DSABLOCK', mosaic_path.stem)}: mosaic, measured fluxes",
-        header=header,
-        rms_jy=rms,
-        sources=marks,
-    )
 
 
 class PipelineOrchestrator:

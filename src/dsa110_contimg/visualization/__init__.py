@@ -6,6 +6,7 @@ from dsa110_contimg.visualization._calplots import (
     plot_gains,
     write_calibration_plots,
 )
+from dsa110_contimg.visualization._overlay import write_sources_preview
 from dsa110_contimg.visualization._preview import (
     describe_header,
     downsample_mean,
@@ -22,4 +23,5 @@ __all__ = [
     "robust_rms",
     "write_calibration_plots",
     "write_preview",
+    "write_sources_preview",
 ]
