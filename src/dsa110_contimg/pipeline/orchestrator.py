@@ -366,6 +366,10 @@ class PipelineOrchestrator:
     # -- processing -----------------------------------------------------------
     def _get_executor(self) -> Executor:
         if self._executor is None:
+            log.info(
+                "starting worker processes",
+                extra={"n_workers": self.config.services.max_workers},
+            )
             self._executor = ProcessPoolExecutor(
                 max_workers=self.config.services.max_workers,
                 mp_context=multiprocessing.get_context("spawn"),
