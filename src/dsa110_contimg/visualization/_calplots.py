@@ -68,7 +68,7 @@ def plot_bandpass(
     data = _masked(gains, flags)
     freq_mhz = np.asarray(freq_hz, dtype=float) / 1e6
     n_ant, _, n_pol = data.shape
-    fig = new_figure((6.0 * n_pol, 7.0))
+    fig = new_figure((6.0 * n_pol, 7.0), constrained=True)
     axes = fig.subplots(2, n_pol, sharex=True, squeeze=False)
     colours = _antenna_colours(n_ant)
     for p in range(n_pol):
@@ -131,7 +131,7 @@ def plot_gains(
     times = np.asarray(times_mjd, dtype=float)
     ant = np.asarray(antenna, dtype=int)
     minutes = (times - times.min()) * 1440.0 if times.size else times
-    fig = new_figure((11.0, 7.0))
+    fig = new_figure((11.0, 7.0), constrained=True)
     axes = fig.subplots(2, 1, sharex=True)
     ids = np.unique(ant)
     colours = _antenna_colours(len(ids))
@@ -192,7 +192,7 @@ def plot_flag_fractions(
     title : str
         Figure title.
     """
-    fig = new_figure((max(8.0, 0.14 * len(per_antenna) + 2.0), 7.0))
+    fig = new_figure((max(8.0, 0.14 * len(per_antenna) + 2.0), 7.0), constrained=True)
     axes = fig.subplots(2, 1)
     names = list(per_antenna)
     axes[0].bar(

@@ -10,11 +10,18 @@ from dsa110_contimg._optional import require
 __all__ = ["new_figure", "save_figure"]
 
 
-def new_figure(size_in: tuple[float, float], *, dpi: float = 100.0):
-    """Return a matplotlib Figure with an Agg canvas (``size_in`` in inches)."""
+def new_figure(
+    size_in: tuple[float, float], *, dpi: float = 100.0, constrained: bool = False
+):
+    """Return a matplotlib Figure with an Agg canvas (``size_in`` in inches).
+
+    ``constrained`` lays out subplots so titles and tick labels do not overlap.
+    """
     figure_module = require("matplotlib.figure", "plot")
     agg = require("matplotlib.backends.backend_agg", "plot")
-    fig = figure_module.Figure(figsize=size_in, dpi=dpi)
+    fig = figure_module.Figure(
+        figsize=size_in, dpi=dpi, layout="constrained" if constrained else None
+    )
     agg.FigureCanvasAgg(fig)
     return fig
 

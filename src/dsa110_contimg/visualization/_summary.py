@@ -1,7 +1,9 @@
 """A per-block HTML summary: one self-contained file a person opens in a browser.
 
 Every picture is embedded as a ``data:`` URI and the style sheet is inline, so
-the page needs no network and no other file. Sections: outcome and failures,
+the page needs no network and no other file; previews are embedded as JPEG
+(images and residuals at most 900 pixels, mosaics 2000), calibration plots as
+PNG. Sections: outcome and failures,
 calibration (the calibrator used, its QA plots), flagged fractions, images
 (rms against the radiometer prediction, dynamic range, previews), the mosaic
 and the sources measured.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +21,10 @@ from pathlib import Path
 
 __all__ = ["write_block_summary"]
 
+_THUMB_PX = 900
+"""Largest side of an embedded image or residual preview (pixels)."""
+_MOSAIC_PX = 2000
+"""Largest side of an embedded mosaic preview (pixels)."""
 _STYLE = """
 body{font-family:sans-serif;margin:1.5em;color:#222;max-width:1800px}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;margin-top:1.6em}
@@ -29,13 +36,35 @@ figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em}
 """
 
 
-def _img(path: object, caption: str) -> str:
+def _encoded(path: Path, max_px: int | None) -> tuple[str, bytes]:
+    """Return (MIME type, bytes) to embed: the PNG, or a JPEG of at most ``max_px``.
+
+    Previews of noisy images compress poorly as PNG (megabytes each); a block
+    has one per image, so they are embedded as JPEG (quality 88), scaled
+    down to ``max_px``; the full-size PNG stays beside the image.
+    """
+    if max_px is None:
+        return "image/png", path.read_bytes()
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib; without it embed the PNG
+        return "image/png", path.read_bytes()
+    with Image.open(path) as picture:
+        picture = picture.convert("RGB")
+        picture.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=88)
+    return "image/jpeg", buffer.getvalue()
+
+
+def _img(path: object, caption: str, *, max_px: int | None = None) -> str:
     if not path or not Path(str(path)).is_file():
         return f"<p>{html.escape(caption)}: (not written)</p>"
-    data = base64.b64encode(Path(str(path)).read_bytes()).decode("ascii")
+    mime, raw = _encoded(Path(str(path)), max_px)
+    data = base64.b64encode(raw).decode("ascii")
     return (
         f'<figure><img alt="{html.escape(caption)}" '
-        f'src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}'
+        f'src="data:{mime};base64,{data}"><figcaption>{html.escape(caption)}'
         f"<br><code>{html.escape(str(path))}</code></figcaption></figure>"
     )
 
@@ -167,9 +196,10 @@ def _images(s: Mapping) -> str:
         "the unflagged samples, natural weighting.</p>",
     ]
     for i in images:
-        parts.append(_img(i.get("preview"), f"{Path(i['image']).name}: image"))
+        name = Path(i["image"]).name
+        parts.append(_img(i.get("preview"), f"{name}: image", max_px=_THUMB_PX))
         parts.append(
-            _img(i.get("residual_preview"), f"{Path(i['image']).name}: residual")
+            _img(i.get("residual_preview"), f"{name}: residual", max_px=_THUMB_PX)
         )
     return "".join(parts)
 
@@ -180,8 +210,12 @@ def _mosaic(s: Mapping) -> str:
         return ""
     return (
         "<h2>Mosaic</h2>"
-        + _img(mosaic.get("sources_preview"), "mosaic with measured sources")
-        + _img(mosaic.get("preview"), "mosaic")
+        + _img(
+            mosaic.get("sources_preview"),
+            "mosaic with measured sources",
+            max_px=_MOSAIC_PX,
+        )
+        + _img(mosaic.get("preview"), "mosaic", max_px=_MOSAIC_PX)
     )
 
 
