@@ -210,3 +210,25 @@ def test_db_migrate_then_status(runner, tmp_path):
     status = runner.invoke(cli, ["status", "--env", "testing", *sets])
     assert status.exit_code == 0, status.output
     assert "jobs:" in status.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "level"), [("-q", "WARNING"), ("-v", "DEBUG"), (None, "INFO")]
+)
+def test_quiet_and_verbose_set_the_console_level(runner, flag, level):
+    import logging
+
+    from dsa110_contimg.utils.logging import reset_logging
+
+    args = ["config", "show", "--env", "development", *([flag] if flag else [])]
+    try:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        handlers = [
+            h
+            for h in logging.getLogger("dsa110_contimg").handlers
+            if getattr(h, "_dsa110_handler", False)
+        ]
+        assert [logging.getLevelName(h.level) for h in handlers] == [level]
+    finally:
+        reset_logging()
