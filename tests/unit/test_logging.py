@@ -204,17 +204,28 @@ def test_log_file_rotates(stream: io.StringIO, tmp_path: Path, monkeypatch) -> N
     assert log_file.stat().st_size <= 2_000
 
 
-def test_route_casa_log_before_import(tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("casaconfig")
+def test_route_casa_log_before_import(tmp_path: Path) -> None:
+    pytest.importorskip("casatasks")
+    import subprocess
     import sys
 
-    from casaconfig import config
-
-    from dsa110_contimg.utils.logging import route_casa_log
-
-    if "casatasks" in sys.modules or "casatools" in sys.modules:
-        pytest.skip("CASA already imported in this process")
-    monkeypatch.setattr(config, "logfile", config.logfile)
-    route_casa_log(tmp_path / "logs" / "casa.log")
-    assert config.logfile == str(tmp_path / "logs" / "casa.log")
-    assert (tmp_path / "logs").is_dir()
+    target = tmp_path / "logs" / "casa.log"
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from dsa110_contimg.utils.logging import route_casa_log\n"
+        "route_casa_log(Path(sys.argv[1]))\n"
+        "import casatasks\n"
+        "casatasks.casalog.post('routed')\n"
+        "print(casatasks.casalog.logfile())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert run.stdout.strip().splitlines()[-1] == str(target)
+    assert "routed" in target.read_text()
+    assert not list(tmp_path.glob("casa-*.log"))  # nothing in the working directory
