@@ -265,6 +265,9 @@ def _report_batch(result) -> None:
     click.echo(f"mosaics: {n_mosaic}")
     if result.photometry_path is not None:
         click.echo(f"photometry table: {result.photometry_path}")
+    for block in result.blocks:
+        for page in block.output_files.get("summary", []):
+            click.echo(f"block summary: {page}")
 
 
 @cli.command()
