@@ -140,5 +140,5 @@ def test_summary_page_loads_offline_with_its_images(demo_run, tmp_path) -> None:
     title = re.search(r"<title>(.*?)</title>", dom.stdout, re.S)
     assert title is not None, dom.stderr[-2000:]
     images = json.loads(title.group(1).replace("&quot;", '"'))
-    assert len(images) >= 6  # 3 calibration plots, image, residual, 2 mosaic
-    assert all(done and width > 500 for done, width in images)
+    assert len(images) >= 7  # 3 calibration plots, image, residual, pb, 2 mosaic
+    assert all(done and width > 300 for done, width in images)  # all decoded

@@ -151,3 +151,26 @@ def test_calibration_plots_are_written(tmp_path: Path) -> None:
         title="3C286",
     )
     assert out.is_file()
+
+
+def test_primary_beam_preview_uses_fixed_limits(tmp_path: Path) -> None:
+    _, header, wcs = _image(300)
+    y, x = np.mgrid[:300, :300]
+    pb = np.exp(-((x - 150) ** 2 + (y - 150) ** 2) / (2 * 60.0**2))
+    path = write_preview(
+        pb,
+        wcs,
+        tmp_path / "pb.png",
+        title="pb",
+        header=header,
+        unit="gain",
+        stretch="linear",
+        limits=(0.0, 1.0),
+    )
+    image = pytest.importorskip("matplotlib.image").imread(path)
+    assert _png_size(path)[0] >= 600  # small maps are enlarged
+    # the centre (gain 1) is drawn in the colour map's top colour, not clipped to
+    # the -5..50 rms range of a sky image
+    cmap = pytest.importorskip("matplotlib").colormaps["inferno"]
+    top = np.array(cmap(1.0)[:3])
+    assert np.isclose(image[..., :3], top, atol=0.02).all(axis=-1).sum() > 20

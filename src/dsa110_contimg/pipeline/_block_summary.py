@@ -65,6 +65,10 @@ def _images(result: ProcessingResult) -> list[dict[str, object]]:
         Path(p).name.removesuffix("-image.png"): p
         for p in result.output_files.get("preview", [])
     }
+    pbs = {
+        Path(p).name.removesuffix("-pb.png"): p
+        for p in result.output_files.get("pb_preview", [])
+    }
     residuals = {
         Path(p).name.removesuffix("-residual.png"): p
         for p in result.output_files.get("residual_preview", [])
@@ -78,6 +82,7 @@ def _images(result: ProcessingResult) -> list[dict[str, object]]:
                 "image": image,
                 "preview": previews.get(stem),
                 "residual_preview": residuals.get(stem),
+                "pb_preview": pbs.get(stem),
                 **{k: v for k, v in quality.items() if math.isfinite(v)},
             }
         )

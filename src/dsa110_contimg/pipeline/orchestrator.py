@@ -182,8 +182,12 @@ def _image_and_measure(
         if path is not None and Path(path).exists():
             out[kind] = str(path)
     stem = str(product.image_path).removesuffix("-image.fits")
-    if Path(stem + "-residual.png").exists():
-        out["residual_preview"] = stem + "-residual.png"
+    for kind, suffix in (
+        ("residual_preview", "-residual.png"),
+        ("pb_preview", "-pb.png"),
+    ):
+        if Path(stem + suffix).exists():
+            out[kind] = stem + suffix
     try:
         out["quality"] = image_quality(
             product.image_path, product.residual_path, Path(ms_path)
@@ -216,6 +220,7 @@ _IMAGE_KINDS = (
     "pbcor",
     "preview",
     "residual_preview",
+    "pb_preview",
 )
 _MOSAIC_KINDS = {
     "mosaic_sources_preview": None,

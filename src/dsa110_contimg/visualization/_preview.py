@@ -16,7 +16,12 @@ from pathlib import Path
 
 import numpy as np
 from astropy.time import Time
-from astropy.visualization import AsinhStretch, ImageNormalize, ManualInterval
+from astropy.visualization import (
+    AsinhStretch,
+    ImageNormalize,
+    LinearStretch,
+    ManualInterval,
+)
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
 
@@ -197,6 +202,7 @@ def write_preview(
     header: Mapping[str, object] | None = None,
     rms_jy: float | None = None,
     sources: Sequence[SourceMark] = (),
+    limits: tuple[float, float] | None = None,
 ) -> Path:
     """Write a PNG preview of an image with WCS axes, colour bar and legend.
 
@@ -226,6 +232,9 @@ def write_preview(
         of the image.
     sources : sequence of (ra_deg, dec_deg, label), optional
         Catalogue positions to circle and label (e.g. with measured fluxes).
+    limits : (float, float), optional
+        Display range instead of -5..+50 rms (e.g. ``(0, 1)`` for a primary
+        beam); the legend then shows no rms.
 
     Returns
     -------
@@ -238,13 +247,19 @@ def write_preview(
     small_wcs = wcs.celestial[::factor, ::factor] if factor > 1 else wcs.celestial
     rms = robust_rms(data) if rms_jy is None else float(rms_jy)
     norm = None
-    if np.any(np.isfinite(small)):
+    if limits is not None:
+        rms = float("nan")
+        norm = ImageNormalize(
+            interval=ManualInterval(*limits),
+            stretch=AsinhStretch(0.1) if stretch == "asinh" else LinearStretch(),
+        )
+    elif np.any(np.isfinite(small)):
         spread = rms if math.isfinite(rms) and rms > 0 else float(np.nanstd(small))
         spread = spread if spread > 0 else 1.0
         norm = ImageNormalize(
             small,
             interval=ManualInterval(-_LOW_SIGMA * spread, _HIGH_SIGMA * spread),
-            stretch=AsinhStretch(0.1) if stretch == "asinh" else None,
+            stretch=AsinhStretch(0.1) if stretch == "asinh" else LinearStretch(),
             clip=False,
         )
     ny, nx = small.shape

@@ -201,6 +201,10 @@ def _images(s: Mapping) -> str:
         parts.append(
             _img(i.get("residual_preview"), f"{name}: residual", max_px=_THUMB_PX)
         )
+        if i.get("pb_preview"):
+            parts.append(
+                _img(i["pb_preview"], f"{name}: primary beam", max_px=_THUMB_PX // 2)
+            )
     return "".join(parts)
 
 

@@ -6,9 +6,10 @@ from the imager (`imaging.backend`), then ``-pb.fits`` (the drift-averaged
 primary beam on the image grid), ``-rms.fits`` (sliding-window robust rms of
 the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
 ``-image.png`` and ``-residual.png`` (previews at native resolution with the
-beam, rms, frequency and time). All carry the image's WCS and provenance cards;
-each is written under a temporary name and renamed. A re-run skips the
-imager when the restored image exists and only makes missing derived maps.
+beam, rms, frequency and time) and ``-pb.png`` (the primary beam). All carry
+the image's WCS and provenance cards; each is written under a temporary name
+and renamed. A re-run skips the imager when the restored image exists and only
+makes missing derived maps.
 """
 
 from __future__ import annotations
@@ -160,6 +161,7 @@ def _derived_paths(image_path: Path) -> dict[str, Path]:
         "pbcor": image_path.with_name(f"{stem}-pbcor.fits"),
         "png": image_path.with_name(f"{stem}-image.png"),
         "residual_png": image_path.with_name(f"{stem}-residual.png"),
+        "pb_png": image_path.with_name(f"{stem}-pb.png"),
     }
 
 
@@ -198,8 +200,9 @@ def _write_map(
     os.replace(tmp, path)
 
 
-def _write_previews(image, residual, header, wcs, product, paths) -> None:
-    """Write the image and residual previews, both scaled by the residual's rms."""
+def _write_previews(image, residual, pb, header, wcs, product, paths) -> None:
+    """Write the image and residual previews (scaled by the residual's rms) and
+    the primary beam's (0 to 1, linear)."""
     from dsa110_contimg.visualization import robust_rms, write_preview
 
     rms = robust_rms(residual)
@@ -217,6 +220,18 @@ def _write_previews(image, residual, header, wcs, product, paths) -> None:
                 header=header,
                 rms_jy=rms,
             )
+    if not paths["pb_png"].exists():
+        title = f"{name}: primary beam (drift-averaged)"
+        write_preview(
+            pb,
+            wcs,
+            paths["pb_png"],
+            title=title,
+            header=header,
+            unit="gain",
+            stretch="linear",
+            limits=(0.0, 1.0),
+        )
 
 
 def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImageProduct:
@@ -246,7 +261,8 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         The restored image is unreadable or lacks the pointing-track cards.
     """
     paths = _derived_paths(product.image_path)
-    wanted = ["pb", "rms", "pbcor"] + (["png", "residual_png"] if cfg.write_png else [])
+    pngs = ["png", "residual_png", "pb_png"]
+    wanted = ["pb", "rms", "pbcor"] + (pngs if cfg.write_png else [])
     done = replace(
         product,
         pb_path=paths["pb"],
@@ -274,6 +290,6 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
             pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
         _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
     if cfg.write_png:
-        _write_previews(image, residual, header, wcs, product, paths)
+        _write_previews(image, residual, pb, header, wcs, product, paths)
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done
