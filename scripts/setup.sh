@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything dsa110-contimg needs on a Debian 12 machine; idempotent.
-#   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv
+#   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv,
+#                    chromium (headless: the test of the HTML block summaries)
 #   Python packages: this project with all extras, in ./.venv
 #   CASA: checks that it starts offline with the installation's own site
 #         configuration (nothing is written to ~/.casa)
@@ -11,6 +12,7 @@ apt_pkgs=()
 command -v wsclean >/dev/null 2>&1 || apt_pkgs+=(wsclean)
 [ -d /usr/share/casacore/data/geodetic ] || apt_pkgs+=(casacore-data)
 command -v aoflagger >/dev/null 2>&1 || apt_pkgs+=(aoflagger)
+command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     sudo=""

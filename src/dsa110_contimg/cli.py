@@ -39,8 +39,29 @@ _PATH_LAYOUT = {
 _OTHER_LAYOUT = {"variability.store_dir": "lightcurves"}
 
 
+LOG_FILE_NAME = "dsa110-contimg.log"
+"""The log file under ``paths.log_dir`` when ``logging.file`` is not set."""
+CASA_LOG_NAME = "casa.log"
+"""CASA's own log, under ``paths.log_dir``."""
+
+
+def _verbosity() -> int:
+    """Return -1 for ``-q``, 1 for ``-v``, 0 otherwise (current command)."""
+    ctx = click.get_current_context(silent=True)
+    return int(ctx.meta.get("dsa110_verbosity", 0)) if ctx is not None else 0
+
+
+def _set_verbosity(value: int):
+    def callback(ctx: click.Context, _param, flag: bool) -> None:
+        if flag:
+            ctx.meta["dsa110_verbosity"] = value
+
+    return callback
+
+
 def _echo(message: str) -> None:
-    click.echo(message, err=True)
+    if _verbosity() >= 0:
+        click.echo(message, err=True)
 
 
 class _UtcTime(click.ParamType):
@@ -73,7 +94,14 @@ def _load(
     sets: tuple[str, ...],
     output_dir: str | None = None,
     extra: dict | None = None,
+    *,
+    log_to_file: bool = True,
 ):
+    """Resolve the configuration and set up logging for a command.
+
+    Commands that only read (``health``, ``status``, ``config show``) pass
+    ``log_to_file=False``: they write no log file and create no directory.
+    """
     from dsa110_contimg.utils.config_loader import load_pipeline_config
     from dsa110_contimg.utils.logging import configure_logging
 
@@ -101,13 +129,37 @@ def _load(
                 "logging": config.logging.model_copy(update={"file": base / log_file})
             }
         )
+    level = config.logging.level
+    console = {-1: "WARNING", 0: level, 1: "DEBUG"}[_verbosity()]
+    log_dir = Path(config.paths.log_dir)
+    log_file = config.logging.file or log_dir / LOG_FILE_NAME
     configure_logging(
-        config.logging.level, fmt=config.logging.format, log_file=config.logging.file
+        "DEBUG" if _verbosity() > 0 else level,
+        fmt=config.logging.format,
+        log_file=log_file if log_to_file else None,
+        console_level=console,
+        casa_log=log_dir / CASA_LOG_NAME if log_to_file else None,
     )
     return config
 
 
 def _common(func):
+    func = click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_verbosity(1),
+        help="Show DEBUG records on the console (and in the log file).",
+    )(func)
+    func = click.option(
+        "-q",
+        "--quiet",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_verbosity(-1),
+        help="Console: warnings, errors and the final summary only.",
+    )(func)
     func = click.option(
         "--set",
         "sets",
@@ -254,6 +306,9 @@ def _report_batch(result) -> None:
     click.echo(f"mosaics: {n_mosaic}")
     if result.photometry_path is not None:
         click.echo(f"photometry table: {result.photometry_path}")
+    for block in result.blocks:
+        for page in block.output_files.get("summary", []):
+            click.echo(f"block summary: {page}")
 
 
 @cli.command()
@@ -420,8 +475,8 @@ def run_time_range(config, start_time: str, end_time: str) -> None:
 @cli.command()
 @_common
 def health(config_path, env, sets) -> None:
-    """Run every health check; exit 1 when one is unhealthy."""
-    run_health(_load(config_path, env, sets))
+    """Run every health check (reads only); exit 1 when one is unhealthy."""
+    run_health(_load(config_path, env, sets, log_to_file=False))
 
 
 def run_health(config) -> None:
@@ -454,7 +509,7 @@ def calibrators(config_path, env, sets, dec_deg, start_time, end_time) -> None:
 
     from dsa110_contimg.calibration import find_transits, load_calibrators
 
-    cfg = _load(config_path, env, sets).calibration
+    cfg = _load(config_path, env, sets, log_to_file=False).calibration
     transits = find_transits(
         load_calibrators(cfg.calibrator_catalog),
         dec_deg,
@@ -490,7 +545,7 @@ def config_show(config_path, env, sets) -> None:
     """Print the resolved configuration as YAML."""
     import yaml
 
-    config = _load(config_path, env, sets)
+    config = _load(config_path, env, sets, log_to_file=False)
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 

@@ -1,6 +1,7 @@
-"""Commands of the streaming services: ``stream``, ``status``, ``requeue``, ``cancel``.
+"""Commands of the streaming services: ``stream``, ``status``, ``requeue``,
+``cancel`` and ``db``.
 
-Importing this module adds the commands to the ``dsa110-contimg`` group
+Importing this module adds the five commands to the ``dsa110-contimg`` group
 (`dsa110_contimg.cli.cli`), whichever of the two modules is imported first;
 ``cli.py`` imports it at its end. ``python -m dsa110_contimg.services`` runs
 `stream_command` alone.
@@ -25,6 +26,7 @@ __all__ = [
     "status_command",
     "requeue_command",
     "cancel_command",
+    "db_group",
     "main_stream",
 ]
 
@@ -87,7 +89,7 @@ def status_command(config_path, env, sets, as_json, wait, wait_timeout) -> None:
     from dsa110_contimg.services._status import BlockTiming, read_queue_status
 
     with _translate_errors():
-        config = _load(config_path, env, sets)
+        config = _load(config_path, env, sets, log_to_file=False)
         timing = BlockTiming.from_config(config)
         deadline = time.monotonic() + wait_timeout
         while True:
@@ -251,6 +253,25 @@ def cancel_command(config_path, env, sets, job_ids) -> None:
                 click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
 
 
+@click.group("db")
+def db_group() -> None:
+    """Manage the state database."""
+
+
+@db_group.command("migrate")
+@_common
+def db_migrate_command(config_path, env, sets) -> None:
+    """Create the state database, or bring its schema up to date."""
+    from dsa110_contimg.state import open_db, schema_version
+
+    with _translate_errors():
+        config = _load(config_path, env, sets, log_to_file=False)
+        path = Path(config.paths.state_db)
+        with closing(open_db(path)) as conn:
+            version = schema_version(conn)
+    click.echo(f"state database {path}: schema version {version}")
+
+
 def main_stream(argv: list[str] | None = None) -> None:
     """Run `stream_command` as a program (``python -m dsa110_contimg.services``)."""
     from astropy.utils import iers
@@ -262,5 +283,11 @@ def main_stream(argv: list[str] | None = None) -> None:
     stream_command.main(args=argv, prog_name="python -m dsa110_contimg.services")
 
 
-for _command in (stream_command, status_command, requeue_command, cancel_command):
+for _command in (
+    stream_command,
+    status_command,
+    requeue_command,
+    cancel_command,
+    db_group,
+):
     cli.add_command(_command)

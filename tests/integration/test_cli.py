@@ -210,3 +210,66 @@ def test_driver_health_mode_exit_codes(tmp_path):
     )
     assert bad.returncode == 2
     assert "--block-end-time" in bad.stderr
+
+
+def _tmp_paths(base: Path) -> list[str]:
+    names = (
+        "data_dir",
+        "incoming_dir",
+        "log_dir",
+        "ms_stage1_dir",
+        "cal_tables_dir",
+        "images_dir",
+        "mosaics_dir",
+        "products_dir",
+    )
+    sets = []
+    for name in names:
+        sets += ["--set", f"paths.{name}={base / name}"]
+    return [*sets, "--set", f"paths.state_db={base / 'db' / 'state.sqlite3'}"]
+
+
+def test_health_creates_nothing(runner, tmp_path):
+    base = tmp_path / "site"
+    base.mkdir()
+    result = runner.invoke(cli, ["health", "--env", "testing", *_tmp_paths(base)])
+    assert "directories" in result.output
+    assert "database" in result.output
+    assert "db migrate" in result.output  # the missing database is reported
+    assert list(base.iterdir()) == []
+
+
+def test_db_migrate_then_status(runner, tmp_path):
+    sets = _tmp_paths(tmp_path)
+    missing = runner.invoke(cli, ["status", "--env", "testing", *sets])
+    assert missing.exit_code != 0
+    assert "db migrate" in missing.output
+    made = runner.invoke(cli, ["db", "migrate", "--env", "testing", *sets])
+    assert made.exit_code == 0, made.output
+    assert "schema version" in made.output
+    assert (tmp_path / "db" / "state.sqlite3").is_file()
+    status = runner.invoke(cli, ["status", "--env", "testing", *sets])
+    assert status.exit_code == 0, status.output
+    assert "jobs:" in status.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "level"), [("-q", "WARNING"), ("-v", "DEBUG"), (None, "INFO")]
+)
+def test_quiet_and_verbose_set_the_console_level(runner, flag, level):
+    import logging
+
+    from dsa110_contimg.utils.logging import reset_logging
+
+    args = ["config", "show", "--env", "development", *([flag] if flag else [])]
+    try:
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        handlers = [
+            h
+            for h in logging.getLogger("dsa110_contimg").handlers
+            if getattr(h, "_dsa110_handler", False)
+        ]
+        assert [logging.getLevelName(h.level) for h in handlers] == [level]
+    finally:
+        reset_logging()

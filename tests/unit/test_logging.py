@@ -115,3 +115,117 @@ def test_bad_arguments_raise() -> None:
         configure_logging("LOUD")
     with pytest.raises(ValueError, match="fmt"):
         configure_logging("INFO", fmt="xml")  # type: ignore[arg-type]
+
+
+def _worker_job(value: int) -> int:
+    """Runs in a spawned pool worker: log inside a bound context, and warn."""
+    with bind_context(block_id="blk-9", stage="flag", group="2023-06-01T00:00:00"):
+        logging.getLogger(LOGGER_NAME).info("worker record", extra={"value": value})
+        warnings.warn("worker warning", UserWarning, stacklevel=1)
+    return value
+
+
+def _run_in_pool(initializer, initargs) -> int:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=initargs,
+    ) as pool:
+        return pool.submit(_worker_job, 41).result(timeout=60)
+
+
+def test_worker_records_reach_parent_console_and_file(
+    stream: io.StringIO, tmp_path: Path
+) -> None:
+    from dsa110_contimg.utils.logging import init_worker_logging, worker_logging_args
+
+    log_file = tmp_path / "logs" / "run.log"
+    configure_logging("INFO", fmt="console", stream=stream, log_file=log_file)
+    assert _run_in_pool(init_worker_logging, worker_logging_args()) == 41
+    reset_logging()  # stops the listener after it handed everything on
+    console = stream.getvalue()
+    line = next(x for x in console.splitlines() if "worker record" in x)
+    assert "[block=blk-9 stage=flag group=2023-06-01T00:00:00]" in line
+    assert "value=41" in line
+    assert "worker warning" in console
+    records = [json.loads(x) for x in log_file.read_text().splitlines()]
+    record = next(r for r in records if r["message"] == "worker record")
+    assert record["block_id"] == "blk-9"
+    assert record["stage"] == "flag"
+    assert record["value"] == 41
+
+
+def test_worker_without_forwarding_logs_nothing_to_parent(stream: io.StringIO) -> None:
+    configure_logging("INFO", fmt="console", stream=stream)
+    assert _run_in_pool(None, ()) == 41
+    assert "worker record" not in stream.getvalue()
+
+
+def test_service_pool_forwards_worker_records(stream: io.StringIO) -> None:
+    pytest.importorskip("psutil")
+    from dsa110_contimg.services._pool import make_process_pool
+
+    configure_logging("INFO", fmt="console", stream=stream)
+    pool = make_process_pool(1)
+    try:
+        assert pool.submit(_worker_job, 7).result(timeout=60) == 7
+    finally:
+        pool.shutdown(wait=True)
+    reset_logging()
+    assert "[block=blk-9 stage=flag" in stream.getvalue()
+    assert "value=7" in stream.getvalue()
+
+
+def test_console_level_separate_from_file(stream: io.StringIO, tmp_path: Path) -> None:
+    log_file = tmp_path / "run.log"
+    configure_logging("INFO", stream=stream, log_file=log_file, console_level="WARNING")
+    logging.getLogger(LOGGER_NAME).info("progress line")
+    logging.getLogger(LOGGER_NAME).warning("problem line")
+    reset_logging()
+    assert "progress line" not in stream.getvalue()
+    assert "problem line" in stream.getvalue()
+    assert "progress line" in log_file.read_text()
+
+
+def test_log_file_rotates(stream: io.StringIO, tmp_path: Path, monkeypatch) -> None:
+    import dsa110_contimg.utils.logging as logmod
+
+    monkeypatch.setattr(logmod, "_LOG_FILE_MAX_BYTES", 2_000)
+    log_file = tmp_path / "run.log"
+    configure_logging("INFO", stream=stream, log_file=log_file)
+    for i in range(100):
+        logging.getLogger(LOGGER_NAME).info("line", extra={"i": i})
+    reset_logging()
+    assert (tmp_path / "run.log.1").is_file()
+    assert log_file.stat().st_size <= 2_000
+
+
+def test_route_casa_log_before_import(tmp_path: Path) -> None:
+    pytest.importorskip("casatasks")
+    import subprocess
+    import sys
+
+    target = tmp_path / "logs" / "casa.log"
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from dsa110_contimg.utils.logging import route_casa_log\n"
+        "route_casa_log(Path(sys.argv[1]))\n"
+        "import casatasks\n"
+        "casatasks.casalog.post('routed')\n"
+        "print(casatasks.casalog.logfile())\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(target)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert run.stdout.strip().splitlines()[-1] == str(target)
+    assert "routed" in target.read_text()
+    assert not list(tmp_path.glob("casa-*.log"))  # nothing in the working directory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -65,16 +66,47 @@ def test_check_all_health_on_fresh_directories(tmp_path: Path) -> None:
     results = by_name(checks)
     assert results["directories"].status == "healthy"
     assert results["directories"].error_message is None
-    assert (tmp_path / "images").is_dir()
-    assert not any((tmp_path / "images").iterdir())  # probe file removed
+    assert str(tmp_path / "images") in results["directories"].details["missing"]
     assert results["disk_space"].status == "healthy"
-    assert results["database"].status == "healthy"
-    assert results["database"].details["schema_version"] >= 1
-    assert config.paths.state_db.is_file()
+    # health reads, never writes: nothing was created
+    assert list(tmp_path.iterdir()) == []
+    assert results["database"].status == "warning"
+    assert "db migrate" in results["database"].error_message
+    with closing(open_db(config.paths.state_db)):
+        pass
+    database = HealthChecker().check_database(config)
+    assert database.status == "healthy"
+    assert database.details["schema_version"] >= 1
     # wsclean is not required by the "fake" backend
     assert results["wsclean"].is_healthy
     for check in checks:
         assert check.status in {"healthy", "warning", "unhealthy"}
+
+
+def test_health_leaves_existing_tree_unchanged(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    for name in ("log_dir", "images_dir", "mosaics_dir"):
+        getattr(config.paths, name).mkdir(parents=True)
+    with closing(open_db(config.paths.state_db)):
+        pass
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    checks = by_name(HealthChecker(min_free_disk_gb=0).check_all_health(config))
+    assert checks["database"].status == "healthy"
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+def test_readonly_directory_is_unhealthy(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root can write to a read-only directory")
+    config = make_config(tmp_path)
+    config.paths.images_dir.mkdir()
+    config.paths.images_dir.chmod(0o500)
+    try:
+        check = HealthChecker().check_directories(config)
+    finally:
+        config.paths.images_dir.chmod(0o700)
+    assert check.status == "unhealthy"
+    assert "not writable" in check.error_message
 
 
 def test_uncreatable_directory_is_unhealthy(tmp_path: Path) -> None:

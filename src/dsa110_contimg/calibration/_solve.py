@@ -21,6 +21,7 @@ import numpy as np
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.tools.casa_env import casa_stderr_to
 
 __all__ = [
     "CalSolution",
@@ -55,14 +56,15 @@ def _casatasks():
 
 @contextlib.contextmanager
 def _casa_log(path: Path):
-    """Send CASA's log for this call to ``path``."""
+    """Send CASA's log and its console copies of warnings for this call to `path`."""
     casatools = require("casatools", "casa")
     logger = casatools.logsink()
     old = logger.logfile()
     casalog = require("casatasks", "casa").casalog
     casalog.setlogfile(str(path))
     try:
-        yield
+        with casa_stderr_to(path):
+            yield
     finally:
         casalog.setlogfile(old)
 

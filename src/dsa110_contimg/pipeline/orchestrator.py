@@ -25,6 +25,7 @@ from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+from dsa110_contimg.pipeline._block_summary import block_summary
 from dsa110_contimg.pipeline.exceptions import ConfigError, PipelineError
 from dsa110_contimg.pipeline.stages import (
     imaging_stage,
@@ -36,8 +37,12 @@ from dsa110_contimg.state import open_db
 from dsa110_contimg.state.mosaics import record_mosaic_members
 from dsa110_contimg.state.products import record_image_quality, record_product
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
-from dsa110_contimg.utils.logging import bind_context
+from dsa110_contimg.utils.logging import (
+    bind_context,
+)
 from dsa110_contimg.utils.monitoring import PipelineMetrics
+from dsa110_contimg.visualization._overlay import write_sources_preview
+from dsa110_contimg.visualization._summary import write_block_summary
 
 __all__ = [
     "ProcessingBlock",
@@ -79,6 +84,8 @@ class ProcessingResult:
             for q in self.image_quality
             if not q.get("passed", True)
         ]
+
+    calibration: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 def parse_ms_time(path: Path) -> datetime | None:
@@ -144,21 +151,36 @@ def _calibrate_block_claimed(
     """
     from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
 
-    outcome = calibrate_block(
-        [Path(p) for p in ms_paths],
-        config.calibration,
-        cal_tables_dir=Path(config.paths.cal_tables_dir),
-        db_path=Path(config.paths.state_db),
-        block_id=block_id,
-        sky_model=catalog,
-    )
+    with bind_context(block_id=block_id, stage="calibration"):
+        outcome = calibrate_block(
+            [Path(p) for p in ms_paths],
+            config.calibration,
+            cal_tables_dir=Path(config.paths.cal_tables_dir),
+            db_path=Path(config.paths.state_db),
+            block_id=block_id,
+            sky_model=catalog,
+        )
     tables = [str(t) for s in outcome.solved for t in s.tables]
-    applied = {p: s.describe() for p, s in outcome.applied.items()}
+    applied = {
+        p: {
+            "solution": s.describe(),
+            "calibrator": s.calibrator,
+            "group_id": s.group_id,
+            "refant": s.refant,
+            "tables": [str(t) for t in s.tables],
+            **{k: v for k, v in s.quality.items() if k.endswith("flagged_fraction")},
+        }
+        for p, s in outcome.applied.items()
+    }
     return applied, {p: str(e) for p, e in outcome.errors.items()}, tables
 
 
 def _process_ms(
-    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+    ms_path: str,
+    config: PipelineConfig,
+    cfg_hash: str,
+    catalog: SkyCatalog | None,
+    block_id: str | None = None,
 ) -> dict[str, object]:
     """Image and measure one MS while holding its claim (worker process).
 
@@ -172,17 +194,44 @@ def _process_ms(
         _ms_claim_keys([ms_path]),
         wait_s=_claim_wait_s(config),
     ):
-        return _process_ms_claimed(ms_path, config, cfg_hash, catalog)
+        return _process_ms_claimed(ms_path, config, cfg_hash, catalog, block_id)
 
 
 def _process_ms_claimed(
-    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+    ms_path: str,
+    config: PipelineConfig,
+    cfg_hash: str,
+    catalog: SkyCatalog | None,
+    block_id: str | None = None,
 ) -> dict[str, object]:
     """Image one MS and measure the catalogue on it (runs in a worker process)."""
+    context = {"block_id": block_id} if block_id else {}
+    with bind_context(**context, group=_group_of(ms_path)):
+        return _image_and_measure(ms_path, config, cfg_hash, catalog)
+
+
+def _group_of(ms_path: str) -> str:
+    stamp = parse_ms_time(Path(ms_path))
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S") if stamp else Path(ms_path).stem
+
+
+def _image_and_measure(
+    ms_path: str, config: PipelineConfig, cfg_hash: str, catalog: SkyCatalog | None
+) -> dict[str, object]:
     images_dir = Path(config.paths.images_dir)
-    product = imaging_stage.image_ms(
-        Path(ms_path), images_dir, config.imaging, config_hash=cfg_hash
-    )
+    t0 = time.perf_counter()
+    with bind_context(stage="image"):
+        product = imaging_stage.image_ms(
+            Path(ms_path), images_dir, config.imaging, config_hash=cfg_hash
+        )
+        log.info(
+            "image done",
+            extra={
+                "image": product.image_path.name,
+                "skipped": product.skipped,
+                "duration_s": round(time.perf_counter() - t0, 2),
+            },
+        )
     out: dict[str, object] = {
         "image": str(product.image_path),
         "skipped": product.skipped,
@@ -191,6 +240,13 @@ def _process_ms_claimed(
         path = getattr(product, f"{kind}_path")
         if path is not None and Path(path).exists():
             out[kind] = str(path)
+    stem = str(product.image_path).removesuffix("-image.fits")
+    for kind, suffix in (
+        ("residual_preview", "-residual.png"),
+        ("pb_preview", "-pb.png"),
+    ):
+        if Path(stem + suffix).exists():
+            out[kind] = stem + suffix
     quality = (
         read_quality(product.image_path) if product.quality_path is not None else None
     )
@@ -199,15 +255,36 @@ def _process_ms_claimed(
     # An image that failed its quality gates is not measured: its fluxes are
     # not to be trusted (it is also kept out of the mosaic).
     if catalog is not None and (quality is None or quality.get("passed", True)):
-        table = photometry_stage.measure_image(
-            product.image_path, catalog, config.photometry
-        )
+        t0 = time.perf_counter()
+        with bind_context(stage="photometry"):
+            table = photometry_stage.measure_image(
+                product.image_path, catalog, config.photometry
+            )
+            log.info(
+                "photometry done",
+                extra={
+                    "n_measured": len(table),
+                    "duration_s": round(time.perf_counter() - t0, 2),
+                },
+            )
         out["photometry_rows"] = table
     return out
 
 
-_IMAGE_KINDS = ("image", "residual", "psf", "pb", "rms", "pbcor", "preview", "quality")
+_IMAGE_KINDS = (
+    "image",
+    "residual",
+    "psf",
+    "pb",
+    "rms",
+    "pbcor",
+    "preview",
+    "residual_preview",
+    "pb_preview",
+    "quality",
+)
 _MOSAIC_KINDS = {
+    "mosaic_sources_preview": None,
     "mosaic": "mosaic_path",
     "mosaic_weight": "weight_path",
     "mosaic_noise": "noise_path",
@@ -225,27 +302,52 @@ def _mosaic_block(
     catalog: SkyCatalog | None,
 ) -> dict[str, object]:
     """Mosaic a block's images and measure the catalogue on it (worker process)."""
-    product = mosaicking_stage.make_mosaic(
-        block_id,
-        [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
-        Path(config.paths.mosaics_dir),
-        config.mosaic,
-        config_hash=cfg_hash,
-    )
+    t0 = time.perf_counter()
+    with bind_context(block_id=block_id, stage="mosaic"):
+        product = mosaicking_stage.make_mosaic(
+            block_id,
+            [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
+            Path(config.paths.mosaics_dir),
+            config.mosaic,
+            config_hash=cfg_hash,
+        )
+        log.info(
+            "mosaic done",
+            extra={
+                "mosaic": product.mosaic_path.name,
+                "n_used": sum(m.status == "used" for m in product.members),
+                "n_members": len(product.members),
+                "duration_s": round(time.perf_counter() - t0, 2),
+            },
+        )
     out: dict[str, object] = {
         kind: str(getattr(product, attr))
         for kind, attr in _MOSAIC_KINDS.items()
-        if getattr(product, attr) is not None
+        if attr is not None and getattr(product, attr) is not None
     }
     out["members"] = [(str(m.image_path), m.status, m.detail) for m in product.members]
     if catalog is not None:
-        out["photometry_rows"] = photometry_stage.measure_mosaic(
-            product.mosaic_path,
-            catalog,
-            config.photometry,
-            noise_path=product.noise_path,
-            coverage_path=product.coverage_path,
-        )
+        t0 = time.perf_counter()
+        with bind_context(block_id=block_id, stage="photometry"):
+            rows = photometry_stage.measure_mosaic(
+                product.mosaic_path,
+                catalog,
+                config.photometry,
+                noise_path=product.noise_path,
+                coverage_path=product.coverage_path,
+            )
+            log.info(
+                "mosaic photometry done",
+                extra={
+                    "n_measured": len(rows),
+                    "duration_s": round(time.perf_counter() - t0, 2),
+                },
+            )
+        out["photometry_rows"] = rows
+        if config.mosaic.write_png and len(rows):
+            out["mosaic_sources_preview"] = str(
+                write_sources_preview(product.mosaic_path, rows, product.noise_path)
+            )
     return out
 
 
@@ -331,7 +433,12 @@ class PipelineOrchestrator:
     # -- processing -----------------------------------------------------------
     def _get_executor(self) -> Executor:
         if self._executor is None:
-            # the services' pool: workers die with this process (kill -9 too)
+            log.info(
+                "starting worker processes",
+                extra={"n_workers": self.config.services.max_workers},
+            )
+            # the services' pool: workers log to this process, get a CASA-safe
+            # argv and site configuration, and die with this process (kill -9 too)
             from dsa110_contimg.services._pool import make_process_pool
 
             self._executor = make_process_pool(self.config.services.max_workers)
@@ -381,6 +488,7 @@ class PipelineOrchestrator:
         except PipelineError as err:
             result.errors.extend(f"{p}: {type(err).__name__}: {err}" for p in paths)
             return paths
+        result.calibration.update(applied)
         for path, message in errors.items():
             result.errors.append(f"{path}: CalibrationError: {message}")
         if tables:
@@ -391,7 +499,7 @@ class PipelineOrchestrator:
         t0 = time.perf_counter()
         result = ProcessingResult(block.block_id, success=False, processing_time=0.0)
         loop = asyncio.get_running_loop()
-        with bind_context(block_id=block.block_id, stage="imaging"):
+        with bind_context(block_id=block.block_id):
             log.info("block start", extra={"n_ms": len(block.ms_files)})
             missing = [str(p) for p in block.ms_files if not Path(p).exists()]
             for path in missing:
@@ -409,6 +517,7 @@ class PipelineOrchestrator:
                     self.config,
                     self.config_hash,
                     self.catalog,
+                    block.block_id,
                 )
                 for p in block.ms_files
                 if str(p) not in missing
@@ -448,7 +557,7 @@ class PipelineOrchestrator:
                         },
                     )
         if self.config.mosaic.enabled and block.ms_files:
-            with bind_context(block_id=block.block_id, stage="mosaicking"):
+            with bind_context(block_id=block.block_id, stage="mosaic"):
                 mosaic_rows = await self._mosaic(block, result)
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
@@ -464,6 +573,7 @@ class PipelineOrchestrator:
         if not block.ms_files:
             result.errors.append(f"block {block.block_id} has no Measurement Sets")
         result.processing_time = time.perf_counter() - t0
+        self._write_summary(block, result, tables)
         self._record(block, result)
         log.info(
             "block done",
@@ -517,6 +627,19 @@ class PipelineOrchestrator:
                     extra={"image": image_path, "status": status, "detail": detail},
                 )
         return outcome.get("photometry_rows")
+
+    def _write_summary(
+        self, block: ProcessingBlock, result: ProcessingResult, tables: list[Table]
+    ) -> None:
+        """Write ``products_dir/summary_<block>.html`` (failures only logged)."""
+        path = Path(self.config.paths.products_dir) / f"summary_{block.block_id}.html"
+        try:
+            write_block_summary(block_summary(block, result, tables, self.config), path)
+        except (OSError, ValueError, ImportError) as err:
+            log.warning("block summary not written", extra={"error": str(err)})
+            return
+        result.output_files["summary"] = [str(path)]
+        log.info("block summary written", extra={"path": str(path)})
 
     def _record(self, block: ProcessingBlock, result: ProcessingResult) -> None:
         self.metrics.record_block_processing(

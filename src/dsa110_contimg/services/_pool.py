@@ -1,6 +1,7 @@
 """The executor that runs the services' CPU work, and its failure handling.
 
-The default is a local process pool (``spawn`` context). Its workers ignore
+The default is a local process pool (``spawn`` context). Its workers send
+their log records to the service's handlers, ignore
 SIGINT (the service coordinates shutdown) and, on Linux, ask the kernel to
 kill them when the service process dies, so a ``kill -9`` of the service
 leaves no worker behind. Any `concurrent.futures.Executor` can be passed
@@ -24,6 +25,7 @@ from contextlib import contextmanager
 
 from dsa110_contimg._casa import configure_casa_environment
 from dsa110_contimg._optional import require
+from dsa110_contimg.utils.logging import init_worker_logging, worker_logging_args
 
 __all__ = ["ExecutorHolder", "CapturingExecutor", "make_process_pool", "stop_workers"]
 
@@ -32,14 +34,15 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1
 
 
-def _init_worker() -> None:
-    """Prepare a pool worker: ignore Ctrl-C, die with the parent, CASA-safe argv.
+def _init_worker(*log_args: object) -> None:
+    """Prepare a pool worker: log to the parent, ignore Ctrl-C, die with it.
 
     A spawned worker inherits the parent's ``sys.argv`` (e.g. ``process
     --config my.yaml``), which casaconfig would misread when CASA is imported;
     the worker needs no argv, so it keeps only the program name, and gets the
     installation's CASA site configuration (`dsa110_contimg._casa`).
     """
+    init_worker_logging(*log_args)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.argv = sys.argv[:1]
     configure_casa_environment()
@@ -59,6 +62,7 @@ def make_process_pool(max_workers: int) -> ProcessPoolExecutor:
         max_workers=max_workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
+        initargs=worker_logging_args(),
     )
 
 

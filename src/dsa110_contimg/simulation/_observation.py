@@ -158,7 +158,7 @@ def simulate_observation(
         Sources to observe; by default a random sky around each group's
         meridian (``spec.n_sources`` per group).
     progress : callable, optional
-        Called with a short message after each file.
+        Called with a short message after each group.
 
     Returns
     -------
@@ -292,8 +292,11 @@ def simulate_observation(
                 swapped=swapped,
             )
             files.append(path)
-            if progress is not None:
-                progress(f"group {g + 1}/{spec.n_groups} {path.name}")
+        if progress is not None and files:
+            progress(
+                f"[simulate {g + 1}/{spec.n_groups}] {len(files)} subband files "
+                f"{files[0].name} ... {files[-1].name}"
+            )
         groups.append(SimulatedGroup(gstart, tuple(files), missing, mid_ras[g]))
         log.info(
             "group simulated",

@@ -344,7 +344,8 @@ class TcleanImager:
         }
         cmd = [python, str(_CHILD), str(work / "spec.json")]
         call = _format_call(kwargs)
-        log.info("tclean start", extra={"ms": str(ms_path), "command": call})
+        log.info("tclean start", extra={"ms": str(ms_path)})
+        log.debug("tclean call", extra={"command": call})
         t0 = time.perf_counter()
         log_path.write_text(call + "\n")
         try:

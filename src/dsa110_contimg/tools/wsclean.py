@@ -178,7 +178,8 @@ class WscleanImager:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         cmd = wsclean_command(ms_path, work / prefix.name, params, binary=binary)
-        log.info("wsclean start", extra={"ms": str(ms_path), "command": " ".join(cmd)})
+        log.info("wsclean start", extra={"ms": str(ms_path)})
+        log.debug("wsclean command", extra={"command": " ".join(cmd)})
         t0 = time.perf_counter()
         try:
             with open(log_path, "w") as log_file:

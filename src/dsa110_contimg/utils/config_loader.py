@@ -953,7 +953,10 @@ class LoggingConfig(BaseModel):
         "console", description="Readable console lines or JSON lines (choice)."
     )
     file: Path | None = Field(
-        None, description="Also append log lines to this file; null = none (path)."
+        None,
+        description="Also append JSON log lines to this file; null = "
+        "<paths.log_dir>/dsa110-contimg.log for the commands that process data "
+        "(path).",
     )
 
 

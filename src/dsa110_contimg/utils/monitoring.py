@@ -17,7 +17,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -26,7 +25,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal, Protocol
 
-from dsa110_contimg.pipeline.exceptions import StateError
 from dsa110_contimg.state.db import (
     connect,
     latest_schema_version,
@@ -173,25 +171,38 @@ def _guarded(name: str) -> Callable[[_CheckMethod], _CheckMethod]:
 
 
 def _probe_writable(directory: Path) -> str | None:
-    """Return why ``directory`` cannot be created or written, or None."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        return f"cannot be created ({type(err).__name__}: {err})"
-    if not directory.is_dir():
-        return "exists but is not a directory"
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".dsa110-health-")
-    except OSError as err:
-        return f"is not writable ({type(err).__name__}: {err})"
-    try:
-        os.write(fd, b"ok")
-    except OSError as err:
-        return f"is not writable ({type(err).__name__}: {err})"
-    finally:
-        os.close(fd)
-        Path(probe).unlink(missing_ok=True)
+    """Return why ``directory`` could not be used, or None; creates nothing.
+
+    An existing directory must be writable and searchable; a missing one must
+    have a nearest existing ancestor that is a writable directory (the
+    pipeline creates it on first use).
+    """
+    if directory.exists():
+        if not directory.is_dir():
+            return "exists but is not a directory"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return "is not writable by this user"
+        return None
+    anchor = _existing_ancestor(directory)
+    if not anchor.is_dir():
+        return f"cannot be created: {anchor} is not a directory"
+    if not os.access(anchor, os.W_OK | os.X_OK):
+        return f"cannot be created: {anchor} is not writable by this user"
     return None
+
+
+def _open_for_reading(path: Path) -> sqlite3.Connection:
+    """Open a SQLite file without writing anything beside it.
+
+    A read-only reader of a WAL database creates ``-wal``/``-shm`` files
+    unless they exist (a writer is active: read through them) or the file is
+    opened ``immutable`` (no writer: nothing to miss).
+    """
+    wal = path.with_name(path.name + "-wal")
+    flags = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, timeout=5)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -282,9 +293,9 @@ class HealthChecker:
 
         Notes
         -----
-        The checks have side effects: missing directories are created, a probe
-        file is written and deleted in each, and the state database is created
-        and migrated.
+        The checks only read: no directory, file or database is created or
+        changed (a missing directory or database is reported, with whether it
+        can be created).
         """
         checks = [
             self.check_directories,
@@ -306,7 +317,7 @@ class HealthChecker:
 
     @_guarded("directories")
     def check_directories(self, config: HealthCheckConfig) -> HealthCheck:
-        """Check that each configured directory can be created and written."""
+        """Check that each configured directory is writable, or can be created."""
         paths = config.paths
         directories = {
             f"paths.{name}": Path(getattr(paths, name)) for name in _DIR_FIELDS
@@ -322,7 +333,8 @@ class HealthChecker:
                     "writable directory"
                 )
         details: dict[str, object] = {
-            "directories": {key: str(value) for key, value in directories.items()}
+            "directories": {key: str(value) for key, value in directories.items()},
+            "missing": [str(d) for d in directories.values() if not d.exists()],
         }
         if problems:
             return HealthCheck("directories", UNHEALTHY, "; ".join(problems), details)
@@ -459,26 +471,49 @@ class HealthChecker:
 
     @_guarded("database")
     def check_database(self, config: HealthCheckConfig) -> HealthCheck:
-        """Check that the state database opens, migrates and answers a query."""
+        """Check that the state database opens read-only and its schema is current.
+
+        A missing database is a warning (the first pipeline run, or
+        ``dsa110-contimg db migrate``, creates it); an older schema is a
+        warning (``db migrate`` upgrades it); a newer one is unhealthy.
+        """
         path = Path(config.paths.state_db)
+        latest = latest_schema_version()
         details: dict[str, object] = {
             "path": str(path),
-            "latest_schema_version": latest_schema_version(),
+            "latest_schema_version": latest,
         }
+        if not path.exists():
+            message = (
+                f"state database {path} does not exist yet; the first pipeline run "
+                "creates it, or run: dsa110-contimg db migrate"
+            )
+            return HealthCheck("database", WARNING, message, details)
         try:
-            conn = open_db(path)
-        except StateError as err:
-            return HealthCheck("database", UNHEALTHY, str(err), details)
+            conn = _open_for_reading(path)
         except (sqlite3.Error, OSError) as err:
             message = (
                 f"state database {path} cannot be opened "
                 f"({type(err).__name__}: {err}); "
-                "fix: point paths.state_db at a writable location on a local disk"
+                "fix: point paths.state_db at a readable SQLite file on a local disk"
             )
             return HealthCheck("database", UNHEALTHY, message, details)
         with closing(conn):
             conn.execute("SELECT 1").fetchone()
-            details["schema_version"] = schema_version(conn)
+            version = schema_version(conn)
+        details["schema_version"] = version
+        if version > latest:
+            message = (
+                f"state database {path} has schema version {version}, newer than "
+                f"this pipeline's {latest}; fix: upgrade dsa110-contimg"
+            )
+            return HealthCheck("database", UNHEALTHY, message, details)
+        if version < latest:
+            message = (
+                f"state database {path} has schema version {version} < {latest}; "
+                "it is upgraded on the next run, or run: dsa110-contimg db migrate"
+            )
+            return HealthCheck("database", WARNING, message, details)
         return HealthCheck("database", HEALTHY, None, details)
 
     @_guarded("python_packages")

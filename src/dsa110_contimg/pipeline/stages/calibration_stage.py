@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from dsa110_contimg.pipeline.exceptions import CalibrationError
 from dsa110_contimg.state import open_db
 from dsa110_contimg.telescope.beam_models import angular_separation_rad, fwhm_deg
 from dsa110_contimg.utils.config_loader import CalibrationConfig
+from dsa110_contimg.utils.logging import bind_context
 
 __all__ = ["CalibrationOutcome", "calibrate_block", "ms_calibration"]
 
@@ -118,27 +120,84 @@ def calibrate_block(
     """
     outcome = CalibrationOutcome()
     infos = {Path(p): read_ms_info(Path(p)) for p in ms_paths}
-    for path in infos:
-        if not _get_keyword(path, _FLAGGED_KEY):
-            report = flag_ms(
-                path,
-                sigma=cfg.flag_sigma,
-                backend=cfg.flag_backend,
-                dead_fraction=cfg.dead_antenna_fraction,
-            )
-            _set_keyword(path, _FLAGGED_KEY, report.summary())
-            outcome.flag_reports[str(path)] = report
-            _write_flag_report(
-                report, Path(cal_tables_dir) / "flags" / f"{path.stem}.json"
-            )
+    with bind_context(stage="flag"):
+        t0 = time.perf_counter()
+        for path in infos:
+            _flag_once(path, cfg, Path(cal_tables_dir), outcome)
+        _stage_done("flag", t0, n_ms=len(infos), n_flagged=len(outcome.flag_reports))
+    _note_leap_seconds(infos)
     conn = open_db(Path(db_path))
     try:
-        _solve_transits(infos, cfg, conn, Path(cal_tables_dir), outcome, sky_model)
-        for path, info in infos.items():
-            _apply(path, info, cfg, conn, outcome, block_id)
+        with bind_context(stage="solve"):
+            t0 = time.perf_counter()
+            _solve_transits(infos, cfg, conn, Path(cal_tables_dir), outcome, sky_model)
+            _stage_done("solve", t0, n_solved=len(outcome.solved))
+        with bind_context(stage="apply"):
+            t0 = time.perf_counter()
+            for path, info in infos.items():
+                _apply(path, info, cfg, conn, outcome, block_id)
+            _stage_done("apply", t0, n_applied=len(outcome.applied))
     finally:
         conn.close()
     return outcome
+
+
+def _flag_once(
+    path: Path, cfg: CalibrationConfig, cal_dir: Path, outcome: CalibrationOutcome
+) -> None:
+    """Flag ``path`` unless it is marked flagged; write its flag report JSON."""
+    if _get_keyword(path, _FLAGGED_KEY):
+        return
+    report = flag_ms(
+        path,
+        sigma=cfg.flag_sigma,
+        backend=cfg.flag_backend,
+        dead_fraction=cfg.dead_antenna_fraction,
+    )
+    _set_keyword(path, _FLAGGED_KEY, report.summary())
+    outcome.flag_reports[str(path)] = report
+    _write_flag_report(report, cal_dir / "flags" / f"{path.stem}.json")
+
+
+def _stage_done(stage: str, t0: float, **fields: object) -> None:
+    log.info(
+        f"{stage} done",
+        extra={**fields, "duration_s": round(time.perf_counter() - t0, 2)},
+    )
+
+
+def _note_leap_seconds(infos: dict[Path, MsInfo]) -> None:
+    """Say once whether CASA's leap-second table covers these data."""
+    from dsa110_contimg.tools.casa_env import warn_leap_seconds_once
+
+    end = max(float(np.max(i.times_mjd)) for i in infos.values()) if infos else 0.0
+    try:
+        warn_leap_seconds_once(end)
+    except (ImportError, RuntimeError, OSError, ValueError) as err:
+        log.warning("leap-second table unreadable", extra={"error": str(err)})
+
+
+def _write_qa_plots(solution, prefix: Path, path: Path, outcome, name: str) -> None:
+    """Write the solve's bandpass, gain and flag plots next to its tables."""
+    from dsa110_contimg.visualization import write_calibration_plots
+
+    report = outcome.flag_reports.get(str(path))
+    flags = prefix.parent / "flags" / f"{path.stem}.json"
+    if report is not None:
+        flag_report = asdict(report)
+    elif flags.exists():
+        flag_report = json.loads(flags.read_text())
+    else:
+        flag_report = None
+    try:
+        write_calibration_plots(
+            solution.bandpass_table,
+            solution.gain_table,
+            flag_report=flag_report,
+            title=f"{name} {path.stem}",
+        )
+    except (ImportError, RuntimeError, OSError, ValueError) as err:
+        log.warning("calibration plots failed", extra={"error": str(err)})
 
 
 def _model_sky(
@@ -231,6 +290,7 @@ def _solve_transits(
                 "calibration solve failed", extra={"ms": str(path), "error": str(err)}
             )
             continue
+        _write_qa_plots(solution, prefix, path, outcome, name)
         registered = register_solution(
             conn,
             calibrator=name,

@@ -5,9 +5,11 @@ Per group (MS) the stage writes, under ``<images_dir>/<ms stem>``:
 from the imager (`imaging.backend`), then ``-pb.fits`` (the drift-averaged
 primary beam on the image grid), ``-rms.fits`` (sliding-window robust rms of
 the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
-``-image.png`` (preview). All carry the image's WCS and provenance cards;
-each is written under a temporary name and renamed. A re-run skips the
-imager when the restored image exists and only makes missing derived maps.
+``-image.png`` and ``-residual.png`` (previews at native resolution with the
+beam, rms, frequency and time) and ``-pb.png`` (the primary beam). All carry
+the image's WCS and provenance cards; each is written under a temporary name
+and renamed. A re-run skips the imager when the restored image exists and only
+makes missing derived maps.
 
 With ``imaging.qa_enabled`` each new image is measured against the quality
 gates (`dsa110_contimg.pipeline.stages.image_quality`); a failed image is made
@@ -347,6 +349,8 @@ def _derived_paths(image_path: Path) -> dict[str, Path]:
         "rms": image_path.with_name(f"{stem}-rms.fits"),
         "pbcor": image_path.with_name(f"{stem}-pbcor.fits"),
         "png": image_path.with_name(f"{stem}-image.png"),
+        "residual_png": image_path.with_name(f"{stem}-residual.png"),
+        "pb_png": image_path.with_name(f"{stem}-pb.png"),
     }
 
 
@@ -385,6 +389,40 @@ def _write_map(
     os.replace(tmp, path)
 
 
+def _write_previews(image, residual, pb, header, wcs, product, paths) -> None:
+    """Write the image and residual previews (scaled by the residual's rms) and
+    the primary beam's (0 to 1, linear)."""
+    from dsa110_contimg.visualization import robust_rms, write_preview
+
+    rms = robust_rms(residual)
+    name = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
+    for key, data, what in (
+        ("png", image, "image"),
+        ("residual_png", residual, "residual"),
+    ):
+        if not paths[key].exists():
+            write_preview(
+                data,
+                wcs,
+                paths[key],
+                title=f"{name}: {what}",
+                header=header,
+                rms_jy=rms,
+            )
+    if not paths["pb_png"].exists():
+        title = f"{name}: primary beam (drift-averaged)"
+        write_preview(
+            pb,
+            wcs,
+            paths["pb_png"],
+            title=title,
+            header=header,
+            unit="gain",
+            stretch="linear",
+            limits=(0.0, 1.0),
+        )
+
+
 def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImageProduct:
     """Write the primary-beam, rms and PB-corrected maps and the PNG preview.
 
@@ -412,7 +450,8 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         The restored image is unreadable or lacks the pointing-track cards.
     """
     paths = _derived_paths(product.image_path)
-    wanted = ["pb", "rms", "pbcor"] + (["png"] if cfg.write_png else [])
+    pngs = ["png", "residual_png", "pb_png"]
+    wanted = ["pb", "rms", "pbcor"] + (pngs if cfg.write_png else [])
     done = replace(
         product,
         pb_path=paths["pb"],
@@ -429,9 +468,9 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
     else:
         pb = primary_beam_image(wcs, image.shape, DriftTrack.from_header(header))
         _write_map(paths["pb"], pb, header, shape, "pb")
+    source = product.residual_path
+    residual = _read_plane(source)[0] if source.exists() else image
     if not paths["rms"].exists():
-        source = product.residual_path
-        residual = _read_plane(source)[0] if source.exists() else image
         beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
         box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
         _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
@@ -439,10 +478,7 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         with np.errstate(invalid="ignore", divide="ignore"):
             pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
         _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
-    if cfg.write_png and not paths["png"].exists():
-        from dsa110_contimg.visualization import write_preview
-
-        title = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
-        write_preview(image, wcs, paths["png"], title=title)
+    if cfg.write_png:
+        _write_previews(image, residual, pb, header, wcs, product, paths)
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done

@@ -481,7 +481,15 @@ def _write_products(
 
         n_used = sum(m.status == "used" for m in statuses)
         title = f"{block_id}: {n_used}/{len(statuses)} images"
-        write_preview(result.image, WCS(header), png, title=title)
+        with np.errstate(all="ignore"):
+            rms = (
+                float(np.nanmedian(result.noise))
+                if np.isfinite(result.noise).any()
+                else None
+            )
+        write_preview(
+            result.image, WCS(header), png, title=title, header=header, rms_jy=rms
+        )
     _write_fits(paths["mosaic"], result.image, header, "mosaic")
 
 
