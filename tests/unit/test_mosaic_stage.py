@@ -213,3 +213,43 @@ def test_car_projection_and_interp_method_agree_with_default(group_images, tmp_p
         "block_d", group_images[:2], tmp_path / "c", MosaicConfig(projection="CAR")
     )
     assert fits.getheader(car.mosaic_path)["CTYPE1"] == "RA---CAR"
+
+
+@pytest.mark.parametrize("victim", ["mosaic", "weight", "noise"])
+def test_a_truncated_mosaic_product_is_made_again(group_images, tmp_path, victim):
+    """What a power loss leaves (a 0-byte or cut file) is never trusted."""
+    members = _copy_members(group_images, tmp_path / "img")
+    first = make_mosaic("block_t", members, tmp_path / "mos", MosaicConfig())
+    target = {
+        "mosaic": first.mosaic_path,
+        "weight": first.weight_path,
+        "noise": first.noise_path,
+    }[victim]
+    want = np.array(fits.getdata(first.mosaic_path, memmap=False))
+    target.write_bytes(b"")
+    again = make_mosaic("block_t", members, tmp_path / "mos", MosaicConfig())
+    assert not again.skipped
+    got = np.array(fits.getdata(again.mosaic_path, memmap=False))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_failed_rebuild_keeps_the_previous_mosaic(
+    group_images, tmp_path, monkeypatch
+):
+    from dsa110_contimg.pipeline.stages import mosaicking_stage
+
+    members = _copy_members(group_images, tmp_path / "img")
+    first = make_mosaic("block_k", members, tmp_path / "mos", MosaicConfig())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "mos").iterdir()}
+    os.utime(members[1].image_path, ns=(1, 1))  # inputs changed: rebuild
+
+    def crash(*args, **kwargs):
+        msg = "power loss"
+        raise KeyboardInterrupt(msg)
+
+    monkeypatch.setattr(mosaicking_stage, "coadd_images", crash)
+    with pytest.raises(KeyboardInterrupt):
+        make_mosaic("block_k", members, tmp_path / "mos", MosaicConfig())
+    after = {p.name: p.read_bytes() for p in (tmp_path / "mos").iterdir()}
+    assert after == before, "the previous mosaic and its maps are untouched"
+    assert first.mosaic_path.exists()

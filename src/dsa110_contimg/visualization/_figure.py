@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from dsa110_contimg._optional import require
+from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = ["new_figure", "save_figure"]
 
@@ -26,11 +26,19 @@ def new_figure(
     return fig
 
 
+@writes_product("PNG figure")
 def save_figure(fig, path: Path, *, tight: bool = True) -> Path:
-    """Write ``fig`` as PNG through a temporary name; return ``path``."""
+    """Write ``fig`` as PNG through a unique temporary name; return ``path``.
+
+    The temporary is unique per call, so two workers drawing the same preview
+    never collide.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, bbox_inches="tight" if tight else None)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight" if tight else None)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

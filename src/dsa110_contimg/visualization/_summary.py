@@ -15,7 +15,6 @@ import base64
 import html
 import io
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -280,7 +279,12 @@ def write_block_summary(summary: Mapping[str, object], path: Path) -> Path:
     )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
+    from dsa110_contimg.utils.storage import publish, temporary_path
+
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

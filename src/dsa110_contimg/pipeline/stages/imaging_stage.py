@@ -42,10 +42,17 @@ from dsa110_contimg.mosaic import (
 from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
+from dsa110_contimg.pipeline.stages._product_checks import (
+    IMAGING_KEY_CARD,
+    file_problem,
+    fits_problem,
+    imaging_key,
+)
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
 from dsa110_contimg.tools.fits_header import ms_observation_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
 from dsa110_contimg.utils.config_loader import ImagingConfig
+from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = [
     "celestial_wcs",
@@ -251,7 +258,26 @@ def image_ms(
     """
     prefix = image_prefix(ms_path, images_dir)
     image_path = prefix.with_name(f"{prefix.name}-image.fits")
-    if image_path.exists():
+    calibration = ms_calibration(Path(ms_path))
+    key = imaging_key(_image_settings(cfg), calibration)
+    problem = (
+        fits_problem(
+            image_path,
+            shape=tuple(reversed(cfg.image_size)),
+            min_finite_fraction=_MIN_FINITE_FRACTION,
+            key=key,
+        )
+        if image_path.exists()
+        else "missing"
+    )
+    if problem != "missing" and problem is not None:
+        # a truncated file, another configuration or calibration: made again
+        # (the imager replaces the old products only once it has succeeded)
+        log.warning(
+            "existing image not reused; imaging again",
+            extra={"image": str(image_path), "reason": problem},
+        )
+    if problem is None:
         log.info("image exists, skipped", extra={"image": str(image_path)})
         skipped = ImageProduct(
             Path(ms_path),
@@ -290,6 +316,7 @@ def image_ms(
         "DSAFMAX": float(info.freqs_hz.max()),
         "DSAIMGR": cfg.backend,
         "DSACFGH": config_hash,
+        IMAGING_KEY_CARD: key,
         "DSAVERS": __version__,
         "DSACAL": "none",
         **ms_observation_cards(Path(ms_path)),
@@ -307,7 +334,6 @@ def image_ms(
             "deconvolved; enlarge imaging.image_size",
             extra={"ms": str(ms_path), "edge_pb": round(edge_pb, 3)},
         )
-    calibration = ms_calibration(Path(ms_path))
     params = imaging_params(cfg)
     if calibration is not None:
         header["DSACAL"] = calibration
@@ -340,6 +366,21 @@ def image_ms(
         if bright is not None:
             bright_sources.restore_sources(product.image_path, bright, track)
     return make_derived_products(product, cfg) if derived else product
+
+
+_MIN_FINITE_FRACTION = 0.5
+# settings that do not change the restored image (resources, outputs, gates)
+_NOT_IMAGE_SETTINGS = frozenset(
+    {"threads", "mem_percent", "timeout_s", "write_png", "noise_box_beams"}
+)
+
+
+def _image_settings(cfg: ImagingConfig) -> dict[str, object]:
+    return {
+        k: v
+        for k, v in cfg.model_dump(mode="json").items()
+        if k not in _NOT_IMAGE_SETTINGS and not k.startswith("qa_")
+    }
 
 
 def _derived_paths(image_path: Path) -> dict[str, Path]:
@@ -376,20 +417,22 @@ def celestial_wcs(header: fits.Header) -> WCS:
         return WCS(header).celestial
 
 
+@writes_product("FITS map")
 def _write_map(
     path: Path, data: np.ndarray, header: fits.Header, shape: tuple[int, ...], kind: str
 ) -> None:
     out = header.copy()
     out["DSAPROD"] = (kind, "dsa110_contimg product kind")
     out["BUNIT"] = "" if kind == "pb" else "JY/BEAM"
-    tmp = path.with_name(f".{path.name}.tmp")
-    fits.PrimaryHDU(data.astype(np.float32).reshape(shape), out).writeto(
-        tmp, overwrite=True
-    )
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        fits.PrimaryHDU(data.astype(np.float32).reshape(shape), out).writeto(tmp)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def _write_previews(image, residual, pb, header, wcs, product, paths) -> None:
+def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> None:
     """Write the image and residual previews (scaled by the residual's rms) and
     the primary beam's (0 to 1, linear)."""
     from dsa110_contimg.visualization import robust_rms, write_preview
@@ -400,7 +443,7 @@ def _write_previews(image, residual, pb, header, wcs, product, paths) -> None:
         ("png", image, "image"),
         ("residual_png", residual, "residual"),
     ):
-        if not paths[key].exists():
+        if key in stale:
             write_preview(
                 data,
                 wcs,
@@ -409,7 +452,7 @@ def _write_previews(image, residual, pb, header, wcs, product, paths) -> None:
                 header=header,
                 rms_jy=rms,
             )
-    if not paths["pb_png"].exists():
+    if "pb_png" in stale:
         title = f"{name}: primary beam (drift-averaged)"
         write_preview(
             pb,
@@ -459,26 +502,46 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         pbcor_path=paths["pbcor"],
         preview_path=paths["png"] if cfg.write_png else None,
     )
-    if all(paths[k].exists() for k in wanted):
+    image_path = product.image_path
+    # a map is reused only when whole and made from this image (not older)
+    usable = {
+        k: (
+            file_problem(paths[k], newer_than=image_path)
+            if k.endswith("png")
+            else fits_problem(paths[k], newer_than=image_path)
+        )
+        is None
+        for k in wanted
+    }
+    if all(usable.values()):
         return done
-    image, header, shape = _read_plane(product.image_path)
+    image, header, shape = _read_plane(image_path)
+    finite = float(np.isfinite(image).mean()) if image.size else 0.0
+    if finite < _MIN_FINITE_FRACTION:
+        msg = (
+            f"{image_path}: only {100 * finite:.1f}% of the image of "
+            f"{product.ms_path} is finite; its visibilities are mostly flagged or "
+            "corrupt, so the image is not used (check the MS and its raw files)"
+        )
+        raise InputDataError(msg)
     wcs = celestial_wcs(header)
-    if paths["pb"].exists():
+    if usable["pb"]:
         pb = _read_plane(paths["pb"])[0]
     else:
         pb = primary_beam_image(wcs, image.shape, DriftTrack.from_header(header))
         _write_map(paths["pb"], pb, header, shape, "pb")
     source = product.residual_path
     residual = _read_plane(source)[0] if source.exists() else image
-    if not paths["rms"].exists():
+    if not usable["rms"]:
         beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
         box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
         _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
-    if not paths["pbcor"].exists():
+    if not usable["pbcor"]:
         with np.errstate(invalid="ignore", divide="ignore"):
             pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
         _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
     if cfg.write_png:
-        _write_previews(image, residual, pb, header, wcs, product, paths)
+        stale = [k for k in pngs if not usable[k]]
+        _write_previews(image, residual, pb, header, wcs, product, paths, stale)
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done

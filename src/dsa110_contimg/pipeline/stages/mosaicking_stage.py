@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +44,7 @@ from dsa110_contimg.mosaic import (
     mosaic_grid,
 )
 from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.pipeline.stages._product_checks import fits_problem
 from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
 from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
 from dsa110_contimg.tools.fits_header import (
@@ -52,6 +52,12 @@ from dsa110_contimg.tools.fits_header import (
     mosaic_observation_cards,
 )
 from dsa110_contimg.utils.config_loader import MosaicConfig
+from dsa110_contimg.utils.storage import (
+    publish,
+    temporary_path,
+    write_errors_as_resource,
+    writes_product,
+)
 
 __all__ = [
     "MosaicMember",
@@ -303,8 +309,9 @@ def make_mosaic(
         log.info("mosaic exists, skipped", extra={"mosaic": str(paths["mosaic"])})
         return _product(block_id, paths, png, previous, skipped=True)
     t0 = time.perf_counter()
-    # A stale mosaic must not survive beside a new members record.
-    paths["mosaic"].unlink(missing_ok=True)
+    # The previous mosaic stays until its replacement is complete: each map is
+    # swapped in whole, and the members record (with the fingerprint that
+    # makes a mosaic current) is written last.
     failed: dict[Path, MemberStatus] = {}
     headers: dict[Path, fits.Header] = {}
     for member in members:
@@ -440,6 +447,7 @@ def _image_frequency(header: fits.Header) -> float:
     return 0.5 * (float(header["DSAFMIN"]) + float(header["DSAFMAX"]))
 
 
+@writes_product("FITS mosaic map")
 def _write_fits(path: Path, data: np.ndarray, header: fits.Header, kind: str) -> None:
     out = header.copy()
     out["DSAPROD"] = (kind, "dsa110_contimg product kind")
@@ -447,9 +455,12 @@ def _write_fits(path: Path, data: np.ndarray, header: fits.Header, kind: str) ->
         out["BUNIT"] = ""
     elif kind == "weight":
         out["BUNIT"] = "(JY/BEAM)**-2"
-    tmp = path.with_name(f".{path.name}.tmp")
-    fits.PrimaryHDU(data, out).writeto(tmp, overwrite=True)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        fits.PrimaryHDU(data, out).writeto(tmp)
+        publish(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_products(
@@ -473,9 +484,6 @@ def _write_products(
             for m in statuses
         ],
     }
-    tmp = paths["members"].with_name(f".{paths['members'].name}.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, paths["members"])
     if png is not None:
         from dsa110_contimg.visualization import write_preview
 
@@ -491,6 +499,13 @@ def _write_products(
             result.image, WCS(header), png, title=title, header=header, rms_jy=rms
         )
     _write_fits(paths["mosaic"], result.image, header, "mosaic")
+    tmp = temporary_path(paths["members"])
+    try:
+        with write_errors_as_resource(paths["members"], "mosaic members record"):
+            tmp.write_text(json.dumps(record, indent=1))
+            publish(tmp, paths["members"])
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _previous_members(
@@ -505,6 +520,24 @@ def _previous_members(
         return None
     if record.get("fingerprint") != fingerprint:
         return None
+    # whole maps, of one shape (a power loss can leave a truncated file)
+    mosaic_problem = fits_problem(paths["mosaic"])
+    if mosaic_problem is not None:
+        log.warning(
+            "mosaic not reused; making it again",
+            extra={"mosaic": str(paths["mosaic"]), "reason": mosaic_problem},
+        )
+        return None
+    with fits.open(paths["mosaic"], memmap=False) as hdul:
+        shape = tuple(hdul[0].data.shape)
+    for kind in ("weight", "noise", "coverage"):
+        problem = fits_problem(paths[kind], shape=shape)
+        if problem is not None:
+            log.warning(
+                "mosaic not reused; making it again",
+                extra={"mosaic": str(paths[kind]), "reason": problem},
+            )
+            return None
     return tuple(
         MemberStatus(Path(m["image_path"]), m["status"], m.get("detail", ""))
         for m in record["members"]
