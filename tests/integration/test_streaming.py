@@ -464,6 +464,82 @@ def test_kill9_at_random_moments_then_restart(reference, observation, tmp_path) 
     assert reclaimed, "no job was taken back from a killed worker"
 
 
+POWER_LOSS_RUNS = int(os.environ.get("DSA110_POWER_LOSS_RUNS", "6"))
+_PRODUCT_DIRS = ("images", "mosaics", "products")
+
+
+def _truncate_newest_product(base: Path) -> Path | None:
+    """Cut the newest product file to 0 bytes (a power loss without fsync)."""
+    files = [
+        p
+        for sub in _PRODUCT_DIRS
+        if (base / sub).exists()
+        for p in (base / sub).rglob("*")
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".log")
+    ]
+    if not files:
+        return None
+    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(b"")
+    return newest
+
+
+def _image_data(base: Path) -> dict[str, bytes]:
+    from astropy.io import fits
+
+    out = {}
+    for path in sorted((base / "images").glob("*-image.fits")):
+        with fits.open(path, memmap=False) as hdul:
+            out[path.name] = hdul[0].data.tobytes()
+    return out
+
+
+def test_power_loss_kill9_and_truncation_then_restart(
+    reference, observation, tmp_path
+) -> None:
+    """Kill -9 at random moments, some followed by a 0-byte newest product.
+
+    ``DSA110_POWER_LOSS_RUNS`` (default 6 in CI; the README's figure is from
+    20) sets the number of kills.
+    """
+    ref_base, want = reference
+    stream = Stream(tmp_path, observation.sky_path)
+    deliver(observation.groups[:3], stream.incoming)
+    rng = random.Random(20261201)
+    events: list[tuple[float, str | None]] = []
+    for _ in range(POWER_LOSS_RUNS):
+        stream.start()
+        delay = rng.uniform(1.0, 12.0)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and stream.proc.poll() is None:
+            time.sleep(0.05)
+        assert stream.proc.poll() is None, stream.tail()
+        stream.kill9()
+        cut = _truncate_newest_product(tmp_path) if rng.random() < 0.5 else None
+        events.append((round(delay, 1), cut.name if cut else None))
+    print(f"\npower-loss events (seconds into the run, file cut to 0 bytes): {events}")
+    stream.start()
+    stream.wait(lambda: stream.finished(FULL_RUN), "the restarted run to finish")
+    stream.stop()
+    assert stream.proc.returncode == 0, stream.tail()
+    assert_products_complete(tmp_path)
+    assert_no_debris(tmp_path)
+    assert_same_products(snapshot(tmp_path), want)
+    for sub in _PRODUCT_DIRS:
+        empty = [
+            p
+            for p in (tmp_path / sub).rglob("*")
+            if p.is_file() and p.stat().st_size == 0
+        ]
+        assert empty == [], f"0-byte products left: {empty}"
+    got, ref = _image_data(tmp_path), _image_data(ref_base)
+    assert got.keys() == ref.keys()
+    identical = sum(got[k] == ref[k] for k in ref)
+    print(f"images bit-for-bit equal to the uninterrupted run: {identical}/{len(ref)}")
+    jobs = stream.jobs()
+    assert len({(j.kind, j.key) for j in jobs}) == len(jobs) == 9
+
+
 def _crash_once_imager(path: Path, marks: Path) -> Path:
     real = shutil.which("wsclean")
     path.write_text(

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,14 @@ def _pid_alive(pid: int) -> bool:
     psutil = require("psutil", "services")
 
     return pid != os.getpid() and psutil.pid_exists(pid)
+
+
+def _audit(config: PipelineConfig) -> list[tuple[str, str]]:
+    """Run the start-up product audit on a connection of its own thread."""
+    from dsa110_contimg.services._audit import audit_recent_products
+
+    with closing(open_db(Path(config.paths.state_db))) as conn:
+        return audit_recent_products(conn, now=utc_now())
 
 
 def cleanup_stale_temporaries(config: PipelineConfig) -> list[Path]:
@@ -237,6 +246,12 @@ async def run_stream_async(
             )
         except TimeoutError:
             log.error("stale-temporary clean-up is stuck; going on without it")
+        try:  # finished blocks whose products were damaged meanwhile
+            await asyncio.wait_for(
+                asyncio.shield(run_off_loop(_audit, config)), timeout=IO_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.error("product audit is stuck; going on without it")
         runner = JobRunner(conn, config.queue, clock=clock)
         gate = IntakeGate(
             conn,

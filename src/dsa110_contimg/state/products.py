@@ -16,6 +16,7 @@ from dsa110_contimg.state.db import to_iso_utc
 __all__ = [
     "list_image_quality",
     "list_products",
+    "list_products_since",
     "record_group",
     "record_image_quality",
     "record_product",
@@ -169,6 +170,19 @@ def list_products(
         sql += " WHERE block_id = ?"
         params = (block_id,)
     cursor = conn.execute(sql + " ORDER BY id", params)
+    columns = [description[0] for description in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def list_products_since(
+    conn: sqlite3.Connection, since_iso: str
+) -> list[dict[str, object]]:
+    """Return product rows recorded at or after ``since_iso`` (UTC ISO text)."""
+    cursor = conn.execute(
+        "SELECT id, block_id, kind, path, group_id, created_at FROM products "
+        "WHERE created_at >= ? ORDER BY id",
+        (since_iso,),
+    )
     columns = [description[0] for description in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-__all__ = ["IMAGING_KEY_CARD", "imaging_key", "fits_problem", "file_problem"]
+__all__ = [
+    "IMAGING_KEY_CARD",
+    "imaging_key",
+    "fits_problem",
+    "fits_size_problem",
+    "file_problem",
+]
 
 IMAGING_KEY_CARD = "DSAIMKEY"
 """FITS card holding the `imaging_key` of the run that made an image."""
@@ -107,3 +113,34 @@ def fits_problem(
             f"{header.get(IMAGING_KEY_CARD)!r}, now {key!r})"
         )
     return None
+
+
+def fits_size_problem(path: Path) -> str | None:
+    """Return why a FITS file is not whole, reading only its primary header.
+
+    A FITS file is its header blocks plus its data padded to 2880 bytes; a
+    file shorter than that was cut (the cheap check of a start-up audit).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+                hdu = hdul[0]
+                info = hdu.fileinfo()
+                expected = info["datLoc"] + _padded(hdu.header)
+    except (OSError, TypeError, ValueError, KeyError, IndexError) as err:
+        return f"unreadable ({err})"
+    size = Path(path).stat().st_size
+    if size < expected:
+        return f"truncated: {size} of {expected} bytes"
+    return None
+
+
+def _padded(header: fits.Header) -> int:
+    naxis = int(header.get("NAXIS", 0))
+    n = abs(int(header.get("BITPIX", 8))) // 8
+    for axis in range(1, naxis + 1):
+        n *= int(header.get(f"NAXIS{axis}", 0))
+    if naxis == 0:
+        n = 0
+    return -(-n // 2880) * 2880
