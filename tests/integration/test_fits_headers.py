@@ -72,6 +72,7 @@ def products(tmp_path_factory):
             "imaging.image_size": [384, 384],
             "imaging.cell_size": "20arcsec",
             "imaging.niter": 200,
+            "imaging.qa_enabled": False,  # headers here; the gates have their tests
             "imaging.write_png": False,
             "mosaic.write_png": False,
         },

@@ -143,3 +143,22 @@ def test_temporary_names_are_unique_and_tagged(tmp_path: Path) -> None:
     final.write_bytes(b"old")
     publish(a, final)
     assert final.read_bytes() == b"new" and not a.exists()
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(db_path: Path) -> None:
+    script = _HOLD_FOREVER.replace("ttl_s=1.0", "ttl_s=600.0")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(db_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        t0 = time.monotonic()
+        with hold_claims(db_path, ["ms:shared"], ttl_s=600.0, wait_s=30) as claims:
+            assert claims[0].token == 2
+        assert time.monotonic() - t0 < 3, "no waiting for a 600 s lease to expire"
+    finally:
+        proc.kill()
+        proc.wait(10)
+        proc.stdout.close()

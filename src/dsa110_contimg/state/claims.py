@@ -69,6 +69,26 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
+def _holder_dead(owner: str) -> bool:
+    """True when ``owner`` (`default_owner` form) is a process of this host that
+    no longer runs: its claim is taken over at once instead of at expiry (a
+    holder on another host is only ever taken over at expiry)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _begin(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         msg = "claims need a connection with no open transaction"
@@ -121,7 +141,12 @@ def acquire_claim(
             )
         else:
             held_by, token, expires = row[0], int(row[1]), float(row[2])
-            if held_by is not None and held_by != owner and expires > now:
+            if (
+                held_by is not None
+                and held_by != owner
+                and expires > now
+                and not _holder_dead(held_by)
+            ):
                 conn.rollback()
                 return None
             if held_by is not None and held_by != owner:
