@@ -32,6 +32,7 @@ from dsa110_contimg.pipeline.exceptions import (
     ResourceError,
 )
 from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.utils.processes import pid_running
 from dsa110_contimg.utils.storage import (
     ensure_free_space,
     fsync_tree,
@@ -389,19 +390,12 @@ def recover_replaced_ms(final: Path) -> Path | None:
 
 
 def _writer_alive(pid_text: str) -> bool:
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Return True when a ``.replaced-<pid>`` pid is another, live process."""
+    return (
+        pid_text.isdigit()
+        and int(pid_text) != os.getpid()
+        and pid_running(int(pid_text))
+    )
 
 
 def validate_ms(

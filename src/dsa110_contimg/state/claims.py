@@ -30,6 +30,7 @@ from pathlib import Path
 
 from dsa110_contimg.pipeline.exceptions import StateError
 from dsa110_contimg.state.db import connect, open_db, to_iso_utc
+from dsa110_contimg.utils.processes import pid_running
 
 __all__ = [
     "Claim",
@@ -78,15 +79,7 @@ def _holder_dead(owner: str) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return pid != os.getpid() and not pid_running(pid)
 
 
 def _begin(conn: sqlite3.Connection) -> None:

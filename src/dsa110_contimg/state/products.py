@@ -169,22 +169,20 @@ def list_products(
     if block_id is not None:
         sql += " WHERE block_id = ?"
         params = (block_id,)
-    cursor = conn.execute(sql + " ORDER BY id", params)
-    columns = [description[0] for description in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return _dicts(conn.execute(sql + " ORDER BY id", params))
 
 
 def list_products_since(
     conn: sqlite3.Connection, since_iso: str
 ) -> list[dict[str, object]]:
     """Return product rows recorded at or after ``since_iso`` (UTC ISO text)."""
-    cursor = conn.execute(
-        "SELECT id, block_id, kind, path, group_id, created_at FROM products "
-        "WHERE created_at >= ? ORDER BY id",
-        (since_iso,),
+    return _dicts(
+        conn.execute(
+            "SELECT id, block_id, kind, path, group_id, created_at FROM products "
+            "WHERE created_at >= ? ORDER BY id",
+            (since_iso,),
+        )
     )
-    columns = [description[0] for description in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
 def record_image_quality(
@@ -241,6 +239,9 @@ def list_image_quality(
     if block_id is not None:
         sql += " WHERE block_id = ?"
         params = (block_id,)
-    cursor = conn.execute(sql + " ORDER BY id", params)
+    return _dicts(conn.execute(sql + " ORDER BY id", params))
+
+
+def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, object]]:
     columns = [description[0] for description in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
