@@ -304,8 +304,9 @@ def db_maintain_command(config_path, env, sets, dry_run, vacuum, as_json) -> Non
     verb = "would delete" if dry_run else "deleted"
     for path in report.deleted:
         click.echo(f"{verb} {path}")
-    for group_id, why in report.kept.items():
-        click.echo(f"kept group {group_id}: {why}")
+    for group_id, reasons in report.kept.items():
+        for why in reasons:
+            click.echo(f"kept group {group_id}: {why}")
     counts = ", ".join(f"{k} {n}" for k, n in report.counts.items())
     click.echo(f"{'dry run: ' if dry_run else ''}{verb}: {counts}")
     if not dry_run:

@@ -69,9 +69,7 @@ def _history(conn, days: float) -> datetime:
     end = START + timedelta(seconds=n * GROUP_S)
     for w, members in groups.items():
         if w.end <= end:
-            rows.append(
-                _row(PROCESS_BLOCK, w.block_id, w.end, {"groups": members}, {})
-            )
+            rows.append(_row(PROCESS_BLOCK, w.block_id, w.end, {"groups": members}, {}))
     _insert(conn, rows)
     return end
 

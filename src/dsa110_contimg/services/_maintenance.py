@@ -92,7 +92,7 @@ class MaintenanceReport:
     dry_run: bool
     counts: dict[str, int] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
-    kept: dict[str, str] = field(default_factory=dict)
+    kept: dict[str, list[str]] = field(default_factory=dict)
     checkpoint: tuple[int, int, int] | None = None
     vacuumed: bool = False
     duration_s: float = 0.0
@@ -103,7 +103,7 @@ class MaintenanceReport:
             "dry_run": self.dry_run,
             "counts": dict(self.counts),
             "deleted": list(self.deleted),
-            "kept": dict(self.kept),
+            "kept": {k: list(v) for k, v in self.kept.items()},
             "checkpoint": None if self.checkpoint is None else list(self.checkpoint),
             "vacuumed": self.vacuumed,
             "duration_s": self.duration_s,
@@ -158,6 +158,11 @@ class _Pass:
             extra={"kind": kind, "path": str(path), "reason": reason, "bytes": size},
         )
 
+    def keep(self, group_id: str, why: str) -> None:
+        """Note why a group's old raw files or MS were kept."""
+        self.report.kept.setdefault(group_id, []).append(why)
+        log.info("retention kept", extra={"group_id": group_id, "why": why})
+
     def mark(self, kind: str, group_id: str, path: str, reason: str) -> None:
         """Record a group as handled without deleting anything (already gone)."""
         if not self.report.dry_run:
@@ -196,13 +201,11 @@ def _expire_raw(work: _Pass, days: float) -> None:
         return
     for group in rs.groups_for_raw_cleanup(work.conn, work.now - timedelta(days=days)):
         if group.ms_path is None:
-            work.report.kept[group.group_id] = "raw files kept: no MS recorded"
+            work.keep(group.group_id, "raw files kept: no MS recorded")
             continue
         problem = check_ms(Path(group.ms_path))
         if problem is not None:
-            work.report.kept[group.group_id] = (
-                f"raw files kept: MS {group.ms_path} {problem}"
-            )
+            work.keep(group.group_id, f"raw files kept: MS {group.ms_path} {problem}")
             continue
         present = [Path(p) for p in group.files if Path(p).is_file()]
         for path in present:
@@ -257,7 +260,7 @@ def _expire_ms(work: _Pass, config: PipelineConfig, days: float) -> None:
         if why is None and not image.is_file():
             why = f"its image {image} does not exist"
         if why is not None:
-            work.report.kept[group.group_id] = f"MS kept: {why}"
+            work.keep(group.group_id, f"MS kept: {why}")
             continue
         work.delete(
             "ms", ms, f"group {group.group_id}: blocks done, imaged", group.group_id
