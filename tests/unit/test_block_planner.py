@@ -95,8 +95,9 @@ def test_full_pass_cost_independent_of_history(tmp_path) -> None:
     one_day, n1 = _time_full_pass(tmp_path, 1)
     thirty_days, n30 = _time_full_pass(tmp_path, 30)
     # without the watermark a full pass reads every window: 30x the work
+    # (0.10 s at 30 days against 4 ms at 1 day, measured before the change)
     assert n30 == n1
-    assert thirty_days < 3 * one_day + 0.005, (one_day, thirty_days)
+    assert thirty_days < 3 * one_day + 0.02, (one_day, thirty_days)
 
 
 def test_full_pass_finds_a_window_missed_while_the_planner_was_down(tmp_path) -> None:
@@ -139,4 +140,41 @@ def test_pending_group_holds_the_watermark(tmp_path) -> None:
         t, anchor=p._anchor, duration=p._duration, step=p._step
     )[0]
     assert planning.planner_watermark(conn) == first.start
+    conn.close()
+
+
+def test_run_planner_reads_off_the_loop(tmp_path, caplog) -> None:
+    import asyncio
+    import threading
+
+    conn = open_db(tmp_path / "state.db")
+    end = _history(conn, 0.25)
+    t = end + timedelta(minutes=1)
+    key = t.strftime("%Y-%m-%dT%H:%M:%S")
+    _insert(conn, [_row(CONVERT_GROUP, key, t, {}, {"ms_path": f"/ms/{key}.ms"})])
+    later = t + timedelta(hours=2)
+    p = _processor(conn, later)
+    threads: list[str] = []
+    plan_off_loop = p._plan_off_loop
+
+    def spy(*args):
+        threads.append(threading.current_thread().name)
+        return plan_off_loop(*args)
+
+    p._plan_off_loop = spy  # type: ignore[method-assign]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(p.run_planner(stop))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert threads and threading.main_thread().name not in threads
+    assert "planning off the loop failed" not in caplog.text
+    windows = block_windows_containing(
+        t, anchor=p._anchor, duration=p._duration, step=p._step
+    )
+    assert all(find_job(conn, PROCESS_BLOCK, w.block_id) for w in windows)
     conn.close()

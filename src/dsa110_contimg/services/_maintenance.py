@@ -181,7 +181,7 @@ def _stamp_time(name: str, pattern: re.Pattern[str], path: Path) -> datetime:
     if match is not None:
         with contextlib.suppress(ValueError):
             return datetime.strptime(match[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    return datetime.fromtimestamp(path.lstat().st_mtime, UTC)
 
 
 def _expire_dir(

@@ -367,10 +367,19 @@ class MsProcessor:
                 or (now - self._last_full_plan).total_seconds() >= _FULL_PLAN_EVERY_S
             )
             try:
-                if db_path is None:  # an in-memory database: one connection only
+                plan = None
+                if db_path is not None:  # else in memory: one connection only
+                    try:
+                        plan = await run_off_loop(
+                            self._plan_off_loop, db_path, now, full
+                        )
+                    except (sqlite3.Error, StateError) as err:
+                        log.warning(
+                            "planning off the loop failed; planning on it",
+                            extra={"error": str(err)},
+                        )
+                if plan is None:
                     plan = self._plan(self.runner.conn, now, full=full)
-                else:
-                    plan = await run_off_loop(self._plan_off_loop, db_path, now, full)
                 self._apply(plan, now)
                 if full:
                     self._last_full_plan = now
