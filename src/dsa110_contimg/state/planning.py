@@ -25,6 +25,7 @@ from dsa110_contimg.state.jobs import (
 __all__ = [
     "PLANNER_STATE",
     "MemberRow",
+    "active_group_rows",
     "active_group_times",
     "group_times_since",
     "latest_group_time",
@@ -61,6 +62,20 @@ def active_group_times(
         (CONVERT_GROUP, CONVERT_GROUP, to_iso_utc(updated_since)),
     )
     return {str(r[0]) for r in rows}
+
+
+def active_group_rows(
+    conn: sqlite3.Connection, *, updated_since: datetime
+) -> list[tuple[str, str, str | None]]:
+    """(data time, state, finished_at) of the conversion jobs `active_group_times`
+    selects, from the same indexes."""
+    rows = conn.execute(
+        "SELECT id, data_time_iso, state, finished_at FROM jobs WHERE state IN "
+        "('pending', 'running') AND kind = ? UNION SELECT id, data_time_iso, "
+        "state, finished_at FROM jobs WHERE kind = ? AND updated_at >= ?",
+        (CONVERT_GROUP, CONVERT_GROUP, to_iso_utc(updated_since)),
+    )
+    return [(str(r[1]), str(r[2]), None if r[3] is None else str(r[3])) for r in rows]
 
 
 def group_times_since(conn: sqlite3.Connection, since: datetime | None) -> set[str]:
