@@ -272,6 +272,50 @@ def db_migrate_command(config_path, env, sets) -> None:
     click.echo(f"state database {path}: schema version {version}")
 
 
+@db_group.command("maintain")
+@_common
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Delete nothing; print what the retention section would delete.",
+)
+@click.option(
+    "--vacuum/--no-vacuum",
+    default=None,
+    help="VACUUM the database (default: when retention.vacuum_interval_h has "
+    "passed since the last one).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def db_maintain_command(config_path, env, sets, dry_run, vacuum, as_json) -> None:
+    """Apply retention once and checkpoint/optimise the state database.
+
+    Deletes only what the ``retention`` section allows (done jobs, old
+    metrics, corrupt/ and superseded/ folders; raw files and MSs only when
+    enabled, processed and safe to delete), and prints every path.
+    """
+    from dsa110_contimg.services._maintenance import run_maintenance
+
+    with _translate_errors():
+        config = _load(config_path, env, sets, log_to_file=False)
+        report = run_maintenance(config, dry_run=dry_run, vacuum=vacuum)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for path in report.deleted:
+        click.echo(f"{verb} {path}")
+    for group_id, reasons in report.kept.items():
+        for why in reasons:
+            click.echo(f"kept group {group_id}: {why}")
+    counts = ", ".join(f"{k} {n}" for k, n in report.counts.items())
+    click.echo(f"{'dry run: ' if dry_run else ''}{verb}: {counts}")
+    if not dry_run:
+        click.echo(
+            f"checkpoint {report.checkpoint}; "
+            + ("vacuumed" if report.vacuumed else "not vacuumed")
+        )
+
+
 def main_stream(argv: list[str] | None = None) -> None:
     """Run `stream_command` as a program (``python -m dsa110_contimg.services``)."""
     from astropy.utils import iers

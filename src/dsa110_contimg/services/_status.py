@@ -26,6 +26,7 @@ from dsa110_contimg.state.jobs import (
     list_job_events,
     list_jobs,
 )
+from dsa110_contimg.state.planning import active_group_rows
 from dsa110_contimg.state.rejected import count_rejected_files, list_rejected_files
 
 if TYPE_CHECKING:
@@ -80,12 +81,8 @@ def _open_windows(
     """Windows with converted or converting groups and no block job to show yet."""
     from dsa110_contimg.services.ms_processor._blocks import block_windows_containing
 
-    horizon = to_iso_utc(now - timedelta(seconds=timing.wait_s + _RECENT_S))
-    rows = conn.execute(
-        "SELECT data_time_iso, state, finished_at FROM jobs WHERE kind = ? "
-        "AND (state IN ('pending', 'running') OR updated_at >= ?)",
-        (CONVERT_GROUP, horizon),
-    ).fetchall()
+    horizon = now - timedelta(seconds=timing.wait_s + _RECENT_S)
+    rows = active_group_rows(conn, updated_since=horizon)
     if not rows:
         return []
     latest_row = conn.execute(

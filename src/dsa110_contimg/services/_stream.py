@@ -1,8 +1,9 @@
 """Run the streaming services together in one process.
 
 One asyncio loop hosts the hdf5_watcher, the ms_processor (conversion lane,
-block planner, block lane) and the variability_analyzer; CPU work goes to a
-process pool (or any executor passed in). The state database is the only
+block planner, block lane), the variability_analyzer and the periodic
+maintenance (retention, database checkpoint; `services._maintenance`); CPU work
+goes to a process pool (or any executor passed in). The state database is the only
 shared state, so a restart after a crash picks up where the queue says.
 SIGTERM/SIGINT stop intake and claiming; running jobs may finish for
 ``queue.shutdown_grace_s``, then they are stopped and released, and the
@@ -203,6 +204,7 @@ async def run_stream_async(
         Another stream holds this state database.
     """
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
+    from dsa110_contimg.services._maintenance import run_maintenance_task
     from dsa110_contimg.services.hdf5_watcher import WatcherService
     from dsa110_contimg.services.hdf5_watcher._service import IO_TIMEOUT_S
     from dsa110_contimg.services.ms_processor import MsProcessor
@@ -272,7 +274,9 @@ async def run_stream_async(
             log.error("free-disk check is stuck; intake starts open")
         catalog_file = catalog_path or paths.catalog_path
         catalog = load_catalog(Path(catalog_file)) if catalog_file else None
-        side_tasks = []
+        side_tasks = [
+            asyncio.create_task(run_maintenance_task(config, stop, clock=clock))
+        ]
         if "ms_processor" in services:
             processor = MsProcessor(
                 config,

@@ -57,6 +57,7 @@ __all__ = [
     "LoggingConfig",
     "WatcherConfig",
     "QueueConfig",
+    "RetentionConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",
@@ -1090,6 +1091,89 @@ class QueueConfig(BaseModel):
         return self
 
 
+class RetentionConfig(BaseModel):
+    """What the periodic maintenance deletes, and when (0 = keep forever).
+
+    Unprocessed data is never deleted: a raw file only once its group's
+    conversion job is done and its MS exists and is valid, an MS only once
+    every block window holding it is done and its image exists. Failed and
+    quarantined jobs are kept for an operator whatever their age.
+    """
+
+    model_config = _FROZEN
+
+    jobs_days: float = Field(
+        90.0,
+        ge=0,
+        description="Delete done jobs (and their job_events) finished longer ago "
+        "than this; 0 = keep forever (days).",
+    )
+    block_metrics_days: float = Field(
+        90.0,
+        ge=0,
+        description="Delete block_metrics rows older than this; 0 = keep forever "
+        "(days).",
+    )
+    corrupt_days: float = Field(
+        30.0,
+        ge=0,
+        description="Delete corrupt MSs set aside under <ms_stage1_dir>/corrupt/ "
+        "longer ago than this; 0 = keep forever (days).",
+    )
+    superseded_days: float = Field(
+        30.0,
+        ge=0,
+        description="Delete images set aside under <images_dir>/superseded/ by a "
+        "reconversion longer ago than this; 0 = keep forever (days).",
+    )
+    raw_files_days: float = Field(
+        0.0,
+        ge=0,
+        description="Delete a group's raw subband files this long after its "
+        "conversion finished, if its MS exists and is valid; 0 = keep forever "
+        "(days).",
+    )
+    ms_days: float = Field(
+        0.0,
+        ge=0,
+        description="Delete a group's MS this long after its conversion finished, "
+        "if every block holding it is done and its image exists; 0 = keep "
+        "forever (days).",
+    )
+    interval_s: float = Field(
+        3600.0,
+        gt=0,
+        description="The stream applies retention and checkpoints the state "
+        "database this often (seconds).",
+    )
+    vacuum_interval_h: float = Field(
+        168.0,
+        ge=0,
+        description="VACUUM the state database at most this often during "
+        "maintenance; 0 = never (hours).",
+    )
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Self:
+        for name in ("raw_files_days", "ms_days"):
+            days = getattr(self, name)
+            if days > 0 and self.jobs_days > 0 and days > self.jobs_days:
+                msg = (
+                    f"retention.{name} ({days:g}) must not exceed retention.jobs_days "
+                    f"({self.jobs_days:g}): the done conversion job says which files "
+                    "are safe to delete; raise jobs_days or lower it"
+                )
+                raise ValueError(msg)
+        if 0 < self.ms_days < self.raw_files_days:
+            msg = (
+                f"retention.raw_files_days ({self.raw_files_days:g}) must not exceed "
+                f"retention.ms_days ({self.ms_days:g}): raw files are deleted only "
+                "while their valid MS exists; lower raw_files_days or raise ms_days"
+            )
+            raise ValueError(msg)
+        return self
+
+
 class PipelineConfig(BaseModel):
     """Complete pipeline configuration; each stage receives only its section."""
 
@@ -1129,6 +1213,10 @@ class PipelineConfig(BaseModel):
     )
     queue: QueueConfig = Field(
         QueueConfig(), description="Job queue of the streaming services (section)."
+    )
+    retention: RetentionConfig = Field(
+        RetentionConfig(),
+        description="Retention and database maintenance (section).",
     )
 
 

@@ -40,9 +40,9 @@ from dsa110_contimg.state.jobs import (
     Job,
     JobSpec,
     find_job,
-    list_jobs,
     requeue_job,
 )
+from dsa110_contimg.state.planning import known_group_times
 from dsa110_contimg.state.rejected import (
     record_rejected_files,
     resolve_rejected_files,
@@ -145,11 +145,7 @@ class WatcherService:
             tolerance_s=config.conversion.group_tolerance_s,
             n_expected=config.conversion.expected_n_subbands,
         )
-        known = [
-            datetime.fromisoformat(job.data_time_iso)
-            for job in list_jobs(runner.conn, kinds=[CONVERT_GROUP])
-        ]
-        self.scanner.add_known_groups(known)
+        self.scanner.add_known_groups(known_group_times(runner.conn))
 
     def scan_once(self, now: datetime) -> list[Job]:
         """Update the disk guard, scan once and enqueue what was decided.

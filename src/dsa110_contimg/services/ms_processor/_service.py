@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,7 @@ from dsa110_contimg.pipeline.exceptions import (
     StateError,
 )
 from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
+from dsa110_contimg.services._intake import run_off_loop
 from dsa110_contimg.services._pool import CapturingExecutor, ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
 from dsa110_contimg.services._single import service_runner
@@ -35,8 +38,8 @@ from dsa110_contimg.services.ms_processor._blocks import (
     decide_block,
 )
 from dsa110_contimg.services.ms_processor._work import check_ms_files, convert_job
-from dsa110_contimg.state import jobs, record_group
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state import jobs, planning, record_group
+from dsa110_contimg.state.db import connect, to_iso_utc
 from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     PROCESS_BLOCK,
@@ -64,6 +67,22 @@ class InputsNotReadyError(PipelineError):
 
 def _parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+def _db_path(conn: sqlite3.Connection) -> str | None:
+    """The file of ``conn``'s main database, or None when it has none."""
+    for row in conn.execute("PRAGMA database_list"):
+        if row[1] == "main":
+            return str(row[2]) or None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a planning pass decided: blocks to enqueue, and the new watermark."""
+
+    decisions: tuple[BlockDecision, ...]
+    watermark: datetime | None
 
 
 class MsProcessor:
@@ -206,19 +225,31 @@ class MsProcessor:
     # -- block planning -----------------------------------------------------------
     def plan_blocks(self, now: datetime, *, full: bool = False) -> list[Job]:
         """Enqueue (or redo) every block window that is ready; return those jobs."""
-        conn = self.runner.conn
-        sql = "SELECT DISTINCT data_time_iso FROM jobs WHERE kind = ?"
-        params: list[object] = [CONVERT_GROUP]
-        if not full:
-            horizon = now - timedelta(seconds=self.config.queue.block_wait_s + 300)
-            sql += " AND (state IN ('pending', 'running') OR updated_at >= ?)"
-            params.append(to_iso_utc(horizon))
-        times = [datetime.fromisoformat(r[0]) for r in conn.execute(sql, params)]
-        latest = conn.execute(
-            "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
-        ).fetchone()[0]
-        if latest is None:
-            return []
+        return self._apply(self._plan(self.runner.conn, now, full=full), now)
+
+    def _plan(self, conn: sqlite3.Connection, now: datetime, *, full: bool) -> _Plan:
+        """Decide the ready windows from the database (reads only).
+
+        A pass looks at the windows of conversion jobs pending, running or
+        changed within ``queue.block_wait_s`` + 5 min; a full pass adds those of
+        every conversion job since the watermark (data before it lies in
+        settled windows: no group converting, and a block job enqueued or no
+        group converted), so its cost follows the unsettled windows, not the
+        history. A full pass returns the new watermark: the start of its
+        earliest unsettled window, else its latest data time.
+        """
+        horizon = now - timedelta(seconds=self.config.queue.block_wait_s + 300)
+        texts = planning.active_group_times(conn, updated_since=horizon)
+        if full:
+            mark = planning.planner_watermark(conn)
+            texts |= planning.group_times_since(
+                conn, None if mark is None else mark - self._duration
+            )
+        latest_text = planning.latest_group_time(conn)
+        if latest_text is None or not texts:
+            return _Plan((), None)
+        latest = datetime.fromisoformat(latest_text)
+        times = sorted(datetime.fromisoformat(t) for t in texts)
         windows: set[BlockWindow] = set()
         for t in times:
             windows.update(
@@ -226,41 +257,53 @@ class MsProcessor:
                     t, anchor=self._anchor, duration=self._duration, step=self._step
                 )
             )
-        enqueued = []
+        decisions, unsettled = [], []
         for window in sorted(windows):
-            decision = self._decide(window, datetime.fromisoformat(latest), now)
+            decision, settled = self._decide(conn, window, latest, now)
             if decision is not None:
-                enqueued.append(self._enqueue_block(decision, now))
+                decisions.append(decision)
+            elif not settled:
+                unsettled.append(window.start)
+        watermark = None
+        if full:
+            watermark = min(unsettled) if unsettled else times[-1]
+        return _Plan(tuple(decisions), watermark)
+
+    def _apply(self, plan: _Plan, now: datetime) -> list[Job]:
+        enqueued = [self._enqueue_block(d, now) for d in plan.decisions]
+        if plan.watermark is not None:
+            planning.set_planner_watermark(self.runner.conn, plan.watermark, now=now)
         return enqueued
 
+    def _plan_off_loop(self, db_path: str, now: datetime, full: bool) -> _Plan:
+        with contextlib.closing(connect(Path(db_path), readonly=True)) as conn:
+            return self._plan(conn, now, full=full)
+
     def _decide(
-        self, window: BlockWindow, latest: datetime, now: datetime
-    ) -> BlockDecision | None:
-        rows = self.runner.conn.execute(
-            "SELECT id FROM jobs WHERE kind = ? AND data_time_iso >= ? "
-            "AND data_time_iso < ? ORDER BY data_time_iso",
-            (CONVERT_GROUP, to_iso_utc(window.start), to_iso_utc(window.end)),
-        ).fetchall()
-        members = []
-        for (job_id,) in rows:
-            job = jobs.get_job(self.runner.conn, job_id)
-            ms_path = (job.result or {}).get("ms_path")
-            members.append(
-                GroupStatus(
-                    job.key,
-                    datetime.fromisoformat(job.data_time_iso),
-                    job.state,
-                    None if ms_path is None else str(ms_path),
-                    _parse_time(job.finished_at),
-                    job.priority,
-                )
+        self,
+        conn: sqlite3.Connection,
+        window: BlockWindow,
+        latest: datetime,
+        now: datetime,
+    ) -> tuple[BlockDecision | None, bool]:
+        """The window's decision, and whether it is settled (see `_plan`)."""
+        members = [
+            GroupStatus(
+                row.key,
+                datetime.fromisoformat(row.data_time_iso),
+                row.state,
+                row.ms_path,
+                _parse_time(row.finished_at),
+                row.priority,
             )
-        existing = jobs.find_job(self.runner.conn, PROCESS_BLOCK, window.block_id)
+            for row in planning.window_members(conn, window.start, window.end)
+        ]
+        existing = jobs.find_job(conn, PROCESS_BLOCK, window.block_id)
         groups = None
         if existing is not None:
             raw = existing.payload.get("groups")
             groups = dict(raw) if isinstance(raw, dict) else {}
-        return decide_block(
+        decision = decide_block(
             window,
             members,
             latest_data_time=latest,
@@ -269,6 +312,10 @@ class MsProcessor:
             existing=groups,
             existing_state=None if existing is None else existing.state,
         )
+        converting = any(g.state in ("pending", "running") for g in members)
+        converted = any(g.state == "done" and g.ms_path for g in members)
+        settled = not converting and (existing is not None or not converted)
+        return decision, settled
 
     def _enqueue_block(self, decision: BlockDecision, now: datetime) -> Job:
         window = decision.window
@@ -306,17 +353,36 @@ class MsProcessor:
         return job
 
     async def run_planner(self, stop: asyncio.Event) -> None:
-        """Plan blocks every ``queue.poll_interval_s`` until ``stop`` is set."""
+        """Plan blocks every ``queue.poll_interval_s`` until ``stop`` is set.
+
+        The database reads of a pass run in a thread on their own read-only
+        connection (the event loop keeps serving heartbeats and signals); only
+        the enqueues, a few rows, run on the loop.
+        """
+        db_path = _db_path(self.runner.conn)
         while not stop.is_set():
             now = self.runner.clock()
             full = (
                 self._last_full_plan is None
                 or (now - self._last_full_plan).total_seconds() >= _FULL_PLAN_EVERY_S
             )
-            if full:
-                self._last_full_plan = now
             try:
-                self.plan_blocks(now, full=full)
+                plan = None
+                if db_path is not None:  # else in memory: one connection only
+                    try:
+                        plan = await run_off_loop(
+                            self._plan_off_loop, db_path, now, full
+                        )
+                    except (sqlite3.Error, StateError) as err:
+                        log.warning(
+                            "planning off the loop failed; planning on it",
+                            extra={"error": str(err)},
+                        )
+                if plan is None:
+                    plan = self._plan(self.runner.conn, now, full=full)
+                self._apply(plan, now)
+                if full:
+                    self._last_full_plan = now
             except Exception:  # keep planning: the next pass retries
                 log.error("block planning failed", exc_info=True)
             with contextlib.suppress(TimeoutError):

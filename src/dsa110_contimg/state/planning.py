@@ -1,0 +1,157 @@
+"""Queries of the block planner (services/ms_processor): which conversion jobs
+to look at, and the members of one block window.
+
+Every query here is answered from an index (``idx_jobs_claim``,
+``idx_jobs_kind_updated``, ``idx_jobs_kind_time``), so a planning pass costs
+what the recent and not-yet-settled windows hold, not what the whole history
+holds. The planner's watermark (data older than it lies in settled windows)
+is kept in ``service_state`` under `PLANNER_STATE`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.jobs import (
+    CONVERT_GROUP,
+    get_service_state,
+    set_service_state,
+)
+
+__all__ = [
+    "PLANNER_STATE",
+    "MemberRow",
+    "active_group_rows",
+    "active_group_times",
+    "group_times_since",
+    "latest_group_time",
+    "window_members",
+    "planner_watermark",
+    "set_planner_watermark",
+    "known_group_times",
+]
+
+PLANNER_STATE = "block_planner"
+"""``service_state`` name of the planner's watermark."""
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    """A conversion job as one block window sees it."""
+
+    key: str
+    data_time_iso: str
+    state: str
+    ms_path: str | None
+    finished_at: str | None
+    priority: int
+
+
+def active_group_times(
+    conn: sqlite3.Connection, *, updated_since: datetime
+) -> set[str]:
+    """Data times of conversion jobs pending or running, or changed since a time."""
+    rows = conn.execute(
+        "SELECT data_time_iso FROM jobs WHERE state IN ('pending', 'running') "
+        "AND kind = ? UNION SELECT data_time_iso FROM jobs WHERE kind = ? "
+        "AND updated_at >= ?",
+        (CONVERT_GROUP, CONVERT_GROUP, to_iso_utc(updated_since)),
+    )
+    return {str(r[0]) for r in rows}
+
+
+def active_group_rows(
+    conn: sqlite3.Connection, *, updated_since: datetime
+) -> list[tuple[str, str, str | None]]:
+    """(data time, state, finished_at) of the conversion jobs `active_group_times`
+    selects, from the same indexes."""
+    rows = conn.execute(
+        "SELECT id, data_time_iso, state, finished_at FROM jobs WHERE state IN "
+        "('pending', 'running') AND kind = ? UNION SELECT id, data_time_iso, "
+        "state, finished_at FROM jobs WHERE kind = ? AND updated_at >= ?",
+        (CONVERT_GROUP, CONVERT_GROUP, to_iso_utc(updated_since)),
+    )
+    return [(str(r[1]), str(r[2]), None if r[3] is None else str(r[3])) for r in rows]
+
+
+def group_times_since(conn: sqlite3.Connection, since: datetime | None) -> set[str]:
+    """Data times of conversion jobs at or after ``since`` (all when None)."""
+    if since is None:
+        rows = conn.execute(
+            "SELECT data_time_iso FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
+        )
+    else:
+        rows = conn.execute(
+            "SELECT data_time_iso FROM jobs WHERE kind = ? AND data_time_iso >= ?",
+            (CONVERT_GROUP, to_iso_utc(since)),
+        )
+    return {str(r[0]) for r in rows}
+
+
+def latest_group_time(conn: sqlite3.Connection) -> str | None:
+    """The latest conversion job's data time (ISO), or None when there is none."""
+    row = conn.execute(
+        "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
+    ).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
+def window_members(
+    conn: sqlite3.Connection, start: datetime, end: datetime
+) -> list[MemberRow]:
+    """Conversion jobs whose data time lies in ``[start, end)``, oldest first."""
+    rows = conn.execute(
+        "SELECT key, data_time_iso, state, result_json, finished_at, priority "
+        "FROM jobs WHERE kind = ? AND data_time_iso >= ? AND data_time_iso < ? "
+        "ORDER BY data_time_iso",
+        (CONVERT_GROUP, to_iso_utc(start), to_iso_utc(end)),
+    ).fetchall()
+    out = []
+    for key, data_time, state, result_json, finished_at, priority in rows:
+        result = json.loads(result_json) if result_json else {}
+        ms_path = result.get("ms_path") if isinstance(result, dict) else None
+        out.append(
+            MemberRow(
+                str(key),
+                str(data_time),
+                str(state),
+                None if ms_path is None else str(ms_path),
+                None if finished_at is None else str(finished_at),
+                int(priority),
+            )
+        )
+    return out
+
+
+def planner_watermark(conn: sqlite3.Connection) -> datetime | None:
+    """Data time before which every block window is settled (None: not known yet)."""
+    value = get_service_state(conn).get(PLANNER_STATE, {}).get("settled_before_iso")
+    return None if value is None else datetime.fromisoformat(str(value))
+
+
+def set_planner_watermark(
+    conn: sqlite3.Connection, settled_before: datetime, *, now: datetime
+) -> None:
+    """Store the planner's watermark (see `planner_watermark`)."""
+    set_service_state(
+        conn,
+        PLANNER_STATE,
+        {"settled_before_iso": to_iso_utc(settled_before)},
+        now=now,
+    )
+
+
+def known_group_times(conn: sqlite3.Connection) -> list[datetime]:
+    """Start times of every group the queue has seen: conversion jobs and the
+    ``groups`` table (which keeps a row after retention deleted the job), so the
+    watcher never decides a group twice."""
+    rows = conn.execute(
+        "SELECT data_time_iso FROM jobs WHERE kind = ? "
+        "UNION SELECT start_time_iso FROM groups",
+        (CONVERT_GROUP,),
+    )
+    return sorted({datetime.fromisoformat(str(r[0])) for r in rows})
