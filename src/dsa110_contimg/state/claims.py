@@ -23,7 +23,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +201,7 @@ def hold_claims(
     wait_s: float = 3600.0,
     poll_s: float = 0.5,
     owner: str | None = None,
+    on_lost: Callable[[ClaimLostError], None] | None = None,
 ) -> Iterator[list[Claim]]:
     """Hold the claims on ``keys`` for the duration of a ``with`` block.
 
@@ -208,7 +209,8 @@ def hold_claims(
     deadlock), waiting while another owner holds one; a thread renews them
     every ``ttl_s / 3`` seconds. On exit they are released; if one was lost
     while the block ran, `ClaimLostError` is raised after the block so the
-    caller discards what it produced.
+    caller discards what it produced; ``on_lost`` (called from the renewing
+    thread) lets a long-running holder learn it at once and stop.
 
     Raises
     ------
@@ -246,6 +248,8 @@ def hold_claims(
                                 renew_claim(renew_conn, claim, ttl_s=ttl_s)
                             except ClaimLostError as err:
                                 lost.append(err)
+                                if on_lost is not None:
+                                    on_lost(err)
                                 return
                             except sqlite3.Error as err:  # busy: retry next tick
                                 log.warning(
