@@ -229,3 +229,45 @@ def test_cleanup_needs_the_claim_and_spares_new_temporaries(config) -> None:
                 (writer.claim.owner, writer.claim.token),
             )
             conn.commit()
+
+
+def test_stream_stops_when_its_writer_claim_is_lost(config) -> None:
+    """A stream whose claim was taken (it stalled past its lease) stops writing."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dsa110_contimg.services import run_stream_async
+
+    config = config.model_copy(
+        update={
+            "queue": config.queue.model_copy(
+                update={"lease_s": 0.9, "heartbeat_interval_s": 0.2}
+            )
+        }
+    )
+    db = Path(config.paths.state_db)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            task = asyncio.create_task(
+                run_stream_async(
+                    config, stop=stop, executor=pool, services=("hdf5_watcher",)
+                )
+            )
+            for _ in range(100):
+                await asyncio.sleep(0.1)
+                if db.exists():
+                    with closing(open_db(db)) as conn:
+                        if conn.execute("SELECT owner FROM claims").fetchone():
+                            break
+            with closing(open_db(db)) as conn:
+                conn.execute("UPDATE claims SET owner = 'h:1:x process', token = 99")
+                conn.commit()
+            try:  # ends only if the lost claim stopped it (stop is never set)
+                await asyncio.wait_for(task, 20)
+            finally:
+                stop.set()
+
+    with pytest.raises(ClaimLostError, match="now held by h:1:x process"):
+        asyncio.run(scenario())
