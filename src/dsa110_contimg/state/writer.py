@@ -41,6 +41,7 @@ from dsa110_contimg.state.claims import (
     _check_held,
     acquire_claim,
     hold_claims,
+    holder_is_gone,
     release_claim,
 )
 from dsa110_contimg.state.db import open_db
@@ -98,24 +99,15 @@ def _parse_owner(owner: str) -> tuple[str, int | None, str]:
 def _holder_is_gone(owner: str) -> bool:
     """Whether a holder on this host is a process that no longer runs.
 
-    Holders on other hosts are never judged here: their claims expire.
+    Holders on other hosts are never judged here: their claims expire. A
+    holder with this process's pid that this process does not hold is an
+    earlier incarnation (a restarted container reuses pids).
     """
     host, pid, _ = _parse_owner(owner)
-    if host != socket.gethostname() or pid is None:
-        return False
-    with _LIVE_LOCK:
-        if owner in _LIVE_OWNERS:
-            return False
-    if pid == os.getpid():  # an earlier incarnation that had our pid
-        return True
-    try:
-        import psutil
-    except ImportError:  # cannot tell: wait for the expiry
-        return False
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+    if host == socket.gethostname() and pid == os.getpid():
+        with _LIVE_LOCK:
+            return owner not in _LIVE_OWNERS
+    return holder_is_gone(owner)
 
 
 def _busy_error(state_db: Path, row: tuple) -> WriterBusyError:
@@ -132,27 +124,23 @@ def _busy_error(state_db: Path, row: tuple) -> WriterBusyError:
 
 
 def _acquire(state_db: Path, key: str, owner: str, ttl_s: float) -> None:
+    query = "SELECT owner, token, expires_at, acquired_at FROM claims WHERE key = ?"
     with closing(open_db(state_db)) as conn:
-        if acquire_claim(conn, key, owner=owner, ttl_s=ttl_s) is not None:
-            return
-        row = conn.execute(
-            "SELECT owner, token, expires_at, acquired_at FROM claims WHERE key = ?",
-            (key,),
-        ).fetchone()
-        if row is not None and row[0] is not None and _holder_is_gone(row[0]):
+        for _ in range(3):  # the holder may release or die between two reads
+            if acquire_claim(conn, key, owner=owner, ttl_s=ttl_s) is not None:
+                return
+            row = conn.execute(query, (key,)).fetchone()
+            if row is None or row[0] is None:
+                continue
+            if not _holder_is_gone(row[0]):
+                raise _busy_error(state_db, (row[0], row[2], row[3]))
             log.warning(
                 "writer claim of a dead process taken over",
                 extra={"key": key, "previous_owner": row[0]},
             )
             release_claim(conn, Claim(key, row[0], int(row[1])))
-            if acquire_claim(conn, key, owner=owner, ttl_s=ttl_s) is not None:
-                return
-            row = conn.execute(
-                "SELECT owner, token, expires_at, acquired_at FROM claims "
-                "WHERE key = ?",
-                (key,),
-            ).fetchone()
-        raise _busy_error(state_db, (row[0], row[2], row[3]))
+        msg = f"the writer claim of {state_db} changed hands repeatedly; retry"
+        raise WriterBusyError(msg)
 
 
 @contextmanager
