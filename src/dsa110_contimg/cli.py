@@ -228,12 +228,13 @@ def simulate(config_path, env, sets, output_dir) -> None:
 )
 def convert(config_path, env, sets, incoming_dir) -> None:
     """Convert every subband group in a directory to a Measurement Set."""
-    from dsa110_contimg.pipeline.batch import convert_incoming
+    from dsa110_contimg.pipeline.batch import convert_incoming, writer_of
 
     config = _load(config_path, env, sets)
-    report = convert_incoming(
-        config, incoming_dir and Path(incoming_dir), progress=_echo
-    )
+    with writer_of(config, "convert"):
+        report = convert_incoming(
+            config, incoming_dir and Path(incoming_dir), progress=_echo
+        )
     for path in report.ms_paths:
         click.echo(str(path))
     if report.failures:
@@ -338,6 +339,7 @@ def demo(config_path, env, sets, output_dir) -> None:
         Path(config.paths.incoming_dir),
         catalog_path=sim.sky_path,
         progress=_echo,
+        command="demo",
     )
     _report_batch(result)
     click.echo(f"images directory: {config.paths.images_dir}")
@@ -414,13 +416,15 @@ def single(config_path, env, sets, block_end_time, ms_files) -> None:
 def run_single(config, block_end_time: str, ms_files: list[str]) -> None:
     """Process one block and exit non-zero when it fails."""
     from dsa110_contimg.pipeline import PipelineOrchestrator
+    from dsa110_contimg.pipeline.batch import writer_of
 
-    orchestrator = PipelineOrchestrator(config)
-    try:
-        block = orchestrator.create_processing_block(block_end_time, ms_files)
-        result = asyncio.run(orchestrator.process_block(block))
-    finally:
-        orchestrator.close()
+    with writer_of(config, "single"):
+        orchestrator = PipelineOrchestrator(config)
+        try:
+            block = orchestrator.create_processing_block(block_end_time, ms_files)
+            result = asyncio.run(orchestrator.process_block(block))
+        finally:
+            orchestrator.close()
     click.echo(
         json.dumps(
             {
@@ -448,6 +452,13 @@ def batch(config_path, env, sets, start_time, end_time) -> None:
 
 def run_time_range(config, start_time: str, end_time: str) -> None:
     """Process the blocks of ``paths.ms_stage1_dir`` between two times."""
+    from dsa110_contimg.pipeline.batch import writer_of
+
+    with writer_of(config, "batch"):
+        _run_time_range(config, start_time, end_time)
+
+
+def _run_time_range(config, start_time: str, end_time: str) -> None:
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.pipeline import PipelineOrchestrator
     from dsa110_contimg.pipeline.batch import merge_photometry, process_blocks

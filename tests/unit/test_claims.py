@@ -145,8 +145,13 @@ def test_temporary_names_are_unique_and_tagged(tmp_path: Path) -> None:
     assert final.read_bytes() == b"new" and not a.exists()
 
 
-def test_a_dead_holder_on_this_host_is_taken_over_at_once(db_path: Path) -> None:
-    script = _HOLD_FOREVER.replace("ttl_s=1.0", "ttl_s=600.0")
+def test_a_killed_holder_on_this_host_is_taken_over_at_once(db_path: Path) -> None:
+    """A pool worker stopped mid-image must not block its MS for the whole TTL.
+
+    The restart after a SIGTERM past the grace period waited 120 s (the MS
+    claim's TTL) for the claims of the workers it had stopped.
+    """
+    script = _HOLD_FOREVER.replace("ttl_s=1.0", "ttl_s=120.0")
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(db_path)], stdout=subprocess.PIPE, text=True
     )
@@ -155,9 +160,9 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(db_path: Path) -> None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         t0 = time.monotonic()
-        with hold_claims(db_path, ["ms:shared"], ttl_s=600.0, wait_s=30) as claims:
-            assert claims[0].token == 2
-        assert time.monotonic() - t0 < 3, "no waiting for a 600 s lease to expire"
+        with hold_claims(db_path, ["ms:shared"], ttl_s=120.0, wait_s=10):
+            pass
+        assert time.monotonic() - t0 < 5
     finally:
         proc.kill()
         proc.wait(10)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,11 @@ from dsa110_contimg.simulation import (
     SimulationResult,
     simulate_observation,
 )
+from dsa110_contimg.state.writer import (
+    WriterClaim,
+    cleanup_stale_temporaries,
+    hold_writer,
+)
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
@@ -43,6 +49,7 @@ __all__ = [
     "convert_incoming",
     "process_blocks",
     "run_batch",
+    "writer_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,6 +77,22 @@ class BatchResult:
             and bool(self.blocks)
             and all(b.success for b in self.blocks)
         )
+
+
+@contextmanager
+def writer_of(config: PipelineConfig, command: str) -> Iterator[WriterClaim]:
+    """Hold the writer claim of ``paths.state_db`` and clear killed writers' debris.
+
+    Every command that writes the data directories runs inside this (the
+    stream takes the same claim): a second writer gets a `WriterBusyError`
+    naming the holder, and with the claim held the temporaries left by
+    killed writers are removed (`cleanup_stale_temporaries`).
+    """
+    with hold_writer(
+        config.paths.state_db, command, ttl_s=config.queue.lease_s
+    ) as writer:
+        cleanup_stale_temporaries(config, writer)
+        yield writer
 
 
 def observation_spec(config: PipelineConfig) -> ObservationSpec:
@@ -262,11 +285,29 @@ def run_batch(
     *,
     catalog_path: Path | None = None,
     progress: Progress = _quiet,
+    command: str = "process",
 ) -> BatchResult:
     """Convert every complete group in ``incoming_dir`` and process every block.
 
-    Writes ``paths.products_dir/photometry.csv``.
+    Writes ``paths.products_dir/photometry.csv``. Runs holding the writer
+    claim of ``paths.state_db`` (`writer_of`; ``command`` names this run to
+    a writer that is refused meanwhile).
+
+    Raises
+    ------
+    WriterBusyError
+        Another writer (a stream, another ``process``) uses the state database.
     """
+    with writer_of(config, command):
+        return _run_batch(config, incoming_dir, catalog_path, progress)
+
+
+def _run_batch(
+    config: PipelineConfig,
+    incoming_dir: Path | None,
+    catalog_path: Path | None,
+    progress: Progress,
+) -> BatchResult:
     catalog_file = catalog_path or config.paths.catalog_path
     catalog = load_catalog(catalog_file) if catalog_file is not None else None
     conversion = convert_incoming(config, incoming_dir, progress=progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import sqlite3
 import threading
@@ -18,11 +19,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from dsa110_contimg.state.jobs import set_service_state
 
-__all__ = ["DiskStatus", "IntakeGate", "check_free_disk", "run_off_loop"]
+if TYPE_CHECKING:
+    from dsa110_contimg.utils.config_loader import PipelineConfig
+
+__all__ = [
+    "DiskStatus",
+    "IntakeGate",
+    "check_free_disk",
+    "data_directories",
+    "run_off_loop",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +77,48 @@ def run_off_loop(fn: Callable[..., T], /, *args: object) -> asyncio.Future[T]:
     return future
 
 
-def _free_gb(path: Path) -> float:
+def _existing(path: Path) -> Path:
+    """The nearest existing ancestor of ``path`` (itself when it exists)."""
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
-    return shutil.disk_usage(probe).free / _GB
+    return probe
+
+
+def _free_gb(path: Path) -> float:
+    return shutil.disk_usage(_existing(path)).free / _GB
+
+
+def _device_of(path: Path) -> int:
+    return os.stat(_existing(path)).st_dev
+
+
+def data_directories(
+    config: PipelineConfig, incoming_dir: Path | None = None
+) -> list[Path]:
+    """Every directory the services write to, for the free-disk guard.
+
+    Incoming files, MSs, images, mosaics, calibration tables, products, the
+    light-curve store (``variability.store_dir``), the state database's
+    directory and the logs (``paths.log_dir``).
+    """
+    paths = config.paths
+    return list(
+        dict.fromkeys(
+            Path(p)
+            for p in (
+                incoming_dir or paths.incoming_dir,
+                paths.ms_stage1_dir,
+                paths.images_dir,
+                paths.mosaics_dir,
+                paths.cal_tables_dir,
+                paths.products_dir,
+                config.variability.store_dir,
+                Path(paths.state_db).parent,
+                paths.log_dir,
+            )
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +136,13 @@ def check_free_disk(
     *,
     min_free_disk_gb: float,
     free_gb: DiskUsage = _free_gb,
+    device_of: Callable[[Path], int] = _device_of,
 ) -> DiskStatus:
     """Return whether any of ``paths`` has less than ``min_free_disk_gb`` free.
+
+    Directories on one filesystem (same ``st_dev``) are measured once, by the
+    first of them; ``free_gb`` of the result has one entry per filesystem,
+    keyed by that directory.
 
     Parameters
     ----------
@@ -101,16 +153,27 @@ def check_free_disk(
         Threshold (GB).
     free_gb : callable, optional
         Returns the free space of a path in GB (replaced in tests).
+    device_of : callable, optional
+        Returns the filesystem id (``st_dev``) of a path.
     """
-    free = {str(p): round(free_gb(Path(p)), 3) for p in paths}
+    mounts: dict[int | str, list[str]] = {}
+    for p in paths:
+        try:
+            device: int | str = device_of(Path(p))
+        except OSError:  # measured on its own; the probe then reports
+            device = str(p)
+        mounts.setdefault(device, []).append(str(p))
+    free = {dirs[0]: round(free_gb(Path(dirs[0])), 3) for dirs in mounts.values()}
     low = {p: gb for p, gb in free.items() if gb < min_free_disk_gb}
     reason = ""
     if low:
         worst = min(low, key=low.__getitem__)
+        others = next(d for d in mounts.values() if d[0] == worst)[1:]
+        also = f" (same filesystem as {', '.join(others)})" if others else ""
         reason = (
-            f"free disk {low[worst]:.3g} GB at {worst} is below "
+            f"free disk {low[worst]:.3g} GB at {worst}{also} is below "
             f"watcher.min_free_disk_gb = {min_free_disk_gb:g} GB; intake paused "
-            "until space is freed"
+            "until space is freed there"
         )
     return DiskStatus(bool(low), free, min_free_disk_gb, reason)
 
@@ -128,6 +191,8 @@ class IntakeGate:
         Threshold (GB).
     free_gb : callable, optional
         Free-space probe (replaced in tests).
+    device_of : callable, optional
+        Filesystem id of a path (directories on one are measured once).
     """
 
     def __init__(
@@ -137,11 +202,13 @@ class IntakeGate:
         *,
         min_free_disk_gb: float,
         free_gb: DiskUsage = _free_gb,
+        device_of: Callable[[Path], int] = _device_of,
     ) -> None:
         self._conn = conn
         self._paths = list(paths)
         self._min_gb = min_free_disk_gb
         self._free_gb = free_gb
+        self._device_of = device_of
         self.status: DiskStatus | None = None
         self.stuck_reason: str | None = None
 
@@ -153,7 +220,10 @@ class IntakeGate:
     def measure(self) -> DiskStatus:
         """Measure the free space (file-system calls only: any thread)."""
         return check_free_disk(
-            self._paths, min_free_disk_gb=self._min_gb, free_gb=self._free_gb
+            self._paths,
+            min_free_disk_gb=self._min_gb,
+            free_gb=self._free_gb,
+            device_of=self._device_of,
         )
 
     def update(self, now: datetime) -> DiskStatus:

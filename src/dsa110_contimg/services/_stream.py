@@ -13,12 +13,11 @@ process exits. A second signal ends the grace period at once.
 from __future__ import annotations
 
 import asyncio
-import fcntl
+import contextlib
+import functools
 import logging
-import os
-import re
-import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -27,9 +26,11 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import StateError
-from dsa110_contimg.services._intake import IntakeGate, run_off_loop
+from dsa110_contimg.services._intake import (
+    IntakeGate,
+    data_directories,
+    run_off_loop,
+)
 from dsa110_contimg.services._pool import (
     ExecutorHolder,
     make_process_pool,
@@ -37,8 +38,8 @@ from dsa110_contimg.services._pool import (
 )
 from dsa110_contimg.services._runner import Clock, JobRunner, utc_now
 from dsa110_contimg.state import open_db
+from dsa110_contimg.state.writer import cleanup_stale_temporaries, hold_writer
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
-from dsa110_contimg.utils.storage import temporary_writer_pid
 
 __all__ = [
     "ALL_SERVICES",
@@ -63,105 +64,12 @@ class StreamSummary:
     duration_s: float
 
 
-class _StreamLock:
-    """One stream per state database: an exclusive ``flock`` on a lock file."""
-
-    def __init__(self, state_db: Path) -> None:
-        self.path = Path(f"{state_db}.stream.lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            msg = (
-                f"another stream (pid {holder}) is using {self.path.stem}; stop it "
-                "first, or give this one its own paths.state_db"
-            )
-            raise StateError(msg) from err
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-
-def _pid_alive(pid: int) -> bool:
-    psutil = require("psutil", "services")
-
-    return pid != os.getpid() and psutil.pid_exists(pid)
-
-
 def _audit(config: PipelineConfig) -> list[tuple[str, str]]:
     """Run the start-up product audit on a connection of its own thread."""
     from dsa110_contimg.services._audit import audit_recent_products
 
     with closing(open_db(Path(config.paths.state_db))) as conn:
         return audit_recent_products(conn, now=utc_now())
-
-
-def cleanup_stale_temporaries(config: PipelineConfig) -> list[Path]:
-    """Remove temporary products left by killed processes.
-
-    Conversion and imaging write under names tagged with the writer's pid
-    (``.<ms>.tmp-<pid>``, ``.tmp-<prefix>-<pid>``) and rename on success; a
-    temporary whose writer no longer runs is debris. Untagged temporaries
-    (``.<name>.tmp``, older versions) are removed too: the caller holds the
-    stream lock, so no block of this database is writing one. Unique
-    temporaries (``.<name>.tmp-<pid>-<random>``, `utils.storage.temporary_path`)
-    are removed when their writer no longer runs.
-    """
-    paths = config.paths
-    removed = []
-    rules = (
-        (Path(paths.images_dir), ".tmp-*", re.compile(r"-(\d+)$")),
-        (Path(paths.ms_stage1_dir), ".*.tmp-*", re.compile(r"\.tmp-(\d+)$")),
-    )
-    for directory, pattern, pid_re in rules:
-        for path in directory.glob(pattern):
-            match = pid_re.search(path.name)
-            if match is None or _pid_alive(int(match[1])):
-                continue
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
-    product_dirs = (
-        paths.products_dir,
-        paths.mosaics_dir,
-        paths.images_dir,
-        paths.cal_tables_dir,
-    )
-    for directory in product_dirs:
-        for path in Path(directory).glob(".*.tmp"):
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
-        # unique temporaries (utils.storage.temporary_path) of dead writers
-        for path in Path(directory).glob(".*.tmp-*"):
-            pid = temporary_writer_pid(path)
-            if pid is None or _pid_alive(pid):
-                continue
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
-    if removed:
-        log.warning(
-            "stale temporaries removed",
-            extra={"n_removed": len(removed), "paths": [str(p) for p in removed]},
-        )
-    return removed
 
 
 async def run_stream_async(
@@ -200,8 +108,9 @@ async def run_stream_async(
 
     Raises
     ------
-    StateError
-        Another stream holds this state database.
+    WriterBusyError
+        Another writer (a stream, ``process``, ``batch``...) holds this
+        state database's writer claim; the message names it.
     """
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.services._maintenance import run_maintenance_task
@@ -216,12 +125,21 @@ async def run_stream_async(
         raise ValueError(msg)
     t0 = time.perf_counter()
     paths = config.paths
-    lock = _StreamLock(Path(paths.state_db))
-    lock.acquire()
+    loop = asyncio.get_running_loop()
+
+    def writer_lost(err: BaseException) -> None:  # renewing thread
+        log.error("writer claim lost; stopping", extra={"error": str(err)})
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            loop.call_soon_threadsafe(stop.set)
+
+    writer_cm = hold_writer(
+        Path(paths.state_db), "stream", ttl_s=config.queue.lease_s, on_lost=writer_lost
+    )
+    writer = writer_cm.__enter__()
     try:
         conn = open_db(Path(paths.state_db))
-    except BaseException:
-        lock.release()
+    except BaseException as err:
+        writer_cm.__exit__(type(err), err, err.__traceback__)
         raise
     holder = ExecutorHolder(
         (lambda: executor)
@@ -243,7 +161,15 @@ async def run_stream_async(
         )
         try:  # file-system work off the loop, like every scan
             await asyncio.wait_for(
-                asyncio.shield(run_off_loop(cleanup_stale_temporaries, config)),
+                asyncio.shield(
+                    run_off_loop(
+                        functools.partial(
+                            cleanup_stale_temporaries, before=time.time()
+                        ),
+                        config,
+                        writer,
+                    )
+                ),
                 timeout=IO_TIMEOUT_S,
             )
         except TimeoutError:
@@ -257,12 +183,7 @@ async def run_stream_async(
         runner = JobRunner(conn, config.queue, clock=clock)
         gate = IntakeGate(
             conn,
-            [
-                Path(incoming_dir or paths.incoming_dir),
-                Path(paths.ms_stage1_dir),
-                Path(paths.images_dir),
-                Path(paths.products_dir),
-            ],
+            data_directories(config, incoming_dir),
             min_free_disk_gb=config.watcher.min_free_disk_gb,
         )
         try:  # off the loop: a hung mount must not block start-up signals
@@ -309,7 +230,7 @@ async def run_stream_async(
             stop_workers()  # the released jobs' work is still running there
         holder.close(wait=not released)
         conn.close()
-        lock.release()
+        writer_cm.__exit__(*sys.exc_info())  # release the writer claim
     log.info(
         "stream stopped",
         extra={

@@ -23,14 +23,13 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dsa110_contimg.pipeline.exceptions import StateError
 from dsa110_contimg.state.db import connect, open_db, to_iso_utc
-from dsa110_contimg.utils.processes import pid_running
 
 __all__ = [
     "Claim",
@@ -41,6 +40,8 @@ __all__ = [
     "release_claim",
     "hold_claims",
     "default_owner",
+    "holder_is_gone",
+    "take_over_if_dead",
 ]
 
 log = logging.getLogger(__name__)
@@ -70,16 +71,50 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def _holder_dead(owner: str) -> bool:
-    """True when ``owner`` (`default_owner` form) is a process of this host that
-    no longer runs: its claim is taken over at once instead of at expiry (a
-    holder on another host is only ever taken over at expiry)."""
+def holder_is_gone(owner: str) -> bool:
+    """Return whether ``owner`` (``<host>:<pid>:...``) is a dead process here.
+
+    Only holders on this host are judged (a process that no longer exists,
+    or a zombie); holders on other hosts, holders in this process and owners
+    of another form are never gone here: their claims expire.
+    """
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
-    return pid != os.getpid() and not pid_running(pid)
+    if pid == os.getpid():
+        return False
+    try:
+        import psutil
+    except ImportError:  # cannot tell: wait for the expiry
+        return False
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def take_over_if_dead(conn: sqlite3.Connection, key: str) -> bool:
+    """Free ``key``'s claim when its holder is a dead process on this host.
+
+    A worker killed while it held a claim (``kill -9``, the stream stopping
+    its pool after the grace period) would otherwise block the key until the
+    claim expired. Returns whether the claim was freed.
+    """
+    row = conn.execute(
+        "SELECT owner, token, expires_at FROM claims WHERE key = ?", (key,)
+    ).fetchone()
+    if row is None or row[0] is None or float(row[2]) <= time.time():
+        return False
+    if not holder_is_gone(row[0]):
+        return False
+    log.warning(
+        "claim of a dead process taken over",
+        extra={"key": key, "previous_owner": row[0]},
+    )
+    release_claim(conn, Claim(key, row[0], int(row[1])))
+    return True
 
 
 def _begin(conn: sqlite3.Connection) -> None:
@@ -138,7 +173,7 @@ def acquire_claim(
                 held_by is not None
                 and held_by != owner
                 and expires > now
-                and not _holder_dead(held_by)
+                and not holder_is_gone(held_by)
             ):
                 conn.rollback()
                 return None
@@ -219,6 +254,7 @@ def hold_claims(
     wait_s: float = 3600.0,
     poll_s: float = 0.5,
     owner: str | None = None,
+    on_lost: Callable[[ClaimLostError], None] | None = None,
 ) -> Iterator[list[Claim]]:
     """Hold the claims on ``keys`` for the duration of a ``with`` block.
 
@@ -226,7 +262,8 @@ def hold_claims(
     deadlock), waiting while another owner holds one; a thread renews them
     every ``ttl_s / 3`` seconds. On exit they are released; if one was lost
     while the block ran, `ClaimLostError` is raised after the block so the
-    caller discards what it produced.
+    caller discards what it produced; ``on_lost`` (called from the renewing
+    thread) lets a long-running holder learn it at once and stop.
 
     Raises
     ------
@@ -245,6 +282,8 @@ def hold_claims(
         for key in sorted(set(keys)):
             deadline = time.monotonic() + wait_s
             while (claim := acquire_claim(conn, key, owner=owner, ttl_s=ttl_s)) is None:
+                if take_over_if_dead(conn, key):
+                    continue
                 if time.monotonic() > deadline:
                     msg = (
                         f"{key} stayed claimed by another worker for {wait_s:.0f} s; "
@@ -264,6 +303,8 @@ def hold_claims(
                                 renew_claim(renew_conn, claim, ttl_s=ttl_s)
                             except ClaimLostError as err:
                                 lost.append(err)
+                                if on_lost is not None:
+                                    on_lost(err)
                                 return
                             except sqlite3.Error as err:  # busy: retry next tick
                                 log.warning(
