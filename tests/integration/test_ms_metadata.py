@@ -222,31 +222,52 @@ def test_observation_table_and_listobs(observation, tmp_path) -> None:
         assert name in text
 
 
+_OFFSETS_SCRIPT = """
+import json, sys
+from dsa110_contimg._casa import import_casa
+casatools = import_casa("casatools")
+md = casatools.msmetadata()
+md.open(sys.argv[1])
+offsets = [md.antennaoffset(k) for k in range(md.nantennas())]
+md.done()
+me = casatools.measures()
+site = me.observatory("DSA_110")
+print(json.dumps({
+    "east": [o["longitude offset"]["value"] for o in offsets],
+    "north": [o["latitude offset"]["value"] for o in offsets],
+    "up": [o["elevation offset"]["value"] for o in offsets],
+    "refer": site["refer"],
+    "lon_rad": me.measure(site, "WGS84")["m0"]["value"],
+}))
+"""
+
+
 def test_casa_knows_the_site_antenna_offsets_are_metres(observation) -> None:
     """listobs's antenna offsets need CASA's observatory row to be right.
 
     casadata types OVRO_MMA's geodetic height as an ITRF radius; the
     installation's CASA data (`dsa110_contimg._casa_data`) retypes it, so the
-    offsets of the antennas from the site are metres, not ~6 370 km.
+    offsets of the antennas from the site are metres, not ~6 370 km. Run in a
+    fresh process: CASA keeps the data of its first start for the life of a
+    process.
     """
-    from dsa110_contimg._casa import import_casa
+    import json
+    import subprocess
+    import sys
 
-    casatools = import_casa("casatools")
-    md = casatools.msmetadata()
-    md.open(str(observation["product"].path))
-    try:
-        offsets = [md.antennaoffset(k) for k in range(N_ANT)]
-    finally:
-        md.done()
-    east = np.array([o["longitude offset"]["value"] for o in offsets])
-    north = np.array([o["latitude offset"]["value"] for o in offsets])
-    up = np.array([o["elevation offset"]["value"] for o in offsets])
+    done = subprocess.run(
+        [sys.executable, "-c", _OFFSETS_SCRIPT, str(observation["product"].path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    up, east, north = (np.array(got[k]) for k in ("up", "east", "north"))
     assert np.all(np.abs(up) < 100.0), f"elevation offsets {up.min()}..{up.max()} m"
     assert np.all(np.hypot(east, north) < 3000.0)
-    me = casatools.measures()
-    site = me.observatory("DSA_110")
-    assert site["refer"] == "WGS84"
-    lon = np.degrees(me.measure(site, "WGS84")["m0"]["value"])
+    assert got["refer"] == "WGS84"
+    lon = np.degrees(got["lon_rad"])
     assert lon == pytest.approx(dsa110.ARRAY_LON_DEG, abs=1e-6)
 
 

@@ -475,7 +475,9 @@ def _truncate_newest_product(base: Path) -> Path | None:
         for sub in _PRODUCT_DIRS
         if (base / sub).exists()
         for p in (base / sub).rglob("*")
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(".log")
+        if p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(base).parts)
+        and not p.name.endswith(".log")
     ]
     if not files:
         return None
@@ -523,7 +525,14 @@ def test_power_loss_kill9_and_truncation_then_restart(
     assert last is not None
     events.append((0.0, last.name))
     print(f"\npower-loss events (seconds into the run, file cut to 0 bytes): {events}")
+    starts = stream.tail(100_000).count("stream start")
     stream.start()
+    # the work may all be done already: let the stream start (its signal
+    # handlers are in place by its "stream start" line) before stopping it
+    stream.wait(
+        lambda: stream.tail(100_000).count("stream start") > starts,
+        "the stream to start",
+    )
     stream.wait(lambda: stream.finished(FULL_RUN), "the restarted run to finish")
     stream.stop()
     assert stream.proc.returncode == 0, stream.tail()
