@@ -338,3 +338,24 @@ def test_decorated_writer_names_its_path(tiny_disk: Path) -> None:
     (tiny_disk / "big.bin").unlink()
     write(b"ok", tiny_disk / "small.bin")
     assert (tiny_disk / "small.bin").read_bytes() == b"ok"
+
+
+def test_state_database_full_is_a_resource_error(tiny_disk: Path) -> None:
+    """A job transition on a full database filesystem: retryable, rolled back."""
+    from datetime import UTC, datetime
+
+    from dsa110_contimg.state import open_db
+    from dsa110_contimg.state.jobs import PROCESS_BLOCK, JobSpec, enqueue_job
+
+    conn = open_db(tiny_disk / "state.sqlite3")
+    now = datetime.now(UTC)
+    filler = tiny_disk / "filler"
+    free = shutil.disk_usage(tiny_disk).free
+    filler.write_bytes(b"\0" * max(free - 4096, 0))
+    with pytest.raises(ResourceError, match="state database") as excinfo:
+        for k in range(2000):
+            spec = JobSpec(PROCESS_BLOCK, f"b{k}", now.isoformat(), {"x": "y" * 4000})
+            enqueue_job(conn, spec, now=now)
+    assert is_retryable(excinfo.value)
+    filler.unlink()
+    conn.close()

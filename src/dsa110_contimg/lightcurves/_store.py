@@ -62,6 +62,7 @@ from dsa110_contimg.pipeline.exceptions import (
     InputDataError,
     StateError,
 )
+from dsa110_contimg.utils.storage import publish, write_errors_as_resource
 
 pa = require("pyarrow", "lightcurves")
 pq = require("pyarrow.parquet", "lightcurves")
@@ -303,8 +304,9 @@ class LightcurveStore:
         )
         path = self.root / _SUMMARY
         tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        with write_errors_as_resource(path, "light-curve sums (Parquet)"):
+            pq.write_table(table, tmp, compression="zstd")
+            publish(tmp, path)
         st = path.stat()
         self._sums_stat = _stat_key(st)
 
@@ -425,10 +427,11 @@ class LightcurveStore:
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{token[:8]}")
-        pq.write_table(
-            arrow, tmp, row_group_size=self.row_group_size, compression="zstd"
-        )
-        os.replace(tmp, path)
+        with write_errors_as_resource(path, "light-curve epoch (Parquet)"):
+            pq.write_table(
+                arrow, tmp, row_group_size=self.row_group_size, compression="zstd"
+            )
+            publish(tmp, path)
         manifest["epochs"][epoch_id] = {
             "date": day,
             "path": relative,

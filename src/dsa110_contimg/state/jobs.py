@@ -35,8 +35,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dsa110_contimg.pipeline.exceptions import PipelineError, StateError
+from dsa110_contimg.pipeline.exceptions import PipelineError, ResourceError, StateError
 from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.utils.storage import is_resource_exhaustion
 
 __all__ = [
     "CONVERT_GROUP",
@@ -198,13 +199,29 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     if conn.in_transaction:
         msg = "job transitions need a connection with no open transaction"
         raise ValueError(msg)
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        yield
-    except BaseException:
-        conn.rollback()
-        raise
-    conn.commit()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+    except sqlite3.OperationalError as err:
+        if not is_resource_exhaustion(err):
+            raise
+        msg = (
+            f"state database {_db_path(conn)}: {err}; free space on its "
+            "filesystem (nothing was changed: the transition was rolled back)"
+        )
+        raise ResourceError(msg) from err
+
+
+def _db_path(conn: sqlite3.Connection) -> str:
+    for row in conn.execute("PRAGMA database_list"):
+        if row[1] == "main":
+            return str(row[2]) or ":memory:"
+    return "?"
 
 
 def _row_to_job(row: Sequence[object]) -> Job:
