@@ -525,13 +525,13 @@ def test_power_loss_kill9_and_truncation_then_restart(
     assert last is not None
     events.append((0.0, last.name))
     print(f"\npower-loss events (seconds into the run, file cut to 0 bytes): {events}")
-    starts = stream.tail(100_000).count("stream start")
+    audits = stream.tail(100_000).count("product audit done")
     stream.start()
-    # the work may all be done already: let the stream start (its signal
-    # handlers are in place by its "stream start" line) before stopping it
+    # the work may all be done already: let the stream get past its start-up
+    # audit (which requeues blocks with damaged products) before judging it
     stream.wait(
-        lambda: stream.tail(100_000).count("stream start") > starts,
-        "the stream to start",
+        lambda: stream.tail(100_000).count("product audit done") > audits,
+        "the stream's start-up audit",
     )
     stream.wait(lambda: stream.finished(FULL_RUN), "the restarted run to finish")
     stream.stop()

@@ -175,9 +175,10 @@ async def run_stream_async(
         except TimeoutError:
             log.error("stale-temporary clean-up is stuck; going on without it")
         try:  # finished blocks whose products were damaged meanwhile
-            await asyncio.wait_for(
+            redone = await asyncio.wait_for(
                 asyncio.shield(run_off_loop(_audit, config)), timeout=IO_TIMEOUT_S
             )
+            log.info("product audit done", extra={"n_blocks_requeued": len(redone)})
         except TimeoutError:
             log.error("product audit is stuck; going on without it")
         runner = JobRunner(conn, config.queue, clock=clock)
