@@ -41,7 +41,6 @@ __all__ = [
     "hold_claims",
     "default_owner",
     "holder_is_gone",
-    "take_over_if_dead",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,28 +92,6 @@ def holder_is_gone(owner: str) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def take_over_if_dead(conn: sqlite3.Connection, key: str) -> bool:
-    """Free ``key``'s claim when its holder is a dead process on this host.
-
-    A worker killed while it held a claim (``kill -9``, the stream stopping
-    its pool after the grace period) would otherwise block the key until the
-    claim expired. Returns whether the claim was freed.
-    """
-    row = conn.execute(
-        "SELECT owner, token, expires_at FROM claims WHERE key = ?", (key,)
-    ).fetchone()
-    if row is None or row[0] is None or float(row[2]) <= time.time():
-        return False
-    if not holder_is_gone(row[0]):
-        return False
-    log.warning(
-        "claim of a dead process taken over",
-        extra={"key": key, "previous_owner": row[0]},
-    )
-    release_claim(conn, Claim(key, row[0], int(row[1])))
-    return True
 
 
 def _begin(conn: sqlite3.Connection) -> None:
@@ -282,8 +259,6 @@ def hold_claims(
         for key in sorted(set(keys)):
             deadline = time.monotonic() + wait_s
             while (claim := acquire_claim(conn, key, owner=owner, ttl_s=ttl_s)) is None:
-                if take_over_if_dead(conn, key):
-                    continue
                 if time.monotonic() > deadline:
                     msg = (
                         f"{key} stayed claimed by another worker for {wait_s:.0f} s; "
