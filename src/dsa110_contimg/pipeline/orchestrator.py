@@ -255,20 +255,29 @@ def _image_and_measure(
     # An image that failed its quality gates is not measured: its fluxes are
     # not to be trusted (it is also kept out of the mosaic).
     if catalog is not None and (quality is None or quality.get("passed", True)):
-        t0 = time.perf_counter()
         with bind_context(stage="photometry"):
-            table = photometry_stage.measure_image(
-                product.image_path, catalog, config.photometry
-            )
-            log.info(
+            out["photometry_rows"] = _timed_photometry(
                 "photometry done",
-                extra={
-                    "n_measured": len(table),
-                    "duration_s": round(time.perf_counter() - t0, 2),
-                },
+                photometry_stage.measure_image,
+                product.image_path,
+                catalog,
+                config.photometry,
             )
-        out["photometry_rows"] = table
     return out
+
+
+def _timed_photometry(message: str, measure, *args, **kwargs) -> Table:
+    """Run a photometry function and log its row count and duration."""
+    t0 = time.perf_counter()
+    table = measure(*args, **kwargs)
+    log.info(
+        message,
+        extra={
+            "n_measured": len(table),
+            "duration_s": round(time.perf_counter() - t0, 2),
+        },
+    )
+    return table
 
 
 _IMAGE_KINDS = (
@@ -327,21 +336,15 @@ def _mosaic_block(
     }
     out["members"] = [(str(m.image_path), m.status, m.detail) for m in product.members]
     if catalog is not None:
-        t0 = time.perf_counter()
         with bind_context(block_id=block_id, stage="photometry"):
-            rows = photometry_stage.measure_mosaic(
+            rows = _timed_photometry(
+                "mosaic photometry done",
+                photometry_stage.measure_mosaic,
                 product.mosaic_path,
                 catalog,
                 config.photometry,
                 noise_path=product.noise_path,
                 coverage_path=product.coverage_path,
-            )
-            log.info(
-                "mosaic photometry done",
-                extra={
-                    "n_measured": len(rows),
-                    "duration_s": round(time.perf_counter() - t0, 2),
-                },
             )
         out["photometry_rows"] = rows
         if config.mosaic.write_png and len(rows):

@@ -142,14 +142,8 @@ def _gated_image(
         product = imager.make_image(Path(ms_path), prefix, attempt, header=header)
         if bright is not None and track is not None:
             bright_sources.restore_sources(product.image_path, bright, track)
-        quality = qa.measure_quality(
-            product.image_path,
-            product.residual_path,
-            qa.clean_history(product.log_path, product.backend),
-            thermal,
-            cfg,
-            params=_param_record(attempt),
-            attempts=attempts,
+        quality = _measure(
+            product, thermal, cfg, params=_param_record(attempt), attempts=attempts
         )
         if quality.passed:
             break
@@ -179,14 +173,21 @@ def _skipped_quality(product: ImageProduct, ms_path: Path, cfg: ImagingConfig) -
     thermal = qa.thermal_rms_jy(
         Path(ms_path), sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=cfg.min_uv_lambda
     )
-    quality = qa.measure_quality(
+    return qa.write_quality(_measure(product, thermal, cfg))
+
+
+def _measure(
+    product: ImageProduct, thermal: float, cfg: ImagingConfig, **record: object
+) -> qa.ImageQuality:
+    """Measure an imager's products against the quality gates."""
+    return qa.measure_quality(
         product.image_path,
         product.residual_path,
         qa.clean_history(product.log_path, product.backend),
         thermal,
         cfg,
+        **record,
     )
-    return qa.write_quality(quality)
 
 
 def field_edge_pb(
