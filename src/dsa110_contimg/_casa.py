@@ -28,7 +28,7 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from types import ModuleType
 
-from dsa110_contimg.pipeline.exceptions import ExternalToolError, MissingDependencyError
+from dsa110_contimg.exceptions import ExternalToolError, MissingDependencyError
 
 __all__ = [
     "CASA_SITE_CONFIG",

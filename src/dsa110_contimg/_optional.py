@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from dsa110_contimg.pipeline.exceptions import MissingDependencyError
+from dsa110_contimg.exceptions import MissingDependencyError
 
 __all__ = ["require"]
 

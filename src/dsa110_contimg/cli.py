@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from dsa110_contimg.pipeline.exceptions import PipelineError
+from dsa110_contimg.exceptions import PipelineError
 
 __all__ = ["main", "cli"]
 

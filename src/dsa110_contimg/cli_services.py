@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from dsa110_contimg.cli import _common, _data_options, _load, cli
-from dsa110_contimg.pipeline.exceptions import PipelineError
+from dsa110_contimg.exceptions import PipelineError
 
 __all__ = [
     "stream_command",

@@ -33,7 +33,7 @@ import numpy as np
 from astropy.table import Table
 
 from dsa110_contimg.cli import _common, _load
-from dsa110_contimg.pipeline.exceptions import InputDataError, PipelineError
+from dsa110_contimg.exceptions import InputDataError, PipelineError
 
 __all__ = ["variables_command", "lightcurve_command", "ingest_command"]
 

@@ -22,7 +22,7 @@ from dsa110_contimg.data_ingestion.grouping import (
     group_subband_files,
 )
 from dsa110_contimg.data_ingestion.ms_creation import convert_group
-from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.simulation._gains import GainModel

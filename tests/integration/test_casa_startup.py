@@ -153,7 +153,7 @@ def test_casa_startup_failure_is_a_clear_retryable_error(home, tmp_path, broken)
         "import json\n"
         "from pathlib import Path\n"
         "import dsa110_contimg._casa as casa\n"
-        "from dsa110_contimg.pipeline.exceptions import ExternalToolError\n"
+        "from dsa110_contimg.exceptions import ExternalToolError\n"
         "good = casa.CASA_SITE_CONFIG\n"
         f"casa.CASA_SITE_CONFIG = Path({str(site)!r})\n"
         "try:\n"

@@ -34,7 +34,7 @@ from dsa110_contimg.data_ingestion.grouping import (
 )
 from dsa110_contimg.data_ingestion.ms_creation import MsProduct, convert_group
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.pipeline.exceptions import (
+from dsa110_contimg.exceptions import (
     DataQualityWarning,
     InputDataError,
     ResourceError,

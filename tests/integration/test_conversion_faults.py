@@ -31,7 +31,7 @@ from dsa110_contimg.data_ingestion.grouping import (
     group_subband_files,
 )
 from dsa110_contimg.data_ingestion.ms_creation import convert_group, is_valid_ms
-from dsa110_contimg.pipeline.exceptions import (
+from dsa110_contimg.exceptions import (
     DataQualityWarning,
     InputDataError,
     ResourceError,

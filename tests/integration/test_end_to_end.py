@@ -143,7 +143,7 @@ def test_crashing_imager_leaves_no_product(batch_run, tmp_path):
     ms = first.conversion.products[0].path
     images = tmp_path / "images"
     cfg = make_config(tmp_path, **{"imaging.wsclean_path": str(fake)})
-    from dsa110_contimg.pipeline.exceptions import ImagingError
+    from dsa110_contimg.exceptions import ImagingError
     from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
 
     with pytest.raises(ImagingError) as info:
@@ -158,7 +158,7 @@ def test_crashing_imager_leaves_no_product(batch_run, tmp_path):
 def test_missing_wsclean_is_clear(batch_run, tmp_path):
     config, first = batch_run
     cfg = make_config(tmp_path, **{"imaging.wsclean_path": "/nonexistent/wsclean"})
-    from dsa110_contimg.pipeline.exceptions import ImagingError
+    from dsa110_contimg.exceptions import ImagingError
     from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
 
     with pytest.raises(ImagingError, match="apt-get install wsclean"):

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from dsa110_contimg.exceptions import DataQualityWarning
 from dsa110_contimg.pipeline import PipelineOrchestrator
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning
 from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages.conversion_stage import convert_groups, find_groups
 from dsa110_contimg.pipeline.stages.imaging_stage import image_ms

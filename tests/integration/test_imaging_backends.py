@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.pipeline.exceptions import ConfigError, ImagingError
+from dsa110_contimg.exceptions import ConfigError, ImagingError
 from dsa110_contimg.pipeline.stages.conversion_stage import convert_groups, find_groups
 from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs, image_ms
 from dsa110_contimg.pipeline.stages.photometry_stage import measure_image

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from dsa110_contimg.cli import cli
 from dsa110_contimg.data_ingestion.skymodel import load_catalog
-from dsa110_contimg.pipeline.exceptions import InputDataError, StateError
+from dsa110_contimg.exceptions import InputDataError, StateError
 from dsa110_contimg.state import db
 from dsa110_contimg.variability import read_measurements_csv
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.pipeline.stages.conversion_stage import convert_groups, find_groups
 from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
 from dsa110_contimg.services import run_stream_async
 from dsa110_contimg.services._intake import IntakeGate, check_free_disk

@@ -245,8 +245,8 @@ def test_images_of_a_block_are_one_epoch_each(tmp_path: Path) -> None:
 
 
 def test_a_mixed_table_without_a_choice_is_an_error(tmp_path: Path) -> None:
+    from dsa110_contimg.exceptions import InputDataError
     from dsa110_contimg.lightcurves import LightcurveStore
-    from dsa110_contimg.pipeline.exceptions import InputDataError
     from dsa110_contimg.variability import ingest_photometry_csv
 
     path = _block_tables(tmp_path)[0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from dsa110_contimg.pipeline.exceptions import ConfigError
+from dsa110_contimg.exceptions import ConfigError
 from dsa110_contimg.utils.config_loader import (
     ImagingConfig,
     PathsConfig,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa110_contimg.pipeline.exceptions import ConfigError
+from dsa110_contimg.exceptions import ConfigError
 from dsa110_contimg.pipeline.stages.imaging_stage import imaging_params
 from dsa110_contimg.tools.imagers import IMAGERS, ImagingParams, get_imager
 from dsa110_contimg.tools.tclean import TcleanImager, tclean_call, w_projection_planes

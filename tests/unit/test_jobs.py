@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa110_contimg.pipeline.exceptions import (
+from dsa110_contimg.exceptions import (
     ExternalToolError,
     InputDataError,
     ResourceError,

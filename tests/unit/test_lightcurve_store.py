@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.lightcurves import STORE_COLUMNS, LightcurveStore
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
 
 N_SRC = 300
 NAMES = np.array([f"S{k:04d}" for k in range(N_SRC)])
@@ -280,7 +280,7 @@ def test_a_held_lock_times_out_with_a_clear_error(tmp_path: Path) -> None:
     import fcntl
     import os
 
-    from dsa110_contimg.pipeline.exceptions import StateError
+    from dsa110_contimg.exceptions import StateError
 
     store = LightcurveStore(tmp_path / "lc", lock_timeout_s=0.2)
     fd = os.open(store.root / "_writer.lock", os.O_RDWR | os.O_CREAT)

@@ -7,13 +7,13 @@ import pytest
 from astropy.io import fits
 
 from dsa110_contimg.data_ingestion.photometry import Beam
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import (
     DriftTrack,
     noise_map,
     primary_beam_at,
     primary_beam_image,
 )
-from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.telescope.beam_models import fwhm_deg
 from dsa110_contimg.testing.images import make_point_source_image
 

@@ -15,8 +15,8 @@ from astropy.wcs import WCS
 
 from dsa110_contimg.data_ingestion.photometry import Beam
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.mosaic import DriftTrack
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.pipeline.stages.mosaicking_stage import MosaicMember, make_mosaic
 from dsa110_contimg.pipeline.stages.photometry_stage import measure_mosaic
 from dsa110_contimg.telescope import dsa110

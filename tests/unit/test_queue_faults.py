@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
 from dsa110_contimg.state import open_db
 from dsa110_contimg.state.jobs import (

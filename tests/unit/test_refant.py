@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dsa110_contimg.calibration._refant import AntennaStats, pick_refant
-from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.exceptions import CalibrationError
 
 
 def _stats(**changes) -> AntennaStats:

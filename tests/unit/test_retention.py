@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dsa110_contimg.pipeline.exceptions import ConfigError
+from dsa110_contimg.exceptions import ConfigError
 from dsa110_contimg.services import _maintenance
 from dsa110_contimg.services._maintenance import run_maintenance
 from dsa110_contimg.services.ms_processor._blocks import block_windows_containing

@@ -14,7 +14,7 @@ from dsa110_contimg.data_ingestion.skymodel import (
     load_catalog,
     write_catalog,
 )
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 
 
 def _catalog(n: int = 5, seed: int = 0) -> SkyCatalog:

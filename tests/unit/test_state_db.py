@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.state import (
     connect,
     latest_schema_version,

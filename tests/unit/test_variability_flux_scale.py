@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.lightcurves import LightcurveStore
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.simulation._lightcurves import simulate_lightcurves
 from dsa110_contimg.utils.config_loader import VariabilityConfig
 from dsa110_contimg.variability import (

@@ -15,7 +15,7 @@ from dsa110_contimg.data_ingestion.source_finding import (
     estimate_rms_map,
     find_sources,
 )
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.testing.images import make_point_source_image
 
 BEAM = Beam(15.0, 11.0, 30.0)

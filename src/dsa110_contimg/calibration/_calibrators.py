@@ -13,7 +13,7 @@ from astropy.coordinates import EarthLocation
 from astropy.time import Time
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import airy_beam
 

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import ExternalToolError
+from dsa110_contimg.exceptions import ExternalToolError
 from dsa110_contimg.telescope import dsa110
 
 __all__ = [

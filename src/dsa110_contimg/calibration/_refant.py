@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.exceptions import CalibrationError
 
 __all__ = [
     "AntennaStats",

@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import CalibrationError, DataQualityWarning
+from dsa110_contimg.exceptions import CalibrationError, DataQualityWarning
 from dsa110_contimg.state.db import to_iso_utc
 
 __all__ = [

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.tools.casa_env import casa_stderr_to
 
 __all__ = [

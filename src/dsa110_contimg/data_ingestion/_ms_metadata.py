@@ -34,7 +34,7 @@ from pyuvdata import UVData
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.data_ingestion import _phasing
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 
 __all__ = [

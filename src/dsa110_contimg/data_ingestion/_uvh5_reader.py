@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from pyuvdata import UVData
 
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
-from dsa110_contimg.pipeline.exceptions import InputDataError, ResourceError
+from dsa110_contimg.exceptions import InputDataError, ResourceError
 from dsa110_contimg.telescope.dsa110 import subband_frequencies_hz
 from dsa110_contimg.utils.storage import is_resource_exhaustion
 

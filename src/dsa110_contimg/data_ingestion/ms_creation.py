@@ -26,7 +26,7 @@ from dsa110_contimg._optional import require
 from dsa110_contimg.data_ingestion import _ms_metadata, _phasing
 from dsa110_contimg.data_ingestion._uvh5_reader import read_group, read_group_header
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
-from dsa110_contimg.pipeline.exceptions import (
+from dsa110_contimg.exceptions import (
     DataQualityWarning,
     InputDataError,
     ResourceError,

@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 
 __all__ = [
     "Beam",

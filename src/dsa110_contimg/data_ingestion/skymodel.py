@@ -22,7 +22,7 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope.beam_models import angular_separation_rad
 
 __all__ = [

@@ -32,7 +32,7 @@ from dsa110_contimg.data_ingestion.photometry import (
     measure_forced,
 )
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 
 __all__ = ["FOUND_COLUMNS", "estimate_rms_map", "find_sources", "crossmatch"]
 

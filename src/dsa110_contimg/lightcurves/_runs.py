@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from dsa110_contimg._optional import require
+from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.lightcurves._schema import STORE_COLUMNS
-from dsa110_contimg.pipeline.exceptions import StateError
 
 pq = require("pyarrow.parquet", "lightcurves")
 

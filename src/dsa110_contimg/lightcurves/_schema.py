@@ -12,7 +12,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 
 pa = require("pyarrow", "lightcurves")
 

@@ -48,6 +48,11 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from dsa110_contimg._optional import require
+from dsa110_contimg.exceptions import (
+    DataQualityWarning,
+    InputDataError,
+    StateError,
+)
 from dsa110_contimg.lightcurves._runs import sql_list, write_run
 from dsa110_contimg.lightcurves._schema import (
     SCHEMA,
@@ -57,11 +62,6 @@ from dsa110_contimg.lightcurves._schema import (
     to_astropy,
 )
 from dsa110_contimg.lightcurves._summary import SUM_FIELDS, RunningSums, usable_rows
-from dsa110_contimg.pipeline.exceptions import (
-    DataQualityWarning,
-    InputDataError,
-    StateError,
-)
 from dsa110_contimg.utils.storage import publish, write_errors_as_resource
 
 pa = require("pyarrow", "lightcurves")

@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.interpolate import RectBivariateSpline
 
 from dsa110_contimg.data_ingestion import _phasing
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import drift_averaged_beam
 

@@ -1,8 +1,8 @@
 """Pipeline orchestration: blocks of Measurement Sets through the stages.
 
 ``PipelineOrchestrator``, ``ProcessingBlock`` and ``ProcessingResult`` are
-re-exported lazily so that ``dsa110_contimg.pipeline.exceptions`` stays
-importable from the science modules without importing the orchestrator.
+re-exported lazily so that importing the package (or the seed path
+``dsa110_contimg.pipeline.exceptions``) does not import the orchestrator.
 """
 
 from __future__ import annotations

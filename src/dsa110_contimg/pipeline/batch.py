@@ -18,7 +18,7 @@ from astropy.table import Table, unique, vstack
 
 from dsa110_contimg.data_ingestion.grouping import RejectedFile, find_subband_groups
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.pipeline.orchestrator import (
     PipelineOrchestrator,
     ProcessingResult,

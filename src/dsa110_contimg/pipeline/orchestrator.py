@@ -25,8 +25,8 @@ from astropy.table import Table
 from astropy.time import Time, TimeDelta
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
+from dsa110_contimg.exceptions import ConfigError, PipelineError
 from dsa110_contimg.pipeline._block_summary import block_summary
-from dsa110_contimg.pipeline.exceptions import ConfigError, PipelineError
 from dsa110_contimg.pipeline.stages import (
     imaging_stage,
     mosaicking_stage,

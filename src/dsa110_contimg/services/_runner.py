@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import PipelineError, StateError
+from dsa110_contimg.exceptions import PipelineError, StateError
 from dsa110_contimg.state import jobs
 from dsa110_contimg.state.jobs import Job, JobSpec
 from dsa110_contimg.utils.config_loader import QueueConfig

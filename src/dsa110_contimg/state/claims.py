@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.state.db import connect, open_db, to_iso_utc
 
 __all__ = [

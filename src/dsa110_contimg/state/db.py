@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import ResourceError, StateError
+from dsa110_contimg.exceptions import ResourceError, StateError
 
 __all__ = [
     "BUSY_TIMEOUT_S",

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dsa110_contimg.pipeline.exceptions import PipelineError, ResourceError, StateError
+from dsa110_contimg.exceptions import PipelineError, ResourceError, StateError
 from dsa110_contimg.state.db import to_iso_utc
 from dsa110_contimg.utils.storage import is_resource_exhaustion
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsa110_contimg.pipeline.exceptions import StateError
+from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.state.claims import (
     Claim,
     ClaimLostError,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dsa110_contimg.pipeline.exceptions import ConfigError
+from dsa110_contimg.exceptions import ConfigError
 
 __all__ = ["ImagingParams", "ImageProduct", "Imager", "IMAGERS", "get_imager"]
 

@@ -69,7 +69,7 @@ import numpy as np
 
 from dsa110_contimg._casa import CASA_SITE_CONFIG, casa_environment
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import ImagingError
+from dsa110_contimg.exceptions import ImagingError
 from dsa110_contimg.tools.fits_header import set_header_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import ImagingError
+from dsa110_contimg.exceptions import ImagingError
 from dsa110_contimg.tools.fits_header import set_header_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 

@@ -10,7 +10,7 @@ a valid configuration and the JSON schema in ``config/schemas`` documents it.
 ``config/environments/<env>.yaml`` < an explicit YAML file < ``DSA110__SECTION__KEY``
 environment variables < dotted ``overrides``. Every problem (missing file,
 YAML syntax, unknown key, wrong type) is raised as
-:class:`~dsa110_contimg.pipeline.exceptions.ConfigError` with the dotted key
+:class:`~dsa110_contimg.exceptions.ConfigError` with the dotted key
 path and the layer it came from.
 """
 
@@ -38,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from dsa110_contimg.pipeline.exceptions import ConfigError
+from dsa110_contimg.exceptions import ConfigError
 from dsa110_contimg.telescope.dsa110 import N_CHAN_PER_SUBBAND, N_SUBBANDS
 
 __all__ = [

@@ -258,7 +258,7 @@ def configure_logging(
     Idempotent: handlers installed by an earlier call are closed and replaced;
     handlers added by anyone else are left alone. The same handlers go on the
     ``py.warnings`` logger, and ``logging.captureWarnings(True)`` is called so
-    :class:`~dsa110_contimg.pipeline.exceptions.DataQualityWarning` and other
+    :class:`~dsa110_contimg.exceptions.DataQualityWarning` and other
     warnings reach the log stream. Pool workers started afterwards with
     `worker_logging_args` send their records to these handlers.
     """

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from dsa110_contimg.pipeline.exceptions import ResourceError
+from dsa110_contimg.exceptions import ResourceError
 
 __all__ = [
     "is_resource_exhaustion",

@@ -20,7 +20,7 @@ import numpy as np
 from astropy.table import Table, vstack
 from numpy.typing import NDArray
 
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.variability._ese import EseGrid, bin_lightcurves, search_ese
 from dsa110_contimg.variability._flux_scale import calibrate_epoch
 from dsa110_contimg.variability._metrics import lightcurve_metrics, metrics_from_sums

@@ -19,7 +19,7 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning
+from dsa110_contimg.exceptions import DataQualityWarning
 
 __all__ = [
     "FluxScale",

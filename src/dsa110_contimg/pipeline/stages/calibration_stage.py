@@ -40,7 +40,7 @@ from dsa110_contimg.calibration import (
 from dsa110_contimg.calibration._registry import record_application
 from dsa110_contimg.data_ingestion.ms_creation import MsInfo, read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.pipeline.exceptions import CalibrationError
+from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.state import open_db
 from dsa110_contimg.telescope.beam_models import angular_separation_rad, fwhm_deg
 from dsa110_contimg.utils.config_loader import CalibrationConfig

@@ -40,7 +40,7 @@ import numpy as np
 from astropy.io import fits
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config_loader import ImagingConfig
 

@@ -33,13 +33,13 @@ from astropy.wcs import WCS, FITSFixedWarning
 from dsa110_contimg import __version__
 from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import (
     DriftTrack,
     noise_map,
     primary_beam_at,
     primary_beam_image,
 )
-from dsa110_contimg.pipeline.exceptions import InputDataError
 from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages._product_checks import (

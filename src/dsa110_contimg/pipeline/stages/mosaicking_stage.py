@@ -35,6 +35,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS
 
 from dsa110_contimg import __version__
+from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.mosaic import (
     DriftTrack,
     MosaicInput,
@@ -43,7 +44,6 @@ from dsa110_contimg.mosaic import (
     image_outline,
     mosaic_grid,
 )
-from dsa110_contimg.pipeline.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.pipeline.stages._product_checks import fits_problem
 from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
 from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs

@@ -49,7 +49,7 @@ from dsa110_contimg.data_ingestion.grouping import (
     probe_subband_file,
     scan_subband_files,
 )
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope.dsa110 import SubbandFile
 from dsa110_contimg.utils.config_loader import WatcherConfig
 

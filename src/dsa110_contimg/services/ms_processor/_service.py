@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dsa110_contimg.pipeline.exceptions import (
+from dsa110_contimg.exceptions import (
     InputDataError,
     PipelineError,
     StateError,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table
 
-from dsa110_contimg.pipeline.exceptions import InputDataError
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.pipeline.stages import photometry_stage
 from dsa110_contimg.pipeline.stages.photometry_stage import (
     PHOTOMETRY_COLUMNS,
