@@ -1,0 +1,311 @@
+"""Config sections of the image products: imaging, mosaics and forced photometry."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from dsa110_contimg.utils.config._model import FROZEN
+from dsa110_contimg.utils.config._units import parse_angle_arcsec, parse_flux_jy
+
+__all__ = [
+    "ImagingConfig",
+    "MosaicConfig",
+    "PhotometryConfig",
+]
+
+
+class ImagingConfig(BaseModel):
+    """Imager settings, named after WSClean / tclean parameters."""
+
+    model_config = FROZEN
+
+    backend: Literal["wsclean", "tclean"] = Field(
+        "wsclean",
+        description="Imaging program: WSClean or CASA tclean (run in a child "
+        "Python process) (choice).",
+    )
+    wsclean_path: str | None = Field(
+        None, description="WSClean executable; null = search PATH (path)."
+    )
+    casa_python: str | None = Field(
+        None,
+        description="Python interpreter with casatasks that runs tclean; null = "
+        "the pipeline's own interpreter (path).",
+    )
+    deconvolver: Literal["hogbom", "clark", "multiscale", "mtmfs"] = Field(
+        "hogbom", description="Deconvolution algorithm (choice)."
+    )
+    gridder: Literal["wproject", "wstacking", "wgridder", "standard"] = Field(
+        "wproject", description="Gridding algorithm (choice)."
+    )
+    niter: int = Field(5000, ge=0, description="Maximum clean iterations (count).")
+    threshold: str = Field(
+        "1mJy",
+        description="Absolute clean stopping threshold (flux string, Jy/mJy/uJy).",
+    )
+    image_size: tuple[int, int] = Field(
+        (5000, 5000),
+        description="Image size, x then y; the default field (with the default "
+        "3 arcsec cell) covers the primary beam down to 0.19, below "
+        "photometry.min_pb, so no source above it lies outside (pixels).",
+    )
+    cell_size: str = Field(
+        "3arcsec", description="Pixel size (angle string, arcsec/arcmin/deg)."
+    )
+    weighting: Literal["briggs", "natural", "uniform"] = Field(
+        "briggs", description="Visibility weighting scheme (choice)."
+    )
+    robust: float = Field(
+        0.5, ge=-2, le=2, description="Briggs robustness parameter (dimensionless)."
+    )
+    min_uv_lambda: float = Field(
+        1000.0, ge=0, description="Shortest baseline used for imaging (wavelengths)."
+    )
+    auto_threshold_sigma: float | None = Field(
+        1.0,
+        gt=0,
+        description="Stop cleaning at this multiple of the rms; null = off. With the "
+        "auto-mask, cleaning to 1 sigma leaves too little flux in the residual to "
+        "bias matched-filter photometry (sigma).",
+    )
+    auto_mask_sigma: float | None = Field(
+        4.0,
+        gt=0,
+        description="Build a clean mask at this multiple of the rms, then clean "
+        "inside it to auto_threshold_sigma; null = no auto-mask (sigma).",
+    )
+    mgain: float = Field(0.8, gt=0, le=1, description="Major-cycle gain (fraction).")
+    channels_out: int = Field(
+        1,
+        ge=1,
+        description="Channels imaged separately and joined in deconvolution "
+        "(WSClean -channels-out/-join-channels; tclean uses its own MFS) (count).",
+    )
+    nterms: int = Field(
+        2,
+        ge=1,
+        le=4,
+        description="Taylor terms of the spectral fit with deconvolver mtmfs "
+        "(tclean nterms, WSClean -fit-spectral-pol) (count).",
+    )
+    multiscale_scales_pix: list[int] | None = Field(
+        None,
+        description="Scales of multiscale clean; null = the imager's automatic "
+        "choice (WSClean) or 0, 2 and 6 synthesized beams (tclean) (pixels).",
+    )
+    w_planes: int | None = Field(
+        None,
+        ge=1,
+        description="W-layers (WSClean -nwlayers) or w-projection planes (tclean "
+        "wprojplanes); null = computed from the longest w and the field (count).",
+    )
+    threads: int = Field(2, ge=1, description="Threads given to the imager (count).")
+    mem_percent: float = Field(
+        60.0, gt=0, le=100, description="Memory the imager may use (percent of RAM)."
+    )
+    pb_limit: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Primary-beam level below which the image is blanked (fraction).",
+    )
+    timeout_s: float = Field(
+        3600.0, gt=0, description="Kill the imager after this long (seconds)."
+    )
+    noise_box_beams: float = Field(
+        10.0,
+        gt=0,
+        description="Side of the boxes of the sliding-window rms map of the "
+        "residual (synthesized beam major axes).",
+    )
+    write_png: bool = Field(
+        True, description="Write a PNG preview of every image (flag)."
+    )
+    subtract_standards_min_jy: float | None = Field(
+        1.0,
+        gt=0,
+        description="Flux standards (calibrators.csv model pb17) whose "
+        "drift-averaged apparent flux exceeds this are predicted through the "
+        "drifting beam, subtracted before imaging and restored after it (WSClean "
+        "only: tclean reads only DATA or CORRECTED_DATA); null = off (Jy).",
+    )
+    qa_enabled: bool = Field(
+        True,
+        description="Measure every image against the quality gates, re-image a "
+        "failed one with the qa_retry_* parameters and keep a still failing one "
+        "out of the mosaic (flag).",
+    )
+    qa_max_peak_growth: float = Field(
+        2.0,
+        gt=1,
+        description="A clean whose peak residual at the start of a major cycle "
+        "exceeds the smallest earlier one by more than this factor diverged (ratio).",
+    )
+    qa_max_rms_ratio: float = Field(
+        3.0,
+        gt=0,
+        description="Largest residual rms over the expected rms (thermal rms and "
+        "peak / qa_dynamic_range in quadrature) (ratio).",
+    )
+    qa_dynamic_range: float = Field(
+        500.0,
+        gt=0,
+        description="Image-plane dynamic range the imaging reaches; peak / this is "
+        "the rms floor a bright source sets (ratio).",
+    )
+    qa_max_negative_ratio: float = Field(
+        0.2,
+        gt=0,
+        description="Largest |most negative pixel| as a fraction of the image "
+        "peak (ratio).",
+    )
+    qa_sefd_jy: float = Field(
+        6500.0,
+        gt=0,
+        description="Antenna SEFD of the thermal-rms prediction (Jy).",
+    )
+    qa_retry_auto_threshold_sigma: float = Field(
+        3.0,
+        gt=0,
+        description="Retry of a failed image: clean only down to at least this "
+        "(sigma).",
+    )
+    qa_retry_auto_mask_sigma: float = Field(
+        5.0,
+        gt=0,
+        description="Retry of a failed image: clean inside an auto-mask built at "
+        "at least this (sigma).",
+    )
+    qa_retry_mgain: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Retry of a failed image: major-cycle gain at most this "
+        "(fraction).",
+    )
+
+    @field_validator("threshold")
+    @classmethod
+    def _check_threshold(cls, value: str) -> str:
+        parse_flux_jy(value)
+        return value
+
+    @field_validator("cell_size")
+    @classmethod
+    def _check_cell_size(cls, value: str) -> str:
+        if parse_angle_arcsec(value) <= 0:
+            msg = f"cell_size must be positive, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_image_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        if min(value) < 16:
+            msg = f"each image_size axis must be >= 16 pixels, got {list(value)}"
+            raise ValueError(msg)
+        return value
+
+    def threshold_jy(self) -> float:
+        """Return the clean threshold (Jy)."""
+        return parse_flux_jy(self.threshold)
+
+    def cell_size_arcsec(self) -> float:
+        """Return the pixel size (arcsec)."""
+        return parse_angle_arcsec(self.cell_size)
+
+
+class MosaicConfig(BaseModel):
+    """Hourly mosaics: images of a block coadded on a common grid."""
+
+    model_config = FROZEN
+
+    enabled: bool = Field(True, description="Make a mosaic of every block (flag).")
+    pb_cut: float = Field(
+        0.2,
+        gt=0,
+        le=1,
+        description="Image pixels where the primary beam is below this are left "
+        "out of the mosaic (fraction).",
+    )
+    projection: Literal["SIN", "CAR"] = Field(
+        "SIN",
+        description="Mosaic projection, centred on the circular-mean RA of the "
+        "images (choice).",
+    )
+    cell_size: str | None = Field(
+        None,
+        description="Mosaic pixel size; null = the images' pixel size (angle "
+        "string, arcsec/arcmin/deg).",
+    )
+    method: Literal["fast", "interp"] = Field(
+        "fast",
+        description="Reprojection: 'interp' calls reproject_interp per image and "
+        "tile; 'fast' computes the same bilinear interpolation with pixel "
+        "coordinates from a coarse grid (choice).",
+    )
+    tile_pix: int = Field(
+        2048,
+        ge=64,
+        description="Side of the mosaic tiles accumulated at a time; bounds the "
+        "memory (pixels).",
+    )
+    write_png: bool = Field(
+        True, description="Write a PNG preview of every mosaic (flag)."
+    )
+    guard_beams: float = Field(
+        4.0,
+        ge=0,
+        description="Outer band of each image, in restoring-beam major axes, used "
+        "only where no other image's interior covers the mosaic pixel; sources "
+        "measured there are flagged EDGE (beams).",
+    )
+
+    @field_validator("cell_size")
+    @classmethod
+    def _check_cell_size(cls, value: str | None) -> str | None:
+        if value is not None and parse_angle_arcsec(value) <= 0:
+            msg = f"cell_size must be positive, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    def cell_size_arcsec(self) -> float | None:
+        """Return the mosaic pixel size (arcsec), or None for the images' size."""
+        return None if self.cell_size is None else parse_angle_arcsec(self.cell_size)
+
+
+class PhotometryConfig(BaseModel):
+    """Forced photometry settings."""
+
+    model_config = FROZEN
+
+    min_pb: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Skip positions where the primary beam is below this (fraction).",
+    )
+    box_beams: float = Field(
+        3.0, gt=0, description="Half-size of the fitting box (synthesized beams)."
+    )
+    rms_annulus_arcsec: tuple[float, float] = Field(
+        (60.0, 180.0),
+        description="Inner and outer radius of the local-rms annulus (arcsec).",
+    )
+    detection_sigma: float = Field(
+        5.0,
+        gt=0,
+        description="A forced measurement with flux_jy / flux_err_jy below this "
+        "is flagged UPPER_LIMIT (16) and given upper_limit_jy = detection_sigma x "
+        "flux_err_jy (sigma).",
+    )
+
+    @field_validator("rms_annulus_arcsec")
+    @classmethod
+    def _check_annulus(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] < value[1]:
+            msg = f"need 0 <= inner < outer radius, got {list(value)}"
+            raise ValueError(msg)
+        return value
