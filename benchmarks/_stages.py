@@ -92,6 +92,7 @@ def simulate(
     start = transit - 0.5 * n_times * dsa110.INTEGRATION_TIME_S * u.s
     spec = ObservationSpec(
         start_time=start.to_datetime(timezone=UTC),
+        n_groups=1,
         n_antennas=n_antennas,
         n_chan_per_subband=n_chan_per_subband,
         n_times=n_times,

@@ -65,6 +65,7 @@ def main() -> None:
     cache = HERE / ".cache" / tag
     spec = ObservationSpec(
         start_time=start.to_datetime(UTC),
+        n_groups=1,
         n_antennas=args.n_antennas,
         n_chan_per_subband=args.n_chan,
         n_times=args.n_times,

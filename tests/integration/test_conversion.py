@@ -157,6 +157,7 @@ def one_source_observation(tmp_path_factory: pytest.TempPathFactory):
     start = datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC)
     spec = ObservationSpec(
         start_time=start,
+        n_groups=1,
         n_antennas=12,
         n_chan_per_subband=2,
         n_times=6,

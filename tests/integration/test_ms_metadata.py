@@ -83,6 +83,7 @@ def observation(tmp_path_factory):
     base = tmp_path_factory.mktemp("ms_metadata")
     spec = ObservationSpec(
         start_time=datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC),
+        n_groups=1,
         n_antennas=N_ANT,
         n_chan_per_subband=N_CHAN,
         n_times=N_TIMES,

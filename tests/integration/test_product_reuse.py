@@ -36,6 +36,7 @@ def ms(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("reuse")
     spec = ObservationSpec(
         start_time=datetime(2023, 6, 1, 3, 0, 0, tzinfo=UTC),
+        n_groups=1,
         n_antennas=16,
         n_chan_per_subband=1,
         n_times=4,

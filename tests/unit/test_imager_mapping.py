@@ -117,9 +117,10 @@ def test_gridders_and_w_planes():
     cmd, call = _both(ImagingParams(gridder="wgridder"))
     assert "-use-wgridder" in cmd and call["gridder"] == "wproject"
     # auto: 4 w_max (1 - cos(theta)) planes, never CASA's crashing -1
-    radius = 0.5 * math.hypot(4800, 4800) * math.radians(3 / 3600)
+    auto = ImagingParams(gridder="wproject")
+    radius = 0.5 * math.hypot(*auto.image_size) * math.radians(auto.cell_arcsec / 3600)
     expected = math.ceil(4 * 2000.0 * (1 - math.cos(radius)))
-    _, call = _both(ImagingParams(gridder="wproject"))
+    _, call = _both(auto)
     assert call["wprojplanes"] == expected == w_projection_planes(2000.0, radius)
     assert w_projection_planes(0.0, radius) == 1
     assert w_projection_planes(1e9, radius) == 1024

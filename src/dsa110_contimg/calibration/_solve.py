@@ -76,7 +76,7 @@ def solve_calibration(
     refant: str,
     gcal_mode: str = "ap",
     gcal_solint: str = "30min",
-    uvrange: str = "",
+    uvrange: str = ">1klambda",
     minsnr: float = 5.0,
 ) -> CalSolution:
     """Solve bandpass and gains on a calibrator MS whose MODEL_DATA is set.

@@ -40,6 +40,7 @@ from dsa110_contimg.state.writer import (
     hold_writer,
 )
 from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.utils.config import section_values
 from dsa110_contimg.utils.config_loader import PipelineConfig
 
 __all__ = [
@@ -96,36 +97,15 @@ def writer_of(config: PipelineConfig, command: str) -> Iterator[WriterClaim]:
 
 
 def observation_spec(config: PipelineConfig) -> ObservationSpec:
-    """Return the simulator's specification from the ``simulation`` section."""
+    """Return the simulator's specification from the ``simulation`` section.
+
+    Every `ObservationSpec` field named like a section key takes its value
+    (`section_values`); the start time is parsed as UTC.
+    """
     sim = config.simulation
-    return ObservationSpec(
-        start_time=datetime.fromisoformat(sim.start_time).replace(tzinfo=UTC),
-        n_groups=sim.n_groups,
-        n_antennas=sim.n_antennas,
-        n_chan_per_subband=sim.n_chan_per_subband,
-        n_times=sim.n_times,
-        declination_deg=sim.declination_deg,
-        n_sources=sim.n_sources,
-        min_flux_jy=sim.min_flux_jy,
-        max_flux_jy=sim.max_flux_jy,
-        field_radius_deg=sim.field_radius_deg,
-        sefd_jy=sim.sefd_jy,
-        noise=sim.noise,
-        gains=sim.gains,
-        gain_amp_rms=sim.gain_amp_rms,
-        gain_phase_rms_deg=sim.gain_phase_rms_deg,
-        bandpass=sim.bandpass,
-        gain_drift=sim.gain_drift,
-        add_calibrators=sim.add_calibrators,
-        dead_antennas=tuple(sim.dead_antennas),
-        rfi_channels=tuple(sim.rfi_channels),
-        missing_subbands=tuple(sim.missing_subbands),
-        timestamp_jitter_s=sim.timestamp_jitter_s,
-        seed=sim.seed,
-        integration_spacing_s=sim.integration_spacing_s,
-        sky_mode=sim.sky_mode,
-        antenna_naming=sim.antenna_naming,
-    )
+    values = section_values(sim, ObservationSpec)
+    values["start_time"] = datetime.fromisoformat(sim.start_time).replace(tzinfo=UTC)
+    return ObservationSpec(**values)
 
 
 def simulate(

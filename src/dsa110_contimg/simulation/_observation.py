@@ -37,10 +37,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class ObservationSpec:
-    """What to simulate. Sizes default to the real DSA-110 shape."""
+    """What to simulate. Sizes default to the real DSA-110 shape.
+
+    The pipeline builds this from the ``simulation`` config section
+    (`dsa110_contimg.pipeline.batch.observation_spec`); every field that
+    section also has defaults to the section's default
+    (``tests/unit/test_config_defaults.py`` keeps them equal).
+    """
 
     start_time: datetime
-    n_groups: int = 1
+    n_groups: int = 2
     n_antennas: int = dsa110.N_ANTENNAS_ACTIVE
     n_chan_per_subband: int = dsa110.N_CHAN_PER_SUBBAND
     n_times: int = dsa110.N_TIMES_PER_GROUP

@@ -19,9 +19,15 @@ __all__ = ["ImagingParams", "ImageProduct", "Imager", "IMAGERS", "get_imager"]
 
 @dataclass(frozen=True, slots=True)
 class ImagingParams:
-    """Backend-neutral imaging parameters (the seed's imaging keys and more)."""
+    """Backend-neutral imaging parameters (the seed's imaging keys and more).
 
-    image_size: tuple[int, int] = (4800, 4800)
+    The pipeline builds these from the ``imaging`` config section
+    (`dsa110_contimg.pipeline.stages.imaging_stage.imaging_params`); the
+    defaults, for standalone use, are that section's defaults
+    (``tests/unit/test_config_defaults.py`` keeps them equal).
+    """
+
+    image_size: tuple[int, int] = (5000, 5000)
     cell_arcsec: float = 3.0
     niter: int = 5000
     threshold_jy: float = 0.001
@@ -29,9 +35,9 @@ class ImagingParams:
     gridder: str = "wproject"
     weighting: str = "briggs"
     robust: float = 0.5
-    min_uv_lambda: float = 0.0
-    auto_threshold_sigma: float | None = 3.0
-    auto_mask_sigma: float | None = None
+    min_uv_lambda: float = 1000.0
+    auto_threshold_sigma: float | None = 1.0
+    auto_mask_sigma: float | None = 4.0
     mgain: float = 0.8
     channels_out: int = 1
     nterms: int = 2

@@ -21,6 +21,7 @@ from astropy.table import Table, vstack
 from numpy.typing import NDArray
 
 from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.utils.config._views import section_values
 from dsa110_contimg.variability._ese import EseGrid, bin_lightcurves, search_ese
 from dsa110_contimg.variability._flux_scale import calibrate_epoch
 from dsa110_contimg.variability._metrics import lightcurve_metrics, metrics_from_sums
@@ -493,13 +494,8 @@ def ingest_photometry_epochs(
 
 
 def _grid(cfg: VariabilityConfig) -> EseGrid:
-    return EseGrid(
-        durations_days=tuple(cfg.ese_durations_days),
-        min_depth=cfg.ese_min_depth,
-        max_depth=cfg.ese_max_depth,
-        center_step_frac=cfg.ese_center_step_frac,
-        flank_ratios=tuple(cfg.ese_flank_ratios),
-    )
+    """Return the ESE grid of the ``variability.ese_*`` keys (`section_values`)."""
+    return EseGrid(**section_values(cfg, EseGrid, prefix="ese_"))
 
 
 def _search(table: Table, cfg: VariabilityConfig) -> Table:

@@ -152,7 +152,7 @@ def apply_flux_scale(
     flux_err_jy: ArrayLike,
     scale: FluxScale,
     *,
-    systematic_floor_frac: float = 0.0,
+    systematic_floor_frac: float = 0.005,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     r"""Divide measurements by an epoch's scale and propagate the errors.
 

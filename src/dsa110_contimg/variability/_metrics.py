@@ -82,7 +82,7 @@ def variability_metrics(
     return eta, v
 
 
-def metrics_from_sums(sums: RunningSums, *, min_epochs: int = 2) -> Table:
+def metrics_from_sums(sums: RunningSums, *, min_epochs: int = 3) -> Table:
     r"""Return eta, V and mean fluxes of every source from its running sums.
 
     Parameters
@@ -161,7 +161,7 @@ def lightcurve_metrics(
     flux_jy: ArrayLike,
     flux_err_jy: ArrayLike,
     *,
-    min_epochs: int = 2,
+    min_epochs: int = 3,
 ) -> Table:
     """Return eta, V and mean fluxes per source from a table of measurements.
 

@@ -146,7 +146,7 @@ def clean_history(log_path: Path, backend: str) -> CleanHistory:
 
 
 def thermal_rms_jy(
-    ms_path: Path, *, sefd_jy: float = dsa110.SEFD_JY, min_uv_lambda: float = 0.0
+    ms_path: Path, *, sefd_jy: float = dsa110.SEFD_JY, min_uv_lambda: float = 1000.0
 ) -> float:
     r"""Return the radiometer-equation rms of a Stokes I image of an MS.
 

@@ -51,7 +51,7 @@ from dsa110_contimg.pipeline.stages._product_checks import (
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
 from dsa110_contimg.tools.fits_header import ms_observation_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
-from dsa110_contimg.utils.config_loader import ImagingConfig
+from dsa110_contimg.utils.config import ImagingConfig, section_values
 from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = [
@@ -68,29 +68,18 @@ log = logging.getLogger(__name__)
 
 
 def imaging_params(cfg: ImagingConfig) -> ImagingParams:
-    """Translate the ``imaging`` config section into backend-neutral parameters."""
+    """Return the backend-neutral parameters of the ``imaging`` config section.
+
+    Every `ImagingParams` field named like a section key takes its value
+    (`section_values`); the clean threshold and the cell size are parsed from
+    their unit strings.
+    """
+    values = section_values(cfg, ImagingParams)
+    values["multiscale_scales_pix"] = values["multiscale_scales_pix"] or None
     return ImagingParams(
-        image_size=tuple(cfg.image_size),
+        **values,
         cell_arcsec=cfg.cell_size_arcsec(),
-        niter=cfg.niter,
         threshold_jy=cfg.threshold_jy(),
-        deconvolver=cfg.deconvolver,
-        gridder=cfg.gridder,
-        weighting=cfg.weighting,
-        robust=cfg.robust,
-        min_uv_lambda=cfg.min_uv_lambda,
-        auto_threshold_sigma=cfg.auto_threshold_sigma,
-        auto_mask_sigma=cfg.auto_mask_sigma,
-        mgain=cfg.mgain,
-        channels_out=cfg.channels_out,
-        nterms=cfg.nterms,
-        multiscale_scales_pix=(
-            tuple(cfg.multiscale_scales_pix) if cfg.multiscale_scales_pix else None
-        ),
-        w_planes=cfg.w_planes,
-        threads=cfg.threads,
-        mem_percent=cfg.mem_percent,
-        timeout_s=cfg.timeout_s,
     )
 
 

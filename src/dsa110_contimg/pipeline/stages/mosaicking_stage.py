@@ -237,7 +237,7 @@ def _inputs(
     members: Sequence[MosaicMember],
     headers: dict[Path, fits.Header],
     failed: dict[Path, MemberStatus],
-    guard_beams: float = 0.0,
+    guard_beams: float,
 ) -> Iterator[MosaicInput]:
     """Load each usable member lazily; record members whose data cannot be read."""
     for member in members:

@@ -10,6 +10,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
   ``_operations``: the section models (the sections' defaults are the one
   default of each parameter; library defaults equal them).
 - ``_pipeline``: the root model, its hash and its JSON schema.
+- ``_views``: a section's values for the value object it configures.
 - ``_loader``: YAML layers, environment variables, overrides and the error
   messages naming the key and its source.
 
@@ -50,6 +51,7 @@ from dsa110_contimg.utils.config._processing import (
 from dsa110_contimg.utils.config._simulation import SimulationConfig
 from dsa110_contimg.utils.config._units import parse_angle_arcsec, parse_flux_jy
 from dsa110_contimg.utils.config._variability import VariabilityConfig
+from dsa110_contimg.utils.config._views import section_values, shared_fields
 
 __all__ = [
     "ENV_PREFIX",
@@ -77,4 +79,6 @@ __all__ = [
     "config_hash",
     "config_json_schema",
     "render_config_schema",
+    "section_values",
+    "shared_fields",
 ]
