@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg.lightcurves import LightcurveStore
+from dsa110_contimg.simulation._ese_profiles import ESE_SHAPES
 from dsa110_contimg.simulation._lightcurves import (
-    ESE_SHAPES,
     simulate_ese_grid,
     simulate_lightcurves,
 )

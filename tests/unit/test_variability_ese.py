@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from dsa110_contimg.lightcurves import LightcurveStore
+from dsa110_contimg.simulation._ese_profiles import ese_profile
 from dsa110_contimg.simulation._lightcurves import (
-    ese_profile,
     simulate_ese_grid,
     simulate_lightcurves,
 )

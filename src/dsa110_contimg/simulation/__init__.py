@@ -1,8 +1,8 @@
 """DSA-110 simulator: drift-scan subband groups with known truth."""
 
+from dsa110_contimg.simulation._ese_profiles import ese_profile
 from dsa110_contimg.simulation._lightcurves import (
     SimulatedLightcurves,
-    ese_profile,
     simulate_ese_grid,
     simulate_lightcurves,
 )

@@ -10,13 +10,9 @@ from dsa110_contimg.variability._analysis import (
     ingest_photometry_epochs,
     read_measurements_csv,
 )
-from dsa110_contimg.variability._ese import (
-    BinnedLightcurves,
-    EseGrid,
-    bin_lightcurves,
-    ese_model,
-    search_ese,
-)
+from dsa110_contimg.variability._binning import BinnedLightcurves, bin_lightcurves
+from dsa110_contimg.variability._ese import EseGrid, search_ese
+from dsa110_contimg.variability._ese_model import ese_model
 from dsa110_contimg.variability._flux_scale import (
     FluxScale,
     apply_flux_scale,

@@ -22,7 +22,8 @@ from numpy.typing import NDArray
 
 from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
 from dsa110_contimg.utils.config._views import section_values
-from dsa110_contimg.variability._ese import EseGrid, bin_lightcurves, search_ese
+from dsa110_contimg.variability._binning import bin_lightcurves
+from dsa110_contimg.variability._ese import EseGrid, search_ese
 from dsa110_contimg.variability._flux_scale import calibrate_epoch
 from dsa110_contimg.variability._metrics import lightcurve_metrics, metrics_from_sums
 

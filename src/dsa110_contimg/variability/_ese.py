@@ -40,33 +40,32 @@ an AGN light curve does not do. A significant dip that runs off an edge of
 the light curve (or into a gap), or whose window leaves too little of the
 light curve outside it to show the steady flux, is reported as incomplete
 (``ese_incomplete``) rather than called or silently dropped.
+
+The dip template is in ``_ese_model`` (:func:`ese_model`), the binning onto a
+common time grid in ``_binning`` (:func:`bin_lightcurves`).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
+from dsa110_contimg.variability._binning import BinnedLightcurves
+from dsa110_contimg.variability._ese_model import (
+    _event_window,
+    _half_widths,
+    _template,
+)
 from dsa110_contimg.variability._red_noise import (
     red_noise_m2ll,
     windowed_red_noise_m2ll,
 )
 
-__all__ = [
-    "EseGrid",
-    "BinnedLightcurves",
-    "bin_lightcurves",
-    "ese_model",
-    "search_ese",
-]
+__all__ = ["EseGrid", "search_ese"]
 
-_DIP_ORDER = 3.0  # default of ese_model: between a Gaussian and a flat bottom
-_FLANK_OFFSET = 0.8  # default of ese_model, in durations
-_FLANK_WIDTH = 0.3  # flank sigma / flank offset
 _N_REFINE = 7  # steps of centre and duration tried around the grid optimum
 _MIN_POINTS_OUTSIDE = 3  # on each side: a dip must be seen to end
 _MIN_BASELINE_POINTS = 15  # outside the event window, for the red-noise test
@@ -134,184 +133,6 @@ class EseGrid:
         if not self.asymmetries or max(abs(a) for a in self.asymmetries) >= 1:
             msg = f"asymmetries must lie in (-1, 1), got {self.asymmetries}"
             raise ValueError(msg)
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class BinnedLightcurves:
-    """Light curves on a common time grid (NaN where a source has no data).
-
-    Parameters
-    ----------
-    source_name : ndarray of str, shape (n_src,)
-        Sources, sorted.
-    time_mjd : ndarray, shape (n_bin,)
-        Bin centres, MJD.
-    flux_jy, flux_err_jy : ndarray, shape (n_src, n_bin)
-        Inverse-variance weighted mean flux in each bin and its error, Jy.
-    """
-
-    source_name: NDArray[np.str_]
-    time_mjd: NDArray[np.float64]
-    flux_jy: NDArray[np.float64]
-    flux_err_jy: NDArray[np.float64]
-
-
-def bin_lightcurves(
-    source_name: ArrayLike,
-    mjd: ArrayLike,
-    flux_jy: ArrayLike,
-    flux_err_jy: ArrayLike,
-    *,
-    bin_days: float = 1.0,
-) -> BinnedLightcurves:
-    """Average measurements of each source in bins of common width.
-
-    Parameters
-    ----------
-    source_name : array_like of str, shape (n,)
-        Source of each measurement.
-    mjd : array_like, shape (n,)
-        Times, MJD.
-    flux_jy, flux_err_jy : array_like, shape (n,)
-        Usable flux densities and positive errors, Jy.
-    bin_days : float
-        Bin width, days; bins start at the earliest time.
-
-    Returns
-    -------
-    BinnedLightcurves
-        Inverse-variance weighted means per source and bin.
-    """
-    names = np.asarray(source_name, dtype=str)
-    t = np.asarray(mjd, dtype=np.float64)
-    f = np.asarray(flux_jy, dtype=np.float64)
-    w = 1.0 / np.square(np.asarray(flux_err_jy, dtype=np.float64))
-    unique, src = np.unique(names, return_inverse=True)
-    if t.size == 0:
-        empty = np.zeros((unique.size, 0))
-        return BinnedLightcurves(unique, np.zeros(0), empty, empty.copy())
-    start = float(t.min())
-    index = np.floor((t - start) / bin_days).astype(np.int64)
-    n_bin = int(index.max()) + 1
-    flat = src * n_bin + index
-    size = unique.size * n_bin
-    sum_w = np.bincount(flat, weights=w, minlength=size).reshape(unique.size, n_bin)
-    sum_wf = np.bincount(flat, weights=w * f, minlength=size).reshape(sum_w.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        flux = np.where(sum_w > 0, sum_wf / sum_w, np.nan)
-        err = np.where(sum_w > 0, 1.0 / np.sqrt(sum_w), np.nan)
-    time = start + (np.arange(n_bin) + 0.5) * bin_days
-    return BinnedLightcurves(unique, time, flux, err)
-
-
-def _half_widths(duration_days: NDArray, asymmetry: NDArray) -> tuple[NDArray, NDArray]:
-    """Return the half-widths at half depth before and after the centre, days."""
-    return 0.5 * duration_days * (1.0 - asymmetry), 0.5 * duration_days * (
-        1.0 + asymmetry
-    )
-
-
-def _template(
-    time_mjd: NDArray,
-    center_mjd: NDArray,
-    duration_days: NDArray,
-    flank_ratio: NDArray,
-    order: NDArray | float = _DIP_ORDER,
-    asymmetry: NDArray | float = 0.0,
-    flank_offset: NDArray | float = _FLANK_OFFSET,
-) -> NDArray[np.float64]:
-    """Return dip-minus-flank shapes, broadcasting the template parameters."""
-    before, after = _half_widths(duration_days, asymmetry)
-    offset = time_mjd - center_mjd
-    u = 0.5 * np.abs(offset) / np.where(offset < 0, before, after)
-    dip = np.exp(-math.log(2.0) * np.power(2.0 * u, order))
-    flank = np.exp(-0.5 * ((u - flank_offset) / (_FLANK_WIDTH * flank_offset)) ** 2)
-    return dip - flank_ratio * flank
-
-
-def _event_window(
-    time_mjd: NDArray, params: NDArray
-) -> tuple[NDArray[np.bool_], NDArray, NDArray]:
-    """Return the bins of each event (n, n_t) and its start and end, MJD.
-
-    The event spans the template where it exceeds 5 % of the depth (the
-    dip and any flanks) with a margin of a tenth of the duration, on each
-    side separately (structure the template lacks widens the window later,
-    see :func:`_extend_window`).
-    """
-    center, duration, ratio, order, asym, offset = (
-        params[:, j, None] for j in range(6)
-    )
-    before, after = _half_widths(duration, asym)
-    reach = np.power(math.log(20.0) / math.log(2.0), 1.0 / order)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        flank = (
-            2.0
-            * offset
-            * (
-                1.0
-                + _FLANK_WIDTH * np.sqrt(2.0 * np.log(np.maximum(ratio, 0.05) / 0.05))
-            )
-        )
-    reach = np.where(ratio > 0.05, np.maximum(reach, flank), reach)
-    start = center - before * reach - 0.1 * duration
-    end = center + after * reach + 0.1 * duration
-    inside = (time_mjd[None, :] >= start) & (time_mjd[None, :] <= end)
-    return inside, start[:, 0], end[:, 0]
-
-
-def ese_model(
-    time_mjd: ArrayLike,
-    *,
-    mean_flux_jy: float,
-    depth: float,
-    duration_days: float,
-    center_mjd: float,
-    flank_ratio: float = 0.0,
-    dip_order: float = _DIP_ORDER,
-    asymmetry: float = 0.0,
-    flank_offset: float = _FLANK_OFFSET,
-) -> NDArray[np.float64]:
-    """Return the fitted ESE light curve ``a [1 - d (p - r f)]`` at given times.
-
-    Parameters
-    ----------
-    time_mjd : array_like, shape (n,)
-        Times, MJD.
-    mean_flux_jy : float
-        Flux outside the event, Jy.
-    depth : float
-        Fractional depth of the dip.
-    duration_days : float
-        Full width of the dip at half depth, days.
-    center_mjd : float
-        Centre of the dip, MJD.
-    flank_ratio : float
-        Height of the flanking brightenings as a fraction of the depth.
-    dip_order : float
-        Exponent q of the dip profile (2: Gaussian; larger: flatter bottom).
-    asymmetry : float
-        a in (-1, 1): half-widths ``D (1 -+ a) / 2`` before and after the centre.
-    flank_offset : float
-        Distance of the flanks from the centre, durations (sigma 0.3 x that).
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Model flux density, Jy.
-
-    Examples
-    --------
-    >>> flux = ese_model([100.0], mean_flux_jy=2.0, depth=0.3,
-    ...                  duration_days=30.0, center_mjd=100.0)
-    >>> round(float(flux[0]), 6)
-    1.4
-    """
-    t = np.asarray(time_mjd, dtype=np.float64)
-    shape = _template(
-        t, center_mjd, duration_days, flank_ratio, dip_order, asymmetry, flank_offset
-    )
-    return mean_flux_jy * (1.0 - depth * shape)
 
 
 def _shapes_and_regions(time_mjd: NDArray, p: NDArray) -> tuple[NDArray, NDArray]:

@@ -9,7 +9,7 @@ import numpy as np
 from astropy.table import Table
 
 from dsa110_contimg._optional import require
-from dsa110_contimg.variability._ese import ese_model
+from dsa110_contimg.variability._ese_model import ese_model
 
 __all__ = ["plot_lightcurve", "plot_eta_v"]
 
