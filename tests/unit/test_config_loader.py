@@ -256,3 +256,25 @@ def test_simulation_rejects_bad_values(key: str, value: object) -> None:
         load_pipeline_config(
             environment="testing", env=NO_ENV, overrides={f"simulation.{key}": value}
         )
+
+
+def test_seed_path_re_exports_the_config_package() -> None:
+    from dsa110_contimg.utils import config, config_loader
+
+    seed_names = {
+        "load_pipeline_config",
+        "PipelineConfig",
+        "ImagingConfig",
+        "MosaicConfig",
+        "PhotometryConfig",
+        "VariabilityConfig",
+        "SimulationConfig",
+        "parse_flux_jy",
+        "parse_angle_arcsec",
+        "ENV_PREFIX",
+        "config_hash",
+        "render_config_schema",
+    }
+    assert seed_names <= set(config_loader.__all__)
+    for name in config_loader.__all__:
+        assert getattr(config_loader, name) is getattr(config, name), name
