@@ -120,7 +120,7 @@ def _paths_in(tree, prefix=""):
 
 def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
     """Issue 15.18: the light-curve store (and a log file) go under --output-dir."""
-    from dsa110_contimg.cli import _load
+    from dsa110_contimg.utils.command_line import load_config
 
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "my.yaml"
@@ -129,7 +129,7 @@ def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
         "logging:\n  file: logs/pipeline.log\n"
     )
     out = tmp_path / "run1"
-    config = _load(str(cfg), None, (), str(out))
+    config = load_config(str(cfg), None, (), str(out))
     inputs = {
         "paths.catalog_path",
         "calibration.calibrator_catalog",
@@ -147,7 +147,7 @@ def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
     assert config.variability.store_dir == out / "lightcurves"
     assert config.logging.file == out / "logs" / "pipeline.log"
     # without --output-dir a relative store is fixed at load time (not at use)
-    plain = _load(str(cfg), None, ())
+    plain = load_config(str(cfg), None, ())
     assert plain.variability.store_dir == tmp_path / "shared" / "lightcurves"
 
 
