@@ -26,22 +26,6 @@ from dsa110_contimg.utils.command_line import (
 __all__ = ["add", "run_health", "run_single", "run_time_range"]
 
 
-def add(group: click.Group) -> None:
-    """Add the pipeline commands (and the ``config`` group) to ``group``."""
-    for command in (
-        simulate,
-        convert,
-        process,
-        demo,
-        single,
-        batch,
-        health,
-        calibrators,
-        config_group,
-    ):
-        group.add_command(command)
-
-
 @click.command(cls=Command)
 @common_options
 @click.option(
@@ -372,3 +356,19 @@ def config_show(config_path, env, sets) -> None:
 
     config = load_config(config_path, env, sets, log_to_file=False)
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def add(group: click.Group) -> None:
+    """Add the pipeline commands (and the ``config`` group) to ``group``."""
+    for command in (
+        simulate,
+        convert,
+        process,
+        demo,
+        single,
+        batch,
+        health,
+        calibrators,
+        config_group,
+    ):
+        group.add_command(command)

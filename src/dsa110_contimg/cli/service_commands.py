@@ -34,18 +34,6 @@ __all__ = [
 ]
 
 
-def add(group: click.Group) -> None:
-    """Add ``stream``, ``status``, ``requeue``, ``cancel`` and ``db`` to ``group``."""
-    for command in (
-        stream_command,
-        status_command,
-        requeue_command,
-        cancel_command,
-        db_group,
-    ):
-        group.add_command(command)
-
-
 @click.command("status", cls=Command)
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -287,3 +275,15 @@ def db_maintain_command(config_path, env, sets, dry_run, vacuum, as_json) -> Non
             f"checkpoint {report.checkpoint}; "
             + ("vacuumed" if report.vacuumed else "not vacuumed")
         )
+
+
+def add(group: click.Group) -> None:
+    """Add ``stream``, ``status``, ``requeue``, ``cancel`` and ``db`` to ``group``."""
+    for command in (
+        stream_command,
+        status_command,
+        requeue_command,
+        cancel_command,
+        db_group,
+    ):
+        group.add_command(command)

@@ -37,12 +37,6 @@ from dsa110_contimg.utils.command_line import Command, common_options, load_conf
 __all__ = ["add", "variables_command", "lightcurve_command", "ingest_command"]
 
 
-def add(group: click.Group) -> None:
-    """Add ``variables``, ``lightcurve`` and ``ingest-photometry`` to ``group``."""
-    for command in (variables_command, lightcurve_command, ingest_command):
-        group.add_command(command)
-
-
 _SHOWN = (
     "source_name",
     "n_epochs",
@@ -306,3 +300,9 @@ def ingest_command(
             f"{result.scale:.5f} +/- {result.scale_err:.5f} from "
             f"{result.n_ref_used} reference(s){' (anchor)' if result.is_anchor else ''}"
         )
+
+
+def add(group: click.Group) -> None:
+    """Add ``variables``, ``lightcurve`` and ``ingest-photometry`` to ``group``."""
+    for command in (variables_command, lightcurve_command, ingest_command):
+        group.add_command(command)
