@@ -120,7 +120,7 @@ def _paths_in(tree, prefix=""):
 
 def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
     """Issue 15.18: the light-curve store (and a log file) go under --output-dir."""
-    from dsa110_contimg.cli import _load
+    from dsa110_contimg.utils.command_line import load_config
 
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "my.yaml"
@@ -129,7 +129,7 @@ def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
         "logging:\n  file: logs/pipeline.log\n"
     )
     out = tmp_path / "run1"
-    config = _load(str(cfg), None, (), str(out))
+    config = load_config(str(cfg), None, (), str(out))
     inputs = {
         "paths.catalog_path",
         "calibration.calibrator_catalog",
@@ -147,7 +147,7 @@ def test_output_dir_holds_every_path_the_pipeline_writes(tmp_path, monkeypatch):
     assert config.variability.store_dir == out / "lightcurves"
     assert config.logging.file == out / "logs" / "pipeline.log"
     # without --output-dir a relative store is fixed at load time (not at use)
-    plain = _load(str(cfg), None, ())
+    plain = load_config(str(cfg), None, ())
     assert plain.variability.store_dir == tmp_path / "shared" / "lightcurves"
 
 
@@ -273,3 +273,74 @@ def test_quiet_and_verbose_set_the_console_level(runner, flag, level):
         assert [logging.getLevelName(h.level) for h in handlers] == [level]
     finally:
         reset_logging()
+
+
+_COMMANDS = {
+    "batch", "calibrators", "cancel", "config", "convert", "db", "demo", "health",
+    "ingest-photometry", "lightcurve", "process", "requeue", "simulate", "single",
+    "status", "stream", "variables",
+}  # fmt: skip
+
+
+def _python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return done.stdout
+
+
+def test_commands_are_added_whichever_module_is_imported_first():
+    """Issue 16: the group is built explicitly, not by import side effects."""
+    code = (
+        "import dsa110_contimg.cli.service_commands, "
+        "dsa110_contimg.cli.variability_commands\n"
+        "from dsa110_contimg.cli import cli\n"
+        "print(' '.join(sorted(cli.commands)))\n"
+        "print(' '.join(sorted(cli.commands['db'].commands)))"
+    )
+    commands, db = _python(code).splitlines()
+    assert set(commands.split()) == _COMMANDS
+    assert db.split() == ["maintain", "migrate"]
+    assert set(cli.commands) == _COMMANDS
+
+
+def test_stream_program_does_not_load_the_command_line():
+    """``python -m dsa110_contimg.services`` runs the stream without the CLI."""
+    code = (
+        "import sys\nimport dsa110_contimg.services.__main__\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dsa110_contimg.cli')))"
+    )
+    assert _python(code).strip() == "[]"
+    from dsa110_contimg.services._program import stream_command
+
+    assert cli.commands["stream"] is stream_command
+
+
+def test_pipeline_error_is_translated_when_a_command_runs_alone(runner, tmp_path):
+    """One translator: the group and each command alone print the same error."""
+    from dsa110_contimg.cli.pipeline_commands import config_group
+    from dsa110_contimg.cli.service_commands import status_command
+
+    missing = tmp_path / "none.yaml"
+    for command, args in (
+        (cli, ["config", "show", "--config", str(missing)]),
+        (config_group, ["show", "--config", str(missing)]),
+    ):
+        result = runner.invoke(command, args)
+        assert result.exit_code == 1, result.output
+        assert f"Error: ConfigError: config file {missing} does not exist" in (
+            result.output
+        )
+    db = tmp_path / "absent.sqlite3"
+    for command, args in ((cli, ["status"]), (status_command, [])):
+        result = runner.invoke(
+            command, [*args, "--env", "testing", "--set", f"paths.state_db={db}"]
+        )
+        assert result.exit_code == 1, result.output
+        assert f"Error: StateError: state database {db} does not exist" in (
+            result.output
+        )

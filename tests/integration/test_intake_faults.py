@@ -467,7 +467,7 @@ def test_status_wait_returns_only_when_idle(tmp_path) -> None:
 
     from click.testing import CliRunner
 
-    from dsa110_contimg.cli_services import status_command
+    from dsa110_contimg.cli.service_commands import status_command
     from dsa110_contimg.state.jobs import JobSpec, enqueue_job
 
     db = tmp_path / "state.sqlite3"

@@ -220,7 +220,7 @@ class Stream:
         return False
 
     def status(self) -> dict:
-        from dsa110_contimg.cli_services import status_command
+        from dsa110_contimg.cli.service_commands import status_command
 
         result = CliRunner().invoke(status_command, [*self.cli_args(), "--json"])
         assert result.exit_code == 0, result.output
@@ -384,7 +384,7 @@ def test_uninterrupted_run(reference, observation) -> None:
 
 
 def test_status_and_requeue_commands(reference) -> None:
-    from dsa110_contimg.cli_services import requeue_command, status_command
+    from dsa110_contimg.cli.service_commands import requeue_command, status_command
 
     base, _ = reference
     args = ["--env", "testing", "--config", str(base / "stream.yaml")]

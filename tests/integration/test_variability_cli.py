@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from dsa110_contimg import cli as _cli  # noqa: F401  (import the group first)
-from dsa110_contimg.cli_variability import (
+from dsa110_contimg.cli.variability_commands import (
     ingest_command,
     lightcurve_command,
     variables_command,

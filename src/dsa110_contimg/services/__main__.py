@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dsa110_contimg.cli_services import main_stream
+from dsa110_contimg.services._program import main
 
 if __name__ == "__main__":
-    main_stream()
+    main()

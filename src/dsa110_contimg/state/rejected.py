@@ -12,16 +12,34 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
-from dsa110_contimg.data_ingestion.grouping import RejectedFile
 from dsa110_contimg.state.db import to_iso_utc
 
 __all__ = [
+    "RejectedRecord",
     "count_rejected_files",
     "list_rejected_files",
     "record_rejected_files",
     "resolve_rejected_files",
 ]
+
+
+class RejectedRecord(Protocol):
+    """What a row is made of: `dsa110_contimg.data_ingestion.grouping.RejectedFile`.
+
+    A protocol, so the state layer does not import the science layer.
+    """
+
+    @property
+    def path(self) -> Path | str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def group_id(self) -> str | None: ...
+
 
 _UPSERT = """
 INSERT INTO rejected_files (path, kind, reason, group_id, size_bytes,
@@ -45,7 +63,7 @@ def _size(path: Path) -> int | None:
 
 
 def record_rejected_files(
-    conn: sqlite3.Connection, rejected: Iterable[RejectedFile], *, now: datetime
+    conn: sqlite3.Connection, rejected: Iterable[RejectedRecord], *, now: datetime
 ) -> int:
     """Insert or update one row per rejected file, in one transaction.
 
@@ -53,8 +71,8 @@ def record_rejected_files(
     ----------
     conn : sqlite3.Connection
         Writable, migrated connection with no open transaction.
-    rejected : iterable of RejectedFile
-        Files set aside, with their reasons.
+    rejected : iterable of RejectedRecord
+        Files set aside, with their reasons (e.g. ``RejectedFile``).
     now : datetime
         Current time (timezone-aware).
 

@@ -1,7 +1,7 @@
 """``dsa110-contimg variables``, ``lightcurve`` and ``ingest-photometry`` commands.
 
 Thin click wrappers around :mod:`dsa110_contimg.variability` and the
-light-curve store; registered into the main group by ``dsa110_contimg.cli``.
+light-curve store; `add` puts them on the ``dsa110-contimg`` group.
 
 JSON written by ``variables --json-out FILE`` is a list with one object per
 source::
@@ -23,7 +23,6 @@ Numbers that are undefined (too few epochs, source not searched) are null.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from pathlib import Path
@@ -32,10 +31,11 @@ import click
 import numpy as np
 from astropy.table import Table
 
-from dsa110_contimg.cli import _common, _load
-from dsa110_contimg.exceptions import InputDataError, PipelineError
+from dsa110_contimg.exceptions import InputDataError
+from dsa110_contimg.utils.command_line import Command, common_options, load_config
 
-__all__ = ["variables_command", "lightcurve_command", "ingest_command"]
+__all__ = ["add", "variables_command", "lightcurve_command", "ingest_command"]
+
 
 _SHOWN = (
     "source_name",
@@ -111,20 +111,8 @@ def _format(table: Table) -> list[str]:
     return shown.pformat(max_lines=-1, max_width=-1)
 
 
-def _translate(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except PipelineError as err:
-            msg = f"{type(err).__name__}: {err}"
-            raise click.ClickException(msg) from err
-
-    return wrapper
-
-
-@click.command("variables")
-@_common
+@click.command("variables", cls=Command)
+@common_options
 @click.option(
     "--input",
     "input_path",
@@ -155,7 +143,6 @@ def _translate(func):
     help="Store only: search every source for ESEs, not only those with a "
     "chi-square excess.",
 )
-@_translate
 def variables_command(
     config_path, env, sets, input_path, json_out, plot, store_dir, search_all
 ) -> None:
@@ -167,7 +154,7 @@ def variables_command(
         read_measurements_csv,
     )
 
-    cfg = _load(config_path, env, sets).variability
+    cfg = load_config(config_path, env, sets).variability
     if input_path:
         results = analyze_lightcurves(read_measurements_csv(Path(input_path)), cfg)
     else:
@@ -194,8 +181,8 @@ def variables_command(
         click.echo(f"eta-V plot: {path}")
 
 
-@click.command("lightcurve")
-@_common
+@click.command("lightcurve", cls=Command)
+@common_options
 @click.argument("name")
 @click.option("--png", type=click.Path(dir_okay=False), default=None, help="Plot.")
 @click.option(
@@ -212,7 +199,6 @@ def variables_command(
     default=None,
     help="Light-curve store (default: variability.store_dir).",
 )
-@_translate
 def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir):
     """Print one source's light curve and metrics; optionally plot it."""
     from dsa110_contimg.variability import (
@@ -222,7 +208,7 @@ def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir)
         read_measurements_csv,
     )
 
-    cfg = _load(config_path, env, sets).variability
+    cfg = load_config(config_path, env, sets).variability
     if input_path:
         table = read_measurements_csv(Path(input_path))
         lc = table[np.asarray(table["source_name"], dtype=str) == name]
@@ -271,8 +257,8 @@ def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir)
         click.echo(f"plot: {path}")
 
 
-@click.command("ingest-photometry")
-@_common
+@click.command("ingest-photometry", cls=Command)
+@common_options
 @click.argument("csv_path", type=click.Path(dir_okay=False, exists=True))
 @click.option(
     "--kind",
@@ -296,7 +282,6 @@ def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir)
     default=None,
     help="Light-curve store (default: variability.store_dir).",
 )
-@_translate
 def ingest_command(
     config_path, env, sets, csv_path, kind, epoch_id, replace, store_dir
 ):
@@ -304,7 +289,7 @@ def ingest_command(
     from dsa110_contimg.lightcurves import LightcurveStore
     from dsa110_contimg.variability import ingest_photometry_epochs
 
-    cfg = _load(config_path, env, sets).variability
+    cfg = load_config(config_path, env, sets).variability
     store = LightcurveStore(Path(store_dir or cfg.store_dir))
     results = ingest_photometry_epochs(
         store, Path(csv_path), kind=kind, epoch_id=epoch_id, cfg=cfg, replace=replace
@@ -315,3 +300,9 @@ def ingest_command(
             f"{result.scale:.5f} +/- {result.scale_err:.5f} from "
             f"{result.n_ref_used} reference(s){' (anchor)' if result.is_anchor else ''}"
         )
+
+
+def add(group: click.Group) -> None:
+    """Add ``variables``, ``lightcurve`` and ``ingest-photometry`` to ``group``."""
+    for command in (variables_command, lightcurve_command, ingest_command):
+        group.add_command(command)

@@ -1,75 +1,41 @@
 """Commands of the streaming services: ``stream``, ``status``, ``requeue``,
 ``cancel`` and ``db``.
 
-Importing this module adds the five commands to the ``dsa110-contimg`` group
-(`dsa110_contimg.cli.cli`), whichever of the two modules is imported first;
-``cli.py`` imports it at its end. ``python -m dsa110_contimg.services`` runs
-`stream_command` alone.
+`add` puts them on the ``dsa110-contimg`` group. ``stream`` is
+`dsa110_contimg.services._program.stream_command`, the command that
+``python -m dsa110_contimg.services`` runs alone.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
-from dsa110_contimg.cli import _common, _data_options, _load, cli
-from dsa110_contimg.exceptions import PipelineError
+from dsa110_contimg.services._program import stream_command
+from dsa110_contimg.utils.command_line import (
+    Command,
+    Group,
+    common_options,
+    load_config,
+)
 
 __all__ = [
+    "add",
     "stream_command",
     "status_command",
     "requeue_command",
     "cancel_command",
     "db_group",
-    "main_stream",
 ]
 
 
-@contextmanager
-def _translate_errors() -> Iterator[None]:
-    try:
-        yield
-    except PipelineError as err:
-        msg = f"{type(err).__name__}: {err}"
-        raise click.ClickException(msg) from err
-
-
-@click.command("stream")
-@_common
-@_data_options(incoming_must_exist=False)
-def stream_command(config_path, env, sets, incoming_dir, catalog, output_dir) -> None:
-    """Process groups as they arrive, until SIGTERM or Ctrl-C.
-
-    Runs the hdf5_watcher, ms_processor and variability_analyzer on a durable
-    job queue in the state database; a restart resumes where it stopped.
-    """
-    from dsa110_contimg.services import run_stream
-
-    with _translate_errors():
-        config = _load(config_path, env, sets, output_dir)
-        incoming = Path(incoming_dir)
-        incoming.mkdir(parents=True, exist_ok=True)
-        summary = run_stream(config, incoming_dir=incoming, catalog_path=Path(catalog))
-    released = (
-        f", {len(summary.released_job_ids)} released for the next run"
-        if summary.released_job_ids
-        else ""
-    )
-    click.echo(
-        f"stream stopped after {summary.duration_s:.1f} s: {summary.n_done} job(s) "
-        f"done, {summary.n_failed} failed or quarantined{released}",
-        err=True,
-    )
-
-
-@click.command("status")
-@_common
+@click.command("status", cls=Command)
+@common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
     "--wait",
@@ -88,17 +54,16 @@ def status_command(config_path, env, sets, as_json, wait, wait_timeout) -> None:
     """Show the job queue: counts, backlog, block windows, intake, rejected files."""
     from dsa110_contimg.services._status import BlockTiming, read_queue_status
 
-    with _translate_errors():
-        config = _load(config_path, env, sets, log_to_file=False)
-        timing = BlockTiming.from_config(config)
-        deadline = time.monotonic() + wait_timeout
-        while True:
-            report = read_queue_status(
-                Path(config.paths.state_db), now=datetime.now(UTC), timing=timing
-            )
-            if not wait or report["idle"] or time.monotonic() >= deadline:
-                break
-            time.sleep(1.0)
+    config = load_config(config_path, env, sets, log_to_file=False)
+    timing = BlockTiming.from_config(config)
+    deadline = time.monotonic() + wait_timeout
+    while True:
+        report = read_queue_status(
+            Path(config.paths.state_db), now=datetime.now(UTC), timing=timing
+        )
+        if not wait or report["idle"] or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -164,8 +129,8 @@ def _print_status(report: dict) -> None:
         click.echo(str(report["note"]))
 
 
-@click.command("requeue")
-@_common
+@click.command("requeue", cls=Command)
+@common_options
 @click.option(
     "--reconvert",
     is_flag=True,
@@ -187,36 +152,35 @@ def requeue_command(config_path, env, sets, reconvert, job_ids) -> None:
         resolve_rejected_files,
     )
 
-    with _translate_errors():
-        config = _load(config_path, env, sets)
-        with closing(open_db(Path(config.paths.state_db))) as conn:
-            for job_id in job_ids:
-                payload = None
-                note = ""
-                if reconvert:
-                    job = get_job(conn, job_id)
-                    if job.kind != CONVERT_GROUP:
-                        msg = (
-                            f"job {job.id} is a {job.kind} job; --reconvert takes "
-                            "convert_group jobs"
-                        )
-                        raise click.UsageError(msg)
-                    payload, rejected = _reconvert_payload(config, job.payload)
-                    record_rejected_files(conn, rejected, now=datetime.now(UTC))
-                    files = payload["files"]
-                    resolve_rejected_files(
-                        conn, list(files.values()), now=datetime.now(UTC)
+    config = load_config(config_path, env, sets)
+    with closing(open_db(Path(config.paths.state_db))) as conn:
+        for job_id in job_ids:
+            payload = None
+            note = ""
+            if reconvert:
+                job = get_job(conn, job_id)
+                if job.kind != CONVERT_GROUP:
+                    msg = (
+                        f"job {job.id} is a {job.kind} job; --reconvert takes "
+                        "convert_group jobs"
                     )
-                    note = f" for reconversion with {len(files)} subband(s)"
-                job = requeue_job(
-                    conn,
-                    job_id,
-                    now=datetime.now(UTC),
-                    reason="requeued by an operator (dsa110-contimg requeue"
-                    + (" --reconvert)" if reconvert else ")"),
-                    payload=payload,
+                    raise click.UsageError(msg)
+                payload, rejected = _reconvert_payload(config, job.payload)
+                record_rejected_files(conn, rejected, now=datetime.now(UTC))
+                files = payload["files"]
+                resolve_rejected_files(
+                    conn, list(files.values()), now=datetime.now(UTC)
                 )
-                click.echo(f"job {job.id} ({job.kind} {job.key}) requeued{note}")
+                note = f" for reconversion with {len(files)} subband(s)"
+            job = requeue_job(
+                conn,
+                job_id,
+                now=datetime.now(UTC),
+                reason="requeued by an operator (dsa110-contimg requeue"
+                + (" --reconvert)" if reconvert else ")"),
+                payload=payload,
+            )
+            click.echo(f"job {job.id} ({job.kind} {job.key}) requeued{note}")
 
 
 def _reconvert_payload(config, payload: dict) -> tuple[dict, list]:
@@ -233,8 +197,8 @@ def _reconvert_payload(config, payload: dict) -> tuple[dict, list]:
     )
 
 
-@click.command("cancel")
-@_common
+@click.command("cancel", cls=Command)
+@common_options
 @click.argument("job_ids", nargs=-1, type=int, required=True)
 def cancel_command(config_path, env, sets, job_ids) -> None:
     """Stop pending or running jobs by id (quarantined; requeue them later).
@@ -245,35 +209,33 @@ def cancel_command(config_path, env, sets, job_ids) -> None:
     from dsa110_contimg.state import open_db
     from dsa110_contimg.state.jobs import cancel_job
 
-    with _translate_errors():
-        config = _load(config_path, env, sets)
-        with closing(open_db(Path(config.paths.state_db))) as conn:
-            for job_id in job_ids:
-                job = cancel_job(conn, job_id, now=datetime.now(UTC))
-                click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
+    config = load_config(config_path, env, sets)
+    with closing(open_db(Path(config.paths.state_db))) as conn:
+        for job_id in job_ids:
+            job = cancel_job(conn, job_id, now=datetime.now(UTC))
+            click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
 
 
-@click.group("db")
+@click.group("db", cls=Group)
 def db_group() -> None:
     """Manage the state database."""
 
 
 @db_group.command("migrate")
-@_common
+@common_options
 def db_migrate_command(config_path, env, sets) -> None:
     """Create the state database, or bring its schema up to date."""
     from dsa110_contimg.state import open_db, schema_version
 
-    with _translate_errors():
-        config = _load(config_path, env, sets, log_to_file=False)
-        path = Path(config.paths.state_db)
-        with closing(open_db(path)) as conn:
-            version = schema_version(conn)
+    config = load_config(config_path, env, sets, log_to_file=False)
+    path = Path(config.paths.state_db)
+    with closing(open_db(path)) as conn:
+        version = schema_version(conn)
     click.echo(f"state database {path}: schema version {version}")
 
 
 @db_group.command("maintain")
-@_common
+@common_options
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -295,9 +257,8 @@ def db_maintain_command(config_path, env, sets, dry_run, vacuum, as_json) -> Non
     """
     from dsa110_contimg.services._maintenance import run_maintenance
 
-    with _translate_errors():
-        config = _load(config_path, env, sets, log_to_file=False)
-        report = run_maintenance(config, dry_run=dry_run, vacuum=vacuum)
+    config = load_config(config_path, env, sets, log_to_file=False)
+    report = run_maintenance(config, dry_run=dry_run, vacuum=vacuum)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -316,22 +277,13 @@ def db_maintain_command(config_path, env, sets, dry_run, vacuum, as_json) -> Non
         )
 
 
-def main_stream(argv: list[str] | None = None) -> None:
-    """Run `stream_command` as a program (``python -m dsa110_contimg.services``)."""
-    from astropy.utils import iers
-
-    from dsa110_contimg._casa import configure_casa_environment
-
-    iers.conf.auto_download = False  # the pipeline runs offline
-    configure_casa_environment()  # this process and its CASA children
-    stream_command.main(args=argv, prog_name="python -m dsa110_contimg.services")
-
-
-for _command in (
-    stream_command,
-    status_command,
-    requeue_command,
-    cancel_command,
-    db_group,
-):
-    cli.add_command(_command)
+def add(group: click.Group) -> None:
+    """Add ``stream``, ``status``, ``requeue``, ``cancel`` and ``db`` to ``group``."""
+    for command in (
+        stream_command,
+        status_command,
+        requeue_command,
+        cancel_command,
+        db_group,
+    ):
+        group.add_command(command)

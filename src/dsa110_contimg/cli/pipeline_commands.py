@@ -1,205 +1,33 @@
-"""The ``dsa110-contimg`` command line: thin wrappers around pipeline functions."""
+"""The pipeline commands of ``dsa110-contimg``: thin wrappers around pipeline functions.
+
+``simulate``, ``convert``, ``process``, ``demo``, ``single``, ``batch``,
+``health``, ``calibrators`` and ``config show``; `add` puts them on the group.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 
-from dsa110_contimg.exceptions import PipelineError
-
-__all__ = ["main", "cli"]
-
-_PATH_KEYS = (
-    "data_dir",
-    "incoming_dir",
-    "log_dir",
-    "ms_stage1_dir",
-    "cal_tables_dir",
-    "images_dir",
-    "mosaics_dir",
-    "products_dir",
-    "state_db",
+from dsa110_contimg.utils.command_line import (
+    UTC_TIME,
+    Command,
+    Group,
+    common_options,
+    data_options,
+    echo,
+    load_config,
 )
-_PATH_LAYOUT = {
-    "data_dir": ".",
-    "incoming_dir": "incoming",
-    "log_dir": "logs",
-    "ms_stage1_dir": "ms",
-    "cal_tables_dir": "cal_tables",
-    "images_dir": "images",
-    "mosaics_dir": "mosaics",
-    "products_dir": "products",
-    "state_db": "pipeline.sqlite3",
-}
-_OTHER_LAYOUT = {"variability.store_dir": "lightcurves"}
+
+__all__ = ["add", "run_health", "run_single", "run_time_range"]
 
 
-LOG_FILE_NAME = "dsa110-contimg.log"
-"""The log file under ``paths.log_dir`` when ``logging.file`` is not set."""
-CASA_LOG_NAME = "casa.log"
-"""CASA's own log, under ``paths.log_dir``."""
-
-
-def _verbosity() -> int:
-    """Return -1 for ``-q``, 1 for ``-v``, 0 otherwise (current command)."""
-    ctx = click.get_current_context(silent=True)
-    return int(ctx.meta.get("dsa110_verbosity", 0)) if ctx is not None else 0
-
-
-def _set_verbosity(value: int):
-    def callback(ctx: click.Context, _param, flag: bool) -> None:
-        if flag:
-            ctx.meta["dsa110_verbosity"] = value
-
-    return callback
-
-
-def _echo(message: str) -> None:
-    if _verbosity() >= 0:
-        click.echo(message, err=True)
-
-
-class _UtcTime(click.ParamType):
-    """An ISO-8601 UTC time, checked when the command line is parsed."""
-
-    name = "ISO_UTC_TIME"
-
-    def convert(self, value, param, ctx):
-        from astropy.time import Time
-
-        if not isinstance(value, str):
-            return value
-        try:
-            Time(value, format="isot", scale="utc")
-        except ValueError:
-            self.fail(
-                f"{value!r} is not an ISO UTC time; use e.g. 2023-06-01T00:00:00",
-                param,
-                ctx,
-            )
-        return value
-
-
-UTC_TIME = _UtcTime()
-
-
-def _load(
-    config_path: str | None,
-    env: str | None,
-    sets: tuple[str, ...],
-    output_dir: str | None = None,
-    extra: dict | None = None,
-    *,
-    log_to_file: bool = True,
-):
-    """Resolve the configuration and set up logging for a command.
-
-    Commands that only read (``health``, ``status``, ``config show``) pass
-    ``log_to_file=False``: they write no log file and create no directory.
-    """
-    from dsa110_contimg.utils.config_loader import load_pipeline_config
-    from dsa110_contimg.utils.logging import configure_logging
-
-    overrides: dict[str, object] = {}
-    base = None
-    if output_dir is not None:
-        # Every path the pipeline writes goes under the output directory.
-        base = Path(output_dir).resolve()
-        overrides.update({f"paths.{k}": str(base / v) for k, v in _PATH_LAYOUT.items()})
-        overrides.update({f"{k}": str(base / v) for k, v in _OTHER_LAYOUT.items()})
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            msg = f"--set expects section.key=value, got {item!r}"
-            raise click.UsageError(msg)
-        import yaml
-
-        overrides[key.strip()] = yaml.safe_load(value)
-    overrides.update(extra or {})
-    config = load_pipeline_config(config_path, environment=env, overrides=overrides)
-    log_file = config.logging.file
-    if base is not None and log_file is not None and not log_file.is_absolute():
-        config = config.model_copy(
-            update={
-                "logging": config.logging.model_copy(update={"file": base / log_file})
-            }
-        )
-    level = config.logging.level
-    console = {-1: "WARNING", 0: level, 1: "DEBUG"}[_verbosity()]
-    log_dir = Path(config.paths.log_dir)
-    log_file = config.logging.file or log_dir / LOG_FILE_NAME
-    configure_logging(
-        "DEBUG" if _verbosity() > 0 else level,
-        fmt=config.logging.format,
-        log_file=log_file if log_to_file else None,
-        console_level=console,
-        casa_log=log_dir / CASA_LOG_NAME if log_to_file else None,
-    )
-    return config
-
-
-def _common(func):
-    func = click.option(
-        "-v",
-        "--verbose",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_verbosity(1),
-        help="Show DEBUG records on the console (and in the log file).",
-    )(func)
-    func = click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        expose_value=False,
-        callback=_set_verbosity(-1),
-        help="Console: warnings, errors and the final summary only.",
-    )(func)
-    func = click.option(
-        "--set",
-        "sets",
-        multiple=True,
-        metavar="SECTION.KEY=VALUE",
-        help="Override one config value (repeatable).",
-    )(func)
-    func = click.option(
-        "--env",
-        default=None,
-        help="Environment overlay: development, production or testing "
-        "(default: DSA110_ENV or development).",
-    )(func)
-    func = click.option(
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="YAML config file.",
-    )(func)
-    return func
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except PipelineError as err:
-            msg = f"{type(err).__name__}: {err}"
-            raise click.ClickException(msg) from err
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="dsa110-contimg")
-def cli() -> None:
-    """DSA-110 continuum imaging pipeline."""
-
-
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
@@ -210,16 +38,16 @@ def simulate(config_path, env, sets, output_dir) -> None:
     """Write a simulated drift-scan observation (16-file subband groups + truth)."""
     from dsa110_contimg.pipeline.batch import simulate as run
 
-    config = _load(config_path, env, sets)
-    result = run(config, Path(output_dir) if output_dir else None, progress=_echo)
+    config = load_config(config_path, env, sets)
+    result = run(config, Path(output_dir) if output_dir else None, progress=echo)
     click.echo(
         f"wrote {len(result.groups)} group(s) to {result.output_dir}; "
         f"truth: {result.sky_path}"
     )
 
 
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 @click.option(
     "--incoming-dir",
     type=click.Path(file_okay=False, exists=True),
@@ -230,10 +58,10 @@ def convert(config_path, env, sets, incoming_dir) -> None:
     """Convert every subband group in a directory to a Measurement Set."""
     from dsa110_contimg.pipeline.batch import convert_incoming, writer_of
 
-    config = _load(config_path, env, sets)
+    config = load_config(config_path, env, sets)
     with writer_of(config, "convert"):
         report = convert_incoming(
-            config, incoming_dir and Path(incoming_dir), progress=_echo
+            config, incoming_dir and Path(incoming_dir), progress=echo
         )
     for path in report.ms_paths:
         click.echo(str(path))
@@ -241,44 +69,16 @@ def convert(config_path, env, sets, incoming_dir) -> None:
         raise SystemExit(1)
 
 
-def _data_options(*, incoming_must_exist: bool):
-    """Add ``--incoming-dir``, ``--catalog`` and ``--output-dir`` (process, stream)."""
-
-    def decorate(func):
-        func = click.option(
-            "--output-dir",
-            type=click.Path(file_okay=False),
-            default=None,
-            help="Put every product (and the state database) under this directory.",
-        )(func)
-        func = click.option(
-            "--catalog",
-            type=click.Path(dir_okay=False, exists=True),
-            required=True,
-            help="Catalogue CSV: name, ra_deg, dec_deg, flux_jy[, spectral_index, "
-            "ref_freq_hz].",
-        )(func)
-        return click.option(
-            "--incoming-dir",
-            type=click.Path(file_okay=False, exists=incoming_must_exist),
-            required=True,
-            help="Directory of raw *_sbNN.hdf5 files"
-            + ("." if incoming_must_exist else " (created if missing)."),
-        )(func)
-
-    return decorate
-
-
-@cli.command()
-@_common
-@_data_options(incoming_must_exist=True)
+@click.command(cls=Command)
+@common_options
+@data_options(incoming_must_exist=True)
 def process(config_path, env, sets, incoming_dir, catalog, output_dir) -> None:
     """Convert all groups in a directory, process every block, write photometry."""
     from dsa110_contimg.pipeline.batch import run_batch
 
-    config = _load(config_path, env, sets, output_dir)
+    config = load_config(config_path, env, sets, output_dir)
     result = run_batch(
-        config, Path(incoming_dir), catalog_path=Path(catalog), progress=_echo
+        config, Path(incoming_dir), catalog_path=Path(catalog), progress=echo
     )
     _report_batch(result)
     if not result.success:
@@ -312,8 +112,8 @@ def _report_batch(result) -> None:
             click.echo(f"block summary: {page}")
 
 
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 @click.option(
     "--output-dir",
     type=click.Path(file_okay=False),
@@ -327,8 +127,8 @@ def demo(config_path, env, sets, output_dir) -> None:
     from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_table
     from dsa110_contimg.simulation import compare_to_truth
 
-    config = _load(config_path, env, sets, output_dir)
-    _echo(
+    config = load_config(config_path, env, sets, output_dir)
+    echo(
         f"environment {config.environment}: {config.simulation.n_groups} group(s), "
         f"{config.simulation.n_antennas} antennas, "
         f"{16 * config.simulation.n_chan_per_subband} channels"
@@ -338,7 +138,7 @@ def demo(config_path, env, sets, output_dir) -> None:
         config,
         Path(config.paths.incoming_dir),
         catalog_path=sim.sky_path,
-        progress=_echo,
+        progress=echo,
         command="demo",
     )
     _report_batch(result)
@@ -368,13 +168,13 @@ def _simulate_once(config):
         wanted["start_time"] = spec.start_time.isoformat()
         wanted = json.loads(json.dumps(wanted))  # tuples -> lists, as stored
         if stored.get("spec") == wanted:
-            _echo(f"reusing simulated observation in {incoming}")
+            echo(f"reusing simulated observation in {incoming}")
             sky_path = incoming / "truth" / "sky.csv"
             return SimulationResult(
                 incoming, (), load_catalog(sky_path), sky_path, None, truth
             )
-    _echo(f"simulating into {incoming}")
-    return simulate(config, progress=_echo)
+    echo(f"simulating into {incoming}")
+    return simulate(config, progress=echo)
 
 
 def _print_truth(comparison) -> None:
@@ -404,13 +204,13 @@ def _print_truth(comparison) -> None:
     )
 
 
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 @click.option("--block-end-time", required=True, help="ISO UTC end of the block.")
 @click.option("--ms-files", multiple=True, required=True, help="MSs of the block.")
 def single(config_path, env, sets, block_end_time, ms_files) -> None:
     """Process one block of Measurement Sets (the seed's --mode single)."""
-    run_single(_load(config_path, env, sets), block_end_time, list(ms_files))
+    run_single(load_config(config_path, env, sets), block_end_time, list(ms_files))
 
 
 def run_single(config, block_end_time: str, ms_files: list[str]) -> None:
@@ -441,13 +241,13 @@ def run_single(config, block_end_time: str, ms_files: list[str]) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 @click.option("--start-time", type=UTC_TIME, required=True, help="ISO UTC start.")
 @click.option("--end-time", type=UTC_TIME, required=True, help="ISO UTC end.")
 def batch(config_path, env, sets, start_time, end_time) -> None:
     """Process every block of existing MSs in a time range (the seed's --mode batch)."""
-    run_time_range(_load(config_path, env, sets), start_time, end_time)
+    run_time_range(load_config(config_path, env, sets), start_time, end_time)
 
 
 def run_time_range(config, start_time: str, end_time: str) -> None:
@@ -467,13 +267,11 @@ def _run_time_range(config, start_time: str, end_time: str) -> None:
     blocks = orch.find_ms_blocks_for_batch(start_time, end_time)
     orch.close()
     ms = sorted({Path(p) for files in blocks.values() for p in files})
-    _echo(
-        f"{len(blocks)} block(s), {len(ms)} MS(s) between {start_time} and {end_time}"
-    )
+    echo(f"{len(blocks)} block(s), {len(ms)} MS(s) between {start_time} and {end_time}")
     catalog = (
         load_catalog(config.paths.catalog_path) if config.paths.catalog_path else None
     )
-    results = process_blocks(config, ms, catalog=catalog, progress=_echo)
+    results = process_blocks(config, ms, catalog=catalog, progress=echo)
     if catalog is not None:
         path = merge_photometry(
             results, Path(config.paths.products_dir) / "photometry.csv"
@@ -483,11 +281,11 @@ def _run_time_range(config, start_time: str, end_time: str) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 def health(config_path, env, sets) -> None:
     """Run every health check (reads only); exit 1 when one is unhealthy."""
-    run_health(_load(config_path, env, sets, log_to_file=False))
+    run_health(load_config(config_path, env, sets, log_to_file=False))
 
 
 def run_health(config) -> None:
@@ -503,8 +301,8 @@ def run_health(config) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
-@_common
+@click.command(cls=Command)
+@common_options
 @click.option(
     "--dec",
     "dec_deg",
@@ -520,7 +318,7 @@ def calibrators(config_path, env, sets, dec_deg, start_time, end_time) -> None:
 
     from dsa110_contimg.calibration import find_transits, load_calibrators
 
-    cfg = _load(config_path, env, sets, log_to_file=False).calibration
+    cfg = load_config(config_path, env, sets, log_to_file=False).calibration
     transits = find_transits(
         load_calibrators(cfg.calibrator_catalog),
         dec_deg,
@@ -545,47 +343,32 @@ def calibrators(config_path, env, sets, dec_deg, start_time, end_time) -> None:
         )
 
 
-@cli.group("config")
+@click.group("config", cls=Group)
 def config_group() -> None:
     """Inspect configuration."""
 
 
 @config_group.command("show")
-@_common
+@common_options
 def config_show(config_path, env, sets) -> None:
     """Print the resolved configuration as YAML."""
     import yaml
 
-    config = _load(config_path, env, sets, log_to_file=False)
+    config = load_config(config_path, env, sets, log_to_file=False)
     click.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``dsa110-contimg`` console script."""
-    from astropy.utils import iers
-
-    from dsa110_contimg._casa import configure_casa_environment
-
-    iers.conf.auto_download = False  # the pipeline runs offline
-    configure_casa_environment()  # this process and its CASA children
-    cli.main(args=argv, prog_name="dsa110-contimg")
-
-
-def _register_subcommands() -> None:
-    """Attach the commands defined in the topic CLI modules."""
-    from dsa110_contimg.cli_variability import (
-        ingest_command,
-        lightcurve_command,
-        variables_command,
-    )
-
-    cli.add_command(variables_command)  # "variables"
-    cli.add_command(lightcurve_command)  # "lightcurve"
-    cli.add_command(ingest_command)  # "ingest-photometry"
-
-
-_register_subcommands()
-import dsa110_contimg.cli_services  # noqa: E402, F401  (adds stream, status, requeue)
-
-if __name__ == "__main__":  # pragma: no cover
-    main(sys.argv[1:])
+def add(group: click.Group) -> None:
+    """Add the pipeline commands (and the ``config`` group) to ``group``."""
+    for command in (
+        simulate,
+        convert,
+        process,
+        demo,
+        single,
+        batch,
+        health,
+        calibrators,
+        config_group,
+    ):
+        group.add_command(command)
