@@ -34,13 +34,13 @@ from dsa110_contimg.pipeline.stages import (
 )
 from dsa110_contimg.pipeline.stages.image_quality import read_quality
 from dsa110_contimg.state import open_db
+from dsa110_contimg.state.metrics import PipelineMetrics
 from dsa110_contimg.state.mosaics import record_mosaic_members
 from dsa110_contimg.state.products import record_image_quality, record_product
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
 from dsa110_contimg.utils.logging import (
     bind_context,
 )
-from dsa110_contimg.utils.monitoring import PipelineMetrics
 from dsa110_contimg.visualization._overlay import write_sources_preview
 from dsa110_contimg.visualization._summary import write_block_summary
 
