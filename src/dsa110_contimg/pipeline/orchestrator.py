@@ -150,13 +150,17 @@ def _calibrate_block_claimed(
     and the solution tables written.
     """
     from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
+    from dsa110_contimg.state.calibration import open_solution_registry
 
-    with bind_context(block_id=block_id, stage="calibration"):
+    with (
+        bind_context(block_id=block_id, stage="calibration"),
+        open_solution_registry(Path(config.paths.state_db)) as registry,
+    ):
         outcome = calibrate_block(
             [Path(p) for p in ms_paths],
             config.calibration,
             cal_tables_dir=Path(config.paths.cal_tables_dir),
-            db_path=Path(config.paths.state_db),
+            registry=registry,
             block_id=block_id,
             sky_model=catalog,
         )
