@@ -155,3 +155,36 @@ def test_in_memory_registry_seeded_from_the_database(tmp_path: Path):
     assert _select(seeded, TRANSIT) == stored
     fresh = _register(seeded, group_id="g9")
     assert fresh.id == stored.id + 1
+
+
+def test_orchestrator_hands_calibrate_block_the_database_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The stage opens no database: the orchestrator passes the state db's registry."""
+    from dsa110_contimg.pipeline import orchestrator
+    from dsa110_contimg.pipeline.stages import calibration_stage
+    from dsa110_contimg.state.db import database_file
+    from dsa110_contimg.utils.config_loader import load_pipeline_config
+
+    db = tmp_path / "state" / "db.sqlite3"
+    config = load_pipeline_config(
+        environment="testing", overrides={"paths.state_db": str(db)}, env={}
+    )
+    seen: dict[str, object] = {}
+
+    def calibrate(ms_paths, cfg, *, cal_tables_dir, registry, block_id, sky_model):
+        seen["db"] = database_file(registry.conn)
+        seen["block_id"] = block_id
+        outcome = calibration_stage.CalibrationOutcome()
+        outcome.solved.append(_register(registry))
+        return outcome
+
+    monkeypatch.setattr(calibration_stage, "calibrate_block", calibrate)
+    applied, errors, tables = orchestrator._calibrate_block_claimed(
+        [], config, "block_X", None
+    )
+    assert seen == {"db": str(db.resolve()), "block_id": "block_X"}
+    assert (applied, errors) == ({}, {})
+    assert tables == ["/cal/g_3C286.bcal", "/cal/g_3C286.gcal"]
+    with open_solution_registry(db) as registry:  # it reached the file
+        assert registry.find(calibrator="3C286", group_id="2023-06-01T12:00:00")
