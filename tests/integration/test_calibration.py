@@ -25,11 +25,9 @@ from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.simulation._gains import GainModel
-from dsa110_contimg.state import open_db
 from dsa110_contimg.state.calibration import (
     InMemorySolutionRegistry,
     open_solution_registry,
-    select_solution,
 )
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config_loader import load_pipeline_config
@@ -403,12 +401,10 @@ def test_simulator_writes_both_naming_schemes(tmp_path, naming):
 
 def test_other_strip_is_never_applied(corrupted):
     base, sim, ms, config, outcome = corrupted
-    conn = open_db(base / "db.sqlite3")
-    try:
+    with open_solution_registry(base / "db.sqlite3") as registry:
         solution = outcome.solved[0]
         with pytest.raises(CalibrationError) as info:
-            select_solution(
-                conn,
+            registry.select(
                 time_mjd=solution.transit_mjd,
                 dec_deg=54.6,
                 dec_tolerance_deg=0.5,
@@ -420,16 +416,13 @@ def test_other_strip_is_never_applied(corrupted):
         assert "54.60" in message
         assert solution.bandpass_table.name in message
         with pytest.raises(CalibrationError, match="h away"):
-            select_solution(
-                conn,
+            registry.select(
                 time_mjd=solution.transit_mjd + 2.0,
                 dec_deg=30.5,
                 dec_tolerance_deg=0.5,
                 aging_warn_hours=6,
                 what="late block",
             )
-    finally:
-        conn.close()
 
 
 def test_block_without_calibration_fails_loudly(clean, tmp_path):

@@ -8,9 +8,7 @@ strip's tables made fluxes 20x too low in an incumbent, silently) and within
 keeps the solutions in the pipeline database (tables ``cal_solutions`` and
 ``cal_applications``; `open_solution_registry` opens one on a file), and
 `InMemorySolutionRegistry` keeps them in a dict (tests, a dry run without a
-database). Both choose with the same rule, `choose_solution`. The functions
-`register_solution`, `find_solution`, `select_solution` and
-`record_application` are the SQLite implementation on a bare connection.
+database). Both choose with the same rule, `choose_solution`.
 """
 
 from __future__ import annotations
@@ -38,11 +36,7 @@ __all__ = [
     "SolutionRegistry",
     "SqliteSolutionRegistry",
     "choose_solution",
-    "find_solution",
     "open_solution_registry",
-    "record_application",
-    "register_solution",
-    "select_solution",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,36 +122,6 @@ class SolutionRegistry(Protocol):
         ...
 
 
-def _solution(
-    solution_id: int,
-    *,
-    calibrator: str,
-    group_id: str,
-    tables: list[Path],
-    refant: str,
-    dec_strip_deg: float,
-    transit_mjd: float,
-    validity_hours: float,
-    quality: dict[str, float | str],
-) -> RegisteredSolution:
-    """Build a solution as the database returns it (paths, JSON quality)."""
-    half_days = validity_hours / 24.0
-    transit = float(transit_mjd)
-    return RegisteredSolution(
-        solution_id,
-        str(calibrator),
-        str(group_id),
-        Path(str(tables[0])),
-        Path(str(tables[1])),
-        str(refant),
-        float(dec_strip_deg),
-        transit,
-        transit - half_days,
-        transit + half_days,
-        json.loads(json.dumps(quality)),
-    )
-
-
 def choose_solution(
     solutions: Iterable[RegisteredSolution],
     *,
@@ -230,16 +194,54 @@ def choose_solution(
     return best
 
 
+class _ChoosingRegistry:
+    """What both registries share: `select` is `choose_solution` over `solutions`."""
+
+    def solutions(self) -> list[RegisteredSolution]:
+        """Return every registered solution, in id order."""
+        raise NotImplementedError
+
+    def select(
+        self,
+        *,
+        time_mjd: float,
+        dec_deg: float,
+        dec_tolerance_deg: float,
+        aging_warn_hours: float,
+        what: str,
+    ) -> RegisteredSolution:
+        """Return the valid solution nearest in time on the same strip.
+
+        Raises
+        ------
+        CalibrationError
+            None valid (see `choose_solution`).
+        """
+        return choose_solution(
+            self.solutions(),
+            time_mjd=time_mjd,
+            dec_deg=dec_deg,
+            dec_tolerance_deg=dec_tolerance_deg,
+            aging_warn_hours=aging_warn_hours,
+            what=what,
+        )
+
+
 # ------------------------------------------------------------------- in memory
 
 
-class InMemorySolutionRegistry:
+class InMemorySolutionRegistry(_ChoosingRegistry):
     """A `SolutionRegistry` in a dict: same choices as the database, no file.
 
     Solutions get ids 1, 2, ... in registration order; re-registering a
     calibrator transit (same calibrator and group) replaces it and keeps its
     id, as the database does. ``applications`` maps each MS path (str) to the
     id of the solution last applied to it.
+
+    Parameters
+    ----------
+    solutions : iterable of RegisteredSolution, optional
+        Solutions to start with (e.g. read from a database).
     """
 
     def __init__(self, solutions: Iterable[RegisteredSolution] = ()) -> None:
@@ -248,6 +250,10 @@ class InMemorySolutionRegistry:
         for solution in solutions:
             self._solutions[(solution.calibrator, solution.group_id)] = solution
         self._next_id = 1 + max((s.id for s in self._solutions.values()), default=0)
+
+    def solutions(self) -> list[RegisteredSolution]:
+        """Return every registered solution, in id order."""
+        return sorted(self._solutions.values(), key=lambda s: s.id)
 
     def find(self, *, calibrator: str, group_id: str) -> RegisteredSolution | None:
         """Return the solution solved on ``group_id`` for ``calibrator``, if any."""
@@ -273,38 +279,23 @@ class InMemorySolutionRegistry:
             solution_id, self._next_id = self._next_id, self._next_id + 1
         else:
             solution_id = old.id
-        solution = _solution(
+        half_days = validity_hours / 24.0
+        transit = float(transit_mjd)
+        solution = RegisteredSolution(  # as the database would return it
             solution_id,
-            calibrator=calibrator,
-            group_id=group_id,
-            tables=tables,
-            refant=refant,
-            dec_strip_deg=dec_strip_deg,
-            transit_mjd=transit_mjd,
-            validity_hours=validity_hours,
-            quality=quality,
+            str(calibrator),
+            str(group_id),
+            Path(str(tables[0])),
+            Path(str(tables[1])),
+            str(refant),
+            float(dec_strip_deg),
+            transit,
+            transit - half_days,
+            transit + half_days,
+            json.loads(json.dumps(quality)),
         )
         self._solutions[key] = solution
         return solution
-
-    def select(
-        self,
-        *,
-        time_mjd: float,
-        dec_deg: float,
-        dec_tolerance_deg: float,
-        aging_warn_hours: float,
-        what: str,
-    ) -> RegisteredSolution:
-        """Return the valid solution nearest in time on the same strip."""
-        return choose_solution(
-            sorted(self._solutions.values(), key=lambda s: s.id),
-            time_mjd=time_mjd,
-            dec_deg=dec_deg,
-            dec_tolerance_deg=dec_tolerance_deg,
-            aging_warn_hours=aging_warn_hours,
-            what=what,
-        )
 
     def record_application(self, *, ms_path: Path, solution_id: int) -> None:
         """Record that a solution was applied to an MS.
@@ -343,105 +334,11 @@ def _row(row: sqlite3.Row) -> RegisteredSolution:
     )
 
 
-def register_solution(
-    conn: Connection,
-    *,
-    calibrator: str,
-    group_id: str,
-    ms_path: Path,
-    tables: list[Path],
-    refant: str,
-    dec_strip_deg: float,
-    transit_mjd: float,
-    validity_hours: float,
-    quality: dict[str, float | str],
-) -> RegisteredSolution:
-    """Insert (or replace) the solution of a calibrator transit."""
-    half_days = validity_hours / 24.0
-    with conn:
-        conn.execute(
-            "INSERT INTO cal_solutions (calibrator, group_id, ms_path, bandpass_table, "
-            "gain_table, refant, dec_strip_deg, transit_mjd, valid_from_mjd, "
-            "valid_to_mjd, quality_json, solved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (calibrator, group_id) DO UPDATE SET "
-            "ms_path=excluded.ms_path, "
-            "bandpass_table=excluded.bandpass_table, gain_table=excluded.gain_table, "
-            "refant=excluded.refant, dec_strip_deg=excluded.dec_strip_deg, "
-            "transit_mjd=excluded.transit_mjd, valid_from_mjd=excluded.valid_from_mjd, "
-            "valid_to_mjd=excluded.valid_to_mjd, quality_json=excluded.quality_json, "
-            "solved_at=excluded.solved_at",
-            (
-                calibrator,
-                group_id,
-                str(ms_path),
-                str(tables[0]),
-                str(tables[1]),
-                refant,
-                dec_strip_deg,
-                transit_mjd,
-                transit_mjd - half_days,
-                transit_mjd + half_days,
-                json.dumps(quality),
-                to_iso_utc(),
-            ),
-        )
-    found = find_solution(conn, calibrator=calibrator, group_id=group_id)
-    assert found is not None  # noqa: S101 - just inserted in this transaction
-    return found
+class SqliteSolutionRegistry(_ChoosingRegistry):
+    """A `SolutionRegistry` in the pipeline database.
 
-
-def find_solution(
-    conn: Connection, *, calibrator: str, group_id: str
-) -> RegisteredSolution | None:
-    """Return the solution solved on ``group_id`` for ``calibrator``, if any."""
-    row = conn.execute(
-        "SELECT * FROM cal_solutions WHERE calibrator=? AND group_id=?",
-        (calibrator, group_id),
-    ).fetchone()
-    return _row(row) if row else None
-
-
-def select_solution(
-    conn: Connection,
-    *,
-    time_mjd: float,
-    dec_deg: float,
-    dec_tolerance_deg: float,
-    aging_warn_hours: float,
-    what: str,
-) -> RegisteredSolution:
-    """Return the valid solution nearest in time on the same declination strip.
-
-    See `choose_solution`, applied to every registered solution in id order.
-
-    Raises
-    ------
-    CalibrationError
-        No solution of this strip is valid at ``time_mjd``; the message names
-        ``what`` (the block or MS), the strip and the nearest table of any strip.
-    """
-    rows = [_row(r) for r in conn.execute("SELECT * FROM cal_solutions ORDER BY id")]
-    return choose_solution(
-        rows,
-        time_mjd=time_mjd,
-        dec_deg=dec_deg,
-        dec_tolerance_deg=dec_tolerance_deg,
-        aging_warn_hours=aging_warn_hours,
-        what=what,
-    )
-
-
-def record_application(conn: Connection, *, ms_path: Path, solution_id: int) -> None:
-    """Record that a solution was applied to an MS."""
-    with conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO cal_applications VALUES (?,?,?)",
-            (str(ms_path), solution_id, to_iso_utc()),
-        )
-
-
-class SqliteSolutionRegistry:
-    """A `SolutionRegistry` in the pipeline database (``cal_solutions`` table).
+    Solutions are rows of ``cal_solutions`` (``state/schema/0003_calibration.sql``),
+    applications rows of ``cal_applications``.
 
     Parameters
     ----------
@@ -453,9 +350,18 @@ class SqliteSolutionRegistry:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
+    def solutions(self) -> list[RegisteredSolution]:
+        """Return every registered solution, in id order."""
+        rows = self.conn.execute("SELECT * FROM cal_solutions ORDER BY id")
+        return [_row(r) for r in rows]
+
     def find(self, *, calibrator: str, group_id: str) -> RegisteredSolution | None:
         """Return the solution solved on ``group_id`` for ``calibrator``, if any."""
-        return find_solution(self.conn, calibrator=calibrator, group_id=group_id)
+        row = self.conn.execute(
+            "SELECT * FROM cal_solutions WHERE calibrator=? AND group_id=?",
+            (calibrator, group_id),
+        ).fetchone()
+        return _row(row) if row else None
 
     def register(
         self,
@@ -471,41 +377,49 @@ class SqliteSolutionRegistry:
         quality: dict[str, float | str],
     ) -> RegisteredSolution:
         """Insert (or replace) the solution of a calibrator transit."""
-        return register_solution(
-            self.conn,
-            calibrator=calibrator,
-            group_id=group_id,
-            ms_path=ms_path,
-            tables=tables,
-            refant=refant,
-            dec_strip_deg=dec_strip_deg,
-            transit_mjd=transit_mjd,
-            validity_hours=validity_hours,
-            quality=quality,
-        )
-
-    def select(
-        self,
-        *,
-        time_mjd: float,
-        dec_deg: float,
-        dec_tolerance_deg: float,
-        aging_warn_hours: float,
-        what: str,
-    ) -> RegisteredSolution:
-        """Return the valid solution nearest in time on the same strip."""
-        return select_solution(
-            self.conn,
-            time_mjd=time_mjd,
-            dec_deg=dec_deg,
-            dec_tolerance_deg=dec_tolerance_deg,
-            aging_warn_hours=aging_warn_hours,
-            what=what,
-        )
+        half_days = validity_hours / 24.0
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO cal_solutions (calibrator, group_id, ms_path, "
+                "bandpass_table, gain_table, refant, dec_strip_deg, transit_mjd, "
+                "valid_from_mjd, valid_to_mjd, quality_json, solved_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (calibrator, group_id) DO UPDATE SET "
+                "ms_path=excluded.ms_path, "
+                "bandpass_table=excluded.bandpass_table, "
+                "gain_table=excluded.gain_table, "
+                "refant=excluded.refant, dec_strip_deg=excluded.dec_strip_deg, "
+                "transit_mjd=excluded.transit_mjd, "
+                "valid_from_mjd=excluded.valid_from_mjd, "
+                "valid_to_mjd=excluded.valid_to_mjd, "
+                "quality_json=excluded.quality_json, "
+                "solved_at=excluded.solved_at",
+                (
+                    calibrator,
+                    group_id,
+                    str(ms_path),
+                    str(tables[0]),
+                    str(tables[1]),
+                    refant,
+                    dec_strip_deg,
+                    transit_mjd,
+                    transit_mjd - half_days,
+                    transit_mjd + half_days,
+                    json.dumps(quality),
+                    to_iso_utc(),
+                ),
+            )
+        found = self.find(calibrator=calibrator, group_id=group_id)
+        assert found is not None  # noqa: S101 - just inserted
+        return found
 
     def record_application(self, *, ms_path: Path, solution_id: int) -> None:
         """Record that a solution was applied to an MS."""
-        record_application(self.conn, ms_path=ms_path, solution_id=solution_id)
+        with self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO cal_applications VALUES (?,?,?)",
+                (str(ms_path), solution_id, to_iso_utc()),
+            )
 
 
 @contextmanager

@@ -241,10 +241,7 @@ def database_file(conn: Connection) -> str | None:
 
 
 def _db_file(conn: Connection) -> str:
-    for row in conn.execute("PRAGMA database_list"):
-        if row[1] == "main":
-            return str(row[2]) or ":memory:"
-    return "?"
+    return database_file(conn) or ":memory:"
 
 
 def _check_not_newer(conn: Connection, current: int, latest: int) -> None:
