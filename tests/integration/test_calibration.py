@@ -14,7 +14,6 @@ from dsa110_contimg.calibration import (
     find_transits,
     load_calibrators,
     read_gain_table,
-    select_solution,
     transit_time,
 )
 from dsa110_contimg.data_ingestion.grouping import (
@@ -26,7 +25,10 @@ from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.simulation._gains import GainModel
-from dsa110_contimg.state import open_db
+from dsa110_contimg.state.calibration import (
+    InMemorySolutionRegistry,
+    open_solution_registry,
+)
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
@@ -104,14 +106,15 @@ def corrupted(tmp_path_factory):
     )
     ms = _convert(base / "raw", base / "ms")
     config = _config(base)
-    outcome = calibrate_block(
-        ms,
-        config.calibration,
-        cal_tables_dir=base / "cal",
-        db_path=base / "db.sqlite3",
-        block_id="block_test",
-        sky_model=sim.sky,
-    )
+    with open_solution_registry(base / "db.sqlite3") as registry:
+        outcome = calibrate_block(
+            ms,
+            config.calibration,
+            cal_tables_dir=base / "cal",
+            registry=registry,
+            block_id="block_test",
+            sky_model=sim.sky,
+        )
     return base, sim, ms, config, outcome
 
 
@@ -131,15 +134,59 @@ def test_transit_found_and_solved_once(corrupted):
     quality = outcome.solved[0].quality
     assert quality["bandpass_flagged_fraction"] == pytest.approx(1 / 48)
     assert len(outcome.applied) == 2
+    with open_solution_registry(base / "db.sqlite3") as registry:
+        again = calibrate_block(
+            ms,
+            config.calibration,
+            cal_tables_dir=base / "cal",
+            registry=registry,
+            block_id="block_test",
+        )
+    assert again.solved == []  # the registry already holds this transit's solution
+    assert not again.errors
+
+
+def test_in_memory_registry_makes_the_same_choices(corrupted):
+    """calibrate_block without a database: same reuse, same choice, same refusal."""
+    base, sim, ms, config, outcome = corrupted
+    (solution,) = outcome.solved
+    memory = InMemorySolutionRegistry([solution])
     again = calibrate_block(
         ms,
         config.calibration,
         cal_tables_dir=base / "cal",
-        db_path=base / "db.sqlite3",
+        registry=memory,
         block_id="block_test",
     )
-    assert again.solved == []  # the registry already holds this transit's solution
     assert not again.errors
+    assert again.solved == []  # reused within its validity, as from the database
+    assert again.applied == outcome.applied
+    # the same transit registered 2 days away is found (no new solve) but expired
+    late = InMemorySolutionRegistry()
+    late.register(
+        calibrator=solution.calibrator,
+        group_id=solution.group_id,
+        ms_path=Path(ms[0]),
+        tables=solution.tables,
+        refant=solution.refant,
+        dec_strip_deg=solution.dec_strip_deg,
+        transit_mjd=solution.transit_mjd - 2.0,
+        validity_hours=config.calibration.validity_hours,
+        quality=solution.quality,
+    )
+    refused = calibrate_block(
+        ms,
+        config.calibration,
+        cal_tables_dir=base / "cal",
+        registry=late,
+        block_id="block_late",
+    )
+    assert refused.solved == [] and refused.applied == {}
+    assert sorted(refused.errors) == sorted(str(p) for p in ms)
+    assert all(
+        "block_late" in str(e) and "h away" in str(e) for e in refused.errors.values()
+    )
+    assert late.applications == {}
 
 
 def test_gains_recovered(corrupted):
@@ -354,12 +401,10 @@ def test_simulator_writes_both_naming_schemes(tmp_path, naming):
 
 def test_other_strip_is_never_applied(corrupted):
     base, sim, ms, config, outcome = corrupted
-    conn = open_db(base / "db.sqlite3")
-    try:
+    with open_solution_registry(base / "db.sqlite3") as registry:
         solution = outcome.solved[0]
         with pytest.raises(CalibrationError) as info:
-            select_solution(
-                conn,
+            registry.select(
                 time_mjd=solution.transit_mjd,
                 dec_deg=54.6,
                 dec_tolerance_deg=0.5,
@@ -371,16 +416,13 @@ def test_other_strip_is_never_applied(corrupted):
         assert "54.60" in message
         assert solution.bandpass_table.name in message
         with pytest.raises(CalibrationError, match="h away"):
-            select_solution(
-                conn,
+            registry.select(
                 time_mjd=solution.transit_mjd + 2.0,
                 dec_deg=30.5,
                 dec_tolerance_deg=0.5,
                 aging_warn_hours=6,
                 what="late block",
             )
-    finally:
-        conn.close()
 
 
 def test_block_without_calibration_fails_loudly(clean, tmp_path):
@@ -388,13 +430,14 @@ def test_block_without_calibration_fails_loudly(clean, tmp_path):
     copy = tmp_path / "no_transit.ms"
     shutil.copytree(ms[1], copy)
     config = _config(tmp_path, **{"calibration.min_calibrator_flux_jy": 1000.0})
-    outcome = calibrate_block(
-        [copy],
-        config.calibration,
-        cal_tables_dir=tmp_path / "cal",
-        db_path=tmp_path / "db.sqlite3",
-        block_id="block_X",
-    )
+    with open_solution_registry(tmp_path / "db.sqlite3") as registry:
+        outcome = calibrate_block(
+            [copy],
+            config.calibration,
+            cal_tables_dir=tmp_path / "cal",
+            registry=registry,
+            block_id="block_X",
+        )
     (err,) = outcome.errors.values()
     assert "block_X" in str(err)
     assert "30.5" in str(err)

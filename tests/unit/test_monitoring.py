@@ -199,6 +199,28 @@ def test_database_newer_schema_is_unhealthy(tmp_path: Path) -> None:
     assert "schema version" in check.error_message
 
 
+def test_database_not_sqlite_is_unhealthy_and_untouched(tmp_path: Path) -> None:
+    """A foreign file at paths.state_db: named, with the fix, and left as it was."""
+    config = make_config(tmp_path)
+    db = Path(config.paths.state_db)
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"not a database at all" * 100)
+    check = HealthChecker().check_database(config)
+    assert check.status == "unhealthy"
+    assert f"state database {db} cannot be opened" in check.error_message
+    assert "paths.state_db" in check.error_message
+    assert sorted(p.name for p in db.parent.iterdir()) == [db.name]
+
+
+def test_seed_path_reexports_the_moved_classes() -> None:
+    from dsa110_contimg.services import health
+    from dsa110_contimg.state import metrics
+    from dsa110_contimg.utils import monitoring
+
+    assert monitoring.HealthChecker is health.HealthChecker
+    assert monitoring.PipelineMetrics is metrics.PipelineMetrics
+
+
 def test_python_packages_reports_versions(tmp_path: Path) -> None:
     pytest.importorskip("casacore.tables")
     check = HealthChecker().check_python_packages(make_config(tmp_path))

@@ -1,4 +1,8 @@
-"""Calibration: calibrators, flagging, CASA solves, application and registry."""
+"""Calibration: calibrators, flagging, CASA solves and application.
+
+The registry of solved tables (validity, provenance) is state:
+`dsa110_contimg.state.calibration`.
+"""
 
 from dsa110_contimg.calibration._calibrators import (
     Calibrator,
@@ -10,12 +14,6 @@ from dsa110_contimg.calibration._calibrators import (
 from dsa110_contimg.calibration._flagging import FlagReport, flag_ms, flag_visibilities
 from dsa110_contimg.calibration._model import predict_model, write_model_data
 from dsa110_contimg.calibration._refant import RefantChoice, choose_refant
-from dsa110_contimg.calibration._registry import (
-    RegisteredSolution,
-    find_solution,
-    register_solution,
-    select_solution,
-)
 from dsa110_contimg.calibration._solve import (
     CalSolution,
     apply_calibration,
@@ -34,10 +32,6 @@ __all__ = [
     "flag_visibilities",
     "predict_model",
     "write_model_data",
-    "RegisteredSolution",
-    "find_solution",
-    "register_solution",
-    "select_solution",
     "RefantChoice",
     "CalSolution",
     "apply_calibration",

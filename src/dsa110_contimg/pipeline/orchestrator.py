@@ -34,13 +34,13 @@ from dsa110_contimg.pipeline.stages import (
 )
 from dsa110_contimg.pipeline.stages.image_quality import read_quality
 from dsa110_contimg.state import open_db
+from dsa110_contimg.state.metrics import PipelineMetrics
 from dsa110_contimg.state.mosaics import record_mosaic_members
 from dsa110_contimg.state.products import record_image_quality, record_product
 from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
 from dsa110_contimg.utils.logging import (
     bind_context,
 )
-from dsa110_contimg.utils.monitoring import PipelineMetrics
 from dsa110_contimg.visualization._overlay import write_sources_preview
 from dsa110_contimg.visualization._summary import write_block_summary
 
@@ -150,13 +150,17 @@ def _calibrate_block_claimed(
     and the solution tables written.
     """
     from dsa110_contimg.pipeline.stages.calibration_stage import calibrate_block
+    from dsa110_contimg.state.calibration import open_solution_registry
 
-    with bind_context(block_id=block_id, stage="calibration"):
+    with (
+        bind_context(block_id=block_id, stage="calibration"),
+        open_solution_registry(Path(config.paths.state_db)) as registry,
+    ):
         outcome = calibrate_block(
             [Path(p) for p in ms_paths],
             config.calibration,
             cal_tables_dir=Path(config.paths.cal_tables_dir),
-            db_path=Path(config.paths.state_db),
+            registry=registry,
             block_id=block_id,
             sky_model=catalog,
         )

@@ -13,12 +13,11 @@ fails their checks) and leaves the rest.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from dsa110_contimg.pipeline.stages._product_checks import fits_size_problem
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.db import Connection, to_iso_utc
 from dsa110_contimg.state.jobs import PROCESS_BLOCK, find_job, requeue_job
 from dsa110_contimg.state.products import list_products_since
 
@@ -54,7 +53,7 @@ def product_problem(path: Path) -> str | None:
 
 
 def audit_recent_products(
-    conn: sqlite3.Connection, *, now: datetime, window: timedelta = AUDIT_WINDOW
+    conn: Connection, *, now: datetime, window: timedelta = AUDIT_WINDOW
 ) -> list[tuple[str, str]]:
     """Requeue finished blocks of the last ``window`` with a damaged product.
 

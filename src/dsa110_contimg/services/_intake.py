@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shutil
-import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from dsa110_contimg.state.db import Connection
 from dsa110_contimg.state.jobs import set_service_state
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ class IntakeGate:
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable state-database connection (loop thread only).
     paths : sequence of Path
         Data directories to watch.
@@ -197,7 +197,7 @@ class IntakeGate:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         paths: Sequence[Path],
         *,
         min_free_disk_gb: float,

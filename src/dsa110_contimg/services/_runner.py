@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import socket
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import PipelineError, StateError
 from dsa110_contimg.state import jobs
+from dsa110_contimg.state.db import Connection, DatabaseError
 from dsa110_contimg.state.jobs import Job, JobSpec
 from dsa110_contimg.utils.config_loader import QueueConfig
 from dsa110_contimg.utils.logging import bind_context
@@ -100,7 +100,7 @@ class JobRunner:
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable, migrated connection, used only from the loop's thread.
     cfg : QueueConfig
         The ``queue`` section (leases, retries, polling).
@@ -112,7 +112,7 @@ class JobRunner:
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         cfg: QueueConfig,
         *,
         worker_id: str | None = None,
@@ -283,7 +283,7 @@ class JobRunner:
                         lease_s=self.cfg.lease_s,
                         kinds=lane.kinds,
                     )
-                except sqlite3.Error as err:  # e.g. locked beyond the busy timeout
+                except DatabaseError as err:  # e.g. locked beyond the busy timeout
                     log.error(
                         "claim failed", extra={"lane": lane.name, "error": str(err)}
                     )
@@ -306,7 +306,7 @@ class JobRunner:
         while not stop.is_set():
             try:
                 expired = jobs.reclaim_expired_jobs(self.conn, now=self.clock())
-            except sqlite3.Error as err:
+            except DatabaseError as err:
                 log.error("reclaim failed", extra={"error": str(err)})
                 expired = []
             for job in expired:
@@ -337,7 +337,7 @@ class JobRunner:
                 self._lease_lost.add(job.id)
                 work.cancel()
                 return
-            except sqlite3.Error as err:  # try again at the next beat
+            except DatabaseError as err:  # try again at the next beat
                 log.error("heartbeat failed", extra={"error": str(err)})
 
     async def _execute(self, job: Job, handler: Handler) -> None:
@@ -375,7 +375,7 @@ class JobRunner:
                 follow_ups=outcome.follow_ups,
                 max_attempts=self.cfg.max_attempts,
             )
-        except (StateError, sqlite3.Error) as err:  # lease lost: it will rerun
+        except (StateError, DatabaseError) as err:  # lease lost: it will rerun
             log.error("job result discarded", extra={"error": str(err)})
             return
         self.n_done += 1
@@ -396,7 +396,7 @@ class JobRunner:
                 backoff_base_s=self.cfg.backoff_base_s,
                 backoff_max_s=self.cfg.backoff_max_s,
             )
-        except (StateError, sqlite3.Error) as state_err:
+        except (StateError, DatabaseError) as state_err:
             log.error("job failure discarded", extra={"error": str(state_err)})
             return
         self.n_failed += after.state != "pending"
@@ -422,5 +422,5 @@ class JobRunner:
                 reason=reason,
             )
             log.warning("job released", extra={"reason": reason})
-        except (StateError, sqlite3.Error) as err:  # its lease will expire
+        except (StateError, DatabaseError) as err:  # its lease will expire
             log.error("job release failed", extra={"error": str(err)})

@@ -8,23 +8,25 @@ only when nothing is pending, running or waiting for its window.
 
 from __future__ import annotations
 
-import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsa110_contimg.state.db import connect, schema_version, to_iso_utc
+from dsa110_contimg.state.db import Connection, connect, schema_version, to_iso_utc
 from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     JOB_STATES,
     PROCESS_BLOCK,
     count_jobs,
     count_jobs_by_kind,
+    find_job,
     get_service_state,
+    latest_data_time,
     list_job_events,
     list_jobs,
+    pending_backlog,
 )
 from dsa110_contimg.state.planning import active_group_rows
 from dsa110_contimg.state.rejected import count_rejected_files, list_rejected_files
@@ -76,7 +78,7 @@ class BlockTiming:
 
 
 def _open_windows(
-    conn: sqlite3.Connection, timing: BlockTiming, now: datetime
+    conn: Connection, timing: BlockTiming, now: datetime
 ) -> list[dict[str, object]]:
     """Windows with converted or converting groups and no block job to show yet."""
     from dsa110_contimg.services.ms_processor._blocks import block_windows_containing
@@ -85,10 +87,7 @@ def _open_windows(
     rows = active_group_rows(conn, updated_since=horizon)
     if not rows:
         return []
-    latest_row = conn.execute(
-        "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
-    ).fetchone()
-    latest = datetime.fromisoformat(latest_row[0])
+    latest = datetime.fromisoformat(str(latest_data_time(conn, CONVERT_GROUP)))
     members: dict[BlockWindow, list[tuple[str, datetime | None]]] = {}
     for data_time, state, finished_at in rows:
         t = datetime.fromisoformat(data_time)
@@ -105,11 +104,7 @@ def _open_windows(
             )
     out = []
     for window in sorted(members):
-        block = conn.execute(
-            "SELECT state FROM jobs WHERE kind = ? AND key = ?",
-            (PROCESS_BLOCK, window.block_id),
-        ).fetchone()
-        if block is not None:
+        if find_job(conn, PROCESS_BLOCK, window.block_id) is not None:
             continue  # enqueued: counted with the jobs (a redo is requeued there)
         group_states = [state for state, _ in members[window]]
         converting = sum(st in ("pending", "running") for st in group_states)
@@ -142,7 +137,7 @@ def _open_windows(
 
 
 def queue_status(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     now: datetime,
     timing: BlockTiming | None = None,
@@ -151,7 +146,7 @@ def queue_status(
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Connection to the state database (read-only is fine).
     now : datetime
         Current time, for the backlog's age.
@@ -190,19 +185,13 @@ def queue_status(
         return report
     counts = count_jobs(conn)
     report.update(counts)
-    stamp = to_iso_utc(now)
-    oldest = conn.execute(
-        "SELECT MIN(data_time_iso), MIN(created_at), "
-        "SUM(CASE WHEN not_before_at <= ? THEN 1 ELSE 0 END) "
-        "FROM jobs WHERE state = 'pending'",
-        (stamp,),
-    ).fetchone()
+    backlog = pending_backlog(conn, now=now)
     report["by_kind"] = count_jobs_by_kind(conn)
     report["backlog"] = {
         "n_jobs": counts["pending"] + counts["running"],
-        "n_runnable_now": int(oldest[2] or 0),
-        "oldest_pending_data_time_iso": oldest[0],
-        "oldest_pending_created_at": oldest[1],
+        "n_runnable_now": backlog.n_runnable,
+        "oldest_pending_data_time_iso": backlog.oldest_data_time_iso,
+        "oldest_pending_created_at": backlog.oldest_created_at,
     }
     intake = get_service_state(conn).get("intake", {"paused": False})
     report["intake"] = intake

@@ -1,4 +1,11 @@
-"""Pipeline state database (SQLite): connections, migrations, groups, products."""
+"""Pipeline state database (SQLite): connections, migrations, groups, products.
+
+Every SQL statement of the pipeline lives in this package: the job queue
+(`state.jobs`), the calibration registry (`state.calibration`), the block
+metrics (`state.metrics`), claims, planning, retention. Other layers name the
+connection type `state.db.Connection` and the driver's errors
+`state.db.DatabaseError`, never ``sqlite3``.
+"""
 
 from dsa110_contimg.state.db import (
     connect,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsa110_contimg.exceptions import StateError
-from dsa110_contimg.state.db import connect, open_db, to_iso_utc
+from dsa110_contimg.state.db import (
+    Connection,
+    DatabaseError,
+    connect,
+    open_db,
+    to_iso_utc,
+)
 
 __all__ = [
     "Claim",
@@ -94,7 +99,7 @@ def holder_is_gone(owner: str) -> bool:
         return True
 
 
-def _begin(conn: sqlite3.Connection) -> None:
+def _begin(conn: Connection) -> None:
     if conn.in_transaction:
         msg = "claims need a connection with no open transaction"
         raise ValueError(msg)
@@ -102,7 +107,7 @@ def _begin(conn: sqlite3.Connection) -> None:
 
 
 def acquire_claim(
-    conn: sqlite3.Connection,
+    conn: Connection,
     key: str,
     *,
     owner: str,
@@ -113,7 +118,7 @@ def acquire_claim(
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         State database (no open transaction).
     key : str
         What is claimed (e.g. ``"ms:/data/ms/drift_....ms"``).
@@ -172,7 +177,7 @@ def acquire_claim(
     return Claim(key, owner, token)
 
 
-def _check_held(conn: sqlite3.Connection, claim: Claim, now: float) -> None:
+def _check_held(conn: Connection, claim: Claim, now: float) -> None:
     row = conn.execute(
         "SELECT owner, token, expires_at FROM claims WHERE key = ?", (claim.key,)
     ).fetchone()
@@ -189,7 +194,7 @@ def _check_held(conn: sqlite3.Connection, claim: Claim, now: float) -> None:
 
 
 def renew_claim(
-    conn: sqlite3.Connection, claim: Claim, *, ttl_s: float, now: float | None = None
+    conn: Connection, claim: Claim, *, ttl_s: float, now: float | None = None
 ) -> None:
     """Extend a held claim; `ClaimLostError` when it expired or changed hands."""
     now = time.time() if now is None else now
@@ -206,7 +211,7 @@ def renew_claim(
     conn.commit()
 
 
-def release_claim(conn: sqlite3.Connection, claim: Claim) -> bool:
+def release_claim(conn: Connection, claim: Claim) -> bool:
     """Give a claim back; False (and nothing changed) when it was already lost."""
     _begin(conn)
     try:
@@ -281,7 +286,7 @@ def hold_claims(
                                 if on_lost is not None:
                                     on_lost(err)
                                 return
-                            except sqlite3.Error as err:  # busy: retry next tick
+                            except DatabaseError as err:  # busy: retry next tick
                                 log.warning(
                                     "claim renewal failed",
                                     extra={"key": claim.key, "error": str(err)},
@@ -307,7 +312,7 @@ def hold_claims(
             for claim in held:
                 try:
                     release_claim(conn, claim)
-                except sqlite3.Error as err:
+                except DatabaseError as err:
                     log.warning(
                         "claim release failed; it expires by itself",
                         extra={"key": claim.key, "error": str(err)},

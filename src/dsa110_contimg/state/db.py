@@ -21,10 +21,14 @@ from dsa110_contimg.exceptions import ResourceError, StateError
 
 __all__ = [
     "BUSY_TIMEOUT_S",
+    "Connection",
+    "DatabaseError",
     "connect",
+    "database_file",
     "latest_schema_version",
     "migrate",
     "open_db",
+    "probe_schema_version",
     "schema_version",
     "to_iso_utc",
 ]
@@ -33,6 +37,16 @@ log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30.0
 """Seconds a connection waits for a lock held by another writer."""
+
+Connection = sqlite3.Connection
+"""The type of a state-database connection everywhere outside this module.
+
+Code outside ``state/`` names this alias, never the driver, so another backend
+(PostgreSQL for issue 17) plugs in here.
+"""
+
+DatabaseError = sqlite3.Error
+"""The base class of the database driver's errors (locked, I/O, corrupt...)."""
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -79,7 +93,7 @@ def to_iso_utc(when: datetime | None = None) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, *, readonly: bool = False) -> Connection:
     """Open an SQLite connection with the pipeline's settings.
 
     Parameters
@@ -93,7 +107,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
     Returns
     -------
-    sqlite3.Connection
+    Connection
         WAL journal, foreign keys on, a busy timeout of `BUSY_TIMEOUT_S` and
         `sqlite3.Row` rows. The caller closes it.
 
@@ -138,7 +152,7 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise ResourceError(msg) from err
 
 
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+def _connect(path: Path, *, readonly: bool) -> Connection:
     if path.is_dir():
         msg = f"state database {path} is a directory; paths.state_db must name a file"
         raise StateError(msg)
@@ -194,7 +208,7 @@ def _load_migrations() -> list[_Migration]:
     return migrations
 
 
-def _applied_versions(conn: sqlite3.Connection) -> set[int]:
+def _applied_versions(conn: Connection) -> set[int]:
     return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
 
 
@@ -204,7 +218,7 @@ def latest_schema_version() -> int:
     return migrations[-1].version if migrations else 0
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: Connection) -> int:
     """Return the schema version recorded in a database (0 when unmigrated)."""
     has_table = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
@@ -215,14 +229,22 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def _db_file(conn: sqlite3.Connection) -> str:
+def database_file(conn: Connection) -> str | None:
+    """Return the file of ``conn``'s main database, or None when it has none.
+
+    None for an in-memory database (only one connection can see it).
+    """
     for row in conn.execute("PRAGMA database_list"):
         if row[1] == "main":
-            return str(row[2]) or ":memory:"
-    return "?"
+            return str(row[2]) or None
+    return None
 
 
-def _check_not_newer(conn: sqlite3.Connection, current: int, latest: int) -> None:
+def _db_file(conn: Connection) -> str:
+    return database_file(conn) or ":memory:"
+
+
+def _check_not_newer(conn: Connection, current: int, latest: int) -> None:
     if current > latest:
         msg = (
             f"state database {_db_file(conn)} has schema version {current}, but this "
@@ -245,7 +267,7 @@ def _split_statements(sql: str) -> list[str]:
     return statements
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: Connection) -> int:
     """Apply the schema files a database lacks and return its schema version.
 
     Pending migrations run in one ``BEGIN IMMEDIATE`` transaction, so a failure
@@ -253,7 +275,7 @@ def migrate(conn: sqlite3.Connection) -> int:
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         A writable connection from `connect`, not inside a transaction.
 
     Returns
@@ -303,7 +325,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return latest
 
 
-def open_db(path: Path) -> sqlite3.Connection:
+def open_db(path: Path) -> Connection:
     """Connect to the state database and bring its schema up to date.
 
     Parameters
@@ -313,7 +335,7 @@ def open_db(path: Path) -> sqlite3.Connection:
 
     Returns
     -------
-    sqlite3.Connection
+    Connection
         A writable, migrated connection. The caller closes it.
 
     Raises
@@ -328,3 +350,46 @@ def open_db(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _open_for_reading(path: Path) -> Connection:
+    """Open a SQLite file without writing anything beside it.
+
+    A read-only reader of a WAL database creates ``-wal``/``-shm`` files
+    unless they exist (a writer is active: read through them) or the file is
+    opened ``immutable`` (no writer: nothing to miss).
+    """
+    wal = path.with_name(path.name + "-wal")
+    flags = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True, timeout=5)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def probe_schema_version(path: Path) -> int:
+    """Read the schema version of an existing database file, changing nothing.
+
+    Unlike `connect` (``readonly``) no ``-wal``/``-shm`` file is created beside
+    a database no writer has open, so a health check leaves no trace.
+
+    Parameters
+    ----------
+    path : Path
+        An existing database file.
+
+    Returns
+    -------
+    int
+        Its schema version (0 when unmigrated).
+
+    Raises
+    ------
+    DatabaseError, OSError
+        The file cannot be opened or read as an SQLite database.
+    """
+    conn = _open_for_reading(Path(path))
+    try:
+        conn.execute("SELECT 1").fetchone()
+        return schema_version(conn)
+    finally:
+        conn.close()

@@ -7,11 +7,10 @@ Column names match ``state/schema/0004_mosaics.sql`` (``rejected`` from
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = ["MEMBER_STATUSES", "list_mosaic_members", "record_mosaic_members"]
 
@@ -31,7 +30,7 @@ ON CONFLICT (mosaic_path, image_path) DO UPDATE SET
 
 
 def record_mosaic_members(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     block_id: str,
     mosaic_path: str | Path,
@@ -41,7 +40,7 @@ def record_mosaic_members(
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable, migrated connection.
     block_id : str
         The processing block the mosaic belongs to.
@@ -70,7 +69,7 @@ def record_mosaic_members(
 
 
 def list_mosaic_members(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     block_id: str | None = None,
     image_path: str | Path | None = None,

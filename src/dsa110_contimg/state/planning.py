@@ -11,11 +11,10 @@ is kept in ``service_state`` under `PLANNER_STATE`.
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.db import Connection, to_iso_utc
 from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     get_service_state,
@@ -51,9 +50,7 @@ class MemberRow:
     priority: int
 
 
-def active_group_times(
-    conn: sqlite3.Connection, *, updated_since: datetime
-) -> set[str]:
+def active_group_times(conn: Connection, *, updated_since: datetime) -> set[str]:
     """Data times of conversion jobs pending or running, or changed since a time."""
     rows = conn.execute(
         "SELECT data_time_iso FROM jobs WHERE state IN ('pending', 'running') "
@@ -65,7 +62,7 @@ def active_group_times(
 
 
 def active_group_rows(
-    conn: sqlite3.Connection, *, updated_since: datetime
+    conn: Connection, *, updated_since: datetime
 ) -> list[tuple[str, str, str | None]]:
     """(data time, state, finished_at) of the conversion jobs `active_group_times`
     selects, from the same indexes."""
@@ -78,7 +75,7 @@ def active_group_rows(
     return [(str(r[1]), str(r[2]), None if r[3] is None else str(r[3])) for r in rows]
 
 
-def group_times_since(conn: sqlite3.Connection, since: datetime | None) -> set[str]:
+def group_times_since(conn: Connection, since: datetime | None) -> set[str]:
     """Data times of conversion jobs at or after ``since`` (all when None)."""
     if since is None:
         rows = conn.execute(
@@ -92,7 +89,7 @@ def group_times_since(conn: sqlite3.Connection, since: datetime | None) -> set[s
     return {str(r[0]) for r in rows}
 
 
-def latest_group_time(conn: sqlite3.Connection) -> str | None:
+def latest_group_time(conn: Connection) -> str | None:
     """The latest conversion job's data time (ISO), or None when there is none."""
     row = conn.execute(
         "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
@@ -100,9 +97,7 @@ def latest_group_time(conn: sqlite3.Connection) -> str | None:
     return None if row is None or row[0] is None else str(row[0])
 
 
-def window_members(
-    conn: sqlite3.Connection, start: datetime, end: datetime
-) -> list[MemberRow]:
+def window_members(conn: Connection, start: datetime, end: datetime) -> list[MemberRow]:
     """Conversion jobs whose data time lies in ``[start, end)``, oldest first."""
     rows = conn.execute(
         "SELECT key, data_time_iso, state, result_json, finished_at, priority "
@@ -127,14 +122,14 @@ def window_members(
     return out
 
 
-def planner_watermark(conn: sqlite3.Connection) -> datetime | None:
+def planner_watermark(conn: Connection) -> datetime | None:
     """Data time before which every block window is settled (None: not known yet)."""
     value = get_service_state(conn).get(PLANNER_STATE, {}).get("settled_before_iso")
     return None if value is None else datetime.fromisoformat(str(value))
 
 
 def set_planner_watermark(
-    conn: sqlite3.Connection, settled_before: datetime, *, now: datetime
+    conn: Connection, settled_before: datetime, *, now: datetime
 ) -> None:
     """Store the planner's watermark (see `planner_watermark`)."""
     set_service_state(
@@ -145,7 +140,7 @@ def set_planner_watermark(
     )
 
 
-def known_group_times(conn: sqlite3.Connection) -> list[datetime]:
+def known_group_times(conn: Connection) -> list[datetime]:
     """Start times of every group the queue has seen: conversion jobs and the
     ``groups`` table (which keeps a row after retention deleted the job), so the
     watcher never decides a group twice."""

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = [
     "list_image_quality",
@@ -62,7 +62,7 @@ ON CONFLICT (path) DO UPDATE SET
 
 
 def record_group(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     group_id: str,
     start_time_iso: str,
@@ -76,7 +76,7 @@ def record_group(
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable, migrated connection.
     group_id : str
         The group's identifier (its timestamp, per ``DSA110.md``).
@@ -112,7 +112,7 @@ def record_group(
 
 
 def record_product(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     block_id: str,
     kind: str,
@@ -123,7 +123,7 @@ def record_product(
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable, migrated connection.
     block_id : str
         The processing block that made the product.
@@ -148,13 +148,13 @@ def record_product(
 
 
 def list_products(
-    conn: sqlite3.Connection, *, block_id: str | None = None
+    conn: Connection, *, block_id: str | None = None
 ) -> list[dict[str, object]]:
     """Return product rows, oldest first.
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Connection to a migrated database (read-only is fine).
     block_id : str, optional
         Only products of this block.
@@ -172,9 +172,7 @@ def list_products(
     return _dicts(conn.execute(sql + " ORDER BY id", params))
 
 
-def list_products_since(
-    conn: sqlite3.Connection, since_iso: str
-) -> list[dict[str, object]]:
+def list_products_since(conn: Connection, since_iso: str) -> list[dict[str, object]]:
     """Return product rows recorded at or after ``since_iso`` (UTC ISO text)."""
     return _dicts(
         conn.execute(
@@ -186,13 +184,13 @@ def list_products_since(
 
 
 def record_image_quality(
-    conn: sqlite3.Connection, *, block_id: str, record: Mapping[str, object]
+    conn: Connection, *, block_id: str, record: Mapping[str, object]
 ) -> None:
     """Insert or replace the quality-gate record of one image.
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable connection migrated to schema 0005 or later.
     block_id : str
         The processing block that made the image.
@@ -231,7 +229,7 @@ def record_image_quality(
 
 
 def list_image_quality(
-    conn: sqlite3.Connection, *, block_id: str | None = None
+    conn: Connection, *, block_id: str | None = None
 ) -> list[dict[str, object]]:
     """Return image quality rows (oldest first), optionally of one block."""
     sql = "SELECT * FROM image_quality"

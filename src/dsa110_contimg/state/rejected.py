@@ -8,13 +8,12 @@ raw file it cannot use; it records it here (``rejected_files``, schema
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = [
     "RejectedRecord",
@@ -63,13 +62,13 @@ def _size(path: Path) -> int | None:
 
 
 def record_rejected_files(
-    conn: sqlite3.Connection, rejected: Iterable[RejectedRecord], *, now: datetime
+    conn: Connection, rejected: Iterable[RejectedRecord], *, now: datetime
 ) -> int:
     """Insert or update one row per rejected file, in one transaction.
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable, migrated connection with no open transaction.
     rejected : iterable of RejectedRecord
         Files set aside, with their reasons (e.g. ``RejectedFile``).
@@ -105,7 +104,7 @@ def record_rejected_files(
     return len(rows)
 
 
-def _has_table(conn: sqlite3.Connection) -> bool:
+def _has_table(conn: Connection) -> bool:
     return (
         conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' "
@@ -116,7 +115,7 @@ def _has_table(conn: sqlite3.Connection) -> bool:
 
 
 def list_rejected_files(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     limit: int | None = None,
     kinds: Iterable[str] | None = None,
@@ -142,7 +141,7 @@ def list_rejected_files(
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def count_rejected_files(conn: sqlite3.Connection) -> dict[str, int]:
+def count_rejected_files(conn: Connection) -> dict[str, int]:
     """Return ``{kind: count}`` of the unresolved rejected files."""
     if not _has_table(conn):
         return {}
@@ -156,7 +155,7 @@ def count_rejected_files(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def resolve_rejected_files(
-    conn: sqlite3.Connection, paths: Iterable[str | Path], *, now: datetime
+    conn: Connection, paths: Iterable[str | Path], *, now: datetime
 ) -> int:
     """Mark the rows of ``paths`` resolved (e.g. a late file now converted)."""
     rows = [(to_iso_utc(now), str(p)) for p in paths]

@@ -12,13 +12,12 @@ those rows also mark a group's raw files or MS as handled.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.state.db import Connection, to_iso_utc
 from dsa110_contimg.state.jobs import CONVERT_GROUP
 
 __all__ = [
@@ -42,7 +41,7 @@ _EXPIRED_JOBS = (
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def _transaction(conn: Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -53,7 +52,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def expired_jobs(
-    conn: sqlite3.Connection, before: datetime, *, delete: bool
+    conn: Connection, before: datetime, *, delete: bool
 ) -> tuple[int, int]:
     """Count (and with ``delete``, delete) done jobs finished before ``before``.
 
@@ -75,7 +74,7 @@ def expired_jobs(
 
 
 def _expire(
-    conn: sqlite3.Connection, table: str, column: str, before: datetime, delete: bool
+    conn: Connection, table: str, column: str, before: datetime, delete: bool
 ) -> int:
     stamp = to_iso_utc(before)
     with _transaction(conn):
@@ -87,15 +86,13 @@ def _expire(
     return int(n)
 
 
-def expired_block_metrics(
-    conn: sqlite3.Connection, before: datetime, *, delete: bool
-) -> int:
+def expired_block_metrics(conn: Connection, before: datetime, *, delete: bool) -> int:
     """Count (and with ``delete``, delete) ``block_metrics`` rows recorded before."""
     return _expire(conn, "block_metrics", "recorded_at", before, delete)
 
 
 def expired_deletion_records(
-    conn: sqlite3.Connection, before: datetime, *, delete: bool
+    conn: Connection, before: datetime, *, delete: bool
 ) -> int:
     """Count (and with ``delete``, delete) ``deletions`` rows older than ``before``."""
     return _expire(conn, "deletions", "deleted_at", before, delete)
@@ -112,9 +109,7 @@ class DoneGroup:
     finished_at: str
 
 
-def _done_groups(
-    conn: sqlite3.Connection, before: datetime, kind: str
-) -> list[DoneGroup]:
+def _done_groups(conn: Connection, before: datetime, kind: str) -> list[DoneGroup]:
     rows = conn.execute(
         "SELECT key, data_time_iso, payload_json, result_json, finished_at FROM jobs "
         "WHERE state = 'done' AND finished_at < ? AND kind = ? AND NOT EXISTS "
@@ -142,23 +137,19 @@ def _done_groups(
     return out
 
 
-def groups_for_raw_cleanup(
-    conn: sqlite3.Connection, before: datetime
-) -> list[DoneGroup]:
+def groups_for_raw_cleanup(conn: Connection, before: datetime) -> list[DoneGroup]:
     """Done conversion jobs finished before ``before`` whose raw files are not yet
     deleted (no ``deletions`` row of kind ``raw`` for the group)."""
     return _done_groups(conn, before, "raw")
 
 
-def groups_for_ms_cleanup(
-    conn: sqlite3.Connection, before: datetime
-) -> list[DoneGroup]:
+def groups_for_ms_cleanup(conn: Connection, before: datetime) -> list[DoneGroup]:
     """Done conversion jobs finished before ``before`` whose MS is not yet deleted."""
     return _done_groups(conn, before, "ms")
 
 
 def record_deletion(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     kind: str,
     path: str,
@@ -176,7 +167,7 @@ def record_deletion(
         )
 
 
-def count_deletions(conn: sqlite3.Connection) -> dict[str, int]:
+def count_deletions(conn: Connection) -> dict[str, int]:
     """Return the number of recorded deletions of each kind."""
     return {
         str(kind): int(n)
@@ -186,17 +177,17 @@ def count_deletions(conn: sqlite3.Connection) -> dict[str, int]:
     }
 
 
-def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+def checkpoint(conn: Connection) -> tuple[int, int, int]:
     """``PRAGMA wal_checkpoint(TRUNCATE)``: (busy, log pages, checkpointed pages)."""
     row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return int(row[0]), int(row[1]), int(row[2])
 
 
-def optimize(conn: sqlite3.Connection) -> None:
+def optimize(conn: Connection) -> None:
     """``PRAGMA optimize``: refresh the planner statistics SQLite finds stale."""
     conn.execute("PRAGMA optimize")
 
 
-def vacuum(conn: sqlite3.Connection) -> None:
+def vacuum(conn: Connection) -> None:
     """``VACUUM``: rebuild the database file, returning deleted rows' pages."""
     conn.execute("VACUUM")

@@ -8,7 +8,11 @@ when present and good, else chosen from the data; its provenance goes into
 the solution's quality record); then each MS gets the nearest valid solution
 of its own declination strip applied (CORRECTED_DATA), and the tables used
 (and the reference antenna) are recorded in the MS (keyword
-``DSA110_CALTABLES``) and the database.
+``DSA110_CALTABLES``) and the registry.
+
+The stage opens no database: the caller passes the `SolutionRegistry`
+(`state.calibration.open_solution_registry` for the pipeline database,
+`InMemorySolutionRegistry` without one).
 """
 
 from __future__ import annotations
@@ -25,23 +29,18 @@ from astropy.time import Time
 from dsa110_contimg._optional import require
 from dsa110_contimg.calibration import (
     FlagReport,
-    RegisteredSolution,
     apply_calibration,
     choose_refant,
-    find_solution,
     find_transits,
     flag_ms,
     load_calibrators,
-    register_solution,
-    select_solution,
     solve_calibration,
     write_model_data,
 )
-from dsa110_contimg.calibration._registry import record_application
 from dsa110_contimg.data_ingestion.ms_creation import MsInfo, read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import CalibrationError
-from dsa110_contimg.state import open_db
+from dsa110_contimg.state.calibration import RegisteredSolution, SolutionRegistry
 from dsa110_contimg.telescope.beam_models import angular_separation_rad, fwhm_deg
 from dsa110_contimg.utils.config_loader import CalibrationConfig
 from dsa110_contimg.utils.logging import bind_context
@@ -108,15 +107,34 @@ def calibrate_block(
     cfg: CalibrationConfig,
     *,
     cal_tables_dir: Path,
-    db_path: Path,
+    registry: SolutionRegistry,
     block_id: str = "block",
     sky_model: SkyCatalog | None = None,
 ) -> CalibrationOutcome:
     """Flag, solve where a calibrator transits, and apply to every MS of a block.
 
-    ``sky_model`` (the pipeline's catalogue) adds the other sources in the
-    calibrator group's beam to the calibration model; without it the model is
-    the calibrator alone and bright field sources bias the gains.
+    Parameters
+    ----------
+    ms_paths : list of Path
+        The block's MSs.
+    cfg : CalibrationConfig
+        The ``calibration`` section.
+    cal_tables_dir : Path
+        Where solution tables, flag reports and QA plots are written.
+    registry : SolutionRegistry
+        Where solutions are looked up (a transit already solved is not solved
+        again), registered, chosen for each MS and their application recorded.
+    block_id : str, optional
+        Names the block in messages.
+    sky_model : SkyCatalog, optional
+        The pipeline's catalogue: adds the other sources in the calibrator
+        group's beam to the calibration model; without it the model is the
+        calibrator alone and bright field sources bias the gains.
+
+    Returns
+    -------
+    CalibrationOutcome
+        Solutions applied (per MS) and solved, flag reports, errors per MS.
     """
     outcome = CalibrationOutcome()
     infos = {Path(p): read_ms_info(Path(p)) for p in ms_paths}
@@ -126,19 +144,15 @@ def calibrate_block(
             _flag_once(path, cfg, Path(cal_tables_dir), outcome)
         _stage_done("flag", t0, n_ms=len(infos), n_flagged=len(outcome.flag_reports))
     _note_leap_seconds(infos)
-    conn = open_db(Path(db_path))
-    try:
-        with bind_context(stage="solve"):
-            t0 = time.perf_counter()
-            _solve_transits(infos, cfg, conn, Path(cal_tables_dir), outcome, sky_model)
-            _stage_done("solve", t0, n_solved=len(outcome.solved))
-        with bind_context(stage="apply"):
-            t0 = time.perf_counter()
-            for path, info in infos.items():
-                _apply(path, info, cfg, conn, outcome, block_id)
-            _stage_done("apply", t0, n_applied=len(outcome.applied))
-    finally:
-        conn.close()
+    with bind_context(stage="solve"):
+        t0 = time.perf_counter()
+        _solve_transits(infos, cfg, registry, Path(cal_tables_dir), outcome, sky_model)
+        _stage_done("solve", t0, n_solved=len(outcome.solved))
+    with bind_context(stage="apply"):
+        t0 = time.perf_counter()
+        for path, info in infos.items():
+            _apply(path, info, cfg, registry, outcome, block_id)
+        _stage_done("apply", t0, n_applied=len(outcome.applied))
     return outcome
 
 
@@ -233,7 +247,7 @@ def _model_sky(
 def _solve_transits(
     infos: dict[Path, MsInfo],
     cfg: CalibrationConfig,
-    conn,
+    registry: SolutionRegistry,
     cal_dir: Path,
     outcome: CalibrationOutcome,
     sky_model: SkyCatalog | None,
@@ -263,7 +277,7 @@ def _solve_transits(
         )
         info = infos[path]
         name = transit.calibrator.name
-        if find_solution(conn, calibrator=name, group_id=info.group_id) is not None:
+        if registry.find(calibrator=name, group_id=info.group_id) is not None:
             log.info(
                 "calibration already solved",
                 extra={"calibrator": name, "group": info.group_id},
@@ -291,8 +305,7 @@ def _solve_transits(
             )
             continue
         _write_qa_plots(solution, prefix, path, outcome, name)
-        registered = register_solution(
-            conn,
+        registered = registry.register(
             calibrator=name,
             group_id=info.group_id,
             ms_path=path,
@@ -314,7 +327,7 @@ def _apply(
     path: Path,
     info: MsInfo,
     cfg: CalibrationConfig,
-    conn,
+    registry: SolutionRegistry,
     outcome: CalibrationOutcome,
     block_id: str,
 ) -> None:
@@ -322,8 +335,7 @@ def _apply(
         return
     mid = float(np.mean(info.times_mjd))
     try:
-        solution = select_solution(
-            conn,
+        solution = registry.select(
             time_mjd=mid,
             dec_deg=info.pointing_dec_deg,
             dec_tolerance_deg=cfg.dec_tolerance_deg,
@@ -342,5 +354,5 @@ def _apply(
         outcome.errors[str(path)] = err
         return
     _set_keyword(path, _CALTABLES_KEY, solution.describe())
-    record_application(conn, ms_path=path, solution_id=solution.id)
+    registry.record_application(ms_path=path, solution_id=solution.id)
     outcome.applied[str(path)] = solution

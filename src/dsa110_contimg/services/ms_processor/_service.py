@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -39,7 +38,13 @@ from dsa110_contimg.services.ms_processor._blocks import (
 )
 from dsa110_contimg.services.ms_processor._work import check_ms_files, convert_job
 from dsa110_contimg.state import jobs, planning, record_group
-from dsa110_contimg.state.db import connect, to_iso_utc
+from dsa110_contimg.state.db import (
+    Connection,
+    DatabaseError,
+    connect,
+    database_file,
+    to_iso_utc,
+)
 from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     PROCESS_BLOCK,
@@ -67,14 +72,6 @@ class InputsNotReadyError(PipelineError):
 
 def _parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
-
-
-def _db_path(conn: sqlite3.Connection) -> str | None:
-    """The file of ``conn``'s main database, or None when it has none."""
-    for row in conn.execute("PRAGMA database_list"):
-        if row[1] == "main":
-            return str(row[2]) or None
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +179,9 @@ class MsProcessor:
         """The finished blocks holding a reconverted group (redone with it)."""
         if not job.payload.get("reconvert"):
             return ()
-        rows = self.runner.conn.execute(
-            "SELECT id FROM jobs WHERE kind = ? AND payload_json LIKE ?",
-            (PROCESS_BLOCK, f'%"{job.key}"%'),
-        ).fetchall()
         specs = []
-        for (block_id,) in rows:
-            block = jobs.get_job(self.runner.conn, block_id)
+        mentioning = jobs.list_jobs_mentioning(self.runner.conn, PROCESS_BLOCK, job.key)
+        for block in mentioning:
             groups = block.payload.get("groups")
             if not isinstance(groups, dict) or job.key not in groups:
                 continue
@@ -227,7 +220,7 @@ class MsProcessor:
         """Enqueue (or redo) every block window that is ready; return those jobs."""
         return self._apply(self._plan(self.runner.conn, now, full=full), now)
 
-    def _plan(self, conn: sqlite3.Connection, now: datetime, *, full: bool) -> _Plan:
+    def _plan(self, conn: Connection, now: datetime, *, full: bool) -> _Plan:
         """Decide the ready windows from the database (reads only).
 
         A pass looks at the windows of conversion jobs pending, running or
@@ -281,7 +274,7 @@ class MsProcessor:
 
     def _decide(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         window: BlockWindow,
         latest: datetime,
         now: datetime,
@@ -359,7 +352,7 @@ class MsProcessor:
         connection (the event loop keeps serving heartbeats and signals); only
         the enqueues, a few rows, run on the loop.
         """
-        db_path = _db_path(self.runner.conn)
+        db_path = database_file(self.runner.conn)
         while not stop.is_set():
             now = self.runner.clock()
             full = (
@@ -373,7 +366,7 @@ class MsProcessor:
                         plan = await run_off_loop(
                             self._plan_off_loop, db_path, now, full
                         )
-                    except (sqlite3.Error, StateError) as err:
+                    except (DatabaseError, StateError) as err:
                         log.warning(
                             "planning off the loop failed; planning on it",
                             extra={"error": str(err)},

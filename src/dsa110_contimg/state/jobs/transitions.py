@@ -1,4 +1,4 @@
-"""Durable job queue: the state machine of the streaming services.
+"""Job queue transitions: the state machine of the streaming services.
 
 A job is one unit of work, identified by its kind and key (``("convert_group",
 "2025-01-02T03:04:05")``), so enqueuing the same work twice is a no-op. Its
@@ -32,26 +32,24 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from dsa110_contimg.exceptions import PipelineError, ResourceError, StateError
-from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.exceptions import ResourceError, StateError
+from dsa110_contimg.state.db import Connection, database_file, to_iso_utc
+from dsa110_contimg.state.jobs.model import (
+    _COLUMNS,
+    JOB_KINDS,
+    TERMINAL_STATES,
+    Job,
+    JobSpec,
+    _row_to_job,
+    backoff_delay_s,
+    is_retryable,
+)
+from dsa110_contimg.state.jobs.queries import _fetch, find_job
 from dsa110_contimg.utils.storage import is_resource_exhaustion
 
 __all__ = [
-    "CONVERT_GROUP",
-    "PROCESS_BLOCK",
-    "UPDATE_VARIABILITY",
-    "JOB_KINDS",
-    "JOB_STATES",
-    "TERMINAL_STATES",
-    "PRIORITY_LIVE",
-    "PRIORITY_BACKFILL",
-    "Job",
-    "JobSpec",
-    "is_retryable",
-    "backoff_delay_s",
     "enqueue_job",
     "claim_job",
     "heartbeat_job",
@@ -63,29 +61,10 @@ __all__ = [
     "cancel_job",
     "reclaim_expired_jobs",
     "reclaim_orphaned_jobs",
-    "get_job",
-    "find_job",
-    "list_jobs",
-    "count_jobs",
-    "count_jobs_by_kind",
-    "list_job_events",
     "set_service_state",
-    "get_service_state",
 ]
 
 log = logging.getLogger(__name__)
-
-CONVERT_GROUP = "convert_group"
-PROCESS_BLOCK = "process_block"
-UPDATE_VARIABILITY = "update_variability"
-JOB_KINDS = (CONVERT_GROUP, PROCESS_BLOCK, UPDATE_VARIABILITY)
-JOB_STATES = ("pending", "running", "done", "failed", "quarantined")
-TERMINAL_STATES = frozenset({"done", "failed", "quarantined"})
-
-PRIORITY_LIVE = 0
-"""Priority of live data (claimed first; smaller runs earlier)."""
-PRIORITY_BACKFILL = 10
-"""Priority of backfill (data older than ``queue.live_window_s``)."""
 
 _ALLOWED = frozenset(
     {
@@ -103,99 +82,13 @@ _ALLOWED = frozenset(
     }
 )
 _MAX_MESSAGE_CHARS = 4000
-_COLUMNS = (
-    "id, kind, key, state, priority, data_time_iso, payload_json, result_json, "
-    "attempts, max_attempts, not_before_at, lease_owner, lease_expires_at, "
-    "heartbeat_at, error_class, error_message, quarantine_reason, created_at, "
-    "updated_at, started_at, finished_at"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One row of the ``jobs`` table (see ``0002_jobs.sql`` for the columns)."""
-
-    id: int
-    kind: str
-    key: str
-    state: str
-    priority: int
-    data_time_iso: str
-    payload: dict[str, object]
-    result: dict[str, object] | None
-    attempts: int
-    max_attempts: int
-    not_before_at: str
-    lease_owner: str | None
-    lease_expires_at: str | None
-    heartbeat_at: str | None
-    error_class: str | None
-    error_message: str | None
-    quarantine_reason: str | None
-    created_at: str
-    updated_at: str
-    started_at: str | None
-    finished_at: str | None
-
-    def to_dict(self) -> dict[str, object]:
-        """Return the job as a JSON-serialisable dict keyed by column name."""
-        out = {name: getattr(self, name) for name in self.__slots__}
-        out["payload_json"] = out.pop("payload")
-        out["result_json"] = out.pop("result")
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    """Work to enqueue: its identity, inputs and scheduling.
-
-    Attributes
-    ----------
-    kind : str
-        One of `JOB_KINDS`.
-    key : str
-        Unique within the kind (a group id, a block id).
-    data_time_iso : str
-        Time of the data the job is about (ISO 8601); orders jobs of equal
-        priority, oldest first.
-    payload : dict
-        JSON-serialisable inputs of the job.
-    priority : int
-        `PRIORITY_LIVE` or `PRIORITY_BACKFILL` (smaller runs first).
-    """
-
-    kind: str
-    key: str
-    data_time_iso: str
-    payload: dict[str, object] = field(default_factory=dict)
-    priority: int = PRIORITY_BACKFILL
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Return whether retrying the work that raised ``error`` can succeed.
-
-    Pipeline errors say so through their class attribute ``retryable``;
-    ``OSError`` (full disk, flaky filesystem) is retryable; any other
-    exception is unexpected and retried too, so it ends as ``failed`` (not
-    quarantined) when retries run out.
-    """
-    if isinstance(error, PipelineError):
-        return bool(type(error).retryable)
-    return True
-
-
-def backoff_delay_s(attempts: int, *, base_s: float, max_s: float) -> float:
-    """Return the delay before the next try, ``base_s * 2**(attempts - 1)``, capped."""
-    if attempts < 1:
-        return 0.0
-    return float(min(max_s, base_s * 2.0 ** min(attempts - 1, 60)))
 
 
 # --------------------------------------------------------------------------- core
 
 
 @contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+def _transaction(conn: Connection) -> Iterator[None]:
     if conn.in_transaction:
         msg = "job transitions need a connection with no open transaction"
         raise ValueError(msg)
@@ -210,35 +103,12 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     except sqlite3.OperationalError as err:
         if not is_resource_exhaustion(err):
             raise
+        where = database_file(conn) or ":memory:"
         msg = (
-            f"state database {_db_path(conn)}: {err}; free space on its "
+            f"state database {where}: {err}; free space on its "
             "filesystem (nothing was changed: the transition was rolled back)"
         )
         raise ResourceError(msg) from err
-
-
-def _db_path(conn: sqlite3.Connection) -> str:
-    for row in conn.execute("PRAGMA database_list"):
-        if row[1] == "main":
-            return str(row[2]) or ":memory:"
-    return "?"
-
-
-def _row_to_job(row: Sequence[object]) -> Job:
-    values = list(row)
-    values[6] = json.loads(str(values[6]))
-    values[7] = None if values[7] is None else json.loads(str(values[7]))
-    return Job(*values)  # type: ignore[arg-type]
-
-
-def _fetch(conn: sqlite3.Connection, job_id: int) -> Job:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
-    if row is None:
-        msg = f"no job with id {job_id}; list jobs with 'dsa110-contimg status'"
-        raise StateError(msg)
-    return _row_to_job(row)
 
 
 def _truncate(text: str) -> str:
@@ -248,7 +118,7 @@ def _truncate(text: str) -> str:
 
 
 def _event(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     from_state: str | None,
     to_state: str,
@@ -266,7 +136,7 @@ def _event(
 
 
 def _move(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job: Job,
     to_state: str,
     *,
@@ -326,7 +196,7 @@ def _check_owner(job: Job, worker: str, action: str) -> None:
 
 
 def _insert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     spec: JobSpec,
     *,
     now: str,
@@ -368,7 +238,7 @@ def _insert(
 
 
 def enqueue_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     spec: JobSpec,
     *,
     now: datetime,
@@ -379,7 +249,7 @@ def enqueue_job(
 
     Parameters
     ----------
-    conn : sqlite3.Connection
+    conn : Connection
         Writable, migrated connection with no open transaction.
     spec : JobSpec
         The work.
@@ -427,7 +297,7 @@ def enqueue_job(
 
 
 def claim_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     worker: str,
     now: datetime,
@@ -471,7 +341,7 @@ def claim_job(
 
 
 def heartbeat_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     *,
     worker: str,
@@ -492,7 +362,7 @@ def heartbeat_job(
 
 
 def complete_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     *,
     worker: str,
@@ -559,7 +429,7 @@ def complete_job(
 
 
 def record_failure(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     error: BaseException,
     *,
@@ -628,7 +498,7 @@ def record_failure(
 
 
 def quarantine_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     *,
     reason: str,
@@ -656,7 +526,7 @@ def quarantine_job(
 
 
 def cancel_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     *,
     now: datetime,
@@ -690,7 +560,7 @@ def cancel_job(
 
 
 def release_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     *,
     worker: str,
@@ -717,7 +587,7 @@ def release_job(
 
 
 def _requeue(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job: Job,
     *,
     reason: str,
@@ -739,7 +609,7 @@ def _requeue(
 
 
 def requeue_job(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: int,
     *,
     now: datetime,
@@ -776,7 +646,7 @@ def requeue_job(
         )
 
 
-def _reclaim(conn: sqlite3.Connection, job: Job, *, reason: str, stamp: str) -> Job:
+def _reclaim(conn: Connection, job: Job, *, reason: str, stamp: str) -> Job:
     common = {"lease_owner": None, "lease_expires_at": None}
     if job.attempts >= job.max_attempts:
         return _move(
@@ -796,7 +666,7 @@ def _reclaim(conn: sqlite3.Connection, job: Job, *, reason: str, stamp: str) -> 
     )
 
 
-def reclaim_expired_jobs(conn: sqlite3.Connection, *, now: datetime) -> list[Job]:
+def reclaim_expired_jobs(conn: Connection, *, now: datetime) -> list[Job]:
     """Return running jobs whose lease expired to pending (or failed when exhausted)."""
     stamp = to_iso_utc(now)
     reclaimed = []
@@ -817,7 +687,7 @@ def reclaim_expired_jobs(conn: sqlite3.Connection, *, now: datetime) -> list[Job
 
 
 def reclaim_orphaned_jobs(
-    conn: sqlite3.Connection,
+    conn: Connection,
     *,
     now: datetime,
     is_orphaned: Callable[[str], bool],
@@ -842,109 +712,8 @@ def reclaim_orphaned_jobs(
     return reclaimed
 
 
-# --------------------------------------------------------------------------- queries
-
-
-def get_job(conn: sqlite3.Connection, job_id: int) -> Job:
-    """Return one job; `StateError` when no job has that id."""
-    return _fetch(conn, job_id)
-
-
-def find_job(conn: sqlite3.Connection, kind: str, key: str) -> Job | None:
-    """Return the job with this kind and key, or None."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND key = ?", (kind, key)
-    ).fetchone()
-    return None if row is None else _row_to_job(row)
-
-
-def list_jobs(
-    conn: sqlite3.Connection,
-    *,
-    states: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    limit: int | None = None,
-) -> list[Job]:
-    """Return jobs, optionally of some states and kinds, in id order."""
-    sql = f"SELECT {_COLUMNS} FROM jobs WHERE 1 = 1"
-    params: list[object] = []
-    for column, values in (("state", states), ("kind", kinds)):
-        if values is not None:
-            sql += f" AND {column} IN ({', '.join('?' for _ in values) or 'NULL'})"
-            params += list(values)
-    sql += " ORDER BY id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    return [_row_to_job(row) for row in conn.execute(sql, params).fetchall()]
-
-
-def count_jobs(conn: sqlite3.Connection) -> dict[str, int]:
-    """Return the number of jobs in each state (every state present, zeros too)."""
-    counts = dict.fromkeys(JOB_STATES, 0)
-    for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
-        counts[str(state)] = int(n)
-    return counts
-
-
-def count_jobs_by_kind(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
-    """Return ``{kind: {state: count}}`` for every kind of `JOB_KINDS`."""
-    counts = {kind: dict.fromkeys(JOB_STATES, 0) for kind in JOB_KINDS}
-    for kind, state, n in conn.execute(
-        "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"
-    ):
-        counts.setdefault(str(kind), dict.fromkeys(JOB_STATES, 0))[str(state)] = int(n)
-    return counts
-
-
-def list_job_events(
-    conn: sqlite3.Connection,
-    job_id: int | None = None,
-    *,
-    errors_only: bool = False,
-    limit: int | None = None,
-) -> list[dict[str, object]]:
-    """Return job events, newest last (or the newest ``limit``, still oldest first).
-
-    Parameters
-    ----------
-    conn : sqlite3.Connection
-        Connection to a migrated database (read-only is fine).
-    job_id : int, optional
-        Only this job's events.
-    errors_only : bool
-        Only events that carry an error class.
-    limit : int, optional
-        At most this many of the newest events.
-
-    Returns
-    -------
-    list of dict
-        ``job_events`` columns plus the job's ``kind`` and ``key``.
-    """
-    sql = (
-        "SELECT e.id, e.job_id, j.kind, j.key, e.from_state, e.to_state, e.reason, "
-        "e.worker, e.error_class, e.created_at FROM job_events e "
-        "JOIN jobs j ON j.id = e.job_id WHERE 1 = 1"
-    )
-    params: list[object] = []
-    if job_id is not None:
-        sql += " AND e.job_id = ?"
-        params.append(job_id)
-    if errors_only:
-        sql += " AND e.error_class IS NOT NULL"
-    sql += " ORDER BY e.id DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    cursor = conn.execute(sql, params)
-    columns = [d[0] for d in cursor.description]
-    rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-    return rows[::-1]
-
-
 def set_service_state(
-    conn: sqlite3.Connection,
+    conn: Connection,
     name: str,
     value: Mapping[str, object],
     *,
@@ -959,13 +728,3 @@ def set_service_state(
             "updated_at = excluded.updated_at",
             (name, json.dumps(dict(value), sort_keys=True, default=str), stamp),
         )
-
-
-def get_service_state(conn: sqlite3.Connection) -> dict[str, dict[str, object]]:
-    """Return ``{name: value}`` of every service flag, each with its ``updated_at``."""
-    out: dict[str, dict[str, object]] = {}
-    for name, value, updated_at in conn.execute(
-        "SELECT name, value_json, updated_at FROM service_state ORDER BY name"
-    ):
-        out[str(name)] = {**json.loads(str(value)), "updated_at": updated_at}
-    return out
