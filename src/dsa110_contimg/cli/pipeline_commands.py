@@ -290,7 +290,7 @@ def health(config_path, env, sets) -> None:
 
 def run_health(config) -> None:
     """Print each health check and exit non-zero when any is unhealthy."""
-    from dsa110_contimg.utils.monitoring import HealthChecker
+    from dsa110_contimg.services.health import HealthChecker
 
     checks = HealthChecker().check_all_health(config)
     for check in checks:

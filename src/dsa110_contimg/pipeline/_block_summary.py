@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from astropy.table import Table, vstack
 
-from dsa110_contimg.utils.config_loader import PipelineConfig
+from dsa110_contimg.utils.config import PipelineConfig
 
 if TYPE_CHECKING:
     from dsa110_contimg.pipeline.orchestrator import ProcessingBlock, ProcessingResult

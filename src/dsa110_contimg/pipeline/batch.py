@@ -40,8 +40,7 @@ from dsa110_contimg.state.writer import (
     hold_writer,
 )
 from dsa110_contimg.telescope import dsa110
-from dsa110_contimg.utils.config import section_values
-from dsa110_contimg.utils.config_loader import PipelineConfig
+from dsa110_contimg.utils.config import PipelineConfig, section_values
 
 __all__ = [
     "BatchResult",

@@ -37,7 +37,7 @@ from dsa110_contimg.state import open_db
 from dsa110_contimg.state.metrics import PipelineMetrics
 from dsa110_contimg.state.mosaics import record_mosaic_members
 from dsa110_contimg.state.products import record_image_quality, record_product
-from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
+from dsa110_contimg.utils.config import PipelineConfig, config_hash
 from dsa110_contimg.utils.logging import (
     bind_context,
 )

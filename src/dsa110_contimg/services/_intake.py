@@ -24,7 +24,7 @@ from dsa110_contimg.state.db import Connection
 from dsa110_contimg.state.jobs import set_service_state
 
 if TYPE_CHECKING:
-    from dsa110_contimg.utils.config_loader import PipelineConfig
+    from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = [
     "DiskStatus",

@@ -47,7 +47,7 @@ from dsa110_contimg.state.jobs import (
     get_service_state,
     set_service_state,
 )
-from dsa110_contimg.utils.config_loader import PipelineConfig
+from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = [
     "MAINTENANCE_STATE",

@@ -31,7 +31,7 @@ from dsa110_contimg.exceptions import PipelineError, StateError
 from dsa110_contimg.state import jobs
 from dsa110_contimg.state.db import Connection, DatabaseError
 from dsa110_contimg.state.jobs import Job, JobSpec
-from dsa110_contimg.utils.config_loader import QueueConfig
+from dsa110_contimg.utils.config import QueueConfig
 from dsa110_contimg.utils.logging import bind_context
 
 __all__ = [

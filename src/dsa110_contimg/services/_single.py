@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from dsa110_contimg.services._stream import StreamSummary
-    from dsa110_contimg.utils.config_loader import PipelineConfig
+    from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = ["service_runner"]
 

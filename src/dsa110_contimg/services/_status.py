@@ -33,7 +33,7 @@ from dsa110_contimg.state.rejected import count_rejected_files, list_rejected_fi
 
 if TYPE_CHECKING:
     from dsa110_contimg.services.ms_processor._blocks import BlockWindow
-    from dsa110_contimg.utils.config_loader import PipelineConfig
+    from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = ["BlockTiming", "queue_status", "read_queue_status"]
 

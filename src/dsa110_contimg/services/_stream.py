@@ -39,7 +39,7 @@ from dsa110_contimg.services._pool import (
 from dsa110_contimg.services._runner import Clock, JobRunner, utc_now
 from dsa110_contimg.state import open_db
 from dsa110_contimg.state.writer import cleanup_stale_temporaries, hold_writer
-from dsa110_contimg.utils.config_loader import PipelineConfig, config_hash
+from dsa110_contimg.utils.config import PipelineConfig, config_hash
 
 __all__ = [
     "ALL_SERVICES",

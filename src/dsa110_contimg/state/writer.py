@@ -48,7 +48,7 @@ from dsa110_contimg.state.db import open_db
 from dsa110_contimg.utils.storage import temporary_writer_pid
 
 if TYPE_CHECKING:
-    from dsa110_contimg.utils.config_loader import PipelineConfig
+    from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = [
     "WriterBusyError",

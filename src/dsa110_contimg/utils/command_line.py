@@ -250,7 +250,7 @@ def load_config(
     PipelineConfig
         The resolved configuration.
     """
-    from dsa110_contimg.utils.config_loader import load_pipeline_config
+    from dsa110_contimg.utils.config import load_pipeline_config
     from dsa110_contimg.utils.logging import configure_logging
 
     overrides: dict[str, object] = {}

@@ -29,7 +29,7 @@ from dsa110_contimg.variability._metrics import lightcurve_metrics, metrics_from
 
 if TYPE_CHECKING:
     from dsa110_contimg.lightcurves import LightcurveStore
-    from dsa110_contimg.utils.config_loader import VariabilityConfig
+    from dsa110_contimg.utils.config import VariabilityConfig
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -112,7 +112,7 @@ class EpochIngestResult:
 
 
 def _default_config() -> VariabilityConfig:
-    from dsa110_contimg.utils.config_loader import VariabilityConfig
+    from dsa110_contimg.utils.config import VariabilityConfig
 
     return VariabilityConfig()
 

@@ -42,7 +42,7 @@ from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.state.calibration import RegisteredSolution, SolutionRegistry
 from dsa110_contimg.telescope.beam_models import angular_separation_rad, fwhm_deg
-from dsa110_contimg.utils.config_loader import CalibrationConfig
+from dsa110_contimg.utils.config import CalibrationConfig
 from dsa110_contimg.utils.logging import bind_context
 
 __all__ = ["CalibrationOutcome", "calibrate_block", "ms_calibration"]

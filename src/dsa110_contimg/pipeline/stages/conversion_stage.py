@@ -11,7 +11,7 @@ from pathlib import Path
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup, find_subband_groups
 from dsa110_contimg.data_ingestion.ms_creation import MsProduct, convert_group
 from dsa110_contimg.exceptions import PipelineError
-from dsa110_contimg.utils.config_loader import ConversionConfig
+from dsa110_contimg.utils.config import ConversionConfig
 
 __all__ = ["ConversionReport", "find_groups", "convert_groups"]
 

@@ -42,7 +42,7 @@ from astropy.io import fits
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
-from dsa110_contimg.utils.config_loader import ImagingConfig
+from dsa110_contimg.utils.config import ImagingConfig
 
 __all__ = [
     "CleanHistory",

@@ -51,7 +51,7 @@ from dsa110_contimg.tools.fits_header import (
     apply_header_cards,
     mosaic_observation_cards,
 )
-from dsa110_contimg.utils.config_loader import MosaicConfig
+from dsa110_contimg.utils.config import MosaicConfig
 from dsa110_contimg.utils.storage import (
     publish,
     temporary_path,

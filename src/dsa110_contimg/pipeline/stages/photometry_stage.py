@@ -44,7 +44,7 @@ from dsa110_contimg.data_ingestion.photometry import (
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
-from dsa110_contimg.utils.config_loader import PhotometryConfig
+from dsa110_contimg.utils.config import PhotometryConfig
 from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = [

@@ -51,7 +51,7 @@ from dsa110_contimg.data_ingestion.grouping import (
 )
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope.dsa110 import SubbandFile
-from dsa110_contimg.utils.config_loader import WatcherConfig
+from dsa110_contimg.utils.config import WatcherConfig
 
 __all__ = ["GroupDecision", "SubbandWatcher"]
 

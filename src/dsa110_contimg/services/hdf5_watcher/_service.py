@@ -47,7 +47,7 @@ from dsa110_contimg.state.rejected import (
     record_rejected_files,
     resolve_rejected_files,
 )
-from dsa110_contimg.utils.config_loader import PipelineConfig
+from dsa110_contimg.utils.config import PipelineConfig
 
 if TYPE_CHECKING:
     pass

@@ -52,7 +52,7 @@ from dsa110_contimg.state.jobs import (
     Job,
     JobSpec,
 )
-from dsa110_contimg.utils.config_loader import PipelineConfig
+from dsa110_contimg.utils.config import PipelineConfig
 
 if TYPE_CHECKING:
     from dsa110_contimg.data_ingestion.skymodel import SkyCatalog

@@ -21,7 +21,7 @@ from dsa110_contimg.data_ingestion.ms_creation import is_valid_ms, validate_ms
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.pipeline.stages.conversion_stage import convert_groups
 from dsa110_contimg.telescope.dsa110 import ms_filename
-from dsa110_contimg.utils.config_loader import ConversionConfig
+from dsa110_contimg.utils.config import ConversionConfig
 
 __all__ = [
     "CORRUPT_DIR_NAME",

@@ -12,7 +12,7 @@ from dsa110_contimg.services._runner import JobOutcome, JobRunner
 from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.variability_analyzer._work import update_variability
 from dsa110_contimg.state.jobs import UPDATE_VARIABILITY, Job
-from dsa110_contimg.utils.config_loader import PipelineConfig
+from dsa110_contimg.utils.config import PipelineConfig
 
 if TYPE_CHECKING:
     pass

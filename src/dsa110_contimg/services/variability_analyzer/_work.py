@@ -34,7 +34,7 @@ from dsa110_contimg.pipeline.stages.photometry_stage import (
     PHOTOMETRY_COLUMNS,
     read_photometry_table,
 )
-from dsa110_contimg.utils.config_loader import VariabilityConfig
+from dsa110_contimg.utils.config import VariabilityConfig
 
 __all__ = ["VariabilityBackend", "load_backend", "split_epochs", "update_variability"]
 

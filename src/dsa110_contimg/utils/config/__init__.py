@@ -14,7 +14,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 - ``_loader``: YAML layers, environment variables, overrides and the error
   messages naming the key and its source.
 
-The seed's path ``dsa110_contimg.utils.config_loader`` re-exports all of it.
+The seed's path ``dsa110_contimg.utils.config`` re-exports all of it.
 """
 
 from dsa110_contimg.utils.config._imaging import (
