@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from astropy.stats import mad_std
 from numpy.typing import NDArray
 
 from dsa110_contimg._optional import require
@@ -31,8 +32,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_MAD_TO_SIGMA = 1.4826
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +78,8 @@ def mad_clip(
     """
     median = np.nanmedian(amplitude, axis=axis, keepdims=True)
     dev = np.abs(amplitude - median)
-    mad = _MAD_TO_SIGMA * np.nanmedian(dev, axis=axis, keepdims=True)
+    mad = mad_std(amplitude, axis=axis, ignore_nan=True)
+    mad = np.expand_dims(mad, axis)
     with np.errstate(invalid="ignore"):
         return dev > sigma * np.where(mad > 0, mad, np.inf)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from astropy.stats import mad_std
 from numpy.typing import NDArray
 from pyuvdata import UVData
 
@@ -130,7 +131,7 @@ def flag_corrupt_visibilities(uv: UVData) -> int:
         if vals.size == 0:
             continue
         med = float(np.median(vals))
-        scale = max(float(np.median(np.abs(vals - med))) * 1.4826, med, 1e-30)
+        scale = max(float(mad_std(vals)), med, 1e-30)
         with np.errstate(invalid="ignore"):
             bad |= sel & (amp > med + _ABSURD_FACTOR * scale)
     new = bad & ~uv.flag_array

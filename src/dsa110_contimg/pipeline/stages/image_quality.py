@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.stats import mad_std
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import InputDataError
@@ -243,7 +244,7 @@ def _robust_rms(data: np.ndarray) -> float:
     finite = data[np.isfinite(data)]
     if finite.size == 0:
         return math.nan
-    return float(1.4826 * np.median(np.abs(finite - np.median(finite))))
+    return float(mad_std(finite))
 
 
 def _plane(path: Path) -> np.ndarray:
