@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dsa110_contimg.exceptions import ConfigError
 from dsa110_contimg.tools._imager_types import ImageProduct, Imager, ImagingParams
+from dsa110_contimg.tools.fake import FakeImager
 from dsa110_contimg.tools.tclean import TcleanImager
 from dsa110_contimg.tools.wsclean import WscleanImager
 
@@ -18,8 +19,9 @@ __all__ = ["ImagingParams", "ImageProduct", "Imager", "IMAGERS", "get_imager"]
 IMAGERS: dict[str, type] = {
     "wsclean": WscleanImager,
     "tclean": TcleanImager,
+    "fake": FakeImager,
 }
-"""Imaging backends by ``imaging.backend`` name."""
+"""Imaging backends by ``imaging.backend`` name (``fake``: tests and demos only)."""
 
 
 def get_imager(backend: str, *, binary: str | None = None) -> Imager:
@@ -32,7 +34,7 @@ def get_imager(backend: str, *, binary: str | None = None) -> Imager:
     binary : str, optional
         The backend's executable: the WSClean binary (``wsclean``) or the
         Python interpreter that has casatasks (``tclean``); default found on
-        PATH / this interpreter.
+        PATH / this interpreter. For ``fake``: the sky catalogue CSV.
 
     Raises
     ------
