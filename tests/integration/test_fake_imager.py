@@ -29,22 +29,19 @@ pytestmark = [pytest.mark.integration, pytest.mark.casa]
 _PATHS = ("incoming", "ms", "images", "products", "logs", "mosaics", "cal")
 
 
+_KEYS = (
+    "incoming_dir",
+    "ms_stage1_dir",
+    "images_dir",
+    "products_dir",
+    "log_dir",
+    "mosaics_dir",
+    "cal_tables_dir",
+)
+
+
 def _config(base: Path, sky_path: Path | None):
-    keys = dict(
-        zip(
-            (
-                "incoming_dir",
-                "ms_stage1_dir",
-                "images_dir",
-                "products_dir",
-                "log_dir",
-                "mosaics_dir",
-                "cal_tables_dir",
-            ),
-            _PATHS,
-            strict=True,
-        )
-    )
+    keys = dict(zip(_KEYS, _PATHS, strict=True))
     overrides = {f"paths.{k}": str(base / v) for k, v in keys.items()}
     overrides["paths.data_dir"] = str(base)
     overrides["paths.state_db"] = str(base / "pipeline.sqlite3")
@@ -123,3 +120,75 @@ def test_fake_image_noise_is_the_radiometer_noise(fake_run):
 def test_fake_backend_needs_its_sky(tmp_path):
     with pytest.raises(ConfigError, match="fake_sky_path"):
         _config(tmp_path, None)
+
+
+def test_stream_runs_with_the_fake_imager_without_wsclean(tiny_observation, tmp_path):
+    """The streaming services (a real process) image with the fake imager."""
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from dsa110_contimg.utils.config_loader import find_config_dir
+
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for path in tiny_observation.groups[0].files:
+        shutil.copy2(path, incoming / path.name)
+    layout = dict(zip(_KEYS, _PATHS, strict=True))
+    tree = {
+        "paths": {
+            **{k: str(tmp_path / v) for k, v in layout.items()},
+            "data_dir": str(tmp_path),
+            "state_db": str(tmp_path / "pipeline.sqlite3"),
+        },
+        "imaging": {
+            "backend": "fake",
+            "fake_sky_path": str(tiny_observation.sky_path),
+            "threads": 1,
+        },
+        "conversion": {"group_tolerance_s": 20.0},
+        "watcher": {"scan_interval_s": 0.5, "settle_s": 0.3, "group_timeout_s": 30.0},
+        "queue": {"poll_interval_s": 0.2, "block_wait_s": 2.0},
+    }
+    config = tmp_path / "stream.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    os.symlink(sys.executable, bare / "python")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DSA110")}
+    env["DSA110_CONFIG_DIR"] = str(find_config_dir(env={}))
+    env["PATH"] = str(bare)
+    out = tmp_path / "stream.out"
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dsa110_contimg.services", "--env", "testing"]
+            + ["--config", str(config), "--incoming-dir", str(incoming)]
+            + ["--catalog", str(tiny_observation.sky_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 150
+        mosaics = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            mosaics = list((tmp_path / "mosaics").glob("*-mosaic.fits"))
+            tables = list((tmp_path / "products").glob("photometry*.csv"))
+            if mosaics and tables:
+                break
+            time.sleep(0.5)
+        assert mosaics and tables, out.read_text(errors="replace")[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    (image,) = (tmp_path / "images").glob("*-image.fits")
+    assert fits.getheader(image)["DSASIMUL"] is True
+    assert "simulated image written" in out.read_text(errors="replace")
