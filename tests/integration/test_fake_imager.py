@@ -192,3 +192,16 @@ def test_stream_runs_with_the_fake_imager_without_wsclean(tiny_observation, tmp_
     (image,) = (tmp_path / "images").glob("*-image.fits")
     assert fits.getheader(image)["DSASIMUL"] is True
     assert "simulated image written" in out.read_text(errors="replace")
+
+
+def test_fake_backend_is_refused_in_production(tmp_path):
+    overrides = {
+        "imaging.backend": "fake",
+        "imaging.fake_sky_path": str(tmp_path / "sky.csv"),
+    }
+    with pytest.raises(ConfigError, match="refused in the production"):
+        load_pipeline_config(environment="production", overrides=overrides, env={})
+    development = load_pipeline_config(
+        environment="development", overrides=overrides, env={}
+    )
+    assert development.imaging.backend == "fake"

@@ -1236,6 +1236,17 @@ class PipelineConfig(BaseModel):
         description="Retention and database maintenance (section).",
     )
 
+    @model_validator(mode="after")
+    def _no_fake_imager_in_production(self) -> Self:
+        if self.environment == "production" and self.imaging.backend == "fake":
+            msg = (
+                "imaging.backend 'fake' writes simulated images (tests and demos "
+                "only) and is refused in the production environment; choose "
+                "wsclean or tclean, or load the development or testing environment"
+            )
+            raise ValueError(msg)
+        return self
+
 
 # --------------------------------------------------------------------------- loader
 
