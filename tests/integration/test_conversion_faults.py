@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import sqlite3
@@ -154,12 +155,30 @@ def test_read_errors_are_routed_by_cause(
     assert str(target) in str(excinfo.value)
     assert is_retryable(excinfo.value) is (expected is ResourceError)
 
-    def failing_open(*args, **kwargs):
-        raise error
+    class FailingFile(h5py.File):  # a class: FastUVH5Meta isinstance-checks it
+        def __init__(self, *args, **kwargs):
+            raise error
 
-    monkeypatch.setattr(_uvh5_reader.h5py, "File", failing_open)
+    monkeypatch.setattr(h5py, "File", FailingFile)  # as FastUVH5Meta opens it
     with pytest.raises(expected):
         _uvh5_reader.read_group_header(group)
+
+
+def test_group_header_read_with_fastuvh5meta_matches_the_simulation(
+    tiny_observation,
+) -> None:
+    """The header facts of the real DSA-110 layout (HADEC phasing, station names)."""
+    header = _uvh5_reader.read_group_header(_only_group(tiny_observation.output_dir))
+    spec = json.loads(tiny_observation.truth_path.read_text())["spec"]
+    n_ant, n_times = spec["n_antennas"], spec["n_times"]
+    assert header.times_jd.shape == (n_times,)
+    assert header.n_blts == n_ant * (n_ant + 1) // 2 * n_times
+    assert header.n_freq_per_subband == spec["n_chan_per_subband"]
+    assert header.pointing_dec_rad == pytest.approx(np.deg2rad(spec["declination_deg"]))
+    with h5py.File(tiny_observation.groups[0].files[0], "r") as h5:
+        np.testing.assert_array_equal(
+            header.times_jd, np.unique(h5["Header"]["time_array"][()])
+        )
 
 
 def test_truncated_file_is_still_input_data(tiny_group_dir: Path) -> None:

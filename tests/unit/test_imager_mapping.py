@@ -10,6 +10,7 @@ import pytest
 
 from dsa110_contimg.exceptions import ConfigError
 from dsa110_contimg.pipeline.stages.imaging_stage import imaging_params
+from dsa110_contimg.tools.fake import FakeImager
 from dsa110_contimg.tools.imagers import IMAGERS, ImagingParams, get_imager
 from dsa110_contimg.tools.tclean import TcleanImager, tclean_call, w_projection_planes
 from dsa110_contimg.tools.wsclean import WscleanImager, wsclean_command
@@ -31,8 +32,9 @@ def _after(cmd: list[str], flag: str, n: int = 1) -> list[str]:
 
 
 def test_registry_and_unknown_backend():
-    assert set(IMAGERS) == {"wsclean", "tclean"}
+    assert set(IMAGERS) == {"wsclean", "tclean", "fake"}
     assert IMAGERS["tclean"] is TcleanImager and IMAGERS["wsclean"] is WscleanImager
+    assert IMAGERS["fake"] is FakeImager
     assert isinstance(get_imager("tclean"), TcleanImager)
     with pytest.raises(ConfigError, match="unknown"):
         get_imager("aips")

@@ -94,6 +94,21 @@ def test_noise_map_recovers_correlated_noise(rms_jy):
     assert rms[300, 300] == pytest.approx(rms_jy, rel=0.25)  # the source barely shows
 
 
+def test_noise_map_on_pure_gaussian_noise_and_bright_sources():
+    """Known sigma, with and without bright point sources on top."""
+    rng = np.random.default_rng(11)
+    image = rng.normal(0.0, 2e-3, (800, 800))
+    rms = noise_map(image, box_pix=80)
+    assert np.median(rms) == pytest.approx(2e-3, rel=0.01)
+    assert np.all(np.abs(rms / 2e-3 - 1) < 0.08)  # 6400 px per box: ~1.2% each
+    with_sources = image.copy()
+    for y, x in ((100, 100), (400, 420), (650, 200), (300, 700)):
+        with_sources[y - 2 : y + 3, x - 2 : x + 3] += 1.0  # 500 sigma each
+    rms_sources = noise_map(with_sources, box_pix=80)
+    # 25 of 6400 pixels per box: the MAD barely moves (a plain std would be 30x)
+    np.testing.assert_allclose(rms_sources, rms, rtol=0.02)
+
+
 def test_noise_map_follows_a_gradient_and_keeps_nans():
     rng = np.random.default_rng(4)
     sigma = np.linspace(1.0, 3.0, 400)[None, :] * np.ones((400, 1))

@@ -14,10 +14,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
+from astropy.stats import mad_std
 from numpy.typing import NDArray
 from pyuvdata import UVData
+from pyuvdata.uvdata.uvh5 import FastUVH5Meta
 
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
 from dsa110_contimg.exceptions import InputDataError, ResourceError
@@ -52,33 +53,32 @@ class GroupHeader:
 
 
 def _read_file_header(path: Path) -> dict[str, object]:
+    """Return the header facts of one file, read with pyuvdata's `FastUVH5Meta`."""
+    meta = FastUVH5Meta(path)
     try:
-        with h5py.File(path, "r") as h5:
-            if "Header" not in h5 or "Data" not in h5:
-                msg = f"{path}: not a UVH5 file (no Header/Data groups); re-transfer it"
-                raise InputDataError(msg)
-            header = h5["Header"]
-            missing = [k for k in _REQUIRED if k not in header]
-            if missing:
-                msg = f"{path}: UVH5 header lacks {missing}; the file is incomplete"
-                raise InputDataError(msg)
-            extra = header.get("extra_keywords")
-            dec = None
-            if extra is not None and "phase_center_dec" in extra:
-                dec = float(extra["phase_center_dec"][()])
-            return {
-                "times": np.unique(header["time_array"][()]),
-                "n_blts": int(header["Nblts"][()]),
-                "n_freq": int(np.asarray(header["freq_array"][()]).size),
-                "dec": dec,
-                "data_shape": tuple(h5["Data"]["visdata"].shape)
-                if "visdata" in h5["Data"]
-                else None,
-            }
+        try:
+            header, data = meta.header, meta.datagrp
+        except KeyError as err:
+            msg = f"{path}: not a UVH5 file (no Header/Data groups); re-transfer it"
+            raise InputDataError(msg) from err
+        missing = [k for k in _REQUIRED if k not in header]
+        if missing:
+            msg = f"{path}: UVH5 header lacks {missing}; the file is incomplete"
+            raise InputDataError(msg)
+        dec = meta.extra_keywords.get("phase_center_dec")
+        return {
+            "times": np.unique(meta.time_array),
+            "n_blts": meta.Nblts,
+            "n_freq": int(np.asarray(meta.freq_array).size),
+            "dec": None if dec is None else float(dec),
+            "data_shape": tuple(data["visdata"].shape) if "visdata" in data else None,
+        }
     except InputDataError:
         raise
     except Exception as err:
         _raise_read_error(path, "cannot read HDF5 header", err)
+    finally:
+        meta.close()
 
 
 def _raise_read_error(path: Path, step: str, err: Exception) -> None:
@@ -130,7 +130,7 @@ def flag_corrupt_visibilities(uv: UVData) -> int:
         if vals.size == 0:
             continue
         med = float(np.median(vals))
-        scale = max(float(np.median(np.abs(vals - med))) * 1.4826, med, 1e-30)
+        scale = max(float(mad_std(vals)), med, 1e-30)
         with np.errstate(invalid="ignore"):
             bad |= sel & (amp > med + _ABSURD_FACTOR * scale)
     new = bad & ~uv.flag_array

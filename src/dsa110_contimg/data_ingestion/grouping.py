@@ -285,19 +285,21 @@ def probe_subband_file(path: Path) -> FileProbe:
     are read. A file whose ``Data/visdata`` extends past its end (truncated
     copy) is reported as incomplete.
     """
-    import h5py
+    from pyuvdata.uvdata.uvh5 import FastUVH5Meta
 
+    meta = FastUVH5Meta(path)
     try:
-        with h5py.File(path, "r") as h5:
-            times = h5["Header"]["time_array"]
-            first_jd = float(times[0]) if times.shape and times.shape[0] else None
-            visdata = h5["Data"]["visdata"]
-            offset = visdata.id.get_offset()
-            size = visdata.id.get_storage_size()
-            expected = visdata.size * visdata.dtype.itemsize
+        times = meta.header["time_array"]
+        first_jd = float(times[0]) if times.shape and times.shape[0] else None
+        visdata = meta.datagrp["visdata"]
+        offset = visdata.id.get_offset()
+        size = visdata.id.get_storage_size()
+        expected = visdata.size * visdata.dtype.itemsize
         on_disk = path.stat().st_size
     except (OSError, KeyError, ValueError, TypeError, IndexError) as err:
         return FileProbe(None, f"{path}: cannot read its UVH5 header ({err})")
+    finally:
+        meta.close()
     if first_jd is None:
         return FileProbe(None, f"{path}: empty time_array")
     start = datetime.fromtimestamp((first_jd - _JD_UNIX_EPOCH) * 86400.0, UTC)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.io import fits
+from astropy.stats import mad_std
 from astropy.table import Table
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
@@ -42,7 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
-_MAD_TO_SIGMA = 1.4826
 _BLEND_BEAMS = 1.5
 _EXCLUDE_BEAMS = 2.0
 _MIN_WEIGHT_FRACTION = 0.5
@@ -416,7 +416,7 @@ def _correlated_factor(vector: NDArray, noise_beam: _PixelGaussian) -> float:
 
 def _robust_sigma(values: NDArray[np.float64]) -> float:
     values = values[np.isfinite(values)]
-    return float(_MAD_TO_SIGMA * np.median(np.abs(values - np.median(values))))
+    return float(mad_std(values))
 
 
 def _noise_factors(
@@ -552,19 +552,12 @@ def _exclusion_mask(
 
 
 def _robust_rms_rows(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Return 1.4826 * MAD of the finite values of each row (NaN if too few)."""
+    """Return the MAD-based sigma of the finite values of each row (NaN if too few)."""
     n_valid = np.sum(np.isfinite(values), axis=1)
-
-    def row_median(array: NDArray[np.float64]) -> NDArray[np.float64]:
-        ordered = np.sort(array, axis=1)  # NaNs sort last
-        lo = np.maximum((n_valid - 1) // 2, 0)
-        hi = np.maximum(n_valid // 2, 0)
-        rows = np.arange(array.shape[0])
-        return 0.5 * (ordered[rows, lo] + ordered[rows, hi])
-
-    median = row_median(values)
-    mad = row_median(np.abs(values - median[:, None]))
-    return np.where(n_valid >= _MIN_RMS_SAMPLES, _MAD_TO_SIGMA * mad, np.nan)
+    with warnings.catch_warnings():  # all-NaN rows are answered NaN below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = mad_std(values, axis=1, ignore_nan=True)
+    return np.where(n_valid >= _MIN_RMS_SAMPLES, sigma, np.nan)
 
 
 def _annulus_rms(

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 from numpy.typing import NDArray
-from scipy.signal import oaconvolve
 
-from dsa110_contimg.data_ingestion.photometry import Beam, _PixelGaussian
+from dsa110_contimg.data_ingestion._sky_image import add_point_sources, correlated_noise
+from dsa110_contimg.data_ingestion.photometry import Beam
 
 __all__ = ["make_point_source_image"]
-
-_SOURCE_SIGMAS = 6.0
-_KERNEL_SIGMAS = 4.0
 
 
 def make_point_source_image(
@@ -88,11 +84,12 @@ def make_point_source_image(
     wcs = _sin_wcs((n_y, n_x), cell_arcsec, center_ra_deg, center_dec_deg)
     image = np.zeros((n_y, n_x))
     if len(sources):
-        _add_sources(image, wcs, np.asarray(sources, dtype=np.float64), beam)
+        ra, dec, flux = np.asarray(sources, dtype=np.float64).T
+        add_point_sources(image, wcs, ra, dec, flux, beam=beam)
     if noise_rms_jy > 0:
         generator = np.random.default_rng() if rng is None else rng
-        noise = _PixelGaussian.from_beam(noise_beam or beam, wcs)
-        image += noise_rms_jy * _correlated_noise((n_y, n_x), noise, generator)
+        noise = correlated_noise((n_y, n_x), wcs, noise_beam or beam, generator)
+        image += noise_rms_jy * noise
     header = wcs.to_header()
     header["BMAJ"] = (beam.major_arcsec / 3600.0, "[deg] restoring beam major axis")
     header["BMIN"] = (beam.minor_arcsec / 3600.0, "[deg] restoring beam minor axis")
@@ -113,36 +110,3 @@ def _sin_wcs(
     wcs.wcs.radesys = "ICRS"
     wcs.wcs.set()
     return wcs
-
-
-def _add_sources(image: NDArray, wcs: WCS, sources: NDArray, beam: Beam) -> None:
-    pixel_beam = _PixelGaussian.from_beam(beam, wcs)
-    half = math.ceil(_SOURCE_SIGMAS * pixel_beam.major_pix / 2.3548)
-    x, y = wcs.all_world2pix(sources[:, 0], sources[:, 1], 0)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y, flux = x[ok], y[ok], sources[ok, 2]
-    offsets = np.arange(-half, half + 1)
-    xx = np.rint(x)[:, None, None].astype(np.intp) + offsets[None, None, :]
-    yy = np.rint(y)[:, None, None].astype(np.intp) + offsets[None, :, None]
-    values = flux[:, None, None] * pixel_beam.evaluate(
-        xx - x[:, None, None], yy - y[:, None, None]
-    )
-    xx, yy = np.broadcast_arrays(xx, yy)
-    keep = (xx >= 0) & (xx < image.shape[1]) & (yy >= 0) & (yy < image.shape[0])
-    flat = np.ravel_multi_index((yy[keep], xx[keep]), image.shape)
-    image += np.bincount(flat, weights=values[keep], minlength=image.size).reshape(
-        image.shape
-    )
-
-
-def _correlated_noise(
-    shape: tuple[int, int], noise: _PixelGaussian, rng: np.random.Generator
-) -> NDArray[np.float64]:
-    """Return unit-rms noise whose autocorrelation is the Gaussian ``noise``."""
-    kernel_gauss = _PixelGaussian(noise.cov / 2.0)
-    half = max(1, math.ceil(_KERNEL_SIGMAS * kernel_gauss.major_pix / 2.3548))
-    offsets = np.arange(-half, half + 1, dtype=np.float64)
-    kernel = kernel_gauss.evaluate(offsets[None, :], offsets[:, None])
-    kernel /= math.sqrt(np.sum(kernel * kernel))
-    white = rng.standard_normal((shape[0] + 2 * half, shape[1] + 2 * half))
-    return oaconvolve(white, kernel, mode="valid")

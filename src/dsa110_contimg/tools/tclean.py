@@ -59,9 +59,7 @@ import logging
 import math
 import os
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -70,8 +68,9 @@ import numpy as np
 from dsa110_contimg._casa import CASA_SITE_CONFIG, casa_environment
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.tools._imager_run import publish_products, run_imager, scratch_dir
+from dsa110_contimg.tools._imager_types import ImageProduct, ImagingParams
 from dsa110_contimg.tools.fits_header import set_header_cards
-from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 
 __all__ = ["TcleanImager", "tclean_call", "w_projection_planes", "find_casa_python"]
 
@@ -294,13 +293,8 @@ class TcleanImager:
             msg = f"cannot image {ms_path} with tclean: {err}"
             raise ImagingError(msg) from err
         log_path = prefix.with_name(f"{prefix.name}-tclean.log")
-        work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        try:
+        with scratch_dir(prefix) as work:
             return self._run(ms_path, prefix, params, python, work, log_path, header)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     def _run(
         self,
@@ -344,46 +338,24 @@ class TcleanImager:
         }
         cmd = [python, str(_CHILD), str(work / "spec.json")]
         call = _format_call(kwargs)
-        log.info("tclean start", extra={"ms": str(ms_path)})
-        log.debug("tclean call", extra={"command": call})
-        t0 = time.perf_counter()
-        log_path.write_text(call + "\n")
-        try:
-            with open(log_path, "a") as log_file:
-                proc = subprocess.run(
-                    cmd,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    timeout=params.timeout_s,
-                    check=False,
-                    cwd=work,
-                    env=env,
-                )
-        except subprocess.TimeoutExpired as err:
-            msg = f"tclean timed out after {params.timeout_s} s imaging {ms_path}"
-            raise ImagingError(msg, command=cmd, log_tail=_tail(log_path)) from err
-        if proc.returncode != 0 or not exported["image"].exists():
-            how = (
-                f"was killed by signal {-proc.returncode}"
-                if proc.returncode < 0
-                else f"exited with status {proc.returncode}"
-            )
-            tail = _tail(log_path)
-            msg = (
-                f"tclean {how} imaging {ms_path}; see {log_path}. "
-                f"Last output: {tail[-500:]}"
-            )
-            raise ImagingError(
-                msg, command=cmd, returncode=proc.returncode, log_tail=tail
-            )
+        duration_s = run_imager(
+            cmd,
+            program="tclean",
+            ms_path=ms_path,
+            log_path=log_path,
+            timeout_s=params.timeout_s,
+            cwd=work,
+            expected=exported["image"],
+            call=call,
+            env=env,
+        )
         result = json.loads((work / "result.json").read_text())
         self._version = str(result.get("version", ""))
         cards = {**(header or {}), "DSAIMGRV": self._version}
         for kind in _PRODUCTS:
             set_header_cards(exported[kind], cards)
         final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
-        for kind in _PRODUCTS:  # restored image last: its presence means complete
-            os.replace(exported[kind], final[kind])
+        publish_products({k: (exported[k], final[k]) for k in _PRODUCTS})
         log.info(
             "tclean done",
             extra={
@@ -391,7 +363,7 @@ class TcleanImager:
                 "image": str(final["image"]),
                 "stop": result.get("stop"),
                 "iterdone": result.get("iterdone"),
-                "duration_s": round(time.perf_counter() - t0, 2),
+                "duration_s": round(duration_s, 2),
             },
         )
         return ImageProduct(
@@ -405,10 +377,3 @@ class TcleanImager:
             self._version,
             (call,),
         )
-
-
-def _tail(path: Path, n_lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:])
-    except OSError:
-        return ""

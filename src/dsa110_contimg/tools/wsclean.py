@@ -10,16 +10,15 @@ into place only when WSClean succeeded, the restored image last.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.tools._imager_run import publish_products, run_imager, scratch_dir
+from dsa110_contimg.tools._imager_types import ImageProduct, ImagingParams
 from dsa110_contimg.tools.fits_header import set_header_cards
-from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 
 __all__ = ["WscleanImager", "wsclean_command", "find_wsclean", "output_channels"]
 
@@ -174,60 +173,31 @@ class WscleanImager:
             raise ImagingError(msg) from err
         final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
         log_path = prefix.with_name(f"{prefix.name}-wsclean.log")
-        work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        cmd = wsclean_command(ms_path, work / prefix.name, params, binary=binary)
-        log.info("wsclean start", extra={"ms": str(ms_path)})
-        log.debug("wsclean command", extra={"command": " ".join(cmd)})
-        t0 = time.perf_counter()
-        try:
-            with open(log_path, "w") as log_file:
-                log_file.write(" ".join(cmd) + "\n")
-                log_file.flush()
-                proc = subprocess.run(
-                    cmd,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    timeout=params.timeout_s,
-                    check=False,
-                    cwd=work,
-                )
-        except subprocess.TimeoutExpired as err:
-            shutil.rmtree(work, ignore_errors=True)
-            msg = f"WSClean timed out after {params.timeout_s} s imaging {ms_path}"
-            raise ImagingError(msg, command=cmd, log_tail=_tail(log_path)) from err
         stem = prefix.name + ("-MFS" if output_channels(params) > 1 else "")
-        if proc.returncode != 0 or not (work / f"{stem}-image.fits").exists():
-            shutil.rmtree(work, ignore_errors=True)
-            how = (
-                f"was killed by signal {-proc.returncode}"
-                if proc.returncode < 0
-                else f"exited with status {proc.returncode}"
+        with scratch_dir(prefix) as work:
+            cmd = wsclean_command(ms_path, work / prefix.name, params, binary=binary)
+            duration_s = run_imager(
+                cmd,
+                program="WSClean",
+                ms_path=ms_path,
+                log_path=log_path,
+                timeout_s=params.timeout_s,
+                cwd=work,
+                expected=work / f"{stem}-image.fits",
             )
-            tail = _tail(log_path)
-            msg = (
-                f"WSClean {how} imaging {ms_path}; see {log_path}. "
-                f"Last output: {tail[-500:]}"
+            cards = {**(header or {}), "DSAIMGRV": self.version()}
+            for kind in ("image", "residual", "psf", "model"):
+                if (work / f"{stem}-{kind}.fits").exists():
+                    set_header_cards(work / f"{stem}-{kind}.fits", cards)
+            publish_products(
+                {k: (work / f"{stem}-{k}.fits", final[k]) for k in _PRODUCTS}
             )
-            raise ImagingError(
-                msg, command=cmd, returncode=proc.returncode, log_tail=tail
-            )
-        cards = {**(header or {}), "DSAIMGRV": self.version()}
-        for kind in ("image", "residual", "psf", "model"):
-            if (work / f"{stem}-{kind}.fits").exists():
-                set_header_cards(work / f"{stem}-{kind}.fits", cards)
-        for kind in _PRODUCTS:  # restored image last: its presence means complete
-            src = work / f"{stem}-{kind}.fits"
-            if src.exists():
-                os.replace(src, final[kind])
-        shutil.rmtree(work, ignore_errors=True)
         log.info(
             "wsclean done",
             extra={
                 "ms": str(ms_path),
                 "image": str(final["image"]),
-                "duration_s": round(time.perf_counter() - t0, 2),
+                "duration_s": round(duration_s, 2),
             },
         )
         return ImageProduct(
@@ -241,10 +211,3 @@ class WscleanImager:
             self.version(),
             tuple(cmd),
         )
-
-
-def _tail(path: Path, n_lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:])
-    except OSError:
-        return ""

@@ -16,6 +16,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from astropy.stats import mad_std
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
@@ -31,7 +32,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_MAD_TO_SIGMA = 1.4826
 _MEDIAN_EFFICIENCY = math.sqrt(math.pi / 2.0)
 
 
@@ -133,7 +133,7 @@ def estimate_flux_scale(
         if used.sum() < max(min_n_ref, 2):
             break
         scale = float(np.median(ratio[used]))
-        sigma = _MAD_TO_SIGMA * float(np.median(np.abs(ratio[used] - scale)))
+        sigma = float(mad_std(ratio[used]))
         keep = np.isfinite(ratio) & (np.abs(ratio - scale) <= clip_sigma * sigma)
         if np.array_equal(keep, used):
             break
@@ -142,7 +142,7 @@ def estimate_flux_scale(
     if n_used < min_n_ref or not np.isfinite(scale):
         return FluxScale(float("nan"), float("nan"), flux.size, n_used, False, used)
     scale = float(np.median(ratio[used]))
-    sigma = _MAD_TO_SIGMA * float(np.median(np.abs(ratio[used] - scale)))
+    sigma = float(mad_std(ratio[used]))
     scale_err = _MEDIAN_EFFICIENCY * sigma / math.sqrt(n_used)
     return FluxScale(scale, scale_err, flux.size, n_used, False, used)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from astropy.stats import mad_std
 from astropy.time import Time
 from astropy.visualization import (
     AsinhStretch,
@@ -71,7 +72,7 @@ def downsample_mean(image: ArrayLike, factor: int) -> NDArray[np.float64]:
 
 
 def robust_rms(image: ArrayLike) -> float:
-    """Return 1.4826 x the median absolute deviation of the finite pixels.
+    """Return the MAD-based sigma (``astropy.stats.mad_std``) of the finite pixels.
 
     NaN when no pixel is finite. Large images are sampled evenly.
     """
@@ -81,7 +82,7 @@ def robust_rms(image: ArrayLike) -> float:
         return float("nan")
     if values.size > _RMS_SAMPLES:
         values = values[:: values.size // _RMS_SAMPLES]
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+    return float(mad_std(values))
 
 
 def _freq_hz(header: Mapping[str, object]) -> float | None:

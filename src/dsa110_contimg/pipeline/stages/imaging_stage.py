@@ -288,7 +288,11 @@ def image_ms(
         return make_derived_products(skipped, cfg) if derived else skipped
     Path(images_dir).mkdir(parents=True, exist_ok=True)
     info = read_ms_info(Path(ms_path))
-    binary = cfg.wsclean_path if cfg.backend == "wsclean" else cfg.casa_python
+    binary = {
+        "wsclean": cfg.wsclean_path,
+        "tclean": cfg.casa_python,
+        "fake": cfg.fake_sky_path and str(cfg.fake_sky_path),
+    }[cfg.backend]
     imager = get_imager(cfg.backend, binary=binary)
     dt_s = (
         float(np.median(np.diff(info.times_mjd)) * 86400.0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from dsa110_contimg.utils.config._model import FROZEN
 from dsa110_contimg.utils.config._units import parse_angle_arcsec, parse_flux_jy
@@ -21,10 +22,17 @@ class ImagingConfig(BaseModel):
 
     model_config = FROZEN
 
-    backend: Literal["wsclean", "tclean"] = Field(
+    backend: Literal["wsclean", "tclean", "fake"] = Field(
         "wsclean",
         description="Imaging program: WSClean or CASA tclean (run in a child "
-        "Python process) (choice).",
+        "Python process); fake renders fake_sky_path through the beam with "
+        "noise, for tests and demos only (choice).",
+    )
+    fake_sky_path: Path | None = Field(
+        None,
+        description="Sky catalogue CSV the fake imager renders (the one the MS "
+        "was simulated from, e.g. truth/sky.csv); required with backend fake, "
+        "ignored otherwise (path).",
     )
     wsclean_path: str | None = Field(
         None, description="WSClean executable; null = search PATH (path)."
@@ -207,6 +215,16 @@ class ImagingConfig(BaseModel):
             msg = f"each image_size axis must be >= 16 pixels, got {list(value)}"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _check_fake_sky(self) -> Self:
+        if self.backend == "fake" and self.fake_sky_path is None:
+            msg = (
+                "backend 'fake' renders a model sky and needs fake_sky_path (the "
+                "catalogue CSV the MS was simulated from, e.g. truth/sky.csv)"
+            )
+            raise ValueError(msg)
+        return self
 
     def threshold_jy(self) -> float:
         """Return the clean threshold (Jy)."""

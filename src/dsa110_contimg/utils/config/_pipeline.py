@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
@@ -81,6 +81,17 @@ class PipelineConfig(BaseModel):
         RetentionConfig(),
         description="Retention and database maintenance (section).",
     )
+
+    @model_validator(mode="after")
+    def _no_fake_imager_in_production(self) -> Self:
+        if self.environment == "production" and self.imaging.backend == "fake":
+            msg = (
+                "imaging.backend 'fake' writes simulated images (tests and demos "
+                "only) and is refused in the production environment; choose "
+                "wsclean or tclean, or load the development or testing environment"
+            )
+            raise ValueError(msg)
+        return self
 
 
 def config_hash(config: PipelineConfig) -> str:

@@ -1,0 +1,138 @@
+"""The one way an imager adapter runs its program and publishes its products.
+
+Both WSClean and tclean: the call is logged and written as the first line of
+the per-image log, the program's output follows it, a timeout kills it, a
+failure raises `ImagingError` with the log tail, and products written in a
+scratch directory are moved into place only after success, the restored image
+last (its presence means the set is complete).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from dsa110_contimg.exceptions import ImagingError
+
+__all__ = ["scratch_dir", "run_imager", "publish_products", "log_tail"]
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def scratch_dir(prefix: Path) -> Iterator[Path]:
+    """Yield an empty scratch directory beside ``prefix``; remove it afterwards."""
+    work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_imager(
+    cmd: Sequence[str],
+    *,
+    program: str,
+    ms_path: Path,
+    log_path: Path,
+    timeout_s: float,
+    cwd: Path,
+    expected: Path,
+    call: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> float:
+    """Run an imager, its output appended to ``log_path`` after the call.
+
+    Parameters
+    ----------
+    cmd : sequence of str
+        The command line.
+    program : str
+        Name in messages and log records (``WSClean``, ``tclean``).
+    ms_path : Path
+        The Measurement Set imaged (named in messages).
+    log_path : Path
+        Per-image log; overwritten, its first line is ``call``.
+    timeout_s : float
+        The program is killed after this long, seconds.
+    cwd : Path
+        Working directory of the program (the scratch directory).
+    expected : Path
+        File the program must have written (the restored image).
+    call : str, optional
+        How the call is shown in the log; default the command line.
+    env : mapping, optional
+        Environment of the program; default this process's.
+
+    Returns
+    -------
+    float
+        Wall-clock duration of the run, seconds.
+
+    Raises
+    ------
+    ImagingError
+        The program timed out, exited non-zero, was killed, or did not write
+        ``expected``; the message names ``log_path`` and carries its tail.
+    """
+    cmd = [str(c) for c in cmd]
+    shown = call if call is not None else " ".join(cmd)
+    name = program.lower()
+    log.info(f"{name} start", extra={"ms": str(ms_path)})
+    log.debug(f"{name} command", extra={"command": shown})
+    t0 = time.perf_counter()
+    log_path.write_text(shown + "\n")
+    try:
+        with open(log_path, "a") as log_file:
+            proc = subprocess.run(
+                cmd,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                check=False,
+                cwd=cwd,
+                env=None if env is None else dict(env),
+            )
+    except subprocess.TimeoutExpired as err:
+        msg = f"{program} timed out after {timeout_s} s imaging {ms_path}"
+        raise ImagingError(msg, command=cmd, log_tail=log_tail(log_path)) from err
+    if proc.returncode != 0 or not expected.exists():
+        how = (
+            f"was killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exited with status {proc.returncode}"
+        )
+        tail = log_tail(log_path)
+        msg = (
+            f"{program} {how} imaging {ms_path}; see {log_path}. "
+            f"Last output: {tail[-500:]}"
+        )
+        raise ImagingError(msg, command=cmd, returncode=proc.returncode, log_tail=tail)
+    return time.perf_counter() - t0
+
+
+def publish_products(moves: Mapping[str, tuple[Path, Path]]) -> None:
+    """Move ``{kind: (written, final)}`` into place, the ``image`` last.
+
+    Kinds whose written file is missing are skipped (optional products).
+    """
+    for kind in sorted(moves, key=lambda k: k == "image"):
+        src, dst = moves[kind]
+        if src.exists():
+            os.replace(src, dst)
+
+
+def log_tail(path: Path, n_lines: int = 20) -> str:
+    """Return the last ``n_lines`` of a log file ('' when unreadable)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n_lines:])
+    except OSError:
+        return ""
