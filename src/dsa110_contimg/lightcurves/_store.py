@@ -371,7 +371,7 @@ class LightcurveStore:
         ----------
         epoch_id : str
             Identity of the epoch, unique across strips and times (the
-            pipeline uses ``photometry_stage.epoch_id``: the image or mosaic
+            pipeline uses ``dsa110_contimg.tables.epoch_id``: the image or mosaic
             name, which holds its time, and the strip's declination); letters,
             digits and ``_ . : + -``.
         table : astropy.table.Table or mapping of arrays

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 
 from dsa110_contimg.exceptions import PipelineError, ResourceError, StateError
 from dsa110_contimg.state.db import to_iso_utc
+from dsa110_contimg.tables import JOBS
 from dsa110_contimg.utils.storage import is_resource_exhaustion
 
 __all__ = [
@@ -103,12 +104,7 @@ _ALLOWED = frozenset(
     }
 )
 _MAX_MESSAGE_CHARS = 4000
-_COLUMNS = (
-    "id, kind, key, state, priority, data_time_iso, payload_json, result_json, "
-    "attempts, max_attempts, not_before_at, lease_owner, lease_expires_at, "
-    "heartbeat_at, error_class, error_message, quarantine_reason, created_at, "
-    "updated_at, started_at, finished_at"
-)
+_COLUMNS = ", ".join(JOBS.names)  # the jobs table, as dsa110_contimg.tables has it
 
 
 @dataclass(frozen=True, slots=True)
