@@ -183,8 +183,8 @@ LIGHTCURVE_STORE = TableSpec(
             "flux_corr_err_jy",
             "float64",
             "Jy",
-            "1-sigma error of `flux_corr_jy`, with the scale's error and the "
-            "systematic floor",
+            "1-sigma error of `flux_corr_jy`: `flux_err_jy / scale`, the scale's "
+            "error and the systematic floor in quadrature",
         ),
         _IMAGE_ID,
         _FREQ,
@@ -215,9 +215,9 @@ VARIABILITY_RESULTS = TableSpec(
     (
         _SOURCE_NAME,
         _c("n_epochs", "int64", "", "usable measurements in the light curve"),
-        _c("mean_flux_jy", "float64", "Jy", "weighted mean flux density"),
+        _c("mean_flux_jy", "float64", "Jy", "mean flux density (unweighted)"),
         _c("eta", "float64", "", "weighted reduced chi-square about the mean"),
-        _c("v", "float64", "", "modulation index: std / mean of the fluxes"),
+        _c("v", "float64", "", "modulation index: standard deviation / mean flux"),
         _c(
             "is_variable",
             "bool",
@@ -238,13 +238,18 @@ VARIABILITY_RESULTS = TableSpec(
             "sqrt of the chi-square gain of the best dip over a constant (sigma)",
         ),
         _c("ese_depth", "float64", "", "fractional depth of the best dip"),
-        _c("ese_duration_days", "float64", "d", "duration of the best dip"),
+        _c(
+            "ese_duration_days",
+            "float64",
+            "d",
+            "duration D of the best dip (full width at half depth)",
+        ),
         _c("ese_center_mjd", "float64", "d", "centre of the best dip (MJD)"),
         _c(
             "ese_flank_ratio",
             "float64",
             "",
-            "height of the flanking brightenings relative to the depth",
+            "height of the flanking brightenings as a fraction of the depth",
         ),
         _c("ese_mean_flux_jy", "float64", "Jy", "steady flux of the dip model"),
         _c(
@@ -263,14 +268,21 @@ VARIABILITY_RESULTS = TableSpec(
             "ese_dip_order",
             "float64",
             "",
-            "shape of the dip: 2 Gaussian, larger flat-bottomed",
+            "exponent q of the dip profile `exp(-ln2 |2u|^q)`: 2 Gaussian, "
+            "larger flatter-bottomed",
         ),
-        _c("ese_asymmetry", "float64", "", "skew of the dip (0 symmetric)"),
+        _c(
+            "ese_asymmetry",
+            "float64",
+            "",
+            "a in (-1, 1): half-widths `D (1 - a) / 2` before and `D (1 + a) / 2` "
+            "after the centre (0 symmetric)",
+        ),
         _c(
             "ese_flank_offset",
             "float64",
             "",
-            "distance of the flanks from the dip's edge, in durations",
+            "distance of the flanking brightenings from the centre, in durations",
         ),
         _c(
             "ese_incomplete",
