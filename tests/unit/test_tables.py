@@ -221,3 +221,55 @@ def test_science_imports_no_pipeline() -> None:
 
 def test_package_exports() -> None:
     assert set(tables.__all__) <= set(dir(tables))
+
+
+def test_status_lists_jobs_with_the_declared_columns(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from dsa110_contimg.exceptions import ResourceError
+    from dsa110_contimg.services._status import queue_status
+    from dsa110_contimg.state.db import connect, migrate
+    from dsa110_contimg.state.jobs import (
+        CONVERT_GROUP,
+        JobSpec,
+        claim_job,
+        enqueue_job,
+        record_failure,
+    )
+    from dsa110_contimg.tables import JOB_LISTINGS
+
+    now = datetime(2023, 6, 1, tzinfo=UTC)
+    with closing(connect(tmp_path / "s.db")) as conn:
+        migrate(conn)
+        for key, attempts in (("a", 5), ("b", 1)):
+            spec = JobSpec(CONVERT_GROUP, key, "2023-06-01T00:00:00")
+            enqueue_job(conn, spec, now=now, max_attempts=attempts)
+        enqueue_job(
+            conn,
+            JobSpec(CONVERT_GROUP, "q", "2023-06-01T00:00:00", {"files": ["x"]}),
+            now=now,
+            quarantine_reason="bad input",
+        )
+        running = claim_job(conn, worker="w1", now=now, lease_s=60.0)
+        failing = claim_job(conn, worker="w2", now=now, lease_s=60.0)
+        record_failure(
+            conn,
+            failing.id,
+            ResourceError("disk full"),
+            worker="w2",
+            now=now,
+            backoff_base_s=1.0,
+            backoff_max_s=1.0,
+        )
+        report = queue_status(conn, now=now)
+    for field, state in (
+        ("running_jobs", "running"),
+        ("quarantine", "quarantined"),
+        ("failed_jobs", "failed"),
+    ):
+        (job,) = report[field]
+        assert tuple(job) == JOB_LISTINGS[state]
+    assert report["running_jobs"][0]["lease_owner"] == "w1"
+    assert report["running_jobs"][0]["key"] == running.key
+    assert report["quarantine"][0]["payload_json"] == {"files": ["x"]}
+    assert report["failed_jobs"][0]["error_class"] == "ResourceError"
