@@ -64,7 +64,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("services", frozenset({"services"})),
     ("pipeline", frozenset({"pipeline"})),
     ("domain", DOMAIN),
-    ("utils", frozenset({"utils"})),
+    ("utils", frozenset({"utils", "tables"})),
     ("foundation", frozenset({"exceptions", "telescope", ""})),
 )
 """Top to bottom; ``""`` is the package root (``dsa110_contimg/__init__.py``)."""

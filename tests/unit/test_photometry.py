@@ -285,7 +285,7 @@ def test_to_table_columns(bright_field: dict) -> None:
         f["image"], f["wcs"], f["ra"][:3], f["dec"][:3], beam=BEAM
     ).to_table()
     assert table.colnames == [
-        "name",
+        "source_name",
         "ra_deg",
         "dec_deg",
         "peak_jy",
@@ -300,7 +300,7 @@ def test_to_table_columns(bright_field: dict) -> None:
         "flux_sys_jy",
     ]
     assert len(table) == 3
-    assert table["name"].tolist() == ["0", "1", "2"]
+    assert table["source_name"].tolist() == ["0", "1", "2"]
     assert str(table["flux_jy"].unit) == "Jy"
 
 

@@ -35,32 +35,10 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.utils.command_line import Command, common_options, load_config
 
 __all__ = ["add", "variables_command", "lightcurve_command", "ingest_command"]
+from dsa110_contimg.tables import LIGHTCURVE_SHOWN, VARIABLES_SHOWN
 
-
-_SHOWN = (
-    "source_name",
-    "n_epochs",
-    "mean_flux_jy",
-    "eta",
-    "v",
-    "is_variable",
-    "ese_candidate",
-    "ese_incomplete",
-    "ese_significance",
-    "ese_depth",
-    "ese_duration_days",
-    "ese_center_mjd",
-)
-_LC_SHOWN = (
-    "epoch_id",
-    "mjd",
-    "flux_jy",
-    "flux_err_jy",
-    "scale",
-    "flux_corr_jy",
-    "flux_corr_err_jy",
-    "flags",
-)
+_SHOWN = VARIABLES_SHOWN
+_LC_SHOWN = LIGHTCURVE_SHOWN
 
 
 def _json_value(value: object) -> object:

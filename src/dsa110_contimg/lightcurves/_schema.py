@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import DataQualityWarning, InputDataError
+from dsa110_contimg.tables import LIGHTCURVE_STORE, MEASUREMENT_REQUIRED, image_ids
 
 pa = require("pyarrow", "lightcurves")
 
@@ -25,41 +26,16 @@ __all__ = [
     "to_astropy",
 ]
 
-REQUIRED_COLUMNS = ("source_name", "mjd", "flux_jy", "flux_err_jy")
+REQUIRED_COLUMNS = MEASUREMENT_REQUIRED
 """Columns every ingested table must have."""
 
-STORE_COLUMNS = (
-    "source_name",
-    "epoch_id",
-    "mjd",
-    "flux_jy",
-    "flux_err_jy",
-    "rms_jy",
-    "pb",
-    "flags",
-    "image_path",
-    "image_kind",
-    "scale",
-    "scale_err",
-    "flux_corr_jy",
-    "flux_corr_err_jy",
-    "image_id",
-    "freq_hz",
-    "snr",
-    "pointing_dec_deg",
-    "upper_limit_jy",
-)
-"""Columns of every stored row, in file order."""
+STORE_COLUMNS = LIGHTCURVE_STORE.names
+"""Columns of every stored row, in file order (see `LIGHTCURVE_STORE`)."""
 
 _CALIBRATION_COLUMNS = ("scale", "scale_err", "flux_corr_jy", "flux_corr_err_jy")
-_STRING_COLUMNS = ("source_name", "epoch_id", "image_path", "image_kind", "image_id")
+_ARROW_TYPES = {"str": "string", "int32": "int32", "float64": "float64"}
 SCHEMA = pa.schema(
-    [
-        (name, pa.string())
-        if name in _STRING_COLUMNS
-        else (name, pa.int32() if name == "flags" else pa.float64())
-        for name in STORE_COLUMNS
-    ]
+    [(c.name, getattr(pa, _ARROW_TYPES[c.dtype])()) for c in LIGHTCURVE_STORE.columns]
 )
 _OPTIONAL_DEFAULTS: dict[str, Any] = {
     "rms_jy": np.nan,
@@ -142,8 +118,6 @@ def prepare_epoch(epoch_id: str, table: Any) -> tuple[Any, NDArray, NDArray]:
     }
     for name, default in _OPTIONAL_DEFAULTS.items():
         if name == "image_id" and name not in columns and "image_path" in columns:
-            from dsa110_contimg.pipeline.stages.photometry_stage import image_ids
-
             data[name] = image_ids(np.asarray(table["image_path"], dtype=str))
         elif name not in columns:
             data[name] = np.full(
@@ -185,7 +159,7 @@ def _one_product(epoch_id: str, data: dict[str, NDArray]) -> None:
         msg = (
             f"epoch {epoch_id}: the table holds {len(images)} images ({images[0]}, "
             f"{images[1]}, ...); one epoch is one image or one mosaic: split it "
-            "by image (photometry_stage.split_epochs; ingest-photometry without "
+            "by image (dsa110_contimg.tables.split_epochs; ingest-photometry without "
             "--epoch-id stores each image as its own epoch)"
         )
         raise InputDataError(msg)
@@ -250,14 +224,7 @@ def to_astropy(table: Any) -> Table:
         if values.dtype == object:
             values = np.asarray(values, dtype=str) if len(values) else np.zeros(0, str)
         out[name] = values
-    for name in (
-        "flux_jy",
-        "flux_err_jy",
-        "rms_jy",
-        "flux_corr_jy",
-        "flux_corr_err_jy",
-        "upper_limit_jy",
-    ):
-        if name in out.colnames:
-            out[name].unit = "Jy"
+    for name, unit in LIGHTCURVE_STORE.units.items():
+        if name in out.colnames and unit.startswith("Jy"):
+            out[name].unit = unit
     return out

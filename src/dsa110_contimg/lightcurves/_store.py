@@ -26,20 +26,15 @@ processes may read the store without the lock.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import fcntl
-import functools
 import json
 import logging
 import os
 import re
-import shutil
 import threading
-import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +48,11 @@ from dsa110_contimg.exceptions import (
     InputDataError,
     StateError,
 )
-from dsa110_contimg.lightcurves._runs import sql_list, write_run
+from dsa110_contimg.lightcurves._compaction import _StoreCompaction
+from dsa110_contimg.lightcurves._lock import file_lock, locked
+from dsa110_contimg.lightcurves._query import _StoreQueries
 from dsa110_contimg.lightcurves._schema import (
     SCHEMA,
-    STORE_COLUMNS,
     mjd_to_date,
     prepare_epoch,
     to_astropy,
@@ -75,22 +71,8 @@ log = logging.getLogger(__name__)
 _EPOCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
 _MANIFEST = "_manifest.json"
 _SUMMARY = "_summary.parquet"
-_LOCK = "_writer.lock"
-_LOCK_POLL_S = 0.05
 # 2: rows carry image_id, freq_hz, snr, pointing_dec_deg and upper_limit_jy
 _FORMAT_VERSION = 2
-_TOP_LEVEL = 99  # level of the run written by a full compaction
-
-
-def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a store method under the writer lock (see `LightcurveStore._writing`)."""
-
-    @functools.wraps(method)
-    def wrapper(self: LightcurveStore, *args: Any, **kwargs: Any) -> Any:
-        with self._writing():
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -104,7 +86,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class LightcurveStore:
+class LightcurveStore(_StoreQueries, _StoreCompaction):
     """Light curves of every source, stored as one Parquet file per epoch.
 
     Parameters
@@ -183,7 +165,7 @@ class LightcurveStore:
                 finally:
                     self._lock_depth -= 1
                 return
-            with self._file_lock():
+            with file_lock(self.root, self.lock_timeout_s):
                 self._lock_depth = 1
                 try:
                     # Another process may have written since this one last
@@ -193,38 +175,6 @@ class LightcurveStore:
                     yield
                 finally:
                     self._lock_depth = 0
-
-    @contextlib.contextmanager
-    def _file_lock(self) -> Iterator[None]:
-        """Hold ``_writer.lock`` (flock), waiting up to ``lock_timeout_s``."""
-        path = self.root / _LOCK
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.lock_timeout_s
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-                        msg = (
-                            f"light-curve store {self.root}: another writer (pid "
-                            f"{holder or 'unknown'}) has held {path} for more than "
-                            f"{self.lock_timeout_s:g} s; wait for it to finish or "
-                            "stop it (one writer at a time)"
-                        )
-                        raise StateError(msg) from None
-                    time.sleep(_LOCK_POLL_S)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        try:
-            yield
-        finally:
-            os.close(fd)  # releases the flock
 
     # ------------------------------------------------------------------ metadata
 
@@ -363,7 +313,7 @@ class LightcurveStore:
 
     # ------------------------------------------------------------------ ingest
 
-    @_locked
+    @locked
     def ingest_epoch(self, epoch_id: str, table: Any, *, replace: bool = False) -> int:
         """Store one epoch's measurements; return the number of rows stored.
 
@@ -371,7 +321,7 @@ class LightcurveStore:
         ----------
         epoch_id : str
             Identity of the epoch, unique across strips and times (the
-            pipeline uses ``photometry_stage.epoch_id``: the image or mosaic
+            pipeline uses ``dsa110_contimg.tables.epoch_id``: the image or mosaic
             name, which holds its time, and the strip's declination); letters,
             digits and ``_ . : + -``.
         table : astropy.table.Table or mapping of arrays
@@ -473,7 +423,7 @@ class LightcurveStore:
                 )
                 raise InputDataError(msg)
 
-    @_locked
+    @locked
     def delete_epoch(self, epoch_id: str) -> int:
         """Remove an epoch; return the number of rows removed (0 if absent)."""
         manifest = json.loads(json.dumps(self._load_manifest()))
@@ -546,302 +496,3 @@ class LightcurveStore:
             names, flux, err = self._contribution(self._read_epoch_file(entry))
             copy.update(names, flux, err, sign=-1.0)
         return copy
-
-    def _connection(self) -> Any:
-        if self._con is None:
-            duckdb = require("duckdb", "lightcurves")
-            self._con = duckdb.connect()
-            self._con.execute("SET enable_object_cache = true")
-            self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
-            tmp_dir = self.root / "_tmp"  # DuckDB spills large sorts here
-            tmp_dir.mkdir(exist_ok=True)
-            self._con.execute(f"SET temp_directory = '{tmp_dir}'")
-            self._con.execute("SET preserve_insertion_order = true")
-        return self._con
-
-    def _query_plan(self) -> dict[str, Any]:
-        manifest = self._load_manifest()
-        if self._plan is None:
-            epochs = manifest["epochs"]
-            current = {e: v["token"] for e, v in epochs.items()}
-            in_runs: dict[str, str] = {}
-            runs = []
-            for run in manifest.get("runs", []):
-                in_runs.update(run["epochs"])
-                files = run["files"]
-                runs.append(
-                    {
-                        "key": run["name"],
-                        "files": [str(self.root / f["path"]) for f in files],
-                        "mins": [f["min_source"] for f in files],
-                        "maxs": [f["max_source"] for f in files],
-                        "stale": sorted(
-                            e
-                            for e, tok in run["epochs"].items()
-                            if current.get(e) != tok
-                        ),
-                    }
-                )
-            delta = [
-                (str(self._epoch_file(v)), v["token"], e)
-                for e, v in sorted(epochs.items())
-                if in_runs.get(e) != v["token"]
-            ]
-            self._plan = {
-                "runs": runs,
-                "delta": [path for path, _, _ in delta],
-                "delta_keys": [key for _, key, _ in delta],
-                "delta_epochs": [e for _, _, e in delta],
-            }
-        return self._plan
-
-    def _row_group_index(self, path: str, key: str) -> tuple[Any, list[str], list[str]]:
-        """Return a file's metadata and per-row-group source-name ranges (cached)."""
-        cached = self._rg_cache.get(path)
-        if cached is not None and cached[0] == key:
-            return cached[1], cached[2], cached[3]
-        meta = pq.read_metadata(path)
-        column = meta.schema.names.index("source_name")
-        lows, highs = [], []
-        for k in range(meta.num_row_groups):
-            stats = meta.row_group(k).column(column).statistics
-            has = stats is not None and stats.has_min_max
-            lows.append(stats.min if has else "")
-            highs.append(stats.max if has else "\uffff")
-        self._rg_cache[path] = (key, meta, lows, highs)
-        return meta, lows, highs
-
-    def _read_source(self, path: str, key: str, name: str) -> Any:
-        meta, lows, highs = self._row_group_index(path, key)
-        # Files are sorted by source, so row-group ranges are sorted too.
-        stop = bisect.bisect_right(lows, name)
-        groups = [k for k in range(stop) if highs[k] >= name]
-        if not groups:
-            return None
-        table = pq.ParquetFile(path, metadata=meta, pre_buffer=False).read_row_groups(
-            groups, columns=list(STORE_COLUMNS), use_threads=False
-        )
-        return table.filter(pc.equal(table["source_name"], name))
-
-    def lightcurve(self, source_name: str) -> Table:
-        """Return every stored measurement of one source, sorted by mjd.
-
-        Parameters
-        ----------
-        source_name : str
-            The source.
-
-        Returns
-        -------
-        astropy.table.Table
-            Columns `STORE_COLUMNS`; no rows for an unknown source.
-
-        Notes
-        -----
-        Every file is sorted by source and the source-name range of each of
-        its row groups is kept in memory after its footer is first read, so
-        a light curve costs one row-group read per compacted run holding the
-        source plus one per epoch not yet compacted (see :meth:`compact`).
-        """
-        plan = self._query_plan()
-        name = str(source_name)
-        parts = []
-        for run in plan["runs"]:
-            stop = bisect.bisect_right(run["mins"], name)
-            for k in range(stop):
-                if run["maxs"][k] < name:
-                    continue
-                part = self._read_source(run["files"][k], run["key"], name)
-                if part is not None and run["stale"]:
-                    stale = pa.array(run["stale"], type=pa.string())
-                    part = part.filter(pc.invert(pc.is_in(part["epoch_id"], stale)))
-                parts.append(part)
-        for path, key in zip(plan["delta"], plan["delta_keys"], strict=True):
-            parts.append(self._read_source(path, key, name))
-        parts = [p for p in parts if p is not None and p.num_rows]
-        if not parts:
-            return to_astropy(SCHEMA.empty_table())
-        table = pa.concat_tables(parts).cast(SCHEMA)
-        table = table.sort_by([("mjd", "ascending"), ("image_path", "ascending")])
-        return to_astropy(table)
-
-    def lightcurves(self, source_names: Iterable[str]) -> Table:
-        """Return every stored measurement of several sources, by source and mjd.
-
-        Parameters
-        ----------
-        source_names : iterable of str
-            The sources.
-
-        Returns
-        -------
-        astropy.table.Table
-            Columns `STORE_COLUMNS` (a DuckDB query over every file).
-        """
-        plan = self._query_plan()
-        names = pa.table({"name": pa.array(sorted(set(map(str, source_names))))})
-        con = self._connection()
-        con.register("_wanted", names)
-        try:
-            where = "source_name IN (SELECT name FROM _wanted)"
-            return self._select(plan, where)
-        finally:
-            con.unregister("_wanted")
-
-    def _select(self, plan: Mapping[str, Any], where: str) -> Table:
-        cols = ", ".join(STORE_COLUMNS)
-        parts = []
-        for run in plan["runs"]:
-            if not run["files"]:
-                continue
-            stale = ""
-            if run["stale"]:
-                quoted = ", ".join(
-                    "'" + e.replace("'", "''") + "'" for e in run["stale"]
-                )
-                stale = f" AND epoch_id NOT IN ({quoted})"
-            parts.append(
-                f"SELECT {cols} FROM read_parquet({sql_list(run['files'])}) "
-                f"WHERE {where}{stale}"
-            )
-        if plan["delta"]:
-            parts.append(
-                f"SELECT {cols} FROM read_parquet({sql_list(plan['delta'])}) "
-                f"WHERE {where}"
-            )
-        if not parts:
-            return to_astropy(SCHEMA.empty_table())
-        sql = " UNION ALL ".join(parts) + " ORDER BY source_name, mjd, image_path"
-        result = self._connection().sql(sql).to_arrow_table()
-        return to_astropy(result.cast(SCHEMA))
-
-    def sql(self, query: str) -> Table:
-        """Run a DuckDB query over the view ``measurements`` (every stored row).
-
-        Parameters
-        ----------
-        query : str
-            SQL text, e.g. ``"SELECT count(*) AS n FROM measurements"``.
-
-        Returns
-        -------
-        astropy.table.Table
-            The result.
-        """
-        files = [
-            str(self._epoch_file(v)) for v in self._load_manifest()["epochs"].values()
-        ]
-        con = self._connection()
-        if files:
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW measurements AS SELECT * FROM "
-                f"read_parquet({sql_list(files)})"
-            )
-        else:
-            con.register("measurements", SCHEMA.empty_table())
-        result = con.sql(query).to_arrow_table()
-        return to_astropy(result)
-
-    # ------------------------------------------------------------------ compaction
-
-    @_locked
-    def compact(self) -> int:
-        """Merge every epoch into one run sorted by source; return its rows.
-
-        Returns
-        -------
-        int
-            Rows in the new run.
-
-        Notes
-        -----
-        Runs (``by_source/<name>/*.parquet``) are an index: the epoch files
-        stay the truth, and an epoch replaced or deleted after it was merged
-        is hidden in its run. Between full compactions the store merges on
-        its own (size-tiered, like a log-structured merge tree): every
-        ``auto_compact_epochs`` new epochs become a level-1 run, and
-        ``auto_compact_epochs`` runs of one level become one run of the next,
-        so a light-curve read touches a bounded number of files while each
-        row is rewritten only a logarithmic number of times. A full
-        compaction needs about as much free disk as the store holds.
-        """
-        manifest = self._load_manifest()
-        epochs = sorted(manifest["epochs"])
-        if not epochs:
-            return 0
-        replaced = [run["name"] for run in manifest.get("runs", [])]
-        return self._merge(epochs, level=_TOP_LEVEL, replaced=replaced)
-
-    def _merge(self, epoch_ids: list[str], *, level: int, replaced: list[str]) -> int:
-        """Write the given epochs as one run sorted by source, replacing runs."""
-        manifest = json.loads(json.dumps(self._load_manifest()))
-        epochs = {
-            e: manifest["epochs"][e] for e in epoch_ids if e in manifest["epochs"]
-        }
-        if not epochs:
-            manifest["runs"] = [
-                r for r in manifest.get("runs", []) if r["name"] not in replaced
-            ]
-            self._save_manifest(manifest)
-            for old in replaced:
-                shutil.rmtree(self.root / "by_source" / old, ignore_errors=True)
-            return 0
-        counter = manifest.get("run_counter", 0) + 1
-        name = f"L{level}-{counter:06d}"
-        out = self.root / "by_source" / name
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        files = [str(self._epoch_file(v)) for v in epochs.values()]
-        entries = write_run(
-            self._connection(),
-            self.root,
-            files,
-            out,
-            row_group_size=self.row_group_size,
-        )
-        runs = [r for r in manifest.get("runs", []) if r["name"] not in replaced]
-        runs.append(
-            {
-                "name": name,
-                "level": level,
-                "files": sorted(
-                    entries, key=lambda f: (f["min_source"], f["max_source"])
-                ),
-                "epochs": {e: v["token"] for e, v in epochs.items()},
-            }
-        )
-        manifest["runs"] = runs
-        manifest["run_counter"] = counter
-        self._save_manifest(manifest)
-        for old in replaced:
-            shutil.rmtree(self.root / "by_source" / old, ignore_errors=True)
-        n_rows = sum(f["n_rows"] for f in entries)
-        log.info(
-            "store runs merged",
-            extra={"run": name, "n_rows": n_rows, "n_epochs": len(epochs)},
-        )
-        return int(n_rows)
-
-    def _maybe_compact(self) -> None:
-        """Merge new epochs and full levels of runs (size-tiered)."""
-        fan_in = self.auto_compact_epochs
-        if fan_in < 2:
-            return
-        plan = self._query_plan()
-        if len(plan["delta_epochs"]) >= fan_in:
-            self._merge(list(plan["delta_epochs"]), level=1, replaced=[])
-        level = 1
-        while level < _TOP_LEVEL:
-            manifest = self._load_manifest()
-            same = [r for r in manifest.get("runs", []) if r["level"] == level]
-            if len(same) < fan_in:
-                level += 1
-                continue
-            current = manifest["epochs"]
-            epoch_ids = sorted(
-                e
-                for r in same
-                for e, tok in r["epochs"].items()
-                if current.get(e, {}).get("token") == tok
-            )
-            self._merge(epoch_ids, level=level + 1, replaced=[r["name"] for r in same])

@@ -30,6 +30,7 @@ from dsa110_contimg.state.jobs import (
 )
 from dsa110_contimg.state.planning import active_group_rows
 from dsa110_contimg.state.rejected import count_rejected_files, list_rejected_files
+from dsa110_contimg.tables import JOB_LISTINGS
 
 if TYPE_CHECKING:
     from dsa110_contimg.services.ms_processor._blocks import BlockWindow
@@ -195,40 +196,16 @@ def queue_status(
     }
     intake = get_service_state(conn).get("intake", {"paused": False})
     report["intake"] = intake
-    report["running_jobs"] = [
-        {
-            "id": j.id,
-            "kind": j.kind,
-            "key": j.key,
-            "attempts": j.attempts,
-            "lease_owner": j.lease_owner,
-            "started_at": j.started_at,
-            "lease_expires_at": j.lease_expires_at,
-        }
-        for j in list_jobs(conn, states=["running"], limit=_N_LISTED)
-    ]
-    report["quarantine"] = [
-        {
-            "id": j.id,
-            "kind": j.kind,
-            "key": j.key,
-            "quarantine_reason": j.quarantine_reason,
-            "payload_json": j.payload,
-            "updated_at": j.updated_at,
-        }
-        for j in list_jobs(conn, states=["quarantined"], limit=_N_LISTED)
-    ]
-    report["failed_jobs"] = [
-        {
-            "id": j.id,
-            "kind": j.kind,
-            "key": j.key,
-            "attempts": j.attempts,
-            "error_class": j.error_class,
-            "error_message": j.error_message,
-        }
-        for j in list_jobs(conn, states=["failed"], limit=_N_LISTED)
-    ]
+    for field, state in (
+        ("running_jobs", "running"),
+        ("quarantine", "quarantined"),
+        ("failed_jobs", "failed"),
+    ):
+        report[field] = [
+            # the columns of dsa110_contimg.tables.JOB_LISTINGS (payload: a dict)
+            {c: getattr(j, c.removesuffix("_json")) for c in JOB_LISTINGS[state]}
+            for j in list_jobs(conn, states=[state], limit=_N_LISTED)
+        ]
     report["last_errors"] = list_job_events(conn, errors_only=True, limit=10)
     windows = [] if timing is None else _open_windows(conn, timing, now)
     report["block_windows"] = windows

@@ -4,7 +4,7 @@ A stable population, optionally with injected variables (red-noise AGN,
 flares) and extreme scattering events (ESEs), is "observed" at a regular
 cadence. Each epoch multiplies every flux by a common gain-scale error and
 adds thermal noise. The output has the columns of the photometry table
-(`~dsa110_contimg.pipeline.stages.photometry_stage.PHOTOMETRY_COLUMNS`) plus
+(`~dsa110_contimg.tables.PHOTOMETRY_COLUMNS`) plus
 ``epoch_id``; no images are made.
 
 ESE shapes (:func:`~dsa110_contimg.simulation.ese_profile`, in

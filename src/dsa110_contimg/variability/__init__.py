@@ -2,13 +2,8 @@
 
 from dsa110_contimg.variability._analysis import (
     RESULT_COLUMNS,
-    EpochIngestResult,
     analyze_lightcurves,
     analyze_store,
-    ingest_epoch_table,
-    ingest_photometry_csv,
-    ingest_photometry_epochs,
-    read_measurements_csv,
 )
 from dsa110_contimg.variability._binning import BinnedLightcurves, bin_lightcurves
 from dsa110_contimg.variability._ese import EseGrid, search_ese
@@ -19,6 +14,13 @@ from dsa110_contimg.variability._flux_scale import (
     calibrate_epoch,
     estimate_flux_scale,
     select_references,
+)
+from dsa110_contimg.variability._ingest import (
+    EpochIngestResult,
+    ingest_epoch_table,
+    ingest_photometry_csv,
+    ingest_photometry_epochs,
+    read_measurements_csv,
 )
 from dsa110_contimg.variability._metrics import (
     lightcurve_metrics,

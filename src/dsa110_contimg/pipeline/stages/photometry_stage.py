@@ -22,12 +22,8 @@ between overlapping images (`add_overlap_systematic`).
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
-import os
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +33,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_contimg.data_ingestion.photometry import (
     Beam,
+    ForcedPhotometryResult,
     PhotometryFlag,
     measure_forced,
     residual_excess,
@@ -44,8 +41,24 @@ from dsa110_contimg.data_ingestion.photometry import (
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.pipeline.stages._photometry_systematics import (
+    add_overlap_systematic,
+    overlap_excess,
+    set_systematic,
+    table_fraction,
+)
+from dsa110_contimg.tables import (
+    PHOTOMETRY_COLUMNS,
+    conform_table,
+    epoch_id,
+    image_id,
+    image_ids,
+    photometry_table,
+    read_photometry_table,
+    split_epochs,
+    write_photometry_table,
+)
 from dsa110_contimg.utils.config import PhotometryConfig
-from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = [
     "PHOTOMETRY_COLUMNS",
@@ -65,126 +78,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PHOTOMETRY_COLUMNS = (
-    "source_name",
-    "ra_deg",
-    "dec_deg",
-    "flux_jy",
-    "flux_err_jy",
-    "peak_jy",
-    "rms_jy",
-    "snr",
-    "pb",
-    "flags",
-    "mjd",
-    "freq_hz",
-    "image_kind",
-    "image_path",
-    "image_id",
-    "pointing_dec_deg",
-    "upper_limit_jy",
-    "flux_sys_jy",
-)
 _EDGE_FRACTION = 0.05
-_OVERLAP_MIN_SNR = 10.0
-_IMAGE_KINDS = ("image", "mosaic")
-
-
-def image_id(image_path: str | os.PathLike[str]) -> str:
-    """Return the identity of an image or mosaic: its file name without suffixes.
-
-    ``drift_20230601T000000_00-image.fits`` gives ``drift_20230601T000000_00``
-    (the MS's stem: its group's time) and ``block_20230601T010000-mosaic.fits``
-    gives ``block_20230601T010000`` (the block's end time).
-    """
-    name = Path(str(image_path)).name.removesuffix(".fits")
-    for suffix in ("-image", "-mosaic"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def image_ids(paths: object) -> np.ndarray:
-    """Return `image_id` of each path (computed once per distinct path)."""
-    unique_paths, index = np.unique(np.asarray(paths).astype(str), return_inverse=True)
-    ids = np.array([image_id(p) for p in unique_paths], dtype=str)
-    return ids[index.reshape(-1)] if index.size else np.zeros(0, dtype=str)
-
-
-def epoch_id(image_id: str, pointing_dec_deg: float) -> str:
-    """Return the light-curve epoch of one image or mosaic, keyed by time and strip.
-
-    Parameters
-    ----------
-    image_id : str
-        The image's identity (see `image_id`); it holds the image's time.
-    pointing_dec_deg : float
-        Declination of the strip the image belongs to (``DSAPTDEC``), degrees;
-        NaN when unknown (the epoch is then named by the image alone).
-
-    Returns
-    -------
-    str
-        ``<image_id>_dec<+dd.dd>``, e.g. ``block_20230601T010000_dec+16.30``:
-        two strips observed at the same time are two epochs.
-    """
-    dec = float(pointing_dec_deg)
-    if not math.isfinite(dec):
-        return str(image_id)
-    return f"{image_id}_dec{dec:+06.2f}"
-
-
-def split_epochs(table: Table, kind: str) -> dict[str, Table]:
-    """Return the epochs of one kind in a photometry table, by epoch id.
-
-    One epoch is one image or one mosaic, never a mix: the rows with
-    ``image_kind == kind`` are grouped by image (``image_id``, or the file name
-    of ``image_path`` in tables written before that column existed) and each
-    group is named by `epoch_id`.
-
-    Parameters
-    ----------
-    table : astropy.table.Table
-        Photometry rows (`PHOTOMETRY_COLUMNS`; ``image_id`` and
-        ``pointing_dec_deg`` optional).
-    kind : {'mosaic', 'image'}
-        Which products form the epochs.
-
-    Returns
-    -------
-    dict of str to astropy.table.Table
-        Epoch id to its rows, sorted by epoch id; empty when no row is of
-        ``kind``.
-
-    Raises
-    ------
-    ValueError
-        ``kind`` is neither ``'mosaic'`` nor ``'image'``.
-    """
-    if kind not in _IMAGE_KINDS:
-        msg = f"kind must be one of {_IMAGE_KINDS}, got {kind!r}"
-        raise ValueError(msg)
-    if len(table) == 0:
-        return {}
-    rows = table[np.asarray(table["image_kind"]).astype(str) == kind]
-    if "image_id" in rows.colnames:
-        ids = np.asarray(rows["image_id"]).astype(str)
-    else:
-        ids = image_ids(rows["image_path"])
-    if "pointing_dec_deg" in rows.colnames:
-        decs = np.asarray(rows["pointing_dec_deg"], dtype=np.float64)
-    else:
-        decs = np.full(len(rows), np.nan)
-    epochs: dict[str, Table] = {}
-    for name in sorted(set(ids.tolist())):
-        sel = ids == name
-        dec = decs[sel]
-        dec = (
-            float(np.median(dec[np.isfinite(dec)]))
-            if np.isfinite(dec).any()
-            else np.nan
-        )
-        epochs[epoch_id(name, dec)] = rows[sel]
-    return dict(sorted(epochs.items()))
 
 
 def _upper_limits(
@@ -282,30 +176,18 @@ def measure_image(
     )
     freq_hz = _image_frequency(header)
     n = len(result)
-    table = Table(
-        {
-            "source_name": result.name,
-            "ra_deg": result.ra_deg,
-            "dec_deg": result.dec_deg,
-            "flux_jy": result.flux_jy,
-            "flux_err_jy": result.flux_err_jy,
-            "peak_jy": result.peak_jy,
-            "rms_jy": result.rms_jy,
-            "snr": result.snr,
-            "pb": result.pb,
-            "flags": flags,
-            "mjd": np.full(n, mjd),
-            "freq_hz": np.full(n, freq_hz),
-            "image_kind": np.full(n, image_kind),
-            "image_path": np.full(n, str(image_path)),
-            "image_id": np.full(n, image_id(image_path)),
-            "pointing_dec_deg": np.full(n, _header_dec(header)),
-            "upper_limit_jy": limit,
-            "flux_sys_jy": result.flux_sys_jy,
-        }
+    table = _rows(
+        result,
+        image_path,
+        header,
+        image_kind=image_kind,
+        flags=flags,
+        upper_limit_jy=limit,
+        mjd=mjd,
+        freq_hz=freq_hz,
     )
     tau = _image_residual_excess(image_path, wcs, beam, sub, cfg)
-    _set_systematic(table, _table_fraction(table), tau)
+    set_systematic(table, table_fraction(table), tau)
     log.info(
         "photometry measured",
         extra={
@@ -334,39 +216,6 @@ def _image_residual_excess(
     return residual_excess(
         residual, psf, wcs, sub.ra_deg, sub.dec_deg, beam=beam, box_beams=cfg.box_beams
     )
-
-
-def _table_fraction(table: Table) -> float:
-    """Return the fractional systematic of a table's rows (median of sys/|flux|)."""
-    if not len(table):
-        return 0.0
-    flux = np.abs(np.asarray(table["flux_jy"], dtype=np.float64))
-    sys = np.asarray(table["flux_sys_jy"], dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(flux > 0, sys / flux, np.nan)
-    if not np.any(np.isfinite(ratio)):
-        return 0.0
-    return float(np.nanmedian(ratio))
-
-
-def _set_systematic(table: Table, fraction: float, tau: float) -> None:
-    r"""Set ``flux_sys_jy`` to :math:`\sqrt{(f S)^2 + (\tau n)^2}` and the total error.
-
-    ``n`` is the noise error (``flux_err_jy`` less the current systematic);
-    ``f`` and ``tau`` are kept in ``table.meta`` (``sys_fraction``,
-    ``residual_excess``).
-    """
-    if len(table):
-        flux = np.abs(np.asarray(table["flux_jy"], dtype=np.float64))
-        err = np.asarray(table["flux_err_jy"], dtype=np.float64)
-        old = np.asarray(table["flux_sys_jy"], dtype=np.float64)
-        # the noise error: the total less the systematic it holds now
-        noise = np.sqrt(np.maximum(err**2 - np.nan_to_num(old) ** 2, 0.0))
-        sys = np.hypot(fraction * flux, tau * noise)
-        table["flux_sys_jy"] = sys
-        table["flux_err_jy"] = np.hypot(noise, sys)
-    table.meta["sys_fraction"] = float(fraction)
-    table.meta["residual_excess"] = float(tau)
 
 
 def measure_mosaic(
@@ -455,31 +304,69 @@ def measure_mosaic(
         flags = np.where(near_guard, flags | PhotometryFlag.EDGE, flags)
     flags, limit = _upper_limits(flux, flux_err, flags, cfg.detection_sigma)
     n = len(result)
-    table = Table(
-        {
-            "source_name": result.name,
-            "ra_deg": result.ra_deg,
-            "dec_deg": result.dec_deg,
-            "flux_jy": flux,
-            "flux_err_jy": flux_err,
-            "peak_jy": peak,
-            "rms_jy": result.rms_jy,
-            "snr": snr,
-            "pb": result.pb,
-            "flags": flags,
-            "mjd": np.full(n, float(header.get("DSAMJD", np.nan))),
-            "freq_hz": np.full(n, float(header.get("DSAFREQ", np.nan))),
-            "image_kind": np.full(n, "mosaic"),
-            "image_path": np.full(n, str(mosaic_path)),
-            "image_id": np.full(n, image_id(mosaic_path)),
-            "pointing_dec_deg": np.full(n, _header_dec(header)),
-            "upper_limit_jy": limit,
-            "flux_sys_jy": flux_sys,
-        }
+    table = _rows(
+        result,
+        mosaic_path,
+        header,
+        image_kind="mosaic",
+        flags=flags,
+        upper_limit_jy=limit,
+        mjd=float(header.get("DSAMJD", np.nan)),
+        freq_hz=float(header.get("DSAFREQ", np.nan)),
+        flux_jy=flux,
+        flux_err_jy=flux_err,
+        peak_jy=peak,
+        snr=snr,
+        flux_sys_jy=flux_sys,
     )
-    _set_systematic(table, _table_fraction(table), 0.0)
+    set_systematic(table, table_fraction(table), 0.0)
     log.info("mosaic measured", extra={"mosaic": str(mosaic_path), "n_sources": n})
     return table
+
+
+def _rows(
+    result: ForcedPhotometryResult,
+    path: Path,
+    header: fits.Header,
+    *,
+    image_kind: str,
+    mjd: float,
+    freq_hz: float,
+    **columns: np.ndarray,
+) -> Table:
+    """Return the photometry rows of one image or mosaic (`photometry_table`).
+
+    The measured columns come from ``result`` unless given in ``columns``
+    (with ``flags`` and ``upper_limit_jy``); the image's time, frequency,
+    kind, path, identity and strip are the same on every row.
+    """
+    measured = {
+        name: getattr(result, "name" if name == "source_name" else name)
+        for name in (
+            "source_name",
+            "ra_deg",
+            "dec_deg",
+            "flux_jy",
+            "flux_err_jy",
+            "peak_jy",
+            "rms_jy",
+            "snr",
+            "pb",
+            "flux_sys_jy",
+        )
+    }
+    return photometry_table(
+        {
+            **measured,
+            **columns,
+            "mjd": mjd,
+            "freq_hz": freq_hz,
+            "image_kind": image_kind,
+            "image_path": str(path),
+            "image_id": image_id(path),
+            "pointing_dec_deg": _header_dec(header),
+        }
+    )
 
 
 def _beam_pix(header: fits.Header, wcs: WCS) -> float:
@@ -500,153 +387,6 @@ def _touches(mask: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.nd
     return out
 
 
-def add_overlap_systematic(tables: list[Table]) -> list[Table]:
-    r"""Measure the flux-scale scatter between overlapping images and add it.
-
-    Consecutive group images overlap, so most sources are measured on two or
-    three images at different places in the primary beam and, after gain
-    drift, with different residual calibration errors. For every pair of
-    unflagged measurements of a source on two images (``snr >= 30``) the
-    difference :math:`d = S_A - S_B` has variance
-    :math:`n_A^2 + n_B^2 + f^2 (S_A^2 + S_B^2)`, with :math:`n` the noise
-    errors and :math:`f` the fractional error per image that the noise does
-    not explain; :math:`f` is estimated from all pairs by
-    `~dsa110_contimg.data_ingestion.photometry.excess_fraction`.
-
-    Each table's systematic fraction (``meta['sys_fraction']``, the in-image
-    shape error of `measure_forced`) becomes the larger of itself and
-    :math:`f`; ``flux_sys_jy`` becomes :math:`\sqrt{(f S)^2 + (\tau n)^2}`
-    with :math:`\tau` the image's residual excess (``meta['residual_excess']``,
-    see `~dsa110_contimg.data_ingestion.photometry.residual_excess`) and
-    ``flux_err_jy`` the noise and systematic in quadrature. Mosaics, weighted
-    means of the images, get the same :math:`f` and the rms :math:`\tau` of
-    the images. With neither overlaps nor residual excess the tables are
-    returned unchanged.
-
-    Parameters
-    ----------
-    tables : list of astropy.table.Table
-        One table per image or mosaic (`measure_image`, `measure_mosaic`) of
-        one block.
-
-    Returns
-    -------
-    list of astropy.table.Table
-        The tables, updated copies where the systematic changed.
-    """
-    overlap = _overlap_excess(tables)
-    frac, tau_pairs = overlap if overlap is not None else (0.0, 0.0)
-    taus = [
-        float(t.meta.get("residual_excess", 0.0))
-        for t in tables
-        if len(t) and str(t["image_kind"][0]) == "image"
-    ]
-    tau_images = float(np.sqrt(np.mean(np.square(taus)))) if taus else 0.0
-    tau_images = max(tau_images, tau_pairs)
-    if overlap is None and tau_images == 0.0:
-        return list(tables)
-    out = []
-    for table in tables:
-        if not len(table):
-            out.append(table)
-            continue
-        own = float(table.meta.get("sys_fraction", _table_fraction(table)))
-        tau = float(table.meta.get("residual_excess", 0.0))
-        if str(table["image_kind"][0]) == "image":
-            tau = max(tau, tau_pairs)
-        else:
-            tau = max(tau, tau_images)  # a mosaic inherits its members' excess
-        updated = table.copy()
-        _set_systematic(updated, max(own, frac), tau)
-        out.append(updated)
-    return out
-
-
-def _overlap_excess(tables: list[Table]) -> tuple[float, float] | None:
-    """Return (f, tau) from pairs of images measuring one source; None without pairs."""
-    by_source: dict[str, list[tuple[float, float]]] = {}
-    for table in tables:
-        if not len(table) or str(table["image_kind"][0]) != "image":
-            continue
-        flux = np.asarray(table["flux_jy"], dtype=np.float64)
-        err = np.asarray(table["flux_err_jy"], dtype=np.float64)
-        sys = np.asarray(table["flux_sys_jy"], dtype=np.float64)
-        noise = np.sqrt(np.maximum(err**2 - sys**2, 0.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            good = (np.asarray(table["flags"]) == 0) & np.isfinite(flux)
-            good &= np.asarray(table["snr"], dtype=np.float64) >= _OVERLAP_MIN_SNR
-        for i in np.flatnonzero(good & (noise > 0)):
-            by_source.setdefault(str(table["source_name"][i]), []).append(
-                (float(flux[i]), float(noise[i]))
-            )
-    diff2, noise2, scale2 = [], [], []
-    for rows in by_source.values():
-        for (s_a, n_a), (s_b, n_b) in zip(rows[:-1], rows[1:], strict=True):
-            diff2.append((s_a - s_b) ** 2)
-            noise2.append(n_a**2 + n_b**2)
-            scale2.append(s_a**2 + s_b**2)
-    if not diff2:
-        return None
-    frac, tau = overlap_excess(np.array(diff2), np.array(noise2), np.array(scale2))
-    log.info(
-        "flux systematic from overlapping images",
-        extra={"n_pairs": len(diff2), "fraction": round(frac, 5), "tau": round(tau, 3)},
-    )
-    return frac, tau
-
-
-def overlap_excess(
-    diff2: np.ndarray, noise2: np.ndarray, scale2: np.ndarray
-) -> tuple[float, float]:
-    r"""Fit the variance of pair differences with a fractional and a noise excess.
-
-    Parameters
-    ----------
-    diff2 : ndarray, shape (n,)
-        Squared differences of two measurements of one source, Jy^2.
-    noise2 : ndarray, shape (n,)
-        Sum of their noise variances :math:`n_A^2 + n_B^2`, Jy^2.
-    scale2 : ndarray, shape (n,)
-        Sum of their squared fluxes :math:`S_A^2 + S_B^2`, Jy^2.
-
-    Returns
-    -------
-    (float, float)
-        :math:`f, \tau \ge 0` of the model
-        :math:`E[d^2] = (1 + \tau^2)(n_A^2 + n_B^2) + f^2 (S_A^2 + S_B^2)`,
-        fitted by weighted least squares (weights :math:`1/E[d^2]^2`, the
-        inverse variance of :math:`d^2`, iterated); a term whose estimate is
-        negative is set to 0 and the other refitted.
-    """
-    excess = diff2 - noise2
-    design = np.column_stack([noise2, scale2])
-    coef = np.zeros(2)
-    for _ in range(5):
-        model = noise2 * (1.0 + coef[0]) + scale2 * coef[1]
-        w = 1.0 / np.maximum(model, 1e-300) ** 2
-        coef = _nonneg_wls(design, excess, w)
-    return math.sqrt(coef[1]), math.sqrt(coef[0])
-
-
-def _nonneg_wls(design: np.ndarray, target: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Return the weighted least-squares coefficients, each clipped at 0 (2 terms)."""
-    best = np.zeros(design.shape[1])
-    normal = design.T @ (w[:, None] * design)
-    if np.linalg.cond(normal) < 1e12:
-        full = np.linalg.solve(normal, design.T @ (w * target))
-        if np.all(full >= 0):
-            return full
-    best_cost = np.inf
-    for k in range(design.shape[1]):
-        col = design[:, k]
-        value = max(float(np.sum(w * col * target) / np.sum(w * col * col)), 0.0)
-        cost = float(np.sum(w * (target - value * col) ** 2))
-        if cost < best_cost:
-            best_cost = cost
-            best = np.where(np.arange(design.shape[1]) == k, value, 0.0)
-    return best
-
-
 def _read_2d(path: Path) -> tuple[np.ndarray, fits.Header]:
     try:
         with fits.open(path) as hdul:
@@ -663,70 +403,3 @@ def _image_frequency(header: fits.Header) -> float:
         if str(header.get(f"CTYPE{axis}", "")).startswith("FREQ"):
             return float(header[f"CRVAL{axis}"])
     return 0.5 * (header["DSAFMIN"] + header["DSAFMAX"])
-
-
-@writes_product("photometry table")
-def write_photometry_table(tables: Iterable[Table], path: Path) -> Path:
-    """Write measurements as CSV atomically (unique temporary, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(PHOTOMETRY_COLUMNS)
-            for table in tables:
-                for row in table.iterrows(*PHOTOMETRY_COLUMNS):
-                    writer.writerow([_fmt(v) for v in row])
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def read_photometry_table(path: Path) -> Table:
-    """Read a photometry CSV written by `write_photometry_table`."""
-    return Table.read(path, format="ascii.csv")
-
-
-_STRING_COLUMNS = ("source_name", "image_kind", "image_path", "image_id")
-
-
-def conform_table(table: Table) -> Table:
-    """Return a photometry table with exactly `PHOTOMETRY_COLUMNS`, in order.
-
-    Strings stay strings (a column of names that look like numbers is read
-    back as numbers), blank cells become NaN (flags 0, strings empty), and a
-    column absent from a table written by an earlier version is filled in:
-    ``image_id`` from ``image_path``, numbers with NaN.
-    """
-    n = len(table)
-    out = Table()
-    for name in PHOTOMETRY_COLUMNS:
-        if name not in table.colnames:
-            if name == "image_id" and "image_path" in table.colnames:
-                out[name] = image_ids(table["image_path"])
-            elif name in _STRING_COLUMNS:
-                out[name] = np.full(n, "", dtype=str)
-            elif name == "flags":
-                out[name] = np.zeros(n, dtype=np.int32)
-            else:
-                out[name] = np.full(n, np.nan)
-            continue
-        column = table[name]
-        if name in _STRING_COLUMNS:
-            values = np.ma.filled(np.ma.asarray(column).astype(str), "")
-            out[name] = np.asarray(values, dtype=str)
-        elif name == "flags":
-            out[name] = np.ma.filled(np.ma.asarray(column), 0).astype(np.int32)
-        else:
-            out[name] = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
-    return out
-
-
-def _fmt(value: object) -> str:
-    # repr is the shortest text that reads back to the same double: an mjd
-    # keeps its microseconds (8 significant digits would round it to 86 s).
-    if isinstance(value, float | np.floating):
-        return repr(float(value))
-    return str(value)

@@ -11,7 +11,7 @@ block was mosaicked, on its mosaic. One epoch is one image or one mosaic,
 never a mix. Overlapping blocks share images, and the store keeps each image
 under one epoch only, so the epoch of a block is its mosaic; a block without
 a mosaic contributes one epoch per image. Epochs are keyed by time and strip
-(`photometry_stage.epoch_id`: ``block_20230601T010000_dec+16.30``,
+(`dsa110_contimg.tables.epoch_id`: ``block_20230601T010000_dec+16.30``,
 ``drift_20230601T000000_00_dec+16.30``), so two strips' blocks at the same time
 are two epochs. An epoch already in the store is replaced, so re-running a job
 (after a crash, or when late data redid its block) gives the same store.
@@ -29,11 +29,11 @@ import numpy as np
 from astropy.table import Table
 
 from dsa110_contimg.exceptions import InputDataError
-from dsa110_contimg.pipeline.stages import photometry_stage
-from dsa110_contimg.pipeline.stages.photometry_stage import (
+from dsa110_contimg.tables import (
     PHOTOMETRY_COLUMNS,
     read_photometry_table,
 )
+from dsa110_contimg.tables import split_epochs as split_product_epochs
 from dsa110_contimg.utils.config import VariabilityConfig
 
 __all__ = ["VariabilityBackend", "load_backend", "split_epochs", "update_variability"]
@@ -81,14 +81,14 @@ def split_epochs(table: Table, block_id: str) -> dict[str, Table]:
 
     The mosaic's rows (``image_kind == 'mosaic'``) form one epoch; without a
     mosaic, each image's rows form one. Epoch ids are
-    `photometry_stage.epoch_id`: the product's name (the mosaic's is
+    `dsa110_contimg.tables.epoch_id`: the product's name (the mosaic's is
     ``block_id``) and the strip's declination.
     """
     if len(table) == 0:
         return {}
     kinds = np.asarray(table["image_kind"]).astype(str)
     kind = "mosaic" if np.any(kinds == "mosaic") else "image"
-    epochs = photometry_stage.split_epochs(table, kind)
+    epochs = split_product_epochs(table, kind)
     log.debug("block epochs", extra={"block_id": block_id, "epochs": list(epochs)})
     return epochs
 
@@ -146,7 +146,7 @@ def update_variability(
     path = Path(photometry_path)
     try:
         table = read_photometry_table(path)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, InputDataError) as err:
         msg = (
             f"photometry table {path} of block {block_id} is missing or unreadable "
             f"({err}); requeue the block"

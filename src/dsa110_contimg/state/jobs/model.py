@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dsa110_contimg.exceptions import PipelineError
+from dsa110_contimg.tables import JOBS
 
 __all__ = [
     "CONVERT_GROUP",
@@ -40,12 +41,7 @@ PRIORITY_LIVE = 0
 PRIORITY_BACKFILL = 10
 """Priority of backfill (data older than ``queue.live_window_s``)."""
 
-_COLUMNS = (
-    "id, kind, key, state, priority, data_time_iso, payload_json, result_json, "
-    "attempts, max_attempts, not_before_at, lease_owner, lease_expires_at, "
-    "heartbeat_at, error_class, error_message, quarantine_reason, created_at, "
-    "updated_at, started_at, finished_at"
-)
+_COLUMNS = ", ".join(JOBS.names)  # the jobs table, as dsa110_contimg.tables has it
 
 
 @dataclass(frozen=True, slots=True)
