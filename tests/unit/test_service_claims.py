@@ -1,5 +1,9 @@
 """A writer claim per service, so the services can run apart (issue 16, item 3).
 
+(And the service host's part in it: `run_services` takes only its services'
+claims, cleans the data directories only with the ms_processor, and measures
+the disk for a processor that runs without a watcher.)
+
 Each streaming service takes only its part of the state database's writer
 claim (``service:<name>:<state_db>``): the three services coexist as three
 writers, a second instance of one is refused with the holder named, and a
@@ -18,6 +22,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -200,8 +205,32 @@ def test_cleanup_needs_the_ms_processor_part(config) -> None:
 
 
 def test_hosts_of_single_services_coexist_and_refuse_a_second(config) -> None:
-    """`run_services` of one service each; a second watcher and a stream refused."""
+    """`run_services` of one service each; a second watcher and a stream refused.
+
+    Only the host of the ms_processor cleans the data directories at start-up.
+    """
     db = Path(config.paths.state_db)
+    debris = Path(config.paths.images_dir) / ".tmp-drift_x-12345"
+    debris.mkdir()
+    old = time.time() - 10
+    os.utime(debris, (old, old))
+
+    async def watcher_alone() -> None:
+        stop = asyncio.Event()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            host = asyncio.create_task(
+                run_services_async(config, ("hdf5_watcher",), stop=stop, executor=pool)
+            )
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if db.exists() and _held(db):
+                    break
+            await asyncio.sleep(0.5)
+            stop.set()
+            await host
+
+    asyncio.run(watcher_alone())
+    assert debris.exists(), "a watcher does not judge the processor's temporaries"
 
     async def scenario() -> list:
         stop = asyncio.Event()
@@ -236,6 +265,54 @@ def test_hosts_of_single_services_coexist_and_refuse_a_second(config) -> None:
     summaries = asyncio.run(scenario())
     assert [s.n_done + s.n_failed for s in summaries] == [0, 0, 0]
     assert _held(db) == {}, "each released its part at the stop"
+    assert not debris.exists(), "the ms_processor's host cleaned up at start-up"
+
+
+def test_processor_without_a_watcher_measures_the_disk_itself(config) -> None:
+    """A processor-only host keeps intake (conversion) closed while the disk is full."""
+    from dsa110_contimg.services._host import _guard_disk
+    from dsa110_contimg.services._intake import IntakeGate
+    from dsa110_contimg.state.jobs import get_service_state
+
+    free = {"gb": 100.0}
+    db = Path(config.paths.state_db)
+    conn = open_db(db)
+
+    async def scenario() -> list[bool]:
+        gate = IntakeGate(
+            conn,
+            [Path(config.paths.ms_stage1_dir)],
+            min_free_disk_gb=10.0,
+            free_gb=lambda path: free["gb"],
+        )
+        gate.update(datetime.now(UTC))
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            _guard_disk(gate, stop, 0.05, lambda: datetime.now(UTC))
+        )
+        seen = [gate.is_open]
+        free["gb"] = 1.0  # the disk fills
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not gate.is_open:
+                break
+        seen.append(gate.is_open)
+        seen.append(bool(get_service_state(conn)["intake"]["paused"]))
+        free["gb"] = 50.0  # space freed
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if gate.is_open:
+                break
+        seen.append(gate.is_open)
+        stop.set()
+        await task
+        return seen
+
+    try:
+        assert asyncio.run(scenario()) == [True, False, True, True]
+        assert get_service_state(conn)["intake"]["paused"] is False
+    finally:
+        conn.close()
 
 
 def test_run_services_refuses_unknown_services(config) -> None:
