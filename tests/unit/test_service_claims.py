@@ -318,3 +318,43 @@ def test_processor_without_a_watcher_measures_the_disk_itself(config) -> None:
 def test_run_services_refuses_unknown_services(config) -> None:
     with pytest.raises(ValueError, match="unknown services \\['imager'\\]"):
         run_services(config, ("imager",), handle_signals=False)
+
+
+def test_two_hosts_in_one_process_do_not_reclaim_each_others_jobs(config) -> None:
+    """A running job of a live runner with this pid is not an orphan."""
+    from dsa110_contimg.services._runner import JobRunner, owner_is_gone
+    from dsa110_contimg.state.jobs import CONVERT_GROUP, JobSpec, claim_job, get_job
+
+    db = Path(config.paths.state_db)
+    conn_a, conn_b = open_db(db), open_db(db)
+    try:
+        a = JobRunner(conn_a, config.queue)
+        b = JobRunner(conn_b, config.queue)
+        job, _ = a.enqueue(JobSpec(CONVERT_GROUP, "g1", "2023-06-01T00:00:00", {}))
+
+        async def scenario() -> str:
+            stop_a, stop_b = asyncio.Event(), asyncio.Event()
+            run_a = asyncio.create_task(a.run(stop_a, grace_s=0.0))
+            await asyncio.sleep(0.05)
+            claimed = claim_job(
+                conn_a,
+                worker=a.worker_id,
+                now=datetime.now(UTC),
+                lease_s=config.queue.lease_s,
+            )
+            assert claimed is not None and claimed.id == job.id
+            run_b = asyncio.create_task(b.run(stop_b, grace_s=0.0))
+            await asyncio.sleep(0.2)  # b's start-up reclaim has run
+            state = get_job(conn_b, job.id).state
+            stop_a.set()
+            stop_b.set()
+            await asyncio.gather(run_a, run_b)
+            return state
+
+        assert asyncio.run(scenario()) == "running", "b took a live runner's job"
+        # once its runner has stopped, an owner with this pid is an earlier
+        # incarnation: gone
+        assert owner_is_gone(a.worker_id, me=b.worker_id)
+    finally:
+        conn_a.close()
+        conn_b.close()
