@@ -119,7 +119,7 @@ class Stream:
     def cli_args(self) -> list[str]:
         return ["--env", "testing", "--config", str(self.config)]
 
-    def start(self) -> subprocess.Popen:
+    def start(self, *extra: str) -> subprocess.Popen:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DSA110")}
         env["DSA110_CONFIG_DIR"] = str(find_config_dir(env={}))
         with open(self.out, "ab") as log:
@@ -133,6 +133,7 @@ class Stream:
                     str(self.incoming),
                     "--catalog",
                     str(self.catalog),
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

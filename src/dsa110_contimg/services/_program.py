@@ -24,18 +24,34 @@ __all__ = ["main", "stream_command"]
 @click.command("stream", cls=Command)
 @common_options
 @data_options(incoming_must_exist=False)
-def stream_command(config_path, env, sets, incoming_dir, catalog, output_dir) -> None:
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    type=click.Choice(["hdf5_watcher", "ms_processor", "variability_analyzer"]),
+    help="Run only this service (repeatable; default all three); the others "
+    "may run in other processes or hosts on the same state database.",
+)
+def stream_command(
+    config_path, env, sets, incoming_dir, catalog, output_dir, services
+) -> None:
     """Process groups as they arrive, until SIGTERM or Ctrl-C.
 
-    Runs the hdf5_watcher, ms_processor and variability_analyzer on a durable
-    job queue in the state database; a restart resumes where it stopped.
+    Runs the hdf5_watcher, ms_processor and variability_analyzer (or the
+    ``--service`` ones) on a durable job queue in the state database; a
+    restart resumes where it stopped.
     """
-    from dsa110_contimg.services import run_stream
+    from dsa110_contimg.services import ALL_SERVICES, run_services
 
     config = load_config(config_path, env, sets, output_dir)
     incoming = Path(incoming_dir)
     incoming.mkdir(parents=True, exist_ok=True)
-    summary = run_stream(config, incoming_dir=incoming, catalog_path=Path(catalog))
+    summary = run_services(
+        config,
+        services or ALL_SERVICES,
+        incoming_dir=incoming,
+        catalog_path=Path(catalog),
+    )
     released = (
         f", {len(summary.released_job_ids)} released for the next run"
         if summary.released_job_ids

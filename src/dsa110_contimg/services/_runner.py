@@ -58,10 +58,16 @@ def make_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+# worker ids of the runners running in this process (several service hosts may)
+_LIVE_WORKERS: set[str] = set()
+
+
 def owner_is_gone(owner: str, *, me: str) -> bool:
     """Return whether a lease owner on this host is a process that no longer runs.
 
     Owners on other hosts are never judged gone here (their leases expire).
+    An owner with this process's pid is gone unless one of its runners runs
+    now (else it is an earlier incarnation that had our pid).
     """
     psutil = require("psutil", "services")
 
@@ -70,8 +76,8 @@ def owner_is_gone(owner: str, *, me: str) -> bool:
     if host != socket.gethostname() or not pid_text.isdigit() or owner == me:
         return False
     pid = int(pid_text)
-    if pid == os.getpid():  # an earlier incarnation that had our pid
-        return True
+    if pid == os.getpid():
+        return owner not in _LIVE_WORKERS
     return not psutil.pid_exists(pid)
 
 
@@ -205,6 +211,15 @@ class JobRunner:
         list of int
             Ids of the jobs released because they outlived the grace period.
         """
+        _LIVE_WORKERS.add(self.worker_id)
+        try:
+            return await self._run(stop, grace_s=grace_s, force=force)
+        finally:
+            _LIVE_WORKERS.discard(self.worker_id)
+
+    async def _run(
+        self, stop: asyncio.Event, *, grace_s: float, force: asyncio.Event | None
+    ) -> list[int]:
         recovered = jobs.reclaim_orphaned_jobs(
             self.conn,
             now=self.clock(),

@@ -41,6 +41,7 @@ __all__ = [
     "ClaimLostError",
     "ClaimTimeoutError",
     "acquire_claim",
+    "acquire_claims",
     "renew_claim",
     "release_claim",
     "hold_claims",
@@ -106,6 +107,53 @@ def _begin(conn: Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
 
 
+def _take(
+    conn: Connection,
+    key: str,
+    *,
+    owner: str,
+    ttl_s: float,
+    now: float,
+    stamp: str,
+) -> Claim | tuple[str, str, int, float, str]:
+    """Inside an open transaction: take ``key``, or return its live holder's row.
+
+    The row is ``(key, owner, token, expires_at, acquired_at)``.
+    """
+    row = conn.execute(
+        "SELECT owner, token, expires_at, acquired_at FROM claims WHERE key = ?",
+        (key,),
+    ).fetchone()
+    if row is None:
+        token = 1
+        conn.execute(
+            "INSERT INTO claims (key, owner, token, expires_at, acquired_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (key, owner, token, now + ttl_s, stamp, stamp),
+        )
+        return Claim(key, owner, token)
+    held_by, token, expires = row[0], int(row[1]), float(row[2])
+    if (
+        held_by is not None
+        and held_by != owner
+        and expires > now
+        and not holder_is_gone(held_by)
+    ):
+        return (key, held_by, token, expires, str(row[3]))
+    if held_by is not None and held_by != owner:
+        log.warning(
+            "expired claim taken over",
+            extra={"key": key, "previous_owner": held_by, "owner": owner},
+        )
+    token += 1
+    conn.execute(
+        "UPDATE claims SET owner = ?, token = ?, expires_at = ?, "
+        "acquired_at = ?, updated_at = ? WHERE key = ?",
+        (owner, token, now + ttl_s, stamp, stamp, key),
+    )
+    return Claim(key, owner, token)
+
+
 def acquire_claim(
     conn: Connection,
     key: str,
@@ -135,46 +183,66 @@ def acquire_claim(
         The claim with a new fencing token, or None when another owner's
         claim has not expired.
     """
+    claims, _ = acquire_claims(conn, [key], owner=owner, ttl_s=ttl_s, now=now)
+    return claims[0] if claims else None
+
+
+def acquire_claims(
+    conn: Connection,
+    keys: Sequence[str],
+    *,
+    owner: str,
+    ttl_s: float,
+    now: float | None = None,
+) -> tuple[list[Claim], list[tuple[str, str, int, float, str]]]:
+    """Take the claims on all of ``keys`` for ``owner`` at once, or none of them.
+
+    One transaction: two claimants of overlapping key sets never end up with
+    a part each.
+
+    Parameters
+    ----------
+    conn : Connection
+        State database (no open transaction).
+    keys : sequence of str
+        What is claimed.
+    owner : str
+        The claimant (`default_owner`).
+    ttl_s : float
+        Seconds until the claims expire unless renewed.
+    now : float, optional
+        Unix time (default: the clock).
+
+    Returns
+    -------
+    claims : list of Claim
+        The claims, each with a new fencing token, in sorted key order; empty
+        when another owner holds one of the keys.
+    holders : list of tuple
+        When nothing was taken: ``(key, owner, token, expires_at,
+        acquired_at)`` of each key another live owner holds (``expires_at``
+        in Unix time, ``acquired_at`` ISO UTC); else empty.
+    """
     now = time.time() if now is None else now
     stamp = to_iso_utc()
+    claims: list[Claim] = []
+    holders: list[tuple[str, str, int, float, str]] = []
     _begin(conn)
     try:
-        row = conn.execute(
-            "SELECT owner, token, expires_at FROM claims WHERE key = ?", (key,)
-        ).fetchone()
-        if row is None:
-            token = 1
-            conn.execute(
-                "INSERT INTO claims (key, owner, token, expires_at, acquired_at, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (key, owner, token, now + ttl_s, stamp, stamp),
-            )
-        else:
-            held_by, token, expires = row[0], int(row[1]), float(row[2])
-            if (
-                held_by is not None
-                and held_by != owner
-                and expires > now
-                and not holder_is_gone(held_by)
-            ):
-                conn.rollback()
-                return None
-            if held_by is not None and held_by != owner:
-                log.warning(
-                    "expired claim taken over",
-                    extra={"key": key, "previous_owner": held_by, "owner": owner},
-                )
-            token += 1
-            conn.execute(
-                "UPDATE claims SET owner = ?, token = ?, expires_at = ?, "
-                "acquired_at = ?, updated_at = ? WHERE key = ?",
-                (owner, token, now + ttl_s, stamp, stamp, key),
-            )
+        for key in sorted(set(keys)):
+            taken = _take(conn, key, owner=owner, ttl_s=ttl_s, now=now, stamp=stamp)
+            if isinstance(taken, Claim):
+                claims.append(taken)
+            else:
+                holders.append(taken)
     except BaseException:
         conn.rollback()
         raise
+    if holders:
+        conn.rollback()
+        return [], holders
     conn.commit()
-    return Claim(key, owner, token)
+    return claims, []
 
 
 def _check_held(conn: Connection, claim: Claim, now: float) -> None:

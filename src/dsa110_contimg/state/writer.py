@@ -3,18 +3,28 @@
 ``stream``, batch ``process``/``demo``, ``batch``, ``single`` and ``convert``
 all write the same directories (MSs, images, mosaics, calibration tables,
 products) and the same queue. Each takes the *writer claim* of its state
-database before it writes: a `state.claims` lease on the key
-``writer:<state_db>`` whose owner names the host, pid and command, renewed
-by a thread while the writer runs. A second writer is refused with a
-`WriterBusyError` naming the holder (host, pid, command, since when).
-Being a database row rather than a host-local ``flock``, the claim holds
-across hosts that share the data directory and its database.
+database before it writes: `state.claims` leases whose owner names the host,
+pid and command, renewed by a thread while the writer runs. A second writer
+is refused with a `WriterBusyError` naming the holder (host, pid, command,
+since when). Being database rows rather than host-local ``flock`` files,
+the claims hold across hosts that share the data directory and its database.
+
+The claim has parts: one per streaming service (`SERVICE_NAMES`, key
+``service:<name>:<state_db>``, `service_key`) and the whole-pipeline key
+``writer:<state_db>`` (`writer_key`). A whole-pipeline writer (batch
+commands, a stream of every service) takes all of them at once; a process
+running only some services takes only theirs. So the hdf5_watcher,
+ms_processor and variability_analyzer may run as separate processes (or
+hosts) on one database, a second instance of a service is refused, and a
+stream or a batch writer is refused while any service runs elsewhere (and
+the reverse). The parts are taken in one transaction: all or none.
 
 A holder that dies stops renewing: on another host its claim expires after
 ``ttl_s``; on this host a holder whose process no longer runs is taken over
-at once (the same liveness rule as the job leases). Holding the claim is
-what makes start-up clean-up safe: no other writer can be live, on any
-host, so every temporary older than the clean-up is debris
+at once (the same liveness rule as the job leases). Holding the
+ms_processor's part (the writer of the data directories) is what makes
+start-up clean-up safe: no other writer of them can be live, on any host, so
+every temporary older than the clean-up is debris
 (`cleanup_stale_temporaries`).
 """
 
@@ -28,7 +38,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +49,7 @@ from dsa110_contimg.state.claims import (
     Claim,
     ClaimLostError,
     _check_held,
-    acquire_claim,
+    acquire_claims,
     hold_claims,
     holder_is_gone,
     release_claim,
@@ -51,14 +61,23 @@ if TYPE_CHECKING:
     from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = [
+    "DATA_DIRECTORIES_WRITER",
+    "SERVICE_NAMES",
     "WriterBusyError",
     "WriterClaim",
     "cleanup_stale_temporaries",
     "hold_writer",
+    "service_key",
     "writer_key",
 ]
 
 log = logging.getLogger(__name__)
+
+SERVICE_NAMES = ("hdf5_watcher", "ms_processor", "variability_analyzer")
+"""The parts of the pipeline that may run (and write) apart: the streaming services."""
+
+DATA_DIRECTORIES_WRITER = "ms_processor"
+"""The service that writes the MS, image, mosaic, calibration and product dirs."""
 
 # owners held by this process right now (a same-pid holder is alive only if here)
 _LIVE_OWNERS: set[str] = set()
@@ -66,26 +85,66 @@ _LIVE_LOCK = threading.Lock()
 
 
 class WriterBusyError(StateError):
-    """Another writer holds the state database's writer claim."""
+    """Another writer holds (a part of) the state database's writer claim."""
 
 
 @dataclass(frozen=True, slots=True)
 class WriterClaim:
-    """The held writer claim of a state database."""
+    """The held writer claim of a state database (all its parts).
+
+    Attributes
+    ----------
+    state_db : Path
+        The state database.
+    command : str
+        What writes (``"stream"``, ``"process"``, ``"ms_processor"``...).
+    claims : tuple of Claim
+        The held parts, in key order.
+    services : tuple of str
+        The services the claim covers (all of `SERVICE_NAMES` for a
+        whole-pipeline writer).
+    """
 
     state_db: Path
     command: str
-    claim: Claim
+    claims: tuple[Claim, ...]
+    services: tuple[str, ...]
+
+    @property
+    def claim(self) -> Claim:
+        """The whole-pipeline part when held, else the first service's."""
+        key = writer_key(self.state_db)
+        return next((c for c in self.claims if c.key == key), self.claims[0])
+
+    @property
+    def is_whole(self) -> bool:
+        """Whether this writer holds the whole pipeline (every part)."""
+        return set(self.services) == set(SERVICE_NAMES)
 
     def check_held(self) -> None:
-        """Raise `ClaimLostError` unless the claim is still this writer's."""
+        """Raise `ClaimLostError` unless every part is still this writer's."""
+        now = time.time()
         with closing(open_db(self.state_db)) as conn:
-            _check_held(conn, self.claim, time.time())
+            for claim in self.claims:
+                _check_held(conn, claim, now)
 
 
 def writer_key(state_db: Path | str) -> str:
-    """Return the claim key of ``state_db``'s writer (its absolute path)."""
+    """Return the whole-pipeline claim key of ``state_db`` (its absolute path)."""
     return f"writer:{Path(state_db).expanduser().resolve()}"
+
+
+def service_key(state_db: Path | str, service: str) -> str:
+    """Return the claim key of ``service`` (one of `SERVICE_NAMES`) on ``state_db``."""
+    return f"service:{service}:{Path(state_db).expanduser().resolve()}"
+
+
+def _claim_keys(state_db: Path, services: Sequence[str]) -> dict[str, str]:
+    """The keys a writer of ``services`` takes, with what each one covers."""
+    keys = {service_key(state_db, name): f"the {name} service" for name in services}
+    if set(services) == set(SERVICE_NAMES):
+        keys[writer_key(state_db)] = "the whole pipeline"
+    return keys
 
 
 def _parse_owner(owner: str) -> tuple[str, int | None, str]:
@@ -110,35 +169,66 @@ def _holder_is_gone(owner: str) -> bool:
     return holder_is_gone(owner)
 
 
-def _busy_error(state_db: Path, row: tuple) -> WriterBusyError:
-    owner, expires_at, acquired_at = row
-    host, pid, command = _parse_owner(owner)
-    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(expires_at)))
+def _busy_error(
+    state_db: Path,
+    command: str,
+    holders: Sequence[tuple[str, str, int, float, str]],
+    covers: dict[str, str],
+) -> WriterBusyError:
+    """Name every live holder of a part this writer wanted, and the fix."""
+    by_owner: dict[str, list[tuple[str, float, str]]] = {}
+    for key, owner, _token, expires_at, acquired_at in holders:
+        by_owner.setdefault(owner, []).append((key, expires_at, acquired_at))
+    named = []
+    for owner, parts in by_owner.items():
+        host, pid, held_by = _parse_owner(owner)
+        expires_at = max(p[1] for p in parts)
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(expires_at)))
+        keys = [p[0] for p in parts]
+        what = (
+            "the whole pipeline"
+            if writer_key(state_db) in keys
+            else ", ".join(covers.get(k, k) for k in keys)
+        )
+        named.append(
+            f"`{held_by}` on host {host}, pid {pid}, since {parts[0][2]} "
+            f"(holding {what}; its claim is renewed while it runs; unrenewed "
+            f"it expires at {until})"
+        )
+    wanted = [v for k, v in covers.items() if k != writer_key(state_db)]
+    whole = len(covers) > len(wanted)
+    fix = (
+        "wait for it or stop it, or give this run its own --output-dir or "
+        "paths.state_db"
+        if whole
+        else "stop it, or run only services that are not running yet (--service)"
+    )
     msg = (
-        f"{state_db} is in use by another writer: `{command}` on host {host}, "
-        f"pid {pid}, since {acquired_at} (its claim is renewed while it runs; "
-        f"unrenewed it expires at {until}); wait for it or stop it, or give this "
-        "run its own --output-dir or paths.state_db"
+        f"{state_db} is in use by another writer: {'; '.join(named)}; `{command}` "
+        f"wanted {'the whole pipeline' if whole else ', '.join(wanted)}: {fix}"
     )
     return WriterBusyError(msg)
 
 
-def _acquire(state_db: Path, key: str, owner: str, ttl_s: float) -> None:
-    query = "SELECT owner, token, expires_at, acquired_at FROM claims WHERE key = ?"
+def _acquire(
+    state_db: Path, covers: dict[str, str], owner: str, command: str, ttl_s: float
+) -> None:
     with closing(open_db(state_db)) as conn:
-        for _ in range(3):  # the holder may release or die between two reads
-            if acquire_claim(conn, key, owner=owner, ttl_s=ttl_s) is not None:
-                return
-            row = conn.execute(query, (key,)).fetchone()
-            if row is None or row[0] is None:
-                continue
-            if not _holder_is_gone(row[0]):
-                raise _busy_error(state_db, (row[0], row[2], row[3]))
-            log.warning(
-                "writer claim of a dead process taken over",
-                extra={"key": key, "previous_owner": row[0]},
+        for _ in range(3):  # a holder may release or die between two reads
+            claims, holders = acquire_claims(
+                conn, list(covers), owner=owner, ttl_s=ttl_s
             )
-            release_claim(conn, Claim(key, row[0], int(row[1])))
+            if claims:
+                return
+            live = [h for h in holders if not _holder_is_gone(h[1])]
+            if live:
+                raise _busy_error(state_db, command, live, covers)
+            for key, previous, token, _, _ in holders:
+                log.warning(
+                    "writer claim of a dead process taken over",
+                    extra={"key": key, "previous_owner": previous},
+                )
+                release_claim(conn, Claim(key, previous, int(token)))
         msg = f"the writer claim of {state_db} changed hands repeatedly; retry"
         raise WriterBusyError(msg)
 
@@ -148,18 +238,23 @@ def hold_writer(
     state_db: Path | str,
     command: str,
     *,
+    services: Sequence[str] | None = None,
     ttl_s: float = 120.0,
     on_lost: Callable[[ClaimLostError], None] | None = None,
 ) -> Iterator[WriterClaim]:
-    """Hold the writer claim of ``state_db`` for a ``with`` block.
+    """Hold the writer claim of ``state_db`` (or its services' parts) for a block.
 
     Parameters
     ----------
     state_db : Path or str
         The state database (``paths.state_db``); created when missing.
     command : str
-        What writes (``"stream"``, ``"process"``, ...), named to a refused
-        writer.
+        What writes (``"stream"``, ``"process"``, ``"ms_processor"``...),
+        named to a refused writer.
+    services : sequence of str, optional
+        The services this writer runs (of `SERVICE_NAMES`): only their parts
+        are taken, so the other services may run elsewhere. Default (and
+        all of them): the whole pipeline.
     ttl_s : float
         Seconds an unrenewed claim lasts (``queue.lease_s``); renewed every
         ``ttl_s / 3``.
@@ -170,22 +265,36 @@ def hold_writer(
     Raises
     ------
     WriterBusyError
-        Another live writer holds the claim (message names host, pid,
-        command and since when).
+        Another live writer holds a part this one needs (message names host,
+        pid, command, since when, and what it holds).
     ClaimLostError
         The claim expired or was taken over while the block ran.
+    ValueError
+        ``services`` is empty or names an unknown service.
     """
     state_db = Path(state_db)
-    key = writer_key(state_db)
+    services = tuple(SERVICE_NAMES if services is None else dict.fromkeys(services))
+    unknown = sorted(set(services) - set(SERVICE_NAMES))
+    if unknown or not services:
+        msg = (
+            f"unknown services {unknown}" if unknown else "no services"
+        ) + f"; choose from {list(SERVICE_NAMES)}"
+        raise ValueError(msg)
+    covers = _claim_keys(state_db, services)
     owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]} {command}"
     with _LIVE_LOCK:
         _LIVE_OWNERS.add(owner)
     try:
-        _acquire(state_db, key, owner, ttl_s)
+        _acquire(state_db, covers, owner, command, ttl_s)
         with hold_claims(
-            state_db, [key], ttl_s=ttl_s, wait_s=0.0, owner=owner, on_lost=on_lost
+            state_db,
+            list(covers),
+            ttl_s=ttl_s,
+            wait_s=0.0,
+            owner=owner,
+            on_lost=on_lost,
         ) as claims:
-            yield WriterClaim(state_db, command, claims[0])
+            yield WriterClaim(state_db, command, tuple(claims), services)
     finally:
         with _LIVE_LOCK:
             _LIVE_OWNERS.discard(owner)
@@ -217,16 +326,18 @@ def cleanup_stale_temporaries(
     success: ``.<name>.tmp-<pid>-<random>`` (`utils.storage.temporary_path`),
     ``.<ms>.tmp-<pid>`` (conversion), ``.tmp-<prefix>-<pid>`` (imager and
     solver work directories) and ``.<name>.tmp`` (older writers). The
-    caller holds the writer claim, so no other writer of these directories
-    is live on any host, and every temporary last modified before the
-    clean-up started is debris, whatever pid it names.
+    caller holds the writer claim (at least its ms_processor part), so no
+    other writer of these directories is live on any host, and every
+    temporary last modified before the clean-up started is debris, whatever
+    pid it names.
 
     Parameters
     ----------
     config : PipelineConfig
         Its ``paths`` name the directories cleaned.
     writer : WriterClaim
-        The held writer claim of ``paths.state_db`` (checked first).
+        The held writer claim of ``paths.state_db``, the whole pipeline's or
+        one covering the ms_processor (checked first).
     before : float, optional
         Unix time; only temporaries modified earlier are removed (default:
         now), so this writer's own new temporaries are never touched.
@@ -236,13 +347,21 @@ def cleanup_stale_temporaries(
     ClaimLostError
         The writer claim is no longer held; nothing is removed.
     StateError
-        ``writer`` is the claim of another state database.
+        ``writer`` is the claim of another state database, or does not
+        cover the ms_processor.
     """
     paths = config.paths
     if writer_key(writer.state_db) != writer_key(paths.state_db):
         msg = (
             f"the writer claim of {writer.state_db} does not cover "
             f"{paths.state_db}; clean-up refused"
+        )
+        raise StateError(msg)
+    if DATA_DIRECTORIES_WRITER not in writer.services:
+        msg = (
+            f"the writer claim of `{writer.command}` on {paths.state_db} does not "
+            f"cover the {DATA_DIRECTORIES_WRITER}, the writer of the data "
+            "directories; clean-up refused"
         )
         raise StateError(msg)
     before = time.time() if before is None else before

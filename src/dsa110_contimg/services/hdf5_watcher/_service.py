@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING
 from dsa110_contimg.data_ingestion.grouping import RejectedFile, examine_subband_path
 from dsa110_contimg.services._intake import DiskStatus, IntakeGate, run_off_loop
 from dsa110_contimg.services._runner import JobRunner
-from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.hdf5_watcher._scan import GroupDecision, SubbandWatcher
 from dsa110_contimg.state.db import to_iso_utc
 from dsa110_contimg.state.jobs import (
@@ -52,7 +51,7 @@ from dsa110_contimg.utils.config import PipelineConfig
 if TYPE_CHECKING:
     pass
 
-__all__ = ["WatcherService", "conversion_spec", "run"]
+__all__ = ["WatcherService", "conversion_spec"]
 
 log = logging.getLogger(__name__)
 
@@ -346,6 +345,3 @@ class WatcherService:
                 observer.stop()  # type: ignore[attr-defined]
                 observer.join(timeout=5)  # type: ignore[attr-defined]
             log.info("watcher stopped")
-
-
-run = service_runner("hdf5_watcher")

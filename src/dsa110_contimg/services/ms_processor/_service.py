@@ -28,7 +28,6 @@ from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
 from dsa110_contimg.services._intake import run_off_loop
 from dsa110_contimg.services._pool import CapturingExecutor, ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
-from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.ms_processor._blocks import (
     BlockDecision,
     BlockWindow,
@@ -57,7 +56,7 @@ from dsa110_contimg.utils.config import PipelineConfig
 if TYPE_CHECKING:
     from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 
-__all__ = ["MsProcessor", "InputsNotReadyError", "run"]
+__all__ = ["MsProcessor", "InputsNotReadyError"]
 
 log = logging.getLogger(__name__)
 
@@ -466,6 +465,3 @@ class MsProcessor:
         detail = "; ".join(messages) or "no image was made"
         msg = f"block {job.key} failed: {detail}"
         return InputDataError(msg)
-
-
-run = service_runner("ms_processor")

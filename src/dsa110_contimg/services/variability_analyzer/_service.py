@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from dsa110_contimg.services._pool import ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
-from dsa110_contimg.services._single import service_runner
 from dsa110_contimg.services.variability_analyzer._work import update_variability
 from dsa110_contimg.state.jobs import UPDATE_VARIABILITY, Job
 from dsa110_contimg.utils.config import PipelineConfig
@@ -17,7 +16,7 @@ from dsa110_contimg.utils.config import PipelineConfig
 if TYPE_CHECKING:
     pass
 
-__all__ = ["VariabilityAnalyzer", "run"]
+__all__ = ["VariabilityAnalyzer"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +63,3 @@ class VariabilityAnalyzer:
                 self.executors.replace_if_broken(err)
                 raise
         return JobOutcome(result=result)
-
-
-run = service_runner("variability_analyzer")
