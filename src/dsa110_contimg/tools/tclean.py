@@ -70,6 +70,7 @@ import numpy as np
 from dsa110_contimg._casa import CASA_SITE_CONFIG, casa_environment
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tools.fits_header import set_header_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 
@@ -293,7 +294,7 @@ class TcleanImager:
         except ImagingError as err:
             msg = f"cannot image {ms_path} with tclean: {err}"
             raise ImagingError(msg) from err
-        log_path = prefix.with_name(f"{prefix.name}-tclean.log")
+        log_path = ImageNames(prefix).log("tclean")
         work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -381,7 +382,7 @@ class TcleanImager:
         cards = {**(header or {}), "DSAIMGRV": self._version}
         for kind in _PRODUCTS:
             set_header_cards(exported[kind], cards)
-        final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
+        final = {k: ImageNames(prefix).path(k) for k in _PRODUCTS}
         for kind in _PRODUCTS:  # restored image last: its presence means complete
             os.replace(exported[kind], final[kind])
         log.info(

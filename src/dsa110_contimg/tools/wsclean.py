@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tools.fits_header import set_header_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams
 
@@ -172,8 +173,9 @@ class WscleanImager:
         except ImagingError as err:
             msg = f"cannot image {ms_path}: {err}"
             raise ImagingError(msg) from err
-        final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
-        log_path = prefix.with_name(f"{prefix.name}-wsclean.log")
+        names = ImageNames(prefix)
+        final = {k: names.path(k) for k in _PRODUCTS}
+        log_path = names.log("wsclean")
         work = prefix.parent / f".tmp-{prefix.name}-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)

@@ -41,6 +41,7 @@ from astropy.io import fits
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import InputDataError
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config_loader import ImagingConfig
 
@@ -344,7 +345,7 @@ def measure_quality(
 def quality_path(image_path: Path) -> Path:
     """Return the quality record beside a restored image (``-qa.json``)."""
     image_path = Path(image_path)
-    return image_path.with_name(image_path.name.replace("-image.fits", "-qa.json"))
+    return ImageNames.of(image_path).path("quality")
 
 
 def write_quality(quality: ImageQuality) -> Path:

@@ -45,10 +45,11 @@ from dsa110_contimg.mosaic import (
     mosaic_grid,
 )
 from dsa110_contimg.pipeline.stages._product_checks import fits_problem
-from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
-from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
+from dsa110_contimg.pipeline.stages.image_quality import read_quality
+from dsa110_contimg.products import ImageNames, mosaic_paths
 from dsa110_contimg.tools.fits_header import (
     apply_header_cards,
+    celestial_wcs,
     mosaic_observation_cards,
 )
 from dsa110_contimg.utils.config_loader import MosaicConfig
@@ -119,21 +120,8 @@ class MosaicProduct:
         return sum(m.status == "used" for m in self.members)
 
 
-def mosaic_paths(block_id: str, mosaics_dir: Path) -> dict[str, Path]:
-    """Return the product paths of a block's mosaic, keyed by kind."""
-    base = Path(mosaics_dir)
-    return {
-        "mosaic": base / f"{block_id}-mosaic.fits",
-        "weight": base / f"{block_id}-weight.fits",
-        "noise": base / f"{block_id}-noise.fits",
-        "coverage": base / f"{block_id}-coverage.fits",
-        "members": base / f"{block_id}-members.json",
-        "png": base / f"{block_id}-mosaic.png",
-    }
-
-
 def _sibling(image_path: Path, kind: str) -> Path:
-    return image_path.with_name(image_path.name.replace("-image.fits", f"-{kind}.fits"))
+    return ImageNames.of(image_path).path(kind)
 
 
 def _fingerprint(members: Sequence[MosaicMember], cfg: MosaicConfig) -> str:
@@ -141,8 +129,7 @@ def _fingerprint(members: Sequence[MosaicMember], cfg: MosaicConfig) -> str:
     for member in members:
         for path in (
             member.image_path,
-            *(_sibling(member.image_path, k) for k in ("pb", "rms")),
-            quality_path(member.image_path),
+            *(_sibling(member.image_path, k) for k in ("pb", "rms", "quality")),
         ):
             try:
                 stat = path.stat()

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,6 +43,7 @@ from dsa110_contimg.data_ingestion.photometry import (
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.products import ImageNames, epoch_id, image_id
 from dsa110_contimg.utils.config_loader import PhotometryConfig
 from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
@@ -90,47 +90,11 @@ _OVERLAP_MIN_SNR = 10.0
 _IMAGE_KINDS = ("image", "mosaic")
 
 
-def image_id(image_path: str | os.PathLike[str]) -> str:
-    """Return the identity of an image or mosaic: its file name without suffixes.
-
-    ``drift_20230601T000000_00-image.fits`` gives ``drift_20230601T000000_00``
-    (the MS's stem: its group's time) and ``block_20230601T010000-mosaic.fits``
-    gives ``block_20230601T010000`` (the block's end time).
-    """
-    name = Path(str(image_path)).name.removesuffix(".fits")
-    for suffix in ("-image", "-mosaic"):
-        name = name.removesuffix(suffix)
-    return name
-
-
 def image_ids(paths: object) -> np.ndarray:
     """Return `image_id` of each path (computed once per distinct path)."""
     unique_paths, index = np.unique(np.asarray(paths).astype(str), return_inverse=True)
     ids = np.array([image_id(p) for p in unique_paths], dtype=str)
     return ids[index.reshape(-1)] if index.size else np.zeros(0, dtype=str)
-
-
-def epoch_id(image_id: str, pointing_dec_deg: float) -> str:
-    """Return the light-curve epoch of one image or mosaic, keyed by time and strip.
-
-    Parameters
-    ----------
-    image_id : str
-        The image's identity (see `image_id`); it holds the image's time.
-    pointing_dec_deg : float
-        Declination of the strip the image belongs to (``DSAPTDEC``), degrees;
-        NaN when unknown (the epoch is then named by the image alone).
-
-    Returns
-    -------
-    str
-        ``<image_id>_dec<+dd.dd>``, e.g. ``block_20230601T010000_dec+16.30``:
-        two strips observed at the same time are two epochs.
-    """
-    dec = float(pointing_dec_deg)
-    if not math.isfinite(dec):
-        return str(image_id)
-    return f"{image_id}_dec{dec:+06.2f}"
 
 
 def split_epochs(table: Table, kind: str) -> dict[str, Table]:
@@ -322,11 +286,11 @@ def _image_residual_excess(
     image_path: Path, wcs: WCS, beam: Beam, sub: SkyCatalog, cfg: PhotometryConfig
 ) -> float:
     """Return `residual_excess` on the image's residual (0 when there is none)."""
-    name = Path(image_path).name
-    if not name.endswith("-image.fits"):
+    try:
+        names = ImageNames.of(image_path)
+    except ValueError:  # not a group image (a mosaic, a test's file)
         return 0.0
-    residual_path = Path(image_path).with_name(name.replace("-image.", "-residual."))
-    psf_path = Path(image_path).with_name(name.replace("-image.", "-psf."))
+    residual_path, psf_path = names.path("residual"), names.path("psf")
     if not (residual_path.exists() and psf_path.exists()):
         return 0.0
     residual, _ = _read_2d(residual_path)
