@@ -7,7 +7,8 @@ converted group keeps one identity from the MS to the light curve:
   (`ms_name`, `parse_ms_time`);
 * an **image** is one MS imaged; its products share the MS's stem as prefix,
   ``<images_dir>/<stem>-<kind>.<ext>`` (`ImageNames`, `IMAGE_FILES`): the
-  imager's ``image``, ``residual``, ``psf``, ``model`` maps and ``-<backend>.log``,
+  imager's ``image``, ``residual``, ``psf``, ``model`` (and WSClean's ``dirty``)
+  maps and ``-<backend>.log``,
   then the derived ``pb``, ``rms``, ``pbcor`` maps, the ``preview``,
   ``residual_preview`` and ``pb_preview`` PNGs and the ``quality`` record;
 * a **block** is a time window ``[start, end)`` of groups, named by its end,
@@ -73,6 +74,7 @@ IMAGE_FILES: Mapping[str, str] = MappingProxyType(
         "residual": "-residual.fits",
         "psf": "-psf.fits",
         "model": "-model.fits",
+        "dirty": "-dirty.fits",
         "pb": "-pb.fits",
         "rms": "-rms.fits",
         "pbcor": "-pbcor.fits",
