@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from astropy.table import Table
 from astropy.time import Time
 
 __all__ = ["ProcessingBlock", "ProcessingResult"]
@@ -46,3 +47,5 @@ class ProcessingResult:
         ]
 
     calibration: dict[str, dict[str, object]] = field(default_factory=dict)
+    photometry: Table | None = None
+    """The block's measurements (images and mosaic), as written to its table."""

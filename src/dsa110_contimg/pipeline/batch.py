@@ -258,9 +258,16 @@ def merge_photometry(results: list[ProcessingResult], path: Path) -> Path | None
     """
     path = Path(path)
     tables = [
-        photometry_stage.read_photometry_table(Path(p))
+        table
         for r in results
-        for p in r.output_files.get("photometry", [])
+        for table in (
+            [r.photometry]  # the block's table as measured
+            if getattr(r, "photometry", None) is not None
+            else [
+                photometry_stage.read_photometry_table(Path(p))
+                for p in r.output_files.get("photometry", [])
+            ]
+        )
     ]
     if not tables:
         return path if path.exists() else None

@@ -20,7 +20,7 @@ from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from astropy.table import Table
+from astropy.table import Table, vstack
 from astropy.time import Time, TimeDelta
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
@@ -220,6 +220,7 @@ def _image_and_measure(
                 product.image_path,
                 catalog,
                 config.photometry,
+                pb_path=product.pb_path,  # the beam the maps were made with
             )
     return out
 
@@ -537,6 +538,9 @@ class PipelineOrchestrator:
             ]
             photometry_stage.write_photometry_table(tables, table_path)
             result.output_files["photometry"] = [str(table_path)]
+            result.photometry = vstack(
+                [photometry_stage.conform_table(t) for t in tables]
+            )
         result.success = not result.errors and bool(result.output_files.get("image"))
         if not block.ms_files:
             result.errors.append(f"block {block.block_id} has no Measurement Sets")

@@ -426,12 +426,31 @@ def _write_map(
         tmp.unlink(missing_ok=True)
 
 
+def _residual_rms(product: ImageProduct, residual: np.ndarray) -> float:
+    """Return the residual's robust rms: the quality record's, else measured.
+
+    The quality gates measured it already (``rms_jy``, 1.4826 MAD of the whole
+    residual); the previews reuse that number rather than derive it again.
+    """
+    from dsa110_contimg.visualization import robust_rms
+
+    if product.quality_path is not None:
+        try:
+            record = qa.read_quality(product.image_path)
+        except InputDataError:
+            record = None
+        rms = (record or {}).get("rms_jy")
+        if isinstance(rms, int | float) and np.isfinite(rms) and rms > 0:
+            return float(rms)
+    return robust_rms(residual)
+
+
 def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> None:
     """Write the image and residual previews (scaled by the residual's rms) and
     the primary beam's (0 to 1, linear)."""
-    from dsa110_contimg.visualization import robust_rms, write_preview
+    from dsa110_contimg.visualization import write_preview
 
-    rms = robust_rms(residual)
+    rms = _residual_rms(product, residual)
     name = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
     for key, data, what in (
         ("png", image, "image"),
