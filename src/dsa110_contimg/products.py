@@ -43,6 +43,7 @@ from types import MappingProxyType
 
 __all__ = [
     "STAMP_FORMAT",
+    "MS_GLOB",
     "IMAGE_FILES",
     "MOSAIC_FILES",
     "BlockGrid",
@@ -66,6 +67,8 @@ STAMP_FORMAT = "%Y%m%dT%H%M%S"
 
 _MS_PREFIX = "drift_"
 _MS_SUFFIX = "_00.ms"
+MS_GLOB = "drift_*.ms"
+"""The glob pattern of MS names (`ms_name`) in a directory."""
 _BLOCK_PREFIX = "block_"
 
 IMAGE_FILES: Mapping[str, str] = MappingProxyType(
@@ -203,6 +206,10 @@ class ImageNames:
     def paths(self) -> dict[str, Path]:
         """Return every product path, keyed by kind."""
         return {kind: self.path(kind) for kind in IMAGE_FILES}
+
+    def existing(self) -> list[Path]:
+        """Return every file of this image on disk (maps, previews, logs), sorted."""
+        return sorted(self.prefix.parent.glob(f"{self.prefix.name}-*"))
 
 
 def image_id(path: str | os.PathLike[str]) -> str:

@@ -235,3 +235,12 @@ def test_a_night_split_across_batch_runs_gives_the_stream_blocks(tmp_path) -> No
         for b in orchestrator.blocks_holding([ms_dir / ms_name(t) for t in part]):
             blocks[b.block_id] = sorted(map(str, b.ms_files))  # later run redoes it
     assert blocks == _stream_blocks(config, times, ms_dir)
+
+
+def test_existing_lists_only_this_images_files(tmp_path) -> None:
+    names = ImageNames.for_ms(tmp_path / "drift_20230601T000000_00.ms", tmp_path)
+    mine = [names.image, names.path("pb"), names.log("wsclean")]
+    other = ImageNames.for_ms(tmp_path / "drift_20230601T000509_00.ms", tmp_path)
+    for path in [*mine, other.image, tmp_path / "drift_20230601T000000_00.ms"]:
+        path.write_text("x")
+    assert names.existing() == sorted(mine)

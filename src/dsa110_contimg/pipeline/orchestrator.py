@@ -35,6 +35,7 @@ from dsa110_contimg.pipeline.stages import (
 )
 from dsa110_contimg.pipeline.stages.image_quality import read_quality
 from dsa110_contimg.products import (
+    MS_GLOB,
     BlockGrid,
     BlockWindow,
     ImageNames,
@@ -392,7 +393,7 @@ class PipelineOrchestrator:
         """Return the windows holding a selected MS time, each with all its MSs."""
         ms_dir = Path(self.config.paths.ms_stage1_dir)
         stamped: dict[datetime, list[str]] = {}
-        for path in sorted(ms_dir.glob("drift_*.ms")):
+        for path in sorted(ms_dir.glob(MS_GLOB)):
             if (t := parse_ms_time(path)) is not None:
                 stamped.setdefault(t, []).append(str(path))
         windows = BlockGrid.from_config(self.config).windows(stamped)

@@ -95,8 +95,7 @@ def supersede_images(ms_path: Path, images_dir: Path) -> list[str]:
     """
     from dsa110_contimg.products import ImageNames
 
-    prefix = ImageNames.for_ms(ms_path, images_dir).prefix
-    products = sorted(prefix.parent.glob(f"{prefix.name}-*"))
+    products = ImageNames.for_ms(ms_path, images_dir).existing()
     if not products:
         return []
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
