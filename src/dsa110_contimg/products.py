@@ -343,21 +343,9 @@ def block_windows_containing(
 ) -> list[BlockWindow]:
     """Return the windows whose ``[start, end)`` holds ``time``, earliest first.
 
-    Parameters
-    ----------
-    time : datetime
-        A group start time (timezone-aware).
-    anchor : datetime
-        Start of window 0 (``queue.block_anchor_time``).
-    duration : timedelta
-        Window length (``mosaic_duration_min``).
-    step : timedelta
-        Distance between window starts (duration minus overlap).
-
-    Raises
-    ------
-    ValueError
-        ``duration`` or ``step`` is not positive.
+    ``time`` is a timezone-aware group start time; ``anchor``, ``duration``
+    and ``step`` are those of `block_windows` (which raises the same
+    ValueError when ``duration`` or ``step`` is not positive).
     """
     if step <= timedelta(0) or duration <= timedelta(0):
         msg = f"duration and step must be positive, got {duration} and {step}"
