@@ -265,7 +265,7 @@ _MOSAIC_KINDS = {
 
 def _mosaic_block(
     block_id: str,
-    members: list[tuple[str, datetime | None]],
+    members: list[mosaicking_stage.MosaicMember],
     config: PipelineConfig,
     cfg_hash: str,
     catalog: SkyCatalog | None,
@@ -275,7 +275,7 @@ def _mosaic_block(
     with bind_context(block_id=block_id, stage="mosaic"):
         product = mosaicking_stage.make_mosaic(
             block_id,
-            [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
+            members,
             Path(config.paths.mosaics_dir),
             config.mosaic,
             config_hash=cfg_hash,
@@ -495,6 +495,7 @@ class PipelineOrchestrator:
             ]
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
         tables = []
+        made: dict[str, dict[str, object]] = {}  # MS -> the image products made
         good = [p for p in block.ms_files if str(p) not in missing]
         for ms_path, outcome in zip(good, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -511,6 +512,7 @@ class PipelineOrchestrator:
                 if not isinstance(outcome, PipelineError | OSError):
                     log.error("unexpected error", exc_info=outcome)
                 continue
+            made[str(ms_path)] = outcome
             for kind in _IMAGE_KINDS:
                 if kind in outcome:
                     result.output_files.setdefault(kind, []).append(str(outcome[kind]))
@@ -529,7 +531,7 @@ class PipelineOrchestrator:
                     )
         if self.config.mosaic.enabled and block.ms_files:
             with bind_context(block_id=block.block_id, stage="mosaic"):
-                mosaic_rows = await self._mosaic(block, result)
+                mosaic_rows = await self._mosaic(block, result, made)
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
         if tables:
@@ -559,16 +561,29 @@ class PipelineOrchestrator:
         return result
 
     async def _mosaic(
-        self, block: ProcessingBlock, result: ProcessingResult
+        self,
+        block: ProcessingBlock,
+        result: ProcessingResult,
+        made: dict[str, dict[str, object]],
     ) -> Table | None:
-        """Mosaic the block's images; return the mosaic's photometry rows."""
-        members = [
-            (str(names.image), names.group_time)
-            for names in (
-                ImageNames.for_ms(p, self.config.paths.images_dir)
-                for p in block.ms_files
+        """Mosaic the block's images; return the mosaic's photometry rows.
+
+        Every MS of the block is a member (one not imaged is a gap): its image
+        products as the imaging stage returned them (``made``), else the names
+        they would have.
+        """
+        members = []
+        for ms_path in block.ms_files:
+            names = ImageNames.for_ms(ms_path, self.config.paths.images_dir)
+            image = made.get(str(ms_path), {})
+            members.append(
+                mosaicking_stage.MosaicMember(
+                    Path(str(image.get("image", names.image))),
+                    names.group_time,
+                    pb_path=Path(str(image["pb"])) if "pb" in image else None,
+                    rms_path=Path(str(image["rms"])) if "rms" in image else None,
+                )
             )
-        ]
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
