@@ -258,6 +258,7 @@ def _summarize(
     interval_s: float,
     wall_s: float,
 ) -> dict:
+    from dsa110_contimg.products import IMAGE_FILES, ImageNames
     from dsa110_contimg.state.db import connect
     from dsa110_contimg.state.jobs import list_jobs
 
@@ -273,9 +274,7 @@ def _summarize(
             continue
         finished = datetime.fromisoformat(str(job.finished_at)).timestamp()
         to_ms_s.append(finished - delivery["wall"])
-        image = (
-            base / "images" / (Path(str(job.result["ms_path"])).stem + "-image.fits")
-        )
+        image = ImageNames.for_ms(str(job.result["ms_path"]), base / "images").image
         if image.exists():
             to_image_s.append(image.stat().st_mtime - delivery["wall"])
     sampled = [s for s in result.samples if s["counts"]]
@@ -286,10 +285,11 @@ def _summarize(
     warm = _warm_index(sampled)
     mains = [s["main_mb"] for s in sampled]
     workers = [s["workers_mb"] for s in sampled]
-    n_images = len(list((base / "images").glob("*-image.fits")))
+    pattern = "*" + IMAGE_FILES["image"]
+    n_images = len(list((base / "images").glob(pattern)))
     images_s = [
         p.stat().st_mtime - result.deliveries[0]["wall"]
-        for p in (base / "images").glob("*-image.fits")
+        for p in (base / "images").glob(pattern)
     ]
     busy_s = {
         kind: round(

@@ -2,9 +2,10 @@
 
 Six drift-scan groups (testing size, each spread over a real group's 309 s)
 see sources along the strip, near the edge of the primary beam and in the
-overlap of two blocks. Blocks are 30 min long and overlap by 10 min, so the
-second block holds only two groups (fewer than a full block) shared with the
-first.
+overlap of two blocks. Blocks are 30 min long and overlap by 10 min on the
+grid anchored at ``queue.block_anchor_time`` (windows start on whole 20 min
+from 2000-01-01), so the full block [00:00, 00:30) holds all six groups and
+the blocks before and after it hold only the two groups each shares with it.
 """
 
 from __future__ import annotations
@@ -102,9 +103,9 @@ def _mosaic_rows(result):
 def test_every_block_has_a_mosaic_and_its_photometry(hour):
     _, _, result = hour
     assert result.success, [b.errors for b in result.blocks]
-    assert len(result.blocks) == 2
+    assert len(result.blocks) == 3
     n_images = [len(b.output_files["image"]) for b in result.blocks]
-    assert n_images == [6, 2]  # the second block is shorter than a full one
+    assert n_images == [2, 6, 2]  # the outer blocks hold only the overlap groups
     rows = _mosaic_rows(result)
     for block in result.blocks:
         (mosaic,) = block.output_files["mosaic"]
@@ -192,7 +193,7 @@ def test_database_records_which_images_went_into_which_mosaic(hour):
         assert status == "used"
         per_image.setdefault(image, set()).add(block_id)
     shared = [image for image, blocks in per_image.items() if len(blocks) == 2]
-    assert len(per_image) == 6 and len(shared) == 2  # overlap groups imaged once
+    assert len(per_image) == 6 and len(shared) == 4  # overlap groups imaged once
     for block in result.blocks:
         assert set(block.output_files["image"]) == {
             img for img, blocks in per_image.items() if block.block_id in blocks

@@ -65,7 +65,7 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("pipeline", frozenset({"pipeline"})),
     ("domain", DOMAIN),
     ("utils", frozenset({"utils", "tables"})),
-    ("foundation", frozenset({"exceptions", "telescope", ""})),
+    ("foundation", frozenset({"exceptions", "products", "telescope", ""})),
 )
 """Top to bottom; ``""`` is the package root (``dsa110_contimg/__init__.py``)."""
 

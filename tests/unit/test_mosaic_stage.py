@@ -189,6 +189,39 @@ def test_bad_member_leaves_a_flagged_gap(group_images, tmp_path, damage):
     assert _coverage_at(product, ra_ok, dec_ok) >= 1
 
 
+def test_members_use_the_maps_the_imaging_stage_returned(group_images, tmp_path):
+    """A member's pb/rms maps come from its image product, not from its name."""
+    members = _copy_members(group_images, tmp_path / "img")
+    elsewhere = tmp_path / "maps"
+    elsewhere.mkdir()
+    moved = []
+    for m in members:
+        pb, rms = m.map_path("pb"), m.map_path("rms")
+        pb.rename(elsewhere / pb.name)
+        rms.rename(elsewhere / rms.name)
+        moved.append(
+            MosaicMember(
+                m.image_path,
+                m.group_time,
+                pb_path=elsewhere / pb.name,
+                rms_path=elsewhere / rms.name,
+            )
+        )
+    with pytest.warns(DataQualityWarning, match="no pb map"):
+        by_name = make_mosaic(
+            "block_n", [members[0], *moved[1:]], tmp_path / "n", MosaicConfig()
+        )
+    assert [m.status for m in by_name.members] == ["incomplete"] + ["used"] * (
+        N_GROUPS - 1
+    )
+    product = make_mosaic("block_p", moved, tmp_path / "p", MosaicConfig())
+    assert [m.status for m in product.members] == ["used"] * N_GROUPS
+    reference = make_mosaic("block_p", group_images, tmp_path / "r", MosaicConfig())
+    np.testing.assert_array_equal(
+        fits.getdata(product.mosaic_path), fits.getdata(reference.mosaic_path)
+    )
+
+
 def test_block_with_no_usable_image_is_an_error(tmp_path):
     members = [MosaicMember(tmp_path / "drift_x-image.fits", START)]
     with warnings.catch_warnings(), pytest.raises(InputDataError, match="block_c"):

@@ -271,7 +271,7 @@ def _run_time_range(config, start_time: str, end_time: str) -> None:
     catalog = (
         load_catalog(config.paths.catalog_path) if config.paths.catalog_path else None
     )
-    results = process_blocks(config, ms, catalog=catalog, progress=echo)
+    results = process_blocks(config, ms, catalog=catalog, progress=echo, blocks=blocks)
     if catalog is not None:
         path = merge_photometry(
             results, Path(config.paths.products_dir) / "photometry.csv"

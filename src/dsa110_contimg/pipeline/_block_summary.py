@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from astropy.table import Table, vstack
 
+from dsa110_contimg.pipeline._block import ProcessingBlock, ProcessingResult
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.utils.config import PipelineConfig
-
-if TYPE_CHECKING:
-    from dsa110_contimg.pipeline.orchestrator import ProcessingBlock, ProcessingResult
 
 __all__ = ["block_summary"]
 
@@ -70,29 +68,22 @@ def _quality_figures(record: dict[str, object]) -> dict[str, float]:
 
 def _images(result: ProcessingResult) -> list[dict[str, object]]:
     images = result.output_files.get("image", [])
-    previews = {
-        Path(p).name.removesuffix("-image.png"): p
-        for p in result.output_files.get("preview", [])
-    }
-    pbs = {
-        Path(p).name.removesuffix("-pb.png"): p
-        for p in result.output_files.get("pb_preview", [])
-    }
-    residuals = {
-        Path(p).name.removesuffix("-residual.png"): p
-        for p in result.output_files.get("residual_preview", [])
+    kinds = ("preview", "residual_preview", "pb_preview")
+    made = {
+        kind: {
+            ImageNames.of(p, kind).stem: p for p in result.output_files.get(kind, [])
+        }
+        for kind in kinds
     }
     by_image = {str(q.get("image_path")): q for q in result.image_quality}
     out = []
     for image in images:
-        stem = Path(image).name.removesuffix("-image.fits")
+        stem = ImageNames.of(image).stem
         quality = _quality_figures(by_image.get(str(image), {}))
         out.append(
             {
                 "image": image,
-                "preview": previews.get(stem),
-                "residual_preview": residuals.get(stem),
-                "pb_preview": pbs.get(stem),
+                **{kind: made[kind].get(stem) for kind in kinds},
                 **{k: v for k, v in quality.items() if math.isfinite(v)},
             }
         )

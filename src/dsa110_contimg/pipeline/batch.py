@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from astropy.table import Table, unique, vstack
+from astropy.time import Time
 
 from dsa110_contimg.data_ingestion.grouping import RejectedFile, find_subband_groups
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
@@ -22,7 +23,6 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.pipeline.orchestrator import (
     PipelineOrchestrator,
     ProcessingResult,
-    parse_ms_time,
 )
 from dsa110_contimg.pipeline.stages import photometry_stage
 from dsa110_contimg.pipeline.stages.conversion_stage import (
@@ -39,7 +39,6 @@ from dsa110_contimg.state.writer import (
     cleanup_stale_temporaries,
     hold_writer,
 )
-from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.utils.config import PipelineConfig, section_values
 
 __all__ = [
@@ -170,27 +169,31 @@ def process_blocks(
     *,
     catalog: SkyCatalog | None,
     progress: Progress = _quiet,
+    blocks: Mapping[Time, list[str]] | None = None,
 ) -> list[ProcessingResult]:
-    """Process every block that holds one of ``ms_paths``."""
-    times = sorted(t for p in ms_paths if (t := parse_ms_time(p)) is not None)
-    if not times:
+    """Process every block that holds one of ``ms_paths``.
+
+    The blocks are the stream's (`PipelineOrchestrator.blocks_holding`): windows
+    on the grid anchored at ``queue.block_anchor_time``, each with every MS of
+    ``paths.ms_stage1_dir`` in it, so a night processed in several runs, or by
+    the stream, gives the same blocks, images and mosaics. ``blocks`` (from
+    `PipelineOrchestrator.find_ms_blocks_for_batch`) gives them instead, when
+    they were found already.
+    """
+    if not ms_paths and not blocks:
         return []
-    start = times[0].strftime("%Y-%m-%dT%H:%M:%S")
-    end = (times[-1] + timedelta(seconds=dsa110.GROUP_DURATION_S)).strftime(
-        "%Y-%m-%dT%H:%M:%S"
-    )
     orchestrator = PipelineOrchestrator(config, catalog=catalog)
     try:
-        blocks = orchestrator.find_ms_blocks_for_batch(start, end)
-        wanted = {str(p) for p in ms_paths}
+        if blocks is None:
+            todo = orchestrator.blocks_holding(ms_paths)
+        else:
+            todo = [
+                orchestrator.create_processing_block(end, files)
+                for end, files in blocks.items()
+            ]
         results = []
 
         async def run_all() -> None:
-            todo = []
-            for end_time, files in blocks.items():
-                files = [f for f in files if f in wanted]
-                if files:
-                    todo.append(orchestrator.create_processing_block(end_time, files))
             progress(f"processing {len(todo)} block(s)")
             tasks = [asyncio.create_task(orchestrator.process_block(b)) for b in todo]
             for i, task in enumerate(asyncio.as_completed(tasks)):
@@ -234,9 +237,16 @@ def merge_photometry(results: list[ProcessingResult], path: Path) -> Path | None
     """
     path = Path(path)
     tables = [
-        photometry_stage.read_photometry_table(Path(p))
+        table
         for r in results
-        for p in r.output_files.get("photometry", [])
+        for table in (
+            [r.photometry]  # the block's table as measured
+            if getattr(r, "photometry", None) is not None
+            else [
+                photometry_stage.read_photometry_table(Path(p))
+                for p in r.output_files.get("photometry", [])
+            ]
+        )
     ]
     if not tables:
         return path if path.exists() else None

@@ -17,22 +17,32 @@ import asyncio
 import logging
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-from astropy.table import Table
+from astropy.table import Table, vstack
 from astropy.time import Time, TimeDelta
 
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
 from dsa110_contimg.exceptions import ConfigError, PipelineError
+from dsa110_contimg.pipeline._block import ProcessingBlock, ProcessingResult
 from dsa110_contimg.pipeline._block_summary import block_summary
+from dsa110_contimg.pipeline._pool import make_process_pool
 from dsa110_contimg.pipeline.stages import (
     imaging_stage,
     mosaicking_stage,
     photometry_stage,
 )
 from dsa110_contimg.pipeline.stages.image_quality import read_quality
+from dsa110_contimg.products import (
+    MS_GLOB,
+    BlockGrid,
+    BlockWindow,
+    ImageNames,
+    block_id,
+    block_paths,
+    parse_ms_time,
+)
 from dsa110_contimg.state import open_db
 from dsa110_contimg.state.metrics import PipelineMetrics
 from dsa110_contimg.state.mosaics import record_mosaic_members
@@ -52,52 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessingBlock:
-    """A time window of Measurement Sets processed (and later mosaicked) together."""
-
-    block_id: str
-    start_time: Time
-    end_time: Time
-    ms_files: tuple[Path, ...]
-
-
-@dataclass(slots=True)
-class ProcessingResult:
-    """Outcome of `PipelineOrchestrator.process_block`."""
-
-    block_id: str
-    success: bool
-    processing_time: float
-    output_files: dict[str, list[str]] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    mosaic_members: list[tuple[str, str, str]] = field(default_factory=list)
-    image_quality: list[dict[str, object]] = field(default_factory=list)
-
-    @property
-    def rejected_images(self) -> list[tuple[str, str]]:
-        """Return (image, reason) of each image that failed its quality gates."""
-        return [
-            (str(q["image_path"]), "; ".join(str(r) for r in q.get("reasons") or []))
-            for q in self.image_quality
-            if not q.get("passed", True)
-        ]
-
-    calibration: dict[str, dict[str, object]] = field(default_factory=dict)
-
-
-def parse_ms_time(path: Path) -> datetime | None:
-    """Return the group time encoded in an MS name ``drift_YYYYmmddTHHMMSS_00.ms``."""
-    name = Path(path).name
-    if not (name.startswith("drift_") and name.endswith(".ms")):
-        return None
-    try:
-        stamp = datetime.strptime(name[6:21], "%Y%m%dT%H%M%S")
-    except ValueError:
-        return None
-    return stamp.replace(tzinfo=UTC)
 
 
 def _to_utc_datetime(value: str | Time | datetime) -> datetime:
@@ -215,7 +179,7 @@ def _process_ms_claimed(
 
 
 def _group_of(ms_path: str) -> str:
-    stamp = parse_ms_time(Path(ms_path))
+    stamp = parse_ms_time(ms_path)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") if stamp else Path(ms_path).stem
 
 
@@ -240,17 +204,12 @@ def _image_and_measure(
         "image": str(product.image_path),
         "skipped": product.skipped,
     }
-    for kind in ("residual", "psf", "pb", "rms", "pbcor", "preview", "quality"):
-        path = getattr(product, f"{kind}_path")
+    names = ImageNames.of(product.image_path)
+    for kind in _IMAGE_KINDS[1:]:
+        # the product's own paths (None: not made with these settings), else the name
+        path = getattr(product, f"{kind}_path", names.path(kind))
         if path is not None and Path(path).exists():
             out[kind] = str(path)
-    stem = str(product.image_path).removesuffix("-image.fits")
-    for kind, suffix in (
-        ("residual_preview", "-residual.png"),
-        ("pb_preview", "-pb.png"),
-    ):
-        if Path(stem + suffix).exists():
-            out[kind] = stem + suffix
     quality = (
         read_quality(product.image_path) if product.quality_path is not None else None
     )
@@ -266,6 +225,7 @@ def _image_and_measure(
                 product.image_path,
                 catalog,
                 config.photometry,
+                pb_path=product.pb_path,  # the beam the maps were made with
             )
     return out
 
@@ -309,7 +269,7 @@ _MOSAIC_KINDS = {
 
 def _mosaic_block(
     block_id: str,
-    members: list[tuple[str, datetime | None]],
+    members: list[mosaicking_stage.MosaicMember],
     config: PipelineConfig,
     cfg_hash: str,
     catalog: SkyCatalog | None,
@@ -319,7 +279,7 @@ def _mosaic_block(
     with bind_context(block_id=block_id, stage="mosaic"):
         product = mosaicking_stage.make_mosaic(
             block_id,
-            [mosaicking_stage.MosaicMember(Path(p), t) for p, t in members],
+            members,
             Path(config.paths.mosaics_dir),
             config.mosaic,
             config_hash=cfg_hash,
@@ -399,43 +359,53 @@ class PipelineOrchestrator:
             self.config.services.mosaic_duration_min * 60.0, format="sec"
         )
         files = tuple(sorted(Path(f) for f in ms_files))
-        block_id = "block_" + end.to_datetime().strftime("%Y%m%dT%H%M%S")
-        return ProcessingBlock(block_id, start, end, files)
+        return ProcessingBlock(block_id(end.to_datetime(UTC)), start, end, files)
 
     def find_ms_blocks_for_batch(
         self, start_time_iso: str, end_time_iso: str
     ) -> dict[Time, list[str]]:
         """Return ``{block_end_time: ms_files}`` for blocks covering a time range.
 
-        Blocks are ``mosaic_duration_min`` long and start every
-        ``mosaic_duration_min - mosaic_overlap_min``; the first starts at
-        ``start_time_iso``. Only blocks holding at least one MS (from
-        ``paths.ms_stage1_dir``) are returned; an MS belongs to a block when its
-        group time lies in ``[block start, block end)``.
+        Blocks are the stream's windows (`dsa110_contimg.products.block_windows`):
+        ``mosaic_duration_min`` long, starting at ``queue.block_anchor_time``
+        plus multiples of ``mosaic_duration_min - mosaic_overlap_min``. The
+        blocks returned are those holding an MS (of ``paths.ms_stage1_dir``)
+        whose group time lies in ``[start_time_iso, end_time_iso)``; each lists
+        every MS of that directory whose group time lies in ``[block start,
+        block end)``, so a night processed in several runs, or by the stream,
+        gives the same blocks.
         """
-        svc = self.config.services
         start = _to_utc_datetime(start_time_iso)
         end = _to_utc_datetime(end_time_iso)
         if end <= start:
             msg = f"end time {end_time_iso} is not after start time {start_time_iso}"
             raise ValueError(msg)
+        return {
+            Time(window.end, scale="utc"): files
+            for window, files in self._batch_windows(lambda t: start <= t < end).items()
+        }
+
+    def blocks_holding(self, ms_files: list[str | Path]) -> list[ProcessingBlock]:
+        """Return the blocks holding ``ms_files``, cut as `find_ms_blocks_for_batch`."""
+        wanted = {parse_ms_time(p) for p in ms_files} - {None}
+        return [
+            self.create_processing_block(Time(window.end, scale="utc"), files)
+            for window, files in self._batch_windows(wanted.__contains__).items()
+        ]
+
+    def _batch_windows(self, selects) -> dict[BlockWindow, list[str]]:
+        """Return the windows holding a selected MS time, each with all its MSs."""
         ms_dir = Path(self.config.paths.ms_stage1_dir)
-        stamped = sorted(
-            (t, p)
-            for p in ms_dir.glob("drift_*.ms")
-            if (t := parse_ms_time(p)) is not None
-        )
-        duration = timedelta(minutes=svc.mosaic_duration_min)
-        step = timedelta(minutes=svc.mosaic_duration_min - svc.mosaic_overlap_min)
-        blocks: dict[Time, list[str]] = {}
-        block_start = start
-        while block_start < end:
-            block_end = block_start + duration
-            members = [str(p) for t, p in stamped if block_start <= t < block_end]
-            if members:
-                blocks[Time(block_end, scale="utc")] = members
-            block_start += step
-        return blocks
+        stamped: dict[datetime, list[str]] = {}
+        for path in sorted(ms_dir.glob(MS_GLOB)):
+            if (t := parse_ms_time(path)) is not None:
+                stamped.setdefault(t, []).append(str(path))
+        windows = BlockGrid.from_config(self.config).windows(stamped)
+        return {
+            window: [p for t in times for p in stamped[t]]
+            for window, times in windows.items()
+            if any(selects(t) for t in times)
+        }
 
     # -- processing -----------------------------------------------------------
     def _get_executor(self) -> Executor:
@@ -444,10 +414,8 @@ class PipelineOrchestrator:
                 "starting worker processes",
                 extra={"n_workers": self.config.services.max_workers},
             )
-            # the services' pool: workers log to this process, get a CASA-safe
-            # argv and site configuration, and die with this process (kill -9 too)
-            from dsa110_contimg.services._pool import make_process_pool
-
+            # workers log to this process, get a CASA-safe argv and site
+            # configuration, and die with this process (kill -9 too)
             self._executor = make_process_pool(self.config.services.max_workers)
         return self._executor
 
@@ -531,6 +499,7 @@ class PipelineOrchestrator:
             ]
             outcomes = await asyncio.gather(*futures, return_exceptions=True)
         tables = []
+        made: dict[str, dict[str, object]] = {}  # MS -> the image products made
         good = [p for p in block.ms_files if str(p) not in missing]
         for ms_path, outcome in zip(good, outcomes, strict=True):
             if isinstance(outcome, BaseException):
@@ -547,6 +516,7 @@ class PipelineOrchestrator:
                 if not isinstance(outcome, PipelineError | OSError):
                     log.error("unexpected error", exc_info=outcome)
                 continue
+            made[str(ms_path)] = outcome
             for kind in _IMAGE_KINDS:
                 if kind in outcome:
                     result.output_files.setdefault(kind, []).append(str(outcome[kind]))
@@ -565,17 +535,19 @@ class PipelineOrchestrator:
                     )
         if self.config.mosaic.enabled and block.ms_files:
             with bind_context(block_id=block.block_id, stage="mosaic"):
-                mosaic_rows = await self._mosaic(block, result)
+                mosaic_rows = await self._mosaic(block, result, made)
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
         if tables:
             tables = photometry_stage.add_overlap_systematic(tables)
-            table_path = (
-                Path(self.config.paths.products_dir)
-                / f"photometry_{block.block_id}.csv"
-            )
+            table_path = block_paths(block.block_id, self.config.paths.products_dir)[
+                "photometry"
+            ]
             photometry_stage.write_photometry_table(tables, table_path)
             result.output_files["photometry"] = [str(table_path)]
+            result.photometry = vstack(
+                [photometry_stage.conform_table(t) for t in tables]
+            )
         result.success = not result.errors and bool(result.output_files.get("image"))
         if not block.ms_files:
             result.errors.append(f"block {block.block_id} has no Measurement Sets")
@@ -593,17 +565,29 @@ class PipelineOrchestrator:
         return result
 
     async def _mosaic(
-        self, block: ProcessingBlock, result: ProcessingResult
+        self,
+        block: ProcessingBlock,
+        result: ProcessingResult,
+        made: dict[str, dict[str, object]],
     ) -> Table | None:
-        """Mosaic the block's images; return the mosaic's photometry rows."""
-        images_dir = Path(self.config.paths.images_dir)
-        members = [
-            (
-                str(imaging_stage.image_prefix(p, images_dir)) + "-image.fits",
-                parse_ms_time(Path(p)),
+        """Mosaic the block's images; return the mosaic's photometry rows.
+
+        Every MS of the block is a member (one not imaged is a gap): its image
+        products as the imaging stage returned them (``made``), else the names
+        they would have.
+        """
+        members = []
+        for ms_path in block.ms_files:
+            names = ImageNames.for_ms(ms_path, self.config.paths.images_dir)
+            image = made.get(str(ms_path), {})
+            members.append(
+                mosaicking_stage.MosaicMember(
+                    Path(str(image.get("image", names.image))),
+                    names.group_time,
+                    pb_path=Path(str(image["pb"])) if "pb" in image else None,
+                    rms_path=Path(str(image["rms"])) if "rms" in image else None,
+                )
             )
-            for p in block.ms_files
-        ]
         loop = asyncio.get_running_loop()
         try:
             outcome = await loop.run_in_executor(
@@ -639,7 +623,7 @@ class PipelineOrchestrator:
         self, block: ProcessingBlock, result: ProcessingResult, tables: list[Table]
     ) -> None:
         """Write ``products_dir/summary_<block>.html`` (failures only logged)."""
-        path = Path(self.config.paths.products_dir) / f"summary_{block.block_id}.html"
+        path = block_paths(block.block_id, self.config.paths.products_dir)["summary"]
         try:
             write_block_summary(block_summary(block, result, tables, self.config), path)
         except (OSError, ValueError, ImportError) as err:

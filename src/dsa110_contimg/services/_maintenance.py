@@ -223,15 +223,10 @@ def _blocks_done(
     work: _Pass, config: PipelineConfig, group: rs.DoneGroup
 ) -> str | None:
     """Why the group's MS must stay (a block not done), or None."""
-    from dsa110_contimg.services.ms_processor._blocks import block_windows_containing
+    from dsa110_contimg.products import BlockGrid
 
-    svc = config.services
-    anchor = datetime.fromisoformat(config.queue.block_anchor_time).replace(tzinfo=UTC)
-    windows = block_windows_containing(
-        datetime.fromisoformat(group.data_time_iso),
-        anchor=anchor,
-        duration=timedelta(minutes=svc.mosaic_duration_min),
-        step=timedelta(minutes=svc.mosaic_duration_min - svc.mosaic_overlap_min),
+    windows = BlockGrid.from_config(config).windows(
+        [datetime.fromisoformat(group.data_time_iso)]
     )
     for window in windows:
         job = find_job(work.conn, PROCESS_BLOCK, window.block_id)
@@ -245,7 +240,7 @@ def _blocks_done(
 
 
 def _expire_ms(work: _Pass, config: PipelineConfig, days: float) -> None:
-    from dsa110_contimg.pipeline.stages.imaging_stage import image_prefix
+    from dsa110_contimg.products import ImageNames
 
     if days <= 0:
         return
@@ -255,8 +250,7 @@ def _expire_ms(work: _Pass, config: PipelineConfig, days: float) -> None:
             work.mark("ms", group.group_id, str(ms), "MS already gone")
             continue
         why = _blocks_done(work, config, group)
-        prefix = image_prefix(ms, Path(config.paths.images_dir))
-        image = prefix.with_name(f"{prefix.name}-image.fits")
+        image = ImageNames.for_ms(ms, config.paths.images_dir).image
         if why is None and not image.is_file():
             why = f"its image {image} does not exist"
         if why is not None:

@@ -1,7 +1,8 @@
 """The executor that runs the services' CPU work, and its failure handling.
 
-The default is a local process pool (``spawn`` context). Its workers send
-their log records to the service's handlers, ignore
+The default is a local process pool (``spawn`` context,
+`dsa110_contimg.pipeline._pool.make_process_pool`, re-exported here). Its
+workers send their log records to the service's handlers, ignore
 SIGINT (the service coordinates shutdown) and, on Linux, ask the kernel to
 kill them when the service process dies, so a ``kill -9`` of the service
 leaves no worker behind. Any `concurrent.futures.Executor` can be passed
@@ -11,59 +12,19 @@ instead, e.g. ``dask.distributed.Client(...).get_executor()``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import multiprocessing
-import os
-import signal
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
-from dsa110_contimg._casa import configure_casa_environment
 from dsa110_contimg._optional import require
-from dsa110_contimg.utils.logging import init_worker_logging, worker_logging_args
+from dsa110_contimg.pipeline._pool import make_process_pool
 
 __all__ = ["ExecutorHolder", "CapturingExecutor", "make_process_pool", "stop_workers"]
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _init_worker(*log_args: object) -> None:
-    """Prepare a pool worker: log to the parent, ignore Ctrl-C, die with it.
-
-    A spawned worker inherits the parent's ``sys.argv`` (e.g. ``process
-    --config my.yaml``), which casaconfig would misread when CASA is imported;
-    the worker needs no argv, so it keeps only the program name, and gets the
-    installation's CASA site configuration (`dsa110_contimg._casa`).
-    """
-    init_worker_logging(*log_args)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.argv = sys.argv[:1]
-    configure_casa_environment()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - exotic libc
-            return
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def make_process_pool(max_workers: int) -> ProcessPoolExecutor:
-    """Return the services' default executor: ``max_workers`` spawned processes."""
-    return ProcessPoolExecutor(
-        max_workers=max_workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=worker_logging_args(),
-    )
 
 
 def stop_workers(timeout_s: float = 3.0) -> int:

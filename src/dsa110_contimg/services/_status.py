@@ -66,15 +66,12 @@ class BlockTiming:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> BlockTiming:
-        """Read the timing from a `PipelineConfig`."""
-        from datetime import UTC
+        """Read the timing from a `PipelineConfig` (the grid is `BlockGrid`'s)."""
+        from dsa110_contimg.products import BlockGrid
 
-        svc, queue = config.services, config.queue
+        grid = BlockGrid.from_config(config)
         return cls(
-            datetime.fromisoformat(queue.block_anchor_time).replace(tzinfo=UTC),
-            timedelta(minutes=svc.mosaic_duration_min),
-            timedelta(minutes=svc.mosaic_duration_min - svc.mosaic_overlap_min),
-            float(queue.block_wait_s),
+            grid.anchor, grid.duration, grid.step, float(config.queue.block_wait_s)
         )
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from dsa110_contimg.products import ms_name
+
 __all__ = [
     "SITE_LAT_DEG",
     "SITE_LON_DEG",
@@ -157,7 +159,7 @@ def parse_subband_filename(path: str | Path) -> SubbandFile | None:
 
 def ms_filename(timestamp: datetime) -> str:
     """Return the MS name of a group, e.g. ``drift_20230101T000000_00.ms``."""
-    return f"drift_{timestamp.strftime('%Y%m%dT%H%M%S')}_00.ms"
+    return ms_name(timestamp)
 
 
 def antenna_layout_enu(*, n_antennas: int = N_ANTENNAS_ACTIVE) -> NDArray[np.float64]:

@@ -17,6 +17,7 @@ from astropy.io import fits
 
 from dsa110_contimg.data_ingestion.photometry import Beam
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at, primary_beam_image
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.testing.images import make_point_source_image
 
 __all__ = ["write_group_image"]
@@ -90,9 +91,7 @@ def write_group_image(
     header["DSAGROUP"] = Path(prefix).name
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    paths = {
-        k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in ("image", "pb", "rms")
-    }
+    paths = {k: ImageNames(prefix).path(k) for k in ("image", "pb", "rms")}
     fits.PrimaryHDU(pb.astype(np.float32), header).writeto(paths["pb"], overwrite=True)
     rms = np.full(shape, noise_rms_jy, dtype=np.float32)
     fits.PrimaryHDU(rms, header).writeto(paths["rms"], overwrite=True)

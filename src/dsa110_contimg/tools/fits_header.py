@@ -26,6 +26,7 @@ HIERARCH key (which cannot be continued) is also written in full as
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,10 +34,12 @@ import erfa
 import numpy as np
 from astropy.io import fits
 from astropy.time import Time
+from astropy.wcs import WCS, FITSFixedWarning
 
 from dsa110_contimg._optional import require
 
 __all__ = [
+    "celestial_wcs",
     "set_header_cards",
     "apply_header_cards",
     "ms_observation_cards",
@@ -226,3 +229,10 @@ def _time_span_mjd(header: fits.Header) -> tuple[float, float] | None:
 def _joined(members: Sequence[fits.Header], key: str) -> str:
     values = sorted({str(h[key]) for h in members if key in h})
     return ",".join(values) or "UNKNOWN"
+
+
+def celestial_wcs(header: fits.Header) -> WCS:
+    """Return the 2-D celestial WCS of an image header (quietly fixing dates)."""
+    with warnings.catch_warnings():  # WSClean's DATE-OBS gets a harmless 'datfix'
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header).celestial

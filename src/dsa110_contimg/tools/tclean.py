@@ -68,6 +68,7 @@ import numpy as np
 from dsa110_contimg._casa import CASA_SITE_CONFIG, casa_environment
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tools._imager_run import publish_products, run_imager, scratch_dir
 from dsa110_contimg.tools._imager_types import ImageProduct, ImagingParams
 from dsa110_contimg.tools.fits_header import set_header_cards
@@ -292,7 +293,7 @@ class TcleanImager:
         except ImagingError as err:
             msg = f"cannot image {ms_path} with tclean: {err}"
             raise ImagingError(msg) from err
-        log_path = prefix.with_name(f"{prefix.name}-tclean.log")
+        log_path = ImageNames(prefix).log("tclean")
         with scratch_dir(prefix) as work:
             return self._run(ms_path, prefix, params, python, work, log_path, header)
 
@@ -354,7 +355,7 @@ class TcleanImager:
         cards = {**(header or {}), "DSAIMGRV": self._version}
         for kind in _PRODUCTS:
             set_header_cards(exported[kind], cards)
-        final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
+        final = {k: ImageNames(prefix).path(k) for k in _PRODUCTS}
         publish_products({k: (exported[k], final[k]) for k in _PRODUCTS})
         log.info(
             "tclean done",

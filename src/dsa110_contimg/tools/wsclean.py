@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tools._imager_run import publish_products, run_imager, scratch_dir
 from dsa110_contimg.tools._imager_types import ImageProduct, ImagingParams
 from dsa110_contimg.tools.fits_header import set_header_cards
@@ -171,8 +172,9 @@ class WscleanImager:
         except ImagingError as err:
             msg = f"cannot image {ms_path}: {err}"
             raise ImagingError(msg) from err
-        final = {k: prefix.with_name(f"{prefix.name}-{k}.fits") for k in _PRODUCTS}
-        log_path = prefix.with_name(f"{prefix.name}-wsclean.log")
+        names = ImageNames(prefix)
+        final = {k: names.path(k) for k in _PRODUCTS}
+        log_path = names.log("wsclean")
         stem = prefix.name + ("-MFS" if output_channels(params) > 1 else "")
         with scratch_dir(prefix) as work:
             cmd = wsclean_command(ms_path, work / prefix.name, params, binary=binary)

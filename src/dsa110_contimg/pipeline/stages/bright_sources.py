@@ -33,6 +33,7 @@ from dsa110_contimg.calibration._model import predict_model, read_ms_geometry
 from dsa110_contimg.data_ingestion.photometry import Beam, _PixelGaussian
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.tools.fits_header import celestial_wcs
 
 __all__ = ["SUBTRACTED_COLUMN", "bright_calibrators", "restore_sources", "subtract"]
 
@@ -152,8 +153,6 @@ def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) ->
     int
         The number of sources that fell on the image and were restored.
     """
-    from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
-
     with fits.open(image_path, mode="update") as hdul:
         header = hdul[0].header
         data = hdul[0].data

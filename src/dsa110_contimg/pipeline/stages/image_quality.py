@@ -42,6 +42,7 @@ from astropy.stats import mad_std
 
 from dsa110_contimg.data_ingestion.ms_noise import thermal_rms_jy
 from dsa110_contimg.exceptions import InputDataError
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.utils.config import ImagingConfig
 
 __all__ = [
@@ -298,7 +299,7 @@ def measure_quality(
 def quality_path(image_path: Path) -> Path:
     """Return the quality record beside a restored image (``-qa.json``)."""
     image_path = Path(image_path)
-    return image_path.with_name(image_path.name.replace("-image.fits", "-qa.json"))
+    return ImageNames.of(image_path).path("quality")
 
 
 def write_quality(quality: ImageQuality) -> Path:

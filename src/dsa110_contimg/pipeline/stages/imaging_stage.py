@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
 from dsa110_contimg import __version__
 from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
@@ -49,7 +48,8 @@ from dsa110_contimg.pipeline.stages._product_checks import (
     imaging_key,
 )
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
-from dsa110_contimg.tools.fits_header import ms_observation_cards
+from dsa110_contimg.products import ImageNames
+from dsa110_contimg.tools.fits_header import celestial_wcs, ms_observation_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
 from dsa110_contimg.utils.config import ImagingConfig, section_values
 from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
@@ -218,7 +218,7 @@ def field_edge_pb(
 
 def image_prefix(ms_path: Path, images_dir: Path) -> Path:
     """Return the product prefix of an MS's image (``images_dir/<ms stem>``)."""
-    return Path(images_dir) / Path(ms_path).name.removesuffix(".ms")
+    return ImageNames.for_ms(ms_path, images_dir).prefix
 
 
 def image_ms(
@@ -246,8 +246,8 @@ def image_ms(
     InputDataError
         An existing restored image is unreadable (delete it to re-image).
     """
-    prefix = image_prefix(ms_path, images_dir)
-    image_path = prefix.with_name(f"{prefix.name}-image.fits")
+    names = ImageNames.for_ms(ms_path, images_dir)
+    prefix, image_path = names.prefix, names.image
     calibration = ms_calibration(Path(ms_path))
     key = imaging_key(_image_settings(cfg), calibration)
     problem = (
@@ -272,10 +272,10 @@ def image_ms(
         skipped = ImageProduct(
             Path(ms_path),
             image_path,
-            prefix.with_name(f"{prefix.name}-residual.fits"),
-            prefix.with_name(f"{prefix.name}-psf.fits"),
-            prefix.with_name(f"{prefix.name}-model.fits"),
-            prefix.with_name(f"{prefix.name}-{cfg.backend}.log"),
+            names.path("residual"),
+            names.path("psf"),
+            names.path("model"),
+            names.log(cfg.backend),
             cfg.backend,
             "",
             (),
@@ -378,14 +378,14 @@ def _image_settings(cfg: ImagingConfig) -> dict[str, object]:
 
 
 def _derived_paths(image_path: Path) -> dict[str, Path]:
-    stem = image_path.name.removesuffix("-image.fits")
+    names = ImageNames.of(image_path)
     return {
-        "pb": image_path.with_name(f"{stem}-pb.fits"),
-        "rms": image_path.with_name(f"{stem}-rms.fits"),
-        "pbcor": image_path.with_name(f"{stem}-pbcor.fits"),
-        "png": image_path.with_name(f"{stem}-image.png"),
-        "residual_png": image_path.with_name(f"{stem}-residual.png"),
-        "pb_png": image_path.with_name(f"{stem}-pb.png"),
+        "pb": names.path("pb"),
+        "rms": names.path("rms"),
+        "pbcor": names.path("pbcor"),
+        "png": names.path("preview"),
+        "residual_png": names.path("residual_preview"),
+        "pb_png": names.path("pb_preview"),
     }
 
 
@@ -404,13 +404,6 @@ def _read_plane(path: Path) -> tuple[np.ndarray, fits.Header, tuple[int, ...]]:
     return data.reshape(data.shape[-2:]), header, data.shape
 
 
-def celestial_wcs(header: fits.Header) -> WCS:
-    """Return the 2-D celestial WCS of an image header (quietly fixing dates)."""
-    with warnings.catch_warnings():  # WSClean's DATE-OBS gets a harmless 'datfix'
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        return WCS(header).celestial
-
-
 @writes_product("FITS map")
 def _write_map(
     path: Path, data: np.ndarray, header: fits.Header, shape: tuple[int, ...], kind: str
@@ -426,12 +419,31 @@ def _write_map(
         tmp.unlink(missing_ok=True)
 
 
+def _residual_rms(product: ImageProduct, residual: np.ndarray) -> float:
+    """Return the residual's robust rms: the quality record's, else measured.
+
+    The quality gates measured it already (``rms_jy``, 1.4826 MAD of the whole
+    residual); the previews reuse that number rather than derive it again.
+    """
+    from dsa110_contimg.visualization import robust_rms
+
+    if product.quality_path is not None:
+        try:
+            record = qa.read_quality(product.image_path)
+        except InputDataError:
+            record = None
+        rms = (record or {}).get("rms_jy")
+        if isinstance(rms, int | float) and np.isfinite(rms) and rms > 0:
+            return float(rms)
+    return robust_rms(residual)
+
+
 def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> None:
     """Write the image and residual previews (scaled by the residual's rms) and
     the primary beam's (0 to 1, linear)."""
-    from dsa110_contimg.visualization import robust_rms, write_preview
+    from dsa110_contimg.visualization import write_preview
 
-    rms = robust_rms(residual)
+    rms = _residual_rms(product, residual)
     name = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
     for key, data, what in (
         ("png", image, "image"),

@@ -45,10 +45,11 @@ from dsa110_contimg.mosaic import (
     mosaic_grid,
 )
 from dsa110_contimg.pipeline.stages._product_checks import fits_problem
-from dsa110_contimg.pipeline.stages.image_quality import quality_path, read_quality
-from dsa110_contimg.pipeline.stages.imaging_stage import celestial_wcs
+from dsa110_contimg.pipeline.stages.image_quality import read_quality
+from dsa110_contimg.products import ImageNames, mosaic_paths
 from dsa110_contimg.tools.fits_header import (
     apply_header_cards,
+    celestial_wcs,
     mosaic_observation_cards,
 )
 from dsa110_contimg.utils.config import MosaicConfig
@@ -80,14 +81,24 @@ class MosaicMember:
     Parameters
     ----------
     image_path : Path
-        The restored image (``<prefix>-image.fits``); its ``-pb.fits`` and
-        ``-rms.fits`` maps sit beside it.
+        The restored image (``<prefix>-image.fits``).
     group_time : datetime, optional
         Start of the group; places the footprint of a missing image.
+    pb_path, rms_path : Path, optional
+        The primary-beam and rms maps the imaging stage made for it
+        (`ImageProduct.pb_path`, ``rms_path``); default the names beside the
+        image (`ImageNames`).
     """
 
     image_path: Path
     group_time: datetime | None = None
+    pb_path: Path | None = None
+    rms_path: Path | None = None
+
+    def map_path(self, kind: str) -> Path:
+        """Return the member's ``pb``, ``rms`` or ``quality`` file."""
+        given = {"pb": self.pb_path, "rms": self.rms_path}.get(kind)
+        return given if given is not None else ImageNames.of(self.image_path).path(kind)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,30 +130,12 @@ class MosaicProduct:
         return sum(m.status == "used" for m in self.members)
 
 
-def mosaic_paths(block_id: str, mosaics_dir: Path) -> dict[str, Path]:
-    """Return the product paths of a block's mosaic, keyed by kind."""
-    base = Path(mosaics_dir)
-    return {
-        "mosaic": base / f"{block_id}-mosaic.fits",
-        "weight": base / f"{block_id}-weight.fits",
-        "noise": base / f"{block_id}-noise.fits",
-        "coverage": base / f"{block_id}-coverage.fits",
-        "members": base / f"{block_id}-members.json",
-        "png": base / f"{block_id}-mosaic.png",
-    }
-
-
-def _sibling(image_path: Path, kind: str) -> Path:
-    return image_path.with_name(image_path.name.replace("-image.fits", f"-{kind}.fits"))
-
-
 def _fingerprint(members: Sequence[MosaicMember], cfg: MosaicConfig) -> str:
     parts: list[object] = [cfg.model_dump(mode="json"), __version__]
     for member in members:
         for path in (
             member.image_path,
-            *(_sibling(member.image_path, k) for k in ("pb", "rms")),
-            quality_path(member.image_path),
+            *(member.map_path(k) for k in ("pb", "rms", "quality")),
         ):
             try:
                 stat = path.stat()
@@ -173,7 +166,7 @@ def _inspect(member: MosaicMember) -> tuple[MemberStatus | None, fits.Header | N
         detail = f"failed its quality gates: {reasons}"
         return MemberStatus(path, "rejected", detail[:500]), header
     for kind in ("pb", "rms"):
-        if not _sibling(path, kind).exists():
+        if not member.map_path(kind).exists():
             detail = f"no {kind} map; re-run the imaging stage"
             return MemberStatus(path, "incomplete", detail), header
     return None, header
@@ -246,8 +239,8 @@ def _inputs(
             continue
         try:
             image = _read_plane(path)
-            pb = _read_plane(_sibling(path, "pb"))
-            rms = _read_plane(_sibling(path, "rms"))
+            pb = _read_plane(member.map_path("pb"))
+            rms = _read_plane(member.map_path("rms"))
         except (OSError, TypeError, ValueError) as err:
             failed[path] = MemberStatus(
                 path, "corrupt", f"unreadable data: {err}"[:200]

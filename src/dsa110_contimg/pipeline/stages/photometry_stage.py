@@ -30,6 +30,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
+from scipy.ndimage import map_coordinates
 
 from dsa110_contimg.data_ingestion.photometry import (
     Beam,
@@ -47,6 +48,7 @@ from dsa110_contimg.pipeline.stages._photometry_systematics import (
     set_systematic,
     table_fraction,
 )
+from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tables import (
     PHOTOMETRY_COLUMNS,
     conform_table,
@@ -112,14 +114,56 @@ def image_primary_beam(
     return primary_beam_at(DriftTrack.from_header(header), ra_deg, dec_deg)
 
 
+def _beam_at_sources(
+    pb_path: Path | None,
+    wcs: WCS,
+    shape: tuple[int, int],
+    sources: SkyCatalog,
+    track: DriftTrack,
+) -> np.ndarray:
+    """Return the primary beam at the sources: from the map, else from the model."""
+    pb = np.full(len(sources), np.nan)
+    if pb_path is not None and Path(pb_path).exists() and len(sources):
+        beam_map, _ = _read_2d(Path(pb_path))
+        if beam_map.shape == tuple(shape):
+            x, y = wcs.world_to_pixel_values(sources.ra_deg, sources.dec_deg)
+            inside = (x >= 0) & (x <= shape[1] - 1) & (y >= 0) & (y <= shape[0] - 1)
+            pb[inside] = map_coordinates(
+                beam_map, [y[inside], x[inside]], order=1, mode="nearest"
+            )
+    missing = ~np.isfinite(pb)
+    if missing.any():
+        pb[missing] = primary_beam_at(
+            track, sources.ra_deg[missing], sources.dec_deg[missing]
+        )
+    return pb
+
+
 def measure_image(
     image_path: Path,
     catalog: SkyCatalog,
     cfg: PhotometryConfig,
     *,
     image_kind: str = "image",
+    pb_path: Path | None = None,
 ) -> Table:
     """Measure every catalogue source near an image.
+
+    Parameters
+    ----------
+    image_path : Path
+        The restored image (with the imaging stage's pointing-track cards).
+    catalog : SkyCatalog
+        Sources to measure.
+    cfg : PhotometryConfig
+        The ``photometry`` section.
+    image_kind : str
+        ``image_kind`` of the rows.
+    pb_path : Path, optional
+        The image's primary-beam map (``-pb.fits``, `ImageProduct.pb_path`):
+        the beam is read from it at the sources (bilinear), so the photometry
+        uses the beam the PB-corrected image and the mosaic weights use. The
+        beam model (`image_primary_beam`) stands in without a map, and off it.
 
     Returns
     -------
@@ -147,7 +191,8 @@ def measure_image(
     center = wcs.pixel_to_world(nx / 2, ny / 2)
     radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
     sub = catalog.select_within(center.ra.deg, center.dec.deg, radius)
-    pb = image_primary_beam(header, sub.ra_deg, sub.dec_deg)
+    track = DriftTrack.from_header(header)  # the group's one pointing track
+    pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
     result = measure_forced(
         image,
         wcs,
@@ -171,9 +216,7 @@ def measure_image(
     flags, limit = _upper_limits(
         result.flux_jy, result.flux_err_jy, flags, cfg.detection_sigma
     )
-    mjd = float(
-        header["DSAT0MJD"] + 0.5 * (header["DSANTIME"] - 1) * header["DSADTSEC"] / 86400
-    )
+    mjd = track.mid_mjd
     freq_hz = _image_frequency(header)
     n = len(result)
     table = _rows(
@@ -204,11 +247,11 @@ def _image_residual_excess(
     image_path: Path, wcs: WCS, beam: Beam, sub: SkyCatalog, cfg: PhotometryConfig
 ) -> float:
     """Return `residual_excess` on the image's residual (0 when there is none)."""
-    name = Path(image_path).name
-    if not name.endswith("-image.fits"):
+    try:
+        names = ImageNames.of(image_path)
+    except ValueError:  # not a group image (a mosaic, a test's file)
         return 0.0
-    residual_path = Path(image_path).with_name(name.replace("-image.", "-residual."))
-    psf_path = Path(image_path).with_name(name.replace("-image.", "-psf."))
+    residual_path, psf_path = names.path("residual"), names.path("psf")
     if not (residual_path.exists() and psf_path.exists()):
         return 0.0
     residual, _ = _read_2d(residual_path)

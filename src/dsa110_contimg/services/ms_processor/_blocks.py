@@ -1,18 +1,19 @@
-"""Block windows of the stream and the rule that says a block is ready.
+"""The rule that says a stream's block window is ready.
 
-Windows are ``services.mosaic_duration_min`` long and start every
-``mosaic_duration_min - mosaic_overlap_min`` from ``queue.block_anchor_time``,
-so every process (and every restart) cuts the same blocks whatever order data
-arrives in. A group belongs to each window whose ``[start, end)`` holds its
-start time, as in `PipelineOrchestrator.find_ms_blocks_for_batch`, and the
-block id is the one `PipelineOrchestrator.create_processing_block` gives.
+The windows themselves (`BlockWindow`, `block_windows_containing`) are cut by
+`dsa110_contimg.products` on the grid batch uses too: ``mosaic_duration_min``
+long, starting every ``mosaic_duration_min - mosaic_overlap_min`` from
+``queue.block_anchor_time``, so every process (and every restart, and a batch
+run over the same files) cuts the same blocks whatever order data arrives in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+
+from dsa110_contimg.products import BlockWindow, block_windows_containing
 
 __all__ = [
     "BlockWindow",
@@ -21,19 +22,6 @@ __all__ = [
     "block_windows_containing",
     "decide_block",
 ]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class BlockWindow:
-    """One block's time window ``[start, end)`` (UTC)."""
-
-    start: datetime
-    end: datetime
-
-    @property
-    def block_id(self) -> str:
-        """Return the block id, ``block_<end as %Y%m%dT%H%M%S>``."""
-        return "block_" + self.end.strftime("%Y%m%dT%H%M%S")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,38 +59,6 @@ class BlockDecision:
     priority: int
     reason: str
     is_update: bool = False
-
-
-def block_windows_containing(
-    time: datetime,
-    *,
-    anchor: datetime,
-    duration: timedelta,
-    step: timedelta,
-) -> list[BlockWindow]:
-    """Return the windows whose ``[start, end)`` holds ``time``, earliest first.
-
-    Parameters
-    ----------
-    time : datetime
-        A group start time (timezone-aware).
-    anchor : datetime
-        Start of window 0 (``queue.block_anchor_time``).
-    duration : timedelta
-        Window length (``mosaic_duration_min``).
-    step : timedelta
-        Distance between window starts (duration minus overlap).
-    """
-    if step <= timedelta(0) or duration <= timedelta(0):
-        msg = f"duration and step must be positive, got {duration} and {step}"
-        raise ValueError(msg)
-    k = (time - anchor) // step
-    windows = []
-    while anchor + k * step + duration > time:
-        start = anchor + k * step
-        windows.append(BlockWindow(start, start + duration))
-        k -= 1
-    return windows[::-1]
 
 
 def decide_block(

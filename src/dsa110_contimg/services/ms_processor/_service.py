@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from dsa110_contimg.exceptions import (
     StateError,
 )
 from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
+from dsa110_contimg.products import BlockGrid
 from dsa110_contimg.services._intake import run_off_loop
 from dsa110_contimg.services._pool import CapturingExecutor, ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
@@ -112,12 +113,8 @@ class MsProcessor:
         self.executors = executors
         self.catalog = catalog
         self._can_convert = can_convert or (lambda: True)
-        svc = config.services
-        self._duration = timedelta(minutes=svc.mosaic_duration_min)
-        self._step = timedelta(minutes=svc.mosaic_duration_min - svc.mosaic_overlap_min)
-        self._anchor = datetime.fromisoformat(config.queue.block_anchor_time).replace(
-            tzinfo=UTC
-        )
+        grid = BlockGrid.from_config(config)  # the one grid, batch's too
+        self._duration, self._step, self._anchor = grid.duration, grid.step, grid.anchor
         self._last_full_plan: datetime | None = None
 
     def register(self) -> None:

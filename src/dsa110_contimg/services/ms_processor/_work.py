@@ -93,10 +93,9 @@ def supersede_images(ms_path: Path, images_dir: Path) -> list[str]:
     They go to ``<images_dir>/superseded/<UTC stamp>/`` (kept, not deleted);
     the block's next run images the new MS and remakes its mosaic.
     """
-    from dsa110_contimg.pipeline.stages.imaging_stage import image_prefix
+    from dsa110_contimg.products import ImageNames
 
-    prefix = image_prefix(Path(ms_path), Path(images_dir))
-    products = sorted(prefix.parent.glob(f"{prefix.name}-*"))
+    products = ImageNames.for_ms(ms_path, images_dir).existing()
     if not products:
         return []
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
