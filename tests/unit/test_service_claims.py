@@ -358,3 +358,35 @@ def test_two_hosts_in_one_process_do_not_reclaim_each_others_jobs(config) -> Non
     finally:
         conn_a.close()
         conn_b.close()
+
+
+@pytest.mark.parametrize(
+    "name", ["hdf5_watcher", "ms_processor", "variability_analyzer"]
+)
+def test_each_service_package_runs_itself_alone_on_the_host(name, monkeypatch) -> None:
+    """``services.<name>.run`` hands exactly its own service to `run_services`."""
+    import importlib
+
+    from dsa110_contimg.services import _host
+
+    calls = []
+
+    def fake_run_services(config, services, **kwargs):
+        calls.append((config, tuple(services), kwargs))
+        return "summary"
+
+    monkeypatch.setattr(_host, "run_services", fake_run_services)
+    package = importlib.import_module(f"dsa110_contimg.services.{name}")
+    import threading
+
+    stop = threading.Event()
+    assert package.run("cfg", stop_event=stop, incoming_dir=Path("/in")) == "summary"
+    assert calls == [
+        (
+            "cfg",
+            (name,),
+            {"stop_event": stop, "incoming_dir": Path("/in"), "catalog_path": None},
+        )
+    ]
+    assert package.run.__module__ == f"dsa110_contimg.services.{name}"
+    assert f"a second {name} on it is refused" in package.run.__doc__

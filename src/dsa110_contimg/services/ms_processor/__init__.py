@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from pathlib import Path
-from typing import TYPE_CHECKING
-
+from dsa110_contimg.services._entry import service_entry
 from dsa110_contimg.services.ms_processor._blocks import (
     BlockDecision,
     BlockWindow,
@@ -23,10 +20,6 @@ from dsa110_contimg.services.ms_processor._work import (
     convert_job,
 )
 
-if TYPE_CHECKING:
-    from dsa110_contimg.services._host import StreamSummary
-    from dsa110_contimg.utils.config import PipelineConfig
-
 __all__ = [
     "BlockDecision",
     "BlockWindow",
@@ -42,28 +35,12 @@ __all__ = [
 ]
 
 
-def run(
-    config: PipelineConfig,
-    *,
-    stop_event: threading.Event | None = None,
-    incoming_dir: Path | None = None,
-    catalog_path: Path | None = None,
-) -> StreamSummary:
+run = service_entry(
+    "ms_processor",
     """Run the ms_processor alone until SIGTERM/SIGINT or ``stop_event``.
 
     It converts groups, plans block windows and processes blocks (photometry with
     ``catalog_path``, default ``paths.catalog_path``), and runs the start-up clean-
-    up, product audit and periodic maintenance. The other services may run in other
-    processes (or hosts) on the same state database; a second ms_processor on it is
-    refused with a `WriterBusyError` naming the running one's host and pid.
-    Parameters as `dsa110_contimg.services.run_services`.
-    """
-    from dsa110_contimg.services._host import run_services
-
-    return run_services(
-        config,
-        ("ms_processor",),
-        stop_event=stop_event,
-        incoming_dir=incoming_dir,
-        catalog_path=catalog_path,
-    )
+    up, product audit and periodic maintenance.""",
+    __name__,
+)
