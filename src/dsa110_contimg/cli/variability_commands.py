@@ -39,6 +39,13 @@ from dsa110_contimg.tables import LIGHTCURVE_SHOWN, VARIABLES_SHOWN
 
 _SHOWN = VARIABLES_SHOWN
 _LC_SHOWN = LIGHTCURVE_SHOWN
+_store_option = click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Light-curve store (default: variability.store_dir).",
+)
 
 
 def _json_value(value: object) -> object:
@@ -108,13 +115,7 @@ def _format(table: Table) -> list[str]:
 @click.option(
     "--plot", type=click.Path(dir_okay=False), default=None, help="eta-V plot (PNG)."
 )
-@click.option(
-    "--store",
-    "store_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Light-curve store (default: variability.store_dir).",
-)
+@_store_option
 @click.option(
     "--search-all",
     is_flag=True,
@@ -170,13 +171,7 @@ def variables_command(
     default=None,
     help="Read the light curve from this CSV instead of the store.",
 )
-@click.option(
-    "--store",
-    "store_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Light-curve store (default: variability.store_dir).",
-)
+@_store_option
 def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir):
     """Print one source's light curve and metrics; optionally plot it."""
     from dsa110_contimg.variability import (
@@ -253,13 +248,7 @@ def lightcurve_command(config_path, env, sets, name, png, input_path, store_dir)
     "(default: the product's name and strip, e.g. block_..._dec+16.30).",
 )
 @click.option("--replace", is_flag=True, help="Re-process an epoch already stored.")
-@click.option(
-    "--store",
-    "store_dir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Light-curve store (default: variability.store_dir).",
-)
+@_store_option
 def ingest_command(
     config_path, env, sets, csv_path, kind, epoch_id, replace, store_dir
 ):
