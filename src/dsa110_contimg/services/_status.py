@@ -194,7 +194,11 @@ def queue_status(
         "oldest_pending_data_time_iso": backlog.oldest_data_time_iso,
         "oldest_pending_created_at": backlog.oldest_created_at,
     }
-    intake = get_service_state(conn).get("intake", {"paused": False})
+    flags = get_service_state(conn)
+    intake = dict(flags.get("intake", {"paused": False}))
+    hold = flags.get("intake_hold")  # the operator's (state.intake)
+    if hold and hold.get("paused"):
+        intake.update(paused=True, reason=f"held by an operator: {hold.get('reason')}")
     report["intake"] = intake
     for field, state in (
         ("running_jobs", "running"),

@@ -1,0 +1,128 @@
+"""The one table from exception class to HTTP status, and its handlers.
+
+Every error an endpoint raises is a `dsa110_contimg.exceptions` class (or one
+of the four below, which subclass `InputDataError`); `ERROR_STATUS` maps it to
+a status, most specific class first. The response body is
+``{"error": <class name>, "detail": <message>, "status": <code>}``; a request
+that fails validation (a bad query parameter) gets 422 with a ``detail``
+naming the parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from dsa110_contimg.exceptions import (
+    CalibrationError,
+    ConfigError,
+    ExternalToolError,
+    InputDataError,
+    MissingDependencyError,
+    PipelineError,
+    ResourceError,
+    StateError,
+)
+
+__all__ = [
+    "ERROR_STATUS",
+    "ForbiddenError",
+    "RateLimitedError",
+    "NotFoundError",
+    "UnavailableError",
+    "install_error_handlers",
+    "status_of",
+]
+
+log = logging.getLogger(__name__)
+
+
+class NotFoundError(InputDataError):
+    """The requested job, block, product, source or solution does not exist."""
+
+
+class ForbiddenError(InputDataError):
+    """The request is not allowed: a path outside the data directories, no token."""
+
+
+class RateLimitedError(InputDataError):
+    """A client sent more operator actions than ``web.action_rate_per_min``."""
+
+
+class UnavailableError(StateError):
+    """What the request needs is not there yet (no state database, no store)."""
+
+
+ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFoundError, 404),
+    (ForbiddenError, 403),
+    (RateLimitedError, 429),
+    (UnavailableError, 503),
+    (InputDataError, 400),
+    (StateError, 409),
+    (ResourceError, 503),
+    (MissingDependencyError, 501),
+    (ExternalToolError, 502),
+    (ConfigError, 500),
+    (CalibrationError, 500),
+    (PipelineError, 500),
+)
+"""Exception class -> HTTP status; the first class an error is an instance of wins."""
+
+
+def status_of(error: BaseException) -> int:
+    """Return the HTTP status of an error by `ERROR_STATUS` (500 when unlisted)."""
+    for cls, status in ERROR_STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def _body(error: str, detail: object, status: int) -> dict[str, object]:
+    return {"error": error, "detail": detail, "status": status}
+
+
+async def _pipeline_error(request: Request, exc: Exception) -> JSONResponse:
+    status = status_of(exc)
+    if status >= 500:
+        log.error(
+            "request failed",
+            extra={"path": request.url.path, "error": str(exc)},
+            exc_info=exc,
+        )
+    headers = {"Retry-After": "60"} if status == 429 else None
+    return JSONResponse(
+        _body(type(exc).__name__, str(exc), status),
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _location(loc: tuple) -> str:
+    where = [str(p) for p in loc]
+    if where and where[0] in {"query", "path", "body", "header"}:
+        kind = {"query": "query parameter", "path": "path parameter"}.get(
+            where[0], where[0]
+        )
+        return f"{kind} {'.'.join(where[1:])!r}" if len(where) > 1 else kind
+    return ".".join(where)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors()]
+    body = _body("RequestValidationError", "; ".join(problems), 422)
+    body["errors"] = [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return JSONResponse(body, status_code=422)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers of `ERROR_STATUS` and of request validation."""
+    app.add_exception_handler(PipelineError, _pipeline_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
