@@ -102,13 +102,13 @@ async def _pipeline_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _location(loc: tuple) -> str:
-    where = [str(p) for p in loc]
-    if where and where[0] in {"query", "path", "body", "header"}:
-        kind = {"query": "query parameter", "path": "path parameter"}.get(
-            where[0], where[0]
-        )
-        return f"{kind} {'.'.join(where[1:])!r}" if len(where) > 1 else kind
-    return ".".join(where)
+    kinds = {"query": "query parameter", "path": "path parameter", "header": "header"}
+    parts = list(loc)
+    kind = kinds.get(str(parts[0]), str(parts[0])) if parts else "request"
+    names = [str(p) for p in parts[1:] if not isinstance(p, int)]
+    items = [str(p + 1) for p in parts[1:] if isinstance(p, int)]
+    where = f"{kind} {'.'.join(names)!r}" if names else kind
+    return where + (f" (value {', '.join(items)})" if items else "")
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
