@@ -420,7 +420,9 @@ def test_products_outside_the_data_directories_are_refused(client, site) -> None
         for suffix in ("file", "preview.png"):
             response = client.get(f"/api/products/{pid}/{suffix}")
             assert response.status_code == 403, (pid, suffix)
-            assert "outside the configured data directories" in response.json()["detail"]
+            assert (
+                "outside the configured data directories" in response.json()["detail"]
+            )
         assert client.get(f"/api/images/{pid}").status_code == 403
 
 
@@ -447,7 +449,9 @@ def test_files_inside_are_served(client, site) -> None:
     assert ok.status_code == 200 and ok.text == "<html>block</html>"
     absolute = client.get("/api/files", params={"path": str(site["image"])})
     assert absolute.content == site["image"].read_bytes()
-    assert client.get("/api/files", params={"path": "images/none.fits"}).status_code == 404
+    assert (
+        client.get("/api/files", params={"path": "images/none.fits"}).status_code == 404
+    )
     assert client.get("/api/files").status_code == 422
 
 
@@ -522,7 +526,9 @@ def test_calibration(client) -> None:
     one = client.get(f"/api/calibration/{newest['id']}").json()
     assert one["id"] == newest["id"]
     assert client.get("/api/calibration/9999").status_code == 404
-    assert client.get("/api/calibration", params={"dec_strip_deg": 91}).status_code == 422
+    assert (
+        client.get("/api/calibration", params={"dec_strip_deg": 91}).status_code == 422
+    )
 
 
 # ---------------------------------------------------------------- prometheus
@@ -571,7 +577,10 @@ def test_missing_database_is_503_and_db_down(tmp_path) -> None:
 
 def test_the_api_opens_the_database_read_only(client) -> None:
     context = client.app.state.context
-    with context.read() as conn, pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with (
+        context.read() as conn,
+        pytest.raises(sqlite3.OperationalError, match="readonly"),
+    ):
         conn.execute("DELETE FROM jobs")
 
 
