@@ -397,8 +397,9 @@ def test_preview_png_and_fits_download(client, site) -> None:
     assert preview.status_code == 200
     assert preview.headers["content-type"] == "image/png"
     assert preview.content.startswith(b"\x89PNG\r\n\x1a\n")
-    from matplotlib import image as mpimg
     import io
+
+    from matplotlib import image as mpimg
 
     pixels = mpimg.imread(io.BytesIO(preview.content))
     assert pixels.shape[:2] == (64, 64)
