@@ -160,8 +160,9 @@ def queue_status(
         ``pending``, ``running``, ``done``, ``failed`` and ``quarantined``
         counts; ``by_kind`` counts; ``backlog`` (pending + running, how many
         are runnable now, the oldest pending data); ``intake`` (paused by the
-        disk guard or not); the ``running_jobs``, ``quarantine`` and
-        ``failed_jobs`` lists (up to 20 each, with reasons and inputs);
+        disk guard or by an operator's hold, `state.intake`, or not); the
+        ``running_jobs``, ``quarantine`` and ``failed_jobs`` lists (up to 20
+        each, with reasons and inputs);
         ``last_errors`` (the 10 newest error events); ``block_windows``
         (windows waiting to be enqueued, each with ``waits_for`` and
         ``runs_at``); ``rejected_files`` (``counts`` by kind and the 20
