@@ -211,6 +211,16 @@ def test_openapi_lists_every_endpoint_with_table_fields(client) -> None:
     assert tuple(models["VariabilityResult"]["properties"]) == VARIABILITY_RESULTS.names
     assert tuple(models["LightcurvePoint"]["properties"]) == LIGHTCURVE_STORE.names
     assert "(Jy)" in models["LightcurvePoint"]["properties"]["flux_jy"]["description"]
+    for name in (
+        "Figures",
+        "QueueModel",
+        "BacklogPoint",
+        "HealthReport",
+        "ImageDetail",
+    ):
+        assert name in models, name
+    # no page that would load scripts from the internet
+    assert client.get("/api/docs").status_code == 404
 
 
 def test_error_table_maps_the_pipeline_classes() -> None:

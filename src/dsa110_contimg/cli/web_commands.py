@@ -50,7 +50,7 @@ def serve_command(config_path, env, sets, host, port) -> None:
     port = port or config.web.port
     app = create_app(config)
     click.echo(
-        f"serving the API on http://{host}:{port}/api/ (docs /api/docs, "
+        f"serving the API on http://{host}:{port}/api/ (schema /api/openapi.json, "
         f"Prometheus /metrics); state database {config.paths.state_db}"
     )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

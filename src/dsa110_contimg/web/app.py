@@ -3,7 +3,8 @@
 `create_app` builds one app from a configuration: the JSON API under
 ``/api/`` (`web.api`), the Prometheus exposition at ``/metrics``
 (`web.prometheus`, its own registry), the OpenAPI schema at
-``/api/openapi.json`` with the interactive docs at ``/api/docs``, the error
+``/api/openapi.json`` (no interactive docs page: Swagger UI would load its
+script from a CDN, and the server works with no internet), the error
 table of `web.errors`, the body-size limit and the actions' rate limit of
 `web.security`. The state database is only ever opened read-only, except for
 the single writable connection of an operator action.
@@ -77,7 +78,7 @@ def create_app(
             "`{items, total, limit, offset, next_offset}`."
         ),
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.context = context

@@ -19,6 +19,7 @@ from dsa110_contimg.tables import JOBS, LIGHTCURVE_STORE, VARIABILITY_RESULTS, T
 
 __all__ = [
     "ActionResult",
+    "BacklogPoint",
     "BlockDetail",
     "BlockModel",
     "CalSolutionModel",
@@ -32,8 +33,10 @@ __all__ = [
     "LightcurvePoint",
     "MosaicMemberModel",
     "Page",
+    "PendingModel",
     "ProductModel",
     "QualityModel",
+    "QueueModel",
     "RejectedFileModel",
     "SourceModel",
     "VariabilityModel",
@@ -166,6 +169,30 @@ class IntakeModel(BaseModel):
     hold: dict[str, Any] | None = Field(
         description="The operator's ``intake_hold`` flag, or null if never set."
     )
+
+
+class BacklogPoint(BaseModel):
+    """The backlog at one time (`state.figures.backlog_series`)."""
+
+    time: str = Field(description="UTC ISO 8601 time of the sample")
+    backlog: int = Field(description="jobs queued by then and not finished by then")
+    pending_groups: int = Field(description="the convert_group ones among them")
+
+
+class PendingModel(BaseModel):
+    """The pending jobs now."""
+
+    n_runnable: int = Field(description="pending jobs whose not_before_at has passed")
+    oldest_data_time_iso: str | None
+    oldest_created_at: str | None
+
+
+class QueueModel(BaseModel):
+    """Jobs by kind and state, the runnable backlog and the intake state."""
+
+    by_kind: dict[str, dict[str, int]] = Field(description="kind -> state -> count")
+    backlog: PendingModel
+    intake: IntakeModel
 
 
 class RejectedFileModel(BaseModel):

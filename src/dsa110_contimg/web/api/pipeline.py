@@ -23,11 +23,13 @@ from dsa110_contimg.state.jobs import (
 from dsa110_contimg.state.jobs.model import Job
 from dsa110_contimg.web.api._common import Context, Paging, not_found
 from dsa110_contimg.web.models import (
+    BacklogPoint,
     HealthReport,
     IntakeModel,
     JobEventModel,
     JobModel,
     Page,
+    QueueModel,
     RejectedFileModel,
     page,
 )
@@ -100,7 +102,7 @@ def metrics(ctx: Context, window_h: WindowH = None) -> Figures:
         )
 
 
-@router.get("/metrics/backlog")
+@router.get("/metrics/backlog", response_model=list[BacklogPoint])
 def backlog_over_time(
     ctx: Context,
     window_h: WindowH = None,
@@ -115,7 +117,7 @@ def backlog_over_time(
         )
 
 
-@router.get("/queue")
+@router.get("/queue", response_model=QueueModel)
 def queue(ctx: Context) -> dict[str, object]:
     """Jobs by kind and state, the runnable backlog and the intake state."""
     with ctx.read() as conn:

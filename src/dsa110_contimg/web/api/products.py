@@ -187,15 +187,14 @@ def _detail(ctx, product_id: int, kinds: frozenset[str], what: str) -> dict[str,
     header, shape = _header(path)
     with ctx.read() as conn:
         quality, _ = list_image_quality_page(conn, image_path=str(row["path"]), limit=1)
-        members = list_mosaic_members(conn, image_path=str(row["path"])) + (
-            [
+        if row["kind"] == "mosaic":
+            members = [
                 m
                 for m in list_mosaic_members(conn, block_id=str(row["block_id"]))
                 if m["mosaic_path"] == str(row["path"])
             ]
-            if row["kind"] == "mosaic"
-            else []
-        )
+        else:
+            members = list_mosaic_members(conn, image_path=str(row["path"]))
     return {
         "product": _product_body(row),
         "header": header,

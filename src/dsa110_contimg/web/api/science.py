@@ -9,6 +9,7 @@ store changes. Calibration solutions come from the state database.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,9 @@ __all__ = ["router"]
 router = APIRouter(tags=["science"])
 
 _STATS = ("n_epochs", "eta", "v", "is_variable", "ese_candidate")
+
+_STORE_LOCK = threading.Lock()
+"""The store's DuckDB connection serves one query at a time (request threads)."""
 
 
 def _store(ctx):
@@ -66,7 +70,8 @@ def _results(ctx) -> list[dict[str, Any]]:
     def build() -> list[dict[str, Any]]:
         from dsa110_contimg.variability import analyze_store
 
-        table = analyze_store(store, ctx.config.variability)
+        with _STORE_LOCK:
+            table = analyze_store(store, ctx.config.variability)
         names = [n for n in VARIABILITY_RESULTS.names if n in table.colnames]
         return [{n: clean(row[n]) for n in names} for row in table]
 
@@ -208,7 +213,8 @@ def source(ctx: Context, source_name: str) -> dict[str, object]:
 def lightcurve(ctx: Context, source_name: str) -> dict[str, object]:
     """A source's stored measurements, oldest first (flux, errors, scale, flags)."""
     store, _ = _store(ctx)
-    table = store.lightcurve(source_name)
+    with _STORE_LOCK:
+        table = store.lightcurve(source_name)
     if len(table) == 0:
         not_found(
             f"light curve of {source_name!r}",
