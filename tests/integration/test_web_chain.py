@@ -92,6 +92,11 @@ def test_block_images_and_mosaic_of_a_real_run(served) -> None:
     assert [m["path"] for m in mosaics] == block.output_files["mosaic"]
     mosaic = client.get(f"/api/mosaics/{mosaics[0]['id']}").json()
     assert any(m["status"] == "used" for m in mosaic["mosaic_members"])
+    footprints = client.get("/api/coverage").json()["items"]
+    assert {f["kind"] for f in footprints} == {"image", "mosaic"}
+    for foot in footprints:
+        assert foot["dec_deg"] == pytest.approx(foot["pointing_dec_deg"], abs=2.0)
+        assert foot["width_deg"] > 0 and foot["mjd_obs"] > 50000
 
 
 def test_sources_and_light_curves_of_a_real_run(served) -> None:

@@ -69,6 +69,17 @@ def _fits(path: Path, value: float, shape=(1, 1, 64, 64)) -> None:
     data = np.full(shape, value, dtype=np.float32)
     data[..., 32, 32] = 10 * value
     header = fits.Header({"BUNIT": "JY/BEAM", "OBJECT": path.stem, "BMAJ": 0.01})
+    ny, nx = shape[-2:]
+    axes = [("RA---SIN", 10.0, -0.01, nx), ("DEC--SIN", 16.3, 0.01, ny)]
+    axes += [("FREQ", 1.4e9, 1e6, 1), ("STOKES", 1.0, 1.0, 1)][: len(shape) - 2]
+    for i, (ctype, crval, cdelt, n) in enumerate(axes, start=1):
+        header[f"CTYPE{i}"] = ctype
+        header[f"CRVAL{i}"] = crval
+        header[f"CDELT{i}"] = cdelt
+        header[f"CRPIX{i}"] = (n + 1) / 2
+    header["DATE-OBS"] = "2025-01-02T11:00:00"
+    header["MJD-OBS"] = 60677.458333
+    header["DSAPTDEC"] = 16.3
     path.parent.mkdir(parents=True, exist_ok=True)
     fits.writeto(path, data, header)
 
@@ -421,6 +432,34 @@ def test_preview_png_and_fits_download(client, site) -> None:
     assert download.headers["content-type"] == "application/fits"
     summary = client.get(f"/api/products/{site['summary_id']}/preview.png")
     assert summary.status_code == 404
+
+
+def test_coverage_footprints(client, site) -> None:
+    body = client.get("/api/coverage").json()
+    ids = {f["product_id"]: f for f in body["items"]}
+    # the products outside the data directories are left out
+    assert set(ids) == {site["image_id"], site["mosaic_id"]}
+    mosaic = ids[site["mosaic_id"]]
+    assert mosaic["ra_deg"] == pytest.approx(10.0, abs=1e-6)
+    assert mosaic["dec_deg"] == pytest.approx(16.3, abs=1e-6)
+    assert mosaic["width_deg"] == pytest.approx(1.0)  # 100 px of 0.01 deg
+    assert mosaic["height_deg"] == pytest.approx(0.8)
+    assert mosaic["pointing_dec_deg"] == pytest.approx(16.3)
+    assert mosaic["date_obs"] == "2025-01-02T11:00:00"
+    only = client.get("/api/coverage", params={"kind": "mosaic"}).json()
+    assert [f["kind"] for f in only["items"]] == ["mosaic"]
+    assert client.get("/api/coverage", params={"kind": "psf"}).status_code == 422
+
+
+def test_disk_use_per_directory(client, site) -> None:
+    rows = client.get("/api/disk").json()
+    by_dir = {r["directory"]: r for r in rows}
+    images = by_dir[str(site["base"] / "images")]
+    assert images["exists"] is True
+    usage = shutil.disk_usage(site["base"])
+    assert images["total_bytes"] == usage.total
+    assert 0 <= images["free_fraction"] <= 1
+    assert str(site["base"] / "incoming") in by_dir
 
 
 # ---------------------------------------------------------------- traversal

@@ -23,6 +23,8 @@ __all__ = [
     "BlockDetail",
     "BlockModel",
     "CalSolutionModel",
+    "DiskModel",
+    "FootprintModel",
     "HealthCheckModel",
     "HealthReport",
     "ImageDetail",
@@ -306,6 +308,32 @@ class ImageDetail(BaseModel):
     mosaic_members: list[MosaicMemberModel]
     preview_url: str
     fits_url: str
+
+
+class FootprintModel(BaseModel):
+    """Where on the sky an image or mosaic lies (from its FITS header)."""
+
+    product_id: int
+    block_id: str
+    kind: str = Field(description="image or mosaic")
+    ra_deg: float = Field(description="RA of the image centre (deg)")
+    dec_deg: float = Field(description="Dec of the image centre (deg)")
+    width_deg: float = Field(description="extent along RA at the centre (deg)")
+    height_deg: float = Field(description="extent along Dec (deg)")
+    pointing_dec_deg: float | None = Field(description="strip of the pointing (deg)")
+    mjd_obs: float | None = Field(description="start of the data (UTC MJD)")
+    date_obs: str | None = Field(description="start of the data (UTC ISO)")
+
+
+class DiskModel(BaseModel):
+    """Disk use of one data directory (its filesystem)."""
+
+    directory: str
+    exists: bool
+    total_bytes: int | None
+    used_bytes: int | None
+    free_bytes: int | None
+    free_fraction: float | None
 
 
 class SourceModel(BaseModel):

@@ -24,6 +24,7 @@ from dsa110_contimg.state.jobs.model import Job
 from dsa110_contimg.web.api._common import Context, Paging, not_found
 from dsa110_contimg.web.models import (
     BacklogPoint,
+    DiskModel,
     HealthReport,
     IntakeModel,
     JobEventModel,
@@ -227,3 +228,48 @@ def intake(ctx: Context) -> dict[str, object]:
     """Whether intake runs: the disk guard's flag and the operator's hold."""
     with ctx.read() as conn:
         return intake_status(conn)
+
+
+def _disk(directory) -> dict[str, object]:
+    import shutil
+    from pathlib import Path
+
+    probe = Path(directory)
+    exists = probe.exists()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError:
+        return {
+            "directory": str(directory),
+            "exists": exists,
+            "total_bytes": None,
+            "used_bytes": None,
+            "free_bytes": None,
+            "free_fraction": None,
+        }
+    return {
+        "directory": str(directory),
+        "exists": exists,
+        "total_bytes": usage.total,
+        "used_bytes": usage.used,
+        "free_bytes": usage.free,
+        "free_fraction": usage.free / usage.total if usage.total else None,
+    }
+
+
+@router.get("/disk", response_model=list[DiskModel])
+def disk(ctx: Context) -> list[dict[str, object]]:
+    """Disk use of each data directory (a missing one: its nearest parent's)."""
+    from dsa110_contimg.web.context import data_directories
+
+    dirs = [
+        *data_directories(ctx.config),
+        ctx.config.paths.incoming_dir,
+        ctx.config.paths.log_dir,
+    ]
+    seen: dict[str, None] = {}
+    for d in dirs:
+        seen.setdefault(str(d), None)
+    return [_disk(d) for d in seen]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, Response
 
@@ -29,6 +30,7 @@ from dsa110_contimg.web.api.pipeline import job_body
 from dsa110_contimg.web.models import (
     BlockDetail,
     BlockModel,
+    FootprintModel,
     ImageDetail,
     Page,
     ProductModel,
@@ -317,3 +319,75 @@ def data_file(
         media_type=_MEDIA.get(resolved.suffix.lower(), "application/octet-stream"),
         filename=resolved.name,
     )
+
+
+def _footprint(path: Path) -> dict[str, Any] | None:
+    from astropy.io import fits
+    from astropy.wcs import WCS
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    try:
+        header = fits.getheader(path)
+        wcs = WCS(header).celestial
+        ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
+        centre = wcs.pixel_to_world_values((nx - 1) / 2, (ny - 1) / 2)
+        scale = np.abs(proj_plane_pixel_scales(wcs))  # deg per pixel
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+    date = header.get("DATE-OBS")
+    mjd = header.get("MJD-OBS")
+    pointing = header.get("DSAPTDEC")
+    return {
+        "ra_deg": float(centre[0]) % 360.0,
+        "dec_deg": float(centre[1]),
+        "width_deg": float(nx * scale[0]),
+        "height_deg": float(ny * scale[1]),
+        "pointing_dec_deg": None if pointing is None else float(pointing),
+        "mjd_obs": None if mjd is None else float(mjd),
+        "date_obs": None if date is None else str(date),
+    }
+
+
+@router.get("/coverage", response_model=Page[FootprintModel])
+def coverage(
+    ctx: Context,
+    paging: Paging,
+    kind: Annotated[
+        list[Literal["image", "mosaic"]] | None,
+        Query(description="image and/or mosaic (default both)."),
+    ] = None,
+) -> dict[str, object]:
+    """Sky footprints of the images and mosaics (the observed sky, per strip).
+
+    From each FITS header (centre, extent, pointing strip, time); products
+    whose file is gone or outside the data directories are left out.
+    """
+    with ctx.read() as conn:
+        rows, total = list_products_page(
+            conn,
+            kinds=kind or ["image", "mosaic"],
+            limit=paging.limit,
+            offset=paging.offset,
+        )
+    items = []
+    for row in rows:
+        try:
+            path = safe_product_path(str(row["path"]), ctx.roots)
+        except InputDataError:
+            continue
+        stat = path.stat()
+        foot = ctx.cached(
+            f"footprint:{path}",
+            (stat.st_mtime_ns, stat.st_size),
+            lambda path=path: _footprint(path),
+        )
+        if foot is not None:
+            items.append(
+                {
+                    "product_id": row["id"],
+                    "block_id": row["block_id"],
+                    "kind": row["kind"],
+                    **foot,
+                }
+            )
+    return page(items, total, paging.limit, paging.offset)
