@@ -625,6 +625,16 @@ def test_missing_database_is_503_and_db_down(tmp_path) -> None:
     assert not (tmp_path / "state.sqlite3").exists()
 
 
+def test_an_unmigrated_database_is_503(tmp_path) -> None:
+    config = _config(tmp_path)
+    with sqlite3.connect(config.paths.state_db) as raw:
+        raw.execute("CREATE TABLE unrelated (x)")
+    with TestClient(create_app(config, environ={})) as client:
+        response = client.get("/api/jobs")
+    assert response.status_code == 503
+    assert "db migrate" in response.json()["detail"]
+
+
 def test_the_api_opens_the_database_read_only(client) -> None:
     context = client.app.state.context
     with (

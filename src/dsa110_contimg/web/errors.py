@@ -1,7 +1,8 @@
 """The one table from exception class to HTTP status, and its handlers.
 
 Every error an endpoint raises is a `dsa110_contimg.exceptions` class (or one
-of the four below, which subclass `InputDataError`); `ERROR_STATUS` maps it to
+of the four below, which subclass them), or the database driver's error
+(`state.db.DatabaseError`, 503); `ERROR_STATUS` maps it to
 a status, most specific class first. The response body is
 ``{"error": <class name>, "detail": <message>, "status": <code>}``; a request
 that fails validation (a bad query parameter) gets 422 with a ``detail``
@@ -26,6 +27,7 @@ from dsa110_contimg.exceptions import (
     ResourceError,
     StateError,
 )
+from dsa110_contimg.state.db import DatabaseError
 
 __all__ = [
     "ERROR_STATUS",
@@ -64,6 +66,7 @@ ERROR_STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (InputDataError, 400),
     (StateError, 409),
     (ResourceError, 503),
+    (DatabaseError, 503),
     (MissingDependencyError, 501),
     (ExternalToolError, 502),
     (ConfigError, 500),
@@ -101,6 +104,17 @@ async def _pipeline_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "state database error", extra={"path": request.url.path, "error": str(exc)}
+    )
+    detail = (
+        f"the state database could not be read ({exc}); it may be unmigrated "
+        "(run dsa110-contimg db migrate) or damaged"
+    )
+    return JSONResponse(_body(type(exc).__name__, detail, 503), status_code=503)
+
+
 def _location(loc: tuple) -> str:
     kinds = {"query": "query parameter", "path": "path parameter", "header": "header"}
     parts = list(loc)
@@ -125,4 +139,5 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers of `ERROR_STATUS` and of request validation."""
     app.add_exception_handler(PipelineError, _pipeline_error)
+    app.add_exception_handler(DatabaseError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
