@@ -2,7 +2,8 @@
 # Install everything dsa110-contimg needs on a Debian 12 machine; idempotent.
 #   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv,
 #                    chromium (headless: the test of the HTML block summaries)
-#   Python packages: this project with all extras, in ./.venv
+#   Python packages: this project with all extras (the api extra: FastAPI,
+#                    uvicorn, prometheus-client for 'serve'), in ./.venv
 #   CASA: checks that it starts offline with the installation's own site
 #         configuration (nothing is written to ~/.casa)
 set -euo pipefail

@@ -61,6 +61,7 @@ SCIENCE = frozenset(
 DOMAIN = SCIENCE | {"tools", "state", "_casa", "_casa_data", "_optional"}
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("cli", frozenset({"cli"})),
+    ("web", frozenset({"web"})),
     ("services", frozenset({"services"})),
     ("pipeline", frozenset({"pipeline"})),
     ("domain", DOMAIN),

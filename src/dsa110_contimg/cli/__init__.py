@@ -2,8 +2,9 @@
 
 The group is built here, explicitly, from the three command modules:
 `pipeline_commands` (simulate, convert, process, demo, single, batch, health,
-calibrators, config), `service_commands` (stream, status, requeue, cancel, db)
-and `variability_commands` (variables, lightcurve, ingest-photometry). Their
+calibrators, config), `service_commands` (stream, status, requeue, cancel, db),
+`variability_commands` (variables, lightcurve, ingest-photometry) and
+`web_commands` (serve, intake pause|resume). Their
 shared options, configuration loading and error translation are in
 `dsa110_contimg.utils.command_line`, which ``python -m dsa110_contimg.services``
 uses too; nothing outside this package imports it.
@@ -17,6 +18,7 @@ from dsa110_contimg.cli import (
     pipeline_commands,
     service_commands,
     variability_commands,
+    web_commands,
 )
 from dsa110_contimg.utils.command_line import (
     CASA_LOG_NAME,
@@ -38,6 +40,7 @@ def build_cli() -> click.Group:
     pipeline_commands.add(cli)
     service_commands.add(cli)
     variability_commands.add(cli)
+    web_commands.add(cli)
     return cli
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from dsa110_contimg.state.db import Connection
+from dsa110_contimg.state.intake import intake_hold
 from dsa110_contimg.state.jobs import set_service_state
 
 if TYPE_CHECKING:
@@ -211,11 +212,25 @@ class IntakeGate:
         self._device_of = device_of
         self.status: DiskStatus | None = None
         self.stuck_reason: str | None = None
+        self.held = False
+        """Whether an operator holds intake (``state.intake``), as last read."""
 
     @property
     def is_open(self) -> bool:
         """Whether new groups may be enqueued and conversions started."""
-        return self.status is None or not self.status.is_low
+        return not self.held and (self.status is None or not self.status.is_low)
+
+    def read_hold(self) -> bool:
+        """Read the operator's hold from the database (loop thread); return it."""
+        hold = intake_hold(self._conn)
+        held = bool(hold and hold.get("paused"))
+        if held != self.held:
+            log.warning(
+                "intake held by an operator" if held else "operator hold released",
+                extra={"reason": (hold or {}).get("reason")},
+            )
+        self.held = held
+        return held
 
     def measure(self) -> DiskStatus:
         """Measure the free space (file-system calls only: any thread)."""
@@ -233,8 +248,10 @@ class IntakeGate:
     def publish(self, status: DiskStatus, now: datetime) -> DiskStatus:
         """Adopt a measurement; log and store the state when it changed.
 
-        Runs on the loop's thread (it writes the ``intake`` service flag).
+        Runs on the loop's thread (it writes the ``intake`` service flag). The
+        operator's hold is read here too.
         """
+        self.read_hold()
         before = self.status
         changed = (
             before is None

@@ -157,8 +157,9 @@ def queue_status(
         ``pending``, ``running``, ``done``, ``failed`` and ``quarantined``
         counts; ``by_kind`` counts; ``backlog`` (pending + running, how many
         are runnable now, the oldest pending data); ``intake`` (paused by the
-        disk guard or not); the ``running_jobs``, ``quarantine`` and
-        ``failed_jobs`` lists (up to 20 each, with reasons and inputs);
+        disk guard or by an operator's hold, `state.intake`, or not); the
+        ``running_jobs``, ``quarantine`` and ``failed_jobs`` lists (up to 20
+        each, with reasons and inputs);
         ``last_errors`` (the 10 newest error events); ``block_windows``
         (windows waiting to be enqueued, each with ``waits_for`` and
         ``runs_at``); ``rejected_files`` (``counts`` by kind and the 20
@@ -191,7 +192,11 @@ def queue_status(
         "oldest_pending_data_time_iso": backlog.oldest_data_time_iso,
         "oldest_pending_created_at": backlog.oldest_created_at,
     }
-    intake = get_service_state(conn).get("intake", {"paused": False})
+    flags = get_service_state(conn)
+    intake = dict(flags.get("intake", {"paused": False}))
+    hold = flags.get("intake_hold")  # the operator's (state.intake)
+    if hold and hold.get("paused"):
+        intake.update(paused=True, reason=f"held by an operator: {hold.get('reason')}")
     report["intake"] = intake
     for field, state in (
         ("running_jobs", "running"),

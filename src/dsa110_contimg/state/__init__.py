@@ -2,7 +2,9 @@
 
 Every SQL statement of the pipeline lives in this package: the job queue
 (`state.jobs`), the calibration registry (`state.calibration`), the block
-metrics (`state.metrics`), claims, planning, retention. Other layers name the
+metrics (`state.metrics`), claims, planning, retention, the operator's
+figures (`state.figures`), the API's paged listings (`state.browse`) and the
+operator's hold on intake (`state.intake`). Other layers name the
 connection type `state.db.Connection` and the driver's errors
 `state.db.DatabaseError`, never ``sqlite3``.
 """

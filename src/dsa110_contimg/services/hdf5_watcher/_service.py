@@ -156,7 +156,7 @@ class WatcherService:
     def _look(self, now: datetime) -> _Looked:
         """The file-system half of a scan (runs in a worker thread)."""
         status = self.gate.measure()
-        if status.is_low:
+        if status.is_low or self.gate.held:  # held: read at the last publish
             return status, [], []
         decisions = self.scanner.scan(now)
         return status, decisions, list(self.scanner.rejected)

@@ -7,7 +7,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 
 - ``_units``: flux-density and angle strings (``"1mJy"``, ``"3arcsec"``).
 - ``_processing``, ``_imaging``, ``_simulation``, ``_variability``,
-  ``_operations``: the section models (the sections' defaults are the one
+  ``_operations``, ``_web``: the section models (the sections' defaults are the one
   default of each parameter; library defaults equal them).
 - ``_pipeline``: the root model, its hash and its JSON schema.
 - ``_views``: a section's values for the value object it configures.
@@ -52,6 +52,7 @@ from dsa110_contimg.utils.config._simulation import SimulationConfig
 from dsa110_contimg.utils.config._units import parse_angle_arcsec, parse_flux_jy
 from dsa110_contimg.utils.config._variability import VariabilityConfig
 from dsa110_contimg.utils.config._views import section_values, shared_fields
+from dsa110_contimg.utils.config._web import WebConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -66,6 +67,7 @@ __all__ = [
     "PhotometryConfig",
     "SimulationConfig",
     "VariabilityConfig",
+    "WebConfig",
     "LoggingConfig",
     "WatcherConfig",
     "QueueConfig",

@@ -28,6 +28,7 @@ from dsa110_contimg.utils.config._processing import (
 )
 from dsa110_contimg.utils.config._simulation import SimulationConfig
 from dsa110_contimg.utils.config._variability import VariabilityConfig
+from dsa110_contimg.utils.config._web import WebConfig
 
 __all__ = [
     "PipelineConfig",
@@ -81,6 +82,7 @@ class PipelineConfig(BaseModel):
         RetentionConfig(),
         description="Retention and database maintenance (section).",
     )
+    web: WebConfig = Field(WebConfig(), description="HTTP API server (section).")
 
     @model_validator(mode="after")
     def _no_fake_imager_in_production(self) -> Self:

@@ -1,0 +1,548 @@
+"""The operator's figures, computed from the state database.
+
+Every figure the HTTP API (``/api/metrics``) and the Prometheus exposition
+(``/metrics``) show comes from here, read from the ``jobs``, ``job_events``,
+``block_metrics``, ``image_quality`` and ``cal_solutions`` tables over a time
+window ending at ``now``. A read-only connection suffices
+(``state.db.connect(path, readonly=True)``).
+
+Definitions (a *stage* is a job kind: ``convert_group``, ``process_block``,
+``update_variability``):
+
+- **stage duration**: ``finished_at - started_at`` of the jobs of a stage that
+  finished ``done`` in the window (seconds; the last attempt only).
+- **success rate** of a stage: jobs finished ``done`` / jobs finished
+  (``done``, ``failed``, ``quarantined``) in the window; None when none
+  finished. The block success rate is the same over ``block_metrics`` rows.
+- **real-time factor**: seconds of work (the stage durations of every stage,
+  summed) per second of data converted in the window (groups converted x the
+  group duration). Below 1 one worker keeps up; with N workers, below N.
+- **backlog**: jobs pending or running now; the series counts, at each time,
+  jobs created by then that had not finished by then.
+- **ingest rate / processed rate**: ``convert_group`` jobs created / finished
+  ``done`` in the window, per hour; their ratio processed/arrived.
+- **ingest lag**: ``created_at - data_time_iso`` of the ``convert_group`` jobs
+  created in the window (how long after its data a group was queued), median
+  and maximum; **data age**: ``now`` minus the newest data time.
+- **failures by class**: job events in the window that carry an error class.
+- **calibration age** per strip: ``now`` minus the transit of the strip's
+  newest solution (hours), with whether ``now`` is inside its validity.
+- **image noise**: ``rms_jy / thermal_rms_jy`` of the images quality-checked
+  in the window.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from dsa110_contimg.state.db import Connection, to_iso_utc
+from dsa110_contimg.state.jobs.model import CONVERT_GROUP, JOB_KINDS, JOB_STATES
+
+__all__ = [
+    "Figures",
+    "StageFigures",
+    "StripCalibration",
+    "backlog_series",
+    "calibration_ages",
+    "compute_figures",
+    "duration_histogram",
+    "failure_totals",
+    "failures_by_class",
+    "job_durations",
+    "mjd_of",
+]
+
+_MJD_UNIX_EPOCH = 40587.0
+"""MJD of 1970-01-01T00:00:00 UTC."""
+
+_FINISHED = ("done", "failed", "quarantined")
+
+_DURATION_S = (
+    "MAX(0.0, ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3))"
+)
+"""A job's last run in seconds, to the millisecond (julianday is a float of days)."""
+
+
+def mjd_of(when: datetime) -> float:
+    """Return the MJD (UTC days) of a timezone-aware time."""
+    return _MJD_UNIX_EPOCH + when.timestamp() / 86400.0
+
+
+def _window(now: datetime, window_h: float) -> tuple[str, str]:
+    if not window_h > 0:
+        msg = f"window_h must be > 0 hours, got {window_h}"
+        raise ValueError(msg)
+    return to_iso_utc(now - timedelta(hours=window_h)), to_iso_utc(now)
+
+
+def _parse(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class StageFigures:
+    """Figures of one stage (job kind) over the window.
+
+    Attributes
+    ----------
+    n_done, n_failed, n_quarantined : int
+        Jobs of the stage that finished in each state in the window.
+    success_rate : float or None
+        ``n_done / (n_done + n_failed + n_quarantined)``; None when none finished.
+    mean_s, median_s, p90_s, max_s : float or None
+        Durations of the jobs finished done (seconds); None when none.
+    total_s : float
+        Sum of those durations (seconds).
+    """
+
+    n_done: int
+    n_failed: int
+    n_quarantined: int
+    success_rate: float | None
+    mean_s: float | None
+    median_s: float | None
+    p90_s: float | None
+    max_s: float | None
+    total_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class StripCalibration:
+    """The newest calibration solution of one declination strip.
+
+    Attributes
+    ----------
+    dec_strip_deg : float
+        The strip (deg).
+    calibrator : str
+        Calibrator of its newest solution.
+    solution_id : int
+        Row of ``cal_solutions``.
+    transit_mjd, valid_from_mjd, valid_to_mjd : float
+        Transit and validity window of that solution (UTC MJD).
+    age_h : float
+        ``now`` minus the transit (hours).
+    valid_now : bool
+        Whether ``now`` lies inside the validity window.
+    n_solutions : int
+        Solutions stored for the strip.
+    """
+
+    dec_strip_deg: float
+    calibrator: str
+    solution_id: int
+    transit_mjd: float
+    valid_from_mjd: float
+    valid_to_mjd: float
+    age_h: float
+    valid_now: bool
+    n_solutions: int
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Every figure of the window ``[now - window_h, now]``; see the module doc.
+
+    Attributes
+    ----------
+    now : str
+        End of the window (UTC ISO 8601).
+    window_h : float
+        Length of the window (hours).
+    stages : dict of str to StageFigures
+        Per job kind.
+    block_success_rate : float or None
+        Over ``block_metrics`` rows recorded in the window.
+    n_blocks_recorded : int
+        Those rows.
+    real_time_factor : float or None
+        Work seconds per data second; None when no group was converted.
+    queue : dict of str to int
+        Jobs in each state now (every state present).
+    backlog : int
+        Jobs pending or running now.
+    backlog_runnable : int
+        Pending jobs whose ``not_before_at`` has passed.
+    oldest_pending_data_time : str or None
+        Data time of the oldest pending job.
+    ingest_rate_per_h, processed_rate_per_h : float
+        ``convert_group`` jobs created / finished done per hour.
+    processed_over_arrived : float or None
+        ``processed_rate_per_h / ingest_rate_per_h``; None when nothing arrived.
+    ingest_lag_median_s, ingest_lag_max_s : float or None
+        Queue delay after the data time (seconds).
+    data_age_s : float or None
+        ``now`` minus the newest ``convert_group`` data time (seconds).
+    failures_by_class : dict of str to int
+        Failure events in the window by exception class.
+    calibration : list of StripCalibration
+        Per strip, by declination.
+    image_rms_ratio_median, image_rms_ratio_max : float or None
+        ``rms / thermal`` of images checked in the window.
+    n_images_checked, n_images_failed_qa : int
+        Images quality-checked in the window, and those that failed the gates.
+    """
+
+    now: str
+    window_h: float
+    stages: dict[str, StageFigures]
+    block_success_rate: float | None
+    n_blocks_recorded: int
+    real_time_factor: float | None
+    queue: dict[str, int]
+    backlog: int
+    backlog_runnable: int
+    oldest_pending_data_time: str | None
+    ingest_rate_per_h: float
+    processed_rate_per_h: float
+    processed_over_arrived: float | None
+    ingest_lag_median_s: float | None
+    ingest_lag_max_s: float | None
+    data_age_s: float | None
+    failures_by_class: dict[str, int] = field(default_factory=dict)
+    calibration: list[StripCalibration] = field(default_factory=list)
+    image_rms_ratio_median: float | None = None
+    image_rms_ratio_max: float | None = None
+    n_images_checked: int = 0
+    n_images_failed_qa: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the figures as JSON-serialisable nested dicts."""
+        return asdict(self)
+
+
+def job_durations(
+    conn: Connection, *, since_iso: str, until_iso: str
+) -> dict[str, list[float]]:
+    """Return the durations (s) of jobs finished done in a window, by kind.
+
+    Parameters
+    ----------
+    conn : Connection
+        State database (read-only is fine).
+    since_iso, until_iso : str
+        Window on ``finished_at`` (UTC ISO text, inclusive).
+
+    Returns
+    -------
+    dict of str to list of float
+        Every kind of `JOB_KINDS` (empty lists too), durations in seconds,
+        in finishing order.
+    """
+    out: dict[str, list[float]] = {kind: [] for kind in JOB_KINDS}
+    rows = conn.execute(
+        f"SELECT kind, {_DURATION_S} "
+        "FROM jobs WHERE state = 'done' AND started_at IS NOT NULL "
+        "AND finished_at >= ? AND finished_at <= ? ORDER BY finished_at, id",
+        (since_iso, until_iso),
+    )
+    for kind, seconds in rows:
+        if seconds is not None:
+            out.setdefault(str(kind), []).append(max(0.0, float(seconds)))
+    return out
+
+
+def duration_histogram(
+    conn: Connection, buckets: tuple[float, ...]
+) -> dict[str, tuple[list[int], int, float]]:
+    """Return the durations of every job ever finished done, bucketed, by kind.
+
+    Parameters
+    ----------
+    conn : Connection
+        State database (read-only is fine).
+    buckets : tuple of float
+        Increasing upper bounds (seconds), without ``+Inf``.
+
+    Returns
+    -------
+    dict of str to (list of int, int, float)
+        Per kind of `JOB_KINDS`: the cumulative count at or below each bound,
+        the total count and the sum of the durations (seconds), as a
+        Prometheus histogram needs them. Jobs retention deleted no longer count.
+    """
+    if list(buckets) != sorted(buckets):
+        msg = f"buckets must increase, got {buckets}"
+        raise ValueError(msg)
+    cases = ", ".join("SUM(d <= ?)" for _ in buckets)
+    sql = (
+        f"WITH done AS MATERIALIZED (SELECT kind, {_DURATION_S} AS d FROM jobs "
+        "WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL) "
+        f"SELECT kind, COUNT(*), TOTAL(d){', ' + cases if cases else ''} "
+        "FROM done GROUP BY kind"
+    )
+    out: dict[str, tuple[list[int], int, float]] = {
+        kind: ([0] * len(buckets), 0, 0.0) for kind in JOB_KINDS
+    }
+    for kind, n, total, *counts in conn.execute(sql, [float(b) for b in buckets]):
+        out[str(kind)] = ([int(c or 0) for c in counts], int(n), float(total or 0.0))
+    return out
+
+
+def failure_totals(conn: Connection) -> dict[tuple[str, str], int]:
+    """Return the failure events ever recorded, by (job kind, error class)."""
+    rows = conn.execute(
+        "SELECT j.kind, e.error_class, COUNT(*) FROM job_events e JOIN jobs j "
+        "ON j.id = e.job_id WHERE e.error_class IS NOT NULL "
+        "GROUP BY j.kind, e.error_class"
+    )
+    return {(str(kind), str(cls)): int(n) for kind, cls, n in rows}
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _stage(durations: list[float], finished: dict[str, int]) -> StageFigures:
+    n_done, n_failed, n_quar = (finished.get(s, 0) for s in _FINISHED)
+    total = n_done + n_failed + n_quar
+    has = bool(durations)
+    return StageFigures(
+        n_done=n_done,
+        n_failed=n_failed,
+        n_quarantined=n_quar,
+        success_rate=n_done / total if total else None,
+        mean_s=statistics.fmean(durations) if has else None,
+        median_s=statistics.median(durations) if has else None,
+        p90_s=_percentile(durations, 0.9) if has else None,
+        max_s=max(durations) if has else None,
+        total_s=float(sum(durations)),
+    )
+
+
+def failures_by_class(
+    conn: Connection, *, since_iso: str, until_iso: str
+) -> dict[str, int]:
+    """Return the job events carrying an error class in a window, by class."""
+    rows = conn.execute(
+        "SELECT error_class, COUNT(*) FROM job_events WHERE error_class IS NOT NULL "
+        "AND created_at >= ? AND created_at <= ? GROUP BY error_class "
+        "ORDER BY error_class",
+        (since_iso, until_iso),
+    )
+    return {str(cls): int(n) for cls, n in rows}
+
+
+def calibration_ages(conn: Connection, *, now: datetime) -> list[StripCalibration]:
+    """Return the newest solution of each declination strip and its age at ``now``."""
+    now_mjd = mjd_of(now)
+    rows = conn.execute(
+        "SELECT s.dec_strip_deg, s.calibrator, s.id, s.transit_mjd, "
+        "s.valid_from_mjd, s.valid_to_mjd, "
+        "(SELECT COUNT(*) FROM cal_solutions c WHERE c.dec_strip_deg = "
+        "s.dec_strip_deg) FROM cal_solutions s WHERE s.id = (SELECT c.id FROM "
+        "cal_solutions c WHERE c.dec_strip_deg = s.dec_strip_deg "
+        "ORDER BY c.transit_mjd DESC, c.id DESC LIMIT 1) ORDER BY s.dec_strip_deg"
+    ).fetchall()
+    return [
+        StripCalibration(
+            dec_strip_deg=float(dec),
+            calibrator=str(cal),
+            solution_id=int(sid),
+            transit_mjd=float(transit),
+            valid_from_mjd=float(lo),
+            valid_to_mjd=float(hi),
+            age_h=(now_mjd - float(transit)) * 24.0,
+            valid_now=float(lo) <= now_mjd <= float(hi),
+            n_solutions=int(n),
+        )
+        for dec, cal, sid, transit, lo, hi, n in rows
+    ]
+
+
+def backlog_series(
+    conn: Connection, *, start: datetime, end: datetime, n_points: int = 60
+) -> list[dict[str, object]]:
+    """Return the backlog (jobs queued and not yet finished) at evenly spaced times.
+
+    Parameters
+    ----------
+    conn : Connection
+        State database (read-only is fine).
+    start, end : datetime
+        Timezone-aware span; ``end`` after ``start``.
+    n_points : int
+        Number of samples (>= 2), ``start`` and ``end`` included.
+
+    Returns
+    -------
+    list of dict
+        ``{"time": iso, "backlog": n, "pending_groups": n}`` where ``backlog``
+        counts jobs of any kind with ``created_at <= time`` and no
+        ``finished_at`` at or before it, and ``pending_groups`` the
+        ``convert_group`` ones among them. A requeued job counts from its
+        first creation.
+    """
+    if n_points < 2 or not end > start:
+        msg = f"backlog_series needs n_points >= 2 and end > start, got {n_points}"
+        raise ValueError(msg)
+    step = (end - start) / (n_points - 1)
+    times = [to_iso_utc(start + step * i) for i in range(n_points)]
+    # one read: the jobs that can count at some sample (created by the end,
+    # not finished before the start); each sample then counts in Python
+    rows = conn.execute(
+        "SELECT kind, created_at, finished_at FROM jobs WHERE created_at <= ? "
+        "AND (finished_at IS NULL OR finished_at > ?)",
+        (times[-1], times[0]),
+    ).fetchall()
+    out = []
+    for stamp in times:
+        total = groups = 0
+        for kind, created, finished in rows:
+            if created <= stamp and (finished is None or finished > stamp):
+                total += 1
+                groups += kind == CONVERT_GROUP
+        out.append({"time": stamp, "backlog": total, "pending_groups": groups})
+    return out
+
+
+def _finished_counts(
+    conn: Connection, since_iso: str, until_iso: str
+) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {kind: {} for kind in JOB_KINDS}
+    rows = conn.execute(
+        "SELECT kind, state, COUNT(*) FROM jobs WHERE state IN "
+        "('done', 'failed', 'quarantined') AND finished_at >= ? AND finished_at <= ? "
+        "GROUP BY kind, state",
+        (since_iso, until_iso),
+    )
+    for kind, state, n in rows:
+        out.setdefault(str(kind), {})[str(state)] = int(n)
+    return out
+
+
+def _image_noise(
+    conn: Connection, since_iso: str, until_iso: str
+) -> tuple[float | None, float | None, int, int]:
+    rows = conn.execute(
+        "SELECT rms_jy, thermal_rms_jy, passed FROM image_quality "
+        "WHERE created_at >= ? AND created_at <= ?",
+        (since_iso, until_iso),
+    ).fetchall()
+    ratios = [
+        float(rms) / float(thermal)
+        for rms, thermal, _ in rows
+        if rms is not None and thermal is not None and float(thermal) > 0
+    ]
+    n_failed = sum(1 for *_, passed in rows if not passed)
+    if not ratios:
+        return None, None, len(rows), n_failed
+    return statistics.median(ratios), max(ratios), len(rows), n_failed
+
+
+def _ingest(
+    conn: Connection, since_iso: str, until_iso: str, now: datetime
+) -> tuple[int, int, list[float], float | None]:
+    created = conn.execute(
+        "SELECT data_time_iso, created_at FROM jobs WHERE kind = ? "
+        "AND created_at >= ? AND created_at <= ?",
+        (CONVERT_GROUP, since_iso, until_iso),
+    ).fetchall()
+    lags = [
+        (_parse(str(made)) - _parse(str(data))).total_seconds()
+        for data, made in created
+    ]
+    processed = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE kind = ? AND state = 'done' "
+        "AND finished_at >= ? AND finished_at <= ?",
+        (CONVERT_GROUP, since_iso, until_iso),
+    ).fetchone()[0]
+    newest = conn.execute(
+        "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
+    ).fetchone()[0]
+    age = None if newest is None else (now - _parse(str(newest))).total_seconds()
+    return len(created), int(processed or 0), lags, age
+
+
+def compute_figures(
+    conn: Connection,
+    *,
+    now: datetime,
+    window_h: float = 1.0,
+    group_duration_s: float = 300.0,
+) -> Figures:
+    """Return every figure of the window ``[now - window_h, now]``.
+
+    Parameters
+    ----------
+    conn : Connection
+        A migrated state database (read-only is fine).
+    now : datetime
+        Timezone-aware end of the window.
+    window_h : float
+        Window length (hours, > 0).
+    group_duration_s : float
+        Data duration of one subband group (``services.ms_chunk_duration_min``
+        x 60, seconds), the denominator of the real-time factor.
+
+    Returns
+    -------
+    Figures
+        See the module docstring for each definition.
+
+    Raises
+    ------
+    ValueError
+        ``window_h`` or ``group_duration_s`` not positive, or a naive ``now``.
+    """
+    if not group_duration_s > 0:
+        msg = f"group_duration_s must be > 0 seconds, got {group_duration_s}"
+        raise ValueError(msg)
+    since, until = _window(now, window_h)
+    durations = job_durations(conn, since_iso=since, until_iso=until)
+    finished = _finished_counts(conn, since, until)
+    stages = {
+        kind: _stage(durations.get(kind, []), finished.get(kind, {}))
+        for kind in sorted(set(durations) | set(finished))
+    }
+    blocks = conn.execute(
+        "SELECT COUNT(*), AVG(success) FROM block_metrics "
+        "WHERE recorded_at >= ? AND recorded_at <= ?",
+        (since, until),
+    ).fetchone()
+    queue = dict.fromkeys(JOB_STATES, 0)
+    for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        queue[str(state)] = int(n)
+    pending = conn.execute(
+        "SELECT MIN(data_time_iso), SUM(CASE WHEN not_before_at <= ? THEN 1 ELSE 0 "
+        "END) FROM jobs WHERE state = 'pending'",
+        (until,),
+    ).fetchone()
+    n_arrived, n_processed, lags, data_age = _ingest(conn, since, until, now)
+    groups_converted = stages.get(CONVERT_GROUP)
+    n_converted = groups_converted.n_done if groups_converted else 0
+    work_s = sum(s.total_s for s in stages.values())
+    rms_median, rms_max, n_checked, n_failed_qa = _image_noise(conn, since, until)
+    return Figures(
+        now=until,
+        window_h=float(window_h),
+        stages=stages,
+        block_success_rate=None if blocks[1] is None else float(blocks[1]),
+        n_blocks_recorded=int(blocks[0] or 0),
+        real_time_factor=(
+            work_s / (n_converted * group_duration_s) if n_converted else None
+        ),
+        queue=queue,
+        backlog=queue["pending"] + queue["running"],
+        backlog_runnable=int(pending[1] or 0),
+        oldest_pending_data_time=pending[0],
+        ingest_rate_per_h=n_arrived / window_h,
+        processed_rate_per_h=n_processed / window_h,
+        processed_over_arrived=n_processed / n_arrived if n_arrived else None,
+        ingest_lag_median_s=statistics.median(lags) if lags else None,
+        ingest_lag_max_s=max(lags) if lags else None,
+        data_age_s=data_age,
+        failures_by_class=failures_by_class(conn, since_iso=since, until_iso=until),
+        calibration=calibration_ages(conn, now=now),
+        image_rms_ratio_median=rms_median,
+        image_rms_ratio_max=rms_max,
+        n_images_checked=n_checked,
+        n_images_failed_qa=n_failed_qa,
+    )
