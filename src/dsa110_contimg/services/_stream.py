@@ -2,7 +2,8 @@
 
 One asyncio loop hosts the hdf5_watcher, the ms_processor (conversion lane,
 block planner, block lane), the variability_analyzer and the periodic
-maintenance (retention, database checkpoint; `services._maintenance`); CPU work
+maintenance (retention, database checkpoint; `services._maintenance`) and the
+alert rules (`services.alerts`, every ``alerts.interval_s``); CPU work
 goes to a process pool (or any executor passed in). The state database is the only
 shared state, so a restart after a crash picks up where the queue says.
 SIGTERM/SIGINT stop intake and claiming; running jobs may finish for
@@ -199,6 +200,15 @@ async def run_stream_async(
         side_tasks = [
             asyncio.create_task(run_maintenance_task(config, stop, clock=clock))
         ]
+        if config.alerts.enabled:
+            from dsa110_contimg.services.alerts import build_engine, run_alerts_task
+
+            engine = build_engine(config)  # a bad rule file stops the start
+            side_tasks.append(
+                asyncio.create_task(
+                    run_alerts_task(config, stop, clock=clock, engine=engine)
+                )
+            )
         if "ms_processor" in services:
             processor = MsProcessor(
                 config,

@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from dsa110_contimg.utils.config._alerts import AlertsConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -80,6 +81,9 @@ class PipelineConfig(BaseModel):
     retention: RetentionConfig = Field(
         RetentionConfig(),
         description="Retention and database maintenance (section).",
+    )
+    alerts: AlertsConfig = Field(
+        AlertsConfig(), description="In-process alert rules and webhooks (section)."
     )
 
     @model_validator(mode="after")

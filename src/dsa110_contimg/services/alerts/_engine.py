@@ -1,0 +1,211 @@
+"""Evaluate the alert rules against the figures: pending, firing, resolved.
+
+Each evaluation (`AlertEngine.evaluate`) computes the instances whose
+condition holds and moves the alerts tracked in the state database:
+
+* a new instance is *pending* from that moment; once its condition has held
+  for the rule's ``for:`` it is *firing* and one firing message is sent;
+* a firing alert sends nothing more while it stays firing (de-duplication,
+  across restarts too: the state is in the database);
+* when the condition clears, a pending alert is forgotten and a firing one
+  sends one resolved message (if its firing message was sent);
+* an alert matched by an active silence fires without a message; if it is
+  still firing when the silence expires or is removed, the firing message is
+  sent then.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from dsa110_contimg.services.alerts._figures import Figures
+from dsa110_contimg.services.alerts._notify import Notification
+from dsa110_contimg.services.alerts._rules import AlertRule
+from dsa110_contimg.state.alerts import (
+    Silence,
+    TrackedAlert,
+    alert_fingerprint,
+    delete_tracked_alert,
+    list_silences,
+    list_tracked_alerts,
+    upsert_tracked_alert,
+)
+from dsa110_contimg.state.db import Connection, to_iso_utc
+
+__all__ = ["AlertEngine", "Evaluation", "render_template"]
+
+_VALUE = re.compile(r"\{\{\s*\$value\s*\}\}")
+_LABEL = re.compile(r"\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
+
+
+def render_template(text: str, labels: dict[str, str], value: float) -> str:
+    """Fill ``{{ $value }}`` and ``{{ $labels.NAME }}`` in an annotation."""
+    text = _VALUE.sub(f"{value:.4g}", text)
+    return _LABEL.sub(lambda m: labels.get(m[1], ""), text)
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation found and sent.
+
+    Attributes
+    ----------
+    firing, pending : list of TrackedAlert
+        The alerts in each state after it.
+    silenced : list of str
+        Fingerprints of firing alerts muted by a silence.
+    notifications : list of Notification
+        The messages it sent (firing and resolved).
+    """
+
+    firing: list[TrackedAlert] = field(default_factory=list)
+    pending: list[TrackedAlert] = field(default_factory=list)
+    silenced: list[str] = field(default_factory=list)
+    notifications: list[Notification] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """An instance whose condition holds at this evaluation."""
+
+    fingerprint: str
+    labels: dict[str, str]
+    value: float
+    stamp: str
+    now: datetime
+
+
+class AlertEngine:
+    """Track the alerts of ``rules`` in the state database and notify.
+
+    Parameters
+    ----------
+    rules : sequence of AlertRule
+        From `load_rules`.
+    notify : callable
+        Receives each evaluation's list of `Notification` (log, webhooks).
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[AlertRule],
+        notify: Callable[[list[Notification]], object],
+    ) -> None:
+        self.rules = list(rules)
+        self._notify = notify
+
+    def _message(
+        self,
+        rule: AlertRule,
+        status: str,
+        alert: TrackedAlert,
+        *,
+        ends_at: str | None = None,
+    ) -> Notification:
+        labels = {"alertname": rule.name, **alert.labels}
+        value = float(alert.value or 0.0)
+        annotations = {
+            k: render_template(v, labels, value) for k, v in rule.annotations.items()
+        }
+        return Notification(
+            status,
+            rule.name,
+            rule.severity,
+            labels,
+            annotations,
+            value,
+            alert.active_since,
+            ends_at,
+            alert.fingerprint,
+        )
+
+    def evaluate(
+        self, conn: Connection, figures: Figures, *, now: datetime
+    ) -> Evaluation:
+        """Evaluate every rule at ``now``, store the alerts, send the messages.
+
+        Parameters
+        ----------
+        conn : Connection
+            Writable, migrated state database.
+        figures : Figures
+            From `collect_figures` at ``now``.
+        now : datetime
+            Time of this evaluation (timezone-aware).
+        """
+        stamp = to_iso_utc(now)
+        tracked = {a.fingerprint: a for a in list_tracked_alerts(conn)}
+        silences = list_silences(conn, now=now)
+        result = Evaluation()
+        seen: set[str] = set()
+        by_name = {rule.name: rule for rule in self.rules}
+        for rule in self.rules:
+            for instance_labels, value in rule.instances(figures):
+                labels = {**instance_labels, **rule.labels}
+                fp = alert_fingerprint(rule.name, labels)
+                seen.add(fp)
+                alert = self._advance(
+                    rule,
+                    tracked.get(fp),
+                    _Seen(fp, labels, value, stamp, now),
+                    silences=silences,
+                    result=result,
+                )
+                upsert_tracked_alert(conn, alert, now=now)
+                (result.firing if alert.state == "firing" else result.pending).append(
+                    alert
+                )
+        for fp, old in tracked.items():
+            if fp in seen:
+                continue
+            rule = by_name.get(old.alertname)
+            if old.state == "firing" and old.notified_at is not None and rule:
+                result.notifications.append(
+                    self._message(rule, "resolved", old, ends_at=stamp)
+                )
+            delete_tracked_alert(conn, fp)
+        if result.notifications:
+            self._notify(result.notifications)
+        return result
+
+    def _advance(
+        self,
+        rule: AlertRule,
+        old: TrackedAlert | None,
+        seen: _Seen,
+        *,
+        silences: list[Silence],
+        result: Evaluation,
+    ) -> TrackedAlert:
+        fp, labels, value, stamp, now = (
+            seen.fingerprint,
+            seen.labels,
+            seen.value,
+            seen.stamp,
+            seen.now,
+        )
+        active_since = stamp if old is None else old.active_since
+        fired_at = None if old is None else old.fired_at
+        notified_at = None if old is None else old.notified_at
+        if fired_at is None:
+            held_s = (now - datetime.fromisoformat(active_since)).total_seconds()
+            if held_s >= rule.for_s:
+                fired_at = stamp
+        state = "pending" if fired_at is None else "firing"
+        alert = TrackedAlert(
+            fp, rule.name, labels, state, value, active_since, fired_at, notified_at
+        )
+        if state == "firing" and notified_at is None:
+            if any(s.matches(rule.name, labels) for s in silences):
+                result.silenced.append(fp)
+            else:
+                alert = TrackedAlert(
+                    fp, rule.name, labels, state, value, active_since, fired_at, stamp
+                )
+                result.notifications.append(self._message(rule, "firing", alert))
+        elif state == "firing" and any(s.matches(rule.name, labels) for s in silences):
+            result.silenced.append(fp)
+        return alert
