@@ -16,6 +16,7 @@ condition holds and moves the alerts tracked in the state database:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,13 +38,92 @@ from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = ["AlertEngine", "Evaluation", "render_template"]
 
-_VALUE = re.compile(r"\{\{\s*\$value\s*\}\}")
+_VALUE = re.compile(r"\{\{\s*\$value\s*(?:\|\s*([a-zA-Z]+)\s*)?\}\}")
 _LABEL = re.compile(r"\{\{\s*\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
+_BIG = ("k", "M", "G", "T", "P", "E", "Z", "Y")
+_SMALL = ("m", "u", "n", "p", "f", "a", "z", "y")
+
+
+def _go_float(value: float) -> str:
+    # Go's %v of a float64, what Prometheus prints for a bare {{ $value }}
+    if math.isnan(value) or math.isinf(value):
+        return "NaN" if math.isnan(value) else ("+Inf" if value > 0 else "-Inf")
+    if value == int(value) and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
+
+
+def _scaled(value: float) -> tuple[float, str]:
+    prefix = ""
+    if abs(value) >= 1:
+        for p in _BIG:
+            if abs(value) < 1000:
+                break
+            prefix, value = p, value / 1000
+    else:
+        for p in _SMALL:
+            if abs(value) >= 1:
+                break
+            prefix, value = p, value * 1000
+    return value, prefix
+
+
+def _humanize(value: float) -> str:
+    if value == 0 or math.isnan(value) or math.isinf(value):
+        return f"{value:.4g}"
+    scaled, prefix = _scaled(value)
+    return f"{scaled:.4g}{prefix}"
+
+
+def _humanize_duration(value: float) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return f"{value:.4g}"
+    if value == 0:
+        return f"{value:.4g}s"
+    if abs(value) < 1:
+        scaled, prefix = _scaled(value)
+        return f"{scaled:.4g}{prefix}s"
+    sign, value = ("-", -value) if value < 0 else ("", value)
+    total = int(value)
+    days, hours = total // 86400, total // 3600 % 24
+    minutes, seconds = total // 60 % 60, total % 60
+    if days:
+        return f"{sign}{days}d {hours}h {minutes}m {seconds}s"
+    if hours:
+        return f"{sign}{hours}h {minutes}m {seconds}s"
+    if minutes:
+        return f"{sign}{minutes}m {seconds}s"
+    return f"{sign}{value:.4g}s"
+
+
+_FUNCTIONS = {
+    None: _go_float,
+    "humanize": _humanize,
+    "humanizePercentage": lambda v: f"{v * 100:.4g}%",
+    "humanizeDuration": _humanize_duration,
+}
 
 
 def render_template(text: str, labels: dict[str, str], value: float) -> str:
-    """Fill ``{{ $value }}`` and ``{{ $labels.NAME }}`` in an annotation."""
-    text = _VALUE.sub(f"{value:.4g}", text)
+    """Fill an annotation as Prometheus does, for the forms the rules use.
+
+    ``{{ $labels.NAME }}``, ``{{ $value }}`` and ``{{ $value | F }}`` with F
+    one of ``humanize``, ``humanizePercentage``, ``humanizeDuration``.
+
+    Raises
+    ------
+    ValueError
+        For another template function.
+    """
+
+    def fill(match: re.Match[str]) -> str:
+        function = _FUNCTIONS.get(match[1])
+        if function is None:
+            msg = f"annotation template function {match[1]!r} is not supported"
+            raise ValueError(msg)
+        return function(float(value))
+
+    text = _VALUE.sub(fill, text)
     return _LABEL.sub(lambda m: labels.get(m[1], ""), text)
 
 
