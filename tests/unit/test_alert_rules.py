@@ -167,8 +167,14 @@ _CASES = [
     (
         "DSA110FailureRateHigh",
         [
-            ('dsa110_jobs_finished_last_hour{kind="convert_group",state="done"}', "6+0x60"),
-            ('dsa110_jobs_finished_last_hour{kind="convert_group",state="failed"}', "3+0x60"),
+            (
+                'dsa110_jobs_finished_last_hour{kind="convert_group",state="done"}',
+                "6+0x60",
+            ),
+            (
+                'dsa110_jobs_finished_last_hour{kind="convert_group",state="failed"}',
+                "3+0x60",
+            ),
             (
                 'dsa110_jobs_finished_last_hour{kind="convert_group",state="quarantined"}',
                 "0+0x60",
@@ -270,9 +276,7 @@ def test_promtool_rule_tests_agree_with_the_engine(tmp_path: Path) -> None:
                             {
                                 "exp_labels": {**labels, **rule.labels},
                                 # the engine fills the templates as Prometheus does
-                                "exp_annotations": _annotations(
-                                    rule, labels, values
-                                ),
+                                "exp_annotations": _annotations(rule, labels, values),
                             }
                             for labels in expected
                         ],
