@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,11 +31,14 @@ from dsa110_contimg.tables import METRICS, metric_names
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "monitoring" / "alerts.yml"
 DASHBOARDS = sorted((ROOT / "monitoring" / "grafana").glob("*.json"))
-PROMTOOL = shutil.which("promtool")
+# on PATH, or unpacked into the virtual environment by scripts/setup.sh
+PROMTOOL = shutil.which("promtool") or shutil.which(
+    "promtool", path=str(Path(sys.executable).parent)
+)
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (Debian package prometheus)"
+    PROMTOOL is None, reason="promtool not installed (scripts/setup.sh unpacks it into .venv/bin)"
 )
 
 
