@@ -38,7 +38,8 @@ PROMTOOL = shutil.which("promtool") or shutil.which(
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 needs_promtool = pytest.mark.skipif(
-    PROMTOOL is None, reason="promtool not installed (scripts/setup.sh unpacks it into .venv/bin)"
+    PROMTOOL is None,
+    reason="promtool not installed (scripts/setup.sh unpacks it into .venv/bin)",
 )
 
 
