@@ -260,32 +260,31 @@ class AlertEngine:
         silences: list[Silence],
         result: Evaluation,
     ) -> TrackedAlert:
-        fp, labels, value, stamp, now = (
-            seen.fingerprint,
-            seen.labels,
-            seen.value,
-            seen.stamp,
-            seen.now,
-        )
+        """Move one instance on: pending -> firing after ``for:``; notify once."""
+        stamp = seen.stamp
         active_since = stamp if old is None else old.active_since
         fired_at = None if old is None else old.fired_at
         notified_at = None if old is None else old.notified_at
         if fired_at is None:
-            held_s = (now - datetime.fromisoformat(active_since)).total_seconds()
-            if held_s >= rule.for_s:
+            started = datetime.fromisoformat(active_since)
+            if (seen.now - started).total_seconds() >= rule.for_s:
                 fired_at = stamp
-        state = "pending" if fired_at is None else "firing"
+        muted = any(s.matches(rule.name, seen.labels) for s in silences)
+        send = fired_at is not None and notified_at is None and not muted
+        if fired_at is not None and muted:
+            result.silenced.append(seen.fingerprint)
+        if send:
+            notified_at = stamp
         alert = TrackedAlert(
-            fp, rule.name, labels, state, value, active_since, fired_at, notified_at
+            seen.fingerprint,
+            rule.name,
+            seen.labels,
+            "pending" if fired_at is None else "firing",
+            seen.value,
+            active_since,
+            fired_at,
+            notified_at,
         )
-        if state == "firing" and notified_at is None:
-            if any(s.matches(rule.name, labels) for s in silences):
-                result.silenced.append(fp)
-            else:
-                alert = TrackedAlert(
-                    fp, rule.name, labels, state, value, active_since, fired_at, stamp
-                )
-                result.notifications.append(self._message(rule, "firing", alert))
-        elif state == "firing" and any(s.matches(rule.name, labels) for s in silences):
-            result.silenced.append(fp)
+        if send:
+            result.notifications.append(self._message(rule, "firing", alert))
         return alert
