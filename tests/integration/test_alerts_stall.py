@@ -211,3 +211,103 @@ def test_the_stream_runs_the_alert_engine(tmp_path: Path, webhook_receiver) -> N
         ("firing", "DSA110NoData"),
         ("resolved", "DSA110NoData"),
     ]
+
+
+def test_the_stream_alerts_when_real_input_stalls(
+    tmp_path: Path, webhook_receiver, tiny_observation
+) -> None:
+    """The whole stream (watcher, conversion, fake imager) on two simulated
+    groups: the first arrives, then nothing (no data fires once), then the
+    second (resolved). The rule file is the shipped one with the no-data
+    threshold and ``for:`` shortened to fit a test."""
+    import shutil
+
+    from tests.conftest import TINY_SPEC_KW
+
+    from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+    from dsa110_contimg.state.jobs import list_jobs
+
+    later = TINY_SPEC_KW["start_time"] + timedelta(minutes=10)  # another group
+    second = simulate_observation(
+        ObservationSpec(**{**TINY_SPEC_KW, "start_time": later}), tmp_path / "sim"
+    )
+    groups = [tiny_observation.groups[0], second.groups[0]]
+    sky_path = tiny_observation.sky_path
+    rules = tmp_path / "alerts.yml"
+    text = rules_file().read_text(encoding="utf-8")
+    marker = "      - alert: DSA110NoData\n"
+    head, tail = text.split(marker)
+    tail = tail.replace("> 900", "> 3", 1).replace("for: 5m", "for: 0s", 1)
+    rules.write_text(head + marker + tail, encoding="utf-8")
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    config = _config(
+        tmp_path, webhooks=[webhook_receiver.url], interval_s=0.3, rules_path=str(rules)
+    )
+    config = config.model_copy(
+        update={
+            "imaging": config.imaging.model_copy(
+                update={"backend": "fake", "fake_sky_path": sky_path}
+            ),
+            "queue": config.queue.model_copy(update={"shutdown_grace_s": 1.0}),
+            "watcher": config.watcher.model_copy(
+                update={"settle_s": 0.2, "scan_interval_s": 0.5, "min_free_disk_gb": 0}
+            ),
+        }
+    )
+
+    def deliver(group) -> None:
+        for path in group.files:
+            shutil.copy2(path, incoming / path.name)
+
+    def conversions() -> list[str]:
+        with closing(open_db(Path(config.paths.state_db))) as conn:
+            return [j.state for j in list_jobs(conn, kinds=[CONVERT_GROUP])]
+
+    async def main() -> list[str]:
+        stop = asyncio.Event()
+        steps = []
+        with ThreadPoolExecutor(1) as pool:
+            task = asyncio.create_task(
+                run_stream_async(
+                    config,
+                    stop=stop,
+                    incoming_dir=incoming,
+                    catalog_path=sky_path,
+                    executor=pool,
+                )
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 50
+            deliver(groups[0])
+            while loop.time() < deadline:
+                await asyncio.sleep(0.1)
+                statuses = webhook_receiver.statuses()
+                states = conversions()
+                if not steps and states:
+                    steps.append("first group enqueued")
+                # the input stays stalled until the first group is converted
+                if len(steps) == 1 and statuses and states == ["done"]:
+                    steps.append("no data fired, first group converted")
+                    deliver(groups[1])
+                if len(steps) == 2 and len(statuses) >= 2:
+                    steps.append("resolved")
+                    break
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        return steps
+
+    steps = asyncio.run(main())
+    assert steps == [
+        "first group enqueued",
+        "no data fired, first group converted",
+        "resolved",
+    ]
+    assert webhook_receiver.statuses() == [
+        ("firing", "DSA110NoData"),
+        ("resolved", "DSA110NoData"),
+    ]
+    summary = webhook_receiver.bodies[0]["alerts"][0]["annotations"]["summary"]
+    assert summary.startswith("No data for ") and "observing window" in summary
+    with closing(open_db(Path(config.paths.state_db))) as conn:
+        assert len(list_jobs(conn, kinds=[CONVERT_GROUP])) == 2
