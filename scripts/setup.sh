@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything dsa110-contimg needs on a Debian 12 machine; idempotent.
 #   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv,
-#                    chromium (headless: the test of the HTML block summaries)
+#                    chromium (headless: the test of the HTML block summaries);
+#                    promtool from Debian's prometheus package, unpacked into
+#                    .venv/bin (the alert rules' tests; no Prometheus service)
 #   Python packages: this project with all extras (the api extra: FastAPI,
 #                    uvicorn, prometheus-client for 'serve'), in ./.venv
 #   CASA: checks that it starts offline with the installation's own site
@@ -24,6 +26,24 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
+
+# promtool (checks monitoring/alerts.yml): only the binary of Debian's
+# prometheus package, so that no Prometheus server is installed or started
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x .venv/bin/promtool ]; then
+    echo "setup: unpacking promtool (Debian package prometheus) into .venv/bin" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    deb_dir="$(mktemp -d)"
+    if (cd "$deb_dir" && { apt-get download -qq prometheus 2>/dev/null \
+            || { $sudo apt-get update -qq && apt-get download -qq prometheus; }; }); then
+        dpkg-deb --fsys-tarfile "$deb_dir"/prometheus_*.deb \
+            | tar -x -C "$deb_dir" ./usr/bin/promtool
+        install -m 0755 "$deb_dir/usr/bin/promtool" .venv/bin/promtool
+    else
+        echo "setup: promtool unavailable; the rule tests check the YAML only" >&2
+    fi
+    rm -rf "$deb_dir"
+fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing Python packages into .venv" >&2

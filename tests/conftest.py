@@ -74,3 +74,57 @@ def tiny_group_dir(tiny_observation, tmp_path: Path) -> Path:
             shutil.copy2(path, dest / path.name)
     shutil.copytree(tiny_observation.output_dir / "truth", dest / "truth")
     return dest
+
+
+class WebhookReceiver:
+    """A loopback HTTP server that records the JSON bodies POSTed to it.
+
+    ``fail_first`` answers that many requests with HTTP 500 first.
+    """
+
+    def __init__(self, fail_first: int = 0) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.bodies: list[dict] = []
+        self.n_requests = 0
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                receiver.n_requests += 1
+                if receiver.n_requests <= receiver.fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def statuses(self) -> list[tuple[str, str]]:
+        """(status, alertname) of each message received, in order."""
+        return [(b["status"], b["groupLabels"]["alertname"]) for b in self.bodies]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook_receiver():
+    """A `WebhookReceiver` on a free loopback port, shut down afterwards."""
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()

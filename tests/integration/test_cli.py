@@ -276,9 +276,9 @@ def test_quiet_and_verbose_set_the_console_level(runner, flag, level):
 
 
 _COMMANDS = {
-    "batch", "calibrators", "cancel", "config", "convert", "db", "demo", "health",
-    "ingest-photometry", "lightcurve", "process", "requeue", "simulate", "single",
-    "status", "stream", "variables",
+    "alerts", "batch", "calibrators", "cancel", "config", "convert", "db", "demo",
+    "health", "ingest-photometry", "intake", "lightcurve", "process", "requeue",
+    "serve", "simulate", "single", "status", "stream", "variables",
 }  # fmt: skip
 
 

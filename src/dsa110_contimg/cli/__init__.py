@@ -1,10 +1,11 @@
 """The ``dsa110-contimg`` command line.
 
-The group is built here, explicitly, from the three command modules:
+The group is built here, explicitly, from the four command modules:
 `pipeline_commands` (simulate, convert, process, demo, single, batch, health,
 calibrators, config), `service_commands` (stream, status, requeue, cancel, db),
 `variability_commands` (variables, lightcurve, ingest-photometry) and
-`web_commands` (serve, intake pause|resume). Their
+`web_commands` (serve, intake pause|resume),
+`alert_commands` (alerts list, silence, unsilence, evaluate). Their
 shared options, configuration loading and error translation are in
 `dsa110_contimg.utils.command_line`, which ``python -m dsa110_contimg.services``
 uses too; nothing outside this package imports it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import click
 
 from dsa110_contimg.cli import (
+    alert_commands,
     pipeline_commands,
     service_commands,
     variability_commands,
@@ -41,6 +43,7 @@ def build_cli() -> click.Group:
     service_commands.add(cli)
     variability_commands.add(cli)
     web_commands.add(cli)
+    alert_commands.add(cli)
     return cli
 
 

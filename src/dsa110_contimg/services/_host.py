@@ -2,8 +2,9 @@
 
 One asyncio loop hosts the chosen services: the hdf5_watcher, the
 ms_processor (conversion lane, block planner, block lane, and with it the
-start-up clean-up, the product audit and the periodic maintenance of
-`services._maintenance`) and the variability_analyzer; CPU work goes to a
+start-up clean-up, the product audit, the periodic maintenance of
+`services._maintenance` and the alert rules of `services.alerts`, every
+``alerts.interval_s``) and the variability_analyzer; CPU work goes to a
 process pool (or any executor passed in). The state database is the only
 shared state, so a restart after a crash picks up where the queue says, and
 the services may run in separate processes, or on separate hosts, on one
@@ -273,6 +274,17 @@ async def run_services_async(
             side_tasks.append(
                 asyncio.create_task(run_maintenance_task(config, stop, clock=clock))
             )
+            if (
+                config.alerts.enabled
+            ):  # with the maintenance: one evaluator per database
+                from dsa110_contimg.services.alerts import build_engine, run_alerts_task
+
+                engine = build_engine(config)  # a bad rule file stops the start
+                side_tasks.append(
+                    asyncio.create_task(
+                        run_alerts_task(config, stop, clock=clock, engine=engine)
+                    )
+                )
             catalog_file = catalog_path or paths.catalog_path
             catalog = load_catalog(Path(catalog_file)) if catalog_file else None
             processor = MsProcessor(

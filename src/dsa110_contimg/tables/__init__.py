@@ -24,6 +24,12 @@ from dsa110_contimg.tables._columns import (
 )
 from dsa110_contimg.tables._csv import read_csv_rows, read_csv_table, write_csv_table
 from dsa110_contimg.tables._epochs import epoch_id, image_id, image_ids, split_epochs
+from dsa110_contimg.tables._metrics import (
+    METRICS,
+    MetricSpec,
+    metric_names,
+    metric_spec,
+)
 from dsa110_contimg.tables._photometry import (
     PHOTOMETRY_COLUMNS,
     conform_table,
@@ -35,6 +41,10 @@ from dsa110_contimg.tables._photometry import (
 from dsa110_contimg.tables._spec import Column, TableSpec
 
 __all__ = [
+    "METRICS",
+    "MetricSpec",
+    "metric_names",
+    "metric_spec",
     "Column",
     "TableSpec",
     "PHOTOMETRY",

@@ -17,6 +17,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 The seed's path ``dsa110_contimg.utils.config`` re-exports all of it.
 """
 
+from dsa110_contimg.utils.config._alerts import AlertsConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -72,6 +73,7 @@ __all__ = [
     "WatcherConfig",
     "QueueConfig",
     "RetentionConfig",
+    "AlertsConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",

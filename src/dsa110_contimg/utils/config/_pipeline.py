@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from dsa110_contimg.utils.config._alerts import AlertsConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -83,6 +84,9 @@ class PipelineConfig(BaseModel):
         description="Retention and database maintenance (section).",
     )
     web: WebConfig = Field(WebConfig(), description="HTTP API server (section).")
+    alerts: AlertsConfig = Field(
+        AlertsConfig(), description="In-process alert rules and webhooks (section)."
+    )
 
     @model_validator(mode="after")
     def _no_fake_imager_in_production(self) -> Self:

@@ -1,0 +1,215 @@
+"""The alert engine's state: tracked alerts and silences (schema 0009).
+
+`services.alerts` decides; this module only stores. An alert is identified
+by its fingerprint (a hash of its name and labels). A silence mutes the
+alerts of one name whose labels include all of its matchers, until it
+expires or is removed (``dsa110-contimg alerts unsilence``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from dsa110_contimg.exceptions import StateError
+from dsa110_contimg.state.db import Connection, to_iso_utc
+
+__all__ = [
+    "Silence",
+    "TrackedAlert",
+    "add_silence",
+    "alert_fingerprint",
+    "delete_tracked_alert",
+    "list_silences",
+    "list_tracked_alerts",
+    "remove_silence",
+    "upsert_tracked_alert",
+]
+
+
+def alert_fingerprint(alertname: str, labels: Mapping[str, str]) -> str:
+    """Return a stable 16-hex-digit identity of an alert (name and labels)."""
+    text = json.dumps({"alertname": alertname, **labels}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedAlert:
+    """One row of ``alert_state``: an alert whose condition holds.
+
+    Attributes
+    ----------
+    fingerprint : str
+        `alert_fingerprint` of name and labels.
+    alertname : str
+        The rule's ``alert`` name.
+    labels : dict
+        The instance's labels (without ``alertname`` and ``severity``).
+    state : {"pending", "firing"}
+        Pending until the rule's ``for:`` has passed.
+    value : float or None
+        The figure that crossed the threshold, at the last evaluation.
+    active_since : str
+        When the condition was first seen true (UTC ISO).
+    fired_at : str or None
+        When it became firing.
+    notified_at : str or None
+        When its firing message was sent (None while silenced or pending).
+    """
+
+    fingerprint: str
+    alertname: str
+    labels: dict[str, str]
+    state: str
+    value: float | None
+    active_since: str
+    fired_at: str | None
+    notified_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """One row of ``alert_silences``."""
+
+    id: int
+    alertname: str
+    matchers: dict[str, str]
+    comment: str
+    created_by: str
+    created_at: str
+    expires_at: str
+    removed_at: str | None
+
+    def matches(self, alertname: str, labels: Mapping[str, str]) -> bool:
+        """Whether this silence mutes the alert ``alertname`` with ``labels``."""
+        if self.alertname not in ("*", alertname):
+            return False
+        return all(labels.get(k) == v for k, v in self.matchers.items())
+
+    def is_active(self, now: datetime) -> bool:
+        """Whether it is neither removed nor expired at ``now``."""
+        return self.removed_at is None and self.expires_at > to_iso_utc(now)
+
+
+def list_tracked_alerts(conn: Connection) -> list[TrackedAlert]:
+    """Return every tracked alert, by name then fingerprint."""
+    rows = conn.execute(
+        "SELECT fingerprint, alertname, labels_json, state, value, active_since, "
+        "fired_at, notified_at FROM alert_state ORDER BY alertname, fingerprint"
+    ).fetchall()
+    return [
+        TrackedAlert(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7])
+        for r in rows
+    ]
+
+
+def upsert_tracked_alert(
+    conn: Connection, alert: TrackedAlert, *, now: datetime
+) -> None:
+    """Insert or replace one tracked alert (its own transaction)."""
+    with conn:
+        conn.execute(
+            "INSERT INTO alert_state (fingerprint, alertname, labels_json, state, "
+            "value, active_since, fired_at, notified_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE "
+            "SET state = excluded.state, value = excluded.value, "
+            "fired_at = excluded.fired_at, notified_at = excluded.notified_at, "
+            "updated_at = excluded.updated_at",
+            (
+                alert.fingerprint,
+                alert.alertname,
+                json.dumps(alert.labels, sort_keys=True),
+                alert.state,
+                alert.value,
+                alert.active_since,
+                alert.fired_at,
+                alert.notified_at,
+                to_iso_utc(now),
+            ),
+        )
+
+
+def delete_tracked_alert(conn: Connection, fingerprint: str) -> None:
+    """Forget an alert whose condition cleared."""
+    with conn:
+        conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
+
+
+def add_silence(
+    conn: Connection,
+    alertname: str,
+    *,
+    matchers: Mapping[str, str],
+    comment: str,
+    created_by: str,
+    now: datetime,
+    expires_at: datetime,
+) -> Silence:
+    """Store a silence and return it.
+
+    Raises
+    ------
+    ValueError
+        If it expires at or before ``now``, or ``alertname`` is empty.
+    """
+    if not alertname:
+        msg = "a silence needs an alert name (or '*' for every alert)"
+        raise ValueError(msg)
+    if expires_at <= now:
+        msg = f"silence expiry {expires_at.isoformat()} is not after now"
+        raise ValueError(msg)
+    with conn:
+        cursor = conn.execute(
+            "INSERT INTO alert_silences (alertname, matchers_json, comment, "
+            "created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                alertname,
+                json.dumps(dict(matchers), sort_keys=True),
+                comment,
+                created_by,
+                to_iso_utc(now),
+                to_iso_utc(expires_at),
+            ),
+        )
+    return _silence(conn, int(cursor.lastrowid or 0))
+
+
+def _silence(conn: Connection, silence_id: int) -> Silence:
+    row = conn.execute(
+        "SELECT id, alertname, matchers_json, comment, created_by, created_at, "
+        "expires_at, removed_at FROM alert_silences WHERE id = ?",
+        (silence_id,),
+    ).fetchone()
+    if row is None:
+        msg = (
+            f"no silence with id {silence_id}; list them with "
+            "'dsa110-contimg alerts list'"
+        )
+        raise StateError(msg)
+    return Silence(
+        int(row[0]), row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7]
+    )
+
+
+def remove_silence(conn: Connection, silence_id: int, *, now: datetime) -> Silence:
+    """End a silence now; `StateError` when no silence has that id."""
+    _silence(conn, silence_id)
+    with conn:
+        conn.execute(
+            "UPDATE alert_silences SET removed_at = ? WHERE id = ? "
+            "AND removed_at IS NULL",
+            (to_iso_utc(now), silence_id),
+        )
+    return _silence(conn, silence_id)
+
+
+def list_silences(conn: Connection, *, now: datetime | None = None) -> list[Silence]:
+    """Return the silences, oldest first; only those active at ``now`` if given."""
+    rows = conn.execute("SELECT id FROM alert_silences ORDER BY id").fetchall()
+    silences = [_silence(conn, int(r[0])) for r in rows]
+    if now is None:
+        return silences
+    return [s for s in silences if s.is_active(now)]
