@@ -56,6 +56,53 @@ TINY_SPEC_KW = {
 
 
 @pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway redis-server on loopback for the session (``scaleout`` tests)."""
+    from tests.servers.redis import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (scripts/setup.sh installs it)")
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.scaleout)])
+def queue_backend(request: pytest.FixtureRequest) -> str:
+    """Name of the job-queue backend a parametrised queue test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_queue(request: pytest.FixtureRequest, queue_backend: str):
+    """Return ``make(conn)``: a `JobQueue` of ``queue_backend`` on ``conn``.
+
+    Queues made in one test share a Redis key prefix (workers of one queue),
+    different from other tests' (one server serves the session); they are
+    closed afterwards.
+    """
+    import uuid
+
+    from dsa110_contimg.state.queue import SqliteJobQueue
+
+    made = []
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+
+    def make(conn, **kw):
+        if queue_backend == "sqlite":
+            return SqliteJobQueue(conn)
+        from dsa110_contimg.state.redis_queue import RedisJobQueue
+
+        server = request.getfixturevalue("redis_server")
+        q = RedisJobQueue(conn, url=server.url, prefix=prefix, **kw)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
+
+
+@pytest.fixture(scope="session")
 def tiny_observation(tmp_path_factory: pytest.TempPathFactory):
     """One simulated testing-size group (session scoped: do not modify its files)."""
     from dsa110_contimg.simulation import ObservationSpec, simulate_observation
