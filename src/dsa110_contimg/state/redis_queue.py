@@ -154,6 +154,9 @@ class RedisJobQueue:
         self._promote = self.client.register_script(_PROMOTE)
         self._entries: dict[int, tuple[str, str]] = {}  # own job id -> entry
         self._groups: set[str] = set()
+        # XAUTOCLAIM a stream at most this often (not on every claim)
+        self._recover_every_s = min(reconcile_s, min_idle_s / 2)
+        self._recover_at: dict[str, float] = {}
         self._priorities = {PRIORITY_LIVE, PRIORITY_BACKFILL}
         self._down_until = 0.0
         self._down_delay_s = 0.0
@@ -330,9 +333,13 @@ class RedisJobQueue:
     def _entries_of(self, stream: str, worker: str) -> Iterator[tuple[str, bool]]:
         """Yield (entry id, recovered): a dead consumer's entries, then new ones."""
         self._ensure_group(stream)
-        _next, claimed, *_ = self._call(
+        if time.monotonic() < self._recover_at.get(stream, 0.0):
+            yield from self._new_entries(stream, worker)
+            return
+        self._recover_at[stream] = time.monotonic() + self._recover_every_s
+        _next, claimed, *_ = self._call(  # one at a time: none waits in our PEL
             lambda: self.client.xautoclaim(
-                stream, self.group, worker, self.min_idle_ms, "0-0", count=10
+                stream, self.group, worker, self.min_idle_ms, "0-0", count=1
             )
         )
         for entry_id, fields in claimed:
@@ -340,6 +347,9 @@ class RedisJobQueue:
                 yield entry_id, True
             else:
                 self._try(lambda e=entry_id: self._ack(stream, e))
+        yield from self._new_entries(stream, worker)
+
+    def _new_entries(self, stream: str, worker: str) -> Iterator[tuple[str, bool]]:
         while True:
             got = self._call(
                 lambda: self.client.xreadgroup(
