@@ -150,3 +150,18 @@ def test_server_killed_and_restarted_loses_nothing(conn, tmp_path):
         q.close()
     finally:
         server.stop()
+
+
+def test_redis_data_wiped_jobs_are_republished_from_the_database(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}")
+    a, _ = q.enqueue(_spec("a"), now=T0)
+    b, _ = q.enqueue(_spec("b"), now=T0)
+    assert q.claim(worker="w1", now=T0, lease_s=30).id == a.id
+    for key in q.client.scan_iter(f"{q.prefix}:*"):  # as a restart without AOF
+        q.client.delete(key)
+    q.heartbeat(a.id, worker="w1", now=at(1), lease_s=30)  # NOGROUP: no raise
+    q.complete(a.id, worker="w1", now=at(2))
+    got = [q.claim(worker="w1", now=at(3), lease_s=30) for _ in range(3)]
+    assert [j.id for j in got if j is not None] == [b.id]
+    assert get_job(conn, a.id).state == "done"
+    q.close()

@@ -219,10 +219,18 @@ class RedisJobQueue:
         return out
 
     def _try(self, fn: Callable[[], Any]) -> Any:
-        """`_call` that swallows an outage (the reconcile sweep repairs it)."""
+        """`_call` that swallows any Redis error (the reconcile sweep repairs it).
+
+        Used where the state database has already recorded the change, so a
+        lost delivery message costs at most a sweep period, never a job.
+        """
         try:
             return self._call(fn)
         except RedisUnavailable:
+            return None
+        except self._redis.exceptions.RedisError as err:
+            self._nogroup(err)
+            log.warning("redis command failed", extra={"error": str(err)})
             return None
 
     def _ensure_group(self, stream: str) -> None:
@@ -476,9 +484,9 @@ class RedisJobQueue:
                             return job
         except RedisUnavailable:
             return None
-        except self._redis.exceptions.ResponseError as err:
-            if not self._nogroup(err):
-                raise
+        except self._redis.exceptions.RedisError as err:  # e.g. NOGROUP after a wipe
+            self._nogroup(err)
+            log.warning("redis claim failed", extra={"error": str(err)})
             return None
         return None
 
