@@ -28,6 +28,13 @@ except ImportError:  # pragma: no cover - the casa extra is optional
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+    parser.addoption(
+        "--queue-backend",
+        choices=("sqlite", "redis"),
+        default="sqlite",
+        help="queue.backend of the streams that test_streaming.py runs (redis: "
+        "on a throwaway redis-server)",
+    )
 
 
 def pytest_collection_modifyitems(

@@ -66,6 +66,9 @@ def test_redis_killed_for_10s_mid_stream(observation, tmp_path: Path) -> None:  
             claims = [e for e in stream.events(job.id) if e["to_state"] == "running"]
             assert len(claims) == 1, (job.kind, job.key, claims)  # never run twice
         assert n_done_at_kill < len(jobs), "the outage came after the run"
+        delivery = stream.status()["delivery"]  # dsa110-contimg status --json
+        assert delivery["reachable"] and delivery["dead_letters"] == 0
+        assert all(s["pending"] == 0 for s in delivery["streams"].values())
         assert_products_complete(stream.base)
         assert_no_debris(stream.base)
         snapshot(stream.base)  # asserts no duplicate photometry rows

@@ -165,3 +165,31 @@ def test_redis_data_wiped_jobs_are_republished_from_the_database(conn, redis_ser
     assert [j.id for j in got if j is not None] == [b.id]
     assert get_job(conn, a.id).state == "done"
     q.close()
+
+
+def test_delivery_status_reports_streams_delayed_and_dead_letters(conn, redis_server):
+    from tests.servers.redis import free_port
+
+    from dsa110_contimg.state.redis_queue import delivery_status
+
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}")
+    a, _ = q.enqueue(_spec("a"), now=T0)
+    q.enqueue(_spec("b"), now=T0)
+    q.claim(worker="w1", now=T0, lease_s=30)
+    q.fail(
+        a.id,
+        ExternalToolError("killed"),
+        worker="w1",
+        now=at(1),
+        backoff_base_s=10,
+        backoff_max_s=60,
+    )
+    q.claim(worker="w1", now=at(1), lease_s=30)  # b
+    report = delivery_status(redis_server.url, q.prefix)
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert report["reachable"] is True
+    assert report["streams"][stream] == {"length": 1, "pending": 1, "consumers": 1}
+    assert (report["delayed"], report["dead_letters"]) == (1, 0)
+    down = delivery_status(f"redis://127.0.0.1:{free_port()}/0", "x")
+    assert down["reachable"] is False and "is redis-server running" in down["error"]
+    q.close()

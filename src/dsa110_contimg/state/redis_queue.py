@@ -63,7 +63,7 @@ from dsa110_contimg.state.jobs import (
     JobSpec,
 )
 
-__all__ = ["RedisJobQueue"]
+__all__ = ["RedisJobQueue", "delivery_status"]
 
 CANCEL_REASON = "cancelled by an operator (dsa110-contimg cancel)"
 
@@ -655,3 +655,51 @@ class RedisJobQueue:
     def close(self) -> None:
         """Close the Redis connections (pending entries stay in the group)."""
         self.client.close()
+
+
+def delivery_status(url: str, prefix: str) -> dict[str, object]:
+    """Return what Redis holds for a queue (the ``status`` command's ``delivery``).
+
+    Parameters
+    ----------
+    url : str
+        ``redis://`` URL of the server.
+    prefix : str
+        ``queue.redis_prefix``.
+
+    Returns
+    -------
+    dict
+        ``backend`` ("redis"), ``url``, ``reachable``; when reachable also
+        ``streams`` (per stream: ``length`` entries, ``pending`` entries held by
+        workers, ``consumers``), ``delayed`` (retries not yet due) and
+        ``dead_letters`` (entries in ``<prefix>:dead``); else ``error``.
+    """
+    redis = _import_redis()
+    client = redis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
+    )
+    group = f"{prefix}:workers"
+    out: dict[str, object] = {"backend": "redis", "url": url}
+    try:
+        streams = {}
+        for key in sorted(client.scan_iter(f"{prefix}:jobs:*", _type="stream")):
+            info = client.xpending(key, group) if client.exists(key) else {}
+            streams[key] = {
+                "length": int(client.xlen(key)),
+                "pending": int(info.get("pending", 0)) if info else 0,
+                "consumers": len(info.get("consumers") or []) if info else 0,
+            }
+        out.update(
+            reachable=True,
+            streams=streams,
+            delayed=int(client.zcard(f"{prefix}:delayed")),
+            dead_letters=int(client.xlen(f"{prefix}:dead")),
+        )
+    except redis.exceptions.ResponseError as err:  # NOGROUP: no worker started yet
+        out.update(reachable=True, streams={}, error=str(err))
+    except redis.exceptions.RedisError as err:
+        out.update(reachable=False, error=f"{err}; is redis-server running at {url}?")
+    finally:
+        client.close()
+    return out
