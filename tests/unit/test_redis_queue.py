@@ -78,7 +78,8 @@ def test_entries_are_held_while_running_and_acked_when_done(conn, redis_server):
 
 def test_dead_consumer_entry_is_recovered_with_xautoclaim(conn, redis_server):
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    q = _queue(conn, redis_server.url, prefix, min_idle_s=0.2)
+    q = _queue(conn, redis_server.url, prefix, min_idle_s=0.2, reconcile_s=60)
+    assert q.claim(worker="w2", now=T0, lease_s=30) is None  # the sweep: not again
     job, _ = q.enqueue(_spec("a"), now=T0)
     stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
     # a consumer reads the entry and dies before it leases the job
@@ -192,4 +193,25 @@ def test_delivery_status_reports_streams_delayed_and_dead_letters(conn, redis_se
     assert (report["delayed"], report["dead_letters"]) == (1, 0)
     down = delivery_status(f"redis://127.0.0.1:{free_port()}/0", "x")
     assert down["reachable"] is False and "is redis-server running" in down["error"]
+    q.close()
+
+
+def test_jobs_changed_behind_the_queue_get_entries_from_the_sweep(conn, redis_server):
+    """Operators and the planner write the database directly (cancel, requeue)."""
+    from dsa110_contimg.state import jobs
+
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}", reconcile_s=0)
+    x, _ = q.enqueue(_spec("x"), now=T0)  # has an entry
+    y, _ = jobs.enqueue_job(conn, _spec("y"), now=T0)  # has none yet
+    jobs.cancel_job(conn, x.id, now=at(1))  # dsa110-contimg cancel
+    got = q.claim(worker="w1", now=at(2), lease_s=30)  # x's entry serves y
+    assert got is not None and got.id == y.id
+    q.complete(y.id, worker="w1", now=at(3))
+    jobs.requeue_job(conn, x.id, now=at(4), reason="operator")  # requeue
+    again = q.claim(worker="w1", now=at(5), lease_s=30)
+    assert again is not None and again.id == x.id
+    q.complete(x.id, worker="w1", now=at(6))
+    assert q.claim(worker="w1", now=at(7), lease_s=30) is None
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert q.client.xpending(stream, q.group)["pending"] == 0
     q.close()

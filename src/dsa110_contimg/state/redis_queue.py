@@ -5,25 +5,26 @@ Where job state lives
 The state database stays the record of every job (state, attempts, errors,
 payload, lease, events): each change is the same checked transition of
 `state.jobs` as on the ``sqlite`` backend, so a job is claimed at most once
-(the claim is a database transaction on that job id) and ``status``,
-``list``, ``requeue`` and ``cancel`` work unchanged. Redis carries delivery:
-which job ids are ready, who holds which, which are due later.
+(the lease is a database transaction) and ``status``, ``list``, ``requeue``
+and ``cancel`` work unchanged. Redis carries delivery: which kinds have
+ready work, which worker holds which entry, which retries are due later.
 
 Keys (``<p>`` is ``queue.redis_prefix``)
 ---------------------------------------
 ``<p>:jobs:<kind>:<priority>``
     A stream per kind and priority with the consumer group ``<p>:workers``;
-    an entry ``{job_id}`` is a ready job. Workers read with ``XREADGROUP``
-    (smaller priority first), keep the entry pending while they run the job
+    an entry ``{job_id}`` says a job of that kind is ready (the id is the job
+    it was added for; the worker leases the database's next job of the kind,
+    in the ``sqlite`` order). Workers read with ``XREADGROUP`` (smaller
+    priority first), keep the entry pending while they run the job
     (``XCLAIM ... JUSTID`` with each heartbeat resets its idle time) and
     ``XACK`` + ``XDEL`` it when the job finishes. Streams are never trimmed,
     so no unacknowledged entry is lost.
 ``<p>:delayed``
     Sorted set ``<stream>|<job_id>`` scored by the retry's not-before time
     (UNIX seconds); due members move to their stream atomically (Lua).
-``<p>:queued``
-    Set of job ids that have a stream entry (so the reconcile sweep does not
-    add a second one).
+``<p>:inflight``
+    Hash stream entry id -> the job leased against it (for the dead letter).
 ``<p>:dead``
     Dead-letter stream: an entry delivered more than ``max_deliveries`` times
     without its job finishing is copied here, acknowledged, and its job is
@@ -37,7 +38,9 @@ lease by default: longer than any heartbeat gap of a live worker). The
 database decides what the entry means then (run it, retry later, or drop a
 duplicate). A job that Redis lost (a write in the last second before a crash
 with ``appendfsync everysec``, or one enqueued while Redis was down) is found
-by the reconcile sweep, which adds an entry for every pending job with none.
+by the reconcile sweep (every ``reconcile_s``), which tops each stream's
+undelivered entries up to the number of pending jobs due in the database; a
+spare entry only costs a no-op read.
 While Redis is unreachable, the queue claims nothing and retries with an
 exponential backoff (0.1 s doubling to 5 s); enqueues and every transition
 still commit in the state database, so nothing is lost and nothing runs
@@ -76,7 +79,6 @@ for _, member in ipairs(due) do
   redis.call('ZREM', KEYS[1], member)
   redis.call('XADD', string.sub(member, 1, sep - 1), '*',
              'job_id', string.sub(member, sep + 1))
-  redis.call('SADD', KEYS[2], string.sub(member, sep + 1))
 end
 return #due
 """
@@ -178,10 +180,6 @@ class RedisJobQueue:
         return f"{self.prefix}:delayed"
 
     @property
-    def _queued(self) -> str:
-        return f"{self.prefix}:queued"
-
-    @property
     def _prio_key(self) -> str:
         return f"{self.prefix}:priorities"
 
@@ -268,7 +266,6 @@ class RedisJobQueue:
             if due <= now.timestamp():
                 pipe.zrem(self._delayed, f"{stream}|{job.id}")
                 pipe.xadd(stream, {"job_id": job.id})
-                pipe.sadd(self._queued, job.id)
             else:
                 pipe.zadd(self._delayed, {f"{stream}|{job.id}": due})
             pipe.execute()
@@ -291,47 +288,57 @@ class RedisJobQueue:
 
     # -- sweeps -------------------------------------------------------------------
     def sync(self, *, now: datetime) -> int:
-        """Move due retries to their streams and publish pending jobs with no entry.
+        """Move due retries to their streams; give ready jobs missing entries one.
+
+        For each stream, the entries not yet delivered (``XLEN`` minus the
+        group's pending entries) are topped up to the number of pending jobs
+        of its kind and priority that are due in the database; consumers with
+        nothing pending and idle longer than ``min_idle_s`` are removed.
 
         Returns
         -------
         int
-            Number of jobs that the sweep published (found without an entry).
+            Number of entries the sweep added.
         """
         self._call(
-            lambda: self._promote(
-                keys=[self._delayed, self._queued], args=[now.timestamp(), 1000]
-            )
+            lambda: self._promote(keys=[self._delayed], args=[now.timestamp(), 1000])
         )
         extra = self._call(lambda: self.client.smembers(self._prio_key))
         self._priorities |= {int(p) for p in extra}
-        pending = jobs.list_jobs(self.conn, states=["pending"])
-        if not pending:
-            return 0
-        queued = self._call(
-            lambda: self.client.smismember(self._queued, [j.id for j in pending])
-        )
-        delayed = self._call(
-            lambda: self.client.zmscore(
-                self._delayed,
-                [f"{self.stream(j.kind, j.priority)}|{j.id}" for j in pending],
-            )
-        )
+        ready: dict[str, list[Job]] = {}
+        for job in jobs.list_jobs(self.conn, states=["pending"]):
+            if datetime.fromisoformat(job.not_before_at) <= now:
+                ready.setdefault(self.stream(job.kind, job.priority), []).append(job)
         n = 0
-        for job, is_queued, score in zip(pending, queued, delayed, strict=True):
-            if not is_queued and score is None:
-                self._publish(job, now=now)
-                n += 1
+        for stream in sorted(set(ready) | self._groups):
+            self._ensure_group(stream)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(stream)
+            pipe.xpending(stream, self.group)
+            pipe.xinfo_consumers(stream, self.group)
+            length, pending, consumers = self._call(pipe.execute)
+            undelivered = int(length) - int(pending["pending"])
+            missing = ready.get(stream, [])[max(0, undelivered) :]
+            for job in missing:
+                self._call(
+                    lambda j=job, st=stream: self.client.xadd(st, {"job_id": j.id})
+                )
+            n += len(missing)
+            for c in consumers:
+                if c["pending"] == 0 and c["idle"] > self.min_idle_ms:
+                    self._call(
+                        lambda name=c["name"], st=stream: (
+                            self.client.xgroup_delconsumer(st, self.group, name)
+                        )
+                    )
         if n:
-            log.info("jobs without a stream entry published", extra={"n_jobs": n})
+            log.info("ready jobs without a stream entry published", extra={"n_jobs": n})
         return n
 
     def _maybe_sync(self, now: datetime) -> None:
         if time.monotonic() < self._next_sync:
             self._call(
-                lambda: self._promote(
-                    keys=[self._delayed, self._queued], args=[now.timestamp(), 100]
-                )
+                lambda: self._promote(keys=[self._delayed], args=[now.timestamp(), 100])
             )
             return
         self.sync(now=now)
@@ -435,7 +442,6 @@ class RedisJobQueue:
 
         def hold() -> None:
             pipe = self.client.pipeline(transaction=True)
-            pipe.srem(self._queued, job.id)
             pipe.hset(self._inflight, entry_id, job.id)
             pipe.execute()
 
