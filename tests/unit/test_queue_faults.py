@@ -114,6 +114,56 @@ def test_worker_that_loses_its_lease_stops_and_discards_output(
     assert steps == ["first half"]  # the second half never ran
 
 
+def test_job_of_a_worker_that_stops_beating_runs_once_elsewhere(
+    tmp_path, make_queue
+) -> None:
+    """Worker A hangs (no more heartbeats): its lease expires, B runs the job."""
+    db = tmp_path / "state.sqlite3"
+    cfg = QueueConfig(lease_s=1.0, heartbeat_interval_s=0.2, poll_interval_s=0.05)
+    calls: list[str] = []
+
+    async def main() -> None:
+        with closing(open_db(db)) as conn_a, closing(open_db(db)) as conn_b:
+            a = JobRunner(conn_a, cfg, queue=make_queue(conn_a))
+            b = JobRunner(conn_b, cfg, queue=make_queue(conn_b))
+            hang = asyncio.Event()
+
+            async def hung(job) -> JobOutcome:
+                calls.append("a")
+                await hang.wait()  # never set: A is wedged
+                return JobOutcome(result={"by": "a"})
+
+            async def works(job) -> JobOutcome:
+                calls.append("b")
+                return JobOutcome(result={"by": "b"})
+
+            a.add_lane("convert", [CONVERT_GROUP], hung, concurrency=1)
+            b.add_lane("convert", [CONVERT_GROUP], works, concurrency=1)
+            job, _ = a.enqueue(_spec())
+            a.queue.heartbeat = lambda *args, **kw: None  # A's beats stop
+            stops = asyncio.Event(), asyncio.Event()
+            run_a = asyncio.create_task(a.run(stops[0], grace_s=0.0))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if calls:
+                    break
+            run_b = asyncio.create_task(b.run(stops[1], grace_s=0.0))
+            for _ in range(300):
+                await asyncio.sleep(0.02)
+                if get_job(conn_b, job.id).state == "done":
+                    break
+            for stop in stops:
+                stop.set()
+            await asyncio.wait_for(asyncio.gather(run_a, run_b), 10)
+            final = get_job(conn_b, job.id)
+            assert final.state == "done" and final.result == {"by": "b"}
+            events = [e["to_state"] for e in list_job_events(conn_b, job.id)]
+            assert events == ["pending", "running", "pending", "running", "done"]
+
+    asyncio.run(main())
+    assert calls == ["a", "b"]  # A started it, B finished it, nobody else ran it
+
+
 _CHILD = r"""
 import time
 from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
