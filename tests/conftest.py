@@ -69,6 +69,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (scripts/setup.sh installs it)")
+    pytest.importorskip("redis", reason="redis-py missing: pip install '.[scaleout]'")
     with RedisServer(tmp_path_factory.mktemp("redis")) as server:
         yield server
 

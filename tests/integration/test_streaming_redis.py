@@ -55,7 +55,7 @@ def test_redis_killed_for_10s_mid_stream(observation, tmp_path: Path) -> None:  
         time.sleep(OUTAGE_S)
         assert stream.proc.poll() is None, stream.tail()
         server.start()
-        stream.wait(lambda: stream.finished(FULL_RUN), "the run to finish", 90)
+        stream.wait(lambda: stream.finished(FULL_RUN), "the run to finish", 120)
         stream.stop()
         assert stream.proc.returncode == 0, stream.tail()
         log = stream.out.read_text(errors="replace")
