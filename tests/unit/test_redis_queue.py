@@ -132,8 +132,13 @@ def test_server_killed_and_restarted_loses_nothing(conn, tmp_path):
         server.kill()
         # Redis down: enqueue still commits, claim waits, no exception
         late, _ = q.enqueue(_spec("late"), now=T0)
-        assert q.claim(worker="w1", now=T0, lease_s=300) is None
-        assert not q.available
+        delays = []  # each failed try doubles the wait before the next
+        for _ in range(3):
+            while not q.available:
+                time.sleep(0.02)
+            assert q.claim(worker="w1", now=T0, lease_s=300) is None
+            delays.append(q._down_delay_s)
+        assert delays == [0.2, 0.4, 0.8] and not q.available
         q.complete(first.id, worker="w1", now=at(1))
         server.start()
         seen = [first.id]

@@ -235,7 +235,11 @@ class RedisJobQueue:
         if stream in self._groups:
             return
         try:
-            self.client.xgroup_create(stream, self.group, id="0", mkstream=True)
+            self._call(
+                lambda: self.client.xgroup_create(
+                    stream, self.group, id="0", mkstream=True
+                )
+            )
         except self._redis.exceptions.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
