@@ -16,6 +16,7 @@ command -v wsclean >/dev/null 2>&1 || apt_pkgs+=(wsclean)
 [ -d /usr/share/casacore/data/geodetic ] || apt_pkgs+=(casacore-data)
 command -v aoflagger >/dev/null 2>&1 || apt_pkgs+=(aoflagger)
 command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+command -v redis-server >/dev/null 2>&1 || apt_pkgs+=(redis-server)  # queue.backend redis
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     sudo=""

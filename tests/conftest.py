@@ -28,6 +28,13 @@ except ImportError:  # pragma: no cover - the casa extra is optional
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+    parser.addoption(
+        "--queue-backend",
+        choices=("sqlite", "redis"),
+        default="sqlite",
+        help="queue.backend of the streams that test_streaming.py runs (redis: "
+        "on a throwaway redis-server)",
+    )
 
 
 def pytest_collection_modifyitems(
@@ -53,6 +60,54 @@ TINY_SPEC_KW = {
     "field_radius_deg": 0.6,
     "seed": 7,
 }
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway redis-server on loopback for the session (``scaleout`` tests)."""
+    from tests.servers.redis import RedisServer
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (scripts/setup.sh installs it)")
+    pytest.importorskip("redis", reason="redis-py missing: pip install '.[scaleout]'")
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.scaleout)])
+def queue_backend(request: pytest.FixtureRequest) -> str:
+    """Name of the job-queue backend a parametrised queue test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_queue(request: pytest.FixtureRequest, queue_backend: str):
+    """Return ``make(conn)``: a `JobQueue` of ``queue_backend`` on ``conn``.
+
+    Queues made in one test share a Redis key prefix (workers of one queue),
+    different from other tests' (one server serves the session); they are
+    closed afterwards.
+    """
+    import uuid
+
+    from dsa110_contimg.state.queue import SqliteJobQueue
+
+    made = []
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+
+    def make(conn, **kw):
+        if queue_backend == "sqlite":
+            return SqliteJobQueue(conn)
+        from dsa110_contimg.state.redis_queue import RedisJobQueue
+
+        server = request.getfixturevalue("redis_server")
+        q = RedisJobQueue(conn, url=server.url, prefix=prefix, **kw)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.close()
 
 
 @pytest.fixture(scope="session")

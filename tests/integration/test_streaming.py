@@ -8,6 +8,7 @@ the products it leaves.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -111,7 +112,7 @@ class Stream:
         self.proc: subprocess.Popen | None = None
 
     def configure(self, **sections: dict) -> None:
-        tree = _merge(_BASE, sections)
+        tree = _merge(_merge(_BASE, {"queue": _queue_backend(self.base)}), sections)
         tree["paths"] = {k: str(self.base / v) for k, v in _LAYOUT.items()}
         self.config = self.base / "stream.yaml"
         self.config.write_text(yaml.safe_dump(tree))
@@ -308,6 +309,25 @@ def assert_same_products(got: dict, want: dict) -> None:
 
 
 # ------------------------------------------------------------------ fixtures
+
+_QUEUE_SERVER: dict[str, str] = {}  # redis_url under --queue-backend redis
+
+
+def _queue_backend(base: Path) -> dict:
+    """The ``queue`` keys of ``--queue-backend`` (a Redis key prefix per stream)."""
+    if not _QUEUE_SERVER:
+        return {}
+    prefix = "s" + hashlib.sha1(str(base).encode()).hexdigest()[:12]
+    return {"backend": "redis", "redis_prefix": prefix, **_QUEUE_SERVER}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _queue_server(request):
+    """``--queue-backend redis``: every stream's jobs go through a redis-server."""
+    if request.config.getoption("--queue-backend") == "redis":
+        _QUEUE_SERVER["redis_url"] = request.getfixturevalue("redis_server").url
+    yield
+    _QUEUE_SERVER.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,9 @@
-"""Queue and process faults of issue 15: no job runs twice, no orphan workers."""
+"""Queue and process faults of issue 15: no job runs twice, no orphan workers.
+
+The queue tests run on every queue backend (fixture ``make_queue``: sqlite,
+and redis on a throwaway server, marker ``scaleout``); the operator's cancel
+goes to the state database directly, as ``dsa110-contimg cancel`` does.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +26,8 @@ from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     JobSpec,
     cancel_job,
-    claim_job,
-    enqueue_job,
     get_job,
     list_job_events,
-    requeue_job,
 )
 from dsa110_contimg.utils.config_loader import QueueConfig
 
@@ -38,39 +40,44 @@ def conn(tmp_path: Path):
         yield c
 
 
+@pytest.fixture
+def q(conn, make_queue):
+    return make_queue(conn)
+
+
 def _spec(key: str = "2025-01-01T00:00:00") -> JobSpec:
     return JobSpec(CONVERT_GROUP, key, key, {"files": {}})
 
 
-def test_requeue_of_pending_or_running_job_is_refused(conn) -> None:
-    job, _ = enqueue_job(conn, _spec(), now=T0)
+def test_requeue_of_pending_or_running_job_is_refused(q, conn) -> None:
+    job, _ = q.enqueue(_spec(), now=T0)
     with pytest.raises(StateError, match="is pending"):
-        requeue_job(conn, job.id, now=T0, reason="operator")
-    claimed = claim_job(conn, worker="h:1:a", now=T0, lease_s=60)
+        q.requeue(job.id, now=T0, reason="operator")
+    claimed = q.claim(worker="h:1:a", now=T0, lease_s=60)
     assert claimed is not None and claimed.state == "running"
     with pytest.raises(StateError, match=r"is running \(leased to h:1:a\).*cancel"):
-        requeue_job(conn, job.id, now=T0, reason="operator")
+        q.requeue(job.id, now=T0, reason="operator")
     after = get_job(conn, job.id)
     assert (after.state, after.attempts, after.lease_owner) == ("running", 1, "h:1:a")
-    cancelled = cancel_job(conn, job.id, now=T0 + timedelta(seconds=1))
+    cancelled = q.cancel(job.id, now=T0 + timedelta(seconds=1))
     assert cancelled.state == "quarantined" and cancelled.lease_owner is None
-    again = requeue_job(conn, job.id, now=T0 + timedelta(seconds=2), reason="redo")
+    again = q.requeue(job.id, now=T0 + timedelta(seconds=2), reason="redo")
     assert again.state == "pending" and again.attempts == 0
-    done_id = claim_and_finish(conn)
+    done_id = claim_and_finish(q)
     with pytest.raises(StateError, match="nothing to cancel"):
-        cancel_job(conn, done_id, now=T0)
+        q.cancel(done_id, now=T0)
 
 
-def claim_and_finish(conn) -> int:
-    from dsa110_contimg.state.jobs import complete_job
-
-    job = claim_job(conn, worker="h:1:b", now=T0 + timedelta(seconds=3), lease_s=60)
+def claim_and_finish(q) -> int:
+    job = q.claim(worker="h:1:b", now=T0 + timedelta(seconds=3), lease_s=60)
     assert job is not None
-    complete_job(conn, job.id, worker="h:1:b", now=T0 + timedelta(seconds=4))
+    q.complete(job.id, worker="h:1:b", now=T0 + timedelta(seconds=4))
     return job.id
 
 
-def test_worker_that_loses_its_lease_stops_and_discards_output(tmp_path) -> None:
+def test_worker_that_loses_its_lease_stops_and_discards_output(
+    tmp_path, make_queue
+) -> None:
     """A job cancelled by an operator mid-run: the worker stops, no result lands."""
     db = tmp_path / "state.sqlite3"
     cfg = QueueConfig(lease_s=5.0, heartbeat_interval_s=0.05, poll_interval_s=0.05)
@@ -78,7 +85,7 @@ def test_worker_that_loses_its_lease_stops_and_discards_output(tmp_path) -> None
 
     async def main() -> None:
         with closing(open_db(db)) as conn:
-            runner = JobRunner(conn, cfg)
+            runner = JobRunner(conn, cfg, queue=make_queue(conn))
             started = asyncio.Event()
 
             async def handler(job) -> JobOutcome:
@@ -105,6 +112,56 @@ def test_worker_that_loses_its_lease_stops_and_discards_output(tmp_path) -> None
 
     asyncio.run(main())
     assert steps == ["first half"]  # the second half never ran
+
+
+def test_job_of_a_worker_that_stops_beating_runs_once_elsewhere(
+    tmp_path, make_queue
+) -> None:
+    """Worker A hangs (no more heartbeats): its lease expires, B runs the job."""
+    db = tmp_path / "state.sqlite3"
+    cfg = QueueConfig(lease_s=1.0, heartbeat_interval_s=0.2, poll_interval_s=0.05)
+    calls: list[str] = []
+
+    async def main() -> None:
+        with closing(open_db(db)) as conn_a, closing(open_db(db)) as conn_b:
+            a = JobRunner(conn_a, cfg, queue=make_queue(conn_a))
+            b = JobRunner(conn_b, cfg, queue=make_queue(conn_b))
+            hang = asyncio.Event()
+
+            async def hung(job) -> JobOutcome:
+                calls.append("a")
+                await hang.wait()  # never set: A is wedged
+                return JobOutcome(result={"by": "a"})
+
+            async def works(job) -> JobOutcome:
+                calls.append("b")
+                return JobOutcome(result={"by": "b"})
+
+            a.add_lane("convert", [CONVERT_GROUP], hung, concurrency=1)
+            b.add_lane("convert", [CONVERT_GROUP], works, concurrency=1)
+            job, _ = a.enqueue(_spec())
+            a.queue.heartbeat = lambda *args, **kw: None  # A's beats stop
+            stops = asyncio.Event(), asyncio.Event()
+            run_a = asyncio.create_task(a.run(stops[0], grace_s=0.0))
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                if calls:
+                    break
+            run_b = asyncio.create_task(b.run(stops[1], grace_s=0.0))
+            for _ in range(300):
+                await asyncio.sleep(0.02)
+                if get_job(conn_b, job.id).state == "done":
+                    break
+            for stop in stops:
+                stop.set()
+            await asyncio.wait_for(asyncio.gather(run_a, run_b), 10)
+            final = get_job(conn_b, job.id)
+            assert final.state == "done" and final.result == {"by": "b"}
+            events = [e["to_state"] for e in list_job_events(conn_b, job.id)]
+            assert events == ["pending", "running", "pending", "running", "done"]
+
+    asyncio.run(main())
+    assert calls == ["a", "b"]  # A started it, B finished it, nobody else ran it
 
 
 _CHILD = r"""

@@ -64,6 +64,12 @@ def status_command(config_path, env, sets, as_json, wait, wait_timeout) -> None:
         if not wait or report["idle"] or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
+    if config.queue.backend == "redis":
+        from dsa110_contimg.state.redis_queue import delivery_status
+
+        report["delivery"] = delivery_status(
+            config.queue.redis_url, config.queue.redis_prefix
+        )
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
@@ -84,6 +90,16 @@ def _print_status(report: dict) -> None:
         f"{backlog.get('n_runnable_now', 0)} runnable now, oldest pending data "
         f"{backlog.get('oldest_pending_data_time_iso') or '-'}"
     )
+    delivery = report.get("delivery")
+    if delivery is not None and not delivery.get("reachable"):
+        click.echo(f"queue delivery: redis UNREACHABLE: {delivery.get('error')}")
+    elif delivery is not None:
+        held = sum(s["pending"] for s in delivery.get("streams", {}).values())
+        click.echo(
+            f"queue delivery: redis {delivery['url']}: {held} entr(ies) held by "
+            f"workers, {delivery.get('delayed', 0)} retr(ies) delayed, "
+            f"{delivery.get('dead_letters', 0)} dead letter(s)"
+        )
     intake = report["intake"]
     if intake.get("stuck"):
         click.echo(f"intake: STUCK: {intake.get('reason')}")

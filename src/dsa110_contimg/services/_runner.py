@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import PipelineError, StateError
-from dsa110_contimg.state import jobs
 from dsa110_contimg.state.db import Connection, DatabaseError
 from dsa110_contimg.state.jobs import Job, JobSpec
+from dsa110_contimg.state.queue import JobQueue, open_queue
 from dsa110_contimg.utils.config import QueueConfig
 from dsa110_contimg.utils.logging import bind_context
 
@@ -114,6 +114,9 @@ class JobRunner:
         Lease owner name; default `make_worker_id`.
     clock : callable, optional
         Returns the current UTC time.
+    queue : JobQueue, optional
+        The queue backend; default `state.queue.open_queue` of ``cfg``
+        (``queue.backend``) on ``conn``.
     """
 
     def __init__(
@@ -123,8 +126,10 @@ class JobRunner:
         *,
         worker_id: str | None = None,
         clock: Clock = utc_now,
+        queue: JobQueue | None = None,
     ) -> None:
         self.conn = conn
+        self.queue = queue if queue is not None else open_queue(cfg, conn)
         self.cfg = cfg
         self.worker_id = worker_id or make_worker_id()
         self.clock = clock
@@ -139,9 +144,8 @@ class JobRunner:
     def enqueue(
         self, spec: JobSpec, *, quarantine_reason: str | None = None
     ) -> tuple[Job, bool]:
-        """Enqueue ``spec`` once (see `jobs.enqueue_job`) and wake idle slots."""
-        job, created = jobs.enqueue_job(
-            self.conn,
+        """Enqueue ``spec`` once (see `JobQueue.enqueue`) and wake idle slots."""
+        job, created = self.queue.enqueue(
             spec,
             now=self.clock(),
             max_attempts=self.cfg.max_attempts,
@@ -220,8 +224,7 @@ class JobRunner:
     async def _run(
         self, stop: asyncio.Event, *, grace_s: float, force: asyncio.Event | None
     ) -> list[int]:
-        recovered = jobs.reclaim_orphaned_jobs(
-            self.conn,
+        recovered = self.queue.reclaim_orphaned(
             now=self.clock(),
             is_orphaned=lambda owner: owner_is_gone(owner, me=self.worker_id),
         )
@@ -291,8 +294,7 @@ class JobRunner:
             job = None
             if lane.can_claim():
                 try:
-                    job = jobs.claim_job(
-                        self.conn,
+                    job = self.queue.claim(
                         worker=self.worker_id,
                         now=self.clock(),
                         lease_s=self.cfg.lease_s,
@@ -320,7 +322,7 @@ class JobRunner:
         period_s = max(0.5, self.cfg.lease_s / 4)
         while not stop.is_set():
             try:
-                expired = jobs.reclaim_expired_jobs(self.conn, now=self.clock())
+                expired = self.queue.reclaim_expired(now=self.clock())
             except DatabaseError as err:
                 log.error("reclaim failed", extra={"error": str(err)})
                 expired = []
@@ -337,8 +339,7 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.cfg.heartbeat_interval_s)
             try:
-                jobs.heartbeat_job(
-                    self.conn,
+                self.queue.heartbeat(
                     job.id,
                     worker=self.worker_id,
                     now=self.clock(),
@@ -369,6 +370,7 @@ class JobRunner:
                 self._lease_lost.discard(job.id)
                 me = asyncio.current_task()
                 if lost and (me is None or not me.cancelling()):
+                    self.queue.abandon(job.id)
                     return  # the lease is gone: no result, no release
                 self._release(job, "stopped by shutdown after the grace period")
                 raise
@@ -381,8 +383,7 @@ class JobRunner:
 
     def _complete(self, job: Job, outcome: JobOutcome) -> None:
         try:
-            jobs.complete_job(
-                self.conn,
+            self.queue.complete(
                 job.id,
                 worker=self.worker_id,
                 now=self.clock(),
@@ -402,8 +403,7 @@ class JobRunner:
         if not isinstance(err, PipelineError | OSError):
             log.error("unexpected error in job", exc_info=err)
         try:
-            after = jobs.record_failure(
-                self.conn,
+            after = self.queue.fail(
                 job.id,
                 err,
                 worker=self.worker_id,
@@ -429,8 +429,7 @@ class JobRunner:
 
     def _release(self, job: Job, reason: str) -> None:
         try:
-            jobs.release_job(
-                self.conn,
+            self.queue.release(
                 job.id,
                 worker=self.worker_id,
                 now=self.clock(),

@@ -39,7 +39,6 @@ from dsa110_contimg.state.jobs import (
     Job,
     JobSpec,
     find_job,
-    requeue_job,
 )
 from dsa110_contimg.state.planning import known_group_times
 from dsa110_contimg.state.rejected import (
@@ -221,8 +220,7 @@ class WatcherService:
             "decision": f"reconvert: late subband sb{key} arrived ({late.path.name})",
             "reconvert": True,
         }
-        requeued = requeue_job(
-            self.runner.conn,
+        requeued = self.runner.queue.requeue(
             job.id,
             now=now,
             reason=f"late subband sb{key} arrived: {late.path}; reconverting",

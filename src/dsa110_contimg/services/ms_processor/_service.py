@@ -321,8 +321,7 @@ class MsProcessor:
             if existing is None:
                 msg = f"block {window.block_id} to redo has no job"
                 raise StateError(msg)
-            job = jobs.requeue_job(
-                self.runner.conn,
+            job = self.runner.queue.requeue(
                 existing.id,
                 now=now,
                 reason=decision.reason,
@@ -435,8 +434,7 @@ class MsProcessor:
             conversion = jobs.find_job(self.runner.conn, CONVERT_GROUP, by_ms[ms])
             if conversion is None or conversion.state != "done":
                 continue
-            jobs.requeue_job(
-                self.runner.conn,
+            self.runner.queue.requeue(
                 conversion.id,
                 now=self.runner.clock(),
                 reason=f"block {job.key}: MS {ms} {problem}",

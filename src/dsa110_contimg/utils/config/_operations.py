@@ -172,6 +172,29 @@ class QueueConfig(BaseModel):
         description="Start fresh worker processes after this many jobs, bounding "
         "memory that libraries leak over long runs; 0 = never (count).",
     )
+    backend: Literal["sqlite", "redis"] = Field(
+        "sqlite",
+        description="Delivery of jobs to workers: 'sqlite' polls the state "
+        "database; 'redis' delivers through Redis Streams (consumer groups) at "
+        "redis_url. The state database keeps every job's record either way.",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis server of queue.backend 'redis' (redis:// URL).",
+    )
+    redis_prefix: str = Field(
+        "dsa110",
+        min_length=1,
+        description="Prefix of the queue's Redis keys (streams, sets); one per "
+        "pipeline instance sharing a Redis server.",
+    )
+    redis_max_deliveries: int = Field(
+        10,
+        ge=1,
+        description="A stream entry delivered this often without its job "
+        "finishing moves to the dead-letter stream and the job is quarantined "
+        "(count).",
+    )
 
     @field_validator("block_anchor_time")
     @classmethod

@@ -1,0 +1,715 @@
+"""The ``redis`` queue backend: delivery through Redis Streams, record in SQL.
+
+Where job state lives
+---------------------
+The state database stays the record of every job (state, attempts, errors,
+payload, lease, events): each change is the same checked transition of
+`state.jobs` as on the ``sqlite`` backend, so a job is claimed at most once
+(the lease is a database transaction) and ``status``, ``list``, ``requeue``
+and ``cancel`` work unchanged. Redis carries delivery: which kinds have
+ready work, which worker holds which entry, which retries are due later.
+
+Keys (``<p>`` is ``queue.redis_prefix``)
+---------------------------------------
+``<p>:jobs:<kind>:<priority>``
+    A stream per kind and priority with the consumer group ``<p>:workers``;
+    an entry ``{job_id}`` says a job of that kind is ready (the id is the job
+    it was added for; the worker leases the database's next job of the kind,
+    in the ``sqlite`` order). Workers read with ``XREADGROUP`` (smaller
+    priority first), keep the entry pending while they run the job
+    (``XCLAIM ... JUSTID`` with each heartbeat resets its idle time) and
+    ``XACK`` + ``XDEL`` it when the job finishes. Streams are never trimmed,
+    so no unacknowledged entry is lost.
+``<p>:delayed``
+    Sorted set ``<stream>|<job_id>`` scored by the retry's not-before time
+    (UNIX seconds); due members move to their stream atomically (Lua).
+``<p>:inflight``
+    Hash stream entry id -> the job leased against it (for the dead letter).
+``<p>:dead``
+    Dead-letter stream: an entry delivered more than ``max_deliveries`` times
+    without its job finishing is copied here, acknowledged, and its job is
+    quarantined in the state database.
+
+Recovery
+--------
+A consumer that dies leaves its entries pending in the group; another
+worker takes them with ``XAUTOCLAIM`` once idle for ``min_idle_s`` (twice the
+lease by default: longer than any heartbeat gap of a live worker). The
+database decides what the entry means then (run it, retry later, or drop a
+duplicate). A job that Redis lost (a write in the last second before a crash
+with ``appendfsync everysec``, or one enqueued while Redis was down) is found
+by the reconcile sweep (every ``reconcile_s``), which tops each stream's
+undelivered entries up to the number of pending jobs due in the database; a
+spare entry only costs a no-op read.
+While Redis is unreachable, the queue claims nothing and retries with an
+exponential backoff (0.1 s doubling to 5 s); enqueues and every transition
+still commit in the state database, so nothing is lost and nothing runs
+twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from dsa110_contimg.exceptions import MissingDependencyError
+from dsa110_contimg.state import jobs
+from dsa110_contimg.state.db import Connection
+from dsa110_contimg.state.jobs import (
+    JOB_KINDS,
+    PRIORITY_BACKFILL,
+    PRIORITY_LIVE,
+    Job,
+    JobSpec,
+)
+
+__all__ = ["RedisJobQueue", "delivery_status"]
+
+CANCEL_REASON = "cancelled by an operator (dsa110-contimg cancel)"
+
+log = logging.getLogger(__name__)
+
+_PROMOTE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  local sep = string.find(member, '|', 1, true)
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('XADD', string.sub(member, 1, sep - 1), '*',
+             'job_id', string.sub(member, sep + 1))
+end
+return #due
+"""
+
+_BACKOFF_MIN_S = 0.1
+_BACKOFF_MAX_S = 5.0
+
+
+def _import_redis() -> Any:
+    try:
+        import redis
+    except ModuleNotFoundError as err:
+        msg = (
+            "queue.backend 'redis' needs the redis package (redis-py), which is "
+            "not installed; install it with: pip install 'dsa110-contimg[scaleout]'"
+        )
+        raise MissingDependencyError(msg) from err
+    return redis
+
+
+class RedisUnavailable(Exception):  # noqa: N818 - internal signal, never escapes
+    """Redis did not answer; the caller backs off."""
+
+
+class RedisJobQueue:
+    """`state.queue.JobQueue` on Redis Streams, with the record in the database.
+
+    Parameters
+    ----------
+    conn : Connection
+        Writable, migrated state-database connection (the job records).
+    url : str
+        ``redis://host:port/db`` of the server.
+    prefix : str
+        Prefix of every key this queue uses.
+    max_deliveries : int
+        Deliveries of one entry before it goes to the dead-letter stream.
+    min_idle_s : float
+        ``XAUTOCLAIM`` takes entries idle at least this long (seconds).
+    reconcile_s : float
+        Period of the sweep that gives pending jobs without an entry one
+        (seconds).
+    client : redis.Redis, optional
+        A client to use instead of one made from ``url`` (tests).
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        url: str,
+        prefix: str = "dsa110",
+        max_deliveries: int = 10,
+        min_idle_s: float = 240.0,
+        reconcile_s: float = 5.0,
+        client: Any = None,
+    ) -> None:
+        self._redis = _import_redis()
+        self.conn = conn
+        self.url = url
+        self.prefix = prefix
+        self.group = f"{prefix}:workers"
+        self.max_deliveries = max_deliveries
+        self.min_idle_ms = max(1, int(min_idle_s * 1000))
+        self.reconcile_s = reconcile_s
+        self.client = client or self._redis.Redis.from_url(
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            decode_responses=True,
+            health_check_interval=5,
+        )
+        self._promote = self.client.register_script(_PROMOTE)
+        self._entries: dict[int, tuple[str, str]] = {}  # own job id -> entry
+        self._groups: set[str] = set()
+        # XAUTOCLAIM a stream at most this often (not on every claim)
+        self._recover_every_s = min(reconcile_s, min_idle_s / 2)
+        self._recover_at: dict[str, float] = {}
+        self._priorities = {PRIORITY_LIVE, PRIORITY_BACKFILL}
+        self._down_until = 0.0
+        self._down_delay_s = 0.0
+        self._next_sync = 0.0
+        self.n_outages = 0
+
+    # -- keys -------------------------------------------------------------------
+    def stream(self, kind: str, priority: int) -> str:
+        """Return the stream key of jobs of ``kind`` at ``priority``."""
+        return f"{self.prefix}:jobs:{kind}:{priority}"
+
+    @property
+    def dead_letter(self) -> str:
+        """Key of the dead-letter stream."""
+        return f"{self.prefix}:dead"
+
+    @property
+    def _delayed(self) -> str:
+        return f"{self.prefix}:delayed"
+
+    @property
+    def _prio_key(self) -> str:
+        return f"{self.prefix}:priorities"
+
+    # -- connection ---------------------------------------------------------------
+    @property
+    def available(self) -> bool:
+        """Whether the last call reached Redis (or the backoff has passed)."""
+        return time.monotonic() >= self._down_until
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run one Redis operation; on a lost connection back off and raise."""
+        errors = self._redis.exceptions
+        try:
+            out = fn()
+        except (errors.ConnectionError, errors.TimeoutError) as err:
+            self._down_delay_s = min(
+                _BACKOFF_MAX_S, max(_BACKOFF_MIN_S, 2 * self._down_delay_s)
+            )
+            self._down_until = time.monotonic() + self._down_delay_s
+            if self._down_delay_s == _BACKOFF_MIN_S:
+                self.n_outages += 1
+            log.warning(
+                "redis unreachable, retrying with backoff",
+                extra={
+                    "url": self.url,
+                    "retry_in_s": self._down_delay_s,
+                    "error": str(err),
+                },
+            )
+            raise RedisUnavailable(str(err)) from err
+        if self._down_delay_s:
+            log.info("redis reachable again", extra={"url": self.url})
+            self._down_delay_s = 0.0
+            self._next_sync = 0.0  # publish what was enqueued meanwhile
+        return out
+
+    def _try(self, fn: Callable[[], Any]) -> Any:
+        """`_call` that swallows any Redis error (the reconcile sweep repairs it).
+
+        Used where the state database has already recorded the change, so a
+        lost delivery message costs at most a sweep period, never a job.
+        """
+        try:
+            return self._call(fn)
+        except RedisUnavailable:
+            return None
+        except self._redis.exceptions.RedisError as err:
+            self._nogroup(err)
+            log.warning("redis command failed", extra={"error": str(err)})
+            return None
+
+    def _ensure_group(self, stream: str) -> None:
+        if stream in self._groups:
+            return
+        try:
+            self._call(
+                lambda: self.client.xgroup_create(
+                    stream, self.group, id="0", mkstream=True
+                )
+            )
+        except self._redis.exceptions.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        self._groups.add(stream)
+
+    def _nogroup(self, err: Exception) -> bool:
+        if isinstance(err, self._redis.exceptions.ResponseError) and "NOGROUP" in str(
+            err
+        ):
+            self._groups.clear()  # Redis lost its data: make the groups again
+            self._next_sync = 0.0
+            return True
+        return False
+
+    # -- publishing ----------------------------------------------------------------
+    def _publish(self, job: Job, *, now: datetime) -> None:
+        """Give a pending job a stream entry, or a delayed one when not yet due."""
+        if job.state != "pending":
+            return
+        stream = self.stream(job.kind, job.priority)
+        due = datetime.fromisoformat(job.not_before_at).timestamp()
+
+        def publish() -> None:
+            self._ensure_group(stream)
+            pipe = self.client.pipeline(transaction=True)
+            if job.priority not in self._priorities:
+                pipe.sadd(self._prio_key, job.priority)
+            if due <= now.timestamp():
+                pipe.zrem(self._delayed, f"{stream}|{job.id}")
+                pipe.xadd(stream, {"job_id": job.id})
+            else:
+                pipe.zadd(self._delayed, {f"{stream}|{job.id}": due})
+            pipe.execute()
+            self._priorities.add(job.priority)
+
+        self._try(publish)
+
+    def _done_with(self, job_id: int) -> None:
+        """Acknowledge and delete this worker's entry of ``job_id``."""
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            self._try(lambda: self._ack(*entry))
+
+    def _ack(self, stream: str, entry_id: str) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(stream, self.group, entry_id)
+        pipe.xdel(stream, entry_id)
+        pipe.hdel(self._inflight, entry_id)
+        pipe.execute()
+
+    # -- sweeps -------------------------------------------------------------------
+    def sync(self, *, now: datetime) -> int:
+        """Move due retries to their streams; give ready jobs missing entries one.
+
+        For each stream, the entries not yet delivered (``XLEN`` minus the
+        group's pending entries) are topped up to the number of pending jobs
+        of its kind and priority that are due in the database; consumers with
+        nothing pending and idle longer than ``min_idle_s`` are removed.
+
+        Returns
+        -------
+        int
+            Number of entries the sweep added.
+        """
+        self._call(
+            lambda: self._promote(keys=[self._delayed], args=[now.timestamp(), 1000])
+        )
+        extra = self._call(lambda: self.client.smembers(self._prio_key))
+        self._priorities |= {int(p) for p in extra}
+        ready: dict[str, list[Job]] = {}
+        for job in jobs.list_jobs(self.conn, states=["pending"]):
+            if datetime.fromisoformat(job.not_before_at) <= now:
+                ready.setdefault(self.stream(job.kind, job.priority), []).append(job)
+        n = 0
+        for stream in sorted(set(ready) | self._groups):
+            self._ensure_group(stream)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xlen(stream)
+            pipe.xpending(stream, self.group)
+            pipe.xinfo_consumers(stream, self.group)
+            length, pending, consumers = self._call(pipe.execute)
+            undelivered = int(length) - int(pending["pending"])
+            missing = ready.get(stream, [])[max(0, undelivered) :]
+            for job in missing:
+                self._call(
+                    lambda j=job, st=stream: self.client.xadd(st, {"job_id": j.id})
+                )
+            n += len(missing)
+            for c in consumers:
+                if c["pending"] == 0 and c["idle"] > self.min_idle_ms:
+                    self._call(
+                        lambda name=c["name"], st=stream: (
+                            self.client.xgroup_delconsumer(st, self.group, name)
+                        )
+                    )
+        if n:
+            log.info("ready jobs without a stream entry published", extra={"n_jobs": n})
+        return n
+
+    def _maybe_sync(self, now: datetime) -> None:
+        if time.monotonic() < self._next_sync:
+            self._call(
+                lambda: self._promote(keys=[self._delayed], args=[now.timestamp(), 100])
+            )
+            return
+        self.sync(now=now)
+        self._next_sync = time.monotonic() + self.reconcile_s
+
+    # -- claiming -----------------------------------------------------------------
+    def _entries_of(self, stream: str, worker: str) -> Iterator[tuple[str, bool]]:
+        """Yield (entry id, recovered): a dead consumer's entries, then new ones."""
+        self._ensure_group(stream)
+        if time.monotonic() < self._recover_at.get(stream, 0.0):
+            yield from self._new_entries(stream, worker)
+            return
+        self._recover_at[stream] = time.monotonic() + self._recover_every_s
+        _next, claimed, *_ = self._call(  # one at a time: none waits in our PEL
+            lambda: self.client.xautoclaim(
+                stream, self.group, worker, self.min_idle_ms, "0-0", count=1
+            )
+        )
+        for entry_id, fields in claimed:
+            if fields:  # None: deleted while pending
+                yield entry_id, True
+            else:
+                self._try(lambda e=entry_id: self._ack(stream, e))
+        yield from self._new_entries(stream, worker)
+
+    def _new_entries(self, stream: str, worker: str) -> Iterator[tuple[str, bool]]:
+        while True:
+            got = self._call(
+                lambda: self.client.xreadgroup(
+                    self.group, worker, {stream: ">"}, count=1
+                )
+            )
+            if not got:
+                return
+            for entry_id, _fields in got[0][1]:
+                yield entry_id, False
+
+    @property
+    def _inflight(self) -> str:
+        return f"{self.prefix}:inflight"
+
+    def _dead_letter(self, stream: str, entry_id: str, *, now: datetime) -> bool:
+        info = self._call(
+            lambda: self.client.xpending_range(
+                stream, self.group, min=entry_id, max=entry_id, count=1
+            )
+        )
+        deliveries = int(info[0]["times_delivered"]) if info else 0
+        if deliveries <= self.max_deliveries:
+            return False
+        held = self._call(lambda: self.client.hget(self._inflight, entry_id))
+        reason = (
+            f"redis stream {stream} entry {entry_id} delivered {deliveries} times "
+            f"without its job finishing (queue.redis_max_deliveries "
+            f"{self.max_deliveries}); the job may crash its worker"
+        )
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(
+            self.dead_letter,
+            {
+                "job_id": held or "",
+                "stream": stream,
+                "entry": entry_id,
+                "reason": reason,
+            },
+        )
+        pipe.xack(stream, self.group, entry_id)
+        pipe.xdel(stream, entry_id)
+        pipe.hdel(self._inflight, entry_id)
+        self._call(pipe.execute)
+        if held:
+            job = jobs.get_job(self.conn, int(held))
+            if job.state in ("pending", "running"):
+                jobs.quarantine_job(self.conn, job.id, reason=reason, now=now)
+        log.error(
+            "stream entry dead-lettered", extra={"job_id": held, "reason": reason}
+        )
+        return True
+
+    def _take(
+        self,
+        stream: str,
+        entry_id: str,
+        kind: str,
+        *,
+        recovered: bool,
+        worker: str,
+        now: datetime,
+        lease_s: float,
+    ) -> Job | None:
+        """Lease the database's next job of ``kind`` against one stream entry."""
+        if recovered and self._dead_letter(stream, entry_id, now=now):
+            return None
+        job = jobs.claim_job(
+            self.conn, worker=worker, now=now, lease_s=lease_s, kinds=[kind]
+        )
+        if job is None:  # a duplicate, or work not yet due (it waits in delayed)
+            self._try(lambda: self._ack(stream, entry_id))
+            return None
+        self._entries[job.id] = (stream, entry_id)
+
+        def hold() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self._inflight, entry_id, job.id)
+            pipe.execute()
+
+        self._try(hold)
+        return job
+
+    def claim(
+        self,
+        *,
+        worker: str,
+        now: datetime,
+        lease_s: float,
+        kinds: Sequence[str] | None = None,
+    ) -> Job | None:
+        """Take the next stream entry of ``kinds`` and lease the job it stands for.
+
+        Streams are read in priority order (live first), each first for
+        entries a dead consumer left (``XAUTOCLAIM``), then for new ones
+        (``XREADGROUP``). An entry says "a job of this kind is ready"; the
+        job leased is the database's next one of that kind
+        (`state.jobs.claim_job`: priority, then oldest data), so the order
+        is the ``sqlite`` backend's and a job is leased once however many
+        entries name it. None while Redis is unreachable (retried with
+        backoff).
+        """
+        if kinds is not None and not kinds:
+            return None
+        if not self.available:
+            return None
+        try:
+            self._maybe_sync(now)
+            for priority in sorted(self._priorities):
+                for kind in kinds if kinds is not None else JOB_KINDS:
+                    stream = self.stream(kind, priority)
+                    for entry_id, recovered in self._entries_of(stream, worker):
+                        job = self._take(
+                            stream,
+                            entry_id,
+                            kind,
+                            recovered=recovered,
+                            worker=worker,
+                            now=now,
+                            lease_s=lease_s,
+                        )
+                        if job is not None:
+                            return job
+        except RedisUnavailable:
+            return None
+        except self._redis.exceptions.RedisError as err:  # e.g. NOGROUP after a wipe
+            self._nogroup(err)
+            log.warning("redis claim failed", extra={"error": str(err)})
+            return None
+        return None
+
+    # -- transitions ----------------------------------------------------------------
+    def enqueue(
+        self,
+        spec: JobSpec,
+        *,
+        now: datetime,
+        max_attempts: int = 5,
+        quarantine_reason: str | None = None,
+    ) -> tuple[Job, bool]:
+        job, created = jobs.enqueue_job(
+            self.conn,
+            spec,
+            now=now,
+            max_attempts=max_attempts,
+            quarantine_reason=quarantine_reason,
+        )
+        if created:
+            self._publish(job, now=now)
+        return job, created
+
+    def heartbeat(
+        self, job_id: int, *, worker: str, now: datetime, lease_s: float
+    ) -> Job:
+        job = jobs.heartbeat_job(
+            self.conn, job_id, worker=worker, now=now, lease_s=lease_s
+        )
+        entry = self._entries.get(job_id)
+        if entry is not None:  # reset the entry's idle time: not a dead consumer
+            self._try(
+                lambda: self.client.xclaim(
+                    entry[0], self.group, worker, 0, [entry[1]], justid=True
+                )
+            )
+        return job
+
+    def complete(
+        self,
+        job_id: int,
+        *,
+        worker: str,
+        now: datetime,
+        result: Mapping[str, object] | None = None,
+        follow_ups: Sequence[JobSpec] = (),
+        max_attempts: int = 5,
+    ) -> Job:
+        done = jobs.complete_job(
+            self.conn,
+            job_id,
+            worker=worker,
+            now=now,
+            result=result,
+            follow_ups=follow_ups,
+            max_attempts=max_attempts,
+        )
+        self._done_with(job_id)
+        for spec in follow_ups:
+            job = jobs.find_job(self.conn, spec.kind, spec.key)
+            if job is not None and job.state == "pending":
+                self._publish(job, now=now)
+        return done
+
+    def fail(
+        self,
+        job_id: int,
+        error: BaseException,
+        *,
+        worker: str,
+        now: datetime,
+        backoff_base_s: float,
+        backoff_max_s: float,
+    ) -> Job:
+        after = jobs.record_failure(
+            self.conn,
+            job_id,
+            error,
+            worker=worker,
+            now=now,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+        )
+        self._done_with(job_id)
+        self._publish(after, now=now)
+        return after
+
+    def release(self, job_id: int, *, worker: str, now: datetime, reason: str) -> Job:
+        job = jobs.release_job(self.conn, job_id, worker=worker, now=now, reason=reason)
+        self._done_with(job_id)
+        self._publish(job, now=now)
+        return job
+
+    def abandon(self, job_id: int) -> None:
+        self._done_with(job_id)
+
+    def quarantine(
+        self, job_id: int, *, reason: str, now: datetime, worker: str | None = None
+    ) -> Job:
+        job = jobs.quarantine_job(
+            self.conn, job_id, reason=reason, now=now, worker=worker
+        )
+        self._done_with(job_id)
+        return job
+
+    def requeue(
+        self,
+        job_id: int,
+        *,
+        now: datetime,
+        reason: str,
+        payload: Mapping[str, object] | None = None,
+        worker: str | None = None,
+    ) -> Job:
+        job = jobs.requeue_job(
+            self.conn, job_id, now=now, reason=reason, payload=payload, worker=worker
+        )
+        self._publish(job, now=now)
+        return job
+
+    def cancel(self, job_id: int, *, now: datetime, reason: str = CANCEL_REASON) -> Job:
+        job = jobs.cancel_job(self.conn, job_id, now=now, reason=reason)
+        self._done_with(job_id)
+        return job
+
+    def reclaim_expired(self, *, now: datetime) -> list[Job]:
+        reclaimed = jobs.reclaim_expired_jobs(self.conn, now=now)
+        for job in reclaimed:
+            self._entries.pop(job.id, None)
+            self._publish(job, now=now)
+        return reclaimed
+
+    def reclaim_orphaned(
+        self, *, now: datetime, is_orphaned: Callable[[str], bool]
+    ) -> list[Job]:
+        reclaimed = jobs.reclaim_orphaned_jobs(
+            self.conn, now=now, is_orphaned=is_orphaned
+        )
+        for job in reclaimed:
+            self._publish(job, now=now)
+        return reclaimed
+
+    # -- reads (the database record) ------------------------------------------------
+    def get(self, job_id: int) -> Job:
+        return jobs.get_job(self.conn, job_id)
+
+    def find(self, kind: str, key: str) -> Job | None:
+        return jobs.find_job(self.conn, kind, key)
+
+    def list(
+        self,
+        *,
+        states: Sequence[str] | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[Job]:
+        return jobs.list_jobs(self.conn, states=states, kinds=kinds, limit=limit)
+
+    def counts(self) -> dict[str, int]:
+        return jobs.count_jobs(self.conn)
+
+    def dead_letters(self) -> list[dict[str, str]]:
+        """Return the dead-letter stream's entries (oldest first)."""
+        return [fields for _id, fields in self.client.xrange(self.dead_letter)]
+
+    def close(self) -> None:
+        """Close the Redis connections (pending entries stay in the group)."""
+        self.client.close()
+
+
+def delivery_status(url: str, prefix: str) -> dict[str, object]:
+    """Return what Redis holds for a queue (the ``status`` command's ``delivery``).
+
+    Parameters
+    ----------
+    url : str
+        ``redis://`` URL of the server.
+    prefix : str
+        ``queue.redis_prefix``.
+
+    Returns
+    -------
+    dict
+        ``backend`` ("redis"), ``url``, ``reachable``; when reachable also
+        ``streams`` (per stream: ``length`` entries, ``pending`` entries held by
+        workers, ``consumers``), ``delayed`` (retries not yet due) and
+        ``dead_letters`` (entries in ``<prefix>:dead``); else ``error``.
+    """
+    redis = _import_redis()
+    client = redis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True
+    )
+    group = f"{prefix}:workers"
+    out: dict[str, object] = {"backend": "redis", "url": url}
+    try:
+        streams = {}
+        for key in sorted(client.scan_iter(f"{prefix}:jobs:*", _type="stream")):
+            info = client.xpending(key, group) if client.exists(key) else {}
+            streams[key] = {
+                "length": int(client.xlen(key)),
+                "pending": int(info.get("pending", 0)) if info else 0,
+                "consumers": len(info.get("consumers") or []) if info else 0,
+            }
+        out.update(
+            reachable=True,
+            streams=streams,
+            delayed=int(client.zcard(f"{prefix}:delayed")),
+            dead_letters=int(client.xlen(f"{prefix}:dead")),
+        )
+    except redis.exceptions.ResponseError as err:  # NOGROUP: no worker started yet
+        out.update(reachable=True, streams={}, error=str(err))
+    except redis.exceptions.RedisError as err:
+        out.update(reachable=False, error=f"{err}; is redis-server running at {url}?")
+    finally:
+        client.close()
+    return out

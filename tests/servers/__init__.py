@@ -1,0 +1,1 @@
+"""Throwaway servers for the ``scaleout`` tests (loopback, free port, tmp dir)."""

@@ -1,0 +1,222 @@
+"""Redis Streams mechanics of the ``redis`` queue backend (marker ``scaleout``).
+
+The shared queue semantics run on both backends in test_jobs.py and
+test_queue_faults.py; these tests check what only Redis has: stream entries
+acknowledged when a job finishes, a dead consumer's entries recovered with
+``XAUTOCLAIM``, the dead-letter stream, and a server killed and restarted.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dsa110_contimg.exceptions import ExternalToolError
+from dsa110_contimg.state import open_db
+from dsa110_contimg.state.jobs import CONVERT_GROUP, PRIORITY_BACKFILL, JobSpec, get_job
+
+pytestmark = pytest.mark.scaleout
+
+T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def conn(tmp_path: Path):
+    with closing(open_db(tmp_path / "state.sqlite3")) as c:
+        yield c
+
+
+def _queue(conn, url: str, prefix: str, **kw):
+    from dsa110_contimg.state.redis_queue import RedisJobQueue
+
+    return RedisJobQueue(conn, url=url, prefix=prefix, **kw)
+
+
+def _spec(key: str) -> JobSpec:
+    return JobSpec(CONVERT_GROUP, key, key, {"files": {}})
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_entries_are_held_while_running_and_acked_when_done(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}")
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    job, _ = q.enqueue(_spec("a"), now=T0)
+    assert q.client.xlen(stream) == 1
+    claimed = q.claim(worker="w1", now=T0, lease_s=30)
+    assert claimed is not None and claimed.id == job.id
+    pending = q.client.xpending(stream, q.group)
+    assert pending["pending"] == 1 and pending["consumers"][0]["name"] == "w1"
+    q.heartbeat(job.id, worker="w1", now=at(5), lease_s=30)
+    q.complete(job.id, worker="w1", now=at(10))
+    assert q.client.xpending(stream, q.group)["pending"] == 0
+    assert q.client.xlen(stream) == 0  # acknowledged entries are deleted
+    # a retry waits in the delayed set until due, then is delivered again
+    b, _ = q.enqueue(_spec("b"), now=at(11))
+    q.claim(worker="w1", now=at(11), lease_s=30)
+    q.fail(
+        b.id,
+        ExternalToolError("killed"),
+        worker="w1",
+        now=at(12),
+        backoff_base_s=10,
+        backoff_max_s=60,
+    )
+    assert q.client.zcard(f"{q.prefix}:delayed") == 1
+    assert q.claim(worker="w1", now=at(15), lease_s=30) is None
+    again = q.claim(worker="w1", now=at(23), lease_s=30)
+    assert again is not None and again.id == b.id and again.attempts == 2
+    q.close()
+
+
+def test_dead_consumer_entry_is_recovered_with_xautoclaim(conn, redis_server):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    q = _queue(conn, redis_server.url, prefix, min_idle_s=0.2, reconcile_s=60)
+    assert q.claim(worker="w2", now=T0, lease_s=30) is None  # the sweep: not again
+    job, _ = q.enqueue(_spec("a"), now=T0)
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    # a consumer reads the entry and dies before it leases the job
+    got = q.client.xreadgroup(q.group, "dead", {stream: ">"}, count=1)
+    assert got and got[0][1]
+    assert q.claim(worker="w2", now=T0, lease_s=30) is None  # still idle-young
+    time.sleep(0.3)
+    claimed = q.claim(worker="w2", now=T0, lease_s=30)
+    assert claimed is not None and claimed.id == job.id
+    owners = {
+        c["name"]: c["pending"] for c in q.client.xpending(stream, q.group)["consumers"]
+    }
+    assert owners == {"w2": 1}
+    q.close()
+
+
+def test_entry_delivered_too_often_goes_to_dead_letter(conn, redis_server):
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    q = _queue(conn, redis_server.url, prefix, min_idle_s=0.1, max_deliveries=2)
+    job, _ = q.enqueue(_spec("poison"), now=T0, max_attempts=10)
+    now = T0
+    for worker in ("w1", "w2"):  # each leases the job and dies (no heartbeat)
+        assert q.claim(worker=worker, now=now, lease_s=30).id == job.id
+        q._entries.clear()  # its process is gone
+        time.sleep(0.15)
+        now += timedelta(seconds=31)
+        assert [j.id for j in q.reclaim_expired(now=now)] == [job.id]
+    assert q.claim(worker="w3", now=now, lease_s=30) is None
+    final = get_job(conn, job.id)
+    assert final.state == "quarantined"
+    assert "delivered 3 times" in final.quarantine_reason
+    (dead,) = q.dead_letters()
+    assert dead["job_id"] == str(job.id)
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert q.client.xpending(stream, q.group)["pending"] == 0
+    q.close()
+
+
+def test_server_killed_and_restarted_loses_nothing(conn, tmp_path):
+    from tests.servers.redis import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        q = _queue(conn, server.url, "crash")
+        ids = [q.enqueue(_spec(f"g{i}"), now=T0)[0].id for i in range(3)]
+        first = q.claim(worker="w1", now=T0, lease_s=300)
+        assert first is not None
+        time.sleep(1.2)  # appendfsync everysec
+        server.kill()
+        # Redis down: enqueue still commits, claim waits, no exception
+        late, _ = q.enqueue(_spec("late"), now=T0)
+        delays = []  # each failed try doubles the wait before the next
+        for _ in range(3):
+            while not q.available:
+                time.sleep(0.02)
+            assert q.claim(worker="w1", now=T0, lease_s=300) is None
+            delays.append(q._down_delay_s)
+        assert delays == [0.2, 0.4, 0.8] and not q.available
+        q.complete(first.id, worker="w1", now=at(1))
+        server.start()
+        seen = [first.id]
+        deadline = time.monotonic() + 20
+        while len(seen) < 4 and time.monotonic() < deadline:
+            job = q.claim(worker="w1", now=at(2), lease_s=300)
+            if job is None:
+                time.sleep(0.1)
+                continue
+            seen.append(job.id)
+            q.complete(job.id, worker="w1", now=at(3))
+        assert sorted(seen) == sorted([*ids, late.id])  # each job exactly once
+        assert q.n_outages >= 1
+        assert q.claim(worker="w1", now=at(4), lease_s=300) is None
+        q.close()
+    finally:
+        server.stop()
+
+
+def test_redis_data_wiped_jobs_are_republished_from_the_database(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}")
+    a, _ = q.enqueue(_spec("a"), now=T0)
+    b, _ = q.enqueue(_spec("b"), now=T0)
+    assert q.claim(worker="w1", now=T0, lease_s=30).id == a.id
+    for key in q.client.scan_iter(f"{q.prefix}:*"):  # as a restart without AOF
+        q.client.delete(key)
+    q.heartbeat(a.id, worker="w1", now=at(1), lease_s=30)  # NOGROUP: no raise
+    q.complete(a.id, worker="w1", now=at(2))
+    got = [q.claim(worker="w1", now=at(3), lease_s=30) for _ in range(3)]
+    assert [j.id for j in got if j is not None] == [b.id]
+    assert get_job(conn, a.id).state == "done"
+    q.close()
+
+
+def test_delivery_status_reports_streams_delayed_and_dead_letters(conn, redis_server):
+    from tests.servers.redis import free_port
+
+    from dsa110_contimg.state.redis_queue import delivery_status
+
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}")
+    a, _ = q.enqueue(_spec("a"), now=T0)
+    q.enqueue(_spec("b"), now=T0)
+    q.claim(worker="w1", now=T0, lease_s=30)
+    q.fail(
+        a.id,
+        ExternalToolError("killed"),
+        worker="w1",
+        now=at(1),
+        backoff_base_s=10,
+        backoff_max_s=60,
+    )
+    q.claim(worker="w1", now=at(1), lease_s=30)  # b
+    report = delivery_status(redis_server.url, q.prefix)
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert report["reachable"] is True
+    assert report["streams"][stream] == {"length": 1, "pending": 1, "consumers": 1}
+    assert (report["delayed"], report["dead_letters"]) == (1, 0)
+    down = delivery_status(f"redis://127.0.0.1:{free_port()}/0", "x")
+    assert down["reachable"] is False and "is redis-server running" in down["error"]
+    q.close()
+
+
+def test_jobs_changed_behind_the_queue_get_entries_from_the_sweep(conn, redis_server):
+    """Operators and the planner write the database directly (cancel, requeue)."""
+    from dsa110_contimg.state import jobs
+
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}", reconcile_s=0)
+    x, _ = q.enqueue(_spec("x"), now=T0)  # has an entry
+    y, _ = jobs.enqueue_job(conn, _spec("y"), now=T0)  # has none yet
+    jobs.cancel_job(conn, x.id, now=at(1))  # dsa110-contimg cancel
+    got = q.claim(worker="w1", now=at(2), lease_s=30)  # x's entry serves y
+    assert got is not None and got.id == y.id
+    q.complete(y.id, worker="w1", now=at(3))
+    jobs.requeue_job(conn, x.id, now=at(4), reason="operator")  # requeue
+    again = q.claim(worker="w1", now=at(5), lease_s=30)
+    assert again is not None and again.id == x.id
+    q.complete(x.id, worker="w1", now=at(6))
+    assert q.claim(worker="w1", now=at(7), lease_s=30) is None
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert q.client.xpending(stream, q.group)["pending"] == 0
+    q.close()
