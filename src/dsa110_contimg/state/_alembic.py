@@ -1,0 +1,138 @@
+"""Alembic migrations of the state database, run programmatically.
+
+No ``alembic.ini`` is needed: `upgrade` builds the Alembic configuration
+from the ``state/migrations`` package. The baseline revision ``0008`` is the
+last numbered schema file (``state/schema/0008_retention.sql``); `db.migrate`
+applies the numbered files first, so a database made by them (or an older
+one) is brought to the baseline and Alembic upgrades it in place from there.
+Concurrent upgraders are serialized (SQLite: ``BEGIN IMMEDIATE``;
+PostgreSQL: an advisory lock), so each revision runs once.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dsa110_contimg.state.db import Connection
+
+__all__ = ["BASELINE", "current_revision", "head_revision", "upgrade"]
+
+BASELINE = "0008"
+"""The Alembic revision equal to the newest numbered schema file."""
+
+_MIGRATION_LOCK_KEY = 0x0D5A111
+
+
+@functools.cache
+def _script():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    location = resources.files("dsa110_contimg.state").joinpath("migrations")
+    config.set_main_option("script_location", str(location))
+    return config, ScriptDirectory.from_config(config)
+
+
+def head_revision() -> str:
+    """The newest Alembic revision this code knows."""
+    return _script()[1].get_current_head()
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The database's Alembic revision, None before the first upgrade."""
+    from dsa110_contimg.state.db import table_exists
+
+    if not table_exists(conn, "alembic_version"):
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _run(sa_connection: Any) -> None:
+    from alembic import command
+
+    config, _ = _script()
+    config.attributes["connection"] = sa_connection
+    command.upgrade(config, "head")
+
+
+def upgrade(conn: Connection) -> str:
+    """Upgrade ``conn``'s database to the Alembic head; return the revision.
+
+    Parameters
+    ----------
+    conn : Connection
+        A writable connection with no open transaction, at the numbered
+        baseline (`db.migrate` calls this after the numbered files).
+
+    Raises
+    ------
+    StateError
+        The database has a revision this code does not know (newer code
+        wrote it).
+    """
+    from dsa110_contimg.exceptions import StateError
+    from dsa110_contimg.state.db import database_file, is_postgres
+
+    head = head_revision()
+    current = current_revision(conn)
+    if current == head:
+        return head
+    known = {rev.revision for rev in _script()[1].walk_revisions()}
+    if current is not None and current not in known:
+        msg = (
+            f"state database {database_file(conn) or ':memory:'} has Alembic "
+            f"revision {current}, unknown to this dsa110-contimg (head {head}); "
+            "upgrade dsa110-contimg or use a database this version created"
+        )
+        raise StateError(msg)
+    if is_postgres(conn):
+        _upgrade_postgres(conn.url)
+    else:
+        _upgrade_sqlite(conn)
+    return head
+
+
+def _upgrade_sqlite(conn: sqlite3.Connection) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import StaticPool
+
+    # the caller's connection (an in-memory database has no other), its
+    # BEGIN IMMEDIATE held across the upgrade: one upgrader at a time
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if current_revision(conn) == head_revision():
+            conn.rollback()
+            return
+        engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
+        with engine.connect() as sa_connection:
+            _run(sa_connection)
+            sa_connection.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    if conn.in_transaction:
+        conn.commit()
+
+
+def _upgrade_postgres(url: str) -> None:
+    from sqlalchemy import text
+
+    from dsa110_contimg.state._postgres import engine_for
+
+    with engine_for(url).connect() as sa_connection:
+        sa_connection.execute(text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_KEY})"))
+        sa_connection.commit()
+        try:
+            _run(sa_connection)
+            sa_connection.commit()
+        finally:
+            sa_connection.execute(
+                text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK_KEY})")
+            )
+            sa_connection.commit()
