@@ -25,10 +25,9 @@ from dsa110_contimg.state.claims import (
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "state.sqlite3"
-    open_db(path).close()
-    return path
+def db_path(state_target):
+    open_db(state_target).close()
+    return state_target
 
 
 def test_one_owner_at_a_time_and_tokens_grow(db_path: Path) -> None:
@@ -50,7 +49,7 @@ def test_one_owner_at_a_time_and_tokens_grow(db_path: Path) -> None:
 
 
 def _hold_and_log(db_path: str, log_path: str, name: str) -> None:
-    with hold_claims(Path(db_path), ["ms:shared"], ttl_s=5, poll_s=0.05):
+    with hold_claims(db_path, ["ms:shared"], ttl_s=5, poll_s=0.05):
         start = time.time()
         time.sleep(0.6)
         end = time.time()
@@ -80,7 +79,7 @@ _HOLD_FOREVER = """
 import sys, time
 from pathlib import Path
 from dsa110_contimg.state.claims import hold_claims
-with hold_claims(Path(sys.argv[1]), ["ms:shared"], ttl_s=1.0):
+with hold_claims(sys.argv[1], ["ms:shared"], ttl_s=1.0):
     print("held", flush=True)
     time.sleep(600)
 """

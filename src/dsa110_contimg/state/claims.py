@@ -32,7 +32,9 @@ from dsa110_contimg.state.db import (
     Connection,
     DatabaseError,
     connect,
+    StateTarget,
     open_db,
+    resolve_target,
     to_iso_utc,
 )
 
@@ -100,6 +102,12 @@ def holder_is_gone(owner: str) -> bool:
         return True
 
 
+def _host(owner: str) -> str | None:
+    """The host part of a ``host:pid:...`` owner (None for another form)."""
+    host, sep, _ = owner.partition(":")
+    return host if sep and host else None
+
+
 def _begin(conn: Connection) -> None:
     if conn.in_transaction:
         msg = "claims need a connection with no open transaction"
@@ -127,9 +135,9 @@ def _take(
     if row is None:
         token = 1
         conn.execute(
-            "INSERT INTO claims (key, owner, token, expires_at, acquired_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (key, owner, token, now + ttl_s, stamp, stamp),
+            "INSERT INTO claims (key, owner, host, token, expires_at, acquired_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, owner, _host(owner), token, now + ttl_s, stamp, stamp),
         )
         return Claim(key, owner, token)
     held_by, token, expires = row[0], int(row[1]), float(row[2])
@@ -147,9 +155,9 @@ def _take(
         )
     token += 1
     conn.execute(
-        "UPDATE claims SET owner = ?, token = ?, expires_at = ?, "
+        "UPDATE claims SET owner = ?, host = ?, token = ?, expires_at = ?, "
         "acquired_at = ?, updated_at = ? WHERE key = ?",
-        (owner, token, now + ttl_s, stamp, stamp, key),
+        (owner, _host(owner), token, now + ttl_s, stamp, stamp, key),
     )
     return Claim(key, owner, token)
 
@@ -297,7 +305,7 @@ def release_claim(conn: Connection, claim: Claim) -> bool:
 
 @contextmanager
 def hold_claims(
-    db_path: Path,
+    db_path: StateTarget,
     keys: Sequence[str],
     *,
     ttl_s: float = 120.0,
@@ -323,7 +331,7 @@ def hold_claims(
         A claim expired or was taken over while the block ran.
     """
     owner = owner or default_owner()
-    conn = open_db(Path(db_path))
+    conn = open_db(resolve_target(db_path))
     held: list[Claim] = []
     stop = threading.Event()
     lost: list[BaseException] = []
@@ -342,7 +350,7 @@ def hold_claims(
             held.append(claim)
 
         def renew() -> None:  # its own connection: sqlite3 objects stay in a thread
-            renew_conn = connect(Path(db_path))
+            renew_conn = connect(resolve_target(db_path))
             try:
                 while not stop.wait(ttl_s / 3.0):
                     with lock:

@@ -216,7 +216,8 @@ def _insert(
     cursor = conn.execute(
         "INSERT INTO jobs (kind, key, state, priority, data_time_iso, payload_json, "
         "max_attempts, not_before_at, quarantine_reason, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING "
+        "RETURNING id",
         (
             spec.kind,
             spec.key,
@@ -231,7 +232,8 @@ def _insert(
             now,
         ),
     )
-    return cursor.lastrowid if cursor.rowcount == 1 else None
+    row = cursor.fetchone()  # none when the (kind, key) existed
+    return None if row is None else int(row[0])
 
 
 # ------------------------------------------------------------------ transitions
