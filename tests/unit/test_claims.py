@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,32 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(db_path: Path) -> No
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_an_expired_owner_cannot_publish_over_its_successor(db_path, tmp_path: Path):
+    """Fencing across hosts: a lease that expired refuses the late publish."""
+    from dsa110_contimg.state.claims import publish_fenced
+
+    final = tmp_path / "x-image.fits"
+    late, fresh = tmp_path / ".x-image.fits.tmp-a", tmp_path / ".x-image.fits.tmp-b"
+    late.write_bytes(b"from a")
+    fresh.write_bytes(b"from b")
+    with closing(open_db(db_path)) as conn_a, closing(open_db(db_path)) as conn_b:
+        a = acquire_claim(conn_a, "ms:x", owner="hostA:1:t", ttl_s=10, now=1000.0)
+        assert a is not None
+        # a stalls past its lease; b (another host) takes the MS over
+        b = acquire_claim(conn_b, "ms:x", owner="hostB:2:t", ttl_s=60, now=1011.0)
+        assert b is not None and b.token == a.token + 1
+        publish_fenced(conn_b, [b], fresh, final, now=1012.0)
+        with pytest.raises(ClaimLostError, match="now held by hostB:2:t"):
+            publish_fenced(conn_a, [a], late, final, now=1013.0)
+        assert not late.exists(), "the stale owner's output is discarded"
+        assert final.read_bytes() == b"from b"
+        host = conn_b.execute("SELECT host FROM claims WHERE key = 'ms:x'").fetchone()
+        assert host[0] == "hostB"
+        # a live lease publishes; an expired one (nobody took it) does not
+        c = acquire_claim(conn_b, "ms:y", owner="hostB:2:t", ttl_s=5, now=1000.0)
+        late.write_bytes(b"late")
+        with pytest.raises(ClaimLostError, match="expired"):
+            publish_fenced(conn_b, [c], late, final, now=1006.0)
+        assert final.read_bytes() == b"from b" and not late.exists()

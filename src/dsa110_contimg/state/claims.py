@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -47,6 +48,7 @@ __all__ = [
     "renew_claim",
     "release_claim",
     "hold_claims",
+    "publish_fenced",
     "default_owner",
     "holder_is_gone",
 ]
@@ -267,6 +269,49 @@ def _check_held(conn: Connection, claim: Claim, now: float) -> None:
     if float(row[2]) <= now:
         msg = f"claim on {claim.key} expired before it was renewed"
         raise ClaimLostError(msg)
+
+
+def publish_fenced(
+    conn: Connection,
+    claims: Sequence[Claim],
+    tmp: Path | str,
+    final: Path | str,
+    *,
+    now: float | None = None,
+) -> None:
+    """Publish ``tmp`` as ``final`` only while every claim is still held.
+
+    The fencing tokens are checked and the file renamed inside one write
+    transaction: no other owner can take a claim between the check and the
+    rename (taking one needs the same write lock, on SQLite and PostgreSQL
+    alike), so a holder whose lease expired on any host never overwrites the
+    product of the owner that took over.
+
+    Raises
+    ------
+    ClaimLostError
+        A claim expired or changed hands: ``tmp`` is deleted (the output is
+        discarded) and ``final`` is left as it was.
+    """
+    from dsa110_contimg.utils.storage import publish
+
+    now = time.time() if now is None else now
+    _begin(conn)
+    try:
+        for claim in claims:
+            _check_held(conn, claim, now)
+        publish(tmp, final)
+    except ClaimLostError:
+        conn.rollback()
+        if Path(tmp).is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
 
 
 def renew_claim(
