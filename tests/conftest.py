@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from astropy.utils import iers
-
 from tests.servers.postgres import postgres_server, postgres_url  # noqa: F401
 
 # Tests never use the network: astropy must not try to download IERS tables.

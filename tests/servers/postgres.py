@@ -49,7 +49,9 @@ def find_bindir() -> Path | None:
             candidates.append(Path(out))
         except (OSError, subprocess.SubprocessError):
             pass
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))[::-1]]
+    candidates += [
+        Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"))[::-1]
+    ]
     initdb = shutil.which("initdb")
     if initdb:
         candidates.append(Path(initdb).resolve().parent)
@@ -85,7 +87,8 @@ class PostgresServer:
     ----------
     root : Path, optional
         Directory for the data, socket and log (a new temporary one when
-        omitted; removed by `cleanup` only when it was created here).
+        omitted; removed by `cleanup` only when it was created here). Under
+        root its parents must be traversable by the server's user.
     bindir : Path, optional
         Where ``initdb``/``pg_ctl`` live (`find_bindir` when omitted).
     """
@@ -105,14 +108,15 @@ class PostgresServer:
         self._names = itertools.count(1)
 
     def _cmd(self, *args: str, timeout: float = START_TIMEOUT_S) -> None:
-        subprocess.run(
-            args,
-            check=True,
-            capture_output=True,
-            timeout=timeout,
-            user=self.user,
-            cwd=self.root,
+        done = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, user=self.user
         )
+        if done.returncode != 0:
+            msg = (
+                f"{Path(args[0]).name} failed (exit {done.returncode}): "
+                f"{done.stderr.strip() or done.stdout.strip()}; see {self.log}"
+            )
+            raise RuntimeError(msg)
 
     def init(self) -> PostgresServer:
         """Create the cluster (``initdb``), unless it exists."""
@@ -163,7 +167,13 @@ class PostgresServer:
         """Stop the server (``pg_ctl stop -m mode``); the cluster stays."""
         if (self.data / "postmaster.pid").exists():
             self._cmd(
-                str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                mode,
+                "-w",
+                "stop",
             )
 
     def cleanup(self) -> None:

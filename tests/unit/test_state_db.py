@@ -1,4 +1,4 @@
-"""Tests of the SQLite state layer: connections, migrations, groups, products."""
+"""Tests of the state layer: connections, migrations, groups, products."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_migrate_records_version_and_is_idempotent(db_path: Path) -> None:
         assert not conn.in_transaction
 
 
-def test_newer_database_raises_state_error(db_path: Path) -> None:
+def test_newer_database_raises_state_error(state_target) -> None:
+    db_path = state_target
     with closing(open_db(db_path)) as conn, conn:
         conn.execute(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
@@ -83,7 +84,8 @@ def test_readonly_connection(db_path: Path) -> None:
             conn.execute("DELETE FROM products")
 
 
-def test_record_and_list_products_upserts_by_path(db_path: Path) -> None:
+def test_record_and_list_products_upserts_by_path(state_target) -> None:
+    db_path = state_target
     with closing(open_db(db_path)) as conn:
         record_product(conn, block_id="b1", kind="ms", path=Path("/data/a.ms"))
         record_product(conn, block_id="b1", kind="image", path="/data/a.fits")
@@ -113,7 +115,8 @@ def test_record_and_list_products_upserts_by_path(db_path: Path) -> None:
         assert not conn.in_transaction
 
 
-def test_record_group_upserts(db_path: Path) -> None:
+def test_record_group_upserts(state_target) -> None:
+    db_path = state_target
     with closing(open_db(db_path)) as conn:
         record_group(
             conn,

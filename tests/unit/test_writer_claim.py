@@ -77,7 +77,9 @@ def _foreign_claim(db: Path, *, expires_in_s: float, pid: int = 4242) -> str:
     return owner
 
 
-def test_second_writer_is_refused_with_the_holder_named(state_target, tmp_path: Path) -> None:
+def test_second_writer_is_refused_with_the_holder_named(
+    state_target, tmp_path: Path
+) -> None:
     db = state_target
     with hold_writer(db, "stream", ttl_s=30):
         with pytest.raises(WriterBusyError) as excinfo, hold_writer(db, "process"):
@@ -92,7 +94,9 @@ def test_second_writer_is_refused_with_the_holder_named(state_target, tmp_path: 
         pass
 
 
-def test_other_host_holder_refuses_until_its_claim_expires(state_target, tmp_path: Path) -> None:
+def test_other_host_holder_refuses_until_its_claim_expires(
+    state_target, tmp_path: Path
+) -> None:
     db = state_target
     _foreign_claim(db, expires_in_s=1.5, pid=os.getpid())  # a pid alive here too
     with pytest.raises(WriterBusyError) as excinfo, hold_writer(db, "process"):
@@ -114,7 +118,9 @@ with hold_writer(sys.argv[1], "stream", ttl_s=60):
 """
 
 
-def test_killed_holder_on_this_host_is_taken_over_at_once(state_target, tmp_path: Path) -> None:
+def test_killed_holder_on_this_host_is_taken_over_at_once(
+    state_target, tmp_path: Path
+) -> None:
     db = state_target
     open_db(db).close()
     proc = subprocess.Popen(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import threading
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
@@ -27,20 +28,29 @@ BASELINE = "0008"
 _MIGRATION_LOCK_KEY = 0x0D5A111
 
 
-@functools.cache
-def _script():
+_RUN_LOCK = threading.Lock()
+"""Alembic's ``context`` is a process-global proxy: one run at a time."""
+
+
+def _config():
     from alembic.config import Config
-    from alembic.script import ScriptDirectory
 
     config = Config()
     location = resources.files("dsa110_contimg.state").joinpath("migrations")
     config.set_main_option("script_location", str(location))
-    return config, ScriptDirectory.from_config(config)
+    return config
+
+
+@functools.cache
+def _script():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config())
 
 
 def head_revision() -> str:
     """The newest Alembic revision this code knows."""
-    return _script()[1].get_current_head()
+    return _script().get_current_head()
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -56,9 +66,10 @@ def current_revision(conn: Connection) -> str | None:
 def _run(sa_connection: Any) -> None:
     from alembic import command
 
-    config, _ = _script()
+    config = _config()
     config.attributes["connection"] = sa_connection
-    command.upgrade(config, "head")
+    with _RUN_LOCK:
+        command.upgrade(config, "head")
 
 
 def upgrade(conn: Connection) -> str:
@@ -83,7 +94,7 @@ def upgrade(conn: Connection) -> str:
     current = current_revision(conn)
     if current == head:
         return head
-    known = {rev.revision for rev in _script()[1].walk_revisions()}
+    known = {rev.revision for rev in _script().walk_revisions()}
     if current is not None and current not in known:
         msg = (
             f"state database {database_file(conn) or ':memory:'} has Alembic "

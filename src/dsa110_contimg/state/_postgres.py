@@ -21,6 +21,7 @@ subset over a pooled SQLAlchemy engine (``postgresql+psycopg://...``,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -120,7 +121,8 @@ class _Row(Sequence[Any]):
             try:
                 return self._values[self._index[key]]
             except KeyError:
-                raise IndexError(f"No item with that key: {key!r}") from None
+                msg = f"No item with that key: {key!r}"
+                raise IndexError(msg) from None
         return self._values[key]
 
     def __len__(self) -> int:
@@ -195,6 +197,7 @@ def engine_for(url: str):
 
 def _raw_connection(url: str):
     """Check out a DBAPI connection from the pool, retrying with backoff."""
+    import psycopg
     import sqlalchemy.exc
 
     delay = 0.25
@@ -203,18 +206,20 @@ def _raw_connection(url: str):
             fairy = engine_for(url).raw_connection()
             fairy.driver_connection.autocommit = True
             return fairy
-        except sqlalchemy.exc.OperationalError as err:
+        except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as err:
             if attempt == RECONNECT_ATTEMPTS:
                 msg = (
                     f"state database {_safe(url)} cannot be reached after "
-                    f"{attempt} tries ({err.orig}); start PostgreSQL or fix "
+                    f"{attempt} tries ({getattr(err, 'orig', err)}); start "
+                    "PostgreSQL or fix "
                     "database.url, then retry"
                 )
                 raise DatabaseUnavailableError(msg) from err
             log.warning("state db unreachable", extra={"attempt": attempt})
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
-    raise AssertionError("unreachable")
+    msg = "unreachable"
+    raise AssertionError(msg)
 
 
 def _safe(url: str) -> str:
@@ -288,35 +293,36 @@ class PgConnection:
             return _Cursor([], None, -1)
         if not self._in_tx and _WRITE.match(sql):
             self._begin()  # what the sqlite3 module does before a write
-        return self._run(translate(sql), parameters, reconnect=not self._in_tx)
+        sql = translate(sql) if parameters else sql
+        return self._run(sql, parameters, reconnect=not self._in_tx)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> _Cursor:
         if not self._in_tx and _WRITE.match(sql):
             self._begin()
         total = 0
         for parameters in seq:
-            total += max(self._run(translate(sql), parameters).rowcount, 0)
+            total += max(self._run(translate(sql), parameters or None).rowcount, 0)
         return _Cursor([], None, total)
 
     def _broken(self) -> bool:
         return self._fairy is None or self._fairy.driver_connection.closed
 
     def _reconnect(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             self._fairy.invalidate()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
         self._fairy = _raw_connection(self.url)
 
     def _run(self, sql: str, parameters, *, reconnect: bool = False) -> _Cursor:
         import psycopg
 
         if self._fairy is None:
-            raise PgOperationalError("Cannot operate on a closed database.")
+            msg = "Cannot operate on a closed database."
+            raise PgOperationalError(msg)
         for attempt in (1, 2):
-            cursor = self._fairy.driver_connection.cursor()
+            cursor = None
             try:
-                cursor.execute(sql, parameters)
+                cursor = self._fairy.driver_connection.cursor()
+                cursor.execute(sql, parameters or None)
                 rows = cursor.fetchall() if cursor.description else []
                 return _Cursor(rows, cursor.description, cursor.rowcount)
             except psycopg.Error as err:
@@ -333,8 +339,11 @@ class PgConnection:
                     raise DatabaseUnavailableError(msg) from _wrap_error(err)
                 raise _wrap_error(err) from err
             finally:
-                cursor.close()
-        raise AssertionError("unreachable")
+                if cursor is not None:
+                    cursor.close()
+        msg = "unreachable"
+
+    raise AssertionError(msg)
 
 
 def connect_postgres(url: str, *, readonly: bool = False) -> PgConnection:

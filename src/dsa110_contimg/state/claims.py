@@ -32,8 +32,8 @@ from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.state.db import (
     Connection,
     DatabaseError,
-    connect,
     StateTarget,
+    connect,
     open_db,
     resolve_target,
     to_iso_utc,

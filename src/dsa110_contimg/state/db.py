@@ -141,6 +141,7 @@ def pg_ddl(statement: str) -> str:
     statement = re.sub(r"\bINTEGER\b", "BIGINT", statement)
     return re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement)
 
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 _CREATE_VERSION_TABLE = """
@@ -436,7 +437,8 @@ def open_db(path: StateTarget) -> Connection:
     Returns
     -------
     Connection
-        A writable, migrated connection (numbered files, then Alembic). The caller closes it.
+        A writable, migrated connection (numbered files, then Alembic).
+        The caller closes it.
 
     Raises
     ------
