@@ -342,8 +342,7 @@ class PgConnection:
                 if cursor is not None:
                     cursor.close()
         msg = "unreachable"
-
-    raise AssertionError(msg)
+        raise AssertionError(msg)
 
 
 def connect_postgres(url: str, *, readonly: bool = False) -> PgConnection:
