@@ -221,6 +221,6 @@ def read_queue_status(
     state_db: Path, *, now: datetime, timing: BlockTiming | None = None
 ) -> dict[str, object]:
     """Open ``state_db`` read-only and return `queue_status` (with its path)."""
-    with closing(connect(Path(state_db), readonly=True)) as conn:
+    with closing(connect(state_db, readonly=True)) as conn:
         report = queue_status(conn, now=now, timing=timing)
     return {"state_db": str(state_db), **report}

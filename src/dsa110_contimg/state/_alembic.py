@@ -12,13 +12,16 @@ PostgreSQL: an advisory lock), so each revision runs once.
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 import threading
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dsa110_contimg.state.db import Connection
+from dsa110_contimg.exceptions import StateError
+from dsa110_contimg.state._postgres import PgConnection, engine_for
+
+Connection = sqlite3.Connection | PgConnection  # as state.db.Connection
 
 __all__ = ["BASELINE", "current_revision", "head_revision", "upgrade"]
 
@@ -55,9 +58,14 @@ def head_revision() -> str:
 
 def current_revision(conn: Connection) -> str | None:
     """The database's Alembic revision, None before the first upgrade."""
-    from dsa110_contimg.state.db import table_exists
-
-    if not table_exists(conn, "alembic_version"):
+    if isinstance(conn, PgConnection):
+        sql = (
+            "SELECT 1 FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name = 'alembic_version'"
+        )
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE name = 'alembic_version'"
+    if conn.execute(sql).fetchone() is None:
         return None
     row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     return None if row is None else str(row[0])
@@ -87,9 +95,6 @@ def upgrade(conn: Connection) -> str:
         The database has a revision this code does not know (newer code
         wrote it).
     """
-    from dsa110_contimg.exceptions import StateError
-    from dsa110_contimg.state.db import database_file, is_postgres
-
     head = head_revision()
     current = current_revision(conn)
     if current == head:
@@ -97,16 +102,23 @@ def upgrade(conn: Connection) -> str:
     known = {rev.revision for rev in _script().walk_revisions()}
     if current is not None and current not in known:
         msg = (
-            f"state database {database_file(conn) or ':memory:'} has Alembic "
+            f"state database {_where(conn)} has Alembic "
             f"revision {current}, unknown to this dsa110-contimg (head {head}); "
             "upgrade dsa110-contimg or use a database this version created"
         )
         raise StateError(msg)
-    if is_postgres(conn):
+    if isinstance(conn, PgConnection):
         _upgrade_postgres(conn.url)
     else:
         _upgrade_sqlite(conn)
     return head
+
+
+def _where(conn: Connection) -> str:
+    if isinstance(conn, PgConnection):
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", conn.url)
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row is not None and row[2] else ":memory:"
 
 
 def _upgrade_sqlite(conn: sqlite3.Connection) -> None:
@@ -133,8 +145,6 @@ def _upgrade_sqlite(conn: sqlite3.Connection) -> None:
 
 def _upgrade_postgres(url: str) -> None:
     from sqlalchemy import text
-
-    from dsa110_contimg.state._postgres import engine_for
 
     with engine_for(url).connect() as sa_connection:
         sa_connection.execute(text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_KEY})"))

@@ -43,6 +43,7 @@ __all__ = [
     "StateTarget",
     "backend_name",
     "connect",
+    "describe_target",
     "database_file",
     "is_postgres",
     "pg_ddl",
@@ -101,6 +102,14 @@ def resolve_target(target: StateTarget) -> Path | str:
         )
         raise StateError(msg)
     return Path(target)
+
+
+def describe_target(target: StateTarget) -> str:
+    """The state database for messages: its path, or its URL without password."""
+    resolved = resolve_target(target)
+    if isinstance(resolved, str):
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", resolved)
+    return str(resolved)
 
 
 def is_postgres(conn: Connection) -> bool:
@@ -394,6 +403,8 @@ def migrate(conn: Connection) -> int:
     conn.execute(_CREATE_VERSION_TABLE)
     current = schema_version(conn)
     _check_not_newer(conn, current, latest)
+    from dsa110_contimg.state import _alembic
+
     if {m.version for m in migrations} <= _applied_versions(conn):
         _alembic.upgrade(conn)
         return current
@@ -502,6 +513,3 @@ def probe_schema_version(path: StateTarget) -> int:
         return schema_version(conn)
     finally:
         conn.close()
-
-
-from dsa110_contimg.state import _alembic  # noqa: E402 - it imports this module

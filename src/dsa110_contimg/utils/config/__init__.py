@@ -7,7 +7,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 
 - ``_units``: flux-density and angle strings (``"1mJy"``, ``"3arcsec"``).
 - ``_processing``, ``_imaging``, ``_simulation``, ``_variability``,
-  ``_operations``: the section models (the sections' defaults are the one
+  ``_operations``, ``_database``: the section models (the sections' defaults are the one
   default of each parameter; library defaults equal them).
 - ``_pipeline``: the root model, its hash and its JSON schema.
 - ``_views``: a section's values for the value object it configures.
@@ -17,6 +17,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 The seed's path ``dsa110_contimg.utils.config`` re-exports all of it.
 """
 
+from dsa110_contimg.utils.config._database import DatabaseConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -70,6 +71,7 @@ __all__ = [
     "WatcherConfig",
     "QueueConfig",
     "RetentionConfig",
+    "DatabaseConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",

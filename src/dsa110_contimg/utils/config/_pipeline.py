@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from dsa110_contimg.utils.config._database import DatabaseConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -81,6 +83,14 @@ class PipelineConfig(BaseModel):
         RetentionConfig(),
         description="Retention and database maintenance (section).",
     )
+    database: DatabaseConfig = Field(
+        DatabaseConfig(), description="State database backend (section)."
+    )
+
+    @property
+    def state_target(self) -> Path | str:
+        """The state database: ``database.url`` when set, else ``paths.state_db``."""
+        return self.database.url or self.paths.state_db
 
     @model_validator(mode="after")
     def _no_fake_imager_in_production(self) -> Self:
