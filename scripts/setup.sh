@@ -13,6 +13,10 @@ command -v wsclean >/dev/null 2>&1 || apt_pkgs+=(wsclean)
 [ -d /usr/share/casacore/data/geodetic ] || apt_pkgs+=(casacore-data)
 command -v aoflagger >/dev/null 2>&1 || apt_pkgs+=(aoflagger)
 command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+# PostgreSQL server binaries for the scale-out state backend and its tests
+# (Debian puts them in /usr/lib/postgresql/<ver>/bin, not on PATH)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
+    || apt_pkgs+=(postgresql)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     sudo=""
