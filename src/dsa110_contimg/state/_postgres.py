@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -55,12 +56,28 @@ _engines: dict[str, Any] = {}
 _engines_lock = threading.Lock()
 
 
-class DatabaseUnavailableError(ResourceError):
-    """The PostgreSQL server cannot be reached; retry later (retryable)."""
+def _forget_engines_after_fork() -> None:
+    """A forked child must not share its parent's pooled sockets: new pools."""
+    global _engines_lock
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+    _engines_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_engines_after_fork)
 
 
 class PgOperationalError(sqlite3.OperationalError):
     """A PostgreSQL operational error (lost connection, lock timeout, ...)."""
+
+
+class DatabaseUnavailableError(ResourceError, PgOperationalError):
+    """The PostgreSQL server cannot be reached; retry later (retryable).
+
+    Also a `DatabaseError`, so every handler that rides out a locked SQLite
+    database (retry at the next poll or heartbeat) rides out an outage too.
+    """
 
 
 class PgIntegrityError(sqlite3.IntegrityError):

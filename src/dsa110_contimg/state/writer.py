@@ -344,7 +344,8 @@ def cleanup_stale_temporaries(
     config : PipelineConfig
         Its ``paths`` name the directories cleaned.
     writer : WriterClaim
-        The held writer claim of ``paths.state_db``, the whole pipeline's or
+        The held writer claim of the state database (``database.url`` or
+        ``paths.state_db``), the whole pipeline's or
         one covering the ms_processor (checked first).
     before : float, optional
         Unix time; only temporaries modified earlier are removed (default:
@@ -359,10 +360,11 @@ def cleanup_stale_temporaries(
         cover the ms_processor.
     """
     paths = config.paths
-    if writer_key(writer.state_db) != writer_key(paths.state_db):
+    target = getattr(config, "state_target", paths.state_db)
+    if writer_key(writer.state_db) != writer_key(target):
         msg = (
-            f"the writer claim of {writer.state_db} does not cover "
-            f"{paths.state_db}; clean-up refused"
+            f"the writer claim of {_identity(writer.state_db)} does not cover "
+            f"{_identity(target)}; clean-up refused"
         )
         raise StateError(msg)
     if DATA_DIRECTORIES_WRITER not in writer.services:
