@@ -237,3 +237,30 @@ def test_a_postgresql_outage_is_ridden_out_with_backoff(tmp_path: Path) -> None:
         conn.close()
     finally:
         server.cleanup()
+
+
+@pytest.mark.scaleout
+def test_held_claims_survive_a_postgresql_restart() -> None:
+    """The renewing thread rides out a short outage; the claim stays held."""
+    pytest.importorskip("psycopg")
+    from tests.servers.postgres import PostgresServer, find_bindir
+
+    from dsa110_contimg.state.claims import hold_claims
+
+    if find_bindir() is None:
+        pytest.skip("PostgreSQL binaries not installed")
+    server = PostgresServer().init().start()
+    try:
+        url = server.create_database()
+        with hold_claims(url, ["ms:x"], ttl_s=6.0) as held:
+            server.stop()
+            time.sleep(3.0)  # a renewal (every 2 s) waits for the server
+            server.start()
+            time.sleep(6.0)  # longer than the TTL: only renewals keep it
+        with closing(open_db(url)) as conn:
+            row = conn.execute(
+                "SELECT owner, token FROM claims WHERE key = 'ms:x'"
+            ).fetchone()
+        assert row[0] is None and row[1] == held[0].token  # released, not lost
+    finally:
+        server.cleanup()
