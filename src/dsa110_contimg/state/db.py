@@ -337,10 +337,11 @@ def database_file(conn: Connection) -> str | None:
     """Return the file of ``conn``'s main database, or None when it has none.
 
     None for an in-memory database (only one connection can see it); for
-    PostgreSQL the URL without its password.
+    PostgreSQL its URL (password included: another connection opens it;
+    messages show `describe_target` of it).
     """
     if is_postgres(conn):
-        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", conn.url)
+        return conn.url
     for row in conn.execute("PRAGMA database_list"):
         if row[1] == "main":
             return str(row[2]) or None
@@ -348,7 +349,8 @@ def database_file(conn: Connection) -> str | None:
 
 
 def _db_file(conn: Connection) -> str:
-    return database_file(conn) or ":memory:"
+    where = database_file(conn)
+    return ":memory:" if where is None else describe_target(where)
 
 
 def _check_not_newer(conn: Connection, current: int, latest: int) -> None:

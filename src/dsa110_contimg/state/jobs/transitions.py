@@ -35,7 +35,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from dsa110_contimg.exceptions import ResourceError, StateError
-from dsa110_contimg.state.db import Connection, database_file, to_iso_utc
+from dsa110_contimg.state.db import (
+    Connection,
+    database_file,
+    describe_target,
+    to_iso_utc,
+)
 from dsa110_contimg.state.jobs.model import (
     _COLUMNS,
     JOB_KINDS,
@@ -103,7 +108,7 @@ def _transaction(conn: Connection) -> Iterator[None]:
     except sqlite3.OperationalError as err:
         if not is_resource_exhaustion(err):
             raise
-        where = database_file(conn) or ":memory:"
+        where = describe_target(database_file(conn) or ":memory:")
         msg = (
             f"state database {where}: {err}; free space on its "
             "filesystem (nothing was changed: the transition was rolled back)"
