@@ -195,3 +195,23 @@ def test_migration_added_below_the_newest_is_applied(
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
     assert "filled" in names and newest + 1 in versions
+
+
+def test_image_quality_rows_store_flags_and_floats(state_target) -> None:
+    """``hit_niter`` arrives as a bool (an INTEGER column on both backends)."""
+    from dsa110_contimg.state.products import list_image_quality, record_image_quality
+
+    record = {
+        "image_path": "/img/a-image.fits",
+        "passed": True,
+        "reasons": [],
+        "rms_jy": 1.25e-4,
+        "hit_niter": True,
+        "attempts": [{}],
+    }
+    with closing(open_db(state_target)) as conn:
+        record_image_quality(conn, block_id="b1", record=record)
+        record_image_quality(conn, block_id="b1", record={**record, "hit_niter": False})
+        (row,) = list_image_quality(conn, block_id="b1")
+    assert row["passed"] == 1 and row["hit_niter"] == 0 and row["n_attempts"] == 2
+    assert row["rms_jy"] == 1.25e-4

@@ -239,6 +239,13 @@ def _raw_connection(url: str):
     raise AssertionError(msg)
 
 
+def _params(parameters: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """Parameters as SQLite stores them: ``bool`` as 0/1 (its INTEGER columns)."""
+    if not parameters:
+        return None
+    return tuple(int(p) if isinstance(p, bool) else p for p in parameters)
+
+
 def _safe(url: str) -> str:
     """``url`` without its password."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
@@ -311,14 +318,14 @@ class PgConnection:
         if not self._in_tx and _WRITE.match(sql):
             self._begin()  # what the sqlite3 module does before a write
         sql = translate(sql) if parameters else sql
-        return self._run(sql, parameters, reconnect=not self._in_tx)
+        return self._run(sql, _params(parameters), reconnect=not self._in_tx)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> _Cursor:
         if not self._in_tx and _WRITE.match(sql):
             self._begin()
         total = 0
         for parameters in seq:
-            total += max(self._run(translate(sql), parameters or None).rowcount, 0)
+            total += max(self._run(translate(sql), _params(parameters)).rowcount, 0)
         return _Cursor([], None, total)
 
     def _broken(self) -> bool:
