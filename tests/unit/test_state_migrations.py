@@ -101,6 +101,15 @@ def test_an_older_numbered_database_is_brought_to_the_head(
         assert host[0] == "hostA"
 
 
+def test_the_head_read_from_file_names_is_alembics_head() -> None:
+    _alembic.head_revision.cache_clear()
+    assert _alembic.head_revision() == _alembic._script().get_current_head()
+    revisions = {
+        r.revision: r.down_revision for r in _alembic._script().walk_revisions()
+    }
+    assert revisions == {"0008": None, "0009": "0008"}
+
+
 def test_an_unknown_alembic_revision_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite3"
     with closing(open_db(db)) as conn:

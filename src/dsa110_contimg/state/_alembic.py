@@ -30,6 +30,8 @@ BASELINE = "0008"
 
 _MIGRATION_LOCK_KEY = 0x0D5A111
 
+_REVISION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.py$")
+
 
 _RUN_LOCK = threading.Lock()
 """Alembic's ``context`` is a process-global proxy: one run at a time."""
@@ -51,9 +53,22 @@ def _script():
     return ScriptDirectory.from_config(_config())
 
 
+@functools.cache
 def head_revision() -> str:
-    """The newest Alembic revision this code knows."""
-    return _script().get_current_head()
+    """The newest Alembic revision this code knows.
+
+    Read from the file names (``versions/NNNN_name.py`` holds revision
+    ``NNNN``, each revising the one before), so the common case, a database
+    already at the head, needs no Alembic import (about 0.5 s per process).
+    `tests/unit/test_state_migrations.py` checks it equals Alembic's head.
+    """
+    versions = resources.files("dsa110_contimg.state").joinpath("migrations/versions")
+    numbers = [
+        match[1]
+        for entry in versions.iterdir()
+        if (match := _REVISION_FILE.match(entry.name)) is not None
+    ]
+    return max(numbers)
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -99,7 +114,7 @@ def upgrade(conn: Connection) -> str:
     current = current_revision(conn)
     if current == head:
         return head
-    known = {rev.revision for rev in _script().walk_revisions()}
+    known = {rev.revision for rev in _script().walk_revisions()}  # imports alembic
     if current is not None and current not in known:
         msg = (
             f"state database {_where(conn)} has Alembic "
