@@ -11,9 +11,11 @@ the ``postgres`` (else ``nobody``) user.
 Fixtures (pytest): ``postgres_server`` (one per session) and
 ``postgres_url`` (a fresh database per test).
 
-Run as a script it starts a server and prints its URL, for manual use::
+Run as a script (``scripts/cluster_start.sh`` / ``cluster_stop.sh``)::
 
-    python -m tests.servers.postgres /tmp/pg   # Ctrl-C stops it
+    python -m tests.servers.postgres start /tmp/pg [PORT]  # prints the URL
+    python -m tests.servers.postgres stop /tmp/pg
+    python -m tests.servers.postgres run               # until Ctrl-C, then removed
 """
 
 from __future__ import annotations
@@ -224,8 +226,28 @@ def postgres_url(postgres_server: PostgresServer) -> str:
 
 
 def main(argv: list[str]) -> int:
-    root = Path(argv[1]) if len(argv) > 1 else None
-    server = PostgresServer(root).init().start()
+    """``start DIR [PORT]`` (prints the URL; the server keeps running),
+    ``stop DIR`` (stops it, keeps DIR), or ``run [DIR]`` (until Ctrl-C)."""
+    command = argv[1] if len(argv) > 1 else "run"
+    root = Path(argv[2]) if len(argv) > 2 else None
+    if command in {"start", "stop"} and root is None:
+        print(f"usage: {argv[0]} start|stop DIR [PORT]", file=sys.stderr)
+        return 2
+    server = PostgresServer(root)
+    port_file = server.root / "port"
+    if command == "stop":
+        server.stop()
+        return 0
+    if command == "start":
+        if len(argv) > 3:
+            server.port = int(argv[3])
+        elif port_file.exists():
+            server.port = int(port_file.read_text())
+        server.init().start()
+        port_file.write_text(str(server.port))
+        print(server.url(), flush=True)
+        return 0
+    server.init().start()
     print(server.url(), flush=True)
     try:
         while True:
