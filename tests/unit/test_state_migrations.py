@@ -273,3 +273,15 @@ def test_held_claims_survive_a_postgresql_restart() -> None:
         assert row[0] is None and row[1] == held[0].token  # released, not lost
     finally:
         server.cleanup()
+
+
+@pytest.mark.scaleout
+def test_postgresql_connections_are_pooled_and_never_wait(postgres_url: str) -> None:
+    open_db(postgres_url).close()
+    conns = [connect(postgres_url) for _ in range(20)]  # above the pool size
+    pids = {c.execute("SELECT pg_backend_pid()").fetchone()[0] for c in conns}
+    assert len(pids) == 20
+    for c in conns:
+        c.close()
+    with closing(connect(postgres_url)) as again:
+        assert again.execute("SELECT pg_backend_pid()").fetchone()[0] in pids

@@ -205,8 +205,10 @@ def engine_for(url: str):
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
+            # 5 kept open; more on demand (closed when returned), never a
+            # wait on the pool: a process's connections are few and long-lived
             engine = create_engine(
-                url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=3600
+                url, pool_pre_ping=True, pool_size=5, max_overflow=-1, pool_recycle=3600
             )
             _engines[url] = engine
         return engine
