@@ -105,7 +105,7 @@ class Stream:
         self.catalog = catalog
         self.incoming = base / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
-        self.db = os.environ.get("S1_PG_URL") or base / "pipeline.sqlite3"
+        self.db = base / "pipeline.sqlite3"
         self.out = base / "stream.out"
         self.configure(**sections)
         self.proc: subprocess.Popen | None = None
@@ -113,8 +113,6 @@ class Stream:
     def configure(self, **sections: dict) -> None:
         tree = _merge(_BASE, sections)
         tree["paths"] = {k: str(self.base / v) for k, v in _LAYOUT.items()}
-        if isinstance(self.db, str):
-            tree["database"] = {"url": self.db}
         self.config = self.base / "stream.yaml"
         self.config.write_text(yaml.safe_dump(tree))
 
@@ -171,7 +169,7 @@ class Stream:
         return time.monotonic() - t0
 
     def jobs(self) -> list[Job]:
-        if isinstance(self.db, Path) and not self.db.exists():
+        if not self.db.exists():
             return []
         with closing(connect(self.db, readonly=True)) as conn:
             return list_jobs(conn) if schema_version(conn) >= 2 else []
