@@ -17,6 +17,10 @@ command -v wsclean >/dev/null 2>&1 || apt_pkgs+=(wsclean)
 command -v aoflagger >/dev/null 2>&1 || apt_pkgs+=(aoflagger)
 command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
 command -v redis-server >/dev/null 2>&1 || apt_pkgs+=(redis-server)  # queue.backend redis
+# PostgreSQL server binaries for the scale-out state backend and its tests
+# (Debian puts them in /usr/lib/postgresql/<ver>/bin, not on PATH)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
+    || apt_pkgs+=(postgresql)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     sudo=""

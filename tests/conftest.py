@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from astropy.utils import iers
+from tests.servers.postgres import postgres_server, postgres_url  # noqa: F401
 
 # Tests never use the network: astropy must not try to download IERS tables.
 iers.conf.auto_download = False
@@ -46,6 +47,21 @@ def pytest_collection_modifyitems(
             item.add_marker(skip_slow)
         if "wsclean" in item.keywords and shutil.which("wsclean") is None:
             item.add_marker(pytest.mark.skip(reason="wsclean binary not installed"))
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.scaleout)]
+)
+def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """A fresh state database on each backend: an SQLite file, a PostgreSQL URL.
+
+    Pass it wherever a state-database path goes (``open_db``, ``connect``,
+    ``paths.state_db``/``database.url``); the PostgreSQL case needs the
+    server binaries (skipped without them, see ``tests/servers/postgres.py``).
+    """
+    if request.param == "sqlite":
+        return tmp_path / "state.sqlite3"
+    return request.getfixturevalue("postgres_url")
 
 
 TINY_SPEC_KW = {

@@ -100,8 +100,10 @@ def test_full_pass_cost_independent_of_history(tmp_path) -> None:
     assert thirty_days < 3 * one_day + 0.02, (one_day, thirty_days)
 
 
-def test_full_pass_finds_a_window_missed_while_the_planner_was_down(tmp_path) -> None:
-    conn = open_db(tmp_path / "state.db")
+def test_full_pass_finds_a_window_missed_while_the_planner_was_down(
+    state_target,
+) -> None:
+    conn = open_db(state_target)
     end = _history(conn, 1)
     p = _processor(conn, end)
     p.plan_blocks(end, full=True)
@@ -126,8 +128,8 @@ def test_full_pass_finds_a_window_missed_while_the_planner_was_down(tmp_path) ->
     conn.close()
 
 
-def test_pending_group_holds_the_watermark(tmp_path) -> None:
-    conn = open_db(tmp_path / "state.db")
+def test_pending_group_holds_the_watermark(state_target) -> None:
+    conn = open_db(state_target)
     end = _history(conn, 0.5)
     t = end - timedelta(hours=3)  # a group of an old window still converting
     key = "pending-" + t.strftime("%H%M%S")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,9 @@ from dsa110_contimg.state.claims import (
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    path = tmp_path / "state.sqlite3"
-    open_db(path).close()
-    return path
+def db_path(state_target):
+    open_db(state_target).close()
+    return state_target
 
 
 def test_one_owner_at_a_time_and_tokens_grow(db_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_one_owner_at_a_time_and_tokens_grow(db_path: Path) -> None:
 
 
 def _hold_and_log(db_path: str, log_path: str, name: str) -> None:
-    with hold_claims(Path(db_path), ["ms:shared"], ttl_s=5, poll_s=0.05):
+    with hold_claims(db_path, ["ms:shared"], ttl_s=5, poll_s=0.05):
         start = time.time()
         time.sleep(0.6)
         end = time.time()
@@ -80,7 +80,7 @@ _HOLD_FOREVER = """
 import sys, time
 from pathlib import Path
 from dsa110_contimg.state.claims import hold_claims
-with hold_claims(Path(sys.argv[1]), ["ms:shared"], ttl_s=1.0):
+with hold_claims(sys.argv[1], ["ms:shared"], ttl_s=1.0):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -167,3 +167,32 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(db_path: Path) -> No
         proc.kill()
         proc.wait(10)
         proc.stdout.close()
+
+
+def test_an_expired_owner_cannot_publish_over_its_successor(db_path, tmp_path: Path):
+    """Fencing across hosts: a lease that expired refuses the late publish."""
+    from dsa110_contimg.state.claims import publish_fenced
+
+    final = tmp_path / "x-image.fits"
+    late, fresh = tmp_path / ".x-image.fits.tmp-a", tmp_path / ".x-image.fits.tmp-b"
+    late.write_bytes(b"from a")
+    fresh.write_bytes(b"from b")
+    with closing(open_db(db_path)) as conn_a, closing(open_db(db_path)) as conn_b:
+        a = acquire_claim(conn_a, "ms:x", owner="hostA:1:t", ttl_s=10, now=1000.0)
+        assert a is not None
+        # a stalls past its lease; b (another host) takes the MS over
+        b = acquire_claim(conn_b, "ms:x", owner="hostB:2:t", ttl_s=60, now=1011.0)
+        assert b is not None and b.token == a.token + 1
+        publish_fenced(conn_b, [b], fresh, final, now=1012.0)
+        with pytest.raises(ClaimLostError, match="now held by hostB:2:t"):
+            publish_fenced(conn_a, [a], late, final, now=1013.0)
+        assert not late.exists(), "the stale owner's output is discarded"
+        assert final.read_bytes() == b"from b"
+        host = conn_b.execute("SELECT host FROM claims WHERE key = 'ms:x'").fetchone()
+        assert host[0] == "hostB"
+        # a live lease publishes; an expired one (nobody took it) does not
+        c = acquire_claim(conn_b, "ms:y", owner="hostB:2:t", ttl_s=5, now=1000.0)
+        late.write_bytes(b"late")
+        with pytest.raises(ClaimLostError, match="expired"):
+            publish_fenced(conn_b, [c], late, final, now=1006.0)
+        assert final.read_bytes() == b"from b" and not late.exists()

@@ -8,7 +8,6 @@ job record on both backends.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -48,8 +47,8 @@ BACKOFF = {"backoff_base_s": 10.0, "backoff_max_s": 60.0}
 
 
 @pytest.fixture
-def conn(tmp_path: Path):
-    with closing(open_db(tmp_path / "state.sqlite3")) as c:
+def conn(state_target):
+    with closing(open_db(state_target)) as c:
         yield c
 
 
@@ -299,5 +298,4 @@ def test_job_events_are_immutable_history(q, conn) -> None:
         "12:00:02",
     ]
     assert all(e["kind"] == CONVERT_GROUP for e in events)
-    assert isinstance(conn, sqlite3.Connection)
     assert job.to_dict()["payload_json"] == {}

@@ -228,8 +228,18 @@ def test_python_packages_reports_versions(tmp_path: Path) -> None:
     assert set(check.details["versions"]) == {"pyuvdata", "casacore.tables", "astropy"}
 
 
-def test_metrics_rates_windows_and_persistence(tmp_path: Path) -> None:
-    db_path = tmp_path / "metrics" / "pipeline.sqlite3"
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.scaleout)]
+)
+def metrics_db(request, tmp_path: Path):
+    """A metrics database on each backend (a nested SQLite file, a PostgreSQL URL)."""
+    if request.param == "sqlite":
+        return tmp_path / "metrics" / "pipeline.sqlite3"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_metrics_rates_windows_and_persistence(metrics_db) -> None:
+    db_path = metrics_db
     metrics = PipelineMetrics(db_path)
     metrics.record_block_processing("b1", True, 100.0, 5, 5)
     metrics.record_block_processing("b2", True, 200.0, 4, 4)

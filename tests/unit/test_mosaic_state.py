@@ -8,8 +8,8 @@ from dsa110_contimg.state import open_db
 from dsa110_contimg.state.mosaics import list_mosaic_members, record_mosaic_members
 
 
-def test_members_are_recorded_per_mosaic_and_updated(tmp_path):
-    conn = open_db(tmp_path / "state.sqlite3")
+def test_members_are_recorded_per_mosaic_and_updated(state_target):
+    conn = open_db(state_target)
     try:
         record_mosaic_members(
             conn,

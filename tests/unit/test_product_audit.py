@@ -43,8 +43,10 @@ def test_product_problem(tmp_path: Path) -> None:
     assert product_problem(table) == "no header line"
 
 
-def test_audit_requeues_the_block_of_a_damaged_product(tmp_path: Path) -> None:
-    conn = open_db(tmp_path / "db.sqlite3")
+def test_audit_requeues_the_block_of_a_damaged_product(
+    state_target, tmp_path: Path
+) -> None:
+    conn = open_db(state_target)
     now = datetime.now(UTC)
     for block in ("block_a", "block_b"):
         enqueue_job(

@@ -15,7 +15,6 @@ import sys
 import time
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -35,8 +34,8 @@ T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def conn(tmp_path: Path):
-    with closing(open_db(tmp_path / "state.sqlite3")) as c:
+def conn(state_target):
+    with closing(open_db(state_target)) as c:
         yield c
 
 

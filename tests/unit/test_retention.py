@@ -23,11 +23,13 @@ NOW = datetime(2025, 6, 1, tzinfo=UTC)
 OLD = NOW - timedelta(days=100)
 
 
-def _config(tmp_path: Path, **retention) -> PipelineConfig:
+def _config(tmp_path: Path, target=None, **retention) -> PipelineConfig:
+    """A config under ``tmp_path``; ``target`` a PostgreSQL URL or an SQLite file."""
     base = PipelineConfig()
+    url = target if isinstance(target, str) else None
     paths = base.paths.model_copy(
         update={
-            "state_db": tmp_path / "state.db",
+            "state_db": target if isinstance(target, Path) else tmp_path / "state.db",
             "ms_stage1_dir": tmp_path / "ms",
             "images_dir": tmp_path / "images",
             "incoming_dir": tmp_path / "incoming",
@@ -37,6 +39,7 @@ def _config(tmp_path: Path, **retention) -> PipelineConfig:
         update={
             "paths": paths,
             "retention": base.retention.model_copy(update=retention),
+            "database": base.database.model_copy(update={"url": url}),
         }
     )
 
@@ -46,7 +49,7 @@ def _job(conn, kind, key, state, data_time, finished, payload=None, result=None)
     cur = conn.execute(
         "INSERT INTO jobs (kind, key, state, data_time_iso, payload_json, "
         "result_json, max_attempts, not_before_at, created_at, updated_at, "
-        "finished_at) VALUES (?, ?, ?, ?, ?, ?, 5, ?, ?, ?, ?)",
+        "finished_at) VALUES (?, ?, ?, ?, ?, ?, 5, ?, ?, ?, ?) RETURNING id",
         (
             kind,
             key,
@@ -60,18 +63,21 @@ def _job(conn, kind, key, state, data_time, finished, payload=None, result=None)
             stamp,
         ),
     )
+    job_id = cur.fetchone()[0]
     conn.execute(
         "INSERT INTO job_events (job_id, to_state, reason, created_at) "
         "VALUES (?, ?, 'test', ?)",
-        (cur.lastrowid, state, stamp),
+        (job_id, state, stamp),
     )
     conn.commit()
-    return cur.lastrowid
+    return job_id
 
 
-def test_finished_jobs_metrics_and_set_aside_folders_expire(tmp_path) -> None:
-    cfg = _config(tmp_path)
-    conn = open_db(cfg.paths.state_db)
+def test_finished_jobs_metrics_and_set_aside_folders_expire(
+    state_target, tmp_path
+) -> None:
+    cfg = _config(tmp_path, state_target)
+    conn = open_db(cfg.state_target)
     old_done = _job(conn, CONVERT_GROUP, "g-old", "done", OLD, OLD)
     record_group(
         conn,
@@ -133,9 +139,9 @@ def test_finished_jobs_metrics_and_set_aside_folders_expire(tmp_path) -> None:
     conn.close()
 
 
-def test_raw_files_and_ms_are_kept_by_default(tmp_path) -> None:
-    cfg = _config(tmp_path)
-    conn = open_db(cfg.paths.state_db)
+def test_raw_files_and_ms_are_kept_by_default(state_target, tmp_path) -> None:
+    cfg = _config(tmp_path, state_target)
+    conn = open_db(cfg.state_target)
     raw = tmp_path / "incoming" / "a_sb00.hdf5"
     raw.parent.mkdir()
     raw.write_bytes(b"raw")
@@ -199,9 +205,11 @@ def _group_with_blocks(conn, cfg, tmp_path, name, t, *, block_state="done"):
     return raw, ms
 
 
-def test_raw_and_ms_deleted_only_when_processed(tmp_path, monkeypatch) -> None:
-    cfg = _config(tmp_path, raw_files_days=7, ms_days=30)
-    conn = open_db(cfg.paths.state_db)
+def test_raw_and_ms_deleted_only_when_processed(
+    state_target, tmp_path, monkeypatch
+) -> None:
+    cfg = _config(tmp_path, state_target, raw_files_days=7, ms_days=30)
+    conn = open_db(cfg.state_target)
     t_old = NOW - timedelta(days=40)
     raw_ok, ms_ok = _group_with_blocks(conn, cfg, tmp_path, "ok", t_old)
     raw_bad, ms_bad = _group_with_blocks(
@@ -249,7 +257,7 @@ def test_raw_and_ms_deleted_only_when_processed(tmp_path, monkeypatch) -> None:
     # a second run finds nothing more (the deletions mark the groups handled)
     again = run_maintenance(cfg, now=NOW)
     assert again.counts["raw_files"] == 0 and again.counts["ms"] == 0
-    conn = open_db(cfg.paths.state_db)
+    conn = open_db(cfg.state_target)
     kinds = dict(conn.execute("SELECT kind, COUNT(*) FROM deletions GROUP BY kind"))
     assert kinds == {"raw": 4, "ms": 1}
     conn.close()
@@ -257,7 +265,7 @@ def test_raw_and_ms_deleted_only_when_processed(tmp_path, monkeypatch) -> None:
 
 def test_ms_without_image_is_kept(tmp_path, monkeypatch) -> None:
     cfg = _config(tmp_path, ms_days=30)
-    conn = open_db(cfg.paths.state_db)
+    conn = open_db(cfg.state_target)
     _, ms = _group_with_blocks(conn, cfg, tmp_path, "noimg", NOW - timedelta(days=40))
     conn.close()
     report = run_maintenance(cfg, now=NOW)
@@ -303,7 +311,7 @@ def test_stream_maintenance_task_runs_off_the_loop_and_stops(tmp_path) -> None:
     from dsa110_contimg.state.jobs import get_service_state
 
     cfg = _config(tmp_path, interval_s=0.05)
-    conn = open_db(cfg.paths.state_db)
+    conn = open_db(cfg.state_target)
     _job(conn, PROCESS_BLOCK, "b", "done", OLD, OLD)
     conn.close()
 
@@ -316,7 +324,7 @@ def test_stream_maintenance_task_runs_off_the_loop_and_stops(tmp_path) -> None:
         for _ in range(200):  # the loop keeps running while a pass works
             await asyncio.sleep(0.01)
             ticks += 1
-            with closing(open_db(cfg.paths.state_db)) as c:
+            with closing(open_db(cfg.state_target)) as c:
                 if MAINTENANCE_STATE in get_service_state(c):
                     break
         stop.set()
@@ -324,6 +332,6 @@ def test_stream_maintenance_task_runs_off_the_loop_and_stops(tmp_path) -> None:
         return ticks
 
     assert asyncio.run(main()) < 200
-    with closing(open_db(cfg.paths.state_db)) as c:
+    with closing(open_db(cfg.state_target)) as c:
         assert c.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
         assert get_service_state(c)[MAINTENANCE_STATE]["counts"]["jobs"] == 1

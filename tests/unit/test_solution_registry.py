@@ -55,12 +55,19 @@ def _select(registry: SolutionRegistry, time_mjd: float, dec_deg: float = 30.5):
     )
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(
+    params=["sqlite", "memory", pytest.param("postgresql", marks=pytest.mark.scaleout)]
+)
 def registry(request, tmp_path: Path) -> Iterator[SolutionRegistry]:
     if request.param == "memory":
         yield InMemorySolutionRegistry()
         return
-    with open_solution_registry(tmp_path / "db.sqlite3") as sqlite_registry:
+    target = (
+        request.getfixturevalue("postgres_url")
+        if request.param == "postgresql"
+        else tmp_path / "db.sqlite3"
+    )
+    with open_solution_registry(target) as sqlite_registry:
         yield sqlite_registry
 
 
@@ -126,8 +133,8 @@ def test_both_registries_return_equal_solutions(tmp_path: Path):
         assert type(mem.quality["bandpass_flagged_fraction"]) is float
 
 
-def test_applications_are_recorded(tmp_path: Path):
-    db = tmp_path / "db.sqlite3"
+def test_applications_are_recorded(state_target):
+    db = state_target
     memory = InMemorySolutionRegistry()
     with open_solution_registry(db) as sqlite_registry:
         for registry in (memory, sqlite_registry):

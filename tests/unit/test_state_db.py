@@ -1,4 +1,4 @@
-"""Tests of the SQLite state layer: connections, migrations, groups, products."""
+"""Tests of the state layer: connections, migrations, groups, products."""
 
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ def test_migrate_records_version_and_is_idempotent(db_path: Path) -> None:
         assert not conn.in_transaction
 
 
-def test_newer_database_raises_state_error(db_path: Path) -> None:
+def test_newer_database_raises_state_error(state_target) -> None:
+    db_path = state_target
     with closing(open_db(db_path)) as conn, conn:
         conn.execute(
             "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
@@ -83,7 +84,8 @@ def test_readonly_connection(db_path: Path) -> None:
             conn.execute("DELETE FROM products")
 
 
-def test_record_and_list_products_upserts_by_path(db_path: Path) -> None:
+def test_record_and_list_products_upserts_by_path(state_target) -> None:
+    db_path = state_target
     with closing(open_db(db_path)) as conn:
         record_product(conn, block_id="b1", kind="ms", path=Path("/data/a.ms"))
         record_product(conn, block_id="b1", kind="image", path="/data/a.fits")
@@ -113,7 +115,8 @@ def test_record_and_list_products_upserts_by_path(db_path: Path) -> None:
         assert not conn.in_transaction
 
 
-def test_record_group_upserts(db_path: Path) -> None:
+def test_record_group_upserts(state_target) -> None:
+    db_path = state_target
     with closing(open_db(db_path)) as conn:
         record_group(
             conn,
@@ -192,3 +195,23 @@ def test_migration_added_below_the_newest_is_applied(
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
     assert "filled" in names and newest + 1 in versions
+
+
+def test_image_quality_rows_store_flags_and_floats(state_target) -> None:
+    """``hit_niter`` arrives as a bool (an INTEGER column on both backends)."""
+    from dsa110_contimg.state.products import list_image_quality, record_image_quality
+
+    record = {
+        "image_path": "/img/a-image.fits",
+        "passed": True,
+        "reasons": [],
+        "rms_jy": 1.25e-4,
+        "hit_niter": True,
+        "attempts": [{}],
+    }
+    with closing(open_db(state_target)) as conn:
+        record_image_quality(conn, block_id="b1", record=record)
+        record_image_quality(conn, block_id="b1", record={**record, "hit_niter": False})
+        (row,) = list_image_quality(conn, block_id="b1")
+    assert row["passed"] == 1 and row["hit_niter"] == 0 and row["n_attempts"] == 2
+    assert row["rms_jy"] == 1.25e-4

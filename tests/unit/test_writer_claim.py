@@ -66,17 +66,21 @@ def _foreign_claim(db: Path, *, expires_in_s: float, pid: int = 4242) -> str:
     owner = f"otherhost:{pid}:abcd1234 stream"
     with closing(open_db(db)) as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO claims (key, owner, token, expires_at, "
+            "INSERT INTO claims (key, owner, token, expires_at, "
             "acquired_at, updated_at) VALUES (?, ?, 7, ?, "
-            "'2026-12-01T10:00:00Z', '2026-12-01T10:00:00Z')",
+            "'2026-12-01T10:00:00Z', '2026-12-01T10:00:00Z') ON CONFLICT (key) "
+            "DO UPDATE SET owner = excluded.owner, token = excluded.token, "
+            "expires_at = excluded.expires_at, acquired_at = excluded.acquired_at",
             (writer_key(db), owner, time.time() + expires_in_s),
         )
         conn.commit()
     return owner
 
 
-def test_second_writer_is_refused_with_the_holder_named(tmp_path: Path) -> None:
-    db = tmp_path / "pipeline.sqlite3"
+def test_second_writer_is_refused_with_the_holder_named(
+    state_target, tmp_path: Path
+) -> None:
+    db = state_target
     with hold_writer(db, "stream", ttl_s=30):
         with pytest.raises(WriterBusyError) as excinfo, hold_writer(db, "process"):
             pass
@@ -90,8 +94,10 @@ def test_second_writer_is_refused_with_the_holder_named(tmp_path: Path) -> None:
         pass
 
 
-def test_other_host_holder_refuses_until_its_claim_expires(tmp_path: Path) -> None:
-    db = tmp_path / "pipeline.sqlite3"
+def test_other_host_holder_refuses_until_its_claim_expires(
+    state_target, tmp_path: Path
+) -> None:
+    db = state_target
     _foreign_claim(db, expires_in_s=1.5, pid=os.getpid())  # a pid alive here too
     with pytest.raises(WriterBusyError) as excinfo, hold_writer(db, "process"):
         pass
@@ -112,8 +118,10 @@ with hold_writer(sys.argv[1], "stream", ttl_s=60):
 """
 
 
-def test_killed_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "pipeline.sqlite3"
+def test_killed_holder_on_this_host_is_taken_over_at_once(
+    state_target, tmp_path: Path
+) -> None:
+    db = state_target
     open_db(db).close()
     proc = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(db)], stdout=subprocess.PIPE, text=True
@@ -141,8 +149,8 @@ def test_killed_holder_on_this_host_is_taken_over_at_once(tmp_path: Path) -> Non
         proc.stdout.close()
 
 
-def test_lost_writer_claim_is_reported_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "pipeline.sqlite3"
+def test_lost_writer_claim_is_reported_at_once(state_target, tmp_path: Path) -> None:
+    db = state_target
     lost = threading.Event()
     with (
         pytest.raises(ClaimLostError),

@@ -59,7 +59,7 @@ def status_command(config_path, env, sets, as_json, wait, wait_timeout) -> None:
     deadline = time.monotonic() + wait_timeout
     while True:
         report = read_queue_status(
-            Path(config.paths.state_db), now=datetime.now(UTC), timing=timing
+            config.state_target, now=datetime.now(UTC), timing=timing
         )
         if not wait or report["idle"] or time.monotonic() >= deadline:
             break
@@ -169,7 +169,7 @@ def requeue_command(config_path, env, sets, reconvert, job_ids) -> None:
     )
 
     config = load_config(config_path, env, sets)
-    with closing(open_db(Path(config.paths.state_db))) as conn:
+    with closing(open_db(config.state_target)) as conn:
         for job_id in job_ids:
             payload = None
             note = ""
@@ -226,7 +226,7 @@ def cancel_command(config_path, env, sets, job_ids) -> None:
     from dsa110_contimg.state.jobs import cancel_job
 
     config = load_config(config_path, env, sets)
-    with closing(open_db(Path(config.paths.state_db))) as conn:
+    with closing(open_db(config.state_target)) as conn:
         for job_id in job_ids:
             job = cancel_job(conn, job_id, now=datetime.now(UTC))
             click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
@@ -237,17 +237,41 @@ def db_group() -> None:
     """Manage the state database."""
 
 
-@db_group.command("migrate")
+@db_group.command("upgrade")
 @common_options
-def db_migrate_command(config_path, env, sets) -> None:
-    """Create the state database, or bring its schema up to date."""
-    from dsa110_contimg.state import open_db, schema_version
+def db_upgrade_command(config_path, env, sets) -> None:
+    """Create the state database, or upgrade its schema in place (Alembic).
+
+    The database is ``database.url`` (SQLite or PostgreSQL) or, when unset,
+    the SQLite file ``paths.state_db``. A database made by the numbered schema
+    files of earlier versions is upgraded in place, its rows intact.
+    """
+    from dsa110_contimg.state import _alembic
+    from dsa110_contimg.state.db import (
+        backend_name,
+        describe_target,
+        open_db,
+        schema_version,
+    )
 
     config = load_config(config_path, env, sets, log_to_file=False)
-    path = Path(config.paths.state_db)
-    with closing(open_db(path)) as conn:
+    target = config.state_target
+    with closing(open_db(target)) as conn:
         version = schema_version(conn)
-    click.echo(f"state database {path}: schema version {version}")
+        revision = _alembic.current_revision(conn)
+        backend = backend_name(conn)
+    click.echo(
+        f"state database {describe_target(target)} ({backend}): schema version "
+        f"{version}, revision {revision}"
+    )
+
+
+@db_group.command("migrate")
+@common_options
+@click.pass_context
+def db_migrate_command(ctx, config_path, env, sets) -> None:
+    """The same as ``db upgrade`` (its earlier name)."""
+    ctx.invoke(db_upgrade_command, config_path=config_path, env=env, sets=sets)
 
 
 @db_group.command("maintain")

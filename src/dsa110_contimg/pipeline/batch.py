@@ -88,7 +88,7 @@ def writer_of(config: PipelineConfig, command: str) -> Iterator[WriterClaim]:
     killed writers are removed (`cleanup_stale_temporaries`).
     """
     with hold_writer(
-        config.paths.state_db, command, ttl_s=config.queue.lease_s
+        config.state_target, command, ttl_s=config.queue.lease_s
     ) as writer:
         cleanup_stale_temporaries(config, writer)
         yield writer
@@ -159,7 +159,7 @@ def _record_rejected(config: PipelineConfig, rejected: list[RejectedFile]) -> No
     from dsa110_contimg.state import open_db
     from dsa110_contimg.state.rejected import record_rejected_files
 
-    with closing(open_db(Path(config.paths.state_db))) as conn:
+    with closing(open_db(config.state_target)) as conn:
         record_rejected_files(conn, rejected, now=datetime.now(UTC))
 
 

@@ -95,7 +95,7 @@ def _calibrate_block_job(
     from dsa110_contimg.state.claims import hold_claims
 
     with hold_claims(
-        Path(config.paths.state_db),
+        config.state_target,
         _ms_claim_keys(ms_paths),
         wait_s=_claim_wait_s(config),
     ):
@@ -118,7 +118,7 @@ def _calibrate_block_claimed(
 
     with (
         bind_context(block_id=block_id, stage="calibration"),
-        open_solution_registry(Path(config.paths.state_db)) as registry,
+        open_solution_registry(config.state_target) as registry,
     ):
         outcome = calibrate_block(
             [Path(p) for p in ms_paths],
@@ -158,7 +158,7 @@ def _process_ms(
     from dsa110_contimg.state.claims import hold_claims
 
     with hold_claims(
-        Path(config.paths.state_db),
+        config.state_target,
         _ms_claim_keys([ms_path]),
         wait_s=_claim_wait_s(config),
     ):
@@ -347,7 +347,7 @@ class PipelineOrchestrator:
         self._executor = executor
         self._owns_executor = executor is None
         self._semaphore: asyncio.Semaphore | None = None
-        self.metrics = PipelineMetrics(config.paths.state_db)
+        self.metrics = PipelineMetrics(config.state_target)
 
     # -- blocks ---------------------------------------------------------------
     def create_processing_block(
@@ -641,7 +641,7 @@ class PipelineOrchestrator:
             image_count=len(result.output_files.get("image", [])),
             error_message="; ".join(result.errors) or None,
         )
-        conn = open_db(Path(self.config.paths.state_db))
+        conn = open_db(self.config.state_target)
         try:
             for kind, paths in result.output_files.items():
                 for path in paths:

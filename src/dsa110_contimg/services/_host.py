@@ -101,7 +101,7 @@ def _audit(config: PipelineConfig) -> list[tuple[str, str]]:
     """Run the start-up product audit on a connection of its own thread."""
     from dsa110_contimg.services._audit import audit_recent_products
 
-    with closing(open_db(Path(config.paths.state_db))) as conn:
+    with closing(open_db(config.state_target)) as conn:
         return audit_recent_products(conn, now=utc_now())
 
 
@@ -223,7 +223,7 @@ async def run_services_async(
             loop.call_soon_threadsafe(stop.set)
 
     writer_cm = hold_writer(
-        Path(paths.state_db),
+        config.state_target,
         host_command(services),
         services=services,
         ttl_s=config.queue.lease_s,
@@ -231,7 +231,7 @@ async def run_services_async(
     )
     writer = writer_cm.__enter__()
     try:
-        conn = open_db(Path(paths.state_db))
+        conn = open_db(config.state_target)
     except BaseException as err:
         writer_cm.__exit__(type(err), err, err.__traceback__)
         raise

@@ -311,7 +311,7 @@ def run_maintenance(
         "ms",
     ):
         report.counts[name] = 0
-    with closing(open_db(Path(paths.state_db))) as conn:
+    with closing(open_db(config.state_target)) as conn:
         work = _Pass(conn, report, now)
         _expire_raw(work, ret.raw_files_days)
         _expire_ms(work, config, ret.ms_days)

@@ -14,7 +14,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dsa110_contimg.state.db import Connection, connect, schema_version, to_iso_utc
+from dsa110_contimg.state.db import (
+    Connection,
+    connect,
+    describe_target,
+    schema_version,
+    to_iso_utc,
+)
 from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
     JOB_STATES,
@@ -223,6 +229,6 @@ def read_queue_status(
     state_db: Path, *, now: datetime, timing: BlockTiming | None = None
 ) -> dict[str, object]:
     """Open ``state_db`` read-only and return `queue_status` (with its path)."""
-    with closing(connect(Path(state_db), readonly=True)) as conn:
+    with closing(connect(state_db, readonly=True)) as conn:
         report = queue_status(conn, now=now, timing=timing)
-    return {"state_db": str(state_db), **report}
+    return {"state_db": describe_target(state_db), **report}

@@ -24,8 +24,10 @@ from typing import Literal, Protocol
 
 from dsa110_contimg.state.db import (
     DatabaseError,
+    describe_target,
     latest_schema_version,
     probe_schema_version,
+    resolve_target,
 )
 
 __all__ = [
@@ -456,13 +458,15 @@ class HealthChecker:
         ``dsa110-contimg db migrate``, creates it); an older schema is a
         warning (``db migrate`` upgrades it); a newer one is unhealthy.
         """
-        path = Path(config.paths.state_db)
+        path = resolve_target(
+            getattr(config, "state_target", None) or config.paths.state_db
+        )
         latest = latest_schema_version()
         details: dict[str, object] = {
-            "path": str(path),
+            "path": describe_target(path),
             "latest_schema_version": latest,
         }
-        if not path.exists():
+        if isinstance(path, Path) and not path.exists():
             message = (
                 f"state database {path} does not exist yet; the first pipeline run "
                 "creates it, or run: dsa110-contimg db migrate"

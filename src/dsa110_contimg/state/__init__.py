@@ -1,4 +1,4 @@
-"""Pipeline state database (SQLite): connections, migrations, groups, products.
+"""Pipeline state database (SQLite or PostgreSQL): connections, migrations, rows.
 
 Every SQL statement of the pipeline lives in this package: the job queue
 (`state.jobs`), the calibration registry (`state.calibration`), the block
@@ -6,7 +6,9 @@ metrics (`state.metrics`), claims, planning, retention, the operator's
 figures (`state.figures`), the API's paged listings (`state.browse`) and the
 operator's hold on intake (`state.intake`). Other layers name the
 connection type `state.db.Connection` and the driver's errors
-`state.db.DatabaseError`, never ``sqlite3``.
+`state.db.DatabaseError`, never ``sqlite3``. The database is a path or a
+URL (config ``database.url``); every function here runs on both backends
+(`state._postgres`), and Alembic migrations (`state._alembic`) upgrade either.
 """
 
 from dsa110_contimg.state.db import (

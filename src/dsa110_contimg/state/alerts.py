@@ -1,4 +1,4 @@
-"""The alert engine's state: tracked alerts and silences (schema 0009).
+"""The alert engine's state: tracked alerts and silences (Alembic revision 0010).
 
 `services.alerts` decides; this module only stores. An alert is identified
 by its fingerprint (a hash of its name and labels). A silence mutes the

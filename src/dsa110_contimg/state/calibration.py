@@ -28,7 +28,7 @@ from dsa110_contimg.exceptions import (
     DataQualityWarning,
     StateError,
 )
-from dsa110_contimg.state.db import Connection, open_db, to_iso_utc
+from dsa110_contimg.state.db import Connection, open_db, resolve_target, to_iso_utc
 
 __all__ = [
     "InMemorySolutionRegistry",
@@ -417,7 +417,9 @@ class SqliteSolutionRegistry(_ChoosingRegistry):
         """Record that a solution was applied to an MS."""
         with self.conn:
             self.conn.execute(
-                "INSERT OR REPLACE INTO cal_applications VALUES (?,?,?)",
+                "INSERT INTO cal_applications (ms_path, solution_id, applied_at) "
+                "VALUES (?,?,?) ON CONFLICT (ms_path) DO UPDATE SET "
+                "solution_id = excluded.solution_id, applied_at = excluded.applied_at",
                 (str(ms_path), solution_id, to_iso_utc()),
             )
 
@@ -428,7 +430,7 @@ def open_solution_registry(db_path: Path) -> Iterator[SqliteSolutionRegistry]:
 
     The database is created and migrated when needed (`state.db.open_db`).
     """
-    conn = open_db(Path(db_path))
+    conn = open_db(resolve_target(db_path))
     try:
         yield SqliteSolutionRegistry(conn)
     finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
@@ -31,8 +32,10 @@ from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.state.db import (
     Connection,
     DatabaseError,
+    StateTarget,
     connect,
     open_db,
+    resolve_target,
     to_iso_utc,
 )
 
@@ -45,6 +48,7 @@ __all__ = [
     "renew_claim",
     "release_claim",
     "hold_claims",
+    "publish_fenced",
     "default_owner",
     "holder_is_gone",
 ]
@@ -100,6 +104,12 @@ def holder_is_gone(owner: str) -> bool:
         return True
 
 
+def _host(owner: str) -> str | None:
+    """The host part of a ``host:pid:...`` owner (None for another form)."""
+    host, sep, _ = owner.partition(":")
+    return host if sep and host else None
+
+
 def _begin(conn: Connection) -> None:
     if conn.in_transaction:
         msg = "claims need a connection with no open transaction"
@@ -127,9 +137,9 @@ def _take(
     if row is None:
         token = 1
         conn.execute(
-            "INSERT INTO claims (key, owner, token, expires_at, acquired_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (key, owner, token, now + ttl_s, stamp, stamp),
+            "INSERT INTO claims (key, owner, host, token, expires_at, acquired_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, owner, _host(owner), token, now + ttl_s, stamp, stamp),
         )
         return Claim(key, owner, token)
     held_by, token, expires = row[0], int(row[1]), float(row[2])
@@ -147,9 +157,9 @@ def _take(
         )
     token += 1
     conn.execute(
-        "UPDATE claims SET owner = ?, token = ?, expires_at = ?, "
+        "UPDATE claims SET owner = ?, host = ?, token = ?, expires_at = ?, "
         "acquired_at = ?, updated_at = ? WHERE key = ?",
-        (owner, token, now + ttl_s, stamp, stamp, key),
+        (owner, _host(owner), token, now + ttl_s, stamp, stamp, key),
     )
     return Claim(key, owner, token)
 
@@ -261,6 +271,49 @@ def _check_held(conn: Connection, claim: Claim, now: float) -> None:
         raise ClaimLostError(msg)
 
 
+def publish_fenced(
+    conn: Connection,
+    claims: Sequence[Claim],
+    tmp: Path | str,
+    final: Path | str,
+    *,
+    now: float | None = None,
+) -> None:
+    """Publish ``tmp`` as ``final`` only while every claim is still held.
+
+    The fencing tokens are checked and the file renamed inside one write
+    transaction: no other owner can take a claim between the check and the
+    rename (taking one needs the same write lock, on SQLite and PostgreSQL
+    alike), so a holder whose lease expired on any host never overwrites the
+    product of the owner that took over.
+
+    Raises
+    ------
+    ClaimLostError
+        A claim expired or changed hands: ``tmp`` is deleted (the output is
+        discarded) and ``final`` is left as it was.
+    """
+    from dsa110_contimg.utils.storage import publish
+
+    now = time.time() if now is None else now
+    _begin(conn)
+    try:
+        for claim in claims:
+            _check_held(conn, claim, now)
+        publish(tmp, final)
+    except ClaimLostError:
+        conn.rollback()
+        if Path(tmp).is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+
+
 def renew_claim(
     conn: Connection, claim: Claim, *, ttl_s: float, now: float | None = None
 ) -> None:
@@ -297,7 +350,7 @@ def release_claim(conn: Connection, claim: Claim) -> bool:
 
 @contextmanager
 def hold_claims(
-    db_path: Path,
+    db_path: StateTarget,
     keys: Sequence[str],
     *,
     ttl_s: float = 120.0,
@@ -323,7 +376,7 @@ def hold_claims(
         A claim expired or was taken over while the block ran.
     """
     owner = owner or default_owner()
-    conn = open_db(Path(db_path))
+    conn = open_db(resolve_target(db_path))
     held: list[Claim] = []
     stop = threading.Event()
     lost: list[BaseException] = []
@@ -342,7 +395,7 @@ def hold_claims(
             held.append(claim)
 
         def renew() -> None:  # its own connection: sqlite3 objects stay in a thread
-            renew_conn = connect(Path(db_path))
+            renew_conn = connect(resolve_target(db_path))
             try:
                 while not stop.wait(ttl_s / 3.0):
                     with lock:

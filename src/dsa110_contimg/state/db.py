@@ -1,10 +1,21 @@
-"""SQLite connections and numbered schema migrations for the pipeline state DB.
+"""Connections and schema migrations for the pipeline state DB (SQLite or PostgreSQL).
 
-The schema lives in ``state/schema/NNNN_name.sql`` files. `migrate` applies the
-ones a database lacks (a number skipped on one branch and added later is
-applied when it arrives), in order, inside one ``BEGIN IMMEDIATE`` transaction, and
-records each in the ``schema_version`` table. Timestamps are UTC ISO-8601 text
-written by `to_iso_utc`, so they sort and compare as strings.
+A state database is named by a path (an SQLite file, the default
+``paths.state_db``) or by a URL, config ``database.url``: ``sqlite:///path``
+or ``postgresql+psycopg://user@host:port/dbname`` (`state._postgres`: a pooled
+SQLAlchemy engine, the same `sqlite3` API subset, writers serialized like
+SQLite's ``BEGIN IMMEDIATE``).
+
+The schema up to version 8 lives in ``state/schema/NNNN_name.sql`` files.
+`migrate` applies the ones a database lacks (a number skipped on one branch
+and added later is applied when it arrives), in order, inside one ``BEGIN
+IMMEDIATE`` transaction, and records each in the ``schema_version`` table
+(translated to PostgreSQL types there: `pg_ddl`). Then Alembic
+(``state/migrations``, run programmatically: `state._alembic`) upgrades the
+database to its head: its baseline revision is the last numbered file, so a
+database made by the numbered files is upgraded in place, data intact.
+Timestamps are UTC ISO-8601 text written by `to_iso_utc`, so they sort and
+compare as strings.
 """
 
 from __future__ import annotations
@@ -18,13 +29,26 @@ from importlib import resources
 from pathlib import Path
 
 from dsa110_contimg.exceptions import ResourceError, StateError
+from dsa110_contimg.state._postgres import (
+    DatabaseUnavailableError,
+    PgConnection,
+    connect_postgres,
+)
 
 __all__ = [
     "BUSY_TIMEOUT_S",
     "Connection",
     "DatabaseError",
+    "DatabaseUnavailableError",
+    "StateTarget",
+    "backend_name",
     "connect",
+    "describe_target",
     "database_file",
+    "is_postgres",
+    "pg_ddl",
+    "resolve_target",
+    "table_exists",
     "latest_schema_version",
     "migrate",
     "open_db",
@@ -38,15 +62,94 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 30.0
 """Seconds a connection waits for a lock held by another writer."""
 
-Connection = sqlite3.Connection
+Connection = sqlite3.Connection | PgConnection
 """The type of a state-database connection everywhere outside this module.
 
-Code outside ``state/`` names this alias, never the driver, so another backend
-(PostgreSQL for issue 17) plugs in here.
+Code outside ``state/`` names this alias, never the driver: an SQLite
+connection or a `PgConnection` (which offers the same API subset).
 """
 
 DatabaseError = sqlite3.Error
-"""The base class of the database driver's errors (locked, I/O, corrupt...)."""
+"""The base class of the database driver's errors (locked, I/O, corrupt...).
+
+PostgreSQL errors are raised as subclasses of it (`state._postgres`).
+"""
+
+StateTarget = Path | str
+"""Where the state lives: an SQLite file path, or a ``sqlite:///`` or
+``postgresql+psycopg://`` URL (config ``database.url``)."""
+
+_PG_SCHEMES = ("postgresql://", "postgresql+psycopg://", "postgres://")
+
+
+def resolve_target(target: StateTarget) -> Path | str:
+    """Return an SQLite file `Path`, or a PostgreSQL URL (``str``).
+
+    Raises
+    ------
+    StateError
+        For a URL of another scheme.
+    """
+    if isinstance(target, str) and "://" in target:
+        if target.startswith("sqlite:///"):
+            return Path(target.removeprefix("sqlite:///"))
+        if target.startswith(_PG_SCHEMES):
+            scheme, _, rest = target.partition("://")
+            return f"postgresql+psycopg://{rest}"
+        msg = (
+            f"database.url {target!r} has an unknown scheme; use sqlite:///path "
+            "or postgresql+psycopg://user@host:port/dbname"
+        )
+        raise StateError(msg)
+    return Path(target)
+
+
+def describe_target(target: StateTarget) -> str:
+    """The state database for messages: its path, or its URL without password."""
+    resolved = resolve_target(target)
+    if isinstance(resolved, str):
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", resolved)
+    return str(resolved)
+
+
+def is_postgres(conn: Connection) -> bool:
+    """Return whether ``conn`` is a PostgreSQL state connection."""
+    return isinstance(conn, PgConnection)
+
+
+def backend_name(conn: Connection) -> str:
+    """``"postgresql"`` or ``"sqlite"``."""
+    return "postgresql" if is_postgres(conn) else "sqlite"
+
+
+def table_exists(conn: Connection, name: str) -> bool:
+    """Return whether the state database has a table ``name``."""
+    if is_postgres(conn):
+        sql = (
+            "SELECT 1 FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_name = ?"
+        )
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
+
+
+def pg_ddl(statement: str) -> str:
+    """Translate one numbered SQLite schema statement to PostgreSQL.
+
+    ``INTEGER PRIMARY KEY`` (SQLite's rowid alias) becomes an identity
+    column; ``INTEGER`` becomes ``BIGINT`` (SQLite integers are 64-bit) and
+    ``REAL`` ``DOUBLE PRECISION`` (SQLite reals are 8-byte; PostgreSQL's
+    ``REAL`` is 4-byte).
+    """
+    statement = re.sub(
+        r"\bINTEGER PRIMARY KEY\b",
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+        statement,
+    )
+    statement = re.sub(r"\bINTEGER\b", "BIGINT", statement)
+    return re.sub(r"\bREAL\b", "DOUBLE PRECISION", statement)
+
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -93,14 +196,15 @@ def to_iso_utc(when: datetime | None = None) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def connect(path: Path, *, readonly: bool = False) -> Connection:
-    """Open an SQLite connection with the pipeline's settings.
+def connect(path: StateTarget, *, readonly: bool = False) -> Connection:
+    """Open a state-database connection with the pipeline's settings.
 
     Parameters
     ----------
-    path : Path
-        Database file. For a writable connection its parent directory is
-        created when missing.
+    path : Path or str
+        Database file (its parent directory is created when missing for a
+        writable connection), or a URL (`resolve_target`); a PostgreSQL URL
+        gives a pooled `PgConnection` (``readonly``: read-only transactions).
     readonly : bool, optional
         Open with ``mode=ro`` and ``query_only`` (for the API and reports).
         The file must already exist.
@@ -120,7 +224,10 @@ def connect(path: Path, *, readonly: bool = False) -> Connection:
     ResourceError
         The disk is full or the directory not writable.
     """
-    path = Path(path)
+    target = resolve_target(path)
+    if isinstance(target, str):
+        return connect_postgres(target, readonly=readonly)
+    path = target
     try:
         return _connect(path, readonly=readonly)
     except sqlite3.DatabaseError as err:
@@ -220,10 +327,7 @@ def latest_schema_version() -> int:
 
 def schema_version(conn: Connection) -> int:
     """Return the schema version recorded in a database (0 when unmigrated)."""
-    has_table = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
-    if has_table is None:
+    if not table_exists(conn, "schema_version"):
         return 0
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     return int(row[0] or 0)
@@ -232,8 +336,12 @@ def schema_version(conn: Connection) -> int:
 def database_file(conn: Connection) -> str | None:
     """Return the file of ``conn``'s main database, or None when it has none.
 
-    None for an in-memory database (only one connection can see it).
+    None for an in-memory database (only one connection can see it); for
+    PostgreSQL its URL (password included: another connection opens it;
+    messages show `describe_target` of it).
     """
+    if is_postgres(conn):
+        return conn.url
     for row in conn.execute("PRAGMA database_list"):
         if row[1] == "main":
             return str(row[2]) or None
@@ -241,7 +349,8 @@ def database_file(conn: Connection) -> str | None:
 
 
 def _db_file(conn: Connection) -> str:
-    return database_file(conn) or ":memory:"
+    where = database_file(conn)
+    return ":memory:" if where is None else describe_target(where)
 
 
 def _check_not_newer(conn: Connection, current: int, latest: int) -> None:
@@ -296,7 +405,10 @@ def migrate(conn: Connection) -> int:
     conn.execute(_CREATE_VERSION_TABLE)
     current = schema_version(conn)
     _check_not_newer(conn, current, latest)
+    from dsa110_contimg.state import _alembic
+
     if {m.version for m in migrations} <= _applied_versions(conn):
+        _alembic.upgrade(conn)
         return current
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -308,7 +420,7 @@ def migrate(conn: Connection) -> int:
             if migration.version in applied:
                 continue
             for statement in _split_statements(migration.sql):
-                conn.execute(statement)
+                conn.execute(pg_ddl(statement) if is_postgres(conn) else statement)
             conn.execute(
                 "INSERT INTO schema_version (version, name, applied_at) "
                 "VALUES (?, ?, ?)",
@@ -322,21 +434,24 @@ def migrate(conn: Connection) -> int:
     except BaseException:
         conn.rollback()
         raise
+    _alembic.upgrade(conn)
     return latest
 
 
-def open_db(path: Path) -> Connection:
+def open_db(path: StateTarget) -> Connection:
     """Connect to the state database and bring its schema up to date.
 
     Parameters
     ----------
-    path : Path
-        Database file; created with its parent directory when missing.
+    path : Path or str
+        Database file (created with its parent directory when missing) or
+        URL (`resolve_target`).
 
     Returns
     -------
     Connection
-        A writable, migrated connection. The caller closes it.
+        A writable, migrated connection (numbered files, then Alembic).
+        The caller closes it.
 
     Raises
     ------
@@ -366,7 +481,7 @@ def _open_for_reading(path: Path) -> Connection:
     return conn
 
 
-def probe_schema_version(path: Path) -> int:
+def probe_schema_version(path: StateTarget) -> int:
     """Read the schema version of an existing database file, changing nothing.
 
     Unlike `connect` (``readonly``) no ``-wal``/``-shm`` file is created beside
@@ -387,7 +502,14 @@ def probe_schema_version(path: Path) -> int:
     DatabaseError, OSError
         The file cannot be opened or read as an SQLite database.
     """
-    conn = _open_for_reading(Path(path))
+    target = resolve_target(path)
+    if isinstance(target, str):
+        conn = connect_postgres(target, readonly=True)
+        try:
+            return schema_version(conn)
+        finally:
+            conn.close()
+    conn = _open_for_reading(target)
     try:
         conn.execute("SELECT 1").fetchone()
         return schema_version(conn)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from dsa110_contimg.state.db import connect, open_db, to_iso_utc
+from dsa110_contimg.state.db import connect, open_db, resolve_target, to_iso_utc
 
 __all__ = ["PipelineMetrics"]
 
@@ -54,7 +54,8 @@ class PipelineMetrics:
     def __init__(self, db_path: str | Path | None = None) -> None:
         if db_path is None:
             db_path = os.environ.get("DSA110_METRICS_DB") or _DEFAULT_METRICS_DB
-        self._db_path = Path(db_path).absolute()
+        target = resolve_target(db_path)
+        self._db_path = target if isinstance(target, str) else target.absolute()
         with closing(open_db(self._db_path)):
             pass
 

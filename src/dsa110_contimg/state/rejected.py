@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from dsa110_contimg.state.db import Connection, to_iso_utc
+from dsa110_contimg.state.db import Connection, table_exists, to_iso_utc
 
 __all__ = [
     "RejectedRecord",
@@ -105,13 +105,7 @@ def record_rejected_files(
 
 
 def _has_table(conn: Connection) -> bool:
-    return (
-        conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' "
-            "AND name = 'rejected_files'"
-        ).fetchone()
-        is not None
-    )
+    return table_exists(conn, "rejected_files")
 
 
 def list_rejected_files(

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from dsa110_contimg.state.db import Connection, to_iso_utc
+from dsa110_contimg.state.db import Connection, is_postgres, to_iso_utc
 from dsa110_contimg.state.jobs import CONVERT_GROUP
 
 __all__ = [
@@ -178,16 +178,23 @@ def count_deletions(conn: Connection) -> dict[str, int]:
 
 
 def checkpoint(conn: Connection) -> tuple[int, int, int]:
-    """``PRAGMA wal_checkpoint(TRUNCATE)``: (busy, log pages, checkpointed pages)."""
+    """``PRAGMA wal_checkpoint(TRUNCATE)``: (busy, log pages, checkpointed pages).
+
+    PostgreSQL manages its write-ahead log itself: ``(0, 0, 0)`` there.
+    """
+    if is_postgres(conn):
+        return 0, 0, 0
     row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     return int(row[0]), int(row[1]), int(row[2])
 
 
 def optimize(conn: Connection) -> None:
-    """``PRAGMA optimize``: refresh the planner statistics SQLite finds stale."""
-    conn.execute("PRAGMA optimize")
+    """Refresh the planner statistics (SQLite ``PRAGMA optimize``, PostgreSQL
+    ``ANALYZE``)."""
+    conn.execute("ANALYZE" if is_postgres(conn) else "PRAGMA optimize")
 
 
 def vacuum(conn: Connection) -> None:
-    """``VACUUM``: rebuild the database file, returning deleted rows' pages."""
+    """``VACUUM``: rebuild the database file (PostgreSQL: the tables), returning
+    deleted rows' pages."""
     conn.execute("VACUUM")

@@ -54,7 +54,7 @@ from dsa110_contimg.state.claims import (
     holder_is_gone,
     release_claim,
 )
-from dsa110_contimg.state.db import open_db
+from dsa110_contimg.state.db import open_db, resolve_target
 from dsa110_contimg.utils.storage import temporary_writer_pid
 
 if TYPE_CHECKING:
@@ -129,14 +129,22 @@ class WriterClaim:
                 _check_held(conn, claim, now)
 
 
+def _identity(state_db: Path | str) -> str:
+    """The state database's name in claim keys: its absolute path, or its URL."""
+    target = resolve_target(state_db)
+    if isinstance(target, str):
+        return re.sub(r"://([^:/@]+):[^@]*@", r"://\1@", target)
+    return str(target.expanduser().resolve())
+
+
 def writer_key(state_db: Path | str) -> str:
-    """Return the whole-pipeline claim key of ``state_db`` (its absolute path)."""
-    return f"writer:{Path(state_db).expanduser().resolve()}"
+    """Return the whole-pipeline claim key of ``state_db`` (path or URL)."""
+    return f"writer:{_identity(state_db)}"
 
 
 def service_key(state_db: Path | str, service: str) -> str:
     """Return the claim key of ``service`` (one of `SERVICE_NAMES`) on ``state_db``."""
-    return f"service:{service}:{Path(state_db).expanduser().resolve()}"
+    return f"service:{service}:{_identity(state_db)}"
 
 
 def _claim_keys(state_db: Path, services: Sequence[str]) -> dict[str, str]:
@@ -272,7 +280,7 @@ def hold_writer(
     ValueError
         ``services`` is empty or names an unknown service.
     """
-    state_db = Path(state_db)
+    state_db = resolve_target(state_db)
     services = tuple(SERVICE_NAMES if services is None else dict.fromkeys(services))
     unknown = sorted(set(services) - set(SERVICE_NAMES))
     if unknown or not services:
@@ -336,7 +344,8 @@ def cleanup_stale_temporaries(
     config : PipelineConfig
         Its ``paths`` name the directories cleaned.
     writer : WriterClaim
-        The held writer claim of ``paths.state_db``, the whole pipeline's or
+        The held writer claim of the state database (``database.url`` or
+        ``paths.state_db``), the whole pipeline's or
         one covering the ms_processor (checked first).
     before : float, optional
         Unix time; only temporaries modified earlier are removed (default:
@@ -351,10 +360,11 @@ def cleanup_stale_temporaries(
         cover the ms_processor.
     """
     paths = config.paths
-    if writer_key(writer.state_db) != writer_key(paths.state_db):
+    target = getattr(config, "state_target", paths.state_db)
+    if writer_key(writer.state_db) != writer_key(target):
         msg = (
-            f"the writer claim of {writer.state_db} does not cover "
-            f"{paths.state_db}; clean-up refused"
+            f"the writer claim of {_identity(writer.state_db)} does not cover "
+            f"{_identity(target)}; clean-up refused"
         )
         raise StateError(msg)
     if DATA_DIRECTORIES_WRITER not in writer.services:

@@ -265,7 +265,7 @@ class MsProcessor:
         return enqueued
 
     def _plan_off_loop(self, db_path: str, now: datetime, full: bool) -> _Plan:
-        with contextlib.closing(connect(Path(db_path), readonly=True)) as conn:
+        with contextlib.closing(connect(db_path, readonly=True)) as conn:
             return self._plan(conn, now, full=full)
 
     def _decide(

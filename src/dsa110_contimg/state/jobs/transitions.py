@@ -35,7 +35,12 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from dsa110_contimg.exceptions import ResourceError, StateError
-from dsa110_contimg.state.db import Connection, database_file, to_iso_utc
+from dsa110_contimg.state.db import (
+    Connection,
+    database_file,
+    describe_target,
+    to_iso_utc,
+)
 from dsa110_contimg.state.jobs.model import (
     _COLUMNS,
     JOB_KINDS,
@@ -103,7 +108,7 @@ def _transaction(conn: Connection) -> Iterator[None]:
     except sqlite3.OperationalError as err:
         if not is_resource_exhaustion(err):
             raise
-        where = database_file(conn) or ":memory:"
+        where = describe_target(database_file(conn) or ":memory:")
         msg = (
             f"state database {where}: {err}; free space on its "
             "filesystem (nothing was changed: the transition was rolled back)"
@@ -216,7 +221,8 @@ def _insert(
     cursor = conn.execute(
         "INSERT INTO jobs (kind, key, state, priority, data_time_iso, payload_json, "
         "max_attempts, not_before_at, quarantine_reason, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING "
+        "RETURNING id",
         (
             spec.kind,
             spec.key,
@@ -231,7 +237,8 @@ def _insert(
             now,
         ),
     )
-    return cursor.lastrowid if cursor.rowcount == 1 else None
+    row = cursor.fetchone()  # none when the (kind, key) existed
+    return None if row is None else int(row[0])
 
 
 # ------------------------------------------------------------------ transitions

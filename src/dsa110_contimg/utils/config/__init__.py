@@ -7,8 +7,9 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 
 - ``_units``: flux-density and angle strings (``"1mJy"``, ``"3arcsec"``).
 - ``_processing``, ``_imaging``, ``_simulation``, ``_variability``,
-  ``_operations``, ``_web``: the section models (the sections' defaults are the one
-  default of each parameter; library defaults equal them).
+  ``_operations``, ``_web``, ``_alerts``, ``_database``: the section models
+  (the sections' defaults are the one default of each parameter; library
+  defaults equal them).
 - ``_pipeline``: the root model, its hash and its JSON schema.
 - ``_views``: a section's values for the value object it configures.
 - ``_loader``: YAML layers, environment variables, overrides and the error
@@ -18,6 +19,7 @@ The seed's path ``dsa110_contimg.utils.config`` re-exports all of it.
 """
 
 from dsa110_contimg.utils.config._alerts import AlertsConfig
+from dsa110_contimg.utils.config._database import DatabaseConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -74,6 +76,7 @@ __all__ = [
     "QueueConfig",
     "RetentionConfig",
     "AlertsConfig",
+    "DatabaseConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",

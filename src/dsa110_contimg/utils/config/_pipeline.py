@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Self
 
 from pydantic import BaseModel, Field, model_validator
 
 from dsa110_contimg.utils.config._alerts import AlertsConfig
+from dsa110_contimg.utils.config._database import DatabaseConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -87,6 +89,15 @@ class PipelineConfig(BaseModel):
     alerts: AlertsConfig = Field(
         AlertsConfig(), description="In-process alert rules and webhooks (section)."
     )
+
+    database: DatabaseConfig = Field(
+        DatabaseConfig(), description="State database backend (section)."
+    )
+
+    @property
+    def state_target(self) -> Path | str:
+        """The state database: ``database.url`` when set, else ``paths.state_db``."""
+        return self.database.url or self.paths.state_db
 
     @model_validator(mode="after")
     def _no_fake_imager_in_production(self) -> Self:
