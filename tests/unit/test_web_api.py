@@ -594,18 +594,47 @@ def test_prometheus_exposition(client) -> None:
         'dsa110_stage_duration_seconds_bucket{le="+Inf",stage="convert_group"} 3.0',
         'dsa110_stage_duration_seconds_sum{stage="convert_group"} 420.0',
         'dsa110_queue_jobs{kind="convert_group",state="pending"} 1.0',
-        'dsa110_failures_total{error_class="InputDataError",kind="convert_group"} 1.0',
-        'dsa110_calibration_valid{dec_strip="+40.00"} 0.0',
-        'dsa110_image_rms_over_thermal_ratio{quantile="0.5"} 1.5',
-        "dsa110_backlog_jobs 2.0",
-        "dsa110_real_time_factor 0.8",
-        "dsa110_ingest_lag_seconds 360.0",
-        "dsa110_intake_open 1.0",
+        "dsa110_job_errors_last_hour"
+        '{error_class="InputDataError",kind="convert_group"} 1.0',
+        'dsa110_calibration_valid{dec_strip_deg="40.00"} 0.0',
+        'dsa110_calibration_valid{dec_strip_deg="16.30"} 1.0',
+        'dsa110_stage_success_ratio{stage="process_block"} 1.0',
+        "dsa110_image_rms_ratio 1.5",
+        "dsa110_backlog_groups 1.0",
+        "dsa110_realtime_factor 0.8",
+        "dsa110_groups_arrived_last_hour 4.0",
+        "dsa110_groups_processed_last_hour 2.0",
+        "dsa110_ingest_lag_seconds 600.0",
+        "dsa110_data_age_seconds 600.0",
+        "dsa110_intake_paused 0.0",
+        "dsa110_intake_held 0.0",
         "dsa110_state_db_up 1.0",
     ):
         assert line in text, line
-    assert 'dsa110_calibration_age_hours{dec_strip="+16.30"} 2.0' in text
-    assert "dsa110_disk_free_bytes{directory=" in text
+    assert 'dsa110_calibration_age_seconds{dec_strip_deg="16.30"} 7200.0' in text
+    assert "dsa110_disk_free_bytes{path=" in text
+
+
+def test_metrics_exports_exactly_the_declared_metrics(client) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dsa110_contimg.tables import METRICS
+
+    families = {
+        f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)
+    }
+    declared = {m.name: m for m in METRICS}
+    assert set(families) == set(declared)
+    for name, spec in declared.items():
+        family = families[name]
+        assert family.type == spec.type, name
+        assert family.documentation == spec.help, name
+        assert family.samples, name
+        for sample in family.samples:
+            labels = set(sample.labels) - (
+                {"le"} if spec.type == "histogram" else set()
+            )
+            assert labels == set(spec.labels), (name, sample.labels)
 
 
 def test_each_app_has_its_own_registry(site) -> None:
@@ -706,7 +735,7 @@ def test_pause_and_resume_intake(fresh) -> None:
         intake = client.get("/api/intake").json()
         assert intake["hold"]["paused"] is True
         assert intake["hold"]["reason"] == "maintenance"
-        assert "dsa110_intake_open 0.0" in client.get("/metrics").text
+        assert "dsa110_intake_held 1.0" in client.get("/metrics").text
         resumed = client.post("/api/actions/intake/resume", headers=auth)
         assert resumed.json()["intake"]["open"] is True
 

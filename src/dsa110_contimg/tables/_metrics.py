@@ -108,9 +108,25 @@ METRICS: tuple[MetricSpec, ...] = (
         "dsa110_realtime_factor",
         "gauge",
         (),
-        "Wall time of the group path (conversion and block jobs done in the "
-        "last hour) per second of data converted, shared over "
-        "services.max_workers; above 1 the pipeline falls behind.",
+        "Seconds of work (every job done in the last hour, all stages) per "
+        "second of data converted in the last hour; the pipeline falls behind "
+        "above dsa110_workers.",
+        "ratio",
+    ),
+    MetricSpec(
+        "dsa110_workers",
+        "gauge",
+        (),
+        "Worker processes (services.max_workers): the real-time factor the "
+        "pipeline keeps up at.",
+        "workers",
+    ),
+    MetricSpec(
+        "dsa110_stage_success_ratio",
+        "gauge",
+        ("stage",),
+        "Jobs finished done / finished (done, failed, quarantined) in the last "
+        "hour, by stage (job kind); no sample for a stage that finished none.",
         "ratio",
     ),
     MetricSpec(
@@ -159,6 +175,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "seconds",
     ),
     MetricSpec(
+        "dsa110_calibration_valid",
+        "gauge",
+        ("dec_strip_deg",),
+        "1 if now lies inside the validity window of the newest solution of "
+        "each declination strip in use, else 0.",
+        "bool",
+    ),
+    MetricSpec(
         "dsa110_stage_duration_seconds",
         "histogram",
         ("stage",),
@@ -180,6 +204,28 @@ METRICS: tuple[MetricSpec, ...] = (
         "Age of the oldest pending job's data (now - data_time_iso); 0 when "
         "nothing is pending.",
         "seconds",
+    ),
+    MetricSpec(
+        "dsa110_data_age_seconds",
+        "gauge",
+        (),
+        "Now minus the data time of the newest subband group enqueued.",
+        "seconds",
+    ),
+    MetricSpec(
+        "dsa110_intake_held",
+        "gauge",
+        (),
+        "1 while the operator holds intake (intake pause), else 0.",
+        "bool",
+    ),
+    MetricSpec(
+        "dsa110_state_db_up",
+        "gauge",
+        (),
+        "1 if the state database could be read at this scrape, else 0 (then "
+        "only the host's metrics follow).",
+        "bool",
     ),
 )
 
