@@ -9,14 +9,17 @@ in-process engine and Prometheus judge the same numbers.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from dsa110_contimg.services._intake import data_directories
+from dsa110_contimg.services._intake import (
+    data_directories,
+    filesystems,
+    nearest_existing,
+)
 from dsa110_contimg.state.alert_inputs import AlertInputs, read_alert_inputs
 from dsa110_contimg.state.db import Connection
 from dsa110_contimg.tables import metric_spec
@@ -70,32 +73,20 @@ class Figures:
         return self.inputs.now
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def measure_disks(
     paths: Sequence[Path], *, disk_usage: DiskUsage = shutil.disk_usage
 ) -> dict[str, DiskFigure]:
-    """Measure each filesystem once, keyed by its first directory in ``paths``."""
-    seen: dict[object, str] = {}
+    """Measure each filesystem once, keyed by its first directory in ``paths``.
+
+    Grouped as the free-disk guard groups them (`services._intake.filesystems`).
+    """
     out: dict[str, DiskFigure] = {}
-    for path in paths:
-        anchor = _existing(Path(path).absolute())
+    for first in filesystems(paths):
         try:
-            device: object = os.stat(anchor).st_dev
-        except OSError:
-            device = str(path)
-        if device in seen:
-            continue
-        seen[device] = str(path)
-        try:
-            usage = disk_usage(anchor)
+            usage = disk_usage(nearest_existing(Path(first).absolute()))
         except OSError:
             continue
-        out[str(path)] = DiskFigure(int(usage[2]), int(usage[0]))
+        out[first] = DiskFigure(int(usage[2]), int(usage[0]))
     return out
 
 

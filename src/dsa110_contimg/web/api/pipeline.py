@@ -234,12 +234,11 @@ def _disk(directory) -> dict[str, object]:
     import shutil
     from pathlib import Path
 
-    probe = Path(directory)
-    exists = probe.exists()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    from dsa110_contimg.services._intake import nearest_existing
+
+    exists = Path(directory).exists()
     try:
-        usage = shutil.disk_usage(probe)
+        usage = shutil.disk_usage(nearest_existing(Path(directory)))
     except OSError:
         return {
             "directory": str(directory),
