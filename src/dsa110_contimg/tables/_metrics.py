@@ -15,7 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["METRICS", "MetricSpec", "metric_names", "metric_spec"]
+__all__ = [
+    "METRICS",
+    "MetricSpec",
+    "metric_names",
+    "metric_spec",
+    "metrics_markdown",
+]
 
 MetricType = Literal["gauge", "counter", "histogram"]
 
@@ -244,3 +250,16 @@ def metric_spec(name: str) -> MetricSpec:
 def metric_names() -> frozenset[str]:
     """Return every series name the metrics export (histogram parts included)."""
     return frozenset(n for spec in METRICS for n in spec.series_names)
+
+
+def metrics_markdown() -> str:
+    """Return the metrics as a Markdown table (metric, type, labels, unit, meaning).
+
+    The README's list of metrics (``<!-- columns: metrics ... -->``).
+    """
+    lines = ["| metric | type | labels | unit | meaning |", "|---|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join(f"`{x}`" for x in m.labels) or "-"
+        meaning = " ".join(m.help.split()).replace("|", "\\|")
+        lines.append(f"| `{m.name}` | {m.type} | {labels} | {m.unit} | {meaning} |")
+    return "\n".join(lines) + "\n"
