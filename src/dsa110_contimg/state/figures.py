@@ -1,32 +1,38 @@
 """The operator's figures, computed from the state database.
 
-Every figure the HTTP API (``/api/metrics``) and the Prometheus exposition
-(``/metrics``) show comes from here, read from the ``jobs``, ``job_events``,
-``block_metrics``, ``image_quality`` and ``cal_solutions`` tables over a time
-window ending at ``now``. A read-only connection suffices
-(``state.db.connect(path, readonly=True)``).
+Every figure the HTTP API (``/api/metrics``), the Prometheus exposition
+(``/metrics``) and the in-process alert engine (through `state.alert_inputs`)
+show comes from here, read from the ``jobs``, ``job_events``,
+``block_metrics``, ``image_quality``, ``cal_solutions`` and
+``cal_applications`` tables over a time window ``(now - window, now]``. A
+read-only connection suffices (``state.db.connect(path, readonly=True)``).
 
 Definitions (a *stage* is a job kind: ``convert_group``, ``process_block``,
 ``update_variability``):
 
 - **stage duration**: ``finished_at - started_at`` of the jobs of a stage that
-  finished ``done`` in the window (seconds; the last attempt only).
+  finished ``done`` in the window (seconds; the last attempt only); the
+  ``/metrics`` histogram (`duration_histogram`) takes every such job kept.
 - **success rate** of a stage: jobs finished ``done`` / jobs finished
   (``done``, ``failed``, ``quarantined``) in the window; None when none
   finished. The block success rate is the same over ``block_metrics`` rows.
-- **real-time factor**: seconds of work (the stage durations of every stage,
-  summed) per second of data converted in the window (groups converted x the
-  group duration). Below 1 one worker keeps up; with N workers, below N.
-- **backlog**: jobs pending or running now; the series counts, at each time,
-  jobs created by then that had not finished by then.
+- **real-time factor** (`real_time_factor`): seconds of work (the stage
+  durations of every stage, summed) per second of data converted in the
+  window (groups converted x the group duration). Below 1 one worker keeps
+  up; with N workers, below N.
+- **backlog**: jobs pending or running now; the series (and `backlog_at`)
+  counts, at each time, jobs created by then that had not finished by then.
 - **ingest rate / processed rate**: ``convert_group`` jobs created / finished
-  ``done`` in the window, per hour; their ratio processed/arrived.
-- **ingest lag**: ``created_at - data_time_iso`` of the ``convert_group`` jobs
-  created in the window (how long after its data a group was queued), median
-  and maximum; **data age**: ``now`` minus the newest data time.
-- **failures by class**: job events in the window that carry an error class.
+  ``done`` in the window, per hour (and counted); their ratio processed/arrived.
+- **queue delay**: ``created_at - data_time_iso`` of the ``convert_group`` jobs
+  created in the window, median and maximum; **ingest lag** (`ingest_lag_s`):
+  ``now`` minus the oldest pending job's data time; **data age**: ``now``
+  minus the newest data time.
+- **failures by class**: job events in the window that carry an error class
+  (`errors_by_kind_class`, by job kind too).
 - **calibration age** per strip: ``now`` minus the transit of the strip's
-  newest solution (hours), with whether ``now`` is inside its validity.
+  newest solution (hours), whether ``now`` is inside its validity, and whether
+  the strip is in use (a solution of it applied in the last 24 h).
 - **image noise**: ``rms_jy / thermal_rms_jy`` of the images quality-checked
   in the window.
 """
