@@ -26,6 +26,7 @@ __all__ = [
     "list_rejected_page",
     "get_product",
     "get_cal_solution",
+    "job_exists",
 ]
 
 Page = tuple[list[dict[str, object]], int]
@@ -158,6 +159,12 @@ def list_products_page(
         limit,
         offset,
     )
+
+
+def job_exists(conn: Connection, job_id: int) -> bool:
+    """Return whether a job with this id is in the queue."""
+    row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row is not None
 
 
 def get_product(conn: Connection, product_id: int) -> dict[str, object] | None:

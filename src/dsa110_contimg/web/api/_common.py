@@ -9,6 +9,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import Depends, Query, Request
 
 from dsa110_contimg.exceptions import InputDataError
+from dsa110_contimg.state.browse import job_exists
 from dsa110_contimg.web.context import AppContext
 from dsa110_contimg.web.errors import NotFoundError
 from dsa110_contimg.web.models import page
@@ -20,6 +21,7 @@ __all__ = [
     "get_context",
     "listing",
     "not_found",
+    "require_job",
     "slice_page",
 ]
 
@@ -85,3 +87,9 @@ def slice_page(rows: Sequence[Any], paging: PageParams) -> dict[str, Any]:
     """Return the page of an already ordered list of items as a `Page` body."""
     chunk = list(rows[paging.offset : paging.offset + paging.limit])
     return page(chunk, len(rows), paging.limit, paging.offset)
+
+
+def require_job(conn: object, job_id: int) -> None:
+    """Raise a 404 `NotFoundError` unless the queue holds job ``job_id``."""
+    if not job_exists(conn, job_id):  # type: ignore[arg-type]
+        not_found(f"job {job_id}", "list jobs with GET /api/jobs")

@@ -21,7 +21,12 @@ from dsa110_contimg.state.jobs import (
     pending_backlog,
 )
 from dsa110_contimg.state.jobs.model import Job
-from dsa110_contimg.web.api._common import Context, Paging, listing, not_found
+from dsa110_contimg.web.api._common import (
+    Context,
+    Paging,
+    listing,
+    require_job,
+)
 from dsa110_contimg.web.models import (
     BacklogPoint,
     DiskModel,
@@ -148,16 +153,11 @@ def jobs(
     return listing(ctx, paging, list_jobs_page, job_body, states=state, kinds=kind)
 
 
-def _require_job(conn, job_id: int) -> None:
-    if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
-        not_found(f"job {job_id}", "list jobs with GET /api/jobs")
-
-
 @router.get("/jobs/{job_id}", response_model=JobModel)
 def job(ctx: Context, job_id: int) -> dict[str, object]:
     """One job by id."""
     with ctx.read() as conn:
-        _require_job(conn, job_id)
+        require_job(conn, job_id)
         return job_body(get_job(conn, job_id))
 
 
@@ -165,7 +165,7 @@ def job(ctx: Context, job_id: int) -> dict[str, object]:
 def job_events(ctx: Context, job_id: int, paging: Paging) -> dict[str, object]:
     """The state changes of one job, newest first."""
     with ctx.read() as conn:
-        _require_job(conn, job_id)
+        require_job(conn, job_id)
     return listing(ctx, paging, list_job_events_page, job_id=job_id)
 
 
