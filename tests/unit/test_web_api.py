@@ -280,6 +280,10 @@ def test_metrics_figures_are_the_known_ones(client) -> None:
     assert body["image_rms_ratio_median"] == pytest.approx(1.5)
     ages = {round(s["dec_strip_deg"], 2): s["age_h"] for s in body["calibration"]}
     assert ages[16.3] == pytest.approx(2.0, abs=1e-6)
+    # added with the one figures computation (what /metrics and the alerts use)
+    assert body["ingest_lag_s"] == pytest.approx(600.0)
+    assert (body["n_groups_arrived"], body["n_groups_processed"]) == (4, 2)
+    assert all(s["in_use"] for s in body["calibration"])
 
 
 @pytest.mark.parametrize(
