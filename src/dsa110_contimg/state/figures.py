@@ -453,13 +453,19 @@ def backlog_at(conn: Connection, kind: str, at: datetime) -> int:
     from its first creation).
     """
     stamp = to_iso_utc(at)
-    row = conn.execute(
-        "SELECT COUNT(*) FROM jobs WHERE kind = ? AND created_at <= ? "
-        "AND ((finished_at IS NULL AND state IN ('pending', 'running')) "
-        "OR finished_at > ?)",
-        (kind, stamp, stamp),
-    ).fetchone()
-    return int(row[0])
+    # two counts the (state, ...) indexes serve: jobs not finished (pending and
+    # running ones have no finished_at) and jobs finished after ``at``
+    waiting = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') "
+        "AND kind = ? AND created_at <= ? AND finished_at IS NULL",
+        (kind, stamp),
+    ).fetchone()[0]
+    later = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', 'quarantined') "
+        "AND finished_at > ? AND kind = ? AND created_at <= ?",
+        (stamp, kind, stamp),
+    ).fetchone()[0]
+    return int(waiting) + int(later)
 
 
 def last_arrival(conn: Connection, *, until_iso: str) -> datetime | None:
