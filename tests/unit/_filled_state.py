@@ -10,7 +10,7 @@ figures are (see `tests/unit/test_figures.py`):
 - failure events: InputDataError once in the window (ExternalToolError before).
 - block_metrics in the window: 2 of 3 succeeded.
 - calibration: strip +16.30 solved 2 h and 30 h ago (newest valid now),
-  strip +40.00 48 h ago (expired).
+  strip +40.00 48 h ago (expired); both applied in the last hour (in use).
 - image quality in the window: rms/thermal 1.2, 1.5, 3.0, one failed.
 """
 
@@ -197,7 +197,7 @@ def fill_state(path: Path) -> Connection:
                 ("b1", 1, 10.0, iso("11:10")),
                 ("b2", 1, 20.0, iso("11:20")),
                 ("b3", 0, 30.0, iso("11:30")),
-                ("b0", 0, 40.0, iso("08:00")),
+                ("b0", 0, 40.0, iso("08:05")),
             ],
         )
         now = mjd(NOW)
@@ -223,11 +223,16 @@ def fill_state(path: Path) -> Connection:
                     iso("11:00"),
                 ),
             )
+        conn.executemany(
+            "INSERT INTO cal_applications (ms_path, solution_id, applied_at) "
+            "SELECT ?, id, ? FROM cal_solutions WHERE group_id = ?",
+            [("b1.ms", iso("11:30"), "g1"), ("b2.ms", iso("11:40"), "g2")],
+        )
         quality = [
             ("b1", "/x/img1.fits", 1, 1.2e-3, 1.0e-3, iso("11:10")),
             ("b2", "/x/img2.fits", 1, 1.5e-3, 1.0e-3, iso("11:20")),
             ("b3", "/x/img3.fits", 0, 3.0e-3, 1.0e-3, iso("11:30")),
-            ("b0", "/x/img0.fits", 0, 9.0e-3, 1.0e-3, iso("08:00")),
+            ("b0", "/x/img0.fits", 0, 9.0e-3, 1.0e-3, iso("08:05")),
         ]
         conn.executemany(
             "INSERT INTO image_quality (block_id, image_path, passed, rms_jy, "

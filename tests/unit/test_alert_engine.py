@@ -115,8 +115,10 @@ def test_figures_from_the_queue(conn) -> None:
     assert inputs.jobs_finished_last_hour[(PROCESS_BLOCK, "quarantined")] == 1
     assert inputs.jobs_finished_last_hour[(CONVERT_GROUP, "done")] == 10
     assert inputs.job_errors_last_hour == {(PROCESS_BLOCK, "InputDataError"): 1}
-    # 10 x 60 s of work for 10 x 300 s of data on 2 workers
-    assert inputs.realtime_factor == pytest.approx(600 / (2 * 10 * 300))
+    # 10 x 60 s of work for 10 x 300 s of data (seconds of work per second
+    # of data, as the API reports it; the rule divides by the 2 workers)
+    assert inputs.realtime_factor == pytest.approx(600 / (10 * 300))
+    assert inputs.n_workers == 2
     assert inputs.last_arrival_at == T0 + timedelta(minutes=55)
 
 

@@ -147,9 +147,15 @@ _CASES = [
     ),
     (
         "DSA110RealTimeFactorHigh",
-        [("dsa110_realtime_factor", "1.5+0x60")],
+        [("dsa110_realtime_factor", "1.5+0x60"), ("dsa110_workers", "1+0x60")],
         [{}],
-        {"realtime_factor": 1.5},
+        {"realtime_factor": 1.5, "n_workers": 1},
+    ),
+    (
+        "DSA110RealTimeFactorHigh",  # 1.5 s of work per data second on 2 workers
+        [("dsa110_realtime_factor", "1.5+0x60"), ("dsa110_workers", "2+0x60")],
+        [],
+        {"realtime_factor": 1.5, "n_workers": 2},
     ),
     (
         "DSA110ProcessingBehindArrivals",

@@ -71,6 +71,8 @@ def test_failures_calibration_and_noise(db) -> None:
     assert strips[16.3].valid_now and strips[16.3].n_solutions == 2
     assert strips[40.0].age_h == pytest.approx(48.0, abs=1e-6)
     assert not strips[40.0].valid_now
+    assert strips[16.3].in_use and strips[40.0].in_use  # applied 11:30, 11:40
+    assert strips[16.3].age_s == pytest.approx(7200.0, abs=1e-3)
     assert fig.image_rms_ratio_median == pytest.approx(1.5)
     assert fig.image_rms_ratio_max == pytest.approx(3.0)
     assert (fig.n_images_checked, fig.n_images_failed_qa) == (3, 1)
@@ -90,6 +92,24 @@ def test_empty_window_has_no_rates(db) -> None:
     assert fig.processed_over_arrived is None
     assert fig.stages["convert_group"].success_rate is None
     assert fig.ingest_lag_median_s is None
+    # applied a month before: no strip is in use any more
+    assert not any(s.in_use for s in fig.calibration)
+
+
+def test_window_excludes_its_start(db) -> None:
+    # b0's block row and image are at 08:05: a window starting there leaves
+    # them out, as every windowed figure counts (now - window, now]
+    at_start = compute_figures(db, now=NOW, window_h=(12 - (8 + 5 / 60)))
+    assert at_start.n_blocks_recorded == 3
+    assert at_start.n_images_checked == 3
+
+
+def test_ingest_lag_is_the_oldest_pending_data(db) -> None:
+    # c5 (data 11:50) is the only pending job
+    fig = compute_figures(db, now=NOW, window_h=1.0)
+    assert fig.ingest_lag_s == pytest.approx(600.0)
+    later = compute_figures(db, now=NOW + timedelta(hours=1), window_h=1.0)
+    assert later.ingest_lag_s == pytest.approx(4200.0)
 
 
 def test_bad_window_is_refused(db) -> None:

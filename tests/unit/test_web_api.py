@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -278,6 +280,10 @@ def test_metrics_figures_are_the_known_ones(client) -> None:
     assert body["image_rms_ratio_median"] == pytest.approx(1.5)
     ages = {round(s["dec_strip_deg"], 2): s["age_h"] for s in body["calibration"]}
     assert ages[16.3] == pytest.approx(2.0, abs=1e-6)
+    # added with the one figures computation (what /metrics and the alerts use)
+    assert body["ingest_lag_s"] == pytest.approx(600.0)
+    assert (body["n_groups_arrived"], body["n_groups_processed"]) == (4, 2)
+    assert all(s["in_use"] for s in body["calibration"])
 
 
 @pytest.mark.parametrize(
@@ -594,18 +600,121 @@ def test_prometheus_exposition(client) -> None:
         'dsa110_stage_duration_seconds_bucket{le="+Inf",stage="convert_group"} 3.0',
         'dsa110_stage_duration_seconds_sum{stage="convert_group"} 420.0',
         'dsa110_queue_jobs{kind="convert_group",state="pending"} 1.0',
-        'dsa110_failures_total{error_class="InputDataError",kind="convert_group"} 1.0',
-        'dsa110_calibration_valid{dec_strip="+40.00"} 0.0',
-        'dsa110_image_rms_over_thermal_ratio{quantile="0.5"} 1.5',
-        "dsa110_backlog_jobs 2.0",
-        "dsa110_real_time_factor 0.8",
-        "dsa110_ingest_lag_seconds 360.0",
-        "dsa110_intake_open 1.0",
+        "dsa110_job_errors_last_hour"
+        '{error_class="InputDataError",kind="convert_group"} 1.0',
+        'dsa110_calibration_valid{dec_strip_deg="40.00"} 0.0',
+        'dsa110_calibration_valid{dec_strip_deg="16.30"} 1.0',
+        'dsa110_stage_success_ratio{stage="process_block"} 1.0',
+        "dsa110_image_rms_ratio 1.5",
+        "dsa110_backlog_groups 1.0",
+        "dsa110_realtime_factor 0.8",
+        "dsa110_groups_arrived_last_hour 4.0",
+        "dsa110_groups_processed_last_hour 2.0",
+        "dsa110_ingest_lag_seconds 600.0",
+        "dsa110_data_age_seconds 600.0",
+        "dsa110_intake_paused 0.0",
+        "dsa110_intake_held 0.0",
         "dsa110_state_db_up 1.0",
     ):
         assert line in text, line
-    assert 'dsa110_calibration_age_hours{dec_strip="+16.30"} 2.0' in text
-    assert "dsa110_disk_free_bytes{directory=" in text
+    assert 'dsa110_calibration_age_seconds{dec_strip_deg="16.30"} 7200.0' in text
+    assert "dsa110_disk_free_bytes{path=" in text
+
+
+def test_metrics_exports_exactly_the_declared_metrics(client) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dsa110_contimg.tables import METRICS
+
+    families = {
+        f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)
+    }
+    declared = {m.name: m for m in METRICS}
+    assert set(families) == set(declared)
+    for name, spec in declared.items():
+        family = families[name]
+        assert family.type == spec.type, name
+        assert family.documentation == spec.help, name
+        assert family.samples, name
+        for sample in family.samples:
+            labels = set(sample.labels) - (
+                {"le"} if spec.type == "histogram" else set()
+            )
+            assert labels == set(spec.labels), (name, sample.labels)
+
+
+_PROMTOOL = shutil.which("promtool") or shutil.which(
+    "promtool", path=str(Path(sys.executable).parent)
+)
+
+
+@pytest.mark.skipif(_PROMTOOL is None, reason="promtool not installed")
+def test_prometheus_judges_our_scrape_as_the_engine_does(site, client, tmp_path):
+    """Our /metrics, fed to promtool as constant series, fires what the engine does.
+
+    On the filled state: the +40.00 strip (in use, 48 h old) is stale and too
+    old, and 2 of 4 groups processed is behind arrivals. DSA110NoData is left
+    out: promtool's clock starts at 0, not at the scrape's Unix time.
+    """
+    import yaml
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from dsa110_contimg.services.alerts import (
+        collect_figures,
+        load_rules,
+        render_template,
+        rules_file,
+    )
+
+    series = []
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            name = f"{sample.name}{{{labels}}}" if labels else sample.name
+            series.append({"series": name, "values": f"{sample.value!r}+0x60"})
+    conn = connect(site["config"].paths.state_db, readonly=True)
+    try:
+        figures = collect_figures(site["config"], conn, now=NOW)
+    finally:
+        conn.close()
+    tests, firing = [], {}
+    for rule in load_rules():
+        if rule.name == "DSA110NoData":
+            continue
+        expected = []
+        for labels, value in rule.instances(figures):
+            full = {"alertname": rule.name, **labels, **rule.labels}
+            notes = {
+                k: render_template(v, full, value) for k, v in rule.annotations.items()
+            }
+            expected.append(
+                {"exp_labels": {**labels, **rule.labels}, "exp_annotations": notes}
+            )
+            firing.setdefault(rule.name, []).append(labels)
+        tests.append(
+            {"interval": "1m", "input_series": series,
+             "alert_rule_test": [
+                 {"eval_time": "40m", "alertname": rule.name, "exp_alerts": expected}
+             ]}
+        )  # fmt: skip
+    assert firing == {
+        "DSA110CalibrationStale": [{"dec_strip_deg": "40.00"}],
+        "DSA110CalibrationTooOld": [{"dec_strip_deg": "40.00"}],
+        "DSA110ProcessingBehindArrivals": [{}],
+    }
+    test_file = tmp_path / "scrape_test.yml"
+    test_file.write_text(
+        yaml.safe_dump({"rule_files": [str(rules_file())], "tests": tests}),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [_PROMTOOL, "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_each_app_has_its_own_registry(site) -> None:
@@ -706,7 +815,7 @@ def test_pause_and_resume_intake(fresh) -> None:
         intake = client.get("/api/intake").json()
         assert intake["hold"]["paused"] is True
         assert intake["hold"]["reason"] == "maintenance"
-        assert "dsa110_intake_open 0.0" in client.get("/metrics").text
+        assert "dsa110_intake_held 1.0" in client.get("/metrics").text
         resumed = client.post("/api/actions/intake/resume", headers=auth)
         assert resumed.json()["intake"]["open"] is True
 

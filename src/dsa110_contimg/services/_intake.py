@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from dsa110_contimg.utils.config import PipelineConfig
 
 __all__ = [
+    "filesystems",
+    "nearest_existing",
     "DiskStatus",
     "IntakeGate",
     "check_free_disk",
@@ -78,20 +80,44 @@ def run_off_loop(fn: Callable[..., T], /, *args: object) -> asyncio.Future[T]:
     return future
 
 
-def _existing(path: Path) -> Path:
-    """The nearest existing ancestor of ``path`` (itself when it exists)."""
+def nearest_existing(path: Path) -> Path:
+    """The nearest existing ancestor of ``path`` (itself when it exists).
+
+    Where the host measurements (free disk of the guard, the alert figures
+    and ``/api/disk``) probe a directory that does not exist yet.
+    """
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return probe
 
 
+def filesystems(
+    paths: Sequence[Path], *, device_of: Callable[[Path], int] | None = None
+) -> dict[str, list[str]]:
+    """Group directories by filesystem (``st_dev``), in the order given.
+
+    Returns ``{first directory: [every directory on that filesystem]}``; a
+    directory whose filesystem cannot be read stands alone (its probe then
+    reports the error).
+    """
+    probe = device_of or _device_of
+    mounts: dict[int | str, list[str]] = {}
+    for p in paths:
+        try:
+            device: int | str = probe(Path(p))
+        except OSError:
+            device = str(p)
+        mounts.setdefault(device, []).append(str(p))
+    return {dirs[0]: dirs for dirs in mounts.values()}
+
+
 def _free_gb(path: Path) -> float:
-    return shutil.disk_usage(_existing(path)).free / _GB
+    return shutil.disk_usage(nearest_existing(path)).free / _GB
 
 
 def _device_of(path: Path) -> int:
-    return os.stat(_existing(path)).st_dev
+    return os.stat(nearest_existing(path)).st_dev
 
 
 def data_directories(
@@ -157,19 +183,13 @@ def check_free_disk(
     device_of : callable, optional
         Returns the filesystem id (``st_dev``) of a path.
     """
-    mounts: dict[int | str, list[str]] = {}
-    for p in paths:
-        try:
-            device: int | str = device_of(Path(p))
-        except OSError:  # measured on its own; the probe then reports
-            device = str(p)
-        mounts.setdefault(device, []).append(str(p))
-    free = {dirs[0]: round(free_gb(Path(dirs[0])), 3) for dirs in mounts.values()}
+    mounts = filesystems(paths, device_of=device_of)
+    free = {first: round(free_gb(Path(first)), 3) for first in mounts}
     low = {p: gb for p, gb in free.items() if gb < min_free_disk_gb}
     reason = ""
     if low:
         worst = min(low, key=low.__getitem__)
-        others = next(d for d in mounts.values() if d[0] == worst)[1:]
+        others = mounts[worst][1:]
         also = f" (same filesystem as {', '.join(others)})" if others else ""
         reason = (
             f"free disk {low[worst]:.3g} GB at {worst}{also} is below "

@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal, Protocol
 
+from dsa110_contimg.services._intake import nearest_existing
 from dsa110_contimg.state.db import (
     DatabaseError,
     describe_target,
@@ -178,19 +179,12 @@ def _probe_writable(directory: Path) -> str | None:
         if not os.access(directory, os.W_OK | os.X_OK):
             return "is not writable by this user"
         return None
-    anchor = _existing_ancestor(directory)
+    anchor = nearest_existing(directory.absolute())
     if not anchor.is_dir():
         return f"cannot be created: {anchor} is not a directory"
     if not os.access(anchor, os.W_OK | os.X_OK):
         return f"cannot be created: {anchor} is not writable by this user"
     return None
-
-
-def _existing_ancestor(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _rc_measures_dirs() -> Iterator[tuple[str, Path]]:
@@ -327,7 +321,7 @@ class HealthChecker:
         paths = config.paths
         by_device: dict[int, tuple[Path, list[str]]] = {}
         for name in _DATA_DIR_FIELDS:
-            anchor = _existing_ancestor(Path(getattr(paths, name)))
+            anchor = nearest_existing(Path(getattr(paths, name)).absolute())
             device = anchor.stat().st_dev
             by_device.setdefault(device, (anchor, []))[1].append(f"paths.{name}")
         status: HealthStatus = HEALTHY

@@ -26,6 +26,7 @@ __all__ = [
     "list_rejected_page",
     "get_product",
     "get_cal_solution",
+    "job_exists",
 ]
 
 Page = tuple[list[dict[str, object]], int]
@@ -56,6 +57,16 @@ def _where(filters: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
             clauses.append(clause)
             params.append(value)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _one(
+    conn: Connection, columns: str, source: str, key: str, value: object
+) -> dict[str, object] | None:
+    """Return the one row of ``source`` whose ``key`` is ``value``, or None."""
+    rows = _dicts(
+        conn.execute(f"SELECT {columns} FROM {source} WHERE {key} = ?", (value,))
+    )
+    return rows[0] if rows else None
 
 
 def _page(
@@ -150,14 +161,15 @@ def list_products_page(
     )
 
 
+def job_exists(conn: Connection, job_id: int) -> bool:
+    """Return whether a job with this id is in the queue."""
+    row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return row is not None
+
+
 def get_product(conn: Connection, product_id: int) -> dict[str, object] | None:
     """Return one product row by id, or None."""
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {_PRODUCT_COLUMNS} FROM products WHERE id = ?", (product_id,)
-        )
-    )
-    return rows[0] if rows else None
+    return _one(conn, _PRODUCT_COLUMNS, "products", "id", product_id)
 
 
 _BLOCKS = (
@@ -185,10 +197,7 @@ def list_blocks(conn: Connection, *, limit: int = 50, offset: int = 0) -> Page:
 
 def block_summary(conn: Connection, block_id: str) -> dict[str, object] | None:
     """Return one block's `list_blocks` row, or None when it has no product."""
-    rows = _dicts(
-        conn.execute(f"SELECT * FROM {_BLOCKS} WHERE block_id = ?", (block_id,))
-    )
-    return rows[0] if rows else None
+    return _one(conn, "*", _BLOCKS, "block_id", block_id)
 
 
 _CAL_COLUMNS = (
@@ -237,12 +246,7 @@ def list_cal_solutions(
 
 def get_cal_solution(conn: Connection, solution_id: int) -> dict[str, object] | None:
     """Return one calibration solution by id (with ``n_applied``), or None."""
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {_CAL_COLUMNS} FROM cal_solutions WHERE id = ?", (solution_id,)
-        )
-    )
-    return rows[0] if rows else None
+    return _one(conn, _CAL_COLUMNS, "cal_solutions", "id", solution_id)
 
 
 def list_rejected_page(

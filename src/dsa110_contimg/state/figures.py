@@ -1,32 +1,38 @@
 """The operator's figures, computed from the state database.
 
-Every figure the HTTP API (``/api/metrics``) and the Prometheus exposition
-(``/metrics``) show comes from here, read from the ``jobs``, ``job_events``,
-``block_metrics``, ``image_quality`` and ``cal_solutions`` tables over a time
-window ending at ``now``. A read-only connection suffices
-(``state.db.connect(path, readonly=True)``).
+Every figure the HTTP API (``/api/metrics``), the Prometheus exposition
+(``/metrics``) and the in-process alert engine (through `state.alert_inputs`)
+show comes from here, read from the ``jobs``, ``job_events``,
+``block_metrics``, ``image_quality``, ``cal_solutions`` and
+``cal_applications`` tables over a time window ``(now - window, now]``. A
+read-only connection suffices (``state.db.connect(path, readonly=True)``).
 
 Definitions (a *stage* is a job kind: ``convert_group``, ``process_block``,
 ``update_variability``):
 
 - **stage duration**: ``finished_at - started_at`` of the jobs of a stage that
-  finished ``done`` in the window (seconds; the last attempt only).
+  finished ``done`` in the window (seconds; the last attempt only); the
+  ``/metrics`` histogram (`duration_histogram`) takes every such job kept.
 - **success rate** of a stage: jobs finished ``done`` / jobs finished
   (``done``, ``failed``, ``quarantined``) in the window; None when none
   finished. The block success rate is the same over ``block_metrics`` rows.
-- **real-time factor**: seconds of work (the stage durations of every stage,
-  summed) per second of data converted in the window (groups converted x the
-  group duration). Below 1 one worker keeps up; with N workers, below N.
-- **backlog**: jobs pending or running now; the series counts, at each time,
-  jobs created by then that had not finished by then.
+- **real-time factor** (`real_time_factor`): seconds of work (the stage
+  durations of every stage, summed) per second of data converted in the
+  window (groups converted x the group duration). Below 1 one worker keeps
+  up; with N workers, below N.
+- **backlog**: jobs pending or running now; the series (and `backlog_at`)
+  counts, at each time, jobs created by then that had not finished by then.
 - **ingest rate / processed rate**: ``convert_group`` jobs created / finished
-  ``done`` in the window, per hour; their ratio processed/arrived.
-- **ingest lag**: ``created_at - data_time_iso`` of the ``convert_group`` jobs
-  created in the window (how long after its data a group was queued), median
-  and maximum; **data age**: ``now`` minus the newest data time.
-- **failures by class**: job events in the window that carry an error class.
+  ``done`` in the window, per hour (and counted); their ratio processed/arrived.
+- **queue delay**: ``created_at - data_time_iso`` of the ``convert_group`` jobs
+  created in the window, median and maximum; **ingest lag** (`ingest_lag_s`):
+  ``now`` minus the oldest pending job's data time; **data age**: ``now``
+  minus the newest data time.
+- **failures by class**: job events in the window that carry an error class
+  (`errors_by_kind_class`, by job kind too).
 - **calibration age** per strip: ``now`` minus the transit of the strip's
-  newest solution (hours), with whether ``now`` is inside its validity.
+  newest solution (hours), whether ``now`` is inside its validity, and whether
+  the strip is in use (a solution of it applied in the last 24 h).
 - **image noise**: ``rms_jy / thermal_rms_jy`` of the images quality-checked
   in the window.
 """
@@ -38,26 +44,39 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from dsa110_contimg.state.db import Connection, to_iso_utc
+from dsa110_contimg.state.jobs import get_service_state
 from dsa110_contimg.state.jobs.model import CONVERT_GROUP, JOB_KINDS, JOB_STATES
 
 __all__ = [
+    "CALIBRATION_IN_USE",
     "Figures",
     "StageFigures",
     "StripCalibration",
+    "backlog_at",
     "backlog_series",
     "calibration_ages",
     "compute_figures",
     "duration_histogram",
+    "errors_by_kind_class",
     "failure_totals",
     "failures_by_class",
+    "finished_by_kind_state",
+    "ingest_lag_s",
+    "intake_paused",
     "job_durations",
+    "last_arrival",
     "mjd_of",
+    "queue_by_kind_state",
+    "real_time_factor",
 ]
 
 _MJD_UNIX_EPOCH = 40587.0
 """MJD of 1970-01-01T00:00:00 UTC."""
 
 _FINISHED = ("done", "failed", "quarantined")
+
+CALIBRATION_IN_USE = timedelta(hours=24)
+"""A strip is in use when one of its solutions was applied this recently."""
 
 _DURATION_S = (
     "MAX(0.0, ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3))"
@@ -129,6 +148,9 @@ class StripCalibration:
         Whether ``now`` lies inside the validity window.
     n_solutions : int
         Solutions stored for the strip.
+    in_use : bool
+        Whether a solution of the strip was applied in the last
+        `CALIBRATION_IN_USE` before ``now`` (the strips the alerts watch).
     """
 
     dec_strip_deg: float
@@ -140,6 +162,12 @@ class StripCalibration:
     age_h: float
     valid_now: bool
     n_solutions: int
+    in_use: bool = False
+
+    @property
+    def age_s(self) -> float:
+        """``now`` minus the transit (seconds)."""
+        return self.age_h * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +196,11 @@ class Figures:
         Pending jobs whose ``not_before_at`` has passed.
     oldest_pending_data_time : str or None
         Data time of the oldest pending job.
+    n_groups_arrived, n_groups_processed : int
+        ``convert_group`` jobs created / finished done in the window.
+    ingest_lag_s : float
+        ``now`` minus that data time (s; 0 when nothing is pending), the
+        ``dsa110_ingest_lag_seconds`` metric (`ingest_lag_s`).
     ingest_rate_per_h, processed_rate_per_h : float
         ``convert_group`` jobs created / finished done per hour.
     processed_over_arrived : float or None
@@ -208,6 +241,9 @@ class Figures:
     image_rms_ratio_max: float | None = None
     n_images_checked: int = 0
     n_images_failed_qa: int = 0
+    ingest_lag_s: float = 0.0
+    n_groups_arrived: int = 0
+    n_groups_processed: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """Return the figures as JSON-serialisable nested dicts."""
@@ -224,7 +260,7 @@ def job_durations(
     conn : Connection
         State database (read-only is fine).
     since_iso, until_iso : str
-        Window on ``finished_at`` (UTC ISO text, inclusive).
+        Window on ``finished_at`` (UTC ISO text): ``(since, until]``.
 
     Returns
     -------
@@ -236,7 +272,7 @@ def job_durations(
     rows = conn.execute(
         f"SELECT kind, {_DURATION_S} "
         "FROM jobs WHERE state = 'done' AND started_at IS NOT NULL "
-        "AND finished_at >= ? AND finished_at <= ? ORDER BY finished_at, id",
+        "AND finished_at > ? AND finished_at <= ? ORDER BY finished_at, id",
         (since_iso, until_iso),
     )
     for kind, seconds in rows:
@@ -317,29 +353,53 @@ def _stage(durations: list[float], finished: dict[str, int]) -> StageFigures:
     )
 
 
+def errors_by_kind_class(
+    conn: Connection, *, since_iso: str, until_iso: str
+) -> dict[tuple[str, str], int]:
+    """Return the job events carrying an error class in ``(since, until]``.
+
+    Keyed by ``(job kind, error class)``: one failed attempt is one event.
+    """
+    rows = conn.execute(
+        "SELECT j.kind, e.error_class, COUNT(*) FROM job_events e JOIN jobs j "
+        "ON j.id = e.job_id WHERE e.error_class IS NOT NULL AND e.created_at > ? "
+        "AND e.created_at <= ? GROUP BY j.kind, e.error_class",
+        (since_iso, until_iso),
+    )
+    return {(str(kind), str(cls)): int(n) for kind, cls, n in rows}
+
+
 def failures_by_class(
     conn: Connection, *, since_iso: str, until_iso: str
 ) -> dict[str, int]:
-    """Return the job events carrying an error class in a window, by class."""
-    rows = conn.execute(
-        "SELECT error_class, COUNT(*) FROM job_events WHERE error_class IS NOT NULL "
-        "AND created_at >= ? AND created_at <= ? GROUP BY error_class "
-        "ORDER BY error_class",
-        (since_iso, until_iso),
-    )
-    return {str(cls): int(n) for cls, n in rows}
+    """Return `errors_by_kind_class` summed over the job kinds, by class."""
+    out: dict[str, int] = {}
+    for (_, cls), n in errors_by_kind_class(
+        conn, since_iso=since_iso, until_iso=until_iso
+    ).items():
+        out[cls] = out.get(cls, 0) + n
+    return dict(sorted(out.items()))
 
 
 def calibration_ages(conn: Connection, *, now: datetime) -> list[StripCalibration]:
-    """Return the newest solution of each declination strip and its age at ``now``."""
+    """Return the newest solution of each declination strip and its age at ``now``.
+
+    A strip is *in use* when a solution of it was applied (``cal_applications``)
+    in the `CALIBRATION_IN_USE` (24 h) before ``now``.
+    """
     now_mjd = mjd_of(now)
     rows = conn.execute(
         "SELECT s.dec_strip_deg, s.calibrator, s.id, s.transit_mjd, "
         "s.valid_from_mjd, s.valid_to_mjd, "
         "(SELECT COUNT(*) FROM cal_solutions c WHERE c.dec_strip_deg = "
-        "s.dec_strip_deg) FROM cal_solutions s WHERE s.id = (SELECT c.id FROM "
+        "s.dec_strip_deg), "
+        "EXISTS (SELECT 1 FROM cal_applications a JOIN cal_solutions t "
+        "ON t.id = a.solution_id WHERE t.dec_strip_deg = s.dec_strip_deg "
+        "AND a.applied_at > ?) "
+        "FROM cal_solutions s WHERE s.id = (SELECT c.id FROM "
         "cal_solutions c WHERE c.dec_strip_deg = s.dec_strip_deg "
-        "ORDER BY c.transit_mjd DESC, c.id DESC LIMIT 1) ORDER BY s.dec_strip_deg"
+        "ORDER BY c.transit_mjd DESC, c.id DESC LIMIT 1) ORDER BY s.dec_strip_deg",
+        (to_iso_utc(now - CALIBRATION_IN_USE),),
     ).fetchall()
     return [
         StripCalibration(
@@ -352,9 +412,110 @@ def calibration_ages(conn: Connection, *, now: datetime) -> list[StripCalibratio
             age_h=(now_mjd - float(transit)) * 24.0,
             valid_now=float(lo) <= now_mjd <= float(hi),
             n_solutions=int(n),
+            in_use=bool(used),
         )
-        for dec, cal, sid, transit, lo, hi, n in rows
+        for dec, cal, sid, transit, lo, hi, n, used in rows
     ]
+
+
+def queue_by_kind_state(conn: Connection) -> dict[tuple[str, str], int]:
+    """Return the jobs now in each ``(kind, state)`` (every pair present)."""
+    out = {(k, s): 0 for k in JOB_KINDS for s in JOB_STATES}
+    for kind, state, n in conn.execute(
+        "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"
+    ):
+        out[(str(kind), str(state))] = int(n)
+    return out
+
+
+def finished_by_kind_state(
+    conn: Connection, *, since_iso: str, until_iso: str
+) -> dict[tuple[str, str], int]:
+    """Return the jobs that reached a terminal state in ``(since, until]``.
+
+    Keyed by ``(kind, state)``, every kind and terminal state present.
+    """
+    out = {(k, s): 0 for k in JOB_KINDS for s in _FINISHED}
+    for kind, state, n in conn.execute(
+        "SELECT kind, state, COUNT(*) FROM jobs WHERE state IN "
+        "('done', 'failed', 'quarantined') AND finished_at > ? AND finished_at <= ? "
+        "GROUP BY kind, state",
+        (since_iso, until_iso),
+    ):
+        out[(str(kind), str(state))] = int(n)
+    return out
+
+
+def backlog_at(conn: Connection, kind: str, at: datetime) -> int:
+    """Return how many jobs of ``kind`` were enqueued by ``at`` and not finished.
+
+    The same count as one point of `backlog_series` (a job requeued counts
+    from its first creation).
+    """
+    stamp = to_iso_utc(at)
+    # two counts the (state, ...) indexes serve: jobs not finished (pending and
+    # running ones have no finished_at) and jobs finished after ``at``
+    waiting = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') "
+        "AND kind = ? AND created_at <= ? AND finished_at IS NULL",
+        (kind, stamp),
+    ).fetchone()[0]
+    later = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', 'quarantined') "
+        "AND finished_at > ? AND kind = ? AND created_at <= ?",
+        (stamp, kind, stamp),
+    ).fetchone()[0]
+    return int(waiting) + int(later)
+
+
+def last_arrival(conn: Connection, *, until_iso: str) -> datetime | None:
+    """Return when the newest ``convert_group`` job was enqueued by ``until``."""
+    last = conn.execute(
+        "SELECT MAX(created_at) FROM jobs WHERE kind = ? AND created_at <= ?",
+        (CONVERT_GROUP, until_iso),
+    ).fetchone()[0]
+    return None if last is None else _parse(str(last))
+
+
+def ingest_lag_s(oldest_pending_data_time: str | None, now: datetime) -> float:
+    """Return the ingest lag: ``now`` minus the oldest pending job's data time.
+
+    Seconds, never negative; 0 when nothing is pending.
+    """
+    if oldest_pending_data_time is None:
+        return 0.0
+    return max(0.0, (now - _parse(str(oldest_pending_data_time))).total_seconds())
+
+
+def real_time_factor(
+    work_s: float, n_groups_converted: int, group_duration_s: float
+) -> float | None:
+    """Return seconds of work per second of data converted.
+
+    Parameters
+    ----------
+    work_s : float
+        Wall time of every job finished done in the window, all stages (s).
+    n_groups_converted : int
+        ``convert_group`` jobs finished done in the window.
+    group_duration_s : float
+        Data span of one group (s).
+
+    Returns
+    -------
+    float or None
+        ``work_s / (n_groups_converted * group_duration_s)``; None when no
+        group was converted. Below 1 one worker keeps up; with N workers
+        (``services.max_workers``), below N.
+    """
+    if n_groups_converted <= 0:
+        return None
+    return work_s / (n_groups_converted * group_duration_s)
+
+
+def intake_paused(conn: Connection) -> bool:
+    """Return the free-disk guard's flag (``service_state`` key ``intake``)."""
+    return bool(get_service_state(conn).get("intake", {}).get("paused", False))
 
 
 def backlog_series(
@@ -407,14 +568,10 @@ def _finished_counts(
     conn: Connection, since_iso: str, until_iso: str
 ) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {kind: {} for kind in JOB_KINDS}
-    rows = conn.execute(
-        "SELECT kind, state, COUNT(*) FROM jobs WHERE state IN "
-        "('done', 'failed', 'quarantined') AND finished_at >= ? AND finished_at <= ? "
-        "GROUP BY kind, state",
-        (since_iso, until_iso),
-    )
-    for kind, state, n in rows:
-        out.setdefault(str(kind), {})[str(state)] = int(n)
+    pairs = finished_by_kind_state(conn, since_iso=since_iso, until_iso=until_iso)
+    for (kind, state), n in pairs.items():
+        if n:
+            out.setdefault(kind, {})[state] = n
     return out
 
 
@@ -423,7 +580,7 @@ def _image_noise(
 ) -> tuple[float | None, float | None, int, int]:
     rows = conn.execute(
         "SELECT rms_jy, thermal_rms_jy, passed FROM image_quality "
-        "WHERE created_at >= ? AND created_at <= ?",
+        "WHERE created_at > ? AND created_at <= ?",
         (since_iso, until_iso),
     ).fetchall()
     ratios = [
@@ -442,7 +599,7 @@ def _ingest(
 ) -> tuple[int, int, list[float], float | None]:
     created = conn.execute(
         "SELECT data_time_iso, created_at FROM jobs WHERE kind = ? "
-        "AND created_at >= ? AND created_at <= ?",
+        "AND created_at > ? AND created_at <= ?",
         (CONVERT_GROUP, since_iso, until_iso),
     ).fetchall()
     lags = [
@@ -451,7 +608,7 @@ def _ingest(
     ]
     processed = conn.execute(
         "SELECT COUNT(*) FROM jobs WHERE kind = ? AND state = 'done' "
-        "AND finished_at >= ? AND finished_at <= ?",
+        "AND finished_at > ? AND finished_at <= ?",
         (CONVERT_GROUP, since_iso, until_iso),
     ).fetchone()[0]
     newest = conn.execute(
@@ -504,12 +661,12 @@ def compute_figures(
     }
     blocks = conn.execute(
         "SELECT COUNT(*), AVG(success) FROM block_metrics "
-        "WHERE recorded_at >= ? AND recorded_at <= ?",
+        "WHERE recorded_at > ? AND recorded_at <= ?",
         (since, until),
     ).fetchone()
     queue = dict.fromkeys(JOB_STATES, 0)
-    for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
-        queue[str(state)] = int(n)
+    for (_, state), n in queue_by_kind_state(conn).items():
+        queue[state] += n
     pending = conn.execute(
         "SELECT MIN(data_time_iso), SUM(CASE WHEN not_before_at <= ? THEN 1 ELSE 0 "
         "END) FROM jobs WHERE state = 'pending'",
@@ -526,9 +683,7 @@ def compute_figures(
         stages=stages,
         block_success_rate=None if blocks[1] is None else float(blocks[1]),
         n_blocks_recorded=int(blocks[0] or 0),
-        real_time_factor=(
-            work_s / (n_converted * group_duration_s) if n_converted else None
-        ),
+        real_time_factor=real_time_factor(work_s, n_converted, group_duration_s),
         queue=queue,
         backlog=queue["pending"] + queue["running"],
         backlog_runnable=int(pending[1] or 0),
@@ -545,4 +700,7 @@ def compute_figures(
         image_rms_ratio_max=rms_max,
         n_images_checked=n_checked,
         n_images_failed_qa=n_failed_qa,
+        ingest_lag_s=ingest_lag_s(pending[0], now),
+        n_groups_arrived=n_arrived,
+        n_groups_processed=n_processed,
     )

@@ -29,6 +29,7 @@ from dsa110_contimg.tables._metrics import (
     MetricSpec,
     metric_names,
     metric_spec,
+    metrics_markdown,
 )
 from dsa110_contimg.tables._photometry import (
     PHOTOMETRY_COLUMNS,
@@ -45,6 +46,7 @@ __all__ = [
     "MetricSpec",
     "metric_names",
     "metric_spec",
+    "metrics_markdown",
     "Column",
     "TableSpec",
     "PHOTOMETRY",

@@ -15,7 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["METRICS", "MetricSpec", "metric_names", "metric_spec"]
+__all__ = [
+    "METRICS",
+    "MetricSpec",
+    "metric_names",
+    "metric_spec",
+    "metrics_markdown",
+]
 
 MetricType = Literal["gauge", "counter", "histogram"]
 
@@ -108,9 +114,25 @@ METRICS: tuple[MetricSpec, ...] = (
         "dsa110_realtime_factor",
         "gauge",
         (),
-        "Wall time of the group path (conversion and block jobs done in the "
-        "last hour) per second of data converted, shared over "
-        "services.max_workers; above 1 the pipeline falls behind.",
+        "Seconds of work (every job done in the last hour, all stages) per "
+        "second of data converted in the last hour; the pipeline falls behind "
+        "above dsa110_workers.",
+        "ratio",
+    ),
+    MetricSpec(
+        "dsa110_workers",
+        "gauge",
+        (),
+        "Worker processes (services.max_workers): the real-time factor the "
+        "pipeline keeps up at.",
+        "workers",
+    ),
+    MetricSpec(
+        "dsa110_stage_success_ratio",
+        "gauge",
+        ("stage",),
+        "Jobs finished done / finished (done, failed, quarantined) in the last "
+        "hour, by stage (job kind); no sample for a stage that finished none.",
         "ratio",
     ),
     MetricSpec(
@@ -159,6 +181,14 @@ METRICS: tuple[MetricSpec, ...] = (
         "seconds",
     ),
     MetricSpec(
+        "dsa110_calibration_valid",
+        "gauge",
+        ("dec_strip_deg",),
+        "1 if now lies inside the validity window of the newest solution of "
+        "each declination strip in use, else 0.",
+        "bool",
+    ),
+    MetricSpec(
         "dsa110_stage_duration_seconds",
         "histogram",
         ("stage",),
@@ -181,6 +211,28 @@ METRICS: tuple[MetricSpec, ...] = (
         "nothing is pending.",
         "seconds",
     ),
+    MetricSpec(
+        "dsa110_data_age_seconds",
+        "gauge",
+        (),
+        "Now minus the data time of the newest subband group enqueued.",
+        "seconds",
+    ),
+    MetricSpec(
+        "dsa110_intake_held",
+        "gauge",
+        (),
+        "1 while the operator holds intake (intake pause), else 0.",
+        "bool",
+    ),
+    MetricSpec(
+        "dsa110_state_db_up",
+        "gauge",
+        (),
+        "1 if the state database could be read at this scrape, else 0 (then "
+        "only the host's metrics follow).",
+        "bool",
+    ),
 )
 
 _BY_NAME = {spec.name: spec for spec in METRICS}
@@ -198,3 +250,16 @@ def metric_spec(name: str) -> MetricSpec:
 def metric_names() -> frozenset[str]:
     """Return every series name the metrics export (histogram parts included)."""
     return frozenset(n for spec in METRICS for n in spec.series_names)
+
+
+def metrics_markdown() -> str:
+    """Return the metrics as a Markdown table (metric, type, labels, unit, meaning).
+
+    The README's list of metrics (``<!-- columns: metrics ... -->``).
+    """
+    lines = ["| metric | type | labels | unit | meaning |", "|---|---|---|---|---|"]
+    for m in METRICS:
+        labels = ", ".join(f"`{x}`" for x in m.labels) or "-"
+        meaning = " ".join(m.help.split()).replace("|", "\\|")
+        lines.append(f"| `{m.name}` | {m.type} | {labels} | {m.unit} | {meaning} |")
+    return "\n".join(lines) + "\n"

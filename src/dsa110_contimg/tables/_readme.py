@@ -7,8 +7,9 @@ Each table sits between two markers::
     ...
     <!-- end columns: photometry -->
 
-`render_readme` replaces what lies between them with `TableSpec.markdown`;
-a test fails when the README and the declarations differ.
+`render_readme` replaces what lies between them with `TableSpec.markdown`
+(the block named ``metrics``: `metrics_markdown`, the Prometheus metrics of
+``tables.METRICS``); a test fails when the README and the declarations differ.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import re
 
 from dsa110_contimg.tables._columns import TABLES
+from dsa110_contimg.tables._metrics import metrics_markdown
 
 __all__ = ["render_readme", "readme_tables"]
 
@@ -44,10 +46,15 @@ def render_readme(text: str) -> str:
 
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
-        if name not in TABLES:
-            msg = f"README marker names table {name!r}; declared: {sorted(TABLES)}"
+        if name == "metrics":
+            body = metrics_markdown()
+        elif name in TABLES:
+            body = TABLES[name].markdown()
+        else:
+            known = sorted([*TABLES, "metrics"])
+            msg = f"README marker names table {name!r}; declared: {known}"
             raise KeyError(msg)
         opening = f"<!-- columns: {name} (generated: {_GENERATOR}) -->\n"
-        return opening + TABLES[name].markdown() + match.group("close")
+        return opening + body + match.group("close")
 
     return _BLOCK.sub(replace, text)

@@ -17,6 +17,7 @@ from dsa110_contimg.services.alerts._figures import (
     DiskFigure,
     Figures,
     collect_figures,
+    collect_host_samples,
     is_observing,
     metric_samples,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "WebhookSender",
     "build_engine",
     "collect_figures",
+    "collect_host_samples",
     "deliver",
     "evaluate_alerts",
     "is_observing",

@@ -61,6 +61,11 @@ def _no_data(f: Figures) -> list[Instance]:
     return [({}, (silence, 1.0 if f.is_observing else 0.0))]
 
 
+def _realtime_per_worker(f: Figures) -> list[Instance]:
+    rtf = f.inputs.realtime_factor
+    return [({}, (None if rtf is None else rtf / max(1, f.inputs.n_workers),))]
+
+
 def _processed_ratio(f: Figures) -> list[Instance]:
     i = f.inputs
     arrived = i.groups_arrived_last_hour
@@ -86,8 +91,8 @@ EVALUATORS: dict[str, Evaluator] = {
     ),
     "DSA110RealTimeFactorHigh": Evaluator(
         (">",),
-        lambda f: [({}, (f.inputs.realtime_factor,))],
-        ("dsa110_realtime_factor",),
+        _realtime_per_worker,
+        ("dsa110_realtime_factor", "dsa110_workers"),
     ),
     "DSA110FailureRateHigh": Evaluator(
         (">", ">="), _failure_rate, ("dsa110_jobs_finished_last_hour",)

@@ -9,14 +9,17 @@ in-process engine and Prometheus judge the same numbers.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from dsa110_contimg.services._intake import data_directories
+from dsa110_contimg.services._intake import (
+    data_directories,
+    filesystems,
+    nearest_existing,
+)
 from dsa110_contimg.state.alert_inputs import AlertInputs, read_alert_inputs
 from dsa110_contimg.state.db import Connection
 from dsa110_contimg.tables import metric_spec
@@ -29,6 +32,7 @@ __all__ = [
     "Figures",
     "Sample",
     "collect_figures",
+    "collect_host_samples",
     "is_observing",
     "measure_disks",
     "metric_samples",
@@ -69,32 +73,20 @@ class Figures:
         return self.inputs.now
 
 
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def measure_disks(
     paths: Sequence[Path], *, disk_usage: DiskUsage = shutil.disk_usage
 ) -> dict[str, DiskFigure]:
-    """Measure each filesystem once, keyed by its first directory in ``paths``."""
-    seen: dict[object, str] = {}
+    """Measure each filesystem once, keyed by its first directory in ``paths``.
+
+    Grouped as the free-disk guard groups them (`services._intake.filesystems`).
+    """
     out: dict[str, DiskFigure] = {}
-    for path in paths:
-        anchor = _existing(Path(path).absolute())
+    for first in filesystems(paths):
         try:
-            device: object = os.stat(anchor).st_dev
-        except OSError:
-            device = str(path)
-        if device in seen:
-            continue
-        seen[device] = str(path)
-        try:
-            usage = disk_usage(anchor)
+            usage = disk_usage(nearest_existing(Path(first).absolute()))
         except OSError:
             continue
-        out[str(path)] = DiskFigure(int(usage[2]), int(usage[0]))
+        out[first] = DiskFigure(int(usage[2]), int(usage[0]))
     return out
 
 
@@ -157,8 +149,8 @@ def metric_samples(figures: Figures) -> dict[str, list[Sample]]:
 
     Every name and label set is one of ``tables.METRICS`` (checked here); a
     figure that is undefined (no data converted, no arrival yet) has no
-    sample. The stage-duration histogram is built by the exporter from the
-    jobs table and is not among these.
+    sample. The stage-duration histogram (`state.figures.duration_histogram`)
+    is built by the exporter (`web.prometheus`) and is not among these.
     """
     i = figures.inputs
     out: dict[str, list[Sample]] = {
@@ -185,13 +177,6 @@ def metric_samples(figures: Figures) -> dict[str, list[Sample]]:
         "dsa110_last_arrival_timestamp_seconds": []
         if i.last_arrival_at is None
         else [({}, i.last_arrival_at.timestamp())],
-        "dsa110_observing": [({}, 1.0 if figures.is_observing else 0.0)],
-        "dsa110_disk_free_bytes": [
-            ({"path": p}, float(d.free_bytes)) for p, d in figures.disks.items()
-        ],
-        "dsa110_disk_free_ratio": [
-            ({"path": p}, d.free_ratio) for p, d in figures.disks.items()
-        ],
         "dsa110_intake_paused": [({}, 1.0 if i.intake_paused else 0.0)],
         "dsa110_calibration_age_seconds": [
             ({"dec_strip_deg": strip_label(dec)}, age)
@@ -201,14 +186,63 @@ def metric_samples(figures: Figures) -> dict[str, list[Sample]]:
         if i.image_rms_ratio is None
         else [({}, i.image_rms_ratio)],
         "dsa110_ingest_lag_seconds": [({}, i.ingest_lag_s)],
+        "dsa110_stage_success_ratio": [
+            ({"stage": k}, v) for k, v in sorted(i.stage_success_ratio.items())
+        ],
+        "dsa110_calibration_valid": [
+            ({"dec_strip_deg": strip_label(dec)}, 1.0 if ok else 0.0)
+            for dec, ok in sorted(i.calibration_valid.items())
+        ],
+        "dsa110_data_age_seconds": [] if i.data_age_s is None else [({}, i.data_age_s)],
+        "dsa110_intake_held": [({}, 1.0 if i.intake_held else 0.0)],
+        "dsa110_state_db_up": [({}, 1.0)],
+        **_host_samples(figures.disks, figures.is_observing, i.n_workers),
     }
+    _check_labels(out)
+    return out
+
+
+def _host_samples(
+    disks: dict[str, DiskFigure], observing: bool, n_workers: int
+) -> dict[str, list[Sample]]:
+    return {
+        "dsa110_observing": [({}, 1.0 if observing else 0.0)],
+        "dsa110_disk_free_bytes": [
+            ({"path": p}, float(d.free_bytes)) for p, d in disks.items()
+        ],
+        "dsa110_disk_free_ratio": [
+            ({"path": p}, d.free_ratio) for p, d in disks.items()
+        ],
+        "dsa110_workers": [({}, float(max(1, n_workers)))],
+    }
+
+
+def collect_host_samples(
+    config: PipelineConfig,
+    *,
+    now: datetime,
+    disk_usage: DiskUsage = shutil.disk_usage,
+) -> dict[str, list[Sample]]:
+    """Return the samples that need no database (disk, observing, workers).
+
+    What ``/metrics`` still exports when the state database is unreadable.
+    """
+    out = _host_samples(
+        measure_disks(data_directories(config), disk_usage=disk_usage),
+        is_observing(config.alerts.observing_windows_utc, now),
+        config.services.max_workers,
+    )
+    _check_labels(out)
+    return out
+
+
+def _check_labels(out: dict[str, list[Sample]]) -> None:
     for name, samples in out.items():
         spec = metric_spec(name)
         for labels, _ in samples:
             if tuple(labels) != spec.labels:
                 msg = f"metric {name}: labels {tuple(labels)} != declared {spec.labels}"
                 raise ValueError(msg)
-    return out
 
 
 def strip_label(dec_deg: float) -> str:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from dsa110_contimg.state.db import open_db
 from dsa110_contimg.state.intake import set_intake_hold
 from dsa110_contimg.state.jobs import requeue_job
-from dsa110_contimg.web.api._common import Context, not_found
+from dsa110_contimg.web.api._common import Context, require_job
 from dsa110_contimg.web.api.pipeline import intake_status, job_body
 from dsa110_contimg.web.errors import UnavailableError
 from dsa110_contimg.web.models import ActionResult
@@ -72,11 +72,7 @@ def requeue(
     """Send a failed, quarantined or done job back to pending (409 if running)."""
     reason = (body.reason if body else "") or "no reason given"
     with _writable(ctx) as conn:
-        if (
-            conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            is None
-        ):
-            not_found(f"job {job_id}", "list jobs with GET /api/jobs")
+        require_job(conn, job_id)
         job = requeue_job(
             conn,
             job_id,

@@ -21,7 +21,12 @@ from dsa110_contimg.state.jobs import (
     pending_backlog,
 )
 from dsa110_contimg.state.jobs.model import Job
-from dsa110_contimg.web.api._common import Context, Paging, not_found
+from dsa110_contimg.web.api._common import (
+    Context,
+    Paging,
+    listing,
+    require_job,
+)
 from dsa110_contimg.web.models import (
     BacklogPoint,
     DiskModel,
@@ -32,7 +37,6 @@ from dsa110_contimg.web.models import (
     Page,
     QueueModel,
     RejectedFileModel,
-    page,
 )
 
 __all__ = ["router", "job_body", "intake_status"]
@@ -146,22 +150,14 @@ def jobs(
     ] = None,
 ) -> dict[str, object]:
     """Jobs of the queue, newest first."""
-    with ctx.read() as conn:
-        rows, total = list_jobs_page(
-            conn, states=state, kinds=kind, limit=paging.limit, offset=paging.offset
-        )
-    return page([job_body(j) for j in rows], total, paging.limit, paging.offset)
+    return listing(ctx, paging, list_jobs_page, job_body, states=state, kinds=kind)
 
 
 @router.get("/jobs/{job_id}", response_model=JobModel)
 def job(ctx: Context, job_id: int) -> dict[str, object]:
     """One job by id."""
     with ctx.read() as conn:
-        if (
-            conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            is None
-        ):
-            not_found(f"job {job_id}", "list jobs with GET /api/jobs")
+        require_job(conn, job_id)
         return job_body(get_job(conn, job_id))
 
 
@@ -169,15 +165,8 @@ def job(ctx: Context, job_id: int) -> dict[str, object]:
 def job_events(ctx: Context, job_id: int, paging: Paging) -> dict[str, object]:
     """The state changes of one job, newest first."""
     with ctx.read() as conn:
-        if (
-            conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            is None
-        ):
-            not_found(f"job {job_id}", "list jobs with GET /api/jobs")
-        rows, total = list_job_events_page(
-            conn, job_id=job_id, limit=paging.limit, offset=paging.offset
-        )
-    return page(rows, total, paging.limit, paging.offset)
+        require_job(conn, job_id)
+    return listing(ctx, paging, list_job_events_page, job_id=job_id)
 
 
 @router.get("/events", response_model=Page[JobEventModel])
@@ -187,11 +176,7 @@ def events(
     errors_only: Annotated[bool, Query(description="Only failures.")] = False,
 ) -> dict[str, object]:
     """Job events of every job, newest first (failures with their reasons)."""
-    with ctx.read() as conn:
-        rows, total = list_job_events_page(
-            conn, errors_only=errors_only, limit=paging.limit, offset=paging.offset
-        )
-    return page(rows, total, paging.limit, paging.offset)
+    return listing(ctx, paging, list_job_events_page, errors_only=errors_only)
 
 
 @router.get("/quarantine", response_model=Page[JobModel])
@@ -213,14 +198,7 @@ def rejected(
     include_resolved: Annotated[bool, Query(description="Also resolved ones.")] = False,
 ) -> dict[str, object]:
     """Raw files set aside by intake (bad names, duplicates, late subbands...)."""
-    with ctx.read() as conn:
-        rows, total = list_rejected_page(
-            conn,
-            include_resolved=include_resolved,
-            limit=paging.limit,
-            offset=paging.offset,
-        )
-    return page(rows, total, paging.limit, paging.offset)
+    return listing(ctx, paging, list_rejected_page, include_resolved=include_resolved)
 
 
 @router.get("/intake", response_model=IntakeModel)
@@ -234,12 +212,11 @@ def _disk(directory) -> dict[str, object]:
     import shutil
     from pathlib import Path
 
-    probe = Path(directory)
-    exists = probe.exists()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    from dsa110_contimg.services._intake import nearest_existing
+
+    exists = Path(directory).exists()
     try:
-        usage = shutil.disk_usage(probe)
+        usage = shutil.disk_usage(nearest_existing(Path(directory)))
     except OSError:
         return {
             "directory": str(directory),

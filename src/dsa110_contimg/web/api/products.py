@@ -25,7 +25,7 @@ from dsa110_contimg.state.browse import (
 )
 from dsa110_contimg.state.jobs import find_job
 from dsa110_contimg.state.mosaics import list_mosaic_members
-from dsa110_contimg.web.api._common import Context, Paging, not_found
+from dsa110_contimg.web.api._common import Context, Paging, listing, not_found
 from dsa110_contimg.web.api.pipeline import job_body
 from dsa110_contimg.web.models import (
     BlockDetail,
@@ -89,9 +89,7 @@ def _product(ctx, product_id: int) -> dict[str, Any]:
 @router.get("/blocks", response_model=Page[BlockModel])
 def blocks(ctx: Context, paging: Paging) -> dict[str, object]:
     """Processing blocks that have products, newest first."""
-    with ctx.read() as conn:
-        rows, total = list_blocks(conn, limit=paging.limit, offset=paging.offset)
-    return page(rows, total, paging.limit, paging.offset)
+    return listing(ctx, paging, list_blocks)
 
 
 @router.get("/blocks/{block_id}", response_model=BlockDetail)
@@ -115,15 +113,9 @@ def block(ctx: Context, block_id: str) -> dict[str, object]:
 
 
 def _listing(ctx, paging, kinds, block_id) -> dict[str, object]:
-    with ctx.read() as conn:
-        rows, total = list_products_page(
-            conn,
-            kinds=kinds,
-            block_id=block_id,
-            limit=paging.limit,
-            offset=paging.offset,
-        )
-    return page([_product_body(r) for r in rows], total, paging.limit, paging.offset)
+    return listing(
+        ctx, paging, list_products_page, _product_body, kinds=kinds, block_id=block_id
+    )
 
 
 BlockFilter = Annotated[str | None, Query(description="Only this block's.")]

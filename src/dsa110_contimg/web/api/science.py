@@ -20,7 +20,13 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.state.browse import get_cal_solution, list_cal_solutions
 from dsa110_contimg.state.figures import StripCalibration, calibration_ages, mjd_of
 from dsa110_contimg.tables import LIGHTCURVE_STORE, VARIABILITY_RESULTS
-from dsa110_contimg.web.api._common import Context, Paging, not_found
+from dsa110_contimg.web.api._common import (
+    Context,
+    Paging,
+    listing,
+    not_found,
+    slice_page,
+)
 from dsa110_contimg.web.errors import UnavailableError
 from dsa110_contimg.web.models import (
     CalSolutionModel,
@@ -29,7 +35,6 @@ from dsa110_contimg.web.models import (
     SourceModel,
     VariabilityModel,
     clean,
-    page,
 )
 
 __all__ = ["router"]
@@ -196,8 +201,7 @@ def sources(
             for i in order
             if seps[i] <= radius_deg
         ]
-    chunk = rows[paging.offset : paging.offset + paging.limit]
-    return page(chunk, len(rows), paging.limit, paging.offset)
+    return slice_page(rows, paging)
 
 
 @router.get("/sources/{source_name}", response_model=SourceModel)
@@ -235,9 +239,7 @@ def _variability_page(rows, paging, sort: str, descending: bool) -> dict[str, ob
     present = [r for r in rows if r.get(sort) is not None]
     missing = [r for r in rows if r.get(sort) is None]
     present.sort(key=lambda r: r[sort], reverse=descending)
-    ordered = present + missing
-    chunk = ordered[paging.offset : paging.offset + paging.limit]
-    return page(chunk, len(ordered), paging.limit, paging.offset)
+    return slice_page(present + missing, paging)
 
 
 @router.get("/variability", response_model=Page[VariabilityModel])
@@ -299,16 +301,13 @@ def calibration(
 ) -> dict[str, object]:
     """Calibration solutions with their validity windows, newest transit first."""
     now_mjd = mjd_of(ctx.clock())
-    with ctx.read() as conn:
-        rows, total = list_cal_solutions(
-            conn,
-            dec_strip_deg=dec_strip_deg,
-            valid_at_mjd=valid_at_mjd,
-            limit=paging.limit,
-            offset=paging.offset,
-        )
-    return page(
-        [_solution_body(r, now_mjd) for r in rows], total, paging.limit, paging.offset
+    return listing(
+        ctx,
+        paging,
+        list_cal_solutions,
+        lambda row: _solution_body(row, now_mjd),
+        dec_strip_deg=dec_strip_deg,
+        valid_at_mjd=valid_at_mjd,
     )
 
 
