@@ -17,6 +17,7 @@ schema in ``config/schemas`` documents it. The modules, by topic:
 The seed's path ``dsa110_contimg.utils.config`` re-exports all of it.
 """
 
+from dsa110_contimg.utils.config._execution import ExecutionConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -70,6 +71,7 @@ __all__ = [
     "WatcherConfig",
     "QueueConfig",
     "RetentionConfig",
+    "ExecutionConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",

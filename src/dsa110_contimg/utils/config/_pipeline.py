@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, Field, model_validator
 
+from dsa110_contimg.utils.config._execution import ExecutionConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -81,6 +82,10 @@ class PipelineConfig(BaseModel):
         RetentionConfig(),
         description="Retention and database maintenance (section).",
     )
+    execution: ExecutionConfig = Field(
+        ExecutionConfig(),
+        description="Where CPU work runs: local process pool or Dask (section).",
+    )
 
     @model_validator(mode="after")
     def _no_fake_imager_in_production(self) -> Self:
@@ -106,10 +111,13 @@ def config_hash(config: PipelineConfig) -> str:
     -------
     str
         First 16 hex digits of the SHA-256 of the canonical JSON dump
-        (sorted keys, no whitespace).
+        (sorted keys, no whitespace). The ``execution`` section is left out:
+        where the work runs does not change the products.
     """
     text = json.dumps(
-        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        config.model_dump(mode="json", exclude={"execution"}),
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
