@@ -57,7 +57,9 @@ SPEEDUP_REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 
 def test_resubmitted_key_is_a_cache_hit(dask_cluster, tmp_path):  # noqa: F811
-    settings = ExecutionConfig(backend="dask", scheduler_address=dask_cluster.address)
+    settings = ExecutionConfig(
+        backend="dask", scheduler_address=dask_cluster.address, keep_results=10
+    )
     counter = tmp_path / "runs.txt"
     executor = DaskExecutor(settings)
     try:
@@ -71,6 +73,25 @@ def test_resubmitted_key_is_a_cache_hit(dask_cluster, tmp_path):  # noqa: F811
     finally:
         executor.shutdown()
     assert counter.read_text().count("x") == 2  # g1 once, g2 once
+
+
+def test_default_joins_running_tasks_only(dask_cluster, tmp_path):  # noqa: F811
+    settings = ExecutionConfig(backend="dask", scheduler_address=dask_cluster.address)
+    log = tmp_path / "runs.txt"
+    executor = DaskExecutor(settings)
+    try:
+        first = executor.submit_stage("mosaic", "b1", record_order, str(log), "a", 2.0)
+        joined = executor.submit_stage("mosaic", "b1", record_order, str(log), "a", 2.0)
+        assert (first.result(60), joined.result(60)) == ("a", "a")
+        assert log.read_text().split() == ["a"]  # ran once
+        deadline = time.monotonic() + 10
+        while executor._held and time.monotonic() < deadline:
+            time.sleep(0.05)  # the finished result is released
+        redo = executor.submit_stage("mosaic", "b1", record_order, str(log), "b")
+        assert redo.result(60) == "b"  # a redo after it finished runs again
+    finally:
+        executor.shutdown()
+    assert log.read_text().split() == ["a", "b"]
 
 
 def test_live_work_runs_before_backfill(tmp_path):
@@ -232,6 +253,7 @@ def _kill_when_imaging(cluster, executor_box: dict, killed: dict) -> None:
     """Kill the worker that runs an ``image-*`` task once one has started."""
     deadline = time.monotonic() + 120
     with distributed.Client(cluster.address, timeout=30) as client:
+        client.get_task_stream()  # the scheduler records who ran what from now
         while time.monotonic() < deadline and not killed:
             processing = client.processing()
             for address, keys in processing.items():
@@ -264,6 +286,24 @@ def test_killed_worker_task_reruns_elsewhere(converted, dask_cluster, tmp_path):
         assert np.isfinite(fits.getdata(image)).any()  # whole and readable
     survivors = [n for n in dask_cluster.workers if n != killed["name"]]
     assert len(survivors) == 1
+    with distributed.Client(dask_cluster.address, timeout=30) as client:
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        ran_on = {
+            str(r["key"]): names.get(r["worker"], r["worker"])
+            for r in client.get_task_stream()
+        }
+    for key in killed["keys"]:  # rerun, and finished on the survivor
+        assert ran_on[key] == survivors[0], (key, ran_on)
+    for result in results:  # one row per (source, image): nothing measured twice
+        pairs = list(
+            zip(
+                result.photometry["source_name"],
+                result.photometry["image_path"],
+                strict=True,
+            )
+        )
+        assert len(pairs) == len(set(pairs)), result.block_id
+    leftovers = sorted(p.name for p in Path(config.paths.images_dir).glob(".*"))
     SPEEDUP_REPORT.mkdir(parents=True, exist_ok=True)
     (SPEEDUP_REPORT / "dask_kill_test.json").write_text(
         json.dumps(
@@ -272,6 +312,8 @@ def test_killed_worker_task_reruns_elsewhere(converted, dask_cluster, tmp_path):
                 "tasks_on_it": killed["keys"],
                 "blocks": [r.block_id for r in results],
                 "images_published": [p.name for p in images],
+                "reran_on": {k: ran_on[k] for k in killed["keys"]},
+                "hidden_temporaries_left": leftovers,
                 "wall_s": round(wall_s, 1),
             },
             indent=2,

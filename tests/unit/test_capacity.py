@@ -109,6 +109,8 @@ def test_makespan_and_prediction():
     assert capacity.makespan(tasks, 3) == pytest.approx(4.0)
     # measured 7 s on one worker: 1 s of client work kept, tasks rescheduled
     assert capacity.predict_wall(tasks, 7.0, 2) == pytest.approx(5.0)
+    # or the overhead shrinks with the tasks: 7 * 4 / 6
+    assert capacity.predict_wall_scaled(tasks, 7.0, 2) == pytest.approx(7 * 4 / 6)
     with pytest.raises(ValueError, match="cycle"):
         capacity.makespan(
             [

@@ -9,7 +9,12 @@ orchestrator makes per unit of work; on the Dask backend it gives the task
 
 - the deterministic key ``f"{stage}-{product_id}"`` (ids from
   `dsa110_contimg.products`): a resubmission of a key whose task is running
-  or finished joins it (a cache hit), it does not run again;
+  (or finished and still held: the ``execution.keep_results`` most recent)
+  joins it (a cache hit), it does not run again. Finished work is otherwise
+  reused through its products on disk (imaging skips an existing image), so
+  the default holds no finished results: a redo with new inputs (a block's
+  mosaic after late data, a reconverted group) must run, not be served the
+  old result;
 - the stage's resources (``execution.resources``: ``CASA=1`` for anything that
   imports casatools, which is not thread-safe, ``IMAGER_SLOTS`` for the
   imager, ``MEMORY_GB``), so a worker runs no more of them than it declares;
@@ -146,6 +151,7 @@ class DaskExecutor(Executor):
         self.client = client
         self._lock = threading.Lock()
         self._held: OrderedDict[str, Any] = OrderedDict()  # key -> dask Future
+        self._waiting: dict[str, int] = {}  # key -> results not yet handed over
         self._shutdown = False
         from dsa110_contimg.pipeline._dask_worker import CasaWorkerSetup
 
@@ -211,16 +217,20 @@ class DaskExecutor(Executor):
                 log.info("task resubmitted, joined", extra={"key": key})
             self._held[key] = held
             self._held.move_to_end(key)
-            self._evict()
-        return _as_concurrent(held)
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+        return _as_concurrent(held, lambda: self._handed_over(key))
 
-    def _evict(self) -> None:
-        while len(self._held) > self.settings.keep_results:
-            key, oldest = next(iter(self._held.items()))
-            if not oldest.done():
-                break
-            self._held.pop(key)
-            oldest.release()
+    def _handed_over(self, key: str) -> None:
+        """Count a result handed to its waiter; release what is no longer needed."""
+        with self._lock:
+            self._waiting[key] -= 1
+            if not self._waiting[key]:
+                del self._waiting[key]
+            done = [
+                k for k, f in self._held.items() if f.done() and k not in self._waiting
+            ]
+            for old in done[: max(0, len(done) - self.settings.keep_results)]:
+                self._held.pop(old).release()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release held results; close the client if this executor made it."""
@@ -251,8 +261,11 @@ class _CallWithKwargs:
         return self.fn(*positional, **kwargs)
 
 
-def _as_concurrent(future: Any) -> Future:
-    """Return a `concurrent.futures.Future` that follows a Dask future."""
+def _as_concurrent(future: Any, then: Callable[[], None]) -> Future:
+    """Return a `concurrent.futures.Future` that follows a Dask future.
+
+    ``then`` runs once the result (or error) has been handed over.
+    """
     out: Future = Future()
     out.set_running_or_notify_cancel()
 
@@ -261,6 +274,7 @@ def _as_concurrent(future: Any) -> Future:
             out.set_result(done.result())
         except BaseException as err:  # noqa: BLE001 - handed to the waiter
             out.set_exception(err)
+        then()
 
     future.add_done_callback(follow)
     return out

@@ -66,11 +66,13 @@ class ExecutionConfig(BaseModel):
         ),
     )
     keep_results: int = Field(
-        2000,
+        0,
         ge=0,
         description=(
             "Finished task results held so a resubmission of the same key is a "
-            "cache hit (count)."
+            "cache hit, not a rerun; 0 = only running tasks are joined, finished "
+            "work is reused from its products on disk, so a redo with new inputs "
+            "(late data) runs again (count)."
         ),
     )
 
