@@ -235,9 +235,7 @@ async def run_services_async(
         writer_cm.__exit__(type(err), err, err.__traceback__)
         raise
     holder = ExecutorHolder(
-        (lambda: executor)
-        if executor is not None
-        else (lambda: make_executor(config)),
+        (lambda: executor) if executor is not None else (lambda: make_executor(config)),
         owned=executor is None,
         # Dask workers are recycled by their own --lifetime
         recycle_after=0
