@@ -13,7 +13,9 @@
 # else python3), DASK_PORT (18786), N_WORKERS (2), WORKER_MEMORY (4GB),
 # WORKER_RESOURCES ("CASA=1,IMAGER_SLOTS=1,MEMORY_GB=4"), WORKER_LIFETIME
 # (12h: workers are restarted by their nanny after it, staggered by 30 min),
-# REDIS_PORT (16379), PG_PORT (15432), NO_DB=1 to skip Redis and PostgreSQL.
+# REDIS_PORT (16379), PG_PORT (15432), PG_DIR ($CLUSTER_DIR/pg; run as root,
+# PostgreSQL runs as the postgres user, which must reach it), NO_DB=1 to skip
+# Redis and PostgreSQL.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +30,7 @@ WORKER_RESOURCES="${WORKER_RESOURCES:-CASA=1,IMAGER_SLOTS=1,MEMORY_GB=4}"
 WORKER_LIFETIME="${WORKER_LIFETIME:-12h}"
 REDIS_PORT="${REDIS_PORT:-16379}"
 PG_PORT="${PG_PORT:-15432}"
+PG_DIR="${PG_DIR:-$CLUSTER_DIR/pg}"
 
 mkdir -p "$CLUSTER_DIR"
 if compgen -G "$CLUSTER_DIR/*.pid" > /dev/null; then
@@ -56,21 +59,29 @@ PG_BIN=""
 for candidate in "$(command -v pg_ctl 2>/dev/null || true)" /usr/lib/postgresql/*/bin/pg_ctl; do
     if [[ -n "$candidate" && -x "$candidate" ]]; then PG_BIN="$(dirname "$candidate")"; break; fi
 done
-if [[ -z "${NO_DB:-}" && -n "$PG_BIN" ]]; then
-    as_pg=()
+start_postgres() {
+    local as_pg=()
+    mkdir -p "$PG_DIR"
     if [[ $EUID -eq 0 ]]; then  # PostgreSQL refuses to run as root
         as_pg=(runuser -u postgres --)
-        mkdir -p "$CLUSTER_DIR/pg"; chown postgres "$CLUSTER_DIR/pg"
+        chown postgres "$PG_DIR"
     fi
-    if [[ ! -f "$CLUSTER_DIR/pg/data/PG_VERSION" ]]; then
-        "${as_pg[@]}" "$PG_BIN/initdb" -D "$CLUSTER_DIR/pg/data" -U postgres --auth=trust > "$CLUSTER_DIR/postgres-init.log" 2>&1
+    if [[ ! -f "$PG_DIR/data/PG_VERSION" ]]; then
+        "${as_pg[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust > "$CLUSTER_DIR/postgres-init.log" 2>&1 || return 1
     fi
-    "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/pg/data" -l "$CLUSTER_DIR/pg/postgres.log" -w \
-        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $CLUSTER_DIR/pg" start > /dev/null
-    head -1 "$CLUSTER_DIR/pg/data/postmaster.pid" > "$CLUSTER_DIR/postgres.pid"
-    "${as_pg[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres dsa110 2>/dev/null || true
-    echo "export DSA110__DATABASE__URL=postgresql://postgres@127.0.0.1:$PG_PORT/dsa110" >> "$ENV_FILE"
-    echo "PostgreSQL on 127.0.0.1:$PG_PORT (database dsa110)"
+    "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/postgres.log" -w \
+        -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_DIR" start > /dev/null || return 1
+    head -1 "$PG_DIR/data/postmaster.pid" > "$CLUSTER_DIR/postgres.pid"
+    echo "$PG_DIR" > "$CLUSTER_DIR/postgres.dir"
+    "${as_pg[@]}" "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres dsa110 2> /dev/null || true
+}
+if [[ -z "${NO_DB:-}" && -n "$PG_BIN" ]]; then
+    if start_postgres; then
+        echo "export DSA110__DATABASE__URL=postgresql://postgres@127.0.0.1:$PG_PORT/dsa110" >> "$ENV_FILE"
+        echo "PostgreSQL on 127.0.0.1:$PG_PORT (database dsa110, data in $PG_DIR)"
+    else
+        echo "PostgreSQL: did not start (the postgres user needs access to $PG_DIR; see $CLUSTER_DIR/postgres-init.log): skipped" >&2
+    fi
 else
     echo "PostgreSQL: not installed (or NO_DB set): skipped"
 fi

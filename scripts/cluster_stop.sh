@@ -32,9 +32,11 @@ if [[ -f "$CLUSTER_DIR/postgres.pid" ]]; then
     PG_CTL="$(command -v pg_ctl 2> /dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl 2> /dev/null | head -1)"
     as_pg=()
     [[ $EUID -eq 0 ]] && as_pg=(runuser -u postgres --)
-    "${as_pg[@]}" "$PG_CTL" -D "$CLUSTER_DIR/pg/data" -m fast -w stop > /dev/null 2>&1 \
+    PG_DIR="$(cat "$CLUSTER_DIR/postgres.dir" 2> /dev/null || echo "$CLUSTER_DIR/pg")"
+    "${as_pg[@]}" "$PG_CTL" -D "$PG_DIR/data" -m fast -w stop > /dev/null 2>&1 \
         || kill -TERM "$(cat "$CLUSTER_DIR/postgres.pid")" 2> /dev/null
-    rm -f "$CLUSTER_DIR/postgres.pid"
+    rm -f "$CLUSTER_DIR/postgres.pid" "$CLUSTER_DIR/postgres.dir"
+    [[ "${1:-}" == "--purge" ]] && rm -rf "$PG_DIR"
 fi
 rm -f "$CLUSTER_DIR/cluster.env"
 if [[ "${1:-}" == "--purge" ]]; then rm -rf "$CLUSTER_DIR"; fi
