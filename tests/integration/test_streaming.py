@@ -404,6 +404,33 @@ def test_uninterrupted_run(reference, observation) -> None:
     assert_no_debris(base)
 
 
+@pytest.mark.scaleout
+def test_uninterrupted_run_on_dask(reference, observation, tmp_path) -> None:
+    """The same stream on a two-worker Dask cluster makes the same products."""
+    from tests.servers.dask import start_cluster
+
+    cluster = start_cluster(tmp_path / "dask", n_workers=2)
+    try:
+        stream = Stream(
+            tmp_path / "run",
+            observation.sky_path,
+            execution={"backend": "dask", "scheduler_address": cluster.address},
+        )
+        deliver(observation.groups[:3], stream.incoming)
+        stream.start()
+        try:
+            stream.wait(lambda: stream.finished(FULL_RUN), "the Dask run to finish")
+            assert stream.stop() < 15
+        finally:
+            _kill_leftovers()
+    finally:
+        cluster.stop()
+    assert stream.proc.returncode == 0, stream.tail()
+    assert_same_products(snapshot(tmp_path / "run"), reference[1])
+    assert_products_complete(tmp_path / "run")
+    assert_no_debris(tmp_path / "run")
+
+
 def test_status_and_requeue_commands(reference) -> None:
     from dsa110_contimg.cli.service_commands import requeue_command, status_command
 

@@ -27,7 +27,7 @@ from dsa110_contimg.data_ingestion.skymodel import SkyCatalog, load_catalog
 from dsa110_contimg.exceptions import ConfigError, PipelineError
 from dsa110_contimg.pipeline._block import ProcessingBlock, ProcessingResult
 from dsa110_contimg.pipeline._block_summary import block_summary
-from dsa110_contimg.pipeline._pool import make_process_pool
+from dsa110_contimg.pipeline._execution import make_executor, run_stage
 from dsa110_contimg.pipeline.stages import (
     imaging_stage,
     mosaicking_stage,
@@ -41,6 +41,7 @@ from dsa110_contimg.products import (
     ImageNames,
     block_id,
     block_paths,
+    image_id,
     parse_ms_time,
 )
 from dsa110_contimg.state import open_db
@@ -411,12 +412,16 @@ class PipelineOrchestrator:
     def _get_executor(self) -> Executor:
         if self._executor is None:
             log.info(
-                "starting worker processes",
-                extra={"n_workers": self.config.services.max_workers},
+                "starting the execution backend",
+                extra={
+                    "backend": self.config.execution.backend,
+                    "n_workers": self.config.services.max_workers,
+                },
             )
-            # workers log to this process, get a CASA-safe argv and site
-            # configuration, and die with this process (kill -9 too)
-            self._executor = make_process_pool(self.config.services.max_workers)
+            # local: workers log to this process, get a CASA-safe argv and site
+            # configuration, and die with this process (kill -9 too); dask:
+            # a client of execution.scheduler_address
+            self._executor = make_executor(self.config)
         return self._executor
 
     def close(self) -> None:
@@ -450,10 +455,11 @@ class PipelineOrchestrator:
         paths = [str(p) for p in block.ms_files if str(p) not in missing]
         if not paths:
             return []
-        loop = asyncio.get_running_loop()
         try:
-            applied, errors, tables = await loop.run_in_executor(
+            applied, errors, tables = await run_stage(
                 executor,
+                "calibrate",
+                block.block_id,
                 _calibrate_block_job,
                 paths,
                 self.config,
@@ -473,7 +479,6 @@ class PipelineOrchestrator:
     async def _process_block(self, block: ProcessingBlock) -> ProcessingResult:
         t0 = time.perf_counter()
         result = ProcessingResult(block.block_id, success=False, processing_time=0.0)
-        loop = asyncio.get_running_loop()
         with bind_context(block_id=block.block_id):
             log.info("block start", extra={"n_ms": len(block.ms_files)})
             missing = [str(p) for p in block.ms_files if not Path(p).exists()]
@@ -484,9 +489,12 @@ class PipelineOrchestrator:
                 with bind_context(stage="calibration"):
                     failed = await self._calibrate(block, missing, result, executor)
                 missing = missing + failed
+            images_dir = self.config.paths.images_dir
             futures = [
-                loop.run_in_executor(
+                run_stage(
                     executor,
+                    "image",
+                    image_id(ImageNames.for_ms(p, images_dir).image),
                     _process_ms,
                     str(p),
                     self.config,
@@ -588,10 +596,11 @@ class PipelineOrchestrator:
                     rms_path=Path(str(image["rms"])) if "rms" in image else None,
                 )
             )
-        loop = asyncio.get_running_loop()
         try:
-            outcome = await loop.run_in_executor(
+            outcome = await run_stage(
                 self._get_executor(),
+                "mosaic",
+                block.block_id,
                 _mosaic_block,
                 block.block_id,
                 members,

@@ -37,6 +37,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsa110_contimg.pipeline._execution import make_executor
 from dsa110_contimg.services._intake import (
     IntakeGate,
     data_directories,
@@ -44,7 +45,6 @@ from dsa110_contimg.services._intake import (
 )
 from dsa110_contimg.services._pool import (
     ExecutorHolder,
-    make_process_pool,
     stop_workers,
 )
 from dsa110_contimg.services._runner import Clock, JobRunner, utc_now
@@ -236,11 +236,12 @@ async def run_services_async(
         writer_cm.__exit__(type(err), err, err.__traceback__)
         raise
     holder = ExecutorHolder(
-        (lambda: executor)
-        if executor is not None
-        else (lambda: make_process_pool(config.services.max_workers)),
+        (lambda: executor) if executor is not None else (lambda: make_executor(config)),
         owned=executor is None,
-        recycle_after=config.queue.pool_recycle_jobs,
+        # Dask workers are recycled by their own --lifetime
+        recycle_after=0
+        if config.execution.backend == "dask"
+        else config.queue.pool_recycle_jobs,
     )
     processes_data = DATA_DIRECTORIES_WRITER in services
     released: list[int] = []

@@ -172,7 +172,18 @@ class CapturingExecutor(Executor):
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         """Submit to the wrapped executor, recording the exception on failure."""
-        future = self._inner.submit(fn, *args, **kwargs)
+        return self._recorded(self._inner.submit(fn, *args, **kwargs), fn, args)
+
+    def submit_stage(self, stage: str, product_id: str, fn, /, *args) -> Future:
+        """Submit a stage's task (keyed on a Dask backend), recording failures."""
+        inner = getattr(self._inner, "submit_stage", None)
+        if inner is None:
+            future = self._inner.submit(fn, *args)
+        else:
+            future = inner(stage, product_id, fn, *args)
+        return self._recorded(future, fn, args)
+
+    def _recorded(self, future: Future, fn, args: tuple) -> Future:
         key = str(args[0]) if args else repr(fn)
 
         def record(done: Future) -> None:

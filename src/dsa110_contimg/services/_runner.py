@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import PipelineError, StateError
+from dsa110_contimg.pipeline._execution import job_priority
 from dsa110_contimg.state.db import Connection, DatabaseError
 from dsa110_contimg.state.jobs import Job, JobSpec
 from dsa110_contimg.state.queue import JobQueue, open_queue
@@ -358,7 +359,8 @@ class JobRunner:
 
     async def _execute(self, job: Job, handler: Handler) -> None:
         fields = {"job_id": job.id, "stage": job.kind, "key": job.key}
-        with bind_context(**fields):
+        # the job's priority travels with its work to the execution backend
+        with bind_context(**fields), job_priority(job.priority):
             log.info("job start", extra={"attempt": job.attempts})
             work = asyncio.ensure_future(handler(job))
             beat = asyncio.create_task(self._heartbeat(job, work))

@@ -24,6 +24,7 @@ from dsa110_contimg.exceptions import (
     PipelineError,
     StateError,
 )
+from dsa110_contimg.pipeline._execution import run_stage
 from dsa110_contimg.pipeline.orchestrator import PipelineOrchestrator
 from dsa110_contimg.products import BlockGrid
 from dsa110_contimg.services._intake import run_off_loop
@@ -135,10 +136,17 @@ class MsProcessor:
         )
 
     async def _in_pool(
-        self, executor: Executor, fn: Callable[..., Any], *args: object
+        self,
+        executor: Executor,
+        fn: Callable[..., Any],
+        *args: object,
+        stage: str | None = None,
+        product_id: str = "",
     ) -> Any:
-        loop = asyncio.get_running_loop()
         try:
+            if stage is not None:  # a keyed task on the Dask backend
+                return await run_stage(executor, stage, product_id, fn, *args)
+            loop = asyncio.get_running_loop()
             return await loop.run_in_executor(executor, fn, *args)
         except Exception as err:
             self.executors.replace_if_broken(err)
@@ -156,6 +164,8 @@ class MsProcessor:
                     self.config.conversion,
                     str(self.config.paths.ms_stage1_dir),
                     str(self.config.paths.images_dir),
+                    stage="convert",
+                    product_id=f"group_{job.key}",
                 )
         except PipelineError as err:
             if not err.retryable:

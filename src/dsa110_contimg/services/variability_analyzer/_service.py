@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from typing import TYPE_CHECKING
 
+from dsa110_contimg.pipeline._execution import run_stage
 from dsa110_contimg.services._pool import ExecutorHolder
 from dsa110_contimg.services._runner import JobOutcome, JobRunner
 from dsa110_contimg.services.variability_analyzer._work import update_variability
@@ -55,10 +55,10 @@ class VariabilityAnalyzer:
             block_id=str(job.payload.get("block_id", job.key)),
             cfg=self.config.variability,
         )
-        loop = asyncio.get_running_loop()
+        block = str(job.payload.get("block_id", job.key))
         with self.executors.lease() as executor:
             try:
-                result = await loop.run_in_executor(executor, call)
+                result = await run_stage(executor, "lightcurve", block, call)
             except Exception as err:
                 self.executors.replace_if_broken(err)
                 raise

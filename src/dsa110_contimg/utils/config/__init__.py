@@ -20,6 +20,7 @@ The seed's path ``dsa110_contimg.utils.config`` re-exports all of it.
 
 from dsa110_contimg.utils.config._alerts import AlertsConfig
 from dsa110_contimg.utils.config._database import DatabaseConfig
+from dsa110_contimg.utils.config._execution import ExecutionConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -77,6 +78,7 @@ __all__ = [
     "RetentionConfig",
     "AlertsConfig",
     "DatabaseConfig",
+    "ExecutionConfig",
     "PipelineConfig",
     "parse_flux_jy",
     "parse_angle_arcsec",

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from dsa110_contimg.utils.config._alerts import AlertsConfig
 from dsa110_contimg.utils.config._database import DatabaseConfig
+from dsa110_contimg.utils.config._execution import ExecutionConfig
 from dsa110_contimg.utils.config._imaging import (
     ImagingConfig,
     MosaicConfig,
@@ -85,6 +86,11 @@ class PipelineConfig(BaseModel):
         RetentionConfig(),
         description="Retention and database maintenance (section).",
     )
+    execution: ExecutionConfig = Field(
+        ExecutionConfig(),
+        description="Where CPU work runs: local process pool or Dask (section).",
+    )
+
     web: WebConfig = Field(WebConfig(), description="HTTP API server (section).")
     alerts: AlertsConfig = Field(
         AlertsConfig(), description="In-process alert rules and webhooks (section)."
@@ -123,10 +129,13 @@ def config_hash(config: PipelineConfig) -> str:
     -------
     str
         First 16 hex digits of the SHA-256 of the canonical JSON dump
-        (sorted keys, no whitespace).
+        (sorted keys, no whitespace). The ``execution`` section is left out:
+        where the work runs does not change the products.
     """
     text = json.dumps(
-        config.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+        config.model_dump(mode="json", exclude={"execution"}),
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
