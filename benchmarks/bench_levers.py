@@ -1,0 +1,340 @@
+"""Side-by-side timing of the group path's speed levers (issue 19): old vs new code.
+
+Each lever runs the seed's code (the modules as they were at ``--old-ref``,
+loaded from git) and the working tree's on the same data, interleaved
+(old, new, old, new, ...) ``--repeats`` times, and reports the median wall and
+CPU seconds of each and their ratio, plus a check that the new path gives
+the same numbers. The ratio of two interleaved runs holds on a shared,
+loaded machine where absolute timings do not.
+
+    python -m benchmarks.bench_levers --ms GROUP.ms --image IMAGE.fits \
+        --truth TRUTH.csv --out benchmarks/results/perf_levers
+
+``--ms`` is a converted (uncalibrated) group MS, ``--image`` a restored
+image made by this pipeline (``benchmarks.bench_imaging.synthesise_hour``
+writes one with its truth catalogue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+LEVERS = ("conversion", "flagging", "derived", "photometry")
+SRC = "src/dsa110_contimg"
+
+
+def old_module(relpath: str, ref: str) -> types.ModuleType:
+    """Return the module at ``relpath`` as it was at git ``ref``."""
+    text = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{ref}:{relpath}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    name = "_old_" + relpath.removesuffix(".py").replace("/", "_")
+    module = types.ModuleType(name)
+    module.__file__ = f"{ref}:{relpath}"
+    sys.modules[name] = module  # dataclasses look their module up
+    exec(compile(text, module.__file__, "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+@contextmanager
+def patched(module: types.ModuleType, **names: Any):
+    """Temporarily replace attributes of ``module``."""
+    saved = {k: getattr(module, k) for k in names}
+    for k, v in names.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+
+
+def side_by_side(
+    old: Callable[[], Any],
+    new: Callable[[], Any],
+    *,
+    repeats: int,
+    setup: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], Any, Any]:
+    """Run ``old`` and ``new`` interleaved; return timings and the last results."""
+    times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for key, fn in (("old", old), ("new", new)):
+            if setup is not None:
+                setup()
+            w0, c0 = time.perf_counter(), time.process_time()
+            results[key] = fn()
+            times[key].append((time.perf_counter() - w0, time.process_time() - c0))
+    out: dict[str, Any] = {}
+    for key in ("old", "new"):
+        wall, cpu = np.array(times[key]).T
+        out[f"{key}_wall_s"] = [round(float(v), 3) for v in wall]
+        out[f"{key}_wall_median_s"] = round(float(np.median(wall)), 3)
+        out[f"{key}_cpu_median_s"] = round(float(np.median(cpu)), 3)
+    out["ratio_wall"] = round(out["old_wall_median_s"] / out["new_wall_median_s"], 2)
+    out["ratio_cpu"] = round(out["old_cpu_median_s"] / out["new_cpu_median_s"], 2)
+    return out, results["old"], results["new"]
+
+
+# ---------------------------------------------------------------- levers
+
+
+def lever_conversion(raw: Path, ref: str, repeats: int) -> dict[str, Any]:
+    """`read_group` of one group averaged by 8 on read (raw files in page cache)."""
+    from benchmarks import _stages as st
+    from dsa110_contimg.data_ingestion import _uvh5_reader as new_mod
+
+    old_mod = old_module(f"{SRC}/data_ingestion/_uvh5_reader.py", ref)
+    group = st._group(str(raw))
+
+    def run(mod):
+        def go():
+            uv = mod.read_group(group, chan_average=8)
+            return uv.data_array, uv.flag_array
+
+        return go
+
+    new_mod.read_group(group, chan_average=8)  # compile pyuvdata's numba once
+    timing, a, b = side_by_side(run(old_mod), run(new_mod), repeats=repeats)
+    same = np.array_equal(a[0], b[0], equal_nan=True) and np.array_equal(a[1], b[1])
+    timing["check"] = "DATA and FLAG identical" if same else "arrays DIFFER"
+    timing["size"] = f"{len(group.files)} files, averaged to {b[0].shape}"
+    return timing
+
+
+def lever_flagging(ms: Path, work: Path, ref: str, repeats: int) -> dict[str, Any]:
+    """`flag_ms` (MAD clip) on a fresh copy of the MS each run."""
+    from casacore.tables import table
+
+    from dsa110_contimg.calibration import _flagging as new_mod
+
+    old_mod = old_module(f"{SRC}/calibration/_flagging.py", ref)
+    copy = work / "flag.ms"
+
+    def fresh() -> None:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(ms, copy)
+
+    def run(mod):
+        def go():
+            mod.flag_ms(copy, sigma=7.0)
+            with table(str(copy), ack=False) as tab:
+                return tab.getcol("FLAG")
+
+        return go
+
+    timing, old_flags, new_flags = side_by_side(
+        run(old_mod), run(new_mod), repeats=repeats, setup=fresh
+    )
+    shutil.rmtree(copy, ignore_errors=True)
+    timing["check"] = (
+        "FLAG identical"
+        if np.array_equal(old_flags, new_flags)
+        else f"FLAG differs in {int(np.sum(old_flags != new_flags))} values"
+    )
+    timing["size"] = f"{old_flags.shape} (rows, channels, correlations)"
+    return timing
+
+
+def _product(image: Path, directory: Path):
+    from dsa110_contimg.tools.imagers import ImageProduct
+
+    directory.mkdir(parents=True, exist_ok=True)
+    local = directory / image.name
+    shutil.copy(image, local)
+    stem = str(local).removesuffix("-image.fits")
+    return ImageProduct(
+        ms_path=Path(f"{stem}.ms"),
+        image_path=local,
+        residual_path=Path(f"{stem}-residual.fits"),
+        psf_path=Path(f"{stem}-psf.fits"),
+        model_path=Path(f"{stem}-model.fits"),
+        log_path=Path(f"{stem}.log"),
+        backend="wsclean",
+        backend_version="",
+        command=(),
+    )
+
+
+def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, Any]:
+    """`make_derived_products` (PB, rms, PB-corrected maps, 3 PNGs), fresh each run."""
+    from astropy.io import fits
+
+    from dsa110_contimg.pipeline.stages import imaging_stage
+    from dsa110_contimg.utils.config import ImagingConfig
+
+    old_beam = old_module(f"{SRC}/mosaic/_beam.py", ref)
+    old_noise = old_module(f"{SRC}/mosaic/_noise.py", ref)
+    cfg = ImagingConfig(write_png=True)
+    directory = work / "derived"
+    product = {}
+
+    def fresh() -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        product["p"] = _product(image, directory)
+
+    def maps(done) -> dict[str, np.ndarray]:
+        return {k: fits.getdata(getattr(done, f"{k}_path")) for k in ("pb", "rms")}
+
+    def old():
+        with patched(
+            imaging_stage,
+            primary_beam_image=old_beam.primary_beam_image,
+            noise_map=old_noise.noise_map,
+        ):
+            return maps(imaging_stage.make_derived_products(product["p"], cfg))
+
+    def new():
+        return maps(imaging_stage.make_derived_products(product["p"], cfg))
+
+    fresh()
+    new()  # pay the IERS table and matplotlib imports once, for both
+    timing, a, b = side_by_side(old, new, repeats=repeats, setup=fresh)
+    shutil.rmtree(directory, ignore_errors=True)
+    ok = np.isfinite(a["rms"]) & np.isfinite(b["rms"])
+    pb_err = float(np.nanmax(np.abs(a["pb"] - b["pb"])))
+    rms_err = float(np.max(np.abs(b["rms"][ok] / a["rms"][ok] - 1)))
+    same_nan = bool(np.array_equal(np.isnan(a["rms"]), np.isnan(b["rms"])))
+    timing["check"] = (
+        f"max abs pb difference {pb_err:.1e}; max relative rms difference "
+        f"{rms_err:.1e}; same NaN pixels: {same_nan}"
+    )
+    timing["size"] = f"{a['pb'].shape[-2:]} pixels"
+    return timing
+
+
+def lever_photometry(
+    image: Path, truth: Path, ref: str, repeats: int, n_sources: int
+) -> dict[str, Any]:
+    """`measure_image` of ``n_sources`` catalogue positions (the annulus rms)."""
+    from benchmarks import _stages as st
+    from dsa110_contimg.data_ingestion import photometry
+    from dsa110_contimg.pipeline.stages.photometry_stage import measure_image
+
+    old_noise = old_module(f"{SRC}/data_ingestion/_photometry_noise.py", ref)
+    catalogue, _ = st._catalogue(str(image), str(truth), n_sources)
+    cfg = st._config({}).photometry
+
+    def old():
+        with patched(photometry, _local_rms=old_noise._local_rms):
+            return measure_image(image, catalogue, cfg)
+
+    def new():
+        return measure_image(image, catalogue, cfg)
+
+    new()  # warm the imports for both
+    timing, a, b = side_by_side(old, new, repeats=repeats)
+    same = all(
+        np.array_equal(np.asarray(a[c]), np.asarray(b[c]), equal_nan=True)
+        for c in ("flux_jy", "flux_err_jy", "rms_jy", "flags")
+    )
+    timing["check"] = "flux, error, rms, flags identical" if same else "tables DIFFER"
+    timing["size"] = f"{len(b)} positions"
+    return timing
+
+
+# ---------------------------------------------------------------- report
+
+
+def _machine() -> str:
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, load average {load:.1f} at start"
+
+
+def write(doc: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [
+        "# Group-path speed levers: old vs new code, side by side",
+        "",
+        f"Run {doc['run']} on {doc['machine']}; old = `{doc['old_ref']}`, new = "
+        f"the working tree; {doc['repeats']} interleaved repeats, medians. "
+        "Written by `python -m benchmarks.bench_levers`.",
+        "",
+        "| stage | old wall (s) | new wall (s) | ratio wall | ratio CPU | "
+        "accuracy check | size |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, r in doc["levers"].items():
+        lines.append(
+            f"| {name} | {r['old_wall_median_s']} | {r['new_wall_median_s']} | "
+            f"{r['ratio_wall']} | {r['ratio_cpu']} | {r['check']} | {r['size']} |"
+        )
+    lines += ["", *doc.get("notes", [])]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ms", type=Path)
+    parser.add_argument("--image", type=Path)
+    parser.add_argument("--truth", type=Path)
+    parser.add_argument("--old-ref", default="0911ccd")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-sources", type=int, default=10_000)
+    parser.add_argument("--only", nargs="*", choices=LEVERS)
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks/results/perf_levers"
+    )
+    parser.add_argument("--raw", type=Path, help="directory of one raw group")
+    args = parser.parse_args(argv)
+    only = set(args.only or LEVERS)
+    doc: dict[str, Any] = {
+        "run": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "old_ref": args.old_ref,
+        "repeats": args.repeats,
+        "levers": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="levers_") as tmp:
+        work = Path(tmp)
+        if "conversion" in only and args.raw:
+            print("conversion read", flush=True)
+            doc["levers"]["conversion read (read_group, 16 subbands)"] = (
+                lever_conversion(args.raw, args.old_ref, args.repeats)
+            )
+        if "flagging" in only and args.ms:
+            print("flagging", flush=True)
+            doc["levers"]["flagging (flag_ms)"] = lever_flagging(
+                args.ms, work, args.old_ref, args.repeats
+            )
+        if "derived" in only and args.image:
+            print("derived maps", flush=True)
+            doc["levers"]["PB + rms + pbcor maps + PNGs"] = lever_derived(
+                args.image, work, args.old_ref, args.repeats
+            )
+        if "photometry" in only and args.image and args.truth:
+            print("photometry", flush=True)
+            doc["levers"][f"photometry of {args.n_sources} positions"] = (
+                lever_photometry(
+                    args.image, args.truth, args.old_ref, args.repeats, args.n_sources
+                )
+            )
+    for name, r in doc["levers"].items():
+        print(name, r)
+    write(doc, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
