@@ -56,16 +56,22 @@ def downsample_mean(image: ArrayLike, factor: int) -> NDArray[np.float64]:
     ndarray, shape (ceil(n_y / factor), ceil(n_x / factor))
         Block means; NaN for blocks with no finite pixel.
     """
-    data = np.asarray(image, dtype=np.float64)
     if factor <= 1:
-        return data
+        return np.asarray(image, dtype=np.float64)
+    data = np.asarray(image)
+    if data.dtype.kind != "f":
+        data = data.astype(np.float64)
     ny, nx = data.shape
     by, bx = -(-ny // factor), -(-nx // factor)
-    padded = np.full((by * factor, bx * factor), np.nan)
-    padded[:ny, :nx] = data
+    if (ny, nx) == (by * factor, bx * factor):
+        padded = data  # whole blocks: a view, no padded copy
+    else:
+        padded = np.full((by * factor, bx * factor), np.nan, dtype=data.dtype)
+        padded[:ny, :nx] = data
     blocks = padded.reshape(by, factor, bx, factor)
     finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+    # float32 images are summed in float64 without a float64 copy of the image
+    total = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
     count = finite.sum(axis=(1, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan)
