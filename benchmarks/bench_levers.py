@@ -156,6 +156,13 @@ def lever_flagging(ms: Path, work: Path, ref: str, repeats: int) -> dict[str, An
     return timing
 
 
+def _png_pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
 def _product(image: Path, directory: Path):
     from dsa110_contimg.tools.imagers import ImageProduct
 
@@ -180,11 +187,15 @@ def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, 
     """`make_derived_products` (PB, rms, PB-corrected maps, 3 PNGs), fresh each run."""
     from astropy.io import fits
 
+    from dsa110_contimg import visualization
     from dsa110_contimg.pipeline.stages import imaging_stage
     from dsa110_contimg.utils.config import ImagingConfig
 
     old_beam = old_module(f"{SRC}/mosaic/_beam.py", ref)
     old_noise = old_module(f"{SRC}/mosaic/_noise.py", ref)
+    old_figure = old_module(f"{SRC}/visualization/_figure.py", ref)
+    old_preview = old_module(f"{SRC}/visualization/_preview.py", ref)
+    old_preview.save_figure = old_figure.save_figure  # the seed's PNG writer
     cfg = ImagingConfig(write_png=True)
     directory = work / "derived"
     product = {}
@@ -194,13 +205,18 @@ def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, 
         product["p"] = _product(image, directory)
 
     def maps(done) -> dict[str, np.ndarray]:
-        return {k: fits.getdata(getattr(done, f"{k}_path")) for k in ("pb", "rms")}
+        out = {k: fits.getdata(getattr(done, f"{k}_path")) for k in ("pb", "rms")}
+        out["png"] = _png_pixels(done.preview_path)
+        return out
 
     def old():
-        with patched(
-            imaging_stage,
-            primary_beam_image=old_beam.primary_beam_image,
-            noise_map=old_noise.noise_map,
+        with (
+            patched(
+                imaging_stage,
+                primary_beam_image=old_beam.primary_beam_image,
+                noise_map=old_noise.noise_map,
+            ),
+            patched(visualization, write_preview=old_preview.write_preview),
         ):
             return maps(imaging_stage.make_derived_products(product["p"], cfg))
 
@@ -217,7 +233,8 @@ def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, 
     same_nan = bool(np.array_equal(np.isnan(a["rms"]), np.isnan(b["rms"])))
     timing["check"] = (
         f"max abs pb difference {pb_err:.1e}; max relative rms difference "
-        f"{rms_err:.1e}; same NaN pixels: {same_nan}"
+        f"{rms_err:.1e}; same NaN pixels: {same_nan}; image PNG pixels "
+        f"identical: {bool(np.array_equal(a['png'], b['png']))}"
     )
     timing["size"] = f"{a['pb'].shape[-2:]} pixels"
     return timing

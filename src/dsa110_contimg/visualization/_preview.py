@@ -82,13 +82,17 @@ def robust_rms(image: ArrayLike) -> float:
 
     NaN when no pixel is finite. Large images are sampled evenly.
     """
-    values = np.asarray(image, dtype=np.float64).ravel()
+    values = np.asarray(image).ravel()
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    # the finite pixels in the image's own dtype, then the (exact) float64
+    # cast of the sample only: no float64 copy of the whole image
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan")
     if values.size > _RMS_SAMPLES:
         values = values[:: values.size // _RMS_SAMPLES]
-    return float(mad_std(values))
+    return float(mad_std(values.astype(np.float64)))
 
 
 def _freq_hz(header: Mapping[str, object]) -> float | None:
@@ -248,19 +252,22 @@ def write_preview(
     Path
         ``path``.
     """
-    data = np.asarray(image, dtype=np.float64)
+    data = np.asarray(image)  # float32 stays float32: the helpers sum in float64
+    if data.dtype.kind != "f":
+        data = data.astype(np.float64)
     factor = max(1, math.ceil(max(data.shape) / max_pix))
     small = downsample_mean(data, factor)
     small_wcs = wcs.celestial[::factor, ::factor] if factor > 1 else wcs.celestial
-    rms = robust_rms(data) if rms_jy is None else float(rms_jy)
     norm = None
-    if limits is not None:
+    if limits is not None:  # fixed limits: no rms needed (nor shown)
         rms = float("nan")
         norm = ImageNormalize(
             interval=ManualInterval(*limits),
             stretch=AsinhStretch(0.1) if stretch == "asinh" else LinearStretch(),
         )
-    elif np.any(np.isfinite(small)):
+    else:
+        rms = robust_rms(data) if rms_jy is None else float(rms_jy)
+    if limits is None and np.any(np.isfinite(small)):
         spread = rms if math.isfinite(rms) and rms > 0 else float(np.nanstd(small))
         spread = spread if spread > 0 else 1.0
         norm = ImageNormalize(
