@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-LEVERS = ("conversion", "flagging", "derived", "photometry")
+LEVERS = ("conversion", "flagging", "derived", "photometry", "wsclean")
 SRC = "src/dsa110_contimg"
 
 
@@ -270,6 +270,91 @@ def lever_photometry(
     return timing
 
 
+WSCLEAN_LEVERS = {
+    "production": (),
+    "-parallel-gridding 2": ("-parallel-gridding", "2"),
+    "-baseline-averaging 10": ("-baseline-averaging", "10"),
+    "-parallel-deconvolution (4 sub-images)": ("-parallel-deconvolution", "{half}"),
+}
+
+
+def lever_wsclean(
+    ms: Path, sky_csv: Path, work: Path, repeats: int, image_size: int
+) -> dict[str, Any]:
+    """WSClean with and without each lever, on a calibrated MS, interleaved.
+
+    Each configuration images the MS as the pipeline does (`image_ms`,
+    production parameters at ``image_size`` pixels of 3 arcsec) with the
+    lever's flags appended to the WSClean command; time is wall and CPU
+    (WSClean's included), accuracy the injected sources on the image and the
+    residual's robust rms.
+    """
+    import resource
+
+    from astropy.io import fits
+
+    from benchmarks import _stages as st
+    from dsa110_contimg.tools import wsclean
+    from dsa110_contimg.visualization import robust_rms
+
+    overrides = {
+        "imaging.image_size": [image_size, image_size],
+        "imaging.cell_size": "3.0arcsec",
+        "imaging.write_png": False,
+    }
+    base_command = wsclean.wsclean_command
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in WSCLEAN_LEVERS}
+    for _ in range(repeats):
+        for name, extra in WSCLEAN_LEVERS.items():
+            flags = [f.format(half=image_size // 2) for f in extra]
+
+            def command(*args, _flags=flags, **kwargs):
+                cmd = base_command(*args, **kwargs)
+                return [*cmd[:-1], *_flags, cmd[-1]]
+
+            directory = work / "wsclean"
+            child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self0 = time.process_time()
+            t0 = time.perf_counter()
+            with patched(wsclean, wsclean_command=command):
+                info = st.image(
+                    str(ms), str(directory), overrides, str(work / "product.pickle")
+                )
+            wall = time.perf_counter() - t0
+            child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (time.process_time() - self0) + (
+                child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime
+            )
+            acc = st.image_accuracy(info["image"], str(sky_csv))
+            residual = Path(info["image"].replace("-image.fits", "-residual.fits"))
+            rms = robust_rms(np.asarray(fits.getdata(residual)).squeeze())
+            runs[name].append(
+                {"wall_s": wall, "cpu_s": cpu, "rms_jy": rms, **acc, **info}
+            )
+            shutil.rmtree(directory, ignore_errors=True)
+            print(f"  {name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {acc}", flush=True)
+    out: dict[str, Any] = {}
+    base_wall = float(np.median([r["wall_s"] for r in runs["production"]]))
+    base_rms = float(np.median([r["rms_jy"] for r in runs["production"]]))
+    for name, rs in runs.items():
+        wall = float(np.median([r["wall_s"] for r in rs]))
+        last = rs[-1]
+        out[name] = {
+            "wall_s": [round(r["wall_s"], 2) for r in rs],
+            "wall_median_s": round(wall, 2),
+            "cpu_median_s": round(float(np.median([r["cpu_s"] for r in rs])), 2),
+            "speedup_vs_production": round(base_wall / wall, 2),
+            "rms_vs_production": round(
+                float(np.median([r["rms_jy"] for r in rs])) / base_rms, 4
+            ),
+            "n_recovered": f"{last['n_recovered']}/{last['n_injected']}",
+            "median_abs_flux_error": last["median_abs_flux_error_pb_ge_0p5"],
+            "max_offset_beams": last["max_offset_beams"],
+            "major_iterations": last.get("major_iterations"),
+        }
+    return out
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -297,6 +382,24 @@ def write(doc: dict[str, Any], out: Path) -> None:
             f"| {name} | {r['old_wall_median_s']} | {r['new_wall_median_s']} | "
             f"{r['ratio_wall']} | {r['ratio_cpu']} | {r['check']} | {r['size']} |"
         )
+    if doc.get("wsclean"):
+        n = doc["wsclean_size"]
+        lines += [
+            "",
+            f"## WSClean levers ({n}^2 pixels of 3 arcsec, production parameters)",
+            "",
+            "| configuration | wall (s) | CPU (s) | speed-up | residual rms / "
+            "production | recovered | median abs flux error | max offset (beam) "
+            "| major cycles |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for name, r in doc["wsclean"].items():
+            lines.append(
+                f"| {name} | {r['wall_median_s']} | {r['cpu_median_s']} | "
+                f"{r['speedup_vs_production']} | {r['rms_vs_production']} | "
+                f"{r['n_recovered']} | {r['median_abs_flux_error']} | "
+                f"{r['max_offset_beams']} | {r['major_iterations']} |"
+            )
     lines += ["", *doc.get("notes", [])]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -314,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=REPO / "benchmarks/results/perf_levers"
     )
     parser.add_argument("--raw", type=Path, help="directory of one raw group")
+    parser.add_argument("--calibrated-ms", type=Path, help="for the WSClean levers")
+    parser.add_argument("--sky", type=Path, help="sky truth CSV of --calibrated-ms")
+    parser.add_argument("--wsclean-size", type=int, default=1200)
     args = parser.parse_args(argv)
     only = set(args.only or LEVERS)
     doc: dict[str, Any] = {
@@ -347,7 +453,13 @@ def main(argv: list[str] | None = None) -> int:
                     args.image, args.truth, args.old_ref, args.repeats, args.n_sources
                 )
             )
-    for name, r in doc["levers"].items():
+        if "wsclean" in only and args.calibrated_ms and args.sky:
+            print("wsclean levers", flush=True)
+            doc["wsclean"] = lever_wsclean(
+                args.calibrated_ms, args.sky, work, args.repeats, args.wsclean_size
+            )
+            doc["wsclean_size"] = args.wsclean_size
+    for name, r in {**doc["levers"], **doc.get("wsclean", {})}.items():
         print(name, r)
     write(doc, args.out)
     return 0
