@@ -86,13 +86,16 @@ def side_by_side(
             results[key] = fn()
             times[key].append((time.perf_counter() - w0, time.process_time() - c0))
     out: dict[str, Any] = {}
+    medians = {}
     for key in ("old", "new"):
         wall, cpu = np.array(times[key]).T
+        medians[key] = (float(np.median(wall)), float(np.median(cpu)))
         out[f"{key}_wall_s"] = [round(float(v), 3) for v in wall]
-        out[f"{key}_wall_median_s"] = round(float(np.median(wall)), 3)
-        out[f"{key}_cpu_median_s"] = round(float(np.median(cpu)), 3)
-    out["ratio_wall"] = round(out["old_wall_median_s"] / out["new_wall_median_s"], 2)
-    out["ratio_cpu"] = round(out["old_cpu_median_s"] / out["new_cpu_median_s"], 2)
+        out[f"{key}_wall_median_s"] = round(medians[key][0], 3)
+        out[f"{key}_cpu_median_s"] = round(medians[key][1], 3)
+    for k, what in enumerate(("wall", "cpu")):
+        ratio = medians["old"][k] / max(medians["new"][k], 1e-9)
+        out[f"ratio_{what}"] = round(ratio, 2)
     return out, results["old"], results["new"]
 
 
