@@ -123,6 +123,67 @@ def test_flag_corrupt_visibilities_catches_nan_inf_and_huge() -> None:
     assert uv.nsample_array[7, 0, 0] == 0
 
 
+def _seed_flag_corrupt(data, flags, ant1, ant2):
+    """The seed's absurd-value mask (astropy mad_std of every visibility)."""
+    from astropy.stats import mad_std
+
+    bad = ~np.isfinite(data)
+    auto = (ant1 == ant2)[:, None, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        amp = np.abs(data)
+    good = ~bad & ~flags & (amp > 0)
+    for sel in (np.broadcast_to(auto, data.shape), np.broadcast_to(~auto, data.shape)):
+        vals = amp[good & sel]
+        if vals.size == 0:
+            continue
+        med = float(np.median(vals))
+        scale = max(float(mad_std(vals)), med, 1e-30)
+        with np.errstate(invalid="ignore"):
+            bad |= sel & (amp > med + 1.0e4 * scale)
+    return bad
+
+
+@pytest.mark.parametrize("case", ["clean", "huge", "heavy_tail", "flagged_huge"])
+def test_flag_corrupt_visibilities_equals_the_mad_std_version(case) -> None:
+    """The shortcut (no MAD when nothing can be absurd) flags what the seed's
+    mad_std version flagged: clean data, a 3e38 value, a heavy tail whose MAD
+    exceeds the median (the MAD path), and a huge value in an already flagged
+    visibility (zeroed all the same)."""
+
+    class Fake:
+        pass
+
+    rng = np.random.default_rng(5)
+    uv = Fake()
+    n_blt = 60
+    uv.ant_1_array = np.repeat(np.arange(6), 10)
+    uv.ant_2_array = np.tile(np.arange(10) % 6, 6)
+    uv.data_array = (
+        rng.normal(size=(n_blt, 16, 2)) + 1j * rng.normal(size=(n_blt, 16, 2))
+    ).astype(np.complex64)
+    uv.flag_array = np.zeros(uv.data_array.shape, dtype=bool)
+    uv.flag_array[3] = True
+    uv.nsample_array = np.ones(uv.data_array.shape, dtype=np.float32)
+    cross = np.flatnonzero(uv.ant_1_array != uv.ant_2_array)
+    if case == "huge":
+        uv.data_array[cross[4], 2, 0] = 3e38
+    elif case == "heavy_tail":
+        uv.data_array[cross[::2]] *= 1e3  # MAD >> median of the crosses
+        uv.data_array[cross[1], 0, 0] = 2e5  # > 1e4 medians, < 1e4 MADs
+        uv.data_array[cross[5], 0, 1] = 1e12
+    elif case == "flagged_huge":
+        uv.data_array[3, 1, 1] = 1e30
+    expected = _seed_flag_corrupt(
+        uv.data_array, uv.flag_array, uv.ant_1_array, uv.ant_2_array
+    )
+    before = uv.flag_array.copy()
+    n = _uvh5_reader.flag_corrupt_visibilities(uv)
+    assert n == int(np.count_nonzero(expected & ~before))
+    np.testing.assert_array_equal(uv.flag_array, before | expected)
+    assert (n == 0) == (case in ("clean", "flagged_huge"))
+    assert expected.any() == (case != "clean")
+
+
 # --- item 15: read errors classified ---
 
 

@@ -182,3 +182,33 @@ def test_report_files(tmp_path):
     assert "real-time factor 0.039" in text and "- because" in text
     assert "| antennas | imaging | 1.0 |" in text
     assert Path(paths[2]).stat().st_size > 10_000
+
+
+def test_levers_side_by_side_and_old_code_from_git(tmp_path):
+    """bench_levers: interleaved timing with medians and ratios, the seed's
+    module loaded from git (a function the working tree changed), the table."""
+    from benchmarks import bench_levers
+
+    old = bench_levers.old_module(
+        "src/dsa110_contimg/calibration/_flagging.py", "0911ccd"
+    )
+    assert hasattr(old, "mad_clip") and not hasattr(old, "nanmedian_along")
+    calls = []
+    timing, a, b = bench_levers.side_by_side(
+        lambda: calls.append("old") or 1,
+        lambda: calls.append("new") or 2,
+        repeats=3,
+    )
+    assert calls == ["old", "new"] * 3 and (a, b) == (1, 2)
+    assert len(timing["old_wall_s"]) == 3 and timing["ratio_wall"] > 0
+    doc = {
+        "run": "now",
+        "machine": "m",
+        "old_ref": "0911ccd",
+        "repeats": 3,
+        "levers": {"x": {**timing, "check": "same", "size": "s"}},
+    }
+    bench_levers.write(doc, tmp_path / "levers")
+    text = (tmp_path / "levers.md").read_text()
+    assert "| x |" in text and "same" in text
+    assert (tmp_path / "levers.json").exists()

@@ -467,3 +467,32 @@ def test_residual_excess_measures_flux_left_in_the_residual() -> None:
     expected = np.sqrt(max(np.mean(missed**2) / noise_err**2 - 1, 0))
     assert tau > 0.5
     assert tau == pytest.approx(expected, rel=0.5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_robust_rms_equals_astropy_mad_std(dtype):
+    """The one-sort row median gives astropy's mad_std exactly: odd and even
+    counts of finite values, NaN holes, all-NaN rows, rows longer than 600
+    (where numpy's nanmedian loops over rows)."""
+    import warnings
+
+    from astropy.stats import mad_std
+
+    from dsa110_contimg.data_ingestion._photometry_noise import (
+        _MIN_RMS_SAMPLES,
+        _robust_rms_rows,
+    )
+
+    rng = np.random.default_rng(8)
+    values = rng.normal(0.0, 2e-3, (300, 701)).astype(dtype)
+    holes = rng.random(values.shape) < rng.random((300, 1)) * 0.6
+    values[holes] = np.nan
+    values[5] = np.nan
+    values[6, 3:] = np.nan  # 3 values: below the minimum count
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = mad_std(values, axis=1, ignore_nan=True)
+    n_valid = np.sum(np.isfinite(values), axis=1)
+    expected = np.where(n_valid >= _MIN_RMS_SAMPLES, expected, np.nan)
+    assert len(set(n_valid % 2)) == 2  # both parities covered
+    np.testing.assert_array_equal(_robust_rms_rows(values), expected)

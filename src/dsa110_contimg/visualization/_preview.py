@@ -56,16 +56,22 @@ def downsample_mean(image: ArrayLike, factor: int) -> NDArray[np.float64]:
     ndarray, shape (ceil(n_y / factor), ceil(n_x / factor))
         Block means; NaN for blocks with no finite pixel.
     """
-    data = np.asarray(image, dtype=np.float64)
     if factor <= 1:
-        return data
+        return np.asarray(image, dtype=np.float64)
+    data = np.asarray(image)
+    if data.dtype.kind != "f":
+        data = data.astype(np.float64)
     ny, nx = data.shape
     by, bx = -(-ny // factor), -(-nx // factor)
-    padded = np.full((by * factor, bx * factor), np.nan)
-    padded[:ny, :nx] = data
+    if (ny, nx) == (by * factor, bx * factor):
+        padded = data  # whole blocks: a view, no padded copy
+    else:
+        padded = np.full((by * factor, bx * factor), np.nan, dtype=data.dtype)
+        padded[:ny, :nx] = data
     blocks = padded.reshape(by, factor, bx, factor)
     finite = np.isfinite(blocks)
-    total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+    # float32 images are summed in float64 without a float64 copy of the image
+    total = np.where(finite, blocks, 0).sum(axis=(1, 3), dtype=np.float64)
     count = finite.sum(axis=(1, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, total / count, np.nan)
@@ -76,13 +82,17 @@ def robust_rms(image: ArrayLike) -> float:
 
     NaN when no pixel is finite. Large images are sampled evenly.
     """
-    values = np.asarray(image, dtype=np.float64).ravel()
+    values = np.asarray(image).ravel()
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)
+    # the finite pixels in the image's own dtype, then the (exact) float64
+    # cast of the sample only: no float64 copy of the whole image
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan")
     if values.size > _RMS_SAMPLES:
         values = values[:: values.size // _RMS_SAMPLES]
-    return float(mad_std(values))
+    return float(mad_std(values.astype(np.float64)))
 
 
 def _freq_hz(header: Mapping[str, object]) -> float | None:
@@ -242,19 +252,22 @@ def write_preview(
     Path
         ``path``.
     """
-    data = np.asarray(image, dtype=np.float64)
+    data = np.asarray(image)  # float32 stays float32: the helpers sum in float64
+    if data.dtype.kind != "f":
+        data = data.astype(np.float64)
     factor = max(1, math.ceil(max(data.shape) / max_pix))
     small = downsample_mean(data, factor)
     small_wcs = wcs.celestial[::factor, ::factor] if factor > 1 else wcs.celestial
-    rms = robust_rms(data) if rms_jy is None else float(rms_jy)
     norm = None
-    if limits is not None:
+    if limits is not None:  # fixed limits: no rms needed (nor shown)
         rms = float("nan")
         norm = ImageNormalize(
             interval=ManualInterval(*limits),
             stretch=AsinhStretch(0.1) if stretch == "asinh" else LinearStretch(),
         )
-    elif np.any(np.isfinite(small)):
+    else:
+        rms = robust_rms(data) if rms_jy is None else float(rms_jy)
+    if limits is None and np.any(np.isfinite(small)):
         spread = rms if math.isfinite(rms) and rms > 0 else float(np.nanstd(small))
         spread = spread if spread > 0 else 1.0
         norm = ImageNormalize(

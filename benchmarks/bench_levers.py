@@ -1,0 +1,472 @@
+"""Side-by-side timing of the group path's speed levers (issue 19): old vs new code.
+
+Each lever runs the seed's code (the modules as they were at ``--old-ref``,
+loaded from git) and the working tree's on the same data, interleaved
+(old, new, old, new, ...) ``--repeats`` times, and reports the median wall and
+CPU seconds of each and their ratio, plus a check that the new path gives
+the same numbers. The ratio of two interleaved runs holds on a shared,
+loaded machine where absolute timings do not.
+
+    python -m benchmarks.bench_levers --ms GROUP.ms --image IMAGE.fits \
+        --truth TRUTH.csv --out benchmarks/results/perf_levers
+
+``--ms`` is a converted (uncalibrated) group MS, ``--image`` a restored
+image made by this pipeline (``benchmarks.bench_imaging.synthesise_hour``
+writes one with its truth catalogue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Callable
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+LEVERS = ("conversion", "flagging", "derived", "photometry", "wsclean")
+SRC = "src/dsa110_contimg"
+
+
+def old_module(relpath: str, ref: str) -> types.ModuleType:
+    """Return the module at ``relpath`` as it was at git ``ref``."""
+    text = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{ref}:{relpath}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    name = "_old_" + relpath.removesuffix(".py").replace("/", "_")
+    module = types.ModuleType(name)
+    module.__file__ = f"{ref}:{relpath}"
+    sys.modules[name] = module  # dataclasses look their module up
+    exec(compile(text, module.__file__, "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+@contextmanager
+def patched(module: types.ModuleType, **names: Any):
+    """Temporarily replace attributes of ``module``."""
+    saved = {k: getattr(module, k) for k in names}
+    for k, v in names.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(module, k, v)
+
+
+def side_by_side(
+    old: Callable[[], Any],
+    new: Callable[[], Any],
+    *,
+    repeats: int,
+    setup: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], Any, Any]:
+    """Run ``old`` and ``new`` interleaved; return timings and the last results."""
+    times: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+    results: dict[str, Any] = {}
+    for _ in range(repeats):
+        for key, fn in (("old", old), ("new", new)):
+            if setup is not None:
+                setup()
+            w0, c0 = time.perf_counter(), time.process_time()
+            results[key] = fn()
+            times[key].append((time.perf_counter() - w0, time.process_time() - c0))
+    out: dict[str, Any] = {}
+    medians = {}
+    for key in ("old", "new"):
+        wall, cpu = np.array(times[key]).T
+        medians[key] = (float(np.median(wall)), float(np.median(cpu)))
+        out[f"{key}_wall_s"] = [round(float(v), 3) for v in wall]
+        out[f"{key}_wall_median_s"] = round(medians[key][0], 3)
+        out[f"{key}_cpu_median_s"] = round(medians[key][1], 3)
+    for k, what in enumerate(("wall", "cpu")):
+        ratio = medians["old"][k] / max(medians["new"][k], 1e-9)
+        out[f"ratio_{what}"] = round(ratio, 2)
+    return out, results["old"], results["new"]
+
+
+# ---------------------------------------------------------------- levers
+
+
+def lever_conversion(raw: Path, ref: str, repeats: int) -> dict[str, Any]:
+    """`read_group` of one group averaged by 8 on read (raw files in page cache)."""
+    from benchmarks import _stages as st
+    from dsa110_contimg.data_ingestion import _uvh5_reader as new_mod
+
+    old_mod = old_module(f"{SRC}/data_ingestion/_uvh5_reader.py", ref)
+    group = st._group(str(raw))
+
+    def run(mod):
+        def go():
+            uv = mod.read_group(group, chan_average=8)
+            return uv.data_array, uv.flag_array
+
+        return go
+
+    new_mod.read_group(group, chan_average=8)  # compile pyuvdata's numba once
+    timing, a, b = side_by_side(run(old_mod), run(new_mod), repeats=repeats)
+    same = np.array_equal(a[0], b[0], equal_nan=True) and np.array_equal(a[1], b[1])
+    timing["check"] = "DATA and FLAG identical" if same else "arrays DIFFER"
+    timing["size"] = f"{len(group.files)} files, averaged to {b[0].shape}"
+    return timing
+
+
+def lever_flagging(ms: Path, work: Path, ref: str, repeats: int) -> dict[str, Any]:
+    """`flag_ms` (MAD clip) on a fresh copy of the MS each run."""
+    from casacore.tables import table
+
+    from dsa110_contimg.calibration import _flagging as new_mod
+
+    old_mod = old_module(f"{SRC}/calibration/_flagging.py", ref)
+    copy = work / "flag.ms"
+
+    def fresh() -> None:
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(ms, copy)
+
+    def run(mod):
+        def go():
+            mod.flag_ms(copy, sigma=7.0)
+            with table(str(copy), ack=False) as tab:
+                return tab.getcol("FLAG")
+
+        return go
+
+    timing, old_flags, new_flags = side_by_side(
+        run(old_mod), run(new_mod), repeats=repeats, setup=fresh
+    )
+    shutil.rmtree(copy, ignore_errors=True)
+    timing["check"] = (
+        "FLAG identical"
+        if np.array_equal(old_flags, new_flags)
+        else f"FLAG differs in {int(np.sum(old_flags != new_flags))} values"
+    )
+    timing["size"] = f"{old_flags.shape} (rows, channels, correlations)"
+    return timing
+
+
+def _png_pixels(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def _product(image: Path, directory: Path):
+    from dsa110_contimg.tools.imagers import ImageProduct
+
+    directory.mkdir(parents=True, exist_ok=True)
+    local = directory / image.name
+    shutil.copy(image, local)
+    stem = str(local).removesuffix("-image.fits")
+    return ImageProduct(
+        ms_path=Path(f"{stem}.ms"),
+        image_path=local,
+        residual_path=Path(f"{stem}-residual.fits"),
+        psf_path=Path(f"{stem}-psf.fits"),
+        model_path=Path(f"{stem}-model.fits"),
+        log_path=Path(f"{stem}.log"),
+        backend="wsclean",
+        backend_version="",
+        command=(),
+    )
+
+
+def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, Any]:
+    """`make_derived_products` (PB, rms, PB-corrected maps, 3 PNGs), fresh each run."""
+    from astropy.io import fits
+
+    from dsa110_contimg import visualization
+    from dsa110_contimg.pipeline.stages import imaging_stage
+    from dsa110_contimg.utils.config import ImagingConfig
+
+    old_beam = old_module(f"{SRC}/mosaic/_beam.py", ref)
+    old_noise = old_module(f"{SRC}/mosaic/_noise.py", ref)
+    old_figure = old_module(f"{SRC}/visualization/_figure.py", ref)
+    old_preview = old_module(f"{SRC}/visualization/_preview.py", ref)
+    old_preview.save_figure = old_figure.save_figure  # the seed's PNG writer
+    cfg = ImagingConfig(write_png=True)
+    directory = work / "derived"
+    product = {}
+
+    def fresh() -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        product["p"] = _product(image, directory)
+
+    def maps(done) -> dict[str, np.ndarray]:
+        out = {k: fits.getdata(getattr(done, f"{k}_path")) for k in ("pb", "rms")}
+        out["png"] = _png_pixels(done.preview_path)
+        return out
+
+    def old():
+        with (
+            patched(
+                imaging_stage,
+                primary_beam_image=old_beam.primary_beam_image,
+                noise_map=old_noise.noise_map,
+            ),
+            patched(visualization, write_preview=old_preview.write_preview),
+        ):
+            return maps(imaging_stage.make_derived_products(product["p"], cfg))
+
+    def new():
+        return maps(imaging_stage.make_derived_products(product["p"], cfg))
+
+    fresh()
+    new()  # pay the IERS table and matplotlib imports once, for both
+    timing, a, b = side_by_side(old, new, repeats=repeats, setup=fresh)
+    shutil.rmtree(directory, ignore_errors=True)
+    ok = np.isfinite(a["rms"]) & np.isfinite(b["rms"])
+    pb_err = float(np.nanmax(np.abs(a["pb"] - b["pb"])))
+    rms_err = float(np.max(np.abs(b["rms"][ok] / a["rms"][ok] - 1)))
+    same_nan = bool(np.array_equal(np.isnan(a["rms"]), np.isnan(b["rms"])))
+    timing["check"] = (
+        f"max abs pb difference {pb_err:.1e}; max relative rms difference "
+        f"{rms_err:.1e}; same NaN pixels: {same_nan}; image PNG pixels "
+        f"identical: {bool(np.array_equal(a['png'], b['png']))}"
+    )
+    timing["size"] = f"{a['pb'].shape[-2:]} pixels"
+    return timing
+
+
+def lever_photometry(
+    image: Path, truth: Path, ref: str, repeats: int, n_sources: int
+) -> dict[str, Any]:
+    """`measure_image` of ``n_sources`` catalogue positions (the annulus rms)."""
+    from benchmarks import _stages as st
+    from dsa110_contimg.data_ingestion import photometry
+    from dsa110_contimg.pipeline.stages.photometry_stage import measure_image
+
+    old_noise = old_module(f"{SRC}/data_ingestion/_photometry_noise.py", ref)
+    catalogue, _ = st._catalogue(str(image), str(truth), n_sources)
+    cfg = st._config({}).photometry
+
+    def old():
+        with patched(photometry, _local_rms=old_noise._local_rms):
+            return measure_image(image, catalogue, cfg)
+
+    def new():
+        return measure_image(image, catalogue, cfg)
+
+    new()  # warm the imports for both
+    timing, a, b = side_by_side(old, new, repeats=repeats)
+    same = all(
+        np.array_equal(np.asarray(a[c]), np.asarray(b[c]), equal_nan=True)
+        for c in ("flux_jy", "flux_err_jy", "rms_jy", "flags")
+    )
+    timing["check"] = "flux, error, rms, flags identical" if same else "tables DIFFER"
+    timing["size"] = f"{len(b)} positions"
+    return timing
+
+
+WSCLEAN_LEVERS = {
+    "production": (),
+    "-parallel-gridding 2": ("-parallel-gridding", "2"),
+    "-baseline-averaging 10": ("-baseline-averaging", "10"),
+    "-parallel-deconvolution (4 sub-images)": ("-parallel-deconvolution", "{half}"),
+}
+
+
+def lever_wsclean(
+    ms: Path, sky_csv: Path, work: Path, repeats: int, image_size: int
+) -> dict[str, Any]:
+    """WSClean with and without each lever, on a calibrated MS, interleaved.
+
+    Each configuration images the MS as the pipeline does (`image_ms`,
+    production parameters at ``image_size`` pixels of 3 arcsec) with the
+    lever's flags appended to the WSClean command; time is wall and CPU
+    (WSClean's included), accuracy the injected sources on the image and the
+    residual's robust rms.
+    """
+    import resource
+
+    from astropy.io import fits
+
+    from benchmarks import _stages as st
+    from dsa110_contimg.tools import wsclean
+    from dsa110_contimg.visualization import robust_rms
+
+    overrides = {
+        "imaging.image_size": [image_size, image_size],
+        "imaging.cell_size": "3.0arcsec",
+        "imaging.write_png": False,
+    }
+    base_command = wsclean.wsclean_command
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in WSCLEAN_LEVERS}
+    for _ in range(repeats):
+        for name, extra in WSCLEAN_LEVERS.items():
+            flags = [f.format(half=image_size // 2) for f in extra]
+
+            def command(*args, _flags=flags, **kwargs):
+                cmd = base_command(*args, **kwargs)
+                return [*cmd[:-1], *_flags, cmd[-1]]
+
+            directory = work / "wsclean"
+            child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            self0 = time.process_time()
+            t0 = time.perf_counter()
+            with patched(wsclean, wsclean_command=command):
+                info = st.image(
+                    str(ms), str(directory), overrides, str(work / "product.pickle")
+                )
+            wall = time.perf_counter() - t0
+            child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (time.process_time() - self0) + (
+                child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime
+            )
+            acc = st.image_accuracy(info["image"], str(sky_csv))
+            residual = Path(info["image"].replace("-image.fits", "-residual.fits"))
+            rms = robust_rms(np.asarray(fits.getdata(residual)).squeeze())
+            runs[name].append(
+                {"wall_s": wall, "cpu_s": cpu, "rms_jy": rms, **acc, **info}
+            )
+            shutil.rmtree(directory, ignore_errors=True)
+            print(f"  {name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {acc}", flush=True)
+    out: dict[str, Any] = {}
+    base_wall = float(np.median([r["wall_s"] for r in runs["production"]]))
+    base_rms = float(np.median([r["rms_jy"] for r in runs["production"]]))
+    for name, rs in runs.items():
+        wall = float(np.median([r["wall_s"] for r in rs]))
+        last = rs[-1]
+        out[name] = {
+            "wall_s": [round(r["wall_s"], 2) for r in rs],
+            "wall_median_s": round(wall, 2),
+            "cpu_median_s": round(float(np.median([r["cpu_s"] for r in rs])), 2),
+            "speedup_vs_production": round(base_wall / wall, 2),
+            "rms_vs_production": round(
+                float(np.median([r["rms_jy"] for r in rs])) / base_rms, 4
+            ),
+            "n_recovered": f"{last['n_recovered']}/{last['n_injected']}",
+            "median_abs_flux_error": last["median_abs_flux_error_pb_ge_0p5"],
+            "max_offset_beams": last["max_offset_beams"],
+            "major_iterations": last.get("major_iterations"),
+        }
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+
+def _machine() -> str:
+    load = os.getloadavg()[0]
+    return f"{os.cpu_count()} cores, load average {load:.1f} at start"
+
+
+def write(doc: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    lines = [
+        "# Group-path speed levers: old vs new code, side by side",
+        "",
+        f"Run {doc['run']} on {doc['machine']}; old = `{doc['old_ref']}`, new = "
+        f"the working tree; {doc['repeats']} interleaved repeats, medians. "
+        "Written by `python -m benchmarks.bench_levers`.",
+        "",
+        "| stage | old wall (s) | new wall (s) | ratio wall | ratio CPU | "
+        "accuracy check | size |",
+        "|---|---:|---:|---:|---:|---|---|",
+    ]
+    for name, r in doc["levers"].items():
+        lines.append(
+            f"| {name} | {r['old_wall_median_s']} | {r['new_wall_median_s']} | "
+            f"{r['ratio_wall']} | {r['ratio_cpu']} | {r['check']} | {r['size']} |"
+        )
+    if doc.get("wsclean"):
+        n = doc["wsclean_size"]
+        lines += [
+            "",
+            f"## WSClean levers ({n}^2 pixels of 3 arcsec, production parameters)",
+            "",
+            "| configuration | wall (s) | CPU (s) | speed-up | residual rms / "
+            "production | recovered | median abs flux error | max offset (beam) "
+            "| major cycles |",
+            "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for name, r in doc["wsclean"].items():
+            lines.append(
+                f"| {name} | {r['wall_median_s']} | {r['cpu_median_s']} | "
+                f"{r['speedup_vs_production']} | {r['rms_vs_production']} | "
+                f"{r['n_recovered']} | {r['median_abs_flux_error']} | "
+                f"{r['max_offset_beams']} | {r['major_iterations']} |"
+            )
+    lines += ["", *doc.get("notes", [])]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ms", type=Path)
+    parser.add_argument("--image", type=Path)
+    parser.add_argument("--truth", type=Path)
+    parser.add_argument("--old-ref", default="0911ccd")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-sources", type=int, default=10_000)
+    parser.add_argument("--only", nargs="*", choices=LEVERS)
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "benchmarks/results/perf_levers"
+    )
+    parser.add_argument("--raw", type=Path, help="directory of one raw group")
+    parser.add_argument("--calibrated-ms", type=Path, help="for the WSClean levers")
+    parser.add_argument("--sky", type=Path, help="sky truth CSV of --calibrated-ms")
+    parser.add_argument("--wsclean-size", type=int, default=1200)
+    args = parser.parse_args(argv)
+    only = set(args.only or LEVERS)
+    doc: dict[str, Any] = {
+        "run": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": _machine(),
+        "old_ref": args.old_ref,
+        "repeats": args.repeats,
+        "levers": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="levers_") as tmp:
+        work = Path(tmp)
+        if "conversion" in only and args.raw:
+            print("conversion read", flush=True)
+            doc["levers"]["conversion read (read_group, 16 subbands)"] = (
+                lever_conversion(args.raw, args.old_ref, args.repeats)
+            )
+        if "flagging" in only and args.ms:
+            print("flagging", flush=True)
+            doc["levers"]["flagging (flag_ms)"] = lever_flagging(
+                args.ms, work, args.old_ref, args.repeats
+            )
+        if "derived" in only and args.image:
+            print("derived maps", flush=True)
+            doc["levers"]["PB + rms + pbcor maps + PNGs"] = lever_derived(
+                args.image, work, args.old_ref, args.repeats
+            )
+        if "photometry" in only and args.image and args.truth:
+            print("photometry", flush=True)
+            doc["levers"][f"photometry of {args.n_sources} positions"] = (
+                lever_photometry(
+                    args.image, args.truth, args.old_ref, args.repeats, args.n_sources
+                )
+            )
+        if "wsclean" in only and args.calibrated_ms and args.sky:
+            print("wsclean levers", flush=True)
+            doc["wsclean"] = lever_wsclean(
+                args.calibrated_ms, args.sky, work, args.repeats, args.wsclean_size
+            )
+            doc["wsclean_size"] = args.wsclean_size
+    for name, r in {**doc["levers"], **doc.get("wsclean", {})}.items():
+        print(name, r)
+    write(doc, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
