@@ -168,7 +168,7 @@ def test_orchestrator_hands_calibrate_block_the_database_registry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """The stage opens no database: the orchestrator passes the state db's registry."""
-    from dsa110_contimg.pipeline import orchestrator
+    from dsa110_contimg.pipeline import _block_work
     from dsa110_contimg.pipeline.stages import calibration_stage
     from dsa110_contimg.state.db import database_file
     from dsa110_contimg.utils.config_loader import load_pipeline_config
@@ -187,7 +187,7 @@ def test_orchestrator_hands_calibrate_block_the_database_registry(
         return outcome
 
     monkeypatch.setattr(calibration_stage, "calibrate_block", calibrate)
-    applied, errors, tables = orchestrator._calibrate_block_claimed(
+    applied, errors, tables = _block_work._calibrate_block_claimed(
         [], config, "block_X", None
     )
     assert seen == {"db": str(db.resolve()), "block_id": "block_X"}
