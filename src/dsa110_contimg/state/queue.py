@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 from dsa110_contimg.state import jobs
 from dsa110_contimg.state.db import Connection
 from dsa110_contimg.state.jobs import Job, JobSpec
+from dsa110_contimg.state.queue_reads import RecordReads
 from dsa110_contimg.utils.config import QueueConfig
 
 __all__ = ["JobQueue", "SqliteJobQueue", "open_queue"]
@@ -167,7 +168,7 @@ class JobQueue(Protocol):
         ...
 
 
-class SqliteJobQueue:
+class SqliteJobQueue(RecordReads):
     """The embedded queue: the `state.jobs` transitions on one connection.
 
     Parameters
@@ -294,24 +295,6 @@ class SqliteJobQueue:
         self, *, now: datetime, is_orphaned: Callable[[str], bool]
     ) -> list[Job]:
         return jobs.reclaim_orphaned_jobs(self.conn, now=now, is_orphaned=is_orphaned)
-
-    def get(self, job_id: int) -> Job:
-        return jobs.get_job(self.conn, job_id)
-
-    def find(self, kind: str, key: str) -> Job | None:
-        return jobs.find_job(self.conn, kind, key)
-
-    def list(
-        self,
-        *,
-        states: Sequence[str] | None = None,
-        kinds: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> list[Job]:
-        return jobs.list_jobs(self.conn, states=states, kinds=kinds, limit=limit)
-
-    def counts(self) -> dict[str, int]:
-        return jobs.count_jobs(self.conn)
 
     def close(self) -> None:
         """Nothing to release: the connection belongs to the caller."""

@@ -65,6 +65,7 @@ from dsa110_contimg.state.jobs import (
     Job,
     JobSpec,
 )
+from dsa110_contimg.state.queue_reads import RecordReads
 
 __all__ = ["RedisJobQueue", "delivery_status"]
 
@@ -103,7 +104,7 @@ class RedisUnavailable(Exception):  # noqa: N818 - internal signal, never escape
     """Redis did not answer; the caller backs off."""
 
 
-class RedisJobQueue:
+class RedisJobQueue(RecordReads):
     """`state.queue.JobQueue` on Redis Streams, with the record in the database.
 
     Parameters
@@ -639,25 +640,7 @@ class RedisJobQueue:
             self._publish(job, now=now)
         return reclaimed
 
-    # -- reads (the database record) ------------------------------------------------
-    def get(self, job_id: int) -> Job:
-        return jobs.get_job(self.conn, job_id)
-
-    def find(self, kind: str, key: str) -> Job | None:
-        return jobs.find_job(self.conn, kind, key)
-
-    def list(
-        self,
-        *,
-        states: Sequence[str] | None = None,
-        kinds: Sequence[str] | None = None,
-        limit: int | None = None,
-    ) -> list[Job]:
-        return jobs.list_jobs(self.conn, states=states, kinds=kinds, limit=limit)
-
-    def counts(self) -> dict[str, int]:
-        return jobs.count_jobs(self.conn)
-
+    # -- reads beyond the record (RecordReads) --------------------------------------
     def dead_letters(self) -> list[dict[str, str]]:
         """Return the dead-letter stream's entries (oldest first)."""
         return [fields for _id, fields in self.client.xrange(self.dead_letter)]
