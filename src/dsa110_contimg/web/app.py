@@ -1,8 +1,9 @@
 """The FastAPI application of ``dsa110-contimg serve``.
 
 `create_app` builds one app from a configuration: the JSON API under
-``/api/`` (`web.api`), the Prometheus exposition at ``/metrics``
-(`web.prometheus`, its own registry), the OpenAPI schema at
+``/api/`` (`web.api`), the HTML pages (`web.pages`: dashboard at ``/``, the
+science browser) with their script and style at ``/static``, the Prometheus
+exposition at ``/metrics`` (`web.prometheus`, its own registry), the OpenAPI schema at
 ``/api/openapi.json`` (no interactive docs page: Swagger UI would load its
 script from a CDN, and the server works with no internet), the error
 table of `web.errors`, the body-size limit and the actions' rate limit of
@@ -90,6 +91,11 @@ def create_app(
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(build_router())
+    from dsa110_contimg.web.pages import router as pages_router
+    from dsa110_contimg.web.pages import static_files
+
+    app.include_router(pages_router)
+    app.mount("/static", static_files(), name="static")
 
     @app.get("/metrics", include_in_schema=True, tags=["prometheus"])
     def metrics() -> Response:
