@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install everything dsa110-contimg needs on a Debian 12 machine; idempotent.
 #   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv,
-#                    chromium (headless: the test of the HTML block summaries)
+#                    chromium (headless: the test of the HTML block summaries),
+#                    chromium-driver (the browser tests of the web pages)
 #   Python packages: this project with all extras (the api extra: FastAPI,
-#                    uvicorn, prometheus-client for 'serve'), in ./.venv
+#                    uvicorn, prometheus-client, jinja2 for 'serve'; the browser
+#                    extra: selenium), in ./.venv
 #   CASA: checks that it starts offline with the installation's own site
 #         configuration (nothing is written to ~/.casa)
 set -euo pipefail
@@ -14,6 +16,7 @@ command -v wsclean >/dev/null 2>&1 || apt_pkgs+=(wsclean)
 [ -d /usr/share/casacore/data/geodetic ] || apt_pkgs+=(casacore-data)
 command -v aoflagger >/dev/null 2>&1 || apt_pkgs+=(aoflagger)
 command -v chromium >/dev/null 2>&1 || apt_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || apt_pkgs+=(chromium-driver)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     sudo=""

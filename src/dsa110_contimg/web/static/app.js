@@ -14,6 +14,7 @@
   function fmt(v, digits) {
     if (v === null || v === undefined || Number.isNaN(v)) return "–";
     if (typeof v !== "number") return esc(v);
+    if (Number.isInteger(v) && digits === undefined) return String(v);
     const a = Math.abs(v);
     if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(digits || 2);
     return v.toFixed(digits === undefined ? 3 : digits);
@@ -66,8 +67,10 @@
       t.textContent = o.empty || "no data yet"; return svg;
     }
     let x0 = Math.min(...xs), x1 = Math.max(...xs), y0 = Math.min(...ys), y1 = Math.max(...ys);
+    const positive = !o.logy && y0 >= 0;
     if (x1 === x0) { x0 -= 0.5; x1 += 0.5; } if (y1 === y0) { y0 -= 0.5; y1 += 0.5; }
     const px = (x1 - x0) * 0.04, py = (y1 - y0) * 0.06; x0 -= px; x1 += px; y0 -= py; y1 += py;
+    if (positive) y0 = Math.max(y0, 0); /* counts and fluxes: no negative axis */
     const sx = (v) => L + (tx(v) - x0) / (x1 - x0) * (W - L - R);
     const sy = (v) => H - B - (ty(v) - y0) / (y1 - y0) * (H - T - B);
     el("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "none", stroke: "#999" }, svg);
@@ -76,17 +79,19 @@
       const step = Math.pow(10, Math.floor(Math.log10((b - a) / 4))), m = (b - a) / step > 20 ? 5 : (b - a) / step > 8 ? 2 : 1;
       const out = []; for (let v = Math.ceil(a / (step * m)) * step * m; v <= b; v += step * m) out.push(v); return out;
     };
-    const label = (v, log, time) => log ? (Math.abs(v - Math.round(v)) < 1e-9 ? "1e" + Math.round(v) : Math.pow(10, v).toPrecision(2))
-      : time ? new Date(v).toISOString().slice(11, 16) : Number(v.toPrecision(4)).toString();
-    ticks(x0, x1, o.logx).forEach((v) => {
+    const decimals = (t) => t.length > 1 ? Math.max(0, Math.ceil(-Math.log10(t[1] - t[0]) - 1e-9)) : 3;
+    const label = (v, log, time, d) => log ? (Math.abs(v - Math.round(v)) < 1e-9 ? "1e" + Math.round(v) : Math.pow(10, v).toPrecision(2))
+      : time ? new Date(v).toISOString().slice(11, 16) : v.toFixed(d);
+    const xt = ticks(x0, x1, o.logx), yt = ticks(y0, y1, o.logy), xd = decimals(xt), yd = decimals(yt);
+    xt.forEach((v) => {
       const X = L + (v - x0) / (x1 - x0) * (W - L - R);
       el("line", { x1: X, x2: X, y1: H - B, y2: H - B + 4, stroke: "#666" }, svg);
-      el("text", { x: X, y: H - B + 16, "text-anchor": "middle", "font-size": 11 }, svg).textContent = label(v, o.logx, o.xtime);
+      el("text", { x: X, y: H - B + 16, "text-anchor": "middle", "font-size": 11 }, svg).textContent = label(v, o.logx, o.xtime, xd);
     });
-    ticks(y0, y1, o.logy).forEach((v) => {
+    yt.forEach((v) => {
       const Y = H - B - (v - y0) / (y1 - y0) * (H - T - B);
       el("line", { x1: L - 4, x2: L, y1: Y, y2: Y, stroke: "#666" }, svg);
-      el("text", { x: L - 6, y: Y + 4, "text-anchor": "end", "font-size": 11 }, svg).textContent = label(v, o.logy, false);
+      el("text", { x: L - 6, y: Y + 4, "text-anchor": "end", "font-size": 11 }, svg).textContent = label(v, o.logy, false, yd);
     });
     el("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle", "font-size": 12 }, svg).textContent = o.xlabel || "";
     el("text", { x: 14, y: (T + H - B) / 2, "text-anchor": "middle", "font-size": 12, transform: "rotate(-90 14 " + (T + H - B) / 2 + ")" }, svg).textContent = o.ylabel || "";
@@ -171,8 +176,10 @@
         if (box.dataset.id !== String(m.id)) {
           box.dataset.id = String(m.id);
           box.innerHTML = "<a href='/mosaics/" + m.id + "'><img id='mosaic-preview' alt='mosaic' src='/api/products/" + m.id +
-            "/preview.png'></a><p>" + esc(m.block_id) + " · recorded " + esc(m.created_at || "") + "</p>";
+            "/preview.png'></a><p>" + esc(m.block_id) + " · recorded " + esc(m.created_at || "") + " <span id='mosaic-age'></span></p>";
         }
+        const age = (Date.now() - Date.parse(m.created_at)) / 3.6e6, note = $("mosaic-age");
+        if (note) { note.textContent = age > 1 ? "(older than an hour: no mosaic in the last hour)" : ""; note.className = age > 1 ? "warning" : ""; }
       }
       if (Array.isArray(cal)) {
         rows($("calibration"), ["strip (deg)", "calibrator", "age (h)", "valid now"], cal.map((c) => [
