@@ -13,7 +13,7 @@ processed per minute from their delivery to their last mosaic; latency is per
 request. Writes ``<out-dir>/web_load.json`` and ``.md``.
 
     .venv/bin/python benchmarks/bench_web_load.py [--clients 50] [--duration-s 30]
-        [--think-s 1] [--groups-per-phase 3] [--workdir DIR]
+        [--think-s 5] [--groups-per-phase 3] [--workdir DIR]
         [--out-dir benchmarks/results]
 """
 
@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration-s", type=float, default=30.0)
-    parser.add_argument("--think-s", type=float, default=1.0)
+    parser.add_argument(
+        "--think-s", type=float, default=5.0, help="the dashboard polls every 5 s"
+    )
     parser.add_argument("--groups-per-phase", type=int, default=3)
     parser.add_argument("--phase-timeout-s", type=float, default=600.0)
     parser.add_argument("--workdir", default=None)

@@ -22,6 +22,7 @@ from fastapi.responses import Response
 
 from dsa110_contimg.utils.config import PipelineConfig
 from dsa110_contimg.web.api import build_router
+from dsa110_contimg.web.cache import ResponseCacheMiddleware
 from dsa110_contimg.web.context import AppContext
 from dsa110_contimg.web.errors import install_error_handlers
 from dsa110_contimg.web.prometheus import build_registry, exposition
@@ -41,6 +42,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     environ: Mapping[str, str] | None = None,
     rate_clock: Callable[[], float] | None = None,
+    cache_s: float = 0.0,
 ) -> FastAPI:
     """Return the HTTP API application for a configuration.
 
@@ -56,6 +58,10 @@ def create_app(
         Where the operator token is read (default ``os.environ``).
     rate_clock : callable, optional
         Monotonic seconds for the rate limit (replaced in tests).
+    cache_s : float
+        Serve the dashboard's JSON (`web.cache.CACHED_PATHS`) from memory for
+        up to this many seconds, or until the state database changes
+        (``serve`` passes `web.cache.TTL_S`; 0, the default, caches nothing).
 
     Returns
     -------
@@ -103,4 +109,8 @@ def create_app(
         return Response(exposition(registry), media_type=_PROMETHEUS_TYPE)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.web.max_body_bytes)
+    if cache_s:
+        app.add_middleware(
+            ResponseCacheMiddleware, db_path=context.db_path, ttl_s=cache_s
+        )
     return app

@@ -1,0 +1,86 @@
+"""The dashboard's response cache: reused for TTL_S, dropped when the DB changes.
+
+Known truth: a counting endpoint behind `ResponseCacheMiddleware` with a hand
+clock: the second identical request inside the TTL does not reach it, one
+after the TTL or after the database file changed does; other paths, other
+queries, POSTs and error answers always do.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi import FastAPI  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from dsa110_contimg.web.cache import CACHED_PATHS, ResponseCacheMiddleware  # noqa: E402
+
+
+@pytest.fixture()
+def rig(tmp_path):
+    db = tmp_path / "state.sqlite3"
+    db.write_bytes(b"v1")
+    calls = {"n": 0}
+    now = {"t": 100.0}
+    app = FastAPI()
+
+    @app.get("/api/queue")
+    def queue(status: int = 200):
+        calls["n"] += 1
+        return JSONResponse({"n": calls["n"]}, status_code=status)
+
+    @app.get("/api/jobs")
+    def jobs():
+        calls["n"] += 1
+        return {"n": calls["n"]}
+
+    @app.post("/api/queue")
+    def post():
+        calls["n"] += 1
+        return {"n": calls["n"]}
+
+    app.add_middleware(
+        ResponseCacheMiddleware, db_path=db, clock=lambda: now["t"], ttl_s=1.0
+    )
+    return TestClient(app), calls, now, db
+
+
+def test_answer_is_reused_within_the_ttl_only(rig) -> None:
+    client, calls, now, _ = rig
+    first = client.get("/api/queue")
+    assert first.json() == {"n": 1}
+    again = client.get("/api/queue")
+    assert again.json() == {"n": 1} and calls["n"] == 1
+    assert again.headers["content-type"] == first.headers["content-type"]
+    now["t"] += 1.01
+    assert client.get("/api/queue").json() == {"n": 2}
+
+
+def test_a_database_change_drops_the_answer(rig) -> None:
+    client, calls, _, db = rig
+    client.get("/api/queue")
+    db.write_bytes(b"version 2")
+    assert client.get("/api/queue").json() == {"n": 2}
+    (db.parent / f"{db.name}-wal").write_bytes(b"wal")
+    assert client.get("/api/queue").json() == {"n": 3}
+
+
+def test_other_requests_pass_through(rig) -> None:
+    client, calls, _, _ = rig
+    assert "/api/jobs" not in CACHED_PATHS
+    client.get("/api/jobs")
+    client.get("/api/jobs")
+    assert calls["n"] == 2
+    client.post("/api/queue")
+    client.post("/api/queue")
+    assert calls["n"] == 4
+    client.get("/api/queue", params={"status": 503})
+    assert client.get("/api/queue", params={"status": 503}).status_code == 503
+    assert calls["n"] == 6
+    # a different query string is a different answer
+    client.get("/api/queue")
+    client.get("/api/queue", params={"x": 1})
+    assert calls["n"] == 8
