@@ -60,8 +60,8 @@ def create_app(
         Monotonic seconds for the rate limit (replaced in tests).
     cache_s : float
         Serve the dashboard's JSON (`web.cache.CACHED_PATHS`) from memory for
-        up to this many seconds, or until the state database changes
-        (``serve`` passes `web.cache.TTL_S`; 0, the default, caches nothing).
+        up to this many seconds (``serve`` passes `web.cache.TTL_S`; 0, the
+        default, caches nothing).
 
     Returns
     -------
@@ -110,7 +110,5 @@ def create_app(
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.web.max_body_bytes)
     if cache_s:
-        app.add_middleware(
-            ResponseCacheMiddleware, db_path=context.db_path, ttl_s=cache_s
-        )
+        app.add_middleware(ResponseCacheMiddleware, ttl_s=cache_s)
     return app

@@ -1,10 +1,11 @@
 """A short-lived response cache for the JSON the dashboard polls.
 
 Fifty open dashboards ask for the same seven answers every few seconds; each
-answer is computed once per `TTL_S` second (or when the state database
-changes, whichever is later: a cached answer is at most `TTL_S` old and never
-older than the database it was computed from) and then served from memory,
-without a database connection or a worker thread. Only ``GET`` requests of
+answer is computed at most once per `TTL_S` and otherwise served from
+memory, without a database connection or a worker thread: an answer is at
+most `TTL_S` old. (The cache does not follow the state database's changes: a
+running stream writes it several times a second, heartbeats included, which
+would leave nothing to reuse.) Only ``GET`` requests of
 `CACHED_PATHS` with status 200 are kept, keyed by path and query string.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 __all__ = ["CACHED_PATHS", "TTL_S", "ResponseCacheMiddleware"]
 
@@ -37,14 +37,6 @@ CACHED_PATHS = frozenset(
 _MAX_ENTRIES = 256
 
 
-def _stat(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size)
-
-
 class ResponseCacheMiddleware:
     """ASGI middleware serving `CACHED_PATHS` from memory for up to `TTL_S`.
 
@@ -52,30 +44,24 @@ class ResponseCacheMiddleware:
     ----------
     app : ASGI application
         The wrapped application.
-    db_path : Path
-        The state database; its file and its ``-wal`` changing invalidates.
     clock : callable
         Monotonic seconds (replaced in tests).
+    ttl_s : float
+        Longest reuse of an answer (seconds).
     """
 
     def __init__(
         self,
         app,
         *,
-        db_path: Path,
         clock: Callable[[], float] = time.monotonic,
         ttl_s: float = TTL_S,
     ) -> None:
         self.app = app
-        self.db_path = Path(db_path)
-        self.wal_path = Path(f"{db_path}-wal")
         self.clock = clock
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
-        self._cache: dict[bytes, tuple[float, object, int, list, bytes]] = {}
-
-    def _stamp(self) -> object:
-        return (_stat(self.db_path), _stat(self.wal_path))
+        self._cache: dict[bytes, tuple[float, int, list, bytes]] = {}
 
     async def __call__(self, scope, receive, send) -> None:
         if (
@@ -87,11 +73,10 @@ class ResponseCacheMiddleware:
             return
         key = scope["path"].encode() + b"?" + scope.get("query_string", b"")
         now = self.clock()
-        stamp = self._stamp()
         with self._lock:
             hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < self.ttl_s and hit[1] == stamp:
-            _, _, status, headers, body = hit
+        if hit is not None and now - hit[0] < self.ttl_s:
+            _, status, headers, body = hit
             await send(
                 {"type": "http.response.start", "status": status, "headers": headers}
             )
@@ -113,4 +98,4 @@ class ResponseCacheMiddleware:
             with self._lock:
                 if len(self._cache) >= _MAX_ENTRIES:
                     self._cache.clear()
-                self._cache[key] = (now, stamp, 200, captured["headers"], body)
+                self._cache[key] = (now, 200, captured["headers"], body)
