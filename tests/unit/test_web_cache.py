@@ -71,3 +71,46 @@ def test_other_requests_pass_through(rig) -> None:
     client.get("/api/queue")
     client.get("/api/queue", params={"x": 1})
     assert calls["n"] == 8
+
+
+def test_one_request_computes_while_the_others_get_the_previous_answer() -> None:
+    import asyncio
+
+    calls = {"n": 0}
+    now = {"t": 0.0}
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        calls["n"] += 1
+        n = calls["n"]
+        if n > 1:
+            await release.wait()  # the recomputation is slow
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(n).encode()})
+
+    cache = ResponseCacheMiddleware(app, clock=lambda: now["t"], ttl_s=1.0)
+
+    async def get() -> bytes:
+        out = []
+
+        async def send(message):
+            if message["type"] == "http.response.body":
+                out.append(message["body"])
+
+        scope = {"type": "http", "method": "GET", "path": "/api/metrics"}
+        await cache(scope, None, send)
+        return b"".join(out)
+
+    async def scenario():
+        assert await get() == b"1"
+        now["t"] = 5.0  # expired
+        slow = asyncio.create_task(get())
+        await asyncio.sleep(0)
+        # while the second computation runs, others get answer 1 at once
+        assert await asyncio.gather(get(), get()) == [b"1", b"1"]
+        release.set()
+        assert await slow == b"2"
+        assert await get() == b"2"
+        assert calls["n"] == 2
+
+    asyncio.run(scenario())
