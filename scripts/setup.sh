@@ -3,9 +3,11 @@
 #   Debian packages: wsclean, casacore-data (measures), aoflagger, python3-venv,
 #                    chromium (headless: the test of the HTML block summaries);
 #                    promtool from Debian's prometheus package, unpacked into
-#                    .venv/bin (the alert rules' tests; no Prometheus service)
+#                    .venv/bin (the alert rules' tests; no Prometheus service);
+#                    chromium-driver (the browser tests of the web pages)
 #   Python packages: this project with all extras (the api extra: FastAPI,
-#                    uvicorn, prometheus-client for 'serve'), in ./.venv
+#                    uvicorn, prometheus-client, jinja2 for 'serve'; the browser
+#                    extra: selenium), in ./.venv
 #   CASA: checks that it starts offline with the installation's own site
 #         configuration (nothing is written to ~/.casa)
 set -euo pipefail
@@ -21,6 +23,7 @@ command -v redis-server >/dev/null 2>&1 || apt_pkgs+=(redis-server)  # queue.bac
 # (Debian puts them in /usr/lib/postgresql/<ver>/bin, not on PATH)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 \
     || apt_pkgs+=(postgresql)
+command -v chromedriver >/dev/null 2>&1 || apt_pkgs+=(chromium-driver)
 python3 -c "import ensurepip, venv" >/dev/null 2>&1 || apt_pkgs+=(python3-venv)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
     sudo=""

@@ -44,11 +44,12 @@ def serve_command(config_path, env, sets, host, port) -> None:
 
     uvicorn = require("uvicorn", extra="api")
     from dsa110_contimg.web import create_app
+    from dsa110_contimg.web.cache import TTL_S
 
     config = load_config(config_path, env, sets, log_to_file=False)
     host = host or config.web.host
     port = port or config.web.port
-    app = create_app(config)
+    app = create_app(config, cache_s=TTL_S)
     click.echo(
         f"serving the API on http://{host}:{port}/api/ (schema /api/openapi.json, "
         f"Prometheus /metrics); state database {config.paths.state_db}"

@@ -1,8 +1,9 @@
 """The FastAPI application of ``dsa110-contimg serve``.
 
 `create_app` builds one app from a configuration: the JSON API under
-``/api/`` (`web.api`), the Prometheus exposition at ``/metrics``
-(`web.prometheus`, its own registry), the OpenAPI schema at
+``/api/`` (`web.api`), the HTML pages (`web.pages`: dashboard at ``/``, the
+science browser) with their script and style at ``/static``, the Prometheus
+exposition at ``/metrics`` (`web.prometheus`, its own registry), the OpenAPI schema at
 ``/api/openapi.json`` (no interactive docs page: Swagger UI would load its
 script from a CDN, and the server works with no internet), the error
 table of `web.errors`, the body-size limit and the actions' rate limit of
@@ -21,6 +22,7 @@ from fastapi.responses import Response
 
 from dsa110_contimg.utils.config import PipelineConfig
 from dsa110_contimg.web.api import build_router
+from dsa110_contimg.web.cache import ResponseCacheMiddleware
 from dsa110_contimg.web.context import AppContext
 from dsa110_contimg.web.errors import install_error_handlers
 from dsa110_contimg.web.prometheus import build_registry, exposition
@@ -40,6 +42,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     environ: Mapping[str, str] | None = None,
     rate_clock: Callable[[], float] | None = None,
+    cache_s: float = 0.0,
 ) -> FastAPI:
     """Return the HTTP API application for a configuration.
 
@@ -55,6 +58,10 @@ def create_app(
         Where the operator token is read (default ``os.environ``).
     rate_clock : callable, optional
         Monotonic seconds for the rate limit (replaced in tests).
+    cache_s : float
+        Serve the dashboard's JSON (`web.cache.CACHED_PATHS`) from memory for
+        up to this many seconds (``serve`` passes `web.cache.TTL_S`; 0, the
+        default, caches nothing).
 
     Returns
     -------
@@ -90,6 +97,11 @@ def create_app(
     app.state.registry = registry
     install_error_handlers(app)
     app.include_router(build_router())
+    from dsa110_contimg.web.pages import router as pages_router
+    from dsa110_contimg.web.pages import static_files
+
+    app.include_router(pages_router)
+    app.mount("/static", static_files(), name="static")
 
     @app.get("/metrics", include_in_schema=True, tags=["prometheus"])
     def metrics() -> Response:
@@ -97,4 +109,6 @@ def create_app(
         return Response(exposition(registry), media_type=_PROMETHEUS_TYPE)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.web.max_body_bytes)
+    if cache_s:
+        app.add_middleware(ResponseCacheMiddleware, ttl_s=cache_s)
     return app

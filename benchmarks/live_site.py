@@ -1,0 +1,205 @@
+"""A live pipeline for the web's browser tests and load benchmark.
+
+`LiveSite` simulates testing-size groups (the fake imager renders them, so
+no WSClean is needed), writes a configuration, and runs ``dsa110-contimg
+stream`` and ``dsa110-contimg serve`` on it as child processes (loopback, a
+free port); `LiveSite.feed` drops one group's raw files into the stream's
+incoming directory. Each group is its own block (1-minute mosaic windows,
+0.6 s overlap, the groups 30 s, 107 s... past the anchor at midnight), so
+every group adds one mosaic epoch to the light curves.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+__all__ = ["LiveSite", "free_port"]
+
+_LAYOUT = {
+    "incoming_dir": "incoming",
+    "ms_stage1_dir": "ms",
+    "images_dir": "images",
+    "products_dir": "products",
+    "log_dir": "logs",
+    "mosaics_dir": "mosaics",
+    "cal_tables_dir": "cal",
+}
+
+
+def free_port() -> int:
+    """Return a TCP port free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveSite:
+    """Simulated data, a configuration and the stream and serve processes.
+
+    Parameters
+    ----------
+    base : Path
+        Empty working directory (data, state, logs, configuration).
+    n_groups : int
+        Groups to simulate (77 s apart, one block each).
+    """
+
+    def __init__(self, base: Path, *, n_groups: int = 2) -> None:
+        import yaml
+
+        from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        spec = ObservationSpec(
+            start_time=datetime(2023, 6, 1, 0, 0, 30, tzinfo=UTC),
+            n_groups=n_groups,
+            n_antennas=24,
+            n_chan_per_subband=2,
+            n_times=6,
+            n_sources=6,
+            min_flux_jy=0.5,
+            max_flux_jy=3.0,
+            field_radius_deg=0.6,
+            seed=7,
+        )
+        self.observation = simulate_observation(spec, self.base / "sim")
+        self.incoming = self.base / "incoming"
+        self.incoming.mkdir(exist_ok=True)
+        tree = {
+            "paths": {
+                **{k: str(self.base / v) for k, v in _LAYOUT.items()},
+                "data_dir": str(self.base),
+                "state_db": str(self.base / "pipeline.sqlite3"),
+                "catalog_path": str(self.observation.sky_path),
+            },
+            "variability": {
+                "store_dir": str(self.base / "lightcurves"),
+                "min_epochs": 2,  # eta and V from the second group on
+            },
+            "imaging": {
+                "backend": "fake",
+                "fake_sky_path": str(self.observation.sky_path),
+                "threads": 1,
+            },
+            "services": {"mosaic_duration_min": 1.0, "mosaic_overlap_min": 0.01},
+            "conversion": {"group_tolerance_s": 20.0},
+            "watcher": {
+                "scan_interval_s": 0.5,
+                "settle_s": 0.3,
+                "group_timeout_s": 30.0,
+            },
+            "queue": {"poll_interval_s": 0.2, "block_wait_s": 2.0},
+        }
+        self.config_path = self.base / "site.yaml"
+        self.config_path.write_text(yaml.safe_dump(tree))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._fed = 0
+
+    def _env(self) -> dict[str, str]:
+        from dsa110_contimg.utils.config_loader import find_config_dir
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DSA110")}
+        env["DSA110_CONFIG_DIR"] = str(find_config_dir(env={}))
+        src = str(Path(__file__).resolve().parent.parent / "src")
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (src, os.environ.get("PYTHONPATH", "")) if p
+        )
+        return env
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.base / f"{name}.out", "wb")  # noqa: SIM115 (kept by the child)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dsa110_contimg.cli", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+            env=self._env(),
+            start_new_session=True,
+        )
+        log.close()
+        self._procs[name] = proc
+        return proc
+
+    def start_stream(self) -> None:
+        """Create the state database (``db migrate``) and start ``stream``."""
+        subprocess.run(
+            [sys.executable, "-m", "dsa110_contimg.cli", "db", "migrate"]
+            + ["--env", "testing", "--config", str(self.config_path)],
+            check=True,
+            capture_output=True,
+            cwd=self.base,
+            env=self._env(),
+            timeout=120,
+        )
+        self._start(
+            "stream",
+            ["stream", "--env", "testing", "--config", str(self.config_path)]
+            + ["--incoming-dir", str(self.incoming)]
+            + ["--catalog", str(self.observation.sky_path)],
+        )
+
+    def start_serve(self, timeout_s: float = 60.0) -> None:
+        """Start ``dsa110-contimg serve`` and wait until it answers."""
+        proc = self._start(
+            "serve",
+            ["serve", "--env", "testing", "--config", str(self.config_path)]
+            + ["--host", "127.0.0.1", "--port", str(self.port)],
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                msg = f"serve exited: {self.log('serve')[-2000:]}"
+                raise RuntimeError(msg)
+            try:
+                with urllib.request.urlopen(self.url + "/api/openapi.json", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.3)
+        msg = f"serve did not answer in {timeout_s} s"
+        raise RuntimeError(msg)
+
+    def feed(self) -> int:
+        """Copy the next group's raw files into incoming; return its index."""
+        group = self.observation.groups[self._fed]
+        for path in group.files:
+            shutil.copy2(path, self.incoming / path.name)
+        self._fed += 1
+        return self._fed - 1
+
+    def n_mosaics(self) -> int:
+        """Mosaics written so far."""
+        return len(list((self.base / "mosaics").glob("*-mosaic.fits")))
+
+    def log(self, name: str) -> str:
+        """The output of one child process so far."""
+        path = self.base / f"{name}.out"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def alive(self, name: str) -> bool:
+        """Whether a child process runs."""
+        proc = self._procs.get(name)
+        return proc is not None and proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the children (SIGTERM, then SIGKILL of their group after 40 s)."""
+        for proc in self._procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs.values():
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
