@@ -304,7 +304,7 @@ def test_commands_are_added_whichever_module_is_imported_first():
     )
     commands, db = _python(code).splitlines()
     assert set(commands.split()) == _COMMANDS
-    assert db.split() == ["maintain", "migrate"]
+    assert db.split() == ["maintain", "migrate", "upgrade"]
     assert set(cli.commands) == _COMMANDS
 
 
