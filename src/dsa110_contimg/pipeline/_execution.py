@@ -33,6 +33,7 @@ import contextlib
 import contextvars
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
@@ -152,6 +153,7 @@ class DaskExecutor(Executor):
         self._lock = threading.Lock()
         self._held: OrderedDict[str, Any] = OrderedDict()  # key -> dask Future
         self._waiting: dict[str, int] = {}  # key -> results not yet handed over
+        self._released: set[str] = set()  # finished keys let go of (a redo runs anew)
         self._shutdown = False
         from dsa110_contimg.pipeline._dask_worker import CasaWorkerSetup
 
@@ -196,7 +198,10 @@ class DaskExecutor(Executor):
             msg = "cannot schedule new futures after shutdown"
             raise RuntimeError(msg)
         priority = _PRIORITY.get()
+        if key in self._released and key not in self._held:
+            self._await_forgotten(key)
         with self._lock:
+            self._released.discard(key)
             held = self._held.get(key)
             if held is not None and held.status in ("error", "cancelled", "lost"):
                 self._held.pop(key)
@@ -231,6 +236,22 @@ class DaskExecutor(Executor):
             ]
             for old in done[: max(0, len(done) - self.settings.keep_results)]:
                 self._held.pop(old).release()
+                self._released.add(old)
+
+    def _await_forgotten(self, key: str, timeout_s: float = 10.0) -> None:
+        """Wait until the scheduler has forgotten a released key.
+
+        Releasing a finished future is asynchronous: a task submitted again
+        under the same key before the scheduler drops it would be answered
+        with the old result, and a redo (late data, a reconverted group) must
+        run anew.
+        """
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.client.run_on_scheduler(_scheduler_knows, key):
+                return
+            time.sleep(0.02)
+        log.warning("scheduler still holds a released task", extra={"key": key})
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Release held results; close the client if this executor made it."""
@@ -248,6 +269,11 @@ class DaskExecutor(Executor):
             future.release()
         if self._owns_client:
             self.client.close()
+
+
+def _scheduler_knows(key: str, dask_scheduler: Any = None) -> bool:
+    """Return whether the scheduler still has task ``key`` (runs on the scheduler)."""
+    return key in dask_scheduler.tasks
 
 
 class _CallWithKwargs:
