@@ -220,3 +220,29 @@ def test_jobs_changed_behind_the_queue_get_entries_from_the_sweep(conn, redis_se
     stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
     assert q.client.xpending(stream, q.group)["pending"] == 0
     q.close()
+
+
+def test_held_entry_of_a_finished_job_is_acknowledged_by_the_sweep(conn, redis_server):
+    """An ack lost with Redis (its last AOF second) is made good from the record."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    q = _queue(conn, redis_server.url, prefix, reconcile_s=0.05, min_idle_s=60)
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    done, _ = q.enqueue(_spec("a"), now=T0)
+    running, _ = q.enqueue(_spec("b"), now=T0)
+    assert q.claim(worker="w1", now=T0, lease_s=30).id == done.id
+    assert q.claim(worker="w1", now=T0, lease_s=30).id == running.id
+    q.complete(done.id, worker="w1", now=at(1))
+    # the server comes back with the done job's entry still held (ack lost)
+    entry = q.client.xadd(stream, {"job_id": done.id})
+    q.client.xreadgroup(q.group, "w1", {stream: ">"}, count=1)
+    q.client.hset(f"{prefix}:inflight", entry, done.id)
+    assert q.client.xpending(stream, q.group)["pending"] == 2
+    time.sleep(0.2)  # idle for longer than two sweeps
+    q.sync(now=at(2))
+    pending = q.client.xpending_range(stream, q.group, min="-", max="+", count=10)
+    assert [p["message_id"] for p in pending] != [entry]
+    assert len(pending) == 1  # the running job's entry is kept
+    assert q.client.hget(f"{prefix}:inflight", pending[0]["message_id"]) == str(
+        running.id
+    )
+    q.close()

@@ -49,13 +49,14 @@ twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from dsa110_contimg.exceptions import MissingDependencyError
+from dsa110_contimg.exceptions import MissingDependencyError, StateError
 from dsa110_contimg.state import jobs
 from dsa110_contimg.state.db import Connection
 from dsa110_contimg.state.jobs import (
@@ -329,6 +330,8 @@ class RedisJobQueue(RecordReads):
                     lambda j=job, st=stream: self.client.xadd(st, {"job_id": j.id})
                 )
             n += len(missing)
+            if int(pending["pending"]):
+                self._ack_stale(stream)
             for c in consumers:
                 if c["pending"] == 0 and c["idle"] > self.min_idle_ms:
                     self._call(
@@ -339,6 +342,39 @@ class RedisJobQueue(RecordReads):
         if n:
             log.info("ready jobs without a stream entry published", extra={"n_jobs": n})
         return n
+
+    def _ack_stale(self, stream: str) -> None:
+        """Acknowledge held entries whose job is no longer running.
+
+        An acknowledgement can be lost with Redis (its last second of AOF when
+        the server dies): the entry comes back held by its consumer though its
+        job is done. The database is the record, so an entry idle for longer
+        than two sweeps whose in-flight job is not running is acknowledged (a
+        running job's entry has its job id in ``inflight`` and is kept).
+        """
+        stale = self._call(
+            lambda: self.client.xpending_range(
+                stream,
+                self.group,
+                min="-",
+                max="+",
+                count=100,
+                idle=int(2000 * self.reconcile_s),
+            )
+        )
+        for entry in stale:
+            entry_id = entry["message_id"]
+            job_id = self._call(lambda e=entry_id: self.client.hget(self._inflight, e))
+            job = None
+            if job_id is not None:
+                with contextlib.suppress(StateError):
+                    job = jobs.get_job(self.conn, int(job_id))
+            if job is None or job.state != "running":
+                self._call(lambda e=entry_id: self._ack(stream, e))
+                log.info(
+                    "stale stream entry acknowledged",
+                    extra={"stream": stream, "entry": str(entry_id), "job_id": job_id},
+                )
 
     def _maybe_sync(self, now: datetime) -> None:
         if time.monotonic() < self._next_sync:
