@@ -19,8 +19,10 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
@@ -42,6 +44,9 @@ from dsa110_contimg.state.jobs import (
     list_jobs,
 )
 from dsa110_contimg.utils.config_loader import find_config_dir
+
+if TYPE_CHECKING:
+    from tests.servers.dask import DaskCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
 
@@ -98,12 +103,34 @@ def _merge(base: dict, extra: dict) -> dict:
 _STARTED: list[subprocess.Popen] = []
 
 
-class Stream:
-    """A stream process over a directory layout under ``base``."""
+def _state_target(base: Path) -> Path | str:
+    """The state database of the stream under ``base``: ``database.url`` or file."""
+    config = base / "stream.yaml"
+    if config.exists():
+        url = (yaml.safe_load(config.read_text()).get("database") or {}).get("url")
+        if url:
+            return url
+    return base / "pipeline.sqlite3"
 
-    def __init__(self, base: Path, catalog: Path, **sections: dict) -> None:
+
+class Stream:
+    """A stream process over a directory layout under ``base``.
+
+    ``backend`` (the `backend` fixture's value) adds its sections (database,
+    queue, execution) under the test's own.
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        catalog: Path,
+        *,
+        backend: Backend | None = None,
+        **sections: dict,
+    ) -> None:
         self.base = base
         self.catalog = catalog
+        self.backend = backend
         self.incoming = base / "incoming"
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.db = base / "pipeline.sqlite3"
@@ -111,8 +138,16 @@ class Stream:
         self.configure(**sections)
         self.proc: subprocess.Popen | None = None
 
+    @property
+    def target(self) -> Path | str:
+        """The state database: its ``database.url`` when set, else the file."""
+        return _state_target(self.base)
+
     def configure(self, **sections: dict) -> None:
-        tree = _merge(_merge(_BASE, {"queue": _queue_backend(self.base)}), sections)
+        tree = _merge(_BASE, {"queue": _queue_backend(self.base)})
+        if self.backend is not None:
+            tree = _merge(tree, self.backend.sections(self.base))
+        tree = _merge(tree, sections)
         tree["paths"] = {k: str(self.base / v) for k, v in _LAYOUT.items()}
         self.config = self.base / "stream.yaml"
         self.config.write_text(yaml.safe_dump(tree))
@@ -170,13 +205,13 @@ class Stream:
         return time.monotonic() - t0
 
     def jobs(self) -> list[Job]:
-        if not self.db.exists():
+        if isinstance(self.target, Path) and not self.target.exists():
             return []
-        with closing(connect(self.db, readonly=True)) as conn:
+        with closing(connect(self.target, readonly=True)) as conn:
             return list_jobs(conn) if schema_version(conn) >= 2 else []
 
     def events(self, job_id: int) -> list[dict]:
-        with closing(connect(self.db, readonly=True)) as conn:
+        with closing(connect(self.target, readonly=True)) as conn:
             return list_job_events(conn, job_id)
 
     def wait(self, predicate: Callable[[], object], what: str, timeout_s: float = 120):
@@ -207,10 +242,12 @@ class Stream:
         return counts == expected
 
     def descendants(self) -> list[psutil.Process]:
+        """The stream's processes, and the processes its Dask tasks started."""
         try:
-            return psutil.Process(self.proc.pid).children(recursive=True)
+            procs = psutil.Process(self.proc.pid).children(recursive=True)
         except psutil.Error:
-            return []
+            procs = []
+        return procs + (self.backend.task_processes() if self.backend else [])
 
     def imager_running(self) -> bool:
         for proc in self.descendants():
@@ -286,7 +323,7 @@ def snapshot(base: Path) -> dict:
         rows[table.name] = {
             k: float(r["flux_jy"]) for k, r in zip(keys, records, strict=True)
         }
-    with closing(connect(base / "pipeline.sqlite3", readonly=True)) as conn:
+    with closing(connect(_state_target(base), readonly=True)) as conn:
         # an image shared by overlapping blocks has one row, owned by whichever
         # block recorded it last, so only (kind, path) identify a product
         recorded = sorted(
@@ -309,6 +346,85 @@ def assert_same_products(got: dict, want: dict) -> None:
 
 
 # ------------------------------------------------------------------ fixtures
+
+
+@dataclass
+class Backend:
+    """Where a stream keeps state, queues jobs and runs work (`backend`).
+
+    ``embedded``: the defaults (SQLite file, SQLite queue, local process
+    pool). ``scaleout``: a fresh PostgreSQL database, a Redis key prefix of
+    its own on the session's redis-server and a two-worker Dask cluster.
+    """
+
+    name: str
+    database_url: str | None = None
+    redis_url: str | None = None
+    cluster: DaskCluster | None = None
+
+    def sections(self, base: Path) -> dict:
+        if self.name == "embedded":
+            return {}
+        prefix = "b" + hashlib.sha1(str(base).encode()).hexdigest()[:12]
+        return {
+            "database": {"url": self.database_url},
+            "queue": {
+                "backend": "redis",
+                "redis_url": self.redis_url,
+                "redis_prefix": prefix,
+            },
+            # retries 0: a task that raised is retried by the job queue (with
+            # backoff, in the job's record), not a second time by Dask unseen
+            "execution": {
+                "backend": "dask",
+                "scheduler_address": self.cluster.address,
+                "retries": 0,
+            },
+        }
+
+    def task_processes(self) -> list[psutil.Process]:
+        """Processes the Dask workers' tasks started (the imager, ...)."""
+        if self.cluster is None:
+            return []
+        out = []
+        for nanny in self.cluster.workers.values():
+            try:
+                for worker in psutil.Process(nanny.pid).children():
+                    out += [
+                        p
+                        for p in worker.children(recursive=True)
+                        if "resource_tracker" not in " ".join(p.cmdline())
+                    ]
+            except psutil.Error:
+                continue
+        return out
+
+
+@pytest.fixture(
+    params=["embedded", pytest.param("scaleout", marks=pytest.mark.scaleout)]
+)
+def backend(request, tmp_path_factory):
+    """The backends a crash or fault test runs on: embedded, or scale-out.
+
+    Scale-out: PostgreSQL (a fresh database on the session's server), Redis
+    (the session's server, a key prefix per stream) and Dask (a two-worker
+    cluster per test: task keys are product ids, which repeat between tests,
+    and a killed stream's tasks keep running on the workers).
+    """
+    if request.param == "embedded":
+        yield Backend("embedded")
+        return
+    pytest.importorskip("distributed")
+    from tests.servers.dask import start_cluster
+
+    url = request.getfixturevalue("postgres_url")
+    redis_url = request.getfixturevalue("redis_server").url
+    cluster = start_cluster(tmp_path_factory.mktemp("dask"), n_workers=2)
+    try:
+        yield Backend("scaleout", url, redis_url, cluster)
+    finally:
+        cluster.stop()
+
 
 _QUEUE_SERVER: dict[str, str] = {}  # redis_url under --queue-backend redis
 
@@ -455,9 +571,11 @@ def test_status_and_requeue_commands(reference) -> None:
     assert missing.exit_code == 1 and "no job with id 999" in missing.output
 
 
-def test_kill9_at_random_moments_then_restart(reference, observation, tmp_path) -> None:
+def test_kill9_at_random_moments_then_restart(
+    reference, observation, tmp_path, backend
+) -> None:
     ref_base, want = reference
-    stream = Stream(tmp_path, observation.sky_path)
+    stream = Stream(tmp_path, observation.sky_path, backend=backend)
     deliver(observation.groups[:3], stream.incoming)
     rng = random.Random(20250101)
     kills: list[tuple[str, bool]] = []
@@ -550,7 +668,9 @@ def test_power_loss_kill9_and_truncation_then_restart(
     """Kill -9 at random moments, some followed by a 0-byte newest product.
 
     ``DSA110_POWER_LOSS_RUNS`` (default 6 in CI; the README's figure is from
-    20) sets the number of kills.
+    20) sets the number of kills. Embedded backend only: the kill -9, SIGTERM
+    and fault tests run on both backends (``backend``), and this one's many
+    restarts would add minutes of CI time on the scale-out backend.
     """
     ref_base, want = reference
     stream = Stream(tmp_path, observation.sky_path)
@@ -618,7 +738,7 @@ def _crash_once_imager(path: Path, marks: Path) -> Path:
     return path
 
 
-def test_faults_end_in_retry_or_quarantine(observation, tmp_path) -> None:
+def test_faults_end_in_retry_or_quarantine(observation, tmp_path, backend) -> None:
     from dsa110_contimg.data_ingestion.grouping import SubbandGroup
     from dsa110_contimg.data_ingestion.ms_creation import convert_group
     from dsa110_contimg.telescope.dsa110 import parse_subband_filename
@@ -628,6 +748,7 @@ def test_faults_end_in_retry_or_quarantine(observation, tmp_path) -> None:
     stream = Stream(
         tmp_path,
         observation.sky_path,
+        backend=backend,
         imaging={"wsclean_path": str(imager)},
         watcher={"group_timeout_s": 8.0, "timeout_policy": "flag"},
     )
@@ -686,7 +807,9 @@ def test_faults_end_in_retry_or_quarantine(observation, tmp_path) -> None:
     assert_products_complete(tmp_path)
 
 
-def test_sigterm_stops_within_grace_and_restart_finishes(observation, tmp_path) -> None:
+def test_sigterm_stops_within_grace_and_restart_finishes(
+    observation, tmp_path, backend
+) -> None:
     slow = tmp_path / "slow-wsclean"
     real = shutil.which("wsclean")
     slow.write_text(
@@ -698,6 +821,7 @@ def test_sigterm_stops_within_grace_and_restart_finishes(observation, tmp_path) 
     stream = Stream(
         tmp_path,
         observation.sky_path,
+        backend=backend,
         imaging={"wsclean_path": str(slow)},
         queue={"shutdown_grace_s": grace_s},
     )
@@ -791,12 +915,15 @@ def test_fifo_and_bad_name_do_not_stop_the_stream(observation, tmp_path) -> None
     assert fifo.exists() and bad.exists()  # raw data is never deleted
 
 
-def test_late_subband_reconverts_and_redoes_blocks(observation, tmp_path) -> None:
+def test_late_subband_reconverts_and_redoes_blocks(
+    observation, tmp_path, backend
+) -> None:
     """A subband arriving after the timeout: the group's MS is remade with it."""
     g0, g1, g2 = observation.groups[:3]
     stream = Stream(
         tmp_path,
         observation.sky_path,
+        backend=backend,
         watcher={"group_timeout_s": 4.0, "timeout_policy": "flag"},
     )
     deliver([g0, g2], stream.incoming)

@@ -21,6 +21,28 @@ class CasaWorkerSetup(WorkerPlugin):
     def setup(self, worker: object) -> None:  # noqa: ARG002 - plugin protocol
         """Prepare the worker process before it runs a task."""
         from dsa110_contimg._casa import configure_casa_environment
+        from dsa110_contimg.tools._imager_run import set_cancel_check
 
         sys.argv = sys.argv[:1]
         configure_casa_environment()
+        set_cancel_check(task_cancelled)
+
+
+def task_cancelled() -> bool:
+    """True when the Dask task running in this thread was cancelled.
+
+    The scheduler cancels a running task when no client wants it any more
+    (its stream stopped or died); the task's thread runs on, so the imager
+    polls this (`tools._imager_run.set_cancel_check`).
+    """
+    from distributed import get_worker
+    from distributed.worker import thread_state
+
+    key = getattr(thread_state, "key", None)
+    if key is None:
+        return False
+    try:
+        task = get_worker().state.tasks.get(key)
+    except ValueError:  # not in a worker
+        return False
+    return task is None or task.state in ("cancelled", "released", "forgotten")

@@ -9,20 +9,81 @@ last (its presence means the set is complete).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from dsa110_contimg.exceptions import ImagingError
 
-__all__ = ["scratch_dir", "run_imager", "publish_products", "log_tail"]
+__all__ = [
+    "scratch_dir",
+    "run_imager",
+    "publish_products",
+    "log_tail",
+    "set_cancel_check",
+]
 
 log = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often a running imager checks for cancellation, seconds
+_cancel_check: Callable[[], bool] | None = None
+
+
+def set_cancel_check(check: Callable[[], bool] | None) -> None:
+    """Install ``check()``: true when the calling thread's work was cancelled.
+
+    The Dask backend installs one on its workers (a task whose client left,
+    e.g. a stream that stopped, is cancelled there but its thread runs on):
+    a running imager is then killed, with its children, instead of holding
+    the worker's slots to the end.
+    """
+    global _cancel_check  # noqa: PLW0603 - one per worker process
+    _cancel_check = check
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` and its descendants (a wrapper script's children too)."""
+    try:
+        import psutil
+
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except Exception:  # noqa: BLE001 - psutil missing or the process gone
+        children = []
+    proc.kill()
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.kill()
+    proc.wait()
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float) -> str | None:
+    """Wait for ``proc``; ``"timeout"`` or ``"cancelled"`` when it was killed."""
+    if _cancel_check is None:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return "timeout"
+        return None
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            proc.wait(timeout=max(0.0, min(POLL_S, deadline - time.monotonic())))
+            return None
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                _kill_tree(proc)
+                return "timeout"
+            if _cancel_check():
+                _kill_tree(proc)
+                return "cancelled"
 
 
 @contextmanager
@@ -90,20 +151,25 @@ def run_imager(
     log.debug(f"{name} command", extra={"command": shown})
     t0 = time.perf_counter()
     log_path.write_text(shown + "\n")
-    try:
-        with open(log_path, "a") as log_file:
-            proc = subprocess.run(
-                cmd,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                timeout=timeout_s,
-                check=False,
-                cwd=cwd,
-                env=None if env is None else dict(env),
-            )
-    except subprocess.TimeoutExpired as err:
+    with open(log_path, "a") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+        )
+        try:
+            stopped = _wait(proc, timeout_s)
+        except BaseException:
+            _kill_tree(proc)
+            raise
+    if stopped == "timeout":
         msg = f"{program} timed out after {timeout_s} s imaging {ms_path}"
-        raise ImagingError(msg, command=cmd, log_tail=log_tail(log_path)) from err
+        raise ImagingError(msg, command=cmd, log_tail=log_tail(log_path))
+    if stopped == "cancelled":
+        msg = f"{program} imaging {ms_path} was cancelled (its task was withdrawn)"
+        raise ImagingError(msg, command=cmd, log_tail=log_tail(log_path))
     if proc.returncode != 0 or not expected.exists():
         how = (
             f"was killed by signal {-proc.returncode}"
