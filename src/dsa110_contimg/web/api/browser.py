@@ -23,10 +23,9 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.web.api._common import Context, not_found
 from dsa110_contimg.web.api.products import _PREVIEW_MAX_PX, FITS_KINDS, _product
 from dsa110_contimg.web.api.science import (
-    _STORE_LOCK,
     _catalog,
     _results_or_empty,
-    _store,
+    stored_lightcurve,
 )
 from dsa110_contimg.web.security import safe_product_path
 
@@ -202,14 +201,7 @@ def _position(ctx, source_name: str) -> tuple[float, float]:
 
 
 def _points(ctx, source_name: str) -> list[dict[str, Any]]:
-    store, _ = _store(ctx)
-    with _STORE_LOCK:
-        table = store.lightcurve(source_name)
-    if len(table) == 0:
-        not_found(
-            f"light curve of {source_name!r}",
-            "the store has no measurement of it; search with GET /api/sources",
-        )
+    table = stored_lightcurve(ctx, source_name)
     cols = [
         c
         for c in ("epoch_id", "mjd", "image_path", "image_kind", "flux_jy")
@@ -285,14 +277,7 @@ def source_fit(
     """
     from dsa110_contimg.variability import ese_model, max_two_epoch_metrics
 
-    store, _ = _store(ctx)
-    with _STORE_LOCK:
-        table = store.lightcurve(source_name)
-    if len(table) == 0:
-        not_found(
-            f"light curve of {source_name!r}",
-            "the store has no measurement of it; search with GET /api/sources",
-        )
+    table = stored_lightcurve(ctx, source_name)
     flux_col = "flux_corr_jy" if "flux_corr_jy" in table.colnames else "flux_jy"
     err_col = (
         "flux_corr_err_jy" if "flux_corr_err_jy" in table.colnames else "flux_err_jy"

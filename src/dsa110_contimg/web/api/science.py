@@ -69,6 +69,19 @@ def _store(ctx):
     return store, (stat.st_mtime_ns, stat.st_size)
 
 
+def stored_lightcurve(ctx, source_name: str):
+    """Return a source's stored measurements (astropy Table); 404 when it has none."""
+    store, _ = _store(ctx)
+    with _STORE_LOCK:
+        table = store.lightcurve(source_name)
+    if len(table) == 0:
+        not_found(
+            f"light curve of {source_name!r}",
+            "the store has no measurement of it; search with GET /api/sources",
+        )
+    return table
+
+
 def _results(ctx) -> list[dict[str, Any]]:
     store, stamp = _store(ctx)
 
@@ -216,14 +229,7 @@ def source(ctx: Context, source_name: str) -> dict[str, object]:
 @router.get("/lightcurves/{source_name}", response_model=LightcurveModel)
 def lightcurve(ctx: Context, source_name: str) -> dict[str, object]:
     """A source's stored measurements, oldest first (flux, errors, scale, flags)."""
-    store, _ = _store(ctx)
-    with _STORE_LOCK:
-        table = store.lightcurve(source_name)
-    if len(table) == 0:
-        not_found(
-            f"light curve of {source_name!r}",
-            "the store has no measurement of it; search with GET /api/sources",
-        )
+    table = stored_lightcurve(ctx, source_name)
     names = [n for n in LIGHTCURVE_STORE.names if n in table.colnames]
     points = [{n: clean(row[n]) for n in names} for row in table]
     points.sort(key=lambda p: (p.get("mjd") is None, p.get("mjd")))
