@@ -196,3 +196,44 @@ def test_an_expired_owner_cannot_publish_over_its_successor(db_path, tmp_path: P
         with pytest.raises(ClaimLostError, match="expired"):
             publish_fenced(conn_b, [c], late, final, now=1006.0)
         assert final.read_bytes() == b"from b" and not late.exists()
+
+
+def test_products_published_under_a_lost_claim_are_discarded(db_path, tmp_path: Path):
+    """hold_claims fences every publish (storage.publish, the imager's renames)."""
+    from dsa110_contimg.state.claims import hold_claims
+    from dsa110_contimg.tools._imager_run import publish_products
+    from dsa110_contimg.utils.storage import publish
+
+    final = tmp_path / "x-pb.fits"
+    image = tmp_path / "x-image.fits"
+    with (
+        pytest.raises(ClaimLostError),  # and hold_claims says so at the end
+        hold_claims(db_path, ["ms:x"], ttl_s=60, owner="hostA:1:t") as held,
+    ):
+        ok = tmp_path / ".ok.tmp"
+        ok.write_bytes(b"first")
+        publish(ok, final)  # held: published
+        assert final.read_bytes() == b"first"
+        with hold_claims(db_path, ["block:b"], ttl_s=60, owner="hostA:1:t"):
+            # another host takes the MS over (its lease was stolen, say by expiry)
+            with closing(open_db(db_path)) as other:
+                other.execute(
+                    "UPDATE claims SET owner = 'hostB:2:t', token = token + 1 "
+                    "WHERE key = ?",
+                    (held[0].key,),
+                )
+                other.commit()
+            late = tmp_path / ".late.tmp"
+            late.write_bytes(b"late")
+            with pytest.raises(ClaimLostError, match="now held by hostB:2:t"):
+                publish(late, final)  # the inner holder checks the outer claim too
+            assert not late.exists() and final.read_bytes() == b"first"
+            written = tmp_path / ".img.tmp"
+            written.write_bytes(b"img")
+            with pytest.raises(ClaimLostError):
+                publish_products({"image": (written, image)})
+            assert not image.exists() and not written.exists()
+    outside = tmp_path / ".outside.tmp"
+    outside.write_bytes(b"free")
+    publish(outside, final)  # no claim held here: no fence
+    assert final.read_bytes() == b"free"

@@ -17,6 +17,8 @@ shared database (the PostgreSQL backend of the scale-out design).
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import os
 import shutil
@@ -38,6 +40,7 @@ from dsa110_contimg.state.db import (
     resolve_target,
     to_iso_utc,
 )
+from dsa110_contimg.utils.storage import publish_fence
 
 __all__ = [
     "Claim",
@@ -48,12 +51,18 @@ __all__ = [
     "renew_claim",
     "release_claim",
     "hold_claims",
+    "fenced_replace",
     "publish_fenced",
     "default_owner",
     "holder_is_gone",
 ]
 
 log = logging.getLogger(__name__)
+
+_HELD: contextvars.ContextVar[tuple[Claim, ...]] = contextvars.ContextVar(
+    "dsa110_held_claims", default=()
+)
+"""The claims this context holds (`hold_claims`, nested ones included)."""
 
 
 class ClaimLostError(StateError):
@@ -271,7 +280,7 @@ def _check_held(conn: Connection, claim: Claim, now: float) -> None:
         raise ClaimLostError(msg)
 
 
-def publish_fenced(
+def fenced_replace(
     conn: Connection,
     claims: Sequence[Claim],
     tmp: Path | str,
@@ -279,7 +288,7 @@ def publish_fenced(
     *,
     now: float | None = None,
 ) -> None:
-    """Publish ``tmp`` as ``final`` only while every claim is still held.
+    """Rename ``tmp`` over ``final`` only while every claim is still held.
 
     The fencing tokens are checked and the file renamed inside one write
     transaction: no other owner can take a claim between the check and the
@@ -293,14 +302,12 @@ def publish_fenced(
         A claim expired or changed hands: ``tmp`` is deleted (the output is
         discarded) and ``final`` is left as it was.
     """
-    from dsa110_contimg.utils.storage import publish
-
     now = time.time() if now is None else now
     _begin(conn)
     try:
         for claim in claims:
             _check_held(conn, claim, now)
-        publish(tmp, final)
+        os.replace(tmp, final)
     except ClaimLostError:
         conn.rollback()
         if Path(tmp).is_dir():
@@ -312,6 +319,25 @@ def publish_fenced(
         conn.rollback()
         raise
     conn.commit()
+
+
+def publish_fenced(
+    conn: Connection,
+    claims: Sequence[Claim],
+    tmp: Path | str,
+    final: Path | str,
+    *,
+    now: float | None = None,
+) -> None:
+    """`dsa110_contimg.utils.storage.publish` under the claims' fence.
+
+    ``tmp`` is flushed, renamed by `fenced_replace` (refused, and deleted, with
+    `ClaimLostError` when a claim was lost), and the directory flushed.
+    """
+    from dsa110_contimg.utils.storage import publish
+
+    with publish_fence(functools.partial(fenced_replace, conn, claims, now=now)):
+        publish(tmp, final)
 
 
 def renew_claim(
@@ -417,9 +443,15 @@ def hold_claims(
 
         renewer = threading.Thread(target=renew, name="claim-renewer", daemon=True)
         renewer.start()
+        fenced = (*_HELD.get(), *held)  # an inner holder checks the outer claims too
+        held_token = _HELD.set(fenced)
         try:
-            yield list(held)
+            with publish_fence(
+                lambda tmp, final: fenced_replace(conn, fenced, tmp, final)
+            ):
+                yield list(held)
         finally:
+            _HELD.reset(held_token)
             stop.set()
             renewer.join()
         if lost:

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dsa110_contimg.exceptions import ImagingError
+from dsa110_contimg.utils.storage import replace_into_place
 
 __all__ = [
     "scratch_dir",
@@ -193,7 +194,7 @@ def publish_products(moves: Mapping[str, tuple[Path, Path]]) -> None:
     for kind in sorted(moves, key=lambda k: k == "image"):
         src, dst = moves[kind]
         if src.exists():
-            os.replace(src, dst)
+            replace_into_place(src, dst)  # fenced while the worker holds claims
 
 
 def log_tail(path: Path, n_lines: int = 20) -> str:

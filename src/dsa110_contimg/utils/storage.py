@@ -16,6 +16,7 @@ checks before an MS write that the estimated size fits, so the common case
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import functools
 import inspect
@@ -226,13 +227,46 @@ def temporary_writer_pid(path: Path | str) -> int | None:
     return int(match[1]) if match else None
 
 
+_PUBLISH_FENCE: contextvars.ContextVar[Callable[[Path, Path], None] | None] = (
+    contextvars.ContextVar("dsa110_publish_fence", default=None)
+)
+
+
+@contextlib.contextmanager
+def publish_fence(fence: Callable[[Path, Path], None]) -> Iterator[None]:
+    """Route every rename into place in this context through ``fence(tmp, final)``.
+
+    `dsa110_contimg.state.claims.hold_claims` installs one: while a worker
+    holds the claims on its MS or block, each product it publishes is renamed
+    only after the claims' fencing tokens were checked, in the same database
+    transaction, so a worker whose lease expired (and was taken over) never
+    overwrites the new owner's product; its temporary is deleted instead.
+    """
+    token = _PUBLISH_FENCE.set(fence)
+    try:
+        yield
+    finally:
+        _PUBLISH_FENCE.reset(token)
+
+
+def replace_into_place(tmp: Path | str, final: Path | str) -> None:
+    """``os.replace(tmp, final)``, through the current `publish_fence` if any."""
+    fence = _PUBLISH_FENCE.get()
+    if fence is None:
+        os.replace(tmp, final)
+    else:
+        fence(Path(tmp), Path(final))
+
+
 def publish(tmp: Path | str, final: Path | str) -> None:
     """Flush ``tmp`` to disk, then rename it over ``final`` (atomic on POSIX).
 
     The old ``final`` stays in place until the rename, so a crash at any
     moment leaves the old product or the new one, whole; the fsync before the
     rename means a power loss after it cannot leave an empty published file.
+    Under a `publish_fence` (a worker holding claims) the rename happens only
+    while the claims are still held.
     """
     fsync_tree(tmp)
-    os.replace(tmp, final)
+    replace_into_place(tmp, final)
     _fsync_dir(Path(final).parent)
