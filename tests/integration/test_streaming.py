@@ -373,12 +373,11 @@ class Backend:
                 "redis_url": self.redis_url,
                 "redis_prefix": prefix,
             },
-            # retries 0: a task that raised is retried by the job queue (with
-            # backoff, in the job's record), not a second time by Dask unseen
+            # execution.retries is 0 by default: a task that raised is retried
+            # by the job queue (with backoff, in the job's record), not by Dask
             "execution": {
                 "backend": "dask",
                 "scheduler_address": self.cluster.address,
-                "retries": 0,
             },
         }
 

@@ -58,11 +58,12 @@ class ExecutionConfig(BaseModel):
         ),
     )
     retries: int = Field(
-        1,
+        0,
         ge=0,
         description=(
-            "Reruns of a task that raised (a task whose worker died is rerun by the "
-            "scheduler up to distributed.scheduler.allowed-failures) (count)."
+            "Dask reruns of a task that raised; 0: the job queue retries it, with "
+            "backoff and in the job's record (a task whose worker died is rerun by "
+            "the scheduler up to distributed.scheduler.allowed-failures) (count)."
         ),
     )
     keep_results: int = Field(
