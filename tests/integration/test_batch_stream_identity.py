@@ -33,6 +33,8 @@ import numpy as np
 import pytest
 import yaml
 from astropy.io import fits
+from test_streaming import _BASE as _SECTIONS  # the stream tests' tiny-run settings
+from test_streaming import _LAYOUT
 
 from dsa110_contimg.pipeline.batch import run_batch
 from dsa110_contimg.state.db import connect, schema_version
@@ -41,34 +43,6 @@ from dsa110_contimg.utils.config_loader import find_config_dir, load_pipeline_co
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
 
-_LAYOUT = {
-    "data_dir": ".",
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "mosaics_dir": "mosaics",
-    "log_dir": "logs",
-    "cal_tables_dir": "cal",
-    "state_db": "pipeline.sqlite3",
-}
-_SECTIONS = {
-    "conversion": {"group_tolerance_s": 20.0},
-    "services": {
-        "mosaic_duration_min": 3,
-        "mosaic_overlap_min": 1,
-        "max_workers": 2,
-        "max_concurrent_blocks": 2,
-    },
-    "imaging": {"threads": 1},
-    "watcher": {"scan_interval_s": 0.5, "settle_s": 0.3, "group_timeout_s": 30.0},
-    "queue": {
-        "poll_interval_s": 0.2,
-        "block_wait_s": 2.0,
-        "lease_s": 10.0,
-        "heartbeat_interval_s": 1.0,
-    },
-}
 BLOCKS = ["block_20230601T000100", "block_20230601T000300"]
 N_GROUPS = 2
 _IMAGE_MAPS = ("image", "residual", "psf", "pb", "rms", "pbcor")
