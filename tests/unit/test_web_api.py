@@ -649,21 +649,34 @@ _PROMTOOL = shutil.which("promtool") or shutil.which(
 
 
 @pytest.mark.skipif(_PROMTOOL is None, reason="promtool not installed")
-def test_prometheus_judges_our_scrape_as_the_engine_does(site, client, tmp_path):
+def test_prometheus_judges_our_scrape_as_the_engine_does(
+    site, client, tmp_path, monkeypatch
+):
     """Our /metrics, fed to promtool as constant series, fires what the engine does.
 
     On the filled state: the +40.00 strip (in use, 48 h old) is stale and too
     old, and 2 of 4 groups processed is behind arrivals. DSA110NoData is left
-    out: promtool's clock starts at 0, not at the scrape's Unix time.
+    out: promtool's clock starts at 0, not at the scrape's Unix time. Every
+    filesystem reads half free, so the host's own disk cannot fire
+    DSA110DiskLow.
     """
     import yaml
     from prometheus_client.parser import text_string_to_metric_families
 
     from dsa110_contimg.services.alerts import (
+        _figures,
         collect_figures,
         load_rules,
         render_template,
         rules_file,
+    )
+
+    half_free = lambda path: (2**40, 2**39, 2**39)  # noqa: E731 (total, used, free)
+    measure = _figures.measure_disks
+    monkeypatch.setattr(
+        _figures,
+        "measure_disks",
+        lambda paths, **_: measure(paths, disk_usage=half_free),
     )
 
     series = []
