@@ -177,10 +177,18 @@ time.sleep(60)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux")
 def test_batch_pool_workers_die_with_their_parent(tmp_path) -> None:
-    """kill -9 of a batch ``process`` (its orchestrator's pool) leaves no worker."""
+    """kill -9 of a batch ``process`` (its orchestrator's pool) leaves no worker.
+
+    Run in ``tmp_path``: the testing environment's relative paths (its state
+    database among them) land there, never in the checkout.
+    """
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", _CHILD],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         line = proc.stdout.readline()
