@@ -137,3 +137,46 @@ def test_duration_histogram_and_failure_totals(db) -> None:
         ("convert_group", "InputDataError"): 1,
         ("convert_group", "ExternalToolError"): 1,
     }
+
+
+class _PlanSpy:
+    """A connection that records every SELECT it runs (for EXPLAIN QUERY PLAN)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.queries: list[tuple[str, tuple]] = []
+
+    def execute(self, sql, parameters=()):
+        if sql.lstrip().upper().startswith("SELECT"):
+            self.queries.append((sql, tuple(parameters)))
+        return self.conn.execute(sql, parameters)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_alert_figures_never_read_the_whole_job_history(db) -> None:
+    """Every read of the alert figures is an index search, not a history scan.
+
+    On a fresh database (no planner statistics) the plans must search jobs and
+    job_events by an index bounded in time or state; the one full pass allowed
+    is the per-(kind, state) count over a covering index. Without revision
+    0011 and the backlog counts' index hints, the arrivals, ingest and backlog
+    reads scanned every job of a kind (~100 ms at 40,000 jobs).
+    """
+    from dsa110_contimg.state.alert_inputs import read_alert_inputs
+
+    spy = _PlanSpy(db)
+    read_alert_inputs(spy, now=NOW, group_duration_s=300.0, n_workers=2)
+    assert spy.queries
+    bad = []
+    for sql, params in spy.queries:
+        if not any(table in sql for table in ("FROM jobs", "FROM job_events")):
+            continue
+        plan = [str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+        for step in plan:
+            history_scan = step.startswith("SCAN") and "COVERING INDEX" not in step
+            by_kind_created = "idx_jobs_kind_created (kind=? AND created_at<?)" in step
+            if history_scan or (by_kind_created and "COUNT(*)" in sql):
+                bad.append((sql, step))
+    assert bad == []

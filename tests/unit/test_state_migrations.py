@@ -62,7 +62,7 @@ def test_a_database_made_by_the_numbered_files_is_upgraded_in_place(
     with closing(connect(state_target)) as conn:
         _fill(conn)
     with closing(open_db(state_target)) as conn:  # Alembic: baseline, then 0009, 0010
-        assert _alembic.current_revision(conn) == _alembic.head_revision() == "0010"
+        assert _alembic.current_revision(conn) == _alembic.head_revision() == "0011"
         assert schema_version(conn) == 8
         job = conn.execute("SELECT kind, key, state, max_attempts FROM jobs").fetchall()
         assert [tuple(r) for r in job] == [("convert_group", "g1", "done", 3)]
@@ -95,7 +95,7 @@ def test_an_older_numbered_database_is_brought_to_the_head(
         _fill(conn)
     with closing(open_db(db)) as conn:
         assert schema_version(conn) == 8
-        assert _alembic.current_revision(conn) == "0010"
+        assert _alembic.current_revision(conn) == "0011"
         assert table_exists(conn, "deletions")  # from 0008
         host = conn.execute("SELECT host FROM claims WHERE key = 'ms:a'").fetchone()
         assert host[0] == "hostA"
@@ -107,7 +107,12 @@ def test_the_head_read_from_file_names_is_alembics_head() -> None:
     revisions = {
         r.revision: r.down_revision for r in _alembic._script().walk_revisions()
     }
-    assert revisions == {"0008": None, "0009": "0008", "0010": "0009"}
+    assert revisions == {
+        "0008": None,
+        "0009": "0008",
+        "0010": "0009",
+        "0011": "0010",
+    }
 
 
 def test_an_unknown_alembic_revision_is_refused(tmp_path: Path) -> None:
@@ -138,7 +143,7 @@ def test_concurrent_upgraders_apply_each_revision_once(
         t.join(60)
     assert errors == []
     with closing(open_db(state_target)) as conn:
-        assert _alembic.current_revision(conn) == "0010"
+        assert _alembic.current_revision(conn) == "0011"
 
 
 def _sqlite_schema(path: Path) -> tuple[dict, set]:

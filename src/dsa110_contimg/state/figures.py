@@ -454,15 +454,18 @@ def backlog_at(conn: Connection, kind: str, at: datetime) -> int:
     """
     stamp = to_iso_utc(at)
     # two counts the (state, ...) indexes serve: jobs not finished (pending and
-    # running ones have no finished_at) and jobs finished after ``at``
+    # running ones have no finished_at) and jobs finished after ``at``. The
+    # ``|| ''`` keeps a planner without statistics from choosing the (kind,
+    # created_at) index instead, which reads the kind's whole history (the
+    # SQLite idiom for a term that must not pick the index; PostgreSQL too).
     waiting = conn.execute(
         "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') "
-        "AND kind = ? AND created_at <= ? AND finished_at IS NULL",
+        "AND kind = ? AND created_at || '' <= ? AND finished_at IS NULL",
         (kind, stamp),
     ).fetchone()[0]
     later = conn.execute(
         "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', 'quarantined') "
-        "AND finished_at > ? AND kind = ? AND created_at <= ?",
+        "AND finished_at > ? AND kind || '' = ? AND created_at || '' <= ?",
         (stamp, kind, stamp),
     ).fetchone()[0]
     return int(waiting) + int(later)
