@@ -146,6 +146,50 @@ def test_concurrent_upgraders_apply_each_revision_once(
         assert _alembic.current_revision(conn) == "0011"
 
 
+_UPGRADER = r"""
+import sys, time
+from dsa110_contimg.state import _alembic
+from dsa110_contimg.state.db import open_db
+_alembic._script()  # Alembic imported before the start line
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+open_db(sys.argv[1]).close()
+"""
+
+
+def test_upgraders_in_separate_processes_apply_each_revision_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Services starting together on a version-8 SQLite database all succeed.
+
+    Alembic commits after each revision when it owns the transaction (SQLite:
+    no transactional DDL), which let a second process in between two
+    revisions of the first: it ran ``0009`` again ("duplicate column name:
+    host"). Threads of one process cannot show it (one Alembic run at a time).
+    """
+    import subprocess
+    import sys
+
+    for run in range(3):
+        db = tmp_path / f"s{run}.sqlite3"
+        _numbered_only(db, monkeypatch)
+        start = time.time() + 4.0
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _UPGRADER, str(db), repr(start)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 4, errors
+        with closing(open_db(db)) as conn:
+            assert _alembic.current_revision(conn) == _alembic.head_revision()
+            assert table_exists(conn, "alert_state")
+
+
 def _sqlite_schema(path: Path) -> tuple[dict, set]:
     with closing(connect(path)) as conn:
         tables = [

@@ -141,19 +141,25 @@ def _upgrade_sqlite(conn: sqlite3.Connection) -> None:
     from sqlalchemy.pool import StaticPool
 
     # the caller's connection (an in-memory database has no other), its
-    # BEGIN IMMEDIATE held across the upgrade: one upgrader at a time
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if current_revision(conn) == head_revision():
+    # BEGIN IMMEDIATE held across the whole upgrade: one upgrader at a time.
+    # SQLAlchemy's first-connect set-up ends in a rollback, so the lock is
+    # taken after it; the transaction is begun outside Alembic, which would
+    # otherwise commit after each revision (SQLite has no transactional DDL
+    # in its eyes) and let another process run the next revision again.
+    engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
+    with engine.connect() as sa_connection:
+        if sa_connection.in_transaction():
+            sa_connection.rollback()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if current_revision(conn) == head_revision():
+                conn.rollback()
+                return
+            with sa_connection.begin():
+                _run(sa_connection)
+        except BaseException:
             conn.rollback()
-            return
-        engine = create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
-        with engine.connect() as sa_connection:
-            _run(sa_connection)
-            sa_connection.commit()
-    except BaseException:
-        conn.rollback()
-        raise
+            raise
     if conn.in_transaction:
         conn.commit()
 
