@@ -719,10 +719,11 @@ def test_power_loss_kill9_and_truncation_then_restart(
 ) -> None:
     """Kill -9 at random moments, some followed by a 0-byte newest product.
 
-    Every other kill comes just after a light-curve ingest and cuts one of the
-    light-curve store's files (its newest epoch Parquet, its manifest or its
-    running sums, in turn); the others come at a random moment and, half of
-    the time, cut the newest image, mosaic or table. The last kill is
+    Every other kill comes just after a light-curve ingest (at a random
+    moment once all are done) and cuts one of the light-curve store's files
+    (its newest epoch Parquet, its manifest or its running sums, in turn);
+    the others come at a random moment and, half of the time, cut the newest
+    image, mosaic or table. The last kill is
     followed by cuts of the newest product, the newest epoch file and the
     manifest together. The restarted run must end with the uninterrupted
     run's products and light curves (same epochs, rows and measured fluxes).
@@ -741,8 +742,8 @@ def test_power_loss_kill9_and_truncation_then_restart(
     for run in range(POWER_LOSS_RUNS):
         before = _ingests(stream)
         stream.start()
-        after_ingest = run % 2 == 1 and not stream.finished(FULL_RUN)
-        if after_ingest:  # just after the store was written
+        store_run = run % 2 == 1
+        if store_run and not stream.finished(FULL_RUN):  # just after an ingest
             stream.wait(
                 lambda before=before: _ingests(stream) - before,
                 "a light-curve ingest",
@@ -756,11 +757,11 @@ def test_power_loss_kill9_and_truncation_then_restart(
             time.sleep(0.05)
         assert stream.proc.poll() is None, stream.tail()
         stream.kill9()
-        if after_ingest:
+        if store_run:
             target = _STORE_TARGETS[n_store_cuts % len(_STORE_TARGETS)]
             cut = _truncate_store_file(tmp_path, target)
             n_store_cuts += cut is not None
-            what = f"after ingest +{delay:.1f} s"
+            what = f"store run, {delay:.1f} s"
         else:
             cut = _truncate_newest_product(tmp_path) if rng.random() < 0.5 else None
             what = f"{delay:.1f} s"

@@ -262,7 +262,8 @@ def _check_entries(root: Path, manifest: dict[str, Any], report: StoreRepair) ->
             continue
         report.dropped_epochs[epoch_id] = f"{path}: {problem}"
         del manifest["epochs"][epoch_id]
-        path.unlink(missing_ok=True)
+        if path.is_file():
+            path.unlink()
         changed = True
     kept = []
     for run in manifest.get("runs", []):
