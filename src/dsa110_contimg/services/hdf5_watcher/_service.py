@@ -184,13 +184,13 @@ class WatcherService:
         for group_id, lates in by_group.items():
             try:
                 outcome = self._reconvert_for(group_id, lates, now)
-            except Exception:  # the record stays: requeue --reconvert by hand
+            except Exception:  # the record stays; tried again at the next scan
                 log.error(
                     "automatic reconversion failed",
                     extra={"group": group_id, "paths": [str(r.path) for r in lates]},
                     exc_info=True,
                 )
-                outcome = "ignored"
+                outcome = "waiting"
             if outcome != "waiting":
                 for late in lates:
                     self._late_waiting.pop(late.path, None)
