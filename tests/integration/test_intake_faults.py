@@ -29,7 +29,14 @@ from dsa110_contimg.services._runner import JobRunner
 from dsa110_contimg.services._status import BlockTiming, queue_status
 from dsa110_contimg.services.hdf5_watcher import SubbandWatcher, WatcherService
 from dsa110_contimg.state import open_db
-from dsa110_contimg.state.jobs import CONVERT_GROUP, list_jobs
+from dsa110_contimg.state.jobs import (
+    CONVERT_GROUP,
+    claim_job,
+    complete_job,
+    find_job,
+    list_job_events,
+    list_jobs,
+)
 from dsa110_contimg.state.rejected import list_rejected_files
 from dsa110_contimg.utils.config_loader import WatcherConfig, load_pipeline_config
 
@@ -328,11 +335,92 @@ def test_late_subband_is_reported_for_its_group(raw_files, tmp_path) -> None:
     (decision,) = scanner.scan(at(61))
     assert decision.group.missing_subbands == (5,)
     copy([raw_files[5]], tmp_path)
-    assert scanner.scan(at(70)) == []
+    assert scanner.scan(at(70)) == [] and scanner.rejected == []  # settling
+    assert scanner.scan(at(71.5)) == []
     (late,) = scanner.rejected
     assert late.kind == "late" and late.group_id == decision.group.group_id
     assert "requeue --reconvert" in late.reason
     assert scanner.scan(at(80)) == [] and scanner.rejected == []  # reported once
+
+
+def _finish(conn, now: datetime) -> None:
+    """Run the pending conversion job to done (what its lane would do)."""
+    job = claim_job(conn, worker="w", now=now, lease_s=60, kinds=[CONVERT_GROUP])
+    complete_job(conn, job.id, worker="w", now=now, result={"ok": True})
+
+
+def _late_events(conn, job_id: int) -> list[dict]:
+    return [e for e in list_job_events(conn, job_id) if "late subband" in e["reason"]]
+
+
+def test_subband_that_arrived_while_down_is_late_after_restart(
+    raw_files, tmp_path
+) -> None:
+    """A restart compares the directory with the files each group's job lists."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    copy([f for f in raw_files if "_sb05" not in f.name], incoming)
+    config = config_for(
+        tmp_path, **{"watcher.group_timeout_s": 5.0, "watcher.timeout_policy": "flag"}
+    )
+
+    def restart(conn):
+        runner = JobRunner(conn, config.queue, clock=lambda: T0)
+        gate = IntakeGate(conn, [incoming], min_free_disk_gb=0)
+        return WatcherService(config, runner, gate, incoming_dir=incoming)
+
+    with closing(open_db(config.paths.state_db)) as conn:
+        first = restart(conn)
+        first.scan_once(at(0))
+        (job,) = first.scan_once(at(6))  # timed out: sb05 flagged
+        assert job.payload["flag_missing"] and len(job.payload["files"]) == 15
+        _finish(conn, at(7))
+        copy([raw_files[5]], incoming)  # arrives while the stream is down
+        second = restart(conn)
+        assert second.scan_once(at(20)) == []  # seen: settling
+        assert find_job(conn, CONVERT_GROUP, job.key).state == "done"
+        second.scan_once(at(22))  # settled: late, group requeued
+        again = find_job(conn, CONVERT_GROUP, job.key)
+        assert again.state == "pending" and again.payload["reconvert"] is True
+        assert len(again.payload["files"]) == 16 and not again.payload["flag_missing"]
+        assert again.payload["files"]["05"] == str(incoming / raw_files[5].name)
+        second.scan_once(at(30))
+        _finish(conn, at(31))
+        assert len(_late_events(conn, job.id)) == 1  # exactly once
+        assert list_rejected_files(conn, kinds=["late"]) == []  # resolved
+        third = restart(conn)  # a restart with no new file reconverts nothing
+        for t in (40, 42, 50):
+            third.scan_once(at(t))
+        assert find_job(conn, CONVERT_GROUP, job.key).state == "done"
+        assert len(_late_events(conn, job.id)) == 1
+        assert list_rejected_files(conn) == []
+
+
+def test_late_subband_waits_for_a_running_conversion(raw_files, tmp_path) -> None:
+    """Seen while the group's job runs: requeued once that job has finished."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    copy([f for f in raw_files if "_sb05" not in f.name], incoming)
+    config = config_for(
+        tmp_path, **{"watcher.group_timeout_s": 5.0, "watcher.timeout_policy": "flag"}
+    )
+    with closing(open_db(config.paths.state_db)) as conn:
+        runner = JobRunner(conn, config.queue, clock=lambda: T0)
+        gate = IntakeGate(conn, [incoming], min_free_disk_gb=0)
+        service = WatcherService(config, runner, gate, incoming_dir=incoming)
+        service.scan_once(at(0))
+        (job,) = service.scan_once(at(6))
+        running = claim_job(conn, worker="w", now=at(6), lease_s=600)
+        copy([raw_files[5]], incoming)
+        for t in (7, 9, 11):
+            service.scan_once(at(t))
+        assert find_job(conn, CONVERT_GROUP, job.key).state == "running"
+        complete_job(conn, running.id, worker="w", now=at(12))
+        service.scan_once(at(13))
+        again = find_job(conn, CONVERT_GROUP, job.key)
+        assert again.state == "pending" and len(again.payload["files"]) == 16
+        service.scan_once(at(14))
+        assert len(_late_events(conn, job.id)) == 1
 
 
 def test_reconvert_payload_takes_the_late_file(raw_files, tmp_path) -> None:
@@ -510,7 +598,9 @@ def test_stream_requeues_a_finished_group_for_its_late_subband(raw_files, tmp_pa
         claimed = claim_job(conn, worker="w:1:a", now=at(62), lease_s=60)
         complete_job(conn, claimed.id, worker="w:1:a", now=at(63))
         copy([raw_files[5]], incoming)  # the late subband
-        assert service.scan_once(at(70)) == []
+        assert service.scan_once(at(70)) == []  # seen once: not yet stable
+        assert get_job(conn, job.id).state == "done"
+        assert service.scan_once(at(71)) == []
         again = get_job(conn, job.id)
         assert again.state == "pending" and again.payload["reconvert"] is True
         assert again.payload["files"]["05"] == str(incoming / raw_files[5].name)

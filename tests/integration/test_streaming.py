@@ -631,6 +631,8 @@ def test_kill9_at_random_moments_then_restart(
 
 POWER_LOSS_RUNS = int(os.environ.get("DSA110_POWER_LOSS_RUNS", "6"))
 _PRODUCT_DIRS = ("images", "mosaics", "products")
+_STORE = Path("data") / "lightcurves"  # variability.store_dir, from the cwd
+_STORE_TARGETS = ("epoch", "manifest", "summary")
 
 
 def _truncate_newest_product(base: Path) -> Path | None:
@@ -651,6 +653,57 @@ def _truncate_newest_product(base: Path) -> Path | None:
     return newest
 
 
+def _truncate_store_file(base: Path, target: str) -> Path | None:
+    """Cut the light-curve store's newest epoch file, manifest or sums to 0 bytes."""
+    store = base / _STORE
+    files = {
+        "epoch": [
+            p
+            for p in store.glob("epochs/date=*/*.parquet")
+            if not p.name.startswith(".")
+        ],
+        "manifest": [store / "_manifest.json"],
+        "summary": [store / "_summary.parquet"],
+    }[target]
+    files = [p for p in files if p.exists() and p.stat().st_size > 0]
+    if not files:
+        return None
+    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
+    newest.write_bytes(b"")
+    return newest
+
+
+def _lightcurves(base: Path) -> dict[str, dict[tuple[str, str], tuple]]:
+    """Each stored epoch's rows: (source, image) -> (mjd, flux_jy, flux_err_jy)."""
+    from dsa110_contimg.lightcurves import LightcurveStore
+
+    store = LightcurveStore(base / _STORE)
+    out = {}
+    for epoch_id in store.epochs()["epoch_id"]:
+        table = store.epoch_table(str(epoch_id))
+        rows = {
+            (str(r["source_name"]), str(r["image_id"])): (
+                float(r["mjd"]),
+                float(r["flux_jy"]),
+                float(r["flux_err_jy"]),
+            )
+            for r in table
+        }
+        assert len(rows) == len(table), f"duplicate rows in epoch {epoch_id}"
+        out[str(epoch_id)] = rows
+    assert store.n_rows() == sum(len(r) for r in out.values())
+    return out
+
+
+def _ingests(stream: Stream) -> set[tuple[int, str | None]]:
+    """The light-curve ingests finished so far: (job id, finished at)."""
+    return {
+        (j.id, j.finished_at)
+        for j in stream.jobs()
+        if j.kind == UPDATE_VARIABILITY and j.state == "done"
+    }
+
+
 def _image_data(base: Path) -> dict[str, bytes]:
     from astropy.io import fits
 
@@ -666,6 +719,15 @@ def test_power_loss_kill9_and_truncation_then_restart(
 ) -> None:
     """Kill -9 at random moments, some followed by a 0-byte newest product.
 
+    Every other kill comes just after a light-curve ingest (at a random
+    moment once all are done) and cuts one of the light-curve store's files
+    (its newest epoch Parquet, its manifest or its running sums, in turn);
+    the others come at a random moment and, half of the time, cut the newest
+    image, mosaic or table. The last kill is
+    followed by cuts of the newest product, the newest epoch file and the
+    manifest together. The restarted run must end with the uninterrupted
+    run's products and light curves (same epochs, rows and measured fluxes).
+
     ``DSA110_POWER_LOSS_RUNS`` (default 6 in CI; the README's figure is from
     20) sets the number of kills. Embedded backend only: the kill -9, SIGTERM
     and fault tests run on both backends (``backend``), and this one's many
@@ -675,27 +737,52 @@ def test_power_loss_kill9_and_truncation_then_restart(
     stream = Stream(tmp_path, observation.sky_path)
     deliver(observation.groups[:3], stream.incoming)
     rng = random.Random(20261201)
-    events: list[tuple[float, str | None]] = []
-    for _ in range(POWER_LOSS_RUNS):
+    events: list[tuple[str, str | None]] = []
+    n_store_cuts = 0
+    for run in range(POWER_LOSS_RUNS):
+        before = _ingests(stream)
         stream.start()
-        delay = rng.uniform(1.0, 15.0)
+        store_run = run % 2 == 1
+        if store_run and not stream.finished(FULL_RUN):  # just after an ingest
+            stream.wait(
+                lambda before=before: _ingests(stream) - before,
+                "a light-curve ingest",
+                timeout_s=180,
+            )
+            delay = rng.uniform(0.0, 0.5)
+        else:
+            delay = rng.uniform(1.0, 15.0)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and stream.proc.poll() is None:
             time.sleep(0.05)
         assert stream.proc.poll() is None, stream.tail()
         stream.kill9()
-        cut = _truncate_newest_product(tmp_path) if rng.random() < 0.5 else None
-        events.append((round(delay, 1), cut.name if cut else None))
-    # and one more cut after the last kill, which may hit a finished block's
-    # product (found by the start-up audit) or a running one's (remade)
-    last = _truncate_newest_product(tmp_path)
-    assert last is not None
-    events.append((0.0, last.name))
-    print(f"\npower-loss events (seconds into the run, file cut to 0 bytes): {events}")
+        if store_run:
+            target = _STORE_TARGETS[n_store_cuts % len(_STORE_TARGETS)]
+            cut = _truncate_store_file(tmp_path, target)
+            n_store_cuts += cut is not None
+            what = f"store run, {delay:.1f} s"
+        else:
+            cut = _truncate_newest_product(tmp_path) if rng.random() < 0.5 else None
+            what = f"{delay:.1f} s"
+        events.append((what, cut.name if cut else None))
+    # and cuts after the last kill, which may hit a finished block's products
+    # and store files (found by the start-up audit) or a running one's (remade)
+    last = [
+        _truncate_newest_product(tmp_path),
+        _truncate_store_file(tmp_path, "epoch"),
+        _truncate_store_file(tmp_path, "manifest"),
+    ]
+    assert all(last), last
+    n_store_cuts += 2
+    events.append(("end", ", ".join(p.name for p in last)))
+    print(f"\npower-loss events (kill point, files cut to 0 bytes): {events}")
+    print(f"kills: {POWER_LOSS_RUNS}; light-curve store files cut: {n_store_cuts}")
     audits = stream.tail(100_000).count("product audit done")
     stream.start()
     # the work may all be done already: let the stream get past its start-up
-    # audit (which requeues blocks with damaged products) before judging it
+    # audit (which requeues blocks with damaged products and the ingests of
+    # epochs the store lost) before judging it
     stream.wait(
         lambda: stream.tail(100_000).count("product audit done") > audits,
         "the stream's start-up audit",
@@ -706,13 +793,25 @@ def test_power_loss_kill9_and_truncation_then_restart(
     assert_products_complete(tmp_path)
     assert_no_debris(tmp_path)
     assert_same_products(snapshot(tmp_path), want)
-    for sub in _PRODUCT_DIRS:
+    for sub in (*_PRODUCT_DIRS, str(_STORE)):
         empty = [
             p
             for p in (tmp_path / sub).rglob("*")
-            if p.is_file() and p.stat().st_size == 0
+            if p.is_file() and p.stat().st_size == 0 and p.name != "_writer.lock"
         ]
         assert empty == [], f"0-byte products left: {empty}"
+    # light curves: the same epochs, rows and measured fluxes (the corrected
+    # fluxes depend on the order the epochs were ingested in)
+    got_lc, ref_lc = _lightcurves(tmp_path), _lightcurves(ref_base)
+    assert got_lc.keys() == ref_lc.keys()
+    for epoch_id, rows in ref_lc.items():
+        assert got_lc[epoch_id].keys() == rows.keys(), epoch_id
+        for key, (mjd, flux, err) in rows.items():
+            got_mjd, got_flux, got_err = got_lc[epoch_id][key]
+            assert got_mjd == pytest.approx(mjd, abs=1e-9), (epoch_id, key)
+            assert [got_flux, got_err] == pytest.approx(
+                [flux, err], rel=1e-3, abs=1e-4, nan_ok=True
+            ), (epoch_id, key)
     got, ref = _image_data(tmp_path), _image_data(ref_base)
     assert got.keys() == ref.keys()
     identical = sum(got[k] == ref[k] for k in ref)
@@ -959,3 +1058,82 @@ def test_late_subband_reconverts_and_redoes_blocks(
     assert again.result["superseded_images"]  # old images kept aside
     assert len(list((tmp_path / "ms").glob("*.ms"))) == 3
     assert_products_complete(tmp_path)
+
+
+def test_subband_arriving_while_the_stream_is_down_is_reconverted(
+    observation, tmp_path
+) -> None:
+    """A late subband that arrives while the stream is stopped (issue 15.6).
+
+    Before, a restart took every file of a decided group as its baseline, so
+    the group converted without the subband stayed flagged for good. The
+    restarted watcher compares the directory with the files the group's
+    ``convert_group`` job lists: the group is reconverted with 16 subbands,
+    exactly once, and its images, blocks and light-curve epochs are redone; a
+    restart with no new file redoes nothing. Embedded backend only (the
+    reconversion itself runs on both in the test above).
+    """
+    g0, g1, g2 = observation.groups[:3]
+    stream = Stream(
+        tmp_path,
+        observation.sky_path,
+        watcher={"group_timeout_s": 4.0, "timeout_policy": "flag"},
+    )
+    deliver([g0, g2], stream.incoming)
+    deliver([g1], stream.incoming, skip=("_sb05",))
+    stream.start()
+    stream.wait(lambda: stream.finished(FULL_RUN), "the first pass to finish")
+    assert stream.stop() < 15 and stream.proc.returncode == 0, stream.tail()
+    key = g1.start_time.strftime("%Y-%m-%dT%H:%M:%S")
+    jobs = {(j.kind, j.key): j for j in stream.jobs()}
+    conv = jobs[(CONVERT_GROUP, key)]
+    assert conv.result["missing_subbands"] == [5]
+    holding = [
+        b
+        for (kind, b), j in jobs.items()
+        if kind == PROCESS_BLOCK and key in j.payload["groups"]
+    ]
+    assert holding
+    seen = {j.id: len(stream.events(j.id)) for j in jobs.values()}
+
+    (sb05,) = [p for p in g1.files if "_sb05" in p.name]
+    shutil.copy2(sb05, stream.incoming / sb05.name)  # arrives while down
+    stream.start()
+
+    def redone() -> bool:
+        now = {(j.kind, j.key): j for j in stream.jobs()}
+        c = now[(CONVERT_GROUP, key)]
+        if c.state != "done" or c.result.get("missing_subbands") != []:
+            return False
+        return stream.finished(FULL_RUN) and all(
+            len(stream.events(now[(kind, b)].id)) > seen[now[(kind, b)].id]
+            for b in holding
+            for kind in (PROCESS_BLOCK, UPDATE_VARIABILITY)
+        )
+
+    stream.wait(redone, "the group to be reconverted and its blocks redone")
+    assert stream.stop() < 15 and stream.proc.returncode == 0, stream.tail()
+    jobs = {(j.kind, j.key): j for j in stream.jobs()}
+    again = jobs[(CONVERT_GROUP, key)]
+    assert again.payload["files"]["05"] == str(stream.incoming / sb05.name)
+    assert again.result["n_subbands_present"] == 16
+    assert again.result["ms_path"] == conv.result["ms_path"]  # one group, one MS
+    assert again.result["superseded_images"]  # its images were remade
+    late = [e for e in stream.events(again.id) if "late subband" in e["reason"]]
+    assert len(late) == 1, late  # exactly once
+    others = [j for (kind, k), j in jobs.items() if kind == CONVERT_GROUP and k != key]
+    assert all(len(stream.events(j.id)) == seen[j.id] for j in others)
+    assert len(jobs) == 9
+    assert_products_complete(tmp_path)
+
+    # a restart with no new file reconverts nothing
+    seen = {j.id: len(stream.events(j.id)) for j in jobs.values()}
+    audits = stream.tail(100_000).count("product audit done")
+    stream.start()
+    stream.wait(
+        lambda: stream.tail(100_000).count("product audit done") > audits,
+        "the stream's start-up audit",
+    )
+    time.sleep(3.0)  # several scans (scan_interval_s 0.5, settle_s 0.3)
+    assert stream.stop() < 15 and stream.proc.returncode == 0, stream.tail()
+    assert {j.id: len(stream.events(j.id)) for j in stream.jobs()} == seen

@@ -14,6 +14,7 @@ from typing import Any
 
 from dsa110_contimg.lightcurves._lock import locked
 from dsa110_contimg.lightcurves._runs import write_run
+from dsa110_contimg.utils.storage import fsync_tree
 
 __all__: list[str] = []
 
@@ -88,6 +89,7 @@ class _StoreCompaction:
             out,
             row_group_size=self.row_group_size,
         )
+        fsync_tree(out)  # on disk before the manifest names it
         runs = [r for r in manifest.get("runs", []) if r["name"] not in replaced]
         runs.append(
             {

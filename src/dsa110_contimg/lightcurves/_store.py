@@ -73,6 +73,8 @@ _MANIFEST = "_manifest.json"
 _SUMMARY = "_summary.parquet"
 # 2: rows carry image_id, freq_hz, snr, pointing_dec_deg and upper_limit_jy
 _FORMAT_VERSION = 2
+EPOCH_TOKEN_KEY = "token"
+"""Key of an epoch file's Parquet metadata holding its manifest token."""
 
 
 def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
@@ -81,9 +83,11 @@ def _stat_key(st: os.stat_result) -> tuple[int, int, int]:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary, fsync it, rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with write_errors_as_resource(path, "light-curve store manifest"):
+        tmp.write_bytes(data)
+        publish(tmp, path)
 
 
 class LightcurveStore(_StoreQueries, _StoreCompaction):
@@ -377,9 +381,12 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{token[:8]}")
+        # the token in the file's metadata ties it to its manifest entry: the
+        # start-up repair (_repair.py) tells a stale or foreign file from it
+        stamped = arrow.replace_schema_metadata({EPOCH_TOKEN_KEY: token})
         with write_errors_as_resource(path, "light-curve epoch (Parquet)"):
             pq.write_table(
-                arrow, tmp, row_group_size=self.row_group_size, compression="zstd"
+                stamped, tmp, row_group_size=self.row_group_size, compression="zstd"
             )
             publish(tmp, path)
         manifest["epochs"][epoch_id] = {

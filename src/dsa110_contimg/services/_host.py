@@ -98,11 +98,24 @@ def _check_services(services: Sequence[str]) -> tuple[str, ...]:
 
 
 def _audit(config: PipelineConfig) -> list[tuple[str, str]]:
-    """Run the start-up product audit on a connection of its own thread."""
-    from dsa110_contimg.services._audit import audit_recent_products
+    """Run the start-up product and light-curve store audits (own connection).
+
+    Returns the blocks requeued, then the light-curve ingests requeued.
+    """
+    from dsa110_contimg.services._audit import (
+        audit_lightcurve_store,
+        audit_recent_products,
+    )
 
     with closing(open_db(config.state_target)) as conn:
-        return audit_recent_products(conn, now=utc_now())
+        blocks = audit_recent_products(conn, now=utc_now())
+        ingests = audit_lightcurve_store(
+            conn,
+            config.variability.store_dir,
+            now=utc_now(),
+            blocks_redone=[b for b, _ in blocks],
+        )
+        return blocks + ingests
 
 
 async def _guard_disk(
@@ -150,7 +163,7 @@ async def _start_up(config: PipelineConfig, writer: object) -> None:
         redone = await asyncio.wait_for(
             asyncio.shield(run_off_loop(_audit, config)), timeout=IO_TIMEOUT_S
         )
-        log.info("product audit done", extra={"n_blocks_requeued": len(redone)})
+        log.info("product audit done", extra={"n_jobs_requeued": len(redone)})
     except TimeoutError:
         log.error("product audit is stuck; going on without it")
 

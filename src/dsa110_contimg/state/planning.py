@@ -32,6 +32,7 @@ __all__ = [
     "planner_watermark",
     "set_planner_watermark",
     "known_group_times",
+    "listed_group_files",
 ]
 
 PLANNER_STATE = "block_planner"
@@ -150,3 +151,32 @@ def known_group_times(conn: Connection) -> list[datetime]:
         (CONVERT_GROUP,),
     )
     return sorted({datetime.fromisoformat(str(r[0])) for r in rows})
+
+
+def listed_group_files(conn: Connection) -> dict[datetime, frozenset[str]]:
+    """Names of the raw files each conversion job lists, by group start time.
+
+    The ``files`` and ``duplicates`` of every ``convert_group`` job's payload
+    (file names, not paths, so a restart with the incoming directory spelled
+    another way lists the same files). The watcher compares them with the
+    directory after a restart: a file of a decided group that its job does
+    not list arrived while the stream was down (a late subband).
+    """
+    rows = conn.execute(
+        "SELECT data_time_iso, payload_json FROM jobs WHERE kind = ?",
+        (CONVERT_GROUP,),
+    )
+    out: dict[datetime, frozenset[str]] = {}
+    for stamp, payload_json in rows:
+        try:
+            payload = json.loads(str(payload_json or "{}"))
+        except ValueError:
+            continue  # unreadable payload: the group's files stay the baseline
+        files = payload.get("files") if isinstance(payload, dict) else None
+        if not isinstance(files, dict):
+            continue
+        names = [*files.values(), *(payload.get("duplicates") or [])]
+        out[datetime.fromisoformat(str(stamp))] = frozenset(
+            str(n).rsplit("/", 1)[-1] for n in names
+        )
+    return out

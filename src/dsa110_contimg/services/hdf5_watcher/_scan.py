@@ -20,9 +20,15 @@ are handled as in batch processing. Files that cannot take part (a name that
 is not a time, a stray subband number, a FIFO or other non-regular file, the
 losing copy of a duplicate) are set aside and listed in `rejected` with a
 reason; nothing else stops. Each group is decided once; a file that later
-arrives for a decided group is set aside as ``late`` (``requeue --reconvert``
-converts the group again with it). A decision the caller could not enqueue
-is handed back with `forget`, and the next scan decides it again.
+arrives for a decided group is set aside as ``late`` once its size and mtime
+have settled like any other file (the service then reconverts the group with
+it; ``requeue --reconvert`` does it by hand). After a restart the groups
+decided before come from the job queue (`add_known_groups`) with the files
+each group's job lists: a file of such a group that its job does not list
+arrived while the stream was down and is ``late`` too; without a listing
+(the job deleted by retention) the group's files are taken as they are. A
+decision the caller could not enqueue is handed back with `forget`, and the
+next scan decides it again.
 
 The scan only reads the file system (no database); the service runs it in a
 worker thread so a read that hangs cannot stop the event loop.
@@ -32,7 +38,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -139,6 +145,7 @@ class SubbandWatcher:
         self._files: dict[Path, _FileState] = {}
         self._known: list[datetime] = []
         self._decided_paths: set[Path] = set()
+        self._listed: dict[datetime, frozenset[str]] = {}
         self._n_scans = 0
         self._readable: dict[tuple[object, ...], str | None] = {}
         self._probes: dict[Path, tuple[tuple[int, int], FileProbe]] = {}
@@ -147,10 +154,26 @@ class SubbandWatcher:
         self.rejected: list[RejectedFile] = []
         """Files newly set aside by the latest scan (record them)."""
 
-    def add_known_groups(self, start_times: Iterable[datetime]) -> None:
-        """Mark groups as already decided (e.g. from the job queue at start-up)."""
+    def add_known_groups(
+        self,
+        start_times: Iterable[datetime],
+        *,
+        listed: Mapping[datetime, Iterable[str]] | None = None,
+    ) -> None:
+        """Mark groups as already decided (e.g. from the job queue at start-up).
+
+        Parameters
+        ----------
+        start_times : iterable of datetime
+            Start times of the decided groups.
+        listed : mapping of datetime to iterable of str, optional
+            For some of them, the names of the files their job lists; at the
+            first scan, a file of such a group not among them is ``late``.
+        """
         for t in start_times:
             bisect.insort(self._known, t)
+        for t, names in (listed or {}).items():
+            self._listed[t] = frozenset(names)
 
     def _known_group(self, stamp: datetime) -> datetime | None:
         i = bisect.bisect_left(self._known, stamp - timedelta(seconds=self.tolerance_s))
@@ -251,24 +274,39 @@ class SubbandWatcher:
             n_expected=self.n_expected,
             check_regular=False,  # _observe checks, and only undecided files
         )
+        by_path: dict[Path, SubbandFile] = {}
         for parsed in parsed_files:
             group_start = self._known_group(parsed.timestamp)
             if group_start is not None:
                 known[parsed.path] = group_start  # decided before: not even a stat
+                by_path[parsed.path] = parsed
             elif self._observe(parsed, now, rejected):
                 present.add(parsed.path)
                 candidates.append(parsed)
-        if self._n_scans:
-            for late in sorted(set(known) - self._decided_paths - set(self._reported)):
-                group_id = known[late].strftime("%Y-%m-%dT%H:%M:%S")
-                reason = (
-                    f"{late}: arrived after its group {group_id} was decided; "
-                    "the stream reconverts the group with it once the group's "
-                    "job has finished (if this row stays, run 'dsa110-contimg "
-                    "requeue --reconvert' on the group's convert_group job)"
-                )
-                rejected.append(RejectedFile(late, "late", reason, group_id))
-        self._decided_paths = set(known)
+        if not self._n_scans:  # the files decided before this process started
+            self._decided_paths |= {
+                p
+                for p, start in known.items()
+                if start not in self._listed or p.name in self._listed[start]
+            }
+            self._listed = {}
+        settling = set()
+        for late in sorted(set(known) - self._decided_paths - set(self._reported)):
+            if not self._observe(by_path[late], now, rejected):
+                continue  # gone, or not a regular file (set aside as such)
+            present.add(late)
+            if not self._is_stable(late, now):
+                settling.add(late)  # still being written: looked at again
+                continue
+            group_id = known[late].strftime("%Y-%m-%dT%H:%M:%S")
+            reason = (
+                f"{late}: arrived after its group {group_id} was decided; "
+                "the stream reconverts the group with it once the group's "
+                "job has finished (if this row stays, run 'dsa110-contimg "
+                "requeue --reconvert' on the group's convert_group job)"
+            )
+            rejected.append(RejectedFile(late, "late", reason, group_id))
+        self._decided_paths = set(known) - settling
         self._n_scans += 1
         for gone in set(self._files) - present:
             del self._files[gone]
@@ -288,7 +326,7 @@ class SubbandWatcher:
                 self._decided_paths |= {*group.files.values(), *group.duplicates}
                 rejected += group.set_aside
         self._report(rejected)
-        self.n_waiting = len(groups) - len(decisions)
+        self.n_waiting = len(groups) - len(decisions) + len(settling)
         return decisions
 
     def _decide(self, group: SubbandGroup, now: datetime) -> GroupDecision | None:

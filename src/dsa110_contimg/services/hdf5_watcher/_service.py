@@ -15,7 +15,11 @@ database: one that fails to enqueue is handed back to the scanner and
 decided again at the next scan. Files set aside are recorded in
 ``rejected_files``; a late subband that a finished group lacks requeues the
 group for reconversion (same group id and MS; its images are remade and the
-blocks holding it redone).
+blocks holding it redone); one whose group's job is still pending or running
+waits (in memory) and requeues it once the job has finished. The scanner
+starts from the groups in the queue and the files their jobs list
+(`listed_group_files`), so a subband that arrived while the stream was down
+is late as well, and reconverted the same way.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from dsa110_contimg.data_ingestion.grouping import RejectedFile, examine_subband_path
 from dsa110_contimg.services._intake import DiskStatus, IntakeGate, run_off_loop
@@ -40,7 +44,7 @@ from dsa110_contimg.state.jobs import (
     JobSpec,
     find_job,
 )
-from dsa110_contimg.state.planning import known_group_times
+from dsa110_contimg.state.planning import known_group_times, listed_group_files
 from dsa110_contimg.state.rejected import (
     record_rejected_files,
     resolve_rejected_files,
@@ -143,7 +147,10 @@ class WatcherService:
             tolerance_s=config.conversion.group_tolerance_s,
             n_expected=config.conversion.expected_n_subbands,
         )
-        self.scanner.add_known_groups(known_group_times(runner.conn))
+        self.scanner.add_known_groups(
+            known_group_times(runner.conn), listed=listed_group_files(runner.conn)
+        )
+        self._late_waiting: dict[Path, RejectedFile] = {}
 
     def scan_once(self, now: datetime) -> list[Job]:
         """Update the disk guard, scan once and enqueue what was decided.
@@ -170,14 +177,23 @@ class WatcherService:
             except Exception:  # recorded at the next change; logged already
                 log.error("recording rejected files failed", exc_info=True)
         for late in (r for r in rejected if r.kind == "late"):
+            self._late_waiting[late.path] = late
+        by_group: dict[str, list[RejectedFile]] = {}
+        for late in self._late_waiting.values():
+            by_group.setdefault(str(late.group_id), []).append(late)
+        for group_id, lates in by_group.items():
             try:
-                self._reconvert_for(late, now)
-            except Exception:  # the record stays: requeue --reconvert by hand
+                outcome = self._reconvert_for(group_id, lates, now)
+            except Exception:  # the record stays; tried again at the next scan
                 log.error(
                     "automatic reconversion failed",
-                    extra={"path": str(late.path)},
+                    extra={"group": group_id, "paths": [str(r.path) for r in lates]},
                     exc_info=True,
                 )
+                outcome = "waiting"
+            if outcome != "waiting":
+                for late in lates:
+                    self._late_waiting.pop(late.path, None)
         enqueued = []
         for decision in decisions:
             try:
@@ -194,45 +210,64 @@ class WatcherService:
                 enqueued.append(job)
         return enqueued
 
-    def _reconvert_for(self, late: RejectedFile, now: datetime) -> Job | None:
-        """Requeue a finished group for reconversion with a late subband.
+    def _reconvert_for(
+        self, group_id: str, lates: list[RejectedFile], now: datetime
+    ) -> Literal["requeued", "waiting", "ignored"]:
+        """Requeue a finished group for reconversion with its late subbands.
 
-        Only when the late file brings a subband the group's job lacks and
-        the job is finished (done, failed or quarantined); otherwise the
-        record stays for an operator (``requeue --reconvert``).
+        Returns
+        -------
+        {"requeued", "waiting", "ignored"}
+            ``requeued``: the late files bring subbands the group's job lacks
+            and the job had finished (done, failed or quarantined): it converts
+            again with them, once for all of them. ``waiting``: it lacks them
+            but is pending or running (asked again at the next scan).
+            ``ignored``: nothing to add (no such job, or its subbands are all
+            listed); the record stays for an operator (``requeue
+            --reconvert``).
         """
-        parsed = examine_subband_path(late.path, n_expected=self.scanner.n_expected)
-        if late.group_id is None or isinstance(parsed, RejectedFile):
-            return None
-        job = find_job(self.runner.conn, CONVERT_GROUP, late.group_id)
-        files = dict(job.payload.get("files") or {}) if job is not None else {}
-        key = f"{parsed.subband:02d}"
-        if job is None or job.state not in TERMINAL_STATES or key in files:
-            return None
-        files[key] = str(late.path)
+        job = find_job(self.runner.conn, CONVERT_GROUP, group_id)
+        if job is None:
+            return "ignored"
+        files = dict(job.payload.get("files") or {})
+        added: dict[str, Path] = {}
+        for late in sorted(lates, key=lambda r: r.path):
+            parsed = examine_subband_path(late.path, n_expected=self.scanner.n_expected)
+            if isinstance(parsed, RejectedFile):
+                continue
+            key = f"{parsed.subband:02d}"
+            if key not in files and key not in added:
+                added[key] = late.path
+        if not added:
+            return "ignored"
+        if job.state not in TERMINAL_STATES:
+            return "waiting"
+        files.update({k: str(p) for k, p in added.items()})
         n_expected = self.scanner.n_expected
         missing = [sb for sb in range(n_expected) if f"{sb:02d}" not in files]
+        subbands = ", ".join(f"sb{k}" for k in sorted(added))
+        names = ", ".join(p.name for _, p in sorted(added.items()))
         payload = {
             **job.payload,
             "files": dict(sorted(files.items())),
             "missing_subbands": missing,
             "flag_missing": bool(missing),
-            "decision": f"reconvert: late subband sb{key} arrived ({late.path.name})",
+            "decision": f"reconvert: late subband(s) {subbands} arrived ({names})",
             "reconvert": True,
         }
-        requeued = self.runner.queue.requeue(
+        self.runner.queue.requeue(
             job.id,
             now=now,
-            reason=f"late subband sb{key} arrived: {late.path}; reconverting",
+            reason=f"late subband(s) {subbands} arrived: {names}; reconverting",
             payload=payload,
         )
-        resolve_rejected_files(self.runner.conn, [late.path], now=now)
+        resolve_rejected_files(self.runner.conn, list(added.values()), now=now)
         log.warning(
             "late subband: group requeued for reconversion",
-            extra={"group": late.group_id, "path": str(late.path)},
+            extra={"group": group_id, "paths": [str(p) for p in added.values()]},
         )
         self.runner.wake()
-        return requeued
+        return "requeued"
 
     def _enqueue(self, decision: GroupDecision, now: datetime) -> tuple[Job, bool]:
         spec = conversion_spec(
