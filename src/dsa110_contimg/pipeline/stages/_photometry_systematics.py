@@ -192,7 +192,7 @@ def _members(images: list[Table]) -> dict[str, list[tuple[float, float]]]:
 
 
 def _mean_fraction(members: list[tuple[float, float]], frac: float) -> float:
-    r"""Return :math:`f \sqrt{\sum w_i^2 / p_i^2} / \sum w_i` (``frac`` without members)."""
+    r"""Return :math:`f \sqrt{\sum w_i^2 / p_i^2} / \sum w_i` (f with no members)."""
     if not members:
         return frac
     noise, pb = np.asarray(members).T
