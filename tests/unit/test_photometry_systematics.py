@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from dsa110_contimg.pipeline.stages.photometry_stage import (
-    add_overlap_systematic,
-    overlap_excess,
-)
+from dsa110_contimg.pipeline.stages.photometry_stage import add_overlap_systematic
 
 
 def _image_table(
@@ -33,22 +30,47 @@ def _image_table(
     return table
 
 
-def test_overlap_excess_recovers_fraction_and_noise_excess() -> None:
+def test_beam_scaled_fraction_is_recovered_and_propagated_to_the_mosaic() -> None:
+    # Two overlapping images; each measurement has an independent error of
+    # f / pb of its flux (an error in the beam's gain), f = 1%. The pair fit
+    # must recover f, the image pulls must be ~1 at every primary beam, and
+    # the mosaic (their weighted mean) must get the error of a mean, not the
+    # images' error.
     rng = np.random.default_rng(1)
-    n = 4000
-    s_a, s_b = rng.uniform(0.05, 5.0, (2, n))
-    n_a, n_b = rng.uniform(0.005, 0.02, (2, n))
-    f, tau = 0.02, 0.8
-    d = rng.normal(0, 1, n) * np.sqrt(
-        (1 + tau**2) * (n_a**2 + n_b**2) + f**2 * (s_a**2 + s_b**2)
-    )
-    got_f, got_tau = overlap_excess(d**2, n_a**2 + n_b**2, s_a**2 + s_b**2)
-    assert got_f == pytest.approx(f, rel=0.1)
-    assert got_tau == pytest.approx(tau, rel=0.2)
-    # pure noise: neither term
-    d0 = rng.normal(0, 1, n) * np.sqrt(n_a**2 + n_b**2)
-    got_f, got_tau = overlap_excess(d0**2, n_a**2 + n_b**2, s_a**2 + s_b**2)
-    assert got_f < 0.003 and got_tau < 0.15
+    n_src, f, noise = 3000, 0.01, 2e-3
+    true = np.exp(rng.uniform(np.log(0.1), np.log(10.0), n_src))
+    pb = rng.uniform(0.25, 1.0, (2, n_src))
+    tables, measured = [], []
+    for k in range(2):
+        err_noise = noise / pb[k]
+        flux = true * (1 + f / pb[k] * rng.normal(0, 1, n_src))
+        flux += rng.normal(0, 1, n_src) * err_noise
+        table = _image_table(f"img{k}", true, 0.0, noise, rng)
+        table["flux_jy"] = flux
+        table["flux_err_jy"] = err_noise
+        table["snr"] = flux / err_noise
+        table["pb"] = pb[k]
+        tables.append(table)
+        measured.append(flux)
+    w = pb**2 / noise**2
+    mean = np.sum(w * np.array(measured), axis=0) / np.sum(w, axis=0)
+    mosaic = _image_table("mosaic", true, 0.0, noise, rng, "mosaic")
+    mosaic["flux_jy"] = mean
+    mosaic["flux_err_jy"] = 1 / np.sqrt(np.sum(w, axis=0))
+    mosaic["snr"] = mean / mosaic["flux_err_jy"]
+    mosaic["pb"] = 1.0
+    out = add_overlap_systematic([*tables, mosaic])
+    assert out[0].meta["overlap_fraction"] == pytest.approx(f, rel=0.1)
+    for table, beam in zip(out[:2], pb, strict=True):
+        pulls = (table["flux_jy"] - true) / table["flux_err_jy"]
+        for lo, hi in ((0.25, 0.5), (0.5, 0.75), (0.75, 1.0)):
+            sel = (beam >= lo) & (beam < hi)
+            assert 0.9 < np.sqrt(np.mean(pulls[sel] ** 2)) < 1.1, (lo, hi)
+    pulls = (out[2]["flux_jy"] - true) / out[2]["flux_err_jy"]
+    assert 0.9 < np.sqrt(np.mean(pulls**2)) < 1.1
+    # with the images' own (larger) error the mosaic's pulls would be ~0.7
+    image_like = np.hypot(out[2]["flux_err_jy"], f * true / pb.max(axis=0))
+    assert np.sqrt(np.mean(((out[2]["flux_jy"] - true) / image_like) ** 2)) < 0.85
 
 
 def test_flux_scale_scatter_between_images_enters_the_errors() -> None:
@@ -77,8 +99,10 @@ def test_flux_scale_scatter_between_images_enters_the_errors() -> None:
     np.testing.assert_allclose(
         t["flux_err_jy"] ** 2 - t["flux_sys_jy"] ** 2, noise**2, rtol=1e-6
     )
+    # the mosaic is the mean of the six images: their independent scale
+    # errors average down by sqrt(6)
     assert mosaic_out["flux_sys_jy"][0] / abs(mosaic_out["flux_jy"][0]) == (
-        pytest.approx(frac[0], rel=0.01)
+        pytest.approx(frac[0] / np.sqrt(6), rel=0.01)
     )
 
 

@@ -44,7 +44,6 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
 from dsa110_contimg.pipeline.stages._photometry_systematics import (
     add_overlap_systematic,
-    overlap_excess,
     set_systematic,
     table_fraction,
 )
@@ -69,7 +68,6 @@ __all__ = [
     "image_id",
     "image_ids",
     "add_overlap_systematic",
-    "overlap_excess",
     "image_primary_beam",
     "measure_image",
     "measure_mosaic",
