@@ -284,9 +284,9 @@ def db_revision_command(message: str) -> None:
     printed; review it (PostgreSQL types, data moves), then commit it with
     the metadata edit.
     """
-    from dsa110_contimg.state import _alembic
+    from dsa110_contimg.state._revision import revision
 
-    click.echo(_alembic.revision(message))
+    click.echo(revision(message))
 
 
 @db_group.command("maintain")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import re
 import sqlite3
-import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,7 @@ from dsa110_contimg.state._postgres import PgConnection, engine_for
 
 Connection = sqlite3.Connection | PgConnection  # as state.db.Connection
 
-__all__ = ["BASELINE", "current_revision", "head_revision", "revision", "upgrade"]
+__all__ = ["BASELINE", "current_revision", "head_revision", "upgrade"]
 
 BASELINE = "0008"
 """The Alembic revision equal to the newest numbered schema file."""
@@ -177,62 +176,3 @@ def _upgrade_postgres(url: str) -> None:
                 text(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK_KEY})")
             )
             sa_connection.commit()
-
-
-def revision(message: str, *, location: Path | None = None) -> Path:
-    """Write the next revision from `state.schema_core.metadata` (autogenerate).
-
-    Alembic's ``revision --autogenerate``: a scratch SQLite database is
-    migrated to the head, compared with the metadata, and what differs is
-    written as ``versions/NNNN_<message>.py`` (``NNNN`` = head + 1), for a
-    person to review (PostgreSQL specifics, data moves) and commit.
-
-    Parameters
-    ----------
-    message : str
-        What the revision changes (its docstring; the file name's slug).
-    location : Path, optional
-        The migrations directory (``state/migrations`` when omitted).
-
-    Returns
-    -------
-    Path
-        The new revision file.
-
-    Raises
-    ------
-    StateError
-        The metadata does not differ from the head: nothing to write.
-    """
-    from alembic import command
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import StaticPool
-
-    from dsa110_contimg.state._schema_diff import schema_differences
-    from dsa110_contimg.state.db import open_db
-    from dsa110_contimg.state.schema_core import metadata
-
-    config = _config(location)
-    rev_id = f"{int(head_revision()) + 1:04d}"
-    with tempfile.TemporaryDirectory(prefix="dsa110-revision-") as scratch:
-        conn = open_db(Path(scratch) / "head.sqlite3")
-        try:
-            engine = create_engine(
-                "sqlite://", creator=lambda: conn, poolclass=StaticPool
-            )
-            with engine.connect() as sa_connection:
-                if not schema_differences(sa_connection, metadata):
-                    msg = (
-                        "state.schema_core.metadata equals the schema at revision "
-                        f"{head_revision()}: edit the metadata first, then run "
-                        "this again"
-                    )
-                    raise StateError(msg)
-                config.attributes["connection"] = sa_connection
-                with _RUN_LOCK:
-                    script = command.revision(
-                        config, message=message, autogenerate=True, rev_id=rev_id
-                    )
-        finally:
-            conn.close()
-    return Path(script.path)

@@ -1,7 +1,7 @@
 """Alembic environment: migrate (or compare) the connection `state._alembic` passes in.
 
 ``target_metadata`` is the schema at the head, `state.schema_core.metadata`,
-so ``dsa110-contimg db revision MESSAGE`` (`state._alembic.revision`: Alembic's
+so ``dsa110-contimg db revision MESSAGE`` (`state._revision.revision`: Alembic's
 ``revision --autogenerate``) writes the next revision from an edit there; what
 SQLite's reflection cannot see is not written (`state._schema_diff`).
 """
