@@ -94,7 +94,8 @@ class Query:
             A value for every parameter of the statement without a default.
         """
         backend = "postgresql" if isinstance(conn, PgConnection) else "sqlite"
-        text, names, defaults = self.sql(backend)
+        compiled = self._compiled.get(backend)
+        text, names, defaults = compiled or self.sql(backend)
         if not names:
             return conn.execute(text)
         params = params or {}
