@@ -1,4 +1,4 @@
-"""The Core read queries (state.browse, state.jobs queries) on both backends.
+"""The Core read queries (browse, job queries, figures) on both backends.
 
 The same rows go into an SQLite file and into ``state_target``; every listing
 returns the known rows and the same values of the same types on both (a
@@ -8,13 +8,15 @@ returns the known rows and the same values of the same types on both (a
 from __future__ import annotations
 
 from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from tests.unit._filled_state import NOW, fill_state, iso
 
-from dsa110_contimg.state import browse
+from dsa110_contimg.state import browse, figures
 from dsa110_contimg.state._core import Query
+from dsa110_contimg.state.alert_inputs import read_alert_inputs
 from dsa110_contimg.state.db import connect
 from dsa110_contimg.state.jobs import queries
 
@@ -88,6 +90,18 @@ def _reads(conn) -> dict[str, object]:
         "latest": queries.latest_data_time(conn, "convert_group"),
         "mentioning": queries.list_jobs_mentioning(conn, "process_block", "g1"),
         "backlog": queries.pending_backlog(conn, now=NOW),
+        "figures": figures.compute_figures(conn, now=NOW, window_h=1.0),
+        "figures_day": figures.compute_figures(conn, now=NOW, window_h=24.0),
+        "histogram": figures.duration_histogram(conn, (30.0, 90.0, 600.0)),
+        "histogram_none": figures.duration_histogram(conn, ()),
+        "failure_totals": figures.failure_totals(conn),
+        "backlog_series": figures.backlog_series(
+            conn, start=NOW - timedelta(hours=3), end=NOW, n_points=7
+        ),
+        "backlog_at": figures.backlog_at(conn, "convert_group", NOW),
+        "alert_inputs": read_alert_inputs(
+            conn, now=NOW, group_duration_s=300.0, n_workers=2
+        ),
     }
 
 
@@ -134,6 +148,12 @@ def test_the_reads_return_the_known_rows(reads) -> None:
     assert got["job_exists"] == (True, False)
     assert got["get_job"].error_class == "InputDataError"
     assert got["service_state"]["intake"]["paused"] is True
+    # the figures' known values (tests/unit/_filled_state.py)
+    convert = got["figures"].stages["convert_group"]
+    assert (convert.n_done, convert.total_s) == (2, 180.0)
+    assert got["figures"].real_time_factor == pytest.approx(0.8)
+    assert got["histogram"]["convert_group"][:2] == ([0, 1, 3], 3)
+    assert got["alert_inputs"].realtime_factor == pytest.approx(0.8)
 
 
 def test_a_query_is_compiled_once_per_backend() -> None:
