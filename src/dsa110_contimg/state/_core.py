@@ -15,22 +15,29 @@ bound ``1`` as ``BIGINT`` and a ``SUM`` of it as ``NUMERIC``).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from dsa110_contimg.state._postgres import PgConnection
 
 __all__ = ["Query", "const", "in_list", "in_params"]
 
-_DIALECTS = {
-    "sqlite": sqlite.dialect(paramstyle="qmark"),
-    # the plain dialect, not psycopg's, which would add ``::TYPE`` casts to binds
-    "postgresql": postgresql.base.PGDialect(paramstyle="qmark"),
-}
+
+@functools.cache
+def _dialect(backend: str):
+    """The SQLAlchemy dialect of ``backend``, ``?`` parameters (imported on use)."""
+    if backend == "postgresql":
+        from sqlalchemy.dialects.postgresql.base import PGDialect
+
+        # the plain dialect, not psycopg's, which would add ``::TYPE`` casts
+        return PGDialect(paramstyle="qmark")
+    from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+
+    return SQLiteDialect(paramstyle="qmark")
 
 
 def const(value: object) -> sa.ColumnElement:
@@ -104,7 +111,7 @@ class Query:
 
 
 def _compile(statement: Any, backend: str) -> tuple[str, tuple[str, ...], dict]:
-    compiled = statement.compile(dialect=_DIALECTS[backend])
+    compiled = statement.compile(dialect=_dialect(backend))
     names = tuple(compiled.positiontup or ())
     # a bindparam() without a value is required: the caller gives it (a
     # KeyError names one left out); one with a value has it as its default
