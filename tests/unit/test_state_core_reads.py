@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from tests.unit._filled_state import NOW, fill_state, iso
 
-from dsa110_contimg.state import browse, figures
+from dsa110_contimg.state import alerts, browse, figures
 from dsa110_contimg.state._core import Query
 from dsa110_contimg.state.alert_inputs import read_alert_inputs
 from dsa110_contimg.state.db import connect
@@ -42,6 +42,22 @@ def _fill(target) -> None:
             [
                 ("/raw/a.hdf5", iso("10:00"), iso("10:00"), None),
                 ("/raw/b.hdf5", iso("10:05"), iso("10:06"), iso("10:30")),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO alert_state (fingerprint, alertname, labels_json, state, "
+            "value, active_since, fired_at, notified_at, updated_at) VALUES "
+            "('f1', 'DSA110Backlog', '{\"kind\": \"convert_group\"}', 'firing', "
+            "12.5, ?, ?, NULL, ?)",
+            (iso("11:00"), iso("11:05"), iso("11:05")),
+        )
+        conn.executemany(
+            "INSERT INTO alert_silences (alertname, matchers_json, comment, "
+            "created_by, created_at, expires_at, removed_at) "
+            "VALUES (?, '{}', 'maintenance', 'op', ?, ?, ?)",
+            [
+                ("DSA110Backlog", iso("10:00"), iso("13:00"), None),
+                ("DSA110DiskLow", iso("10:00"), iso("13:00"), iso("10:30")),
             ],
         )
         conn.execute(
@@ -90,6 +106,9 @@ def _reads(conn) -> dict[str, object]:
         "latest": queries.latest_data_time(conn, "convert_group"),
         "mentioning": queries.list_jobs_mentioning(conn, "process_block", "g1"),
         "backlog": queries.pending_backlog(conn, now=NOW),
+        "tracked_alerts": alerts.list_tracked_alerts(conn),
+        "silences": alerts.list_silences(conn),
+        "active_silences": alerts.list_silences(conn, now=NOW),
         "figures": figures.compute_figures(conn, now=NOW, window_h=1.0),
         "figures_day": figures.compute_figures(conn, now=NOW, window_h=24.0),
         "histogram": figures.duration_histogram(conn, (30.0, 90.0, 600.0)),
@@ -148,6 +167,14 @@ def test_the_reads_return_the_known_rows(reads) -> None:
     assert got["job_exists"] == (True, False)
     assert got["get_job"].error_class == "InputDataError"
     assert got["service_state"]["intake"]["paused"] is True
+    (alert,) = got["tracked_alerts"]
+    assert (alert.fingerprint, alert.value, alert.labels) == (
+        "f1",
+        12.5,
+        {"kind": "convert_group"},
+    )
+    assert [s.alertname for s in got["silences"]] == ["DSA110Backlog", "DSA110DiskLow"]
+    assert [s.alertname for s in got["active_silences"]] == ["DSA110Backlog"]
     # the figures' known values (tests/unit/_filled_state.py)
     convert = got["figures"].stages["convert_group"]
     assert (convert.n_done, convert.total_s) == (2, 180.0)
