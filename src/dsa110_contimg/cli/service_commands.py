@@ -274,6 +274,21 @@ def db_migrate_command(ctx, config_path, env, sets) -> None:
     ctx.invoke(db_upgrade_command, config_path=config_path, env=env, sets=sets)
 
 
+@db_group.command("revision")
+@click.argument("message")
+def db_revision_command(message: str) -> None:
+    """Write the next Alembic revision from an edit of state/schema_core.py.
+
+    Alembic's ``revision --autogenerate`` against a scratch SQLite database at
+    the head: the file ``state/migrations/versions/NNNN_<message>.py`` is
+    printed; review it (PostgreSQL types, data moves), then commit it with
+    the metadata edit.
+    """
+    from dsa110_contimg.state._revision import revision
+
+    click.echo(revision(message))
+
+
 @db_group.command("maintain")
 @common_options
 @click.option(

@@ -9,6 +9,9 @@ connection type `state.db.Connection` and the driver's errors
 `state.db.DatabaseError`, never ``sqlite3``. The database is a path or a
 URL (config ``database.url``); every function here runs on both backends
 (`state._postgres`), and Alembic migrations (`state._alembic`) upgrade either.
+The schema at the head is SQLAlchemy Core metadata (`state.schema_core`,
+Alembic's ``target_metadata``); the read queries of browse, the job queries,
+figures and alerts are Core statements on it (`state._core`).
 """
 
 from dsa110_contimg.state.db import (

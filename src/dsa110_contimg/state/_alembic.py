@@ -16,6 +16,7 @@ import re
 import sqlite3
 import threading
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from dsa110_contimg.exceptions import StateError
@@ -37,12 +38,15 @@ _RUN_LOCK = threading.Lock()
 """Alembic's ``context`` is a process-global proxy: one run at a time."""
 
 
-def _config():
+def _config(location: Path | None = None):
     from alembic.config import Config
 
     config = Config()
-    location = resources.files("dsa110_contimg.state").joinpath("migrations")
+    if location is None:
+        location = Path(str(resources.files("dsa110_contimg.state") / "migrations"))
     config.set_main_option("script_location", str(location))
+    # versions/NNNN_slug.py, as head_revision reads them
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
     return config
 
 

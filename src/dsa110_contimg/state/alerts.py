@@ -3,7 +3,8 @@
 `services.alerts` decides; this module only stores. An alert is identified
 by its fingerprint (a hash of its name and labels). A silence mutes the
 alerts of one name whose labels include all of its matchers, until it
-expires or is removed (``dsa110-contimg alerts unsilence``).
+expires or is removed (``dsa110-contimg alerts unsilence``). The reads are
+SQLAlchemy Core (`state._core.Query`); the writes are SQL strings.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+
 from dsa110_contimg.exceptions import StateError
+from dsa110_contimg.state import schema_core as t
+from dsa110_contimg.state._core import Query
 from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = [
@@ -94,12 +99,19 @@ class Silence:
         return self.removed_at is None and self.expires_at > to_iso_utc(now)
 
 
+_TRACKED = Query(
+    sa.select(*(c for c in t.alert_state.c if c.name != "updated_at")).order_by(
+        t.alert_state.c.alertname, t.alert_state.c.fingerprint
+    )
+)
+_SILENCES = sa.select(t.alert_silences).order_by(t.alert_silences.c.id)
+_ALL_SILENCES = Query(_SILENCES)
+_SILENCE = Query(_SILENCES.where(t.alert_silences.c.id == sa.bindparam("id")))
+
+
 def list_tracked_alerts(conn: Connection) -> list[TrackedAlert]:
     """Return every tracked alert, by name then fingerprint."""
-    rows = conn.execute(
-        "SELECT fingerprint, alertname, labels_json, state, value, active_since, "
-        "fired_at, notified_at FROM alert_state ORDER BY alertname, fingerprint"
-    ).fetchall()
+    rows = _TRACKED.execute(conn).fetchall()
     return [
         TrackedAlert(r[0], r[1], json.loads(r[2]), r[3], r[4], r[5], r[6], r[7])
         for r in rows
@@ -178,17 +190,17 @@ def add_silence(
 
 
 def _silence(conn: Connection, silence_id: int) -> Silence:
-    row = conn.execute(
-        "SELECT id, alertname, matchers_json, comment, created_by, created_at, "
-        "expires_at, removed_at FROM alert_silences WHERE id = ?",
-        (silence_id,),
-    ).fetchone()
+    row = _SILENCE.execute(conn, {"id": silence_id}).fetchone()
     if row is None:
         msg = (
             f"no silence with id {silence_id}; list them with "
             "'dsa110-contimg alerts list'"
         )
         raise StateError(msg)
+    return _row_to_silence(row)
+
+
+def _row_to_silence(row) -> Silence:
     return Silence(
         int(row[0]), row[1], json.loads(row[2]), row[3], row[4], row[5], row[6], row[7]
     )
@@ -208,8 +220,7 @@ def remove_silence(conn: Connection, silence_id: int, *, now: datetime) -> Silen
 
 def list_silences(conn: Connection, *, now: datetime | None = None) -> list[Silence]:
     """Return the silences, oldest first; only those active at ``now`` if given."""
-    rows = conn.execute("SELECT id FROM alert_silences ORDER BY id").fetchall()
-    silences = [_silence(conn, int(r[0])) for r in rows]
+    silences = [_row_to_silence(r) for r in _ALL_SILENCES.execute(conn).fetchall()]
     if now is None:
         return silences
     return [s for s in silences if s.is_active(now)]

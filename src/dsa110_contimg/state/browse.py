@@ -4,14 +4,23 @@ Each function returns ``(rows, total)``: at most ``limit`` rows from
 ``offset`` on, in a stable order, and the number of rows the filter matches
 without paging. Rows are dicts keyed by column name. Everything works on a
 read-only connection (``state.db.connect(path, readonly=True)``).
+
+The statements are SQLAlchemy Core on `state.schema_core`'s tables, one
+`state._core.Query` per filter shape (which filters are set, how many values
+each list has), compiled once per backend and cached.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as t
+from dsa110_contimg.state._core import Query, const, in_list, in_params
 from dsa110_contimg.state.db import Connection
-from dsa110_contimg.state.jobs.model import _COLUMNS as _JOB_COLUMNS
 from dsa110_contimg.state.jobs.model import Job, _row_to_job
 
 __all__ = [
@@ -32,6 +41,9 @@ __all__ = [
 Page = tuple[list[dict[str, object]], int]
 """Rows of one page and the total the filter matches."""
 
+_LIMIT = sa.bindparam("limit")
+_OFFSET = sa.bindparam("offset")
+
 
 def _check_page(limit: int, offset: int) -> None:
     if limit < 0 or offset < 0:
@@ -44,50 +56,51 @@ def _dicts(cursor) -> list[dict[str, object]]:
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _where(filters: Sequence[tuple[str, object]]) -> tuple[str, list[object]]:
-    clauses, params = [], []
-    for clause, value in filters:
-        if value is None:
-            continue
-        if isinstance(value, tuple | list):
-            marks = ", ".join("?" for _ in value) or "NULL"
-            clauses.append(clause.replace("?", f"({marks})"))
-            params.extend(value)
-        else:
-            clauses.append(clause)
-            params.append(value)
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _one(
-    conn: Connection, columns: str, source: str, key: str, value: object
-) -> dict[str, object] | None:
-    """Return the one row of ``source`` whose ``key`` is ``value``, or None."""
-    rows = _dicts(
-        conn.execute(f"SELECT {columns} FROM {source} WHERE {key} = ?", (value,))
+def _paged(
+    columns: Sequence, source, where: Sequence, order: Sequence
+) -> tuple[Query, Query]:
+    """The ``COUNT(*)`` and the page (``LIMIT :limit OFFSET :offset``) queries."""
+    count = sa.select(sa.func.count()).select_from(source).where(*where)
+    rows = (
+        sa.select(*columns)
+        .select_from(source)
+        .where(*where)
+        .order_by(*order)
+        .limit(_LIMIT)
+        .offset(_OFFSET)
     )
-    return rows[0] if rows else None
+    return Query(count), Query(rows)
 
 
 def _page(
     conn: Connection,
-    select: str,
-    table: str,
-    filters: Sequence[tuple[str, object]],
-    order: str,
+    queries: tuple[Query, Query],
+    params: dict[str, object],
     limit: int,
     offset: int,
-) -> Page:
-    _check_page(limit, offset)
-    where, params = _where(filters)
-    total = conn.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
-    rows = _dicts(
-        conn.execute(
-            f"SELECT {select} FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?",
-            [*params, int(limit), int(offset)],
-        )
-    )
-    return rows, int(total)
+) -> tuple[Any, int]:
+    """Run the count and the page; return the page's cursor and the total."""
+    count, rows = queries
+    total = count.execute(conn, params).fetchone()[0]
+    cursor = rows.execute(conn, {**params, "limit": int(limit), "offset": int(offset)})
+    return cursor, int(total)
+
+
+def _n(values: Sequence[object] | None) -> int | None:
+    return None if values is None else len(values)
+
+
+@functools.lru_cache(maxsize=64)
+def _jobs_queries(
+    n_states: int | None, n_kinds: int | None, newest_first: bool
+) -> tuple[Query, Query]:
+    where = []
+    if n_states is not None:
+        where.append(in_list(t.jobs.c.state, "state", n_states))
+    if n_kinds is not None:
+        where.append(in_list(t.jobs.c.kind, "kind", n_kinds))
+    order = t.jobs.c.id.desc() if newest_first else t.jobs.c.id
+    return _paged(t.jobs.c, t.jobs, where, [order])
 
 
 def list_jobs_page(
@@ -101,14 +114,34 @@ def list_jobs_page(
 ) -> tuple[list[Job], int]:
     """Return one page of jobs (by id, newest first by default) and the total."""
     _check_page(limit, offset)
-    where, params = _where([("state IN ?", states), ("kind IN ?", kinds)])
-    total = conn.execute(f"SELECT COUNT(*) FROM jobs{where}", params).fetchone()[0]
-    order = "id DESC" if newest_first else "id"
-    rows = conn.execute(
-        f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY {order} LIMIT ? OFFSET ?",
-        [*params, int(limit), int(offset)],
-    ).fetchall()
-    return [_row_to_job(r) for r in rows], int(total)
+    queries = _jobs_queries(_n(states), _n(kinds), bool(newest_first))
+    params = {**in_params("state", states or ()), **in_params("kind", kinds or ())}
+    cursor, total = _page(conn, queries, params, limit, offset)
+    return [_row_to_job(r) for r in cursor.fetchall()], total
+
+
+@functools.lru_cache(maxsize=8)
+def _events_queries(by_job: bool, errors_only: bool) -> tuple[Query, Query]:
+    e, j = t.job_events.alias("e"), t.jobs.alias("j")
+    where = []
+    if by_job:
+        where.append(e.c.job_id == sa.bindparam("job_id"))
+    if errors_only:
+        where.append(e.c.error_class.is_not(None))
+    columns = [
+        e.c.id,
+        e.c.job_id,
+        j.c.kind,
+        j.c.key,
+        e.c.from_state,
+        e.c.to_state,
+        e.c.reason,
+        e.c.worker,
+        e.c.error_class,
+        e.c.created_at,
+    ]
+    source = e.join(j, j.c.id == e.c.job_id)
+    return _paged(columns, source, where, [e.c.id.desc()])
 
 
 def list_job_events_page(
@@ -120,25 +153,21 @@ def list_job_events_page(
     offset: int = 0,
 ) -> Page:
     """Return job events, newest first, with the job's kind and key."""
-    filters: list[tuple[str, object]] = [("e.job_id = ?", job_id)]
-    if errors_only:
-        filters.append(("e.error_class IS NOT NULL AND 1 = ?", 1))
-    select = (
-        "e.id, e.job_id, j.kind, j.key, e.from_state, e.to_state, e.reason, "
-        "e.worker, e.error_class, e.created_at"
-    )
-    return _page(
-        conn,
-        select,
-        "job_events e JOIN jobs j ON j.id = e.job_id",
-        filters,
-        "e.id DESC",
-        limit,
-        offset,
-    )
+    _check_page(limit, offset)
+    queries = _events_queries(job_id is not None, bool(errors_only))
+    cursor, total = _page(conn, queries, {"job_id": job_id}, limit, offset)
+    return _dicts(cursor), total
 
 
-_PRODUCT_COLUMNS = "id, block_id, kind, path, group_id, created_at"
+@functools.lru_cache(maxsize=64)
+def _products_queries(n_kinds: int | None, by_block: bool) -> tuple[Query, Query]:
+    p = t.products
+    where = []
+    if n_kinds is not None:
+        where.append(in_list(p.c.kind, "kind", n_kinds))
+    if by_block:
+        where.append(p.c.block_id == sa.bindparam("block_id"))
+    return _paged(p.c, p, where, [p.c.id.desc()])
 
 
 def list_products_page(
@@ -150,39 +179,70 @@ def list_products_page(
     offset: int = 0,
 ) -> Page:
     """Return products (newest first), optionally of some kinds or one block."""
-    return _page(
-        conn,
-        _PRODUCT_COLUMNS,
-        "products",
-        [("kind IN ?", kinds), ("block_id = ?", block_id)],
-        "id DESC",
-        limit,
-        offset,
-    )
+    _check_page(limit, offset)
+    queries = _products_queries(_n(kinds), block_id is not None)
+    params = {**in_params("kind", kinds or ()), "block_id": block_id}
+    cursor, total = _page(conn, queries, params, limit, offset)
+    return _dicts(cursor), total
+
+
+_JOB_EXISTS = Query(sa.select(const(1)).where(t.jobs.c.id == sa.bindparam("id")))
 
 
 def job_exists(conn: Connection, job_id: int) -> bool:
     """Return whether a job with this id is in the queue."""
-    row = conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return row is not None
+    return _JOB_EXISTS.execute(conn, {"id": job_id}).fetchone() is not None
+
+
+_PRODUCT = Query(sa.select(t.products).where(t.products.c.id == sa.bindparam("value")))
+
+
+def _one(conn: Connection, query: Query, value: object) -> dict[str, object] | None:
+    """The one row ``query`` finds for its parameter ``value``, or None."""
+    rows = _dicts(query.execute(conn, {"value": value}))
+    return rows[0] if rows else None
 
 
 def get_product(conn: Connection, product_id: int) -> dict[str, object] | None:
     """Return one product row by id, or None."""
-    return _one(conn, _PRODUCT_COLUMNS, "products", "id", product_id)
+    return _one(conn, _PRODUCT, product_id)
 
 
-_BLOCKS = (
-    "(SELECT p.block_id AS block_id, COUNT(*) AS n_products, "
-    "SUM(CASE WHEN p.kind = 'image' THEN 1 ELSE 0 END) AS n_images, "
-    "SUM(CASE WHEN p.kind = 'mosaic' THEN 1 ELSE 0 END) AS n_mosaics, "
-    "MIN(p.created_at) AS first_product_at, MAX(p.created_at) AS last_product_at, "
-    "(SELECT m.success FROM block_metrics m WHERE m.block_id = p.block_id "
-    "ORDER BY m.recorded_at DESC, m.id DESC LIMIT 1) AS success, "
-    "(SELECT m.processing_time_s FROM block_metrics m WHERE m.block_id = p.block_id "
-    "ORDER BY m.recorded_at DESC, m.id DESC LIMIT 1) AS processing_time_s "
-    "FROM products p GROUP BY p.block_id)"
-)
+def _blocks() -> sa.Subquery:
+    """One row per block that has products (`list_blocks`'s columns)."""
+    p, m = t.products, t.block_metrics
+
+    def newest(column: sa.Column) -> sa.ScalarSelect:
+        return (
+            sa.select(column)
+            .where(m.c.block_id == p.c.block_id)
+            .order_by(m.c.recorded_at.desc(), m.c.id.desc())
+            .limit(const(1))
+            .scalar_subquery()
+        )
+
+    def n_of(kind: str) -> sa.ColumnElement:
+        return sa.func.sum(sa.case((p.c.kind == const(kind), const(1)), else_=const(0)))
+
+    return (
+        sa.select(
+            p.c.block_id.label("block_id"),
+            sa.func.count().label("n_products"),
+            n_of("image").label("n_images"),
+            n_of("mosaic").label("n_mosaics"),
+            sa.func.min(p.c.created_at).label("first_product_at"),
+            sa.func.max(p.c.created_at).label("last_product_at"),
+            newest(m.c.success).label("success"),
+            newest(m.c.processing_time_s).label("processing_time_s"),
+        )
+        .group_by(p.c.block_id)
+        .subquery("b")
+    )
+
+
+_BLOCKS = _blocks()
+_BLOCKS_PAGE = _paged(_BLOCKS.c, _BLOCKS, [], [_BLOCKS.c.block_id.desc()])
+_BLOCK = Query(sa.select(_BLOCKS).where(_BLOCKS.c.block_id == sa.bindparam("value")))
 
 
 def list_blocks(conn: Connection, *, limit: int = 50, offset: int = 0) -> Page:
@@ -192,20 +252,46 @@ def list_blocks(conn: Connection, *, limit: int = 50, offset: int = 0) -> Page:
     ``first_product_at``, ``last_product_at`` and, from the newest
     ``block_metrics`` row, ``success`` (0/1 or None) and ``processing_time_s``.
     """
-    return _page(conn, "*", _BLOCKS, [], "block_id DESC", limit, offset)
+    _check_page(limit, offset)
+    cursor, total = _page(conn, _BLOCKS_PAGE, {}, limit, offset)
+    return _dicts(cursor), total
 
 
 def block_summary(conn: Connection, block_id: str) -> dict[str, object] | None:
     """Return one block's `list_blocks` row, or None when it has no product."""
-    return _one(conn, "*", _BLOCKS, "block_id", block_id)
+    return _one(conn, _BLOCK, block_id)
 
 
-_CAL_COLUMNS = (
-    "id, calibrator, group_id, ms_path, bandpass_table, gain_table, refant, "
-    "dec_strip_deg, transit_mjd, valid_from_mjd, valid_to_mjd, quality_json, "
-    "solved_at, (SELECT COUNT(*) FROM cal_applications a WHERE a.solution_id = "
-    "cal_solutions.id) AS n_applied"
+def _cal_columns() -> list:
+    s, a = t.cal_solutions, t.cal_applications
+    n_applied = (
+        sa.select(sa.func.count())
+        .where(a.c.solution_id == s.c.id)
+        .scalar_subquery()
+        .label("n_applied")
+    )
+    return [*s.c, n_applied]
+
+
+_CAL_COLUMNS = _cal_columns()
+_CAL = Query(
+    sa.select(*_CAL_COLUMNS).where(t.cal_solutions.c.id == sa.bindparam("value"))
 )
+
+
+@functools.lru_cache(maxsize=4)
+def _cal_queries(by_strip: bool, by_time: bool) -> tuple[Query, Query]:
+    s = t.cal_solutions
+    where = []
+    if by_strip:
+        delta = sa.func.abs(s.c.dec_strip_deg - sa.bindparam("dec_strip_deg"))
+        where.append(delta < const(1e-6))
+    if by_time:
+        where += [
+            s.c.valid_from_mjd <= sa.bindparam("valid_at_mjd"),
+            s.c.valid_to_mjd >= sa.bindparam("valid_at_mjd"),
+        ]
+    return _paged(_CAL_COLUMNS, s, where, [s.c.transit_mjd.desc(), s.c.id.desc()])
 
 
 def list_cal_solutions(
@@ -225,28 +311,28 @@ def list_cal_solutions(
     valid_at_mjd : float, optional
         Only solutions whose validity window holds this MJD.
     """
-    filters: list[tuple[str, object]] = []
-    if dec_strip_deg is not None:
-        filters.append(("ABS(dec_strip_deg - ?) < 1e-6", float(dec_strip_deg)))
-    if valid_at_mjd is not None:
-        filters += [
-            ("valid_from_mjd <= ?", float(valid_at_mjd)),
-            ("valid_to_mjd >= ?", float(valid_at_mjd)),
-        ]
-    return _page(
-        conn,
-        _CAL_COLUMNS,
-        "cal_solutions",
-        filters,
-        "transit_mjd DESC, id DESC",
-        limit,
-        offset,
-    )
+    _check_page(limit, offset)
+    queries = _cal_queries(dec_strip_deg is not None, valid_at_mjd is not None)
+    params = {
+        "dec_strip_deg": None if dec_strip_deg is None else float(dec_strip_deg),
+        "valid_at_mjd": None if valid_at_mjd is None else float(valid_at_mjd),
+    }
+    cursor, total = _page(conn, queries, params, limit, offset)
+    return _dicts(cursor), total
 
 
 def get_cal_solution(conn: Connection, solution_id: int) -> dict[str, object] | None:
     """Return one calibration solution by id (with ``n_applied``), or None."""
-    return _one(conn, _CAL_COLUMNS, "cal_solutions", "id", solution_id)
+    return _one(conn, _CAL, solution_id)
+
+
+def _rejected_queries(include_resolved: bool) -> tuple[Query, Query]:
+    r = t.rejected_files
+    where = [] if include_resolved else [r.c.resolved_at.is_(None)]
+    return _paged(r.c, r, where, [r.c.updated_at.desc(), r.c.id.desc()])
+
+
+_REJECTED = {flag: _rejected_queries(flag) for flag in (False, True)}
 
 
 def list_rejected_page(
@@ -257,17 +343,21 @@ def list_rejected_page(
     offset: int = 0,
 ) -> Page:
     """Return raw files set aside by intake (newest change first)."""
-    filters = [] if include_resolved else [("resolved_at IS NULL AND 1 = ?", 1)]
-    return _page(
-        conn,
-        "id, path, kind, reason, group_id, size_bytes, first_seen_at, updated_at, "
-        "resolved_at",
-        "rejected_files",
-        filters,
-        "updated_at DESC, id DESC",
-        limit,
-        offset,
-    )
+    _check_page(limit, offset)
+    cursor, total = _page(conn, _REJECTED[bool(include_resolved)], {}, limit, offset)
+    return _dicts(cursor), total
+
+
+@functools.lru_cache(maxsize=4)
+def _quality_queries(by_block: bool, by_image: bool) -> tuple[Query, Query]:
+    q = t.image_quality
+    where = []
+    if by_block:
+        where.append(q.c.block_id == sa.bindparam("block_id"))
+    if by_image:
+        where.append(q.c.image_path == sa.bindparam("image_path"))
+    columns = [c for c in q.c if c.name != "record_json"]
+    return _paged(columns, q, where, [q.c.id.desc()])
 
 
 def list_image_quality_page(
@@ -279,14 +369,8 @@ def list_image_quality_page(
     offset: int = 0,
 ) -> Page:
     """Return image quality records (newest first), without ``record_json``."""
-    return _page(
-        conn,
-        "id, block_id, image_path, passed, reason, rms_jy, thermal_rms_jy, "
-        "expected_rms_jy, rms_ratio, peak_jy, min_jy, dynamic_range, "
-        "negative_ratio, peak_growth, hit_niter, n_attempts, created_at",
-        "image_quality",
-        [("block_id = ?", block_id), ("image_path = ?", image_path)],
-        "id DESC",
-        limit,
-        offset,
-    )
+    _check_page(limit, offset)
+    queries = _quality_queries(block_id is not None, image_path is not None)
+    params = {"block_id": block_id, "image_path": image_path}
+    cursor, total = _page(conn, queries, params, limit, offset)
+    return _dicts(cursor), total

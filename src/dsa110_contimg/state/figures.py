@@ -39,10 +39,17 @@ Definitions (a *stage* is a job kind: ``convert_group``, ``process_block``,
 
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from dsa110_contimg.state import schema_core as t
+from dsa110_contimg.state._core import Query, const
 from dsa110_contimg.state.db import Connection, to_iso_utc
 from dsa110_contimg.state.jobs import get_service_state
 from dsa110_contimg.state.jobs.model import CONVERT_GROUP, JOB_KINDS, JOB_STATES
@@ -78,10 +85,44 @@ _FINISHED = ("done", "failed", "quarantined")
 CALIBRATION_IN_USE = timedelta(hours=24)
 """A strip is in use when one of its solutions was applied this recently."""
 
-_DURATION_S = (
-    "MAX(0.0, ROUND((julianday(finished_at) - julianday(started_at)) * 86400.0, 3))"
+
+class _SecondsBetween(FunctionElement):
+    """``max(0, end - start)`` in seconds, to the millisecond, of two ISO texts."""
+
+    type = sa.Float()
+    inherit_cache = True
+
+
+@compiles(_SecondsBetween, "sqlite")
+def _seconds_sqlite(element, compiler, **kw) -> str:
+    end, start = (compiler.process(c, **kw) for c in element.clauses)
+    # julianday is a float of days
+    return f"MAX(0.0, ROUND((julianday({end}) - julianday({start})) * 86400.0, 3))"
+
+
+@compiles(_SecondsBetween, "postgresql")
+def _seconds_postgresql(element, compiler, **kw) -> str:
+    end, start = (compiler.process(c, **kw) for c in element.clauses)
+    end, start = (f"CAST({x} AS TIMESTAMPTZ)" for x in (end, start))
+    span = f"EXTRACT(EPOCH FROM ({end} - {start}))"
+    return f"GREATEST(0.0, CAST(ROUND({span}, 3) AS DOUBLE PRECISION))"
+
+
+_jobs, _events = t.jobs, t.job_events
+_DURATION_S = _SecondsBetween(_jobs.c.finished_at, _jobs.c.started_at)
+"""A job's last run in seconds, to the millisecond (both backends)."""
+_SINCE, _UNTIL = sa.bindparam("since"), sa.bindparam("until")
+
+_JOB_DURATIONS = Query(
+    sa.select(_jobs.c.kind, _DURATION_S)
+    .where(
+        _jobs.c.state == const("done"),
+        _jobs.c.started_at.is_not(None),
+        _jobs.c.finished_at > _SINCE,
+        _jobs.c.finished_at <= _UNTIL,
+    )
+    .order_by(_jobs.c.finished_at, _jobs.c.id)
 )
-"""A job's last run in seconds, to the millisecond (julianday is a float of days)."""
 
 
 def mjd_of(when: datetime) -> float:
@@ -269,16 +310,35 @@ def job_durations(
         in finishing order.
     """
     out: dict[str, list[float]] = {kind: [] for kind in JOB_KINDS}
-    rows = conn.execute(
-        f"SELECT kind, {_DURATION_S} "
-        "FROM jobs WHERE state = 'done' AND started_at IS NOT NULL "
-        "AND finished_at > ? AND finished_at <= ? ORDER BY finished_at, id",
-        (since_iso, until_iso),
-    )
+    rows = _JOB_DURATIONS.execute(conn, {"since": since_iso, "until": until_iso})
     for kind, seconds in rows:
         if seconds is not None:
             out.setdefault(str(kind), []).append(max(0.0, float(seconds)))
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _histogram_query(n_buckets: int) -> Query:
+    done = (
+        sa.select(_jobs.c.kind, _DURATION_S.label("d"))
+        .where(
+            _jobs.c.state == const("done"),
+            _jobs.c.started_at.is_not(None),
+            _jobs.c.finished_at.is_not(None),
+        )
+        .cte("done")
+        .prefix_with("MATERIALIZED")
+    )
+    at_most = [
+        sa.func.sum(
+            sa.case((done.c.d <= sa.bindparam(f"bound_{i}"), const(1)), else_=const(0))
+        )
+        for i in range(n_buckets)
+    ]
+    total = sa.func.coalesce(sa.func.sum(done.c.d), const(0.0))  # SQLite's TOTAL
+    return Query(
+        sa.select(done.c.kind, sa.func.count(), total, *at_most).group_by(done.c.kind)
+    )
 
 
 def duration_histogram(
@@ -303,29 +363,32 @@ def duration_histogram(
     if list(buckets) != sorted(buckets):
         msg = f"buckets must increase, got {buckets}"
         raise ValueError(msg)
-    cases = ", ".join("SUM(d <= ?)" for _ in buckets)
-    sql = (
-        f"WITH done AS MATERIALIZED (SELECT kind, {_DURATION_S} AS d FROM jobs "
-        "WHERE state = 'done' AND started_at IS NOT NULL AND finished_at IS NOT NULL) "
-        f"SELECT kind, COUNT(*), TOTAL(d){', ' + cases if cases else ''} "
-        "FROM done GROUP BY kind"
-    )
     out: dict[str, tuple[list[int], int, float]] = {
         kind: ([0] * len(buckets), 0, 0.0) for kind in JOB_KINDS
     }
-    for kind, n, total, *counts in conn.execute(sql, [float(b) for b in buckets]):
+    params = {f"bound_{i}": float(b) for i, b in enumerate(buckets)}
+    for kind, n, total, *counts in _histogram_query(len(buckets)).execute(conn, params):
         out[str(kind)] = ([int(c or 0) for c in counts], int(n), float(total or 0.0))
     return out
 
 
 def failure_totals(conn: Connection) -> dict[tuple[str, str], int]:
     """Return the failure events ever recorded, by (job kind, error class)."""
-    rows = conn.execute(
-        "SELECT j.kind, e.error_class, COUNT(*) FROM job_events e JOIN jobs j "
-        "ON j.id = e.job_id WHERE e.error_class IS NOT NULL "
-        "GROUP BY j.kind, e.error_class"
-    )
+    rows = _errors_query(windowed=False).execute(conn)
     return {(str(kind), str(cls)): int(n) for kind, cls, n in rows}
+
+
+@functools.cache
+def _errors_query(*, windowed: bool) -> Query:
+    e, j = _events.alias("e"), _jobs.alias("j")
+    query = (
+        sa.select(j.c.kind, e.c.error_class, sa.func.count())
+        .select_from(e.join(j, j.c.id == e.c.job_id))
+        .where(e.c.error_class.is_not(None))
+    )
+    if windowed:
+        query = query.where(e.c.created_at > _SINCE, e.c.created_at <= _UNTIL)
+    return Query(query.group_by(j.c.kind, e.c.error_class))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -360,11 +423,8 @@ def errors_by_kind_class(
 
     Keyed by ``(job kind, error class)``: one failed attempt is one event.
     """
-    rows = conn.execute(
-        "SELECT j.kind, e.error_class, COUNT(*) FROM job_events e JOIN jobs j "
-        "ON j.id = e.job_id WHERE e.error_class IS NOT NULL AND e.created_at > ? "
-        "AND e.created_at <= ? GROUP BY j.kind, e.error_class",
-        (since_iso, until_iso),
+    rows = _errors_query(windowed=True).execute(
+        conn, {"since": since_iso, "until": until_iso}
     )
     return {(str(kind), str(cls)): int(n) for kind, cls, n in rows}
 
@@ -381,6 +441,51 @@ def failures_by_class(
     return dict(sorted(out.items()))
 
 
+def _calibration_ages() -> Query:
+    s = t.cal_solutions.alias("s")
+    c = t.cal_solutions.alias("c")
+    u = t.cal_solutions.alias("t")
+    a = t.cal_applications.alias("a")
+    n_solutions = (
+        sa.select(sa.func.count())
+        .select_from(c)
+        .where(c.c.dec_strip_deg == s.c.dec_strip_deg)
+        .scalar_subquery()
+    )
+    applied = sa.exists(
+        sa.select(const(1))
+        .select_from(a.join(u, u.c.id == a.c.solution_id))
+        .where(
+            u.c.dec_strip_deg == s.c.dec_strip_deg,
+            a.c.applied_at > sa.bindparam("applied_after"),
+        )
+    )
+    newest = (
+        sa.select(c.c.id)
+        .where(c.c.dec_strip_deg == s.c.dec_strip_deg)
+        .order_by(c.c.transit_mjd.desc(), c.c.id.desc())
+        .limit(const(1))
+        .scalar_subquery()
+    )
+    return Query(
+        sa.select(
+            s.c.dec_strip_deg,
+            s.c.calibrator,
+            s.c.id,
+            s.c.transit_mjd,
+            s.c.valid_from_mjd,
+            s.c.valid_to_mjd,
+            n_solutions,
+            applied,
+        )
+        .where(s.c.id == newest)
+        .order_by(s.c.dec_strip_deg)
+    )
+
+
+_CALIBRATION_AGES = _calibration_ages()
+
+
 def calibration_ages(conn: Connection, *, now: datetime) -> list[StripCalibration]:
     """Return the newest solution of each declination strip and its age at ``now``.
 
@@ -388,18 +493,8 @@ def calibration_ages(conn: Connection, *, now: datetime) -> list[StripCalibratio
     in the `CALIBRATION_IN_USE` (24 h) before ``now``.
     """
     now_mjd = mjd_of(now)
-    rows = conn.execute(
-        "SELECT s.dec_strip_deg, s.calibrator, s.id, s.transit_mjd, "
-        "s.valid_from_mjd, s.valid_to_mjd, "
-        "(SELECT COUNT(*) FROM cal_solutions c WHERE c.dec_strip_deg = "
-        "s.dec_strip_deg), "
-        "EXISTS (SELECT 1 FROM cal_applications a JOIN cal_solutions t "
-        "ON t.id = a.solution_id WHERE t.dec_strip_deg = s.dec_strip_deg "
-        "AND a.applied_at > ?) "
-        "FROM cal_solutions s WHERE s.id = (SELECT c.id FROM "
-        "cal_solutions c WHERE c.dec_strip_deg = s.dec_strip_deg "
-        "ORDER BY c.transit_mjd DESC, c.id DESC LIMIT 1) ORDER BY s.dec_strip_deg",
-        (to_iso_utc(now - CALIBRATION_IN_USE),),
+    rows = _CALIBRATION_AGES.execute(
+        conn, {"applied_after": to_iso_utc(now - CALIBRATION_IN_USE)}
     ).fetchall()
     return [
         StripCalibration(
@@ -421,11 +516,25 @@ def calibration_ages(conn: Connection, *, now: datetime) -> list[StripCalibratio
 def queue_by_kind_state(conn: Connection) -> dict[tuple[str, str], int]:
     """Return the jobs now in each ``(kind, state)`` (every pair present)."""
     out = {(k, s): 0 for k in JOB_KINDS for s in JOB_STATES}
-    for kind, state, n in conn.execute(
-        "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"
-    ):
+    for kind, state, n in _QUEUE.execute(conn):
         out[(str(kind), str(state))] = int(n)
     return out
+
+
+_QUEUE = Query(
+    sa.select(_jobs.c.kind, _jobs.c.state, sa.func.count()).group_by(
+        _jobs.c.kind, _jobs.c.state
+    )
+)
+_FINISHED_BY = Query(
+    sa.select(_jobs.c.kind, _jobs.c.state, sa.func.count())
+    .where(
+        _jobs.c.state.in_([const(s) for s in _FINISHED]),
+        _jobs.c.finished_at > _SINCE,
+        _jobs.c.finished_at <= _UNTIL,
+    )
+    .group_by(_jobs.c.kind, _jobs.c.state)
+)
 
 
 def finished_by_kind_state(
@@ -436,14 +545,45 @@ def finished_by_kind_state(
     Keyed by ``(kind, state)``, every kind and terminal state present.
     """
     out = {(k, s): 0 for k in JOB_KINDS for s in _FINISHED}
-    for kind, state, n in conn.execute(
-        "SELECT kind, state, COUNT(*) FROM jobs WHERE state IN "
-        "('done', 'failed', 'quarantined') AND finished_at > ? AND finished_at <= ? "
-        "GROUP BY kind, state",
-        (since_iso, until_iso),
+    for kind, state, n in _FINISHED_BY.execute(
+        conn, {"since": since_iso, "until": until_iso}
     ):
         out[(str(kind), str(state))] = int(n)
     return out
+
+
+def _unindexed(column: sa.ColumnElement) -> sa.ColumnElement:
+    """``column || ''``: the same value, a term no index can serve.
+
+    The backlog counts must search the (state, ...) indexes; a planner
+    without statistics otherwise prefers the (kind, created_at) index, which
+    reads the kind's whole history (the SQLite idiom; PostgreSQL too).
+    """
+    return column.concat(const(""))
+
+
+_KIND, _AT = sa.bindparam("kind"), sa.bindparam("at")
+_WAITING = Query(
+    sa.select(sa.func.count()).where(
+        _jobs.c.state.in_([const("pending"), const("running")]),
+        _jobs.c.kind == _KIND,
+        _unindexed(_jobs.c.created_at) <= _AT,
+        _jobs.c.finished_at.is_(None),
+    )
+)
+_FINISHED_LATER = Query(
+    sa.select(sa.func.count()).where(
+        _jobs.c.state.in_([const(s) for s in _FINISHED]),
+        _jobs.c.finished_at > _AT,
+        _unindexed(_jobs.c.kind) == _KIND,
+        _unindexed(_jobs.c.created_at) <= _AT,
+    )
+)
+_LAST_ARRIVAL = Query(
+    sa.select(sa.func.max(_jobs.c.created_at)).where(
+        _jobs.c.kind == const(CONVERT_GROUP), _jobs.c.created_at <= _UNTIL
+    )
+)
 
 
 def backlog_at(conn: Connection, kind: str, at: datetime) -> int:
@@ -454,29 +594,16 @@ def backlog_at(conn: Connection, kind: str, at: datetime) -> int:
     """
     stamp = to_iso_utc(at)
     # two counts the (state, ...) indexes serve: jobs not finished (pending and
-    # running ones have no finished_at) and jobs finished after ``at``. The
-    # ``|| ''`` keeps a planner without statistics from choosing the (kind,
-    # created_at) index instead, which reads the kind's whole history (the
-    # SQLite idiom for a term that must not pick the index; PostgreSQL too).
-    waiting = conn.execute(
-        "SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running') "
-        "AND kind = ? AND created_at || '' <= ? AND finished_at IS NULL",
-        (kind, stamp),
-    ).fetchone()[0]
-    later = conn.execute(
-        "SELECT COUNT(*) FROM jobs WHERE state IN ('done', 'failed', 'quarantined') "
-        "AND finished_at > ? AND kind || '' = ? AND created_at || '' <= ?",
-        (stamp, kind, stamp),
-    ).fetchone()[0]
+    # running ones have no finished_at) and jobs finished after ``at``
+    params = {"kind": kind, "at": stamp}
+    waiting = _WAITING.execute(conn, params).fetchone()[0]
+    later = _FINISHED_LATER.execute(conn, params).fetchone()[0]
     return int(waiting) + int(later)
 
 
 def last_arrival(conn: Connection, *, until_iso: str) -> datetime | None:
     """Return when the newest ``convert_group`` job was enqueued by ``until``."""
-    last = conn.execute(
-        "SELECT MAX(created_at) FROM jobs WHERE kind = ? AND created_at <= ?",
-        (CONVERT_GROUP, until_iso),
-    ).fetchone()[0]
+    last = _LAST_ARRIVAL.execute(conn, {"until": until_iso}).fetchone()[0]
     return None if last is None else _parse(str(last))
 
 
@@ -521,6 +648,14 @@ def intake_paused(conn: Connection) -> bool:
     return bool(get_service_state(conn).get("intake", {}).get("paused", False))
 
 
+_SERIES = Query(
+    sa.select(_jobs.c.kind, _jobs.c.created_at, _jobs.c.finished_at).where(
+        _jobs.c.created_at <= _UNTIL,
+        sa.or_(_jobs.c.finished_at.is_(None), _jobs.c.finished_at > _SINCE),
+    )
+)
+
+
 def backlog_series(
     conn: Connection, *, start: datetime, end: datetime, n_points: int = 60
 ) -> list[dict[str, object]]:
@@ -551,11 +686,7 @@ def backlog_series(
     times = [to_iso_utc(start + step * i) for i in range(n_points)]
     # one read: the jobs that can count at some sample (created by the end,
     # not finished before the start); each sample then counts in Python
-    rows = conn.execute(
-        "SELECT kind, created_at, finished_at FROM jobs WHERE created_at <= ? "
-        "AND (finished_at IS NULL OR finished_at > ?)",
-        (times[-1], times[0]),
-    ).fetchall()
+    rows = _SERIES.execute(conn, {"until": times[-1], "since": times[0]}).fetchall()
     out = []
     for stamp in times:
         total = groups = 0
@@ -578,14 +709,22 @@ def _finished_counts(
     return out
 
 
+_IMAGE_NOISE = Query(
+    sa.select(
+        t.image_quality.c.rms_jy,
+        t.image_quality.c.thermal_rms_jy,
+        t.image_quality.c.passed,
+    ).where(
+        t.image_quality.c.created_at > _SINCE, t.image_quality.c.created_at <= _UNTIL
+    )
+)
+
+
 def _image_noise(
     conn: Connection, since_iso: str, until_iso: str
 ) -> tuple[float | None, float | None, int, int]:
-    rows = conn.execute(
-        "SELECT rms_jy, thermal_rms_jy, passed FROM image_quality "
-        "WHERE created_at > ? AND created_at <= ?",
-        (since_iso, until_iso),
-    ).fetchall()
+    rows = _IMAGE_NOISE.execute(conn, {"since": since_iso, "until": until_iso})
+    rows = rows.fetchall()
     ratios = [
         float(rms) / float(thermal)
         for rms, thermal, _ in rows
@@ -597,26 +736,47 @@ def _image_noise(
     return statistics.median(ratios), max(ratios), len(rows), n_failed
 
 
+_GROUPS = _jobs.c.kind == const(CONVERT_GROUP)
+_ARRIVED = Query(
+    sa.select(_jobs.c.data_time_iso, _jobs.c.created_at).where(
+        _GROUPS, _jobs.c.created_at > _SINCE, _jobs.c.created_at <= _UNTIL
+    )
+)
+_PROCESSED = Query(
+    sa.select(sa.func.count()).where(
+        _GROUPS,
+        _jobs.c.state == const("done"),
+        _jobs.c.finished_at > _SINCE,
+        _jobs.c.finished_at <= _UNTIL,
+    )
+)
+_NEWEST_DATA = Query(sa.select(sa.func.max(_jobs.c.data_time_iso)).where(_GROUPS))
+_BLOCKS = Query(
+    sa.select(sa.func.count(), sa.func.avg(t.block_metrics.c.success)).where(
+        t.block_metrics.c.recorded_at > _SINCE, t.block_metrics.c.recorded_at <= _UNTIL
+    )
+)
+_PENDING = Query(
+    sa.select(
+        sa.func.min(_jobs.c.data_time_iso),
+        sa.func.sum(
+            sa.case((_jobs.c.not_before_at <= _UNTIL, const(1)), else_=const(0))
+        ),
+    ).where(_jobs.c.state == const("pending"))
+)
+
+
 def _ingest(
     conn: Connection, since_iso: str, until_iso: str, now: datetime
 ) -> tuple[int, int, list[float], float | None]:
-    created = conn.execute(
-        "SELECT data_time_iso, created_at FROM jobs WHERE kind = ? "
-        "AND created_at > ? AND created_at <= ?",
-        (CONVERT_GROUP, since_iso, until_iso),
-    ).fetchall()
+    window = {"since": since_iso, "until": until_iso}
+    created = _ARRIVED.execute(conn, window).fetchall()
     lags = [
         (_parse(str(made)) - _parse(str(data))).total_seconds()
         for data, made in created
     ]
-    processed = conn.execute(
-        "SELECT COUNT(*) FROM jobs WHERE kind = ? AND state = 'done' "
-        "AND finished_at > ? AND finished_at <= ?",
-        (CONVERT_GROUP, since_iso, until_iso),
-    ).fetchone()[0]
-    newest = conn.execute(
-        "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
-    ).fetchone()[0]
+    processed = _PROCESSED.execute(conn, window).fetchone()[0]
+    newest = _NEWEST_DATA.execute(conn).fetchone()[0]
     age = None if newest is None else (now - _parse(str(newest))).total_seconds()
     return len(created), int(processed or 0), lags, age
 
@@ -662,19 +822,11 @@ def compute_figures(
         kind: _stage(durations.get(kind, []), finished.get(kind, {}))
         for kind in sorted(set(durations) | set(finished))
     }
-    blocks = conn.execute(
-        "SELECT COUNT(*), AVG(success) FROM block_metrics "
-        "WHERE recorded_at > ? AND recorded_at <= ?",
-        (since, until),
-    ).fetchone()
+    blocks = _BLOCKS.execute(conn, {"since": since, "until": until}).fetchone()
     queue = dict.fromkeys(JOB_STATES, 0)
     for (_, state), n in queue_by_kind_state(conn).items():
         queue[state] += n
-    pending = conn.execute(
-        "SELECT MIN(data_time_iso), SUM(CASE WHEN not_before_at <= ? THEN 1 ELSE 0 "
-        "END) FROM jobs WHERE state = 'pending'",
-        (until,),
-    ).fetchone()
+    pending = _PENDING.execute(conn, {"until": until}).fetchone()
     n_arrived, n_processed, lags, data_age = _ingest(conn, since, until, now)
     groups_converted = stages.get(CONVERT_GROUP)
     n_converted = groups_converted.n_done if groups_converted else 0

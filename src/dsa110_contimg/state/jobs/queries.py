@@ -2,20 +2,25 @@
 
 Nothing here writes; every function works on a read-only connection
 (``state.db.connect(path, readonly=True)``). The transitions that change jobs
-are in `state.jobs.transitions`.
+are in `state.jobs.transitions`. The statements are SQLAlchemy Core on
+`state.schema_core.jobs` (`state._core.Query`: compiled once per backend).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+
 from dsa110_contimg.exceptions import StateError
+from dsa110_contimg.state import schema_core
+from dsa110_contimg.state._core import Query, const, in_list, in_params
 from dsa110_contimg.state.db import Connection, to_iso_utc
 from dsa110_contimg.state.jobs.model import (
-    _COLUMNS,
     JOB_KINDS,
     JOB_STATES,
     Job,
@@ -36,11 +41,19 @@ __all__ = [
     "pending_backlog",
 ]
 
+_jobs = schema_core.jobs
+_events = schema_core.job_events
+
+_BY_ID = Query(sa.select(_jobs).where(_jobs.c.id == sa.bindparam("id")))
+_BY_KIND_KEY = Query(
+    sa.select(_jobs).where(
+        _jobs.c.kind == sa.bindparam("kind"), _jobs.c.key == sa.bindparam("key")
+    )
+)
+
 
 def _fetch(conn: Connection, job_id: int) -> Job:
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
-    ).fetchone()
+    row = _BY_ID.execute(conn, {"id": job_id}).fetchone()
     if row is None:
         msg = f"no job with id {job_id}; list jobs with 'dsa110-contimg status'"
         raise StateError(msg)
@@ -54,10 +67,21 @@ def get_job(conn: Connection, job_id: int) -> Job:
 
 def find_job(conn: Connection, kind: str, key: str) -> Job | None:
     """Return the job with this kind and key, or None."""
-    row = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND key = ?", (kind, key)
-    ).fetchone()
+    row = _BY_KIND_KEY.execute(conn, {"kind": kind, "key": key}).fetchone()
     return None if row is None else _row_to_job(row)
+
+
+@functools.lru_cache(maxsize=64)
+def _list_query(n_states: int | None, n_kinds: int | None, limited: bool) -> Query:
+    query = sa.select(_jobs)
+    if n_states is not None:
+        query = query.where(in_list(_jobs.c.state, "state", n_states))
+    if n_kinds is not None:
+        query = query.where(in_list(_jobs.c.kind, "kind", n_kinds))
+    query = query.order_by(_jobs.c.id)
+    if limited:
+        query = query.limit(sa.bindparam("limit"))
+    return Query(query)
 
 
 def list_jobs(
@@ -68,23 +92,33 @@ def list_jobs(
     limit: int | None = None,
 ) -> list[Job]:
     """Return jobs, optionally of some states and kinds, in id order."""
-    sql = f"SELECT {_COLUMNS} FROM jobs WHERE 1 = 1"
-    params: list[object] = []
-    for column, values in (("state", states), ("kind", kinds)):
-        if values is not None:
-            sql += f" AND {column} IN ({', '.join('?' for _ in values) or 'NULL'})"
-            params += list(values)
-    sql += " ORDER BY id"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    return [_row_to_job(row) for row in conn.execute(sql, params).fetchall()]
+    query = _list_query(
+        None if states is None else len(states),
+        None if kinds is None else len(kinds),
+        limit is not None,
+    )
+    params = {
+        **in_params("state", states or ()),
+        **in_params("kind", kinds or ()),
+        "limit": None if limit is None else int(limit),
+    }
+    return [_row_to_job(row) for row in query.execute(conn, params).fetchall()]
+
+
+_COUNT_BY_STATE = Query(
+    sa.select(_jobs.c.state, sa.func.count()).group_by(_jobs.c.state)
+)
+_COUNT_BY_KIND_STATE = Query(
+    sa.select(_jobs.c.kind, _jobs.c.state, sa.func.count()).group_by(
+        _jobs.c.kind, _jobs.c.state
+    )
+)
 
 
 def count_jobs(conn: Connection) -> dict[str, int]:
     """Return the number of jobs in each state (every state present, zeros too)."""
     counts = dict.fromkeys(JOB_STATES, 0)
-    for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+    for state, n in _COUNT_BY_STATE.execute(conn):
         counts[str(state)] = int(n)
     return counts
 
@@ -92,11 +126,34 @@ def count_jobs(conn: Connection) -> dict[str, int]:
 def count_jobs_by_kind(conn: Connection) -> dict[str, dict[str, int]]:
     """Return ``{kind: {state: count}}`` for every kind of `JOB_KINDS`."""
     counts = {kind: dict.fromkeys(JOB_STATES, 0) for kind in JOB_KINDS}
-    for kind, state, n in conn.execute(
-        "SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state"
-    ):
+    for kind, state, n in _COUNT_BY_KIND_STATE.execute(conn):
         counts.setdefault(str(kind), dict.fromkeys(JOB_STATES, 0))[str(state)] = int(n)
     return counts
+
+
+@functools.lru_cache(maxsize=8)
+def _events_query(by_job: bool, errors_only: bool, limited: bool) -> Query:
+    e, j = _events.alias("e"), _jobs.alias("j")
+    query = sa.select(
+        e.c.id,
+        e.c.job_id,
+        j.c.kind,
+        j.c.key,
+        e.c.from_state,
+        e.c.to_state,
+        e.c.reason,
+        e.c.worker,
+        e.c.error_class,
+        e.c.created_at,
+    ).select_from(e.join(j, j.c.id == e.c.job_id))
+    if by_job:
+        query = query.where(e.c.job_id == sa.bindparam("job_id"))
+    if errors_only:
+        query = query.where(e.c.error_class.is_not(None))
+    query = query.order_by(e.c.id.desc())
+    if limited:
+        query = query.limit(sa.bindparam("limit"))
+    return Query(query)
 
 
 def list_job_events(
@@ -124,43 +181,52 @@ def list_job_events(
     list of dict
         ``job_events`` columns plus the job's ``kind`` and ``key``.
     """
-    sql = (
-        "SELECT e.id, e.job_id, j.kind, j.key, e.from_state, e.to_state, e.reason, "
-        "e.worker, e.error_class, e.created_at FROM job_events e "
-        "JOIN jobs j ON j.id = e.job_id WHERE 1 = 1"
-    )
-    params: list[object] = []
-    if job_id is not None:
-        sql += " AND e.job_id = ?"
-        params.append(job_id)
-    if errors_only:
-        sql += " AND e.error_class IS NOT NULL"
-    sql += " ORDER BY e.id DESC"
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    cursor = conn.execute(sql, params)
+    query = _events_query(job_id is not None, bool(errors_only), limit is not None)
+    params = {"job_id": job_id, "limit": None if limit is None else int(limit)}
+    cursor = query.execute(conn, params)
     columns = [d[0] for d in cursor.description]
     rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
     return rows[::-1]
 
 
+_SERVICE_STATE = Query(
+    sa.select(
+        schema_core.service_state.c.name,
+        schema_core.service_state.c.value_json,
+        schema_core.service_state.c.updated_at,
+    ).order_by(schema_core.service_state.c.name)
+)
+
+
 def get_service_state(conn: Connection) -> dict[str, dict[str, object]]:
     """Return ``{name: value}`` of every service flag, each with its ``updated_at``."""
     out: dict[str, dict[str, object]] = {}
-    for name, value, updated_at in conn.execute(
-        "SELECT name, value_json, updated_at FROM service_state ORDER BY name"
-    ):
+    for name, value, updated_at in _SERVICE_STATE.execute(conn):
         out[str(name)] = {**json.loads(str(value)), "updated_at": updated_at}
     return out
 
 
+_LATEST_DATA_TIME = Query(
+    sa.select(sa.func.max(_jobs.c.data_time_iso)).where(
+        _jobs.c.kind == sa.bindparam("kind")
+    )
+)
+
+
 def latest_data_time(conn: Connection, kind: str) -> str | None:
     """Return the newest ``data_time_iso`` of the jobs of ``kind`` (None if none)."""
-    row = conn.execute(
-        "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (kind,)
-    ).fetchone()
+    row = _LATEST_DATA_TIME.execute(conn, {"kind": kind}).fetchone()
     return None if row is None else row[0]
+
+
+_MENTIONING = Query(
+    sa.select(_jobs)
+    .where(
+        _jobs.c.kind == sa.bindparam("kind"),
+        _jobs.c.payload_json.like(sa.bindparam("pattern")),
+    )
+    .order_by(_jobs.c.id)
+)
 
 
 def list_jobs_mentioning(conn: Connection, kind: str, text: str) -> list[Job]:
@@ -169,11 +235,8 @@ def list_jobs_mentioning(conn: Connection, kind: str, text: str) -> list[Job]:
     A coarse text match (the quoted ``text`` anywhere in the payload); the
     caller checks the field it means, e.g. a block's ``groups``.
     """
-    rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE kind = ? AND payload_json LIKE ? "
-        "ORDER BY id",
-        (kind, f'%"{text}"%'),
-    ).fetchall()
+    params = {"kind": kind, "pattern": f'%"{text}"%'}
+    rows = _MENTIONING.execute(conn, params).fetchall()
     return [_row_to_job(row) for row in rows]
 
 
@@ -196,12 +259,21 @@ class PendingBacklog:
     oldest_created_at: str | None
 
 
+_BACKLOG = Query(
+    sa.select(
+        sa.func.min(_jobs.c.data_time_iso),
+        sa.func.min(_jobs.c.created_at),
+        sa.func.sum(
+            sa.case(
+                (_jobs.c.not_before_at <= sa.bindparam("now"), const(1)),
+                else_=const(0),
+            )
+        ),
+    ).where(_jobs.c.state == const("pending"))
+)
+
+
 def pending_backlog(conn: Connection, *, now: datetime) -> PendingBacklog:
     """Return how many pending jobs are runnable at ``now`` and the oldest pending."""
-    row = conn.execute(
-        "SELECT MIN(data_time_iso), MIN(created_at), "
-        "SUM(CASE WHEN not_before_at <= ? THEN 1 ELSE 0 END) "
-        "FROM jobs WHERE state = 'pending'",
-        (to_iso_utc(now),),
-    ).fetchone()
+    row = _BACKLOG.execute(conn, {"now": to_iso_utc(now)}).fetchone()
     return PendingBacklog(int(row[2] or 0), row[0], row[1])
