@@ -82,6 +82,7 @@ def test_a_database_of_the_numbered_files_upgrades_to_the_metadata(
         "alert_silences_expiry",
         "idx_jobs_kind_created",  # 0011
         "idx_job_events_created",
+        "idx_block_metrics_block",
     }
     assert [(d[2], d[3].name) for d in diffs if d[0] == "add_column"] == [
         ("claims", "host")  # 0009

@@ -102,6 +102,7 @@ block_metrics = sa.Table(
     _text("recorded_at"),
     sa.CheckConstraint("success IN (0, 1)"),
     sa.Index("idx_block_metrics_recorded_at", "recorded_at"),
+    sa.Index("idx_block_metrics_block", "block_id", "recorded_at"),  # 0011
 )
 
 groups = sa.Table(
