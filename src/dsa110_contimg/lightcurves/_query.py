@@ -9,7 +9,10 @@ yet compacted; several sources, or SQL, go through DuckDB.
 from __future__ import annotations
 
 import bisect
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from astropy.table import Table
@@ -45,6 +48,8 @@ class _StoreQueries:
             self._con.execute("SET enable_object_cache = true")
             self._con.execute(f"SET memory_limit = '{self._memory_limit}'")
             tmp_dir = self.root / "_tmp"  # DuckDB spills large sorts here
+            if self.readonly:  # a reader writes nothing in the store
+                tmp_dir = Path(tempfile.gettempdir()) / f"dsa110-duckdb-{os.getpid()}"
             tmp_dir.mkdir(exist_ok=True)
             self._con.execute(f"SET temp_directory = '{tmp_dir}'")
             self._con.execute("SET preserve_insertion_order = true")

@@ -110,6 +110,11 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
     lock_timeout_s : float
         How long a write waits for another process's write to finish before
         raising `StateError`, seconds.
+    readonly : bool
+        A reader (the web API): nothing is created or written in the store
+        (no directory, lock, repaired sums or DuckDB spill files there); sums
+        that disagree with the manifest are repaired in memory only, and every
+        write raises `StateError`.
 
     Notes
     -----
@@ -130,8 +135,10 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
         auto_compact_epochs: int = 8,
         duckdb_memory_limit: str = "2GB",
         lock_timeout_s: float = 600.0,
+        readonly: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.readonly = bool(readonly)
         self.lock_timeout_s = float(lock_timeout_s)
         self._thread_lock = threading.RLock()  # threads sharing this object
         self._lock_depth = 0
@@ -139,7 +146,12 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
         self.exclude_flags = int(exclude_flags)
         self.row_group_size = int(row_group_size)
         self._memory_limit = duckdb_memory_limit
-        self.root.mkdir(parents=True, exist_ok=True)
+        if self.readonly:
+            if not self.root.is_dir():
+                msg = f"no light-curve store at {self.root} to read"
+                raise StateError(msg)
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
         self._manifest: dict[str, Any] | None = None
         self._manifest_stat: tuple[int, int, int] | None = None
         self._plan: dict[str, Any] | None = None
@@ -161,6 +173,12 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
         StateError
             Another process held the lock for longer than ``lock_timeout_s``.
         """
+        if self.readonly:
+            msg = (
+                f"light-curve store {self.root} is open read-only (a reader such "
+                "as the web API); write through the pipeline's own store"
+            )
+            raise StateError(msg)
         with self._thread_lock:
             if self._lock_depth:
                 self._lock_depth += 1
@@ -281,7 +299,8 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
             self._applied[epoch_id] = token
         else:
             self._applied.pop(epoch_id, None)
-        self._save_sums()
+        if not self.readonly:  # a reader keeps the repaired sums in memory
+            self._save_sums()
 
     def _reconcile(self) -> None:
         """Repair the running sums (under the writer lock) if they need it."""
@@ -290,6 +309,10 @@ class LightcurveStore(_StoreQueries, _StoreCompaction):
         if any(self._applied.get(e) != v["token"] for e, v in epochs.items()) or any(
             e not in epochs for e in self._applied
         ):
+            if self.readonly:  # the writer repairs the files; a reader its copy
+                with self._thread_lock:
+                    self._reconcile_locked()
+                return
             with self._writing():
                 pass  # entering the lock reconciles
 

@@ -62,7 +62,7 @@ def _store(ctx):
         "store",
         str(root),
         lambda: LightcurveStore(
-            root, exclude_flags=ctx.config.variability.exclude_flags
+            root, exclude_flags=ctx.config.variability.exclude_flags, readonly=True
         ),
     )
     stat = manifest.stat()
