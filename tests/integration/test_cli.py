@@ -276,7 +276,8 @@ def test_quiet_and_verbose_set_the_console_level(runner, flag, level):
 
 
 _COMMANDS = {
-    "alerts", "batch", "calibrators", "cancel", "config", "convert", "db", "demo",
+    "alerts", "batch", "calibrators", "cancel", "config", "convert", "db",
+    "dead-letters", "demo",
     "health", "ingest-photometry", "intake", "lightcurve", "process", "requeue",
     "serve", "simulate", "single", "status", "stream", "variables",
 }  # fmt: skip

@@ -237,3 +237,80 @@ def test_products_published_under_a_lost_claim_are_discarded(db_path, tmp_path: 
     outside.write_bytes(b"free")
     publish(outside, final)  # no claim held here: no fence
     assert final.read_bytes() == b"free"
+
+
+def _table(path: Path, text: str) -> Path:
+    """A stand-in CASA table: a directory with a data file."""
+    path.mkdir()
+    (path / "table.dat").write_text(text)
+    return path
+
+
+def test_calibration_tables_of_a_lost_claim_are_not_published_or_registered(
+    db_path, tmp_path: Path
+):
+    """The calibration stage's table renames and registry rows are fenced."""
+    from dsa110_contimg.calibration._solve import publish_tables
+    from dsa110_contimg.state.calibration import open_solution_registry
+
+    cal = tmp_path / "cal"
+    cal.mkdir()
+    final_b, final_g = cal / "g_3C286.B", cal / "g_3C286.G"
+    _table(final_b, "older B")  # a table from an earlier solve is replaced whole
+    solution = {
+        "calibrator": "3C286",
+        "group_id": "2023-06-01T12:00:00",
+        "ms_path": Path("/data/ms/x.ms"),
+        "tables": [final_b, final_g],
+        "refant": "24",
+        "dec_strip_deg": 30.5,
+        "transit_mjd": 60000.5,
+        "validity_hours": 6.0,
+        "quality": {"bandpass_flagged_fraction": 0.02},
+    }
+    with (
+        hold_claims(db_path, ["ms:x"], ttl_s=60, owner="hostA:1:t"),
+        open_solution_registry(db_path) as registry,
+    ):
+        publish_tables(
+            [
+                (_table(tmp_path / ".b-a", "B of A"), final_b),
+                (_table(tmp_path / ".g-a", "G of A"), final_g),
+            ]
+        )
+        first = registry.register(**solution)
+    assert (final_b / "table.dat").read_text() == "B of A"
+    assert sorted(p.name for p in cal.iterdir()) == ["g_3C286.B", "g_3C286.G"]
+    with (
+        pytest.raises(ClaimLostError),  # and hold_claims says so at the end
+        hold_claims(db_path, ["ms:x"], ttl_s=60, owner="hostC:3:t") as held,
+        open_solution_registry(db_path) as registry,
+    ):
+        # C stalls; its lease is taken over by B, which solves and publishes
+        with closing(open_db(db_path)) as other:
+            other.execute(
+                "UPDATE claims SET owner = 'hostB:2:t', token = token + 1 "
+                "WHERE key = ?",
+                (held[0].key,),
+            )
+            other.commit()
+        successor_b = _table(tmp_path / ".b-b", "B of B")
+        os.rename(final_b, tmp_path / "aside")
+        os.rename(successor_b, final_b)  # B's own (fenced) publish, done
+        late_b, late_g = _table(cal / ".b-c", "B of C"), _table(cal / ".g-c", "G of C")
+        with pytest.raises(ClaimLostError, match="now held by hostB:2:t"):
+            publish_tables([(late_b, final_b), (late_g, final_g)])
+        assert not late_b.exists(), "the stale worker's table is deleted"
+        assert (final_b / "table.dat").read_text() == "B of B"  # B's untouched
+        assert (final_g / "table.dat").read_text() == "G of A"
+        with pytest.raises(ClaimLostError):
+            registry.register(**{**solution, "refant": "99", "transit_mjd": 60000.6})
+        kept = registry.find(calibrator="3C286", group_id="2023-06-01T12:00:00")
+        assert kept == first  # not C's row
+        with pytest.raises(ClaimLostError):
+            registry.record_application(ms_path=Path("/data/ms/x.ms"), solution_id=1)
+    assert not late_g.exists()  # the other table of the refused publish: removed
+    # outside any claim: a plain (unfenced) directory replacement
+    publish_tables([(_table(tmp_path / ".b-free", "free B"), final_b)])
+    assert (final_b / "table.dat").read_text() == "free B"
+    assert sorted(p.name for p in cal.iterdir()) == ["g_3C286.B", "g_3C286.G"]

@@ -246,3 +246,157 @@ def test_held_entry_of_a_finished_job_is_acknowledged_by_the_sweep(conn, redis_s
         running.id
     )
     q.close()
+
+
+def _calls(client, command: str) -> int:
+    stats = client.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
+def _in_thread(fn):
+    import threading
+
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(fn()), daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_idle_worker_blocks_on_the_server_until_an_entry_arrives(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}", reconcile_s=5)
+    assert q.claim(worker="w1", now=T0, lease_s=30) is None  # sweep done: 5 s
+    reads0 = _calls(q.client, "xreadgroup")
+    thread, out = _in_thread(q.waiter(worker="w1", kinds=[CONVERT_GROUP]).wait)
+    time.sleep(0.5)
+    assert thread.is_alive()  # waiting on the server, not returned to poll
+    t0 = time.monotonic()
+    job, _ = q.enqueue(_spec("a"), now=T0)
+    thread.join(2.0)
+    assert not thread.is_alive() and out == [True]
+    assert time.monotonic() - t0 < 1.0  # delivered at once, not after block_s
+    assert _calls(q.client, "xreadgroup") - reads0 == 1  # one blocking read
+    claimed = q.claim(worker="w1", now=T0, lease_s=30)  # the buffered entry
+    assert claimed is not None and claimed.id == job.id
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert q.client.xpending(stream, q.group)["consumers"][0]["name"] == "w1"
+    q.complete(job.id, worker="w1", now=at(1))
+    assert q.client.xlen(stream) == 0
+    q.close()
+
+
+def test_block_is_bounded_so_housekeeping_runs(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}", reconcile_s=0.3)
+    assert q.block_s == 0.3
+    t0 = time.monotonic()
+    # nothing arrives: the wait ends after block_s and asks for a claim (sweep due)
+    assert q.waiter(worker="w1").wait() is True
+    assert 0.25 < time.monotonic() - t0 < 2.0
+    q.close()
+
+
+def test_cancelled_wait_gives_its_entry_back_to_the_stream(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}", reconcile_s=5)
+    q.claim(worker="w1", now=T0, lease_s=30)
+    waiter = q.waiter(worker="w1", kinds=[CONVERT_GROUP])
+    thread, out = _in_thread(waiter.wait)
+    time.sleep(0.3)
+    waiter.cancel()  # the worker woke for something else meanwhile
+    job, _ = q.enqueue(_spec("a"), now=T0)
+    thread.join(2.0)
+    assert out == [False]
+    stream = q.stream(CONVERT_GROUP, PRIORITY_BACKFILL)
+    assert q.client.xpending(stream, q.group)["pending"] == 0  # not held by w1
+    assert q.client.xlen(stream) == 1
+    other = _queue(conn, redis_server.url, q.prefix, reconcile_s=5)
+    claimed = other.claim(worker="w2", now=T0, lease_s=30)
+    assert claimed is not None and claimed.id == job.id
+    other.close()
+    q.close()
+
+
+def test_interrupt_waits_ends_a_block_at_once(conn, redis_server):
+    q = _queue(conn, redis_server.url, f"t{uuid.uuid4().hex[:8]}", reconcile_s=5)
+    thread, out = _in_thread(q.waiter(worker="w1").wait)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    q.interrupt_waits()
+    thread.join(2.0)
+    assert out == [False] and time.monotonic() - t0 < 1.0
+    assert q.available and q.n_outages == 0  # an interrupt is not an outage
+    q.close()
+
+
+def test_server_restarted_during_a_block_reconnects_with_backoff(conn, tmp_path):
+    from tests.servers.redis import RedisServer
+
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        q = _queue(conn, server.url, "blockcrash", reconcile_s=5)
+        q.claim(worker="w1", now=T0, lease_s=30)
+        thread, out = _in_thread(q.waiter(worker="w1").wait)
+        time.sleep(0.3)
+        server.kill()
+        thread.join(3.0)
+        assert out == [True]  # the broken read asks for a claim, which backs off
+        assert not q.available and q.n_outages == 1
+        assert q.claim(worker="w1", now=T0, lease_s=30) is None
+        late, _ = q.enqueue(_spec("late"), now=T0)  # recorded while Redis is down
+        server.start()
+        got = None
+        deadline = time.monotonic() + 20
+        while got is None and time.monotonic() < deadline:
+            q.waiter(worker="w1").wait()  # sleeps out the backoff, then reads
+            got = q.claim(worker="w1", now=T0, lease_s=30)
+        assert got is not None and got.id == late.id
+        q.close()
+    finally:
+        server.stop()
+
+
+def test_runner_on_redis_claims_work_from_another_process_at_once(
+    tmp_path, redis_server
+):
+    """No in-process wake: only the server's delivery ends the idle wait."""
+    import asyncio
+
+    from dsa110_contimg.services._runner import JobOutcome, JobRunner
+    from dsa110_contimg.utils.config import QueueConfig
+
+    db = tmp_path / "state.sqlite3"
+    cfg = QueueConfig(
+        backend="redis",
+        redis_url=redis_server.url,
+        redis_prefix=f"t{uuid.uuid4().hex[:8]}",
+        poll_interval_s=60,  # a poll would take a minute
+    )
+    started: dict[int, float] = {}
+
+    async def handle(job):
+        started[job.id] = time.monotonic()
+        return JobOutcome()
+
+    async def main() -> tuple[float, float]:
+        with closing(open_db(db)) as own, closing(open_db(db)) as other:
+            runner = JobRunner(own, cfg, worker_id="host:1:a")
+            runner.add_lane("convert", [CONVERT_GROUP], handle, concurrency=2)
+            stop = asyncio.Event()
+            task = asyncio.create_task(runner.run(stop, grace_s=5))
+            await asyncio.sleep(0.5)
+            producer = _queue(other, redis_server.url, cfg.redis_prefix)
+            t0 = time.monotonic()
+            job, _ = producer.enqueue(_spec("a"), now=datetime.now(UTC))
+            while job.id not in started and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.01)
+            latency = started.get(job.id, float("inf")) - t0
+            t1 = time.monotonic()
+            stop.set()
+            await task
+            stopped_in = time.monotonic() - t1
+            producer.close()
+            runner.queue.close()
+            return latency, stopped_in
+
+    latency, stopped_in = asyncio.run(main())
+    assert latency < 1.0  # not poll_interval_s
+    assert stopped_in < 2.0  # the blocked reads were interrupted (block_s 5)

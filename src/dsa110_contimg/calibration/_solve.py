@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,11 +23,13 @@ import numpy as np
 from dsa110_contimg._optional import require
 from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.tools.casa_env import casa_stderr_to
+from dsa110_contimg.utils.storage import replace_into_place
 
 __all__ = [
     "CalSolution",
     "solve_calibration",
     "apply_calibration",
+    "publish_tables",
     "read_gain_table",
 ]
 
@@ -82,12 +85,17 @@ def solve_calibration(
     """Solve bandpass and gains on a calibrator MS whose MODEL_DATA is set.
 
     Tables are written as ``<table_prefix>.B`` and ``<table_prefix>.G``
-    (through temporary names, renamed when complete).
+    (through temporary names, renamed over any older ones when complete, by
+    `utils.storage.replace_into_place`: under `state.claims.hold_claims`
+    only while the claims are still held).
 
     Raises
     ------
     CalibrationError
         CASA failed or produced no table, or too many solutions are flagged.
+    ClaimLostError
+        The worker's claim on the MS was taken over before the tables were
+        renamed into place: its tables are deleted, the successor's kept.
     """
     ct = _casatasks()
     table_prefix = Path(table_prefix)
@@ -162,10 +170,10 @@ def solve_calibration(
         raise CalibrationError(msg)
     final_b = table_prefix.with_name(table_prefix.name + ".B")
     final_g = table_prefix.with_name(table_prefix.name + ".G")
-    for src, dst in ((b_tab, final_b), (g_tab, final_g)):
-        shutil.rmtree(dst, ignore_errors=True)
-        os.replace(src, dst)
-    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        publish_tables([(b_tab, final_b), (g_tab, final_g)])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info(
         "calibration solved",
         extra={
@@ -175,6 +183,26 @@ def solve_calibration(
         },
     )
     return CalSolution(final_b, final_g, refant, quality, durations)
+
+
+def publish_tables(moves: Sequence[tuple[Path, Path]]) -> None:
+    """Rename each solved table directory ``(written, final)`` over ``final``.
+
+    Through `utils.storage.replace_into_place`, so under
+    `state.claims.hold_claims` (the calibration job holds its MSs' claims)
+    each rename happens only while the claims are held: a worker whose claim
+    was taken over has its table deleted and `ClaimLostError` raised, and the
+    successor's table stays. An older table at ``final`` is replaced whole.
+    When one rename fails, the tables not yet renamed are deleted too.
+    """
+    moves = list(moves)
+    for i, (src, dst) in enumerate(moves):
+        try:
+            replace_into_place(src, dst)
+        except BaseException:
+            for rest, _dst in moves[i + 1 :]:
+                shutil.rmtree(rest, ignore_errors=True)
+            raise
 
 
 def _require_table(path: Path, ms_path: Path, what: str) -> None:

@@ -2,8 +2,8 @@
 
 The group is built here, explicitly, from the four command modules:
 `pipeline_commands` (simulate, convert, process, demo, single, batch, health,
-calibrators, config), `service_commands` (stream, status, requeue, cancel, db),
-`variability_commands` (variables, lightcurve, ingest-photometry) and
+calibrators, config), `service_commands` (stream, status, requeue, cancel,
+dead-letters, db), `variability_commands` (variables, lightcurve, ingest-photometry) and
 `web_commands` (serve, intake pause|resume),
 `alert_commands` (alerts list, silence, unsilence, evaluate). Their
 shared options, configuration loading and error translation are in

@@ -1,5 +1,5 @@
 """Commands of the streaming services: ``stream``, ``status``, ``requeue``,
-``cancel`` and ``db``.
+``cancel``, ``dead-letters`` and ``db``.
 
 `add` puts them on the ``dsa110-contimg`` group. ``stream`` is
 `dsa110_contimg.services._program.stream_command`, the command that
@@ -30,6 +30,7 @@ __all__ = [
     "status_command",
     "requeue_command",
     "cancel_command",
+    "dead_letters_command",
     "db_group",
 ]
 
@@ -159,17 +160,22 @@ def requeue_command(config_path, env, sets, reconvert, job_ids) -> None:
     """Send failed, quarantined or done jobs back to the queue by id.
 
     Pending and running jobs are refused (a running job would run twice):
-    ``cancel`` them first.
+    ``cancel`` them first. On ``queue.backend: redis`` the job leaves the
+    dead-letter stream and gets a new stream entry (replayed once).
     """
     from dsa110_contimg.state import open_db
-    from dsa110_contimg.state.jobs import CONVERT_GROUP, get_job, requeue_job
+    from dsa110_contimg.state.jobs import CONVERT_GROUP, get_job
+    from dsa110_contimg.state.queue import open_queue
     from dsa110_contimg.state.rejected import (
         record_rejected_files,
         resolve_rejected_files,
     )
 
     config = load_config(config_path, env, sets)
-    with closing(open_db(config.state_target)) as conn:
+    with (
+        closing(open_db(config.state_target)) as conn,
+        closing(open_queue(config.queue, conn)) as queue,
+    ):
         for job_id in job_ids:
             payload = None
             note = ""
@@ -188,8 +194,7 @@ def requeue_command(config_path, env, sets, reconvert, job_ids) -> None:
                     conn, list(files.values()), now=datetime.now(UTC)
                 )
                 note = f" for reconversion with {len(files)} subband(s)"
-            job = requeue_job(
-                conn,
+            job = queue.requeue(
                 job_id,
                 now=datetime.now(UTC),
                 reason="requeued by an operator (dsa110-contimg requeue"
@@ -230,6 +235,47 @@ def cancel_command(config_path, env, sets, job_ids) -> None:
         for job_id in job_ids:
             job = cancel_job(conn, job_id, now=datetime.now(UTC))
             click.echo(f"job {job.id} ({job.kind} {job.key}) cancelled")
+
+
+@click.command("dead-letters", cls=Command)
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+def dead_letters_command(config_path, env, sets, as_json) -> None:
+    """List dead-lettered jobs: id, kind, product, deliveries, last error, when.
+
+    ``queue.backend: redis``: the entries of the dead-letter stream
+    (``<queue.redis_prefix>:dead``: delivered more than
+    ``queue.redis_max_deliveries`` times); ``sqlite``: the quarantined jobs.
+    Replay one with ``dsa110-contimg requeue JOB_ID``.
+    """
+    from dsa110_contimg.state import open_db
+    from dsa110_contimg.state.queue import open_queue
+
+    config = load_config(config_path, env, sets, log_to_file=False)
+    with (
+        closing(open_db(config.state_target)) as conn,
+        closing(open_queue(config.queue, conn)) as queue,
+    ):
+        rows = queue.dead_lettered()
+    if as_json:
+        report = {"backend": config.queue.backend, "dead_letters": rows}
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    where = (
+        f"dead-letter stream {config.queue.redis_prefix}:dead"
+        if config.queue.backend == "redis"
+        else "quarantined jobs (queue.backend sqlite)"
+    )
+    click.echo(f"{len(rows)} dead letter(s): {where}")
+    for row in rows:
+        click.echo(
+            f"#{row['job_id'] if row['job_id'] is not None else '-'} {row['kind']} "
+            f"{row['key'] or '-'} ({row['state'] or 'no record'}): "
+            f"{row['deliveries']} deliver(ies), at {row['at']}: "
+            f"{str(row['last_error'])[:200]}"
+        )
+    if rows:
+        click.echo("replay one with: dsa110-contimg requeue JOB_ID")
 
 
 @click.group("db", cls=Group)
@@ -333,12 +379,13 @@ def db_maintain_command(config_path, env, sets, dry_run, vacuum, as_json) -> Non
 
 
 def add(group: click.Group) -> None:
-    """Add ``stream``, ``status``, ``requeue``, ``cancel`` and ``db`` to ``group``."""
+    """Add ``stream``, ``status``, ``requeue``, ``cancel``, ``dead-letters``, ``db``."""
     for command in (
         stream_command,
         status_command,
         requeue_command,
         cancel_command,
+        dead_letters_command,
         db_group,
     ):
         group.add_command(command)

@@ -12,6 +12,13 @@ expired) is stopped at the next heartbeat: its handler is cancelled, so no
 later step of it starts, and nothing is recorded for it (its result is
 discarded; the queue already belongs to someone else). A pool call already
 running finishes in its worker; its result is dropped.
+
+An idle slot waits for work: on a queue with ``waiter`` (the ``redis``
+backend) it blocks on the server in a thread of the runner's own (a
+``XREADGROUP ... BLOCK`` bounded by the queue's ``block_s``) and claims as
+soon as an entry arrives; otherwise (``sqlite``) it polls every
+``queue.poll_interval_s``. Either way a `wake` (work enqueued by this
+process, shutdown) ends the wait at once.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -61,6 +69,12 @@ def make_worker_id() -> str:
 
 # worker ids of the runners running in this process (several service hosts may)
 _LIVE_WORKERS: set[str] = set()
+
+
+def _drop_result(fut: asyncio.Future[object]) -> None:
+    """Retrieve an abandoned wait's outcome (no 'never retrieved' warning)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def owner_is_gone(owner: str, *, me: str) -> bool:
@@ -234,14 +248,34 @@ class JobRunner:
                 "job of a dead worker reclaimed",
                 extra={"job_id": job.id, "kind": job.kind, "key": job.key},
             )
+        n_slots = sum(lane.concurrency for lane in self._lanes)
+        self._wait_pool = ThreadPoolExecutor(
+            max_workers=max(1, n_slots), thread_name_prefix="queue-wait"
+        )
         slots = [
             asyncio.create_task(self._slot(lane, stop), name=f"{lane.name}-{i}")
             for lane in self._lanes
             for i in range(lane.concurrency)
         ]
         housekeeping = asyncio.create_task(self._reclaim_loop(stop))
+        try:
+            return await self._until_stopped(stop, slots, housekeeping, grace_s, force)
+        finally:
+            self._wait_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _until_stopped(
+        self,
+        stop: asyncio.Event,
+        slots: list[asyncio.Task[None]],
+        housekeeping: asyncio.Task[None],
+        grace_s: float,
+        force: asyncio.Event | None,
+    ) -> list[int]:
         await stop.wait()
         self.wake()
+        interrupt = getattr(self.queue, "interrupt_waits", None)
+        if interrupt is not None:  # blocked reads end now, not after block_s
+            interrupt()
         released: list[int] = []
         if self._running:
             log.info(
@@ -286,9 +320,30 @@ class JobRunner:
                 forced.cancel()
         return {t for t in self._running.values() if not t.done()}
 
-    async def _idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
+    async def _idle(self, lane: _Lane, stop: asyncio.Event, *, claimable: bool) -> None:
+        """Wait until the slot should claim again (work, a wake, or its poll)."""
+        make_waiter = getattr(self.queue, "waiter", None)
+        if make_waiter is None or not claimable:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_s)
+            return
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            waiter = make_waiter(worker=self.worker_id, kinds=lane.kinds)
+            blocked = loop.run_in_executor(self._wait_pool, waiter.wait)
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait(
+                    {blocked, woken}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                woken.cancel()
+            if not blocked.done():
+                waiter.cancel()  # what it reads now goes back to its stream
+                blocked.add_done_callback(_drop_result)
+                return
+            if blocked.exception() is not None or blocked.result():
+                return
 
     async def _slot(self, lane: _Lane, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -306,7 +361,7 @@ class JobRunner:
                         "claim failed", extra={"lane": lane.name, "error": str(err)}
                     )
             if job is None:
-                await self._idle()
+                await self._idle(lane, stop, claimable=lane.can_claim())
                 continue
             task = asyncio.create_task(self._execute(job, lane.handler))
             self._running[job.id] = task

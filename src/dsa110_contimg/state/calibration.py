@@ -28,6 +28,7 @@ from dsa110_contimg.exceptions import (
     DataQualityWarning,
     StateError,
 )
+from dsa110_contimg.state.claims import fenced_write
 from dsa110_contimg.state.db import Connection, open_db, resolve_target, to_iso_utc
 
 __all__ = [
@@ -376,9 +377,14 @@ class SqliteSolutionRegistry(_ChoosingRegistry):
         validity_hours: float,
         quality: dict[str, float | str],
     ) -> RegisteredSolution:
-        """Insert (or replace) the solution of a calibrator transit."""
+        """Insert (or replace) the solution of a calibrator transit.
+
+        Under `state.claims.hold_claims` the row is written only while the
+        claims are held (`state.claims.fenced_write`): a worker whose claim on
+        the MS was taken over registers nothing (`ClaimLostError`).
+        """
         half_days = validity_hours / 24.0
-        with self.conn:
+        with fenced_write(self.conn):
             self.conn.execute(
                 "INSERT INTO cal_solutions (calibrator, group_id, ms_path, "
                 "bandpass_table, gain_table, refant, dec_strip_deg, transit_mjd, "
@@ -414,8 +420,8 @@ class SqliteSolutionRegistry(_ChoosingRegistry):
         return found
 
     def record_application(self, *, ms_path: Path, solution_id: int) -> None:
-        """Record that a solution was applied to an MS."""
-        with self.conn:
+        """Record that a solution was applied to an MS (fenced as `register`)."""
+        with fenced_write(self.conn):
             self.conn.execute(
                 "INSERT INTO cal_applications (ms_path, solution_id, applied_at) "
                 "VALUES (?,?,?) ON CONFLICT (ms_path) DO UPDATE SET "

@@ -40,7 +40,7 @@ from dsa110_contimg.state.db import (
     resolve_target,
     to_iso_utc,
 )
-from dsa110_contimg.utils.storage import publish_fence
+from dsa110_contimg.utils.storage import publish_fence, swap_into_place
 
 __all__ = [
     "Claim",
@@ -52,6 +52,7 @@ __all__ = [
     "release_claim",
     "hold_claims",
     "fenced_replace",
+    "fenced_write",
     "publish_fenced",
     "default_owner",
     "holder_is_gone",
@@ -296,6 +297,10 @@ def fenced_replace(
     alike), so a holder whose lease expired on any host never overwrites the
     product of the owner that took over.
 
+    A directory (a CASA table) replaces an existing directory too: the old
+    one is set aside in the same step (`utils.storage.swap_into_place`) and
+    deleted after the commit.
+
     Raises
     ------
     ClaimLostError
@@ -304,10 +309,11 @@ def fenced_replace(
     """
     now = time.time() if now is None else now
     _begin(conn)
+    aside = None
     try:
         for claim in claims:
             _check_held(conn, claim, now)
-        os.replace(tmp, final)
+        aside = swap_into_place(tmp, final)
     except ClaimLostError:
         conn.rollback()
         if Path(tmp).is_dir():
@@ -315,6 +321,36 @@ def fenced_replace(
         else:
             Path(tmp).unlink(missing_ok=True)
         raise
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+@contextmanager
+def fenced_write(conn: Connection, *, now: float | None = None) -> Iterator[None]:
+    """One write transaction on ``conn`` that commits only while claims are held.
+
+    The claims are those this context holds (`hold_claims`, nested ones
+    included; none outside: a plain transaction). They are checked at the
+    start of the transaction, which takes the write lock, so nobody can take
+    one over before the commit: a worker whose claim was taken over records
+    nothing (`ClaimLostError`, rolled back). ``conn`` is a connection on the
+    database that holds the claims (the state database).
+
+    Raises
+    ------
+    ClaimLostError
+        A claim expired or changed hands; nothing was written.
+    """
+    now = time.time() if now is None else now
+    _begin(conn)
+    try:
+        for claim in _HELD.get():
+            _check_held(conn, claim, now)
+        yield
     except BaseException:
         conn.rollback()
         raise

@@ -163,6 +163,13 @@ class JobQueue(Protocol):
         """Return the number of jobs in each state."""
         ...
 
+    def dead_lettered(self) -> list[dict[str, object]]:
+        """Return the jobs set aside for an operator (``dead-letters`` command).
+
+        ``sqlite``: the quarantined jobs; ``redis``: the dead-letter stream.
+        """
+        ...
+
     def close(self) -> None:
         """Release the backend's connections (not the state database's)."""
         ...

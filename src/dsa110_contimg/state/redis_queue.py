@@ -16,7 +16,8 @@ Keys (``<p>`` is ``queue.redis_prefix``)
     an entry ``{job_id}`` says a job of that kind is ready (the id is the job
     it was added for; the worker leases the database's next job of the kind,
     in the ``sqlite`` order). Workers read with ``XREADGROUP`` (smaller
-    priority first), keep the entry pending while they run the job
+    priority first; an idle worker blocks on the server, ``BLOCK``, see
+    *Waiting* below), keep the entry pending while they run the job
     (``XCLAIM ... JUSTID`` with each heartbeat resets its idle time) and
     ``XACK`` + ``XDEL`` it when the job finishes. Streams are never trimmed,
     so no unacknowledged entry is lost.
@@ -45,15 +46,34 @@ While Redis is unreachable, the queue claims nothing and retries with an
 exponential backoff (0.1 s doubling to 5 s); enqueues and every transition
 still commit in the state database, so nothing is lost and nothing runs
 twice.
+
+Waiting
+-------
+An idle worker does not poll: `RedisJobQueue.waiter` gives a `Waiter` whose
+`Waiter.wait` (run in a thread; it never touches the database) blocks in one
+``XREADGROUP ... BLOCK`` over every stream of the worker's kinds for at most
+``block_s``, so the server hands it the next entry as soon as one is added.
+The entry waits in the queue's buffer for the worker's next `claim`, which
+leases its job on the database connection's thread. The block is bounded so
+that the housekeeping of `claim` (due retries, ``XAUTOCLAIM``, the reconcile
+sweep) still runs every ``reconcile_s`` while the worker is idle; heartbeats
+and lease renewal run in their own tasks and never wait on it. A server that
+goes away during a block breaks the read: the backoff above applies. A
+`Waiter.cancel` (the worker woke for another reason) or
+`RedisJobQueue.interrupt_waits` (shutdown) gives an entry read meanwhile
+back to its stream (a new entry, the old one acknowledged), so no entry sits
+with a worker that is not about to claim it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from dsa110_contimg.exceptions import MissingDependencyError, StateError
@@ -66,9 +86,9 @@ from dsa110_contimg.state.jobs import (
     Job,
     JobSpec,
 )
-from dsa110_contimg.state.queue_reads import RecordReads
+from dsa110_contimg.state.queue_reads import RecordReads, dead_letter_row
 
-__all__ = ["RedisJobQueue", "delivery_status"]
+__all__ = ["RedisJobQueue", "Waiter", "delivery_status"]
 
 CANCEL_REASON = "cancelled by an operator (dsa110-contimg cancel)"
 
@@ -123,6 +143,10 @@ class RedisJobQueue(RecordReads):
     reconcile_s : float
         Period of the sweep that gives pending jobs without an entry one
         (seconds).
+    block_s : float, optional
+        Longest an idle worker's `Waiter.wait` blocks on the server
+        (``XREADGROUP BLOCK``); at most ``reconcile_s``, its default
+        (seconds).
     client : redis.Redis, optional
         A client to use instead of one made from ``url`` (tests).
     """
@@ -138,6 +162,7 @@ class RedisJobQueue(RecordReads):
         max_deliveries: int = 10,
         min_idle_s: float = 240.0,
         reconcile_s: float = 5.0,
+        block_s: float | None = None,
         client: Any = None,
     ) -> None:
         self._redis = _import_redis()
@@ -155,12 +180,34 @@ class RedisJobQueue(RecordReads):
             decode_responses=True,
             health_check_interval=5,
         )
+        self.block_s = min(reconcile_s, block_s if block_s is not None else reconcile_s)
+        # blocking reads on connections of their own (socket timeout above the
+        # block; no silent retry: a broken read is an outage, or an interrupt),
+        # so interrupt_waits can break them without touching the rest
+        self._block_client = self._redis.Redis.from_url(
+            url,
+            socket_timeout=self.block_s + 5.0,
+            socket_connect_timeout=2.0,
+            decode_responses=True,
+            retry=self._redis.retry.Retry(self._redis.backoff.NoBackoff(), 0),
+        )
+        self._lock = threading.Lock()  # the buffer, the waiters
+        self._buffer: list[tuple[int, str, str, str]] = []  # (prio, stream, id, job)
+        self._waiters: set[Waiter] = set()
+        # stream -> waiters that just read it empty (each skips one claim's read)
+        self._read_empty: dict[str, int] = {}
         self._promote = self.client.register_script(_PROMOTE)
         self._entries: dict[int, tuple[str, str]] = {}  # own job id -> entry
         self._groups: set[str] = set()
         # XAUTOCLAIM a stream at most this often (not on every claim)
         self._recover_every_s = min(reconcile_s, min_idle_s / 2)
         self._recover_at: dict[str, float] = {}
+        # streams seen empty (XLEN 0): nothing in them can be idle for min_idle_s
+        # before that long after, so XAUTOCLAIM and the sweep's per-stream
+        # reads wait; a quiet stream still gets the full sweep every min_idle_s
+        self._min_idle_s = min_idle_s
+        self._empty_at: dict[str, float] = {}
+        self._full_sweep_at: dict[str, float] = {}
         self._priorities = {PRIORITY_LIVE, PRIORITY_BACKFILL}
         self._down_until = 0.0
         self._down_delay_s = 0.0
@@ -197,26 +244,32 @@ class RedisJobQueue(RecordReads):
         try:
             out = fn()
         except (errors.ConnectionError, errors.TimeoutError) as err:
-            self._down_delay_s = min(
-                _BACKOFF_MAX_S, max(_BACKOFF_MIN_S, 2 * self._down_delay_s)
-            )
-            self._down_until = time.monotonic() + self._down_delay_s
-            if self._down_delay_s == _BACKOFF_MIN_S:
-                self.n_outages += 1
-            log.warning(
-                "redis unreachable, retrying with backoff",
-                extra={
-                    "url": self.url,
-                    "retry_in_s": self._down_delay_s,
-                    "error": str(err),
-                },
-            )
+            self._went_down(err)
             raise RedisUnavailable(str(err)) from err
+        self._came_back()
+        return out
+
+    def _went_down(self, err: Exception) -> None:
+        self._down_delay_s = min(
+            _BACKOFF_MAX_S, max(_BACKOFF_MIN_S, 2 * self._down_delay_s)
+        )
+        self._down_until = time.monotonic() + self._down_delay_s
+        if self._down_delay_s == _BACKOFF_MIN_S:
+            self.n_outages += 1
+        log.warning(
+            "redis unreachable, retrying with backoff",
+            extra={
+                "url": self.url,
+                "retry_in_s": self._down_delay_s,
+                "error": str(err),
+            },
+        )
+
+    def _came_back(self) -> None:
         if self._down_delay_s:
             log.info("redis reachable again", extra={"url": self.url})
             self._down_delay_s = 0.0
             self._next_sync = 0.0  # publish what was enqueued meanwhile
-        return out
 
     def _try(self, fn: Callable[[], Any]) -> Any:
         """`_call` that swallows any Redis error (the reconcile sweep repairs it).
@@ -316,13 +369,24 @@ class RedisJobQueue(RecordReads):
             if datetime.fromisoformat(job.not_before_at) <= now:
                 ready.setdefault(self.stream(job.kind, job.priority), []).append(job)
         n = 0
-        for stream in sorted(set(ready) | self._groups):
+        streams = sorted(set(ready) | self._groups)
+        for stream in streams:
             self._ensure_group(stream)
-            pipe = self.client.pipeline(transaction=False)
+        pipe = self.client.pipeline(transaction=False)
+        for stream in streams:
             pipe.xlen(stream)
+        lengths = self._call(pipe.execute)
+        for stream, length in zip(streams, lengths, strict=True):
+            t = time.monotonic()
+            if int(length) == 0:
+                self._empty_at[stream] = t
+                if stream not in ready and t < self._full_sweep_at.get(stream, 0.0):
+                    continue  # nothing held, nothing to deliver: a quiet stream
+            self._full_sweep_at[stream] = t + self._min_idle_s
+            pipe = self.client.pipeline(transaction=False)
             pipe.xpending(stream, self.group)
             pipe.xinfo_consumers(stream, self.group)
-            length, pending, consumers = self._call(pipe.execute)
+            pending, consumers = self._call(pipe.execute)
             undelivered = int(length) - int(pending["pending"])
             missing = ready.get(stream, [])[max(0, undelivered) :]
             for job in missing:
@@ -386,11 +450,18 @@ class RedisJobQueue(RecordReads):
         self._next_sync = time.monotonic() + self.reconcile_s
 
     # -- claiming -----------------------------------------------------------------
-    def _entries_of(self, stream: str, worker: str) -> Iterator[tuple[str, bool]]:
-        """Yield (entry id, recovered): a dead consumer's entries, then new ones."""
+    def _entries_of(
+        self, stream: str, worker: str, *, read: bool = True
+    ) -> Iterator[tuple[str, bool]]:
+        """Yield (entry id, recovered): a dead consumer's entries, then new ones.
+
+        ``read=False`` skips the new ones (a waiter has just read the stream
+        empty and the worker waits on it again right after this claim).
+        """
         self._ensure_group(stream)
-        if time.monotonic() < self._recover_at.get(stream, 0.0):
-            yield from self._new_entries(stream, worker)
+        if not self._recovery_due(stream):
+            if read:
+                yield from self._new_entries(stream, worker)
             return
         self._recover_at[stream] = time.monotonic() + self._recover_every_s
         _next, claimed, *_ = self._call(  # one at a time: none waits in our PEL
@@ -403,7 +474,15 @@ class RedisJobQueue(RecordReads):
                 yield entry_id, True
             else:
                 self._try(lambda e=entry_id: self._ack(stream, e))
-        yield from self._new_entries(stream, worker)
+        if read:
+            yield from self._new_entries(stream, worker)
+
+    def _recovery_due(self, stream: str) -> bool:
+        """Whether ``XAUTOCLAIM`` of ``stream`` is due (and could find anything)."""
+        t = time.monotonic()
+        if t < self._empty_at.get(stream, -float("inf")) + self._min_idle_s:
+            return False  # every entry came after it was empty: none idle enough
+        return t >= self._recover_at.get(stream, 0.0)
 
     def _new_entries(self, stream: str, worker: str) -> Iterator[tuple[str, bool]]:
         while True:
@@ -441,8 +520,10 @@ class RedisJobQueue(RecordReads):
             self.dead_letter,
             {
                 "job_id": held or "",
+                "kind": self._kind_of(stream),
                 "stream": stream,
                 "entry": entry_id,
+                "deliveries": deliveries,
                 "reason": reason,
             },
         )
@@ -514,10 +595,26 @@ class RedisJobQueue(RecordReads):
             return None
         try:
             self._maybe_sync(now)
+            wanted = set(kinds if kinds is not None else JOB_KINDS)
+            while (got := self._pop_buffered(wanted)) is not None:
+                stream, entry_id = got
+                job = self._take(
+                    stream,
+                    entry_id,
+                    self._kind_of(stream),
+                    recovered=False,
+                    worker=worker,
+                    now=now,
+                    lease_s=lease_s,
+                )
+                if job is not None:
+                    return job
             for priority in sorted(self._priorities):
                 for kind in kinds if kinds is not None else JOB_KINDS:
                     stream = self.stream(kind, priority)
-                    for entry_id, recovered in self._entries_of(stream, worker):
+                    for entry_id, recovered in self._entries_of(
+                        stream, worker, read=not self._just_read_empty(stream)
+                    ):
                         job = self._take(
                             stream,
                             entry_id,
@@ -536,6 +633,64 @@ class RedisJobQueue(RecordReads):
             log.warning("redis claim failed", extra={"error": str(err)})
             return None
         return None
+
+    # -- waiting --------------------------------------------------------------------
+    def waiter(self, *, worker: str, kinds: Sequence[str] | None = None) -> Waiter:
+        """Return a `Waiter` that blocks until an entry of ``kinds`` arrives.
+
+        Parameters
+        ----------
+        worker : str
+            Consumer name (the worker id that then calls `claim`).
+        kinds : sequence of str, optional
+            Job kinds the worker claims; default every kind.
+        """
+        return Waiter(self, worker, tuple(kinds) if kinds is not None else JOB_KINDS)
+
+    def interrupt_waits(self) -> None:
+        """Break every blocking read now (shutdown); entries read go back."""
+        with self._lock:
+            waiters = list(self._waiters)
+            for w in waiters:
+                w.cancelled = True
+        if waiters:
+            self._block_client.connection_pool.disconnect(inuse_connections=True)
+        with self._lock:
+            buffered, self._buffer = self._buffer, []
+        for _prio, stream, entry_id, job_id in buffered:
+            self._give_back(stream, entry_id, job_id)
+
+    def _just_read_empty(self, stream: str) -> bool:
+        """Whether a waiter has just read ``stream`` empty (and waits again next)."""
+        with self._lock:
+            n = self._read_empty.get(stream, 0)
+            if n:
+                self._read_empty[stream] = n - 1
+            return n > 0
+
+    def _kind_of(self, stream: str) -> str:
+        return stream[len(self.prefix) + len(":jobs:") :].rsplit(":", 1)[0]
+
+    def _pop_buffered(self, kinds: set[str]) -> tuple[str, str] | None:
+        """Take the most urgent buffered entry of ``kinds`` (a waiter read it)."""
+        with self._lock:
+            for i, (_prio, stream, entry_id, _job) in enumerate(self._buffer):
+                if self._kind_of(stream) in kinds:
+                    del self._buffer[i]
+                    return stream, entry_id
+        return None
+
+    def _give_back(self, stream: str, entry_id: str, job_id: str) -> None:
+        """Put an entry read by a worker that will not claim it back on its stream."""
+
+        def give_back() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(stream, {"job_id": job_id})
+            pipe.xack(stream, self.group, entry_id)
+            pipe.xdel(stream, entry_id)
+            pipe.execute()
+
+        self._try(give_back)
 
     # -- transitions ----------------------------------------------------------------
     def enqueue(
@@ -651,8 +806,20 @@ class RedisJobQueue(RecordReads):
         job = jobs.requeue_job(
             self.conn, job_id, now=now, reason=reason, payload=payload, worker=worker
         )
+        self._try(lambda: self._forget_dead_letters(job_id))
         self._publish(job, now=now)
         return job
+
+    def _forget_dead_letters(self, job_id: int) -> int:
+        """Delete the dead-letter entries of ``job_id`` (it was requeued)."""
+        ids = [
+            entry_id
+            for entry_id, fields in self.client.xrange(self.dead_letter)
+            if fields.get("job_id") == str(job_id)
+        ]
+        if ids:
+            self.client.xdel(self.dead_letter, *ids)
+        return len(ids)
 
     def cancel(self, job_id: int, *, now: datetime, reason: str = CANCEL_REASON) -> Job:
         job = jobs.cancel_job(self.conn, job_id, now=now, reason=reason)
@@ -681,9 +848,151 @@ class RedisJobQueue(RecordReads):
         """Return the dead-letter stream's entries (oldest first)."""
         return [fields for _id, fields in self.client.xrange(self.dead_letter)]
 
+    def dead_lettered(self) -> list[dict[str, object]]:
+        """Return the dead-letter stream's entries with their jobs, oldest first.
+
+        Rows have `state.queue_reads.DEAD_LETTER_FIELDS`: ``deliveries`` of the
+        entry, ``at`` the time it was dead-lettered (the entry id's
+        milliseconds), ``entry`` its id in ``<prefix>:dead``; ``kind``, ``key``,
+        ``state`` and ``last_error`` come from the job's record. Raises
+        `StateError` when Redis does not answer.
+        """
+        try:
+            entries = self._call(lambda: self.client.xrange(self.dead_letter))
+        except RedisUnavailable as err:
+            msg = (
+                f"redis at {self.url} (queue.redis_url) did not answer, so its "
+                f"dead-letter stream {self.dead_letter} cannot be read: {err}; "
+                "start redis-server or fix queue.redis_url"
+            )
+            raise StateError(msg) from err
+        rows = []
+        for entry_id, fields in entries:
+            job_id = int(fields["job_id"]) if fields.get("job_id") else None
+            job = None
+            if job_id is not None:
+                with contextlib.suppress(StateError):
+                    job = jobs.get_job(self.conn, job_id)
+            deliveries = fields.get("deliveries")
+            if deliveries is None:  # entries written before the field existed
+                found = re.search(r"delivered (\d+) times", fields.get("reason", ""))
+                deliveries = found.group(1) if found else 0
+            stamp = datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1e3, tz=UTC)
+            rows.append(
+                dead_letter_row(
+                    job,
+                    job_id=job_id,
+                    kind=fields.get("kind") or self._kind_of(fields.get("stream", "")),
+                    deliveries=int(deliveries),
+                    at=stamp.isoformat(timespec="milliseconds"),
+                    reason=fields.get("reason", ""),
+                    entry=entry_id,
+                )
+            )
+        return rows
+
     def close(self) -> None:
         """Close the Redis connections (pending entries stay in the group)."""
+        self.interrupt_waits()
+        self._block_client.close()
+        self._block_client.connection_pool.disconnect()
         self.client.close()
+
+
+class Waiter:
+    """One idle worker's wait for work on the server (`RedisJobQueue.waiter`).
+
+    `wait` runs in a thread of its own (it blocks); `cancel` comes from the
+    worker's event loop. Never touches the state database.
+    """
+
+    def __init__(self, queue: RedisJobQueue, worker: str, kinds: Sequence[str]):
+        self.queue = queue
+        self.worker = worker
+        self.kinds = tuple(kinds)
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """The worker no longer waits: an entry read from now on goes back.
+
+        Entries read before this call are in the buffer; the worker's next
+        `RedisJobQueue.claim` takes them.
+        """
+        with self.queue._lock:
+            self.cancelled = True
+
+    def wait(self) -> bool:
+        """Block until an entry of the kinds arrives, for at most ``block_s``.
+
+        Returns
+        -------
+        bool
+            Whether the worker should `claim` now: an entry is buffered, the
+            housekeeping of `claim` (reconcile sweep) is due, or Redis was
+            unreachable (the backoff has been waited out and `claim` retries).
+        """
+        q = self.queue
+        errors = q._redis.exceptions
+        if not q.available:  # sleep out the backoff, not a busy loop
+            time.sleep(min(q.block_s, max(0.0, q._down_until - time.monotonic())))
+            return True
+        streams = [
+            q.stream(kind, priority)
+            for priority in sorted(q._priorities)
+            for kind in self.kinds
+        ]
+        with q._lock:
+            if self.cancelled:
+                return False
+            q._waiters.add(self)
+        try:
+            for stream in streams:
+                q._ensure_group(stream)
+            got = q._block_client.xreadgroup(
+                q.group,
+                self.worker,
+                dict.fromkeys(streams, ">"),
+                count=1,
+                block=max(1, int(q.block_s * 1000)),
+            )
+        except RedisUnavailable:
+            return True
+        except (errors.RedisError, OSError, ValueError) as err:
+            if self.cancelled:  # interrupt_waits closed the socket under the read
+                return False
+            if isinstance(err, errors.ConnectionError | errors.TimeoutError | OSError):
+                q._went_down(err)
+            elif isinstance(err, errors.RedisError):  # NOGROUP after a wipe
+                q._nogroup(err)
+            else:
+                raise
+            return True
+        finally:
+            with q._lock:
+                q._waiters.discard(self)
+        q._came_back()
+        entries = sorted(
+            (streams.index(stream), stream, entry_id, fields.get("job_id", ""))
+            for stream, items in (got or [])
+            for entry_id, fields in items
+        )
+        keep: list[tuple[int, str, str, str]] = []
+        due = False
+        with q._lock:
+            if entries and not self.cancelled:
+                keep = entries[:1]  # the most urgent; the rest go back at once
+                q._buffer.extend(keep)
+            elif not entries and not self.cancelled:
+                # the housekeeping of claim is due (the sweep, or XAUTOCLAIM of a
+                # stream): that claim need not read the streams just found empty
+                due = time.monotonic() >= q._next_sync or any(
+                    q._recovery_due(s) for s in streams
+                )
+                for stream in streams if due else ():
+                    q._read_empty[stream] = q._read_empty.get(stream, 0) + 1
+        for _i, stream, entry_id, job_id in entries[len(keep) :]:
+            q._give_back(stream, entry_id, job_id)
+        return bool(keep) or due
 
 
 def delivery_status(url: str, prefix: str) -> dict[str, object]:

@@ -37,6 +37,9 @@ __all__ = [
     "fsync_tree",
     "temporary_path",
     "publish",
+    "publish_fence",
+    "replace_into_place",
+    "swap_into_place",
     "temporary_writer_pid",
 ]
 
@@ -249,11 +252,47 @@ def publish_fence(fence: Callable[[Path, Path], None]) -> Iterator[None]:
         _PUBLISH_FENCE.reset(token)
 
 
+def swap_into_place(tmp: Path | str, final: Path | str) -> Path | None:
+    """``os.replace(tmp, final)``, directories over directories included.
+
+    A directory (a CASA table, an MS) cannot be renamed over a non-empty
+    one, so an existing directory ``final`` is first renamed aside (a
+    `temporary_path` of it, so a crash leaves a stale temporary, never a
+    missing product) and ``tmp`` renamed into its place; if that fails the
+    old one is put back.
+
+    Returns
+    -------
+    Path or None
+        The old directory set aside, for the caller to delete (after the
+        fence's transaction, if any); None when nothing was set aside.
+    """
+    tmp, final = Path(tmp), Path(final)
+    if not (tmp.is_dir() and final.is_dir() and not final.is_symlink()):
+        os.replace(tmp, final)
+        return None
+    aside = temporary_path(final)
+    os.replace(final, aside)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    return aside
+
+
 def replace_into_place(tmp: Path | str, final: Path | str) -> None:
-    """``os.replace(tmp, final)``, through the current `publish_fence` if any."""
+    """`swap_into_place` (files or directories), through the `publish_fence` if any.
+
+    Under a fence (a worker holding claims) the rename happens only while
+    the claims are held; otherwise ``tmp`` is deleted and `ClaimLostError`
+    raised, and ``final`` is left as it was.
+    """
     fence = _PUBLISH_FENCE.get()
     if fence is None:
-        os.replace(tmp, final)
+        aside = swap_into_place(tmp, final)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
     else:
         fence(Path(tmp), Path(final))
 

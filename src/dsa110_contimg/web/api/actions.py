@@ -3,8 +3,9 @@
 Each needs ``Authorization: Bearer <token>``, the token being the value of
 the environment variable that ``web.operator_token_env`` names (see
 `web.security`), and is rate limited per client. They are the state
-functions the CLI uses (`state.jobs.requeue_job`, `state.intake`), on a
-writable connection opened for the action only.
+functions the CLI uses (the queue's ``requeue``, which on ``queue.backend:
+redis`` also takes the job out of the dead-letter stream; `state.intake`), on
+a writable connection opened for the action only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from dsa110_contimg.state.db import open_db
 from dsa110_contimg.state.intake import set_intake_hold
-from dsa110_contimg.state.jobs import requeue_job
+from dsa110_contimg.state.queue import open_queue
 from dsa110_contimg.web.api._common import Context, require_job
 from dsa110_contimg.web.api.pipeline import intake_status, job_body
 from dsa110_contimg.web.errors import UnavailableError
@@ -71,10 +72,9 @@ def requeue(
 ) -> dict[str, object]:
     """Send a failed, quarantined or done job back to pending (409 if running)."""
     reason = (body.reason if body else "") or "no reason given"
-    with _writable(ctx) as conn:
+    with _writable(ctx) as conn, closing(open_queue(ctx.config.queue, conn)) as q:
         require_job(conn, job_id)
-        job = requeue_job(
-            conn,
+        job = q.requeue(
             job_id,
             now=ctx.clock(),
             reason=f"requeued by an operator (API, {client}): {reason}",
