@@ -305,7 +305,7 @@ def test_commands_are_added_whichever_module_is_imported_first():
     )
     commands, db = _python(code).splitlines()
     assert set(commands.split()) == _COMMANDS
-    assert db.split() == ["maintain", "migrate", "upgrade"]
+    assert db.split() == ["maintain", "migrate", "revision", "upgrade"]
     assert set(cli.commands) == _COMMANDS
 
 
