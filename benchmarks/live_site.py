@@ -187,6 +187,12 @@ class LiveSite:
         path = self.base / f"{name}.out"
         return path.read_text(errors="replace") if path.is_file() else ""
 
+    def cpu_s(self, name: str) -> float:
+        """CPU seconds (user + system) one child process has used so far."""
+        proc = self._procs[name]
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def alive(self, name: str) -> bool:
         """Whether a child process runs."""
         proc = self._procs.get(name)
