@@ -4,7 +4,9 @@
 no WSClean is needed), writes a configuration, and runs ``dsa110-contimg
 stream`` and ``dsa110-contimg serve`` on it as child processes (loopback, a
 free port); `LiveSite.feed` drops one group's raw files into the stream's
-incoming directory. Each group is its own block (1-minute mosaic windows,
+incoming directory (optionally with one subband's visibilities corrupt,
+`write_corrupt_copy`, which the pipeline quarantines; `LiveSite.repair`
+re-transfers the good file). Each group is its own block (1-minute mosaic windows,
 0.6 s overlap, the groups 30 s, 107 s... past the anchor at midnight), so
 every group adds one mosaic epoch to the light curves.
 """
@@ -22,7 +24,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["LiveSite", "free_port"]
+__all__ = ["LiveSite", "free_port", "write_corrupt_copy"]
 
 _LAYOUT = {
     "incoming_dir": "incoming",
@@ -33,6 +35,42 @@ _LAYOUT = {
     "mosaics_dir": "mosaics",
     "cal_tables_dir": "cal",
 }
+
+
+def write_corrupt_copy(src: Path, dst: Path) -> Path:
+    """Write ``src`` (a UVH5 file) to ``dst`` with its visibilities unreadable.
+
+    Every header dataset and attribute is copied as is; ``Data/visdata`` is
+    written as one gzip-compressed chunk and bytes in the middle of that
+    chunk are then overwritten, as bit rot would. The header reads
+    (`read_group_header` passes, so the watcher hands the group on); reading
+    the visibilities fails in the gzip filter, which the reader reports as
+    `InputDataError` ("the file is truncated or corrupt").
+    """
+    import h5py
+
+    with h5py.File(src, "r") as fin, h5py.File(dst, "w") as fout:
+        for key, value in fin.attrs.items():
+            fout.attrs[key] = value
+        for name in fin:
+            if name != "Data":
+                fin.copy(fin[name], fout, name=name)
+        data = fout.create_group("Data")
+        for key, value in fin["Data"].attrs.items():
+            data.attrs[key] = value
+        for name, dataset in fin["Data"].items():
+            if name == "visdata":
+                data.create_dataset(
+                    name, data=dataset[()], chunks=dataset.shape, compression="gzip"
+                )
+            else:
+                fin["Data"].copy(dataset, data, name=name)
+        fout.flush()
+        chunk = fout["Data/visdata"].id.get_chunk_info(0)
+    with open(dst, "r+b") as f:  # at once: the watcher waits for files to settle
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(b"\xff" * max(1, min(256, chunk.size // 4)))
+    return dst
 
 
 def free_port() -> int:
@@ -107,10 +145,11 @@ class LiveSite:
         self._procs: dict[str, subprocess.Popen] = {}
         self._fed = 0
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         from dsa110_contimg.utils.config_loader import find_config_dir
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("DSA110")}
+        env.update(extra or {})
         env["DSA110_CONFIG_DIR"] = str(find_config_dir(env={}))
         src = str(Path(__file__).resolve().parent.parent / "src")
         env["PYTHONPATH"] = os.pathsep.join(
@@ -118,14 +157,16 @@ class LiveSite:
         )
         return env
 
-    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+    def _start(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.base / f"{name}.out", "wb")  # noqa: SIM115 (kept by the child)
         proc = subprocess.Popen(
             [sys.executable, "-m", "dsa110_contimg.cli", *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.base,
-            env=self._env(),
+            env=self._env(env),
             start_new_session=True,
         )
         log.close()
@@ -150,12 +191,22 @@ class LiveSite:
             + ["--catalog", str(self.observation.sky_path)],
         )
 
-    def start_serve(self, timeout_s: float = 60.0) -> None:
-        """Start ``dsa110-contimg serve`` and wait until it answers."""
+    def start_serve(
+        self, timeout_s: float = 60.0, *, operator_token: str | None = None
+    ) -> None:
+        """Start ``dsa110-contimg serve`` and wait until it answers.
+
+        ``operator_token``: the token operator actions need, given to the
+        server in ``DSA110_OPERATOR_TOKEN`` (``web.operator_token_env``'s
+        default); without it every action is refused.
+        """
         proc = self._start(
             "serve",
             ["serve", "--env", "testing", "--config", str(self.config_path)]
             + ["--host", "127.0.0.1", "--port", str(self.port)],
+            env=None
+            if operator_token is None
+            else {"DSA110_OPERATOR_TOKEN": operator_token},
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -170,13 +221,28 @@ class LiveSite:
         msg = f"serve did not answer in {timeout_s} s"
         raise RuntimeError(msg)
 
-    def feed(self) -> int:
-        """Copy the next group's raw files into incoming; return its index."""
+    def feed(self, *, corrupt_subband: int | None = None) -> int:
+        """Copy the next group's raw files into incoming; return its index.
+
+        ``corrupt_subband``: that file of the group (in subband order; the
+        simulated groups hold all 16) arrives with its
+        visibilities corrupt (`write_corrupt_copy`: the header reads, the
+        data does not), so the group's conversion is quarantined with the
+        reader's reason; `repair` re-transfers the good file.
+        """
         group = self.observation.groups[self._fed]
-        for path in group.files:
-            shutil.copy2(path, self.incoming / path.name)
+        for sb, path in enumerate(sorted(group.files)):
+            if sb == corrupt_subband:
+                write_corrupt_copy(path, self.incoming / path.name)
+            else:
+                shutil.copy2(path, self.incoming / path.name)
         self._fed += 1
         return self._fed - 1
+
+    def repair(self, index: int) -> None:
+        """Re-transfer group ``index``'s good files over what incoming holds."""
+        for path in self.observation.groups[index].files:
+            shutil.copy2(path, self.incoming / path.name)
 
     def n_mosaics(self) -> int:
         """Mosaics written so far."""

@@ -318,3 +318,46 @@ def test_made_up_query_strings_are_not_kept_warm() -> None:
         assert calls["n"] - n == cache_module._MAX_REFRESHED
 
     asyncio.run(scenario())
+
+
+def test_after_an_action_no_request_gets_the_answer_from_before() -> None:
+    import asyncio
+
+    calls = {"n": 0}
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        if scope["method"] == "POST":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            return
+        calls["n"] += 1
+        n = calls["n"]
+        if n > 1:
+            await release.wait()  # the recomputation is slow
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(n).encode()})
+
+    cache = ResponseCacheMiddleware(app, clock=lambda: 0.0, ttl_s=1.0)
+
+    async def post():
+        async def send(message):
+            pass
+
+        scope = {"type": "http", "method": "POST", "path": "/api/actions/x"}
+        await cache(scope, None, send)
+
+    async def scenario():
+        assert await _get(cache) == b"1"
+        assert await _get(cache) == b"1"  # fresh (the clock stands still)
+        await post()  # a successful action: answer 1 is from before it
+        slow = asyncio.create_task(_get(cache))
+        await asyncio.sleep(0)
+        waiting = asyncio.create_task(_get(cache))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # not served answer 1 meanwhile
+        release.set()
+        assert await slow == b"2" and await waiting == b"2"
+        assert calls["n"] == 2
+
+    asyncio.run(scenario())

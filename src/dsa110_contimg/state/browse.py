@@ -2,7 +2,11 @@
 
 Each function returns ``(rows, total)``: at most ``limit`` rows from
 ``offset`` on, in a stable order, and the number of rows the filter matches
-without paging. Rows are dicts keyed by column name. Everything works on a
+without paging. Rows are dicts keyed by column name. The listings ordered by
+id (jobs, job events, products) also page by key: ``before_id`` keeps only
+rows with a smaller id (newest first), so the next page starts after the
+last row seen however many rows were added meanwhile, and costs an index
+range scan instead of skipping ``offset`` rows. Everything works on a
 read-only connection (``state.db.connect(path, readonly=True)``).
 """
 
@@ -77,10 +81,13 @@ def _page(
     order: str,
     limit: int,
     offset: int,
+    keyset: tuple[str, object] = ("", None),
 ) -> Page:
+    """One page; ``keyset`` (a clause, its value) narrows the rows, not the total."""
     _check_page(limit, offset)
     where, params = _where(filters)
     total = conn.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0]
+    where, params = _where([*filters, keyset])
     rows = _dicts(
         conn.execute(
             f"SELECT {select} FROM {table}{where} ORDER BY {order} LIMIT ? OFFSET ?",
@@ -98,11 +105,20 @@ def list_jobs_page(
     limit: int = 50,
     offset: int = 0,
     newest_first: bool = True,
+    before_id: int | None = None,
 ) -> tuple[list[Job], int]:
-    """Return one page of jobs (by id, newest first by default) and the total."""
+    """Return one page of jobs (by id, newest first by default) and the total.
+
+    ``before_id``: only jobs with a smaller id (newest first) or a larger one
+    (``newest_first`` false); the total ignores it.
+    """
     _check_page(limit, offset)
-    where, params = _where([("state IN ?", states), ("kind IN ?", kinds)])
+    filters = [("state IN ?", states), ("kind IN ?", kinds)]
+    where, params = _where(filters)
     total = conn.execute(f"SELECT COUNT(*) FROM jobs{where}", params).fetchone()[0]
+    where, params = _where(
+        [*filters, ("id < ?" if newest_first else "id > ?", before_id)]
+    )
     order = "id DESC" if newest_first else "id"
     rows = conn.execute(
         f"SELECT {_JOB_COLUMNS} FROM jobs{where} ORDER BY {order} LIMIT ? OFFSET ?",
@@ -118,8 +134,12 @@ def list_job_events_page(
     errors_only: bool = False,
     limit: int = 50,
     offset: int = 0,
+    before_id: int | None = None,
 ) -> Page:
-    """Return job events, newest first, with the job's kind and key."""
+    """Return job events, newest first, with the job's kind and key.
+
+    ``before_id``: only events with a smaller id (the total ignores it).
+    """
     filters: list[tuple[str, object]] = [("e.job_id = ?", job_id)]
     if errors_only:
         filters.append(("e.error_class IS NOT NULL AND 1 = ?", 1))
@@ -135,6 +155,7 @@ def list_job_events_page(
         "e.id DESC",
         limit,
         offset,
+        ("e.id < ?", before_id),
     )
 
 
@@ -148,8 +169,12 @@ def list_products_page(
     block_id: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    before_id: int | None = None,
 ) -> Page:
-    """Return products (newest first), optionally of some kinds or one block."""
+    """Return products (newest first), optionally of some kinds or one block.
+
+    ``before_id``: only products with a smaller id (the total ignores it).
+    """
     return _page(
         conn,
         _PRODUCT_COLUMNS,
@@ -158,6 +183,7 @@ def list_products_page(
         "id DESC",
         limit,
         offset,
+        ("id < ?", before_id),
     )
 
 

@@ -139,7 +139,8 @@ class ResponseCacheMiddleware:
     clock : callable
         Monotonic seconds (replaced in tests).
     ttl_s : float
-        Longest reuse of an answer and the refresher's period (seconds).
+        Longest reuse of an answer (seconds); the refresher recomputes an
+        answer when it is `REFRESH_AT` x ``ttl_s`` old.
     idle_s : float
         Answers not requested for this long stop being refreshed (seconds).
     """
@@ -190,10 +191,11 @@ class ResponseCacheMiddleware:
         if entry is not None and self._fresh(entry, now):
             await self._serve(entry, scope, send)
             return
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        if entry is not None and lock.locked():
-            # another request computes the new answer: the previous one, at
-            # most TTL_S plus that computation old, serves meanwhile
+        lock = self._lock(key)
+        if entry is not None and entry.generation == self._generation and lock.locked():
+            # another request (or the refresher) computes the new answer: the
+            # previous one, at most TTL_S plus that computation old, serves
+            # meanwhile; not one from before an operator action
             await self._serve(entry, scope, send)
             return
         async with lock:
@@ -201,6 +203,14 @@ class ResponseCacheMiddleware:
             if entry is None or not self._fresh(entry, self.clock()):
                 entry = await self._compute(key, scope, receive)
         await self._serve(entry, scope, send)
+
+    def _lock(self, key: bytes) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            if len(self._locks) >= _MAX_ENTRIES:  # made-up query strings
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
 
     def _fresh(self, entry: _Entry, now: float) -> bool:
         return (
@@ -365,7 +375,7 @@ class ResponseCacheMiddleware:
             if due > now:
                 wait = min(wait, due - now)
                 continue
-            lock = self._locks.setdefault(key, asyncio.Lock())
+            lock = self._lock(key)
             if lock.locked():  # a request computes it
                 continue
             async with lock:
