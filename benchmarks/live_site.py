@@ -144,6 +144,7 @@ class LiveSite:
         self.url = f"http://127.0.0.1:{self.port}"
         self._procs: dict[str, subprocess.Popen] = {}
         self._fed = 0
+        self._corrupt: dict[int, list[Path]] = {}
 
     def _env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         from dsa110_contimg.utils.config_loader import find_config_dir
@@ -224,25 +225,43 @@ class LiveSite:
     def feed(self, *, corrupt_subband: int | None = None) -> int:
         """Copy the next group's raw files into incoming; return its index.
 
-        ``corrupt_subband``: that file of the group (in subband order; the
-        simulated groups hold all 16) arrives with its
-        visibilities corrupt (`write_corrupt_copy`: the header reads, the
-        data does not), so the group's conversion is quarantined with the
-        reader's reason; `repair` re-transfers the good file.
+        ``corrupt_subband``: that subband's file (``..._sbNN.hdf5``) arrives
+        with its visibilities corrupt (`write_corrupt_copy`: the header
+        reads, the data does not), so the group's conversion is quarantined
+        with the reader's reason; `repair` re-transfers the good file.
         """
         group = self.observation.groups[self._fed]
-        for sb, path in enumerate(sorted(group.files)):
-            if sb == corrupt_subband:
+        for path in group.files:
+            if corrupt_subband is not None and path.stem.endswith(
+                f"_sb{corrupt_subband:02d}"
+            ):
                 write_corrupt_copy(path, self.incoming / path.name)
+                self._corrupt.setdefault(self._fed, []).append(path)
             else:
                 shutil.copy2(path, self.incoming / path.name)
+        if corrupt_subband is not None and self._fed not in self._corrupt:
+            msg = f"group {self._fed} has no subband {corrupt_subband}"
+            raise ValueError(msg)
         self._fed += 1
         return self._fed - 1
 
-    def repair(self, index: int) -> None:
-        """Re-transfer group ``index``'s good files over what incoming holds."""
-        for path in self.observation.groups[index].files:
-            shutil.copy2(path, self.incoming / path.name)
+    def repair(self, index: int) -> list[Path]:
+        """Re-transfer the good copy of group ``index``'s corrupt files.
+
+        As a transfer tool does: the file is written under another name
+        outside incoming and renamed over the bad one (a new file, not the
+        bad one rewritten in place, which a process that still holds it open
+        would read with its old metadata). Returns the paths replaced.
+        """
+        spool = self.base / "retransfer"
+        spool.mkdir(exist_ok=True)
+        replaced = []
+        for path in self._corrupt.pop(index, []):
+            staged = spool / path.name
+            shutil.copy2(path, staged)
+            os.replace(staged, self.incoming / path.name)
+            replaced.append(self.incoming / path.name)
+        return replaced
 
     def n_mosaics(self) -> int:
         """Mosaics written so far."""
