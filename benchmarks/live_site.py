@@ -249,9 +249,9 @@ class LiveSite:
         """Re-transfer the good copy of group ``index``'s corrupt files.
 
         As a transfer tool does: the file is written under another name
-        outside incoming and renamed over the bad one (a new file, not the
-        bad one rewritten in place, which a process that still holds it open
-        would read with its old metadata). Returns the paths replaced.
+        outside incoming and renamed over the bad one, so no reader ever sees
+        it half written (rewriting the bad file in place once gave the
+        requeued conversion a garbage header). Returns the paths replaced.
         """
         spool = self.base / "retransfer"
         spool.mkdir(exist_ok=True)
