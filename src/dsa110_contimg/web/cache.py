@@ -21,8 +21,9 @@ no body. Requests never wait for a computation once an answer exists:
 An answer is therefore at most about `TTL_S` plus one computation old. (The
 cache does not follow the state database: a running stream writes it several
 times a second, heartbeats included, which would leave nothing to reuse.) A
-successful request other than ``GET``/``HEAD`` (an operator action) marks
-every answer stale, so the dashboard's refresh after a requeue sees the
+successful ``POST``, ``PUT``, ``PATCH`` or ``DELETE`` (an operator action)
+marks every answer stale, none of them is served again, and the refresher
+recomputes them at once, so the dashboard's refresh after a requeue sees the
 change. Only ``GET`` requests of `CACHED_PATHS` with status 200 are kept,
 keyed by path and query string.
 """
@@ -49,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TTL_S = 1.0
-"""Longest time an answer is reused, and the refresher's period (seconds)."""
+"""Longest time an answer is reused (seconds); see `REFRESH_AT`."""
 
 IDLE_S = 60.0
 """An answer nobody requested for this long is no longer refreshed (seconds)."""

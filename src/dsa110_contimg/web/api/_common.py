@@ -60,7 +60,7 @@ def decode_cursor(cursor: str) -> tuple[Any, ...]:
     Raises
     ------
     InputDataError
-        ``cursor`` was not made by `encode_cursor` (a 422 naming the parameter).
+        ``cursor`` was not made by `encode_cursor` (400, naming the parameter).
     """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
