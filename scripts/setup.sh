@@ -6,7 +6,8 @@
 #                    .venv/bin (the alert rules' tests; no Prometheus service);
 #                    chromium-driver (the browser tests of the web pages)
 #   Python packages: this project with all extras (the api extra: FastAPI,
-#                    uvicorn, prometheus-client, jinja2 for 'serve'; the browser
+#                    uvicorn with uvloop and httptools, prometheus-client,
+#                    jinja2 for 'serve'; the browser
 #                    extra: selenium), in ./.venv
 #   CASA: checks that it starts offline with the installation's own site
 #         configuration (nothing is written to ~/.casa)

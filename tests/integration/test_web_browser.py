@@ -7,14 +7,22 @@ and an empty backlog; after the first group its mosaic preview appears, after
 the second it changes to the newer mosaic; the eta-V plot then holds one
 point per catalogue source (two epochs each), clicking one opens that
 source's page with a two-point light curve and its cutouts, and clicking a
-candidates-table row does the same. Screenshots go to
+candidates-table row does the same. A third group arrives with one subband's
+visibilities corrupt (`benchmarks.live_site.write_corrupt_copy`): its
+conversion is quarantined and the dashboard's failures table lists it with
+the reader's reason; after the good file is re-transferred, the requeue
+button is refused without the operator token and, with the token typed in
+the token field, sends the job back to pending (the dashboard says so, the
+job's events record it, the table empties) and the job then converts. Screenshots go to
 ``test-artifacts/browser/`` (or ``$DSA110_TEST_ARTIFACTS``); their paths are
 printed.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +32,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.casa, pytest.mark.browser]
 
 ROOT = Path(__file__).resolve().parents[2]
-DEADLINE_S = 240.0
+DEADLINE_S = 420.0  # bounded; a quiet 2-core machine needs about a quarter of it
 
 
 def _driver():
@@ -74,6 +82,14 @@ def _api(site, path: str) -> str:
         return f"{path}: {err}"
 
 
+def _json(site, path: str):
+    """The decoded JSON answer of one API request (the whole body)."""
+    import urllib.request
+
+    with urllib.request.urlopen(site.url + path, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def _wait(predicate, what: str, site, deadline: float, step: float = 0.5):
     while time.monotonic() < deadline:
         value = predicate()
@@ -90,6 +106,80 @@ def _wait(predicate, what: str, site, deadline: float, step: float = 0.5):
     )
 
 
+def _requeue_from_the_dashboard(browser, site, token, bad_group, deadline, shot):
+    """The quarantined group's requeue button, without and with the token."""
+    from selenium.webdriver.common.by import By
+
+    def js(script: str):
+        return browser.execute_script(script)
+
+    browser.get(site.url + "/?poll=1")
+    job_id = _wait(
+        lambda: js(
+            "const b = document.querySelector('#failures button[data-job]');"
+            "return b ? b.dataset.job : null"
+        ),
+        "the quarantined group in the dashboard's failures table",
+        site,
+        deadline,
+    )
+    job = _json(site, f"/api/jobs/{job_id}")
+    assert job["kind"] == "convert_group" and job["state"] == "quarantined"
+    assert job["error_class"] == "InputDataError"
+    assert "corrupt" in job["error_message"]
+    row = browser.find_element(By.ID, "failures").text
+    assert "quarantined" in row and "InputDataError" in row, row
+    js("document.getElementById('failures').scrollIntoView()")
+    shot("07-dashboard-quarantined")
+
+    click = f"document.querySelector(\"#failures button[data-job='{job_id}']\").click()"
+    js(click)  # no token typed yet: refused
+    _wait(
+        lambda: "requeue refused" in browser.find_element(By.ID, "action-result").text,
+        "the refusal of a requeue without the operator token",
+        site,
+        deadline,
+    )
+    assert _json(site, f"/api/jobs/{job_id}")["state"] == "quarantined"
+
+    assert len(site.repair(bad_group)) == 1  # the operator has it re-transferred
+    browser.find_element(By.ID, "token").send_keys(token)
+    js(click)
+    result = _wait(
+        lambda: (
+            (t := browser.find_element(By.ID, "action-result").text)
+            and "requeued" in t
+            and t
+        ),
+        "the requeue's result on the dashboard",
+        site,
+        deadline,
+    )
+    assert f"job {job_id} (convert_group" in result and "now pending" in result
+    _wait(
+        lambda: (
+            "no failed or quarantined job"
+            in browser.find_element(By.ID, "failures").text
+        ),
+        "the failures table to empty after the requeue",
+        site,
+        deadline,
+    )
+    js("document.getElementById('action-result').scrollIntoView()")
+    shot("08-dashboard-requeued")
+    events = _json(site, f"/api/jobs/{job_id}/events?limit=50")["items"]
+    events.reverse()  # oldest first
+    at = next(i for i, e in enumerate(events) if e["to_state"] == "quarantined")
+    back = [e for e in events[at:] if e["to_state"] == "pending"]
+    assert back and "requeued by an operator (API" in back[0]["reason"], events
+    _wait(
+        lambda: _json(site, f"/api/jobs/{job_id}")["state"] == "done",
+        "the requeued group to convert from the re-transferred file",
+        site,
+        deadline,
+    )
+
+
 def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
     pytest.importorskip("casacore.tables")
     pytest.importorskip("uvicorn")
@@ -97,7 +187,8 @@ def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
     from selenium.webdriver.common.by import By
 
     browser = _driver()
-    site = LiveSite(tmp_path / "site", n_groups=2)
+    site = LiveSite(tmp_path / "site", n_groups=3)
+    token = secrets.token_hex(16)
     start = time.monotonic()
     deadline = start + DEADLINE_S
     shots = _artifacts()
@@ -114,7 +205,7 @@ def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
 
     try:
         site.start_stream()
-        site.start_serve()
+        site.start_serve(operator_token=token)
         browser.get(site.url + "/?poll=1")
         # "unavailable" until the stream has created the state database
         _wait(
@@ -170,8 +261,25 @@ def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
         )
         assert second != first
         shot("03-dashboard-second-mosaic")
+        # the third group arrives with one subband's visibilities corrupt:
+        # its conversion is quarantined while the science pages are checked
+        bad_group = site.feed(corrupt_subband=5)
 
         n_sources = len(site.observation.sky.name)
+
+        def on_the_plot() -> int | None:
+            # every catalogue source has eta and V once it has two epochs; a
+            # log-log plot can only draw those above 0 (a debiased V, or an
+            # eta, of exactly 0 is possible for a steady source)
+            rows = _json(site, "/api/variability?limit=1000")["items"]
+            if len(rows) < n_sources or any(r["n_epochs"] < 2 for r in rows):
+                return None
+            return sum(1 for r in rows if r["eta"] and r["v"])
+
+        expected = _wait(
+            on_the_plot, "eta and V of every source (two epochs)", site, deadline
+        )
+        assert expected > 0
         browser.get(site.url + "/variability?poll=1")
         _wait(
             lambda: (
@@ -179,9 +287,9 @@ def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
                     "const s = document.querySelector('#etav svg');"
                     "return s ? parseInt(s.dataset.points) : 0"
                 )
-                >= n_sources
+                >= expected
             ),
-            "eta-V points for every source (two epochs each)",
+            "eta-V points for every source with eta and V above 0",
             site,
             deadline,
         )
@@ -249,6 +357,8 @@ def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
             deadline,
         )
         shot("06-mosaic")
+        print(f"browser test: science pages done at {time.monotonic() - start:.1f} s")
+        _requeue_from_the_dashboard(browser, site, token, bad_group, deadline, shot)
         print(f"browser test: {time.monotonic() - start:.1f} s with the stream")
     finally:
         browser.quit()

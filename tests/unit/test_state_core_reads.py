@@ -205,5 +205,7 @@ def test_a_query_is_compiled_once_per_backend() -> None:
     assert query.sql("sqlite") is query.sql("sqlite")
     text, names, _ = query.sql("postgresql")
     assert names == ("id",) and text.endswith("WHERE jobs.id = ?")
-    assert isinstance(browse._jobs_queries(2, None, True)[1], Query)
-    assert browse._jobs_queries(2, None, True) is browse._jobs_queries(2, None, True)
+    assert isinstance(browse._jobs_queries(2, None, True, False)[1], Query)
+    assert browse._jobs_queries(2, None, True, False) is browse._jobs_queries(
+        2, None, True, False
+    )

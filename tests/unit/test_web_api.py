@@ -321,6 +321,83 @@ def test_jobs_pagination(client) -> None:
     assert first["items"][0]["payload_json"] == {"key": "block_20250102T0900"}
 
 
+def _all_pages(client, path: str, params: dict) -> list[dict]:
+    """Follow next_cursor from the first page to the last."""
+    pages = [client.get(path, params=params).json()]
+    while pages[-1]["next_cursor"] is not None:
+        nxt = {**params, "after": pages[-1]["next_cursor"]}
+        pages.append(client.get(path, params=nxt).json())
+        assert len(pages) < 20
+    return pages
+
+
+def test_jobs_keyset_pagination(fresh) -> None:
+    from datetime import timedelta
+
+    from dsa110_contimg.state.jobs import JobSpec, enqueue_job
+
+    client = _operator_client(fresh)
+    pages = _all_pages(client, "/api/jobs", {"limit": 3})
+    assert [[j["id"] for j in p["items"]] for p in pages] == [
+        [8, 7, 6],
+        [5, 4, 3],
+        [2, 1],
+    ]
+    assert all(p["total"] == 8 for p in pages)
+    assert pages[1]["next_offset"] is None  # a cursor page has no offset
+    # a job enqueued after the first page was read: offset paging shows job 6
+    # again on page two, the cursor page starts after it all the same
+    conn = connect(fresh["base"] / "state.sqlite3")
+    enqueue_job(
+        conn,
+        JobSpec("convert_group", "2025-01-02T12:00:00", "2025-01-02T12:00:00"),
+        now=NOW + timedelta(minutes=1),
+    )
+    conn.close()
+    by_offset = client.get("/api/jobs", params={"limit": 3, "offset": 3}).json()
+    assert [j["id"] for j in by_offset["items"]] == [6, 5, 4]
+    after = client.get(
+        "/api/jobs", params={"limit": 3, "after": pages[0]["next_cursor"]}
+    ).json()
+    assert [j["id"] for j in after["items"]] == [5, 4, 3] and after["total"] == 9
+    # filters and the listings built on jobs page by key too
+    failures = _all_pages(client, "/api/failures", {"limit": 1})
+    assert [p["items"][0]["id"] for p in failures] == [8, 3]
+
+
+def test_keyset_pagination_of_products_events_and_sources(client) -> None:
+    images = _all_pages(client, "/api/images", {"limit": 2})
+    ids = [i["id"] for p in images for i in p["items"]]
+    everything = client.get("/api/images", params={"limit": 50}).json()
+    assert ids == [i["id"] for i in everything["items"]] and len(ids) == 3
+    assert ids == sorted(ids, reverse=True)
+    events = _all_pages(client, "/api/events", {"limit": 3})
+    seen = [e["id"] for p in events for e in p["items"]]
+    assert seen == sorted(seen, reverse=True) and len(seen) == events[0]["total"]
+    names = _all_pages(client, "/api/sources", {"limit": 2})
+    assert [[s["source_name"] for s in p["items"]] for p in names] == [
+        ["SRC_A", "SRC_B"],
+        ["SRC_C"],
+    ]
+    cone = {"ra": 10.4, "dec": 16.3, "radius_deg": 1.0, "limit": 1}
+    near = _all_pages(client, "/api/sources", cone)
+    assert [p["items"][0]["source_name"] for p in near] == ["SRC_B", "SRC_A"]
+
+
+def test_keyset_pagination_errors(client) -> None:
+    cursor = client.get("/api/jobs", params={"limit": 2}).json()["next_cursor"]
+    both = client.get("/api/jobs", params={"after": cursor, "offset": 2})
+    assert both.status_code == 400 and "'after'" in both.json()["detail"]
+    junk = client.get("/api/jobs", params={"after": "not-a-cursor"})
+    assert junk.status_code == 400 and "next_cursor" in junk.json()["detail"]
+    name_cursor = client.get("/api/sources", params={"limit": 1}).json()["next_cursor"]
+    other = client.get("/api/jobs", params={"after": name_cursor})
+    assert other.status_code == 400 and "this listing" in other.json()["detail"]
+    offset_only = client.get("/api/rejected", params={"after": cursor})
+    assert offset_only.status_code == 400 and "offset" in offset_only.json()["detail"]
+    assert client.get("/api/rejected").json()["next_cursor"] is None
+
+
 def test_jobs_filters(client) -> None:
     failed = client.get("/api/jobs", params={"state": "failed"}).json()
     assert [j["id"] for j in failed["items"]] == [3]
@@ -364,7 +441,10 @@ def test_one_job_and_its_events(client) -> None:
 
 def test_quarantine_failures_events_rejected(client) -> None:
     assert [j["id"] for j in client.get("/api/quarantine").json()["items"]] == [8]
-    assert [j["id"] for j in client.get("/api/failures").json()["items"]] == [3]
+    # the dashboard's failures table: failed and quarantined jobs, newest first
+    failures = client.get("/api/failures").json()["items"]
+    assert sorted(j["id"] for j in failures) == [3, 8]
+    assert {j["state"] for j in failures} == {"failed", "quarantined"}
     errors = client.get("/api/events", params={"errors_only": True}).json()
     assert errors["total"] == 2
     assert {e["error_class"] for e in errors["items"]} == {
@@ -378,6 +458,7 @@ def test_quarantine_failures_events_rejected(client) -> None:
         "limit": 50,
         "offset": 0,
         "next_offset": None,
+        "next_cursor": None,
     }
 
 

@@ -20,7 +20,20 @@ from dsa110_contimg.utils.command_line import (
     load_config,
 )
 
-__all__ = ["add", "serve_command", "intake_group"]
+__all__ = ["add", "serve_command", "intake_group", "UVICORN_SETTINGS"]
+
+UVICORN_SETTINGS = {
+    "access_log": False,
+    # uvloop and httptools (the api extra) where installed, else asyncio, h11
+    "loop": "auto",
+    "http": "auto",
+    # a dashboard polls every 5 s: keep its connections open between polls
+    # (uvicorn's default, 5 s, closes them just before each reuse)
+    "timeout_keep_alive": 30,
+    "backlog": 2048,
+    "lifespan": "on",  # starts the response cache's refresher
+}
+"""How ``serve`` runs uvicorn (besides host, port and log level)."""
 
 
 @click.command("serve", cls=Command)
@@ -54,7 +67,7 @@ def serve_command(config_path, env, sets, host, port) -> None:
         f"serving the API on http://{host}:{port}/api/ (schema /api/openapi.json, "
         f"Prometheus /metrics); state database {config.paths.state_db}"
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", **UVICORN_SETTINGS)
 
 
 @click.group("intake", cls=Group)

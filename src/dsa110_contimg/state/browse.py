@@ -2,7 +2,11 @@
 
 Each function returns ``(rows, total)``: at most ``limit`` rows from
 ``offset`` on, in a stable order, and the number of rows the filter matches
-without paging. Rows are dicts keyed by column name. Everything works on a
+without paging. Rows are dicts keyed by column name. The listings ordered by
+id (jobs, job events, products) also page by key: ``before_id`` keeps only
+rows with a smaller id (newest first), so the next page starts after the
+last row seen however many rows were added meanwhile, and costs an index
+range scan instead of skipping ``offset`` rows. Everything works on a
 read-only connection (``state.db.connect(path, readonly=True)``).
 
 The statements are SQLAlchemy Core on `state.schema_core`'s tables, one
@@ -43,6 +47,7 @@ Page = tuple[list[dict[str, object]], int]
 
 _LIMIT = sa.bindparam("limit")
 _OFFSET = sa.bindparam("offset")
+_BEFORE = sa.bindparam("before_id")
 
 
 def _check_page(limit: int, offset: int) -> None:
@@ -57,14 +62,22 @@ def _dicts(cursor) -> list[dict[str, object]]:
 
 
 def _paged(
-    columns: Sequence, source, where: Sequence, order: Sequence
+    columns: Sequence,
+    source,
+    where: Sequence,
+    order: Sequence,
+    keyset: sa.ColumnElement | None = None,
 ) -> tuple[Query, Query]:
-    """The ``COUNT(*)`` and the page (``LIMIT :limit OFFSET :offset``) queries."""
+    """The ``COUNT(*)`` and the page (``LIMIT :limit OFFSET :offset``) queries.
+
+    ``keyset`` (a clause on ``:before_id``) narrows the page, not the total.
+    """
     count = sa.select(sa.func.count()).select_from(source).where(*where)
+    page_where = [*where] if keyset is None else [*where, keyset]
     rows = (
         sa.select(*columns)
         .select_from(source)
-        .where(*where)
+        .where(*page_where)
         .order_by(*order)
         .limit(_LIMIT)
         .offset(_OFFSET)
@@ -92,7 +105,7 @@ def _n(values: Sequence[object] | None) -> int | None:
 
 @functools.lru_cache(maxsize=64)
 def _jobs_queries(
-    n_states: int | None, n_kinds: int | None, newest_first: bool
+    n_states: int | None, n_kinds: int | None, newest_first: bool, keyed: bool
 ) -> tuple[Query, Query]:
     where = []
     if n_states is not None:
@@ -100,7 +113,10 @@ def _jobs_queries(
     if n_kinds is not None:
         where.append(in_list(t.jobs.c.kind, "kind", n_kinds))
     order = t.jobs.c.id.desc() if newest_first else t.jobs.c.id
-    return _paged(t.jobs.c, t.jobs, where, [order])
+    keyset = None
+    if keyed:
+        keyset = t.jobs.c.id < _BEFORE if newest_first else t.jobs.c.id > _BEFORE
+    return _paged(t.jobs.c, t.jobs, where, [order], keyset)
 
 
 def list_jobs_page(
@@ -111,17 +127,30 @@ def list_jobs_page(
     limit: int = 50,
     offset: int = 0,
     newest_first: bool = True,
+    before_id: int | None = None,
 ) -> tuple[list[Job], int]:
-    """Return one page of jobs (by id, newest first by default) and the total."""
+    """Return one page of jobs (by id, newest first by default) and the total.
+
+    ``before_id``: only jobs with a smaller id (newest first) or a larger one
+    (``newest_first`` false); the total ignores it.
+    """
     _check_page(limit, offset)
-    queries = _jobs_queries(_n(states), _n(kinds), bool(newest_first))
-    params = {**in_params("state", states or ()), **in_params("kind", kinds or ())}
+    queries = _jobs_queries(
+        _n(states), _n(kinds), bool(newest_first), before_id is not None
+    )
+    params = {
+        **in_params("state", states or ()),
+        **in_params("kind", kinds or ()),
+        "before_id": before_id,
+    }
     cursor, total = _page(conn, queries, params, limit, offset)
     return [_row_to_job(r) for r in cursor.fetchall()], total
 
 
-@functools.lru_cache(maxsize=8)
-def _events_queries(by_job: bool, errors_only: bool) -> tuple[Query, Query]:
+@functools.lru_cache(maxsize=16)
+def _events_queries(
+    by_job: bool, errors_only: bool, keyed: bool
+) -> tuple[Query, Query]:
     e, j = t.job_events.alias("e"), t.jobs.alias("j")
     where = []
     if by_job:
@@ -141,7 +170,8 @@ def _events_queries(by_job: bool, errors_only: bool) -> tuple[Query, Query]:
         e.c.created_at,
     ]
     source = e.join(j, j.c.id == e.c.job_id)
-    return _paged(columns, source, where, [e.c.id.desc()])
+    keyset = e.c.id < _BEFORE if keyed else None
+    return _paged(columns, source, where, [e.c.id.desc()], keyset)
 
 
 def list_job_events_page(
@@ -151,23 +181,33 @@ def list_job_events_page(
     errors_only: bool = False,
     limit: int = 50,
     offset: int = 0,
+    before_id: int | None = None,
 ) -> Page:
-    """Return job events, newest first, with the job's kind and key."""
+    """Return job events, newest first, with the job's kind and key.
+
+    ``before_id``: only events with a smaller id (the total ignores it).
+    """
     _check_page(limit, offset)
-    queries = _events_queries(job_id is not None, bool(errors_only))
-    cursor, total = _page(conn, queries, {"job_id": job_id}, limit, offset)
+    queries = _events_queries(
+        job_id is not None, bool(errors_only), before_id is not None
+    )
+    params = {"job_id": job_id, "before_id": before_id}
+    cursor, total = _page(conn, queries, params, limit, offset)
     return _dicts(cursor), total
 
 
 @functools.lru_cache(maxsize=64)
-def _products_queries(n_kinds: int | None, by_block: bool) -> tuple[Query, Query]:
+def _products_queries(
+    n_kinds: int | None, by_block: bool, keyed: bool
+) -> tuple[Query, Query]:
     p = t.products
     where = []
     if n_kinds is not None:
         where.append(in_list(p.c.kind, "kind", n_kinds))
     if by_block:
         where.append(p.c.block_id == sa.bindparam("block_id"))
-    return _paged(p.c, p, where, [p.c.id.desc()])
+    keyset = p.c.id < _BEFORE if keyed else None
+    return _paged(p.c, p, where, [p.c.id.desc()], keyset)
 
 
 def list_products_page(
@@ -177,11 +217,19 @@ def list_products_page(
     block_id: str | None = None,
     limit: int = 50,
     offset: int = 0,
+    before_id: int | None = None,
 ) -> Page:
-    """Return products (newest first), optionally of some kinds or one block."""
+    """Return products (newest first), optionally of some kinds or one block.
+
+    ``before_id``: only products with a smaller id (the total ignores it).
+    """
     _check_page(limit, offset)
-    queries = _products_queries(_n(kinds), block_id is not None)
-    params = {**in_params("kind", kinds or ()), "block_id": block_id}
+    queries = _products_queries(_n(kinds), block_id is not None, before_id is not None)
+    params = {
+        **in_params("kind", kinds or ()),
+        "block_id": block_id,
+        "before_id": before_id,
+    }
     cursor, total = _page(conn, queries, params, limit, offset)
     return _dicts(cursor), total
 

@@ -110,7 +110,9 @@ def table_model(
 class Page(BaseModel, Generic[T]):
     """One page of a listing.
 
-    ``next_offset`` is the offset of the next page, None on the last one.
+    ``next_offset`` is the offset of the next page, None on the last one;
+    ``next_cursor`` (the listings that page by key) is the ``after`` of the
+    next page, None on the last one.
     """
 
     items: list[T]
@@ -118,6 +120,12 @@ class Page(BaseModel, Generic[T]):
     limit: int = Field(description="Page size asked for.")
     offset: int = Field(description="Rows skipped before this page.")
     next_offset: int | None = Field(description="Offset of the next page, or null.")
+    next_cursor: str | None = Field(
+        None,
+        description="Keyset paging: pass as 'after' for the next page (it starts "
+        "after this page's last row, whatever was added meanwhile); null on the "
+        "last page and for listings that page by offset only.",
+    )
 
 
 JobModel = table_model(
@@ -394,13 +402,27 @@ class ActionResult(BaseModel):
     intake: IntakeModel | None = None
 
 
-def page(items: list, total: int, limit: int, offset: int) -> dict[str, Any]:
-    """Return a `Page` body for ``items`` of ``total``."""
+def page(
+    items: list,
+    total: int,
+    limit: int,
+    offset: int,
+    *,
+    next_cursor: str | None = None,
+    by_cursor: bool = False,
+) -> dict[str, Any]:
+    """Return a `Page` body for ``items`` of ``total``.
+
+    ``by_cursor``: the page was asked for with ``after`` (its offset in the
+    listing is unknown): ``next_offset`` is null, clients follow
+    ``next_cursor``.
+    """
     following = offset + len(items)
     return {
         "items": items,
         "total": total,
         "limit": limit,
         "offset": offset,
-        "next_offset": following if following < total else None,
+        "next_offset": following if following < total and not by_cursor else None,
+        "next_cursor": next_cursor,
     }

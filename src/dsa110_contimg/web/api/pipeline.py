@@ -150,7 +150,9 @@ def jobs(
     ] = None,
 ) -> dict[str, object]:
     """Jobs of the queue, newest first."""
-    return listing(ctx, paging, list_jobs_page, job_body, states=state, kinds=kind)
+    return listing(
+        ctx, paging, list_jobs_page, job_body, keyset=True, states=state, kinds=kind
+    )
 
 
 @router.get("/jobs/{job_id}", response_model=JobModel)
@@ -166,7 +168,7 @@ def job_events(ctx: Context, job_id: int, paging: Paging) -> dict[str, object]:
     """The state changes of one job, newest first."""
     with ctx.read() as conn:
         require_job(conn, job_id)
-    return listing(ctx, paging, list_job_events_page, job_id=job_id)
+    return listing(ctx, paging, list_job_events_page, keyset=True, job_id=job_id)
 
 
 @router.get("/events", response_model=Page[JobEventModel])
@@ -176,7 +178,9 @@ def events(
     errors_only: Annotated[bool, Query(description="Only failures.")] = False,
 ) -> dict[str, object]:
     """Job events of every job, newest first (failures with their reasons)."""
-    return listing(ctx, paging, list_job_events_page, errors_only=errors_only)
+    return listing(
+        ctx, paging, list_job_events_page, keyset=True, errors_only=errors_only
+    )
 
 
 @router.get("/quarantine", response_model=Page[JobModel])
@@ -187,8 +191,13 @@ def quarantine(ctx: Context, paging: Paging) -> dict[str, object]:
 
 @router.get("/failures", response_model=Page[JobModel])
 def failures(ctx: Context, paging: Paging) -> dict[str, object]:
-    """Failed jobs with their error class and message, newest first."""
-    return jobs(ctx, paging, state=["failed"], kind=None)
+    """Jobs waiting for an operator, newest first: failed and quarantined ones.
+
+    Each with its error class and message (the dashboard's failures table,
+    with a requeue button per job); ``/api/quarantine`` lists the
+    quarantined ones alone.
+    """
+    return jobs(ctx, paging, state=["failed", "quarantined"], kind=None)
 
 
 @router.get("/rejected", response_model=Page[RejectedFileModel])

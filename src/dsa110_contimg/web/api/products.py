@@ -114,7 +114,13 @@ def block(ctx: Context, block_id: str) -> dict[str, object]:
 
 def _listing(ctx, paging, kinds, block_id) -> dict[str, object]:
     return listing(
-        ctx, paging, list_products_page, _product_body, kinds=kinds, block_id=block_id
+        ctx,
+        paging,
+        list_products_page,
+        _product_body,
+        keyset=True,
+        kinds=kinds,
+        block_id=block_id,
     )
 
 

@@ -214,7 +214,10 @@ def sources(
             for i in order
             if seps[i] <= radius_deg
         ]
-    return slice_page(rows, paging)
+        return slice_page(
+            rows, paging, key=lambda r: (r["separation_deg"], r["source_name"])
+        )
+    return slice_page(rows, paging, key=lambda r: (r["source_name"],))
 
 
 @router.get("/sources/{source_name}", response_model=SourceModel)

@@ -133,12 +133,15 @@
         const r = await api("/api/actions/requeue/" + id, {
           method: "POST", headers: { Authorization: "Bearer " + token.value, "Content-Type": "application/json" },
           body: JSON.stringify({ reason: "requeued from the dashboard" }) });
-        out.textContent = r.detail; out.className = "ok";
+        out.textContent = r.detail + (r.job ? ": now " + r.job.state : ""); out.className = "ok";
       } catch (e) { out.textContent = "requeue refused: " + e.message; out.className = "bad"; }
-      refresh();
+      refresh(true);
     }
-    async function refresh() {
-      const get = (p) => api(p).catch((e) => ({ _error: e.message }));
+    async function refresh(fresh) {
+      // after an action, revalidate (If-None-Match) instead of reusing the
+      // browser's copy of an answer (Cache-Control: max-age=1)
+      const opts = fresh ? { cache: "no-cache" } : undefined;
+      const get = (p) => api(p, opts).catch((e) => ({ _error: e.message }));
       if (tick++ % 6 === 0) health = await get("/api/health");
       const [queue, fig, backlog, mosaics, cal, failures, disk] = await Promise.all([
         get("/api/queue"), get("/api/metrics"), get("/api/metrics/backlog?points=60"), get("/api/mosaics?limit=1"),
