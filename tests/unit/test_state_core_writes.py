@@ -1,0 +1,73 @@
+"""The Core writes of `state._core` (upserts, executemany, RETURNING), both backends."""
+
+from __future__ import annotations
+
+from contextlib import closing
+
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, params_of, upsert
+from dsa110_contimg.state.db import open_db
+
+_COLUMNS = ("path", "kind", "reason", "first_seen_at", "updated_at")
+_UPSERT = Query(
+    upsert(
+        core.rejected_files,
+        _COLUMNS,
+        ("path",),
+        ("reason", "updated_at"),
+        set_=lambda excluded: {"resolved_at": None},
+    )
+)
+_KEEP_FIRST = Query(upsert(core.rejected_files, _COLUMNS, ("path",), ()))
+_INSERT_RETURNING = Query(
+    sa.insert(core.products)
+    .values(params_of(("block_id", "kind", "path", "created_at")))
+    .returning(core.products.c.id)
+)
+_INSERT = Query(
+    sa.insert(core.products).values(
+        params_of(("block_id", "kind", "path", "created_at"))
+    )
+)
+
+
+def _row(path: str, reason: str, at: str) -> dict[str, str]:
+    return {
+        "path": path,
+        "kind": "late",
+        "reason": reason,
+        "first_seen_at": at,
+        "updated_at": at,
+    }
+
+
+def test_an_upsert_inserts_then_updates_the_named_columns(state_target) -> None:
+    with closing(open_db(state_target)) as conn, conn:
+        _UPSERT.execute(conn, _row("/a", "first", "T1"))
+        conn.execute("UPDATE rejected_files SET resolved_at = 'T2'")
+        _UPSERT.execute(conn, _row("/a", "second", "T3"))
+        _KEEP_FIRST.execute(conn, _row("/a", "third", "T4"))
+        _KEEP_FIRST.executemany(conn, [_row("/b", "b", "T5"), _row("/c", "c", "T6")])
+        rows = conn.execute(
+            "SELECT path, reason, first_seen_at, updated_at, resolved_at "
+            "FROM rejected_files ORDER BY path"
+        ).fetchall()
+    assert [tuple(r) for r in rows] == [
+        ("/a", "second", "T1", "T3", None),
+        ("/b", "b", "T5", "T5", None),
+        ("/c", "c", "T6", "T6", None),
+    ]
+
+
+def test_returning_is_what_the_statement_says(state_target) -> None:
+    values = {"block_id": "b", "kind": "ms", "path": "/p.ms", "created_at": "T"}
+    with closing(open_db(state_target)) as conn, conn:
+        (new_id,) = _INSERT_RETURNING.execute(conn, values).fetchone()
+        cursor = _INSERT.execute(conn, {**values, "path": "/q.ms"})
+        ids = [r[0] for r in conn.execute("SELECT id FROM products ORDER BY id")]
+    assert ids[0] == new_id and len(ids) == 2
+    # no implicit RETURNING of the generated key on PostgreSQL
+    assert "RETURNING" not in _INSERT.sql("postgresql")[0]
+    assert cursor.description is None
