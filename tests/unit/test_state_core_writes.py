@@ -71,3 +71,48 @@ def test_returning_is_what_the_statement_says(state_target) -> None:
     # no implicit RETURNING of the generated key on PostgreSQL
     assert "RETURNING" not in _INSERT.sql("postgresql")[0]
     assert cursor.description is None
+
+
+def test_rejected_files_record_list_count_resolve(state_target, tmp_path) -> None:
+    from dataclasses import dataclass
+    from datetime import UTC, datetime
+
+    from dsa110_contimg.state import rejected
+
+    @dataclass
+    class Rejected:
+        path: str
+        kind: str
+        reason: str
+        group_id: str | None = None
+
+    raw = tmp_path / "a.hdf5"
+    raw.write_bytes(b"x" * 7)
+    t1 = datetime(2026, 1, 1, tzinfo=UTC)
+    t2 = datetime(2026, 1, 2, tzinfo=UTC)
+    with closing(open_db(state_target)) as conn:
+        rows = [
+            Rejected(str(raw), "late", "after"),
+            Rejected("/b.hdf5", "bad_name", "name"),
+        ]
+        assert rejected.record_rejected_files(conn, rows, now=t1) == 2
+        assert rejected.resolve_rejected_files(conn, [str(raw)], now=t1) == 1
+        # seen again: its new reason, unresolved again
+        rows = [Rejected(str(raw), "duplicate", "again", "g1")]
+        assert rejected.record_rejected_files(conn, rows, now=t2) == 1
+        assert rejected.resolve_rejected_files(conn, ["/nope"], now=t2) == 0
+        listed = rejected.list_rejected_files(conn)
+        assert [(r["path"], r["kind"], r["size_bytes"]) for r in listed] == [
+            (str(raw), "duplicate", 7),
+            ("/b.hdf5", "bad_name", None),
+        ]
+        assert listed[0]["first_seen_at"].startswith("2026-01-01T00:00:00")
+        assert [r["path"] for r in rejected.list_rejected_files(conn, limit=1)] == [
+            str(raw)
+        ]
+        assert (
+            rejected.list_rejected_files(conn, kinds=["bad_name", "x"])[0]["kind"]
+            == "bad_name"
+        )
+        assert rejected.list_rejected_files(conn, kinds=[]) == []
+        assert rejected.count_rejected_files(conn) == {"bad_name": 1, "duplicate": 1}
