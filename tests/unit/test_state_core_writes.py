@@ -116,3 +116,44 @@ def test_rejected_files_record_list_count_resolve(state_target, tmp_path) -> Non
         )
         assert rejected.list_rejected_files(conn, kinds=[]) == []
         assert rejected.count_rejected_files(conn) == {"bad_name": 1, "duplicate": 1}
+
+
+def test_mosaic_members_upsert_and_list(state_target) -> None:
+    from dsa110_contimg.state import mosaics
+
+    with closing(open_db(state_target)) as conn:
+        members = [("/i1.fits", "used", ""), ("/i2.fits", "missing", "no file")]
+        mosaics.record_mosaic_members(
+            conn, block_id="b1", mosaic_path="/m.fits", members=members
+        )
+        mosaics.record_mosaic_members(
+            conn,
+            block_id="b2",
+            mosaic_path="/m.fits",
+            members=[("/i2.fits", "used", "")],
+        )
+        rows = mosaics.list_mosaic_members(conn)
+        assert [
+            (r["block_id"], r["image_path"], r["status"], r["detail"]) for r in rows
+        ] == [
+            ("b1", "/i1.fits", "used", None),
+            ("b2", "/i2.fits", "used", None),
+        ]
+        assert len(mosaics.list_mosaic_members(conn, block_id="b2")) == 1
+        assert (
+            mosaics.list_mosaic_members(conn, block_id="b1", image_path="/i2.fits")
+            == []
+        )
+
+
+def test_intake_hold_set_and_read(state_target) -> None:
+    from datetime import UTC, datetime
+
+    from dsa110_contimg.state import intake
+
+    with closing(open_db(state_target)) as conn:
+        assert intake.intake_hold(conn) is None
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        intake.set_intake_hold(conn, paused=True, reason="maint", now=now)
+        hold = intake.intake_hold(conn)
+        assert hold["paused"] is True and hold["reason"] == "maint"
