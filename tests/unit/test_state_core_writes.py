@@ -157,3 +157,18 @@ def test_intake_hold_set_and_read(state_target) -> None:
         intake.set_intake_hold(conn, paused=True, reason="maint", now=now)
         hold = intake.intake_hold(conn)
         assert hold["paused"] is True and hold["reason"] == "maint"
+
+
+def test_pipeline_metrics_record_and_read(state_target) -> None:
+    from dsa110_contimg.state.metrics import PipelineMetrics
+
+    metrics = PipelineMetrics(state_target)
+    metrics.record_block_processing("b1", True, 10.0, 2, 3)
+    metrics.record_block_processing("b2", False, 30.0, 0, 0, error_message="boom")
+    recent = metrics.get_recent_metrics(1)
+    assert [(r["block_id"], r["success"], r["processing_time"]) for r in recent] == [
+        ("b2", False, 30.0),
+        ("b1", True, 10.0),
+    ]
+    assert metrics.get_success_rate(1) == 0.5
+    assert metrics.get_average_processing_time(1) == 20.0
