@@ -172,3 +172,50 @@ def test_pipeline_metrics_record_and_read(state_target) -> None:
     ]
     assert metrics.get_success_rate(1) == 0.5
     assert metrics.get_average_processing_time(1) == 20.0
+
+
+def test_alert_state_and_silences_writes(state_target) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dsa110_contimg.state import alerts
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    pending = alerts.TrackedAlert(
+        "f1", "DSA110X", {"a": "1"}, "pending", 1.0, "T0", None, None
+    )
+    firing = alerts.TrackedAlert("f1", "other", {}, "firing", 2.0, "T9", "T1", "T2")
+    with closing(open_db(state_target)) as conn:
+        alerts.upsert_tracked_alert(conn, pending, now=now)
+        alerts.upsert_tracked_alert(conn, firing, now=now)
+        # the name, labels and start are the first record's; the rest updated
+        assert alerts.list_tracked_alerts(conn) == [
+            alerts.TrackedAlert(
+                "f1", "DSA110X", {"a": "1"}, "firing", 2.0, "T0", "T1", "T2"
+            )
+        ]
+        alerts.delete_tracked_alert(conn, "f1")
+        assert alerts.list_tracked_alerts(conn) == []
+        # the new silence's id comes back on both backends (RETURNING)
+        first = alerts.add_silence(
+            conn,
+            "A",
+            matchers={},
+            comment="c",
+            created_by="op",
+            now=now,
+            expires_at=now + timedelta(hours=1),
+        )
+        second = alerts.add_silence(
+            conn,
+            "B",
+            matchers={"x": "y"},
+            comment="c",
+            created_by="op",
+            now=now,
+            expires_at=now + timedelta(hours=1),
+        )
+        assert (first.alertname, second.alertname) == ("A", "B")
+        assert second.id > first.id and second.matchers == {"x": "y"}
+        removed = alerts.remove_silence(conn, first.id, now=now + timedelta(minutes=1))
+        assert removed.removed_at is not None
+        assert [s.id for s in alerts.list_silences(conn, now=now)] == [second.id]
