@@ -219,3 +219,38 @@ def test_alert_state_and_silences_writes(state_target) -> None:
         removed = alerts.remove_silence(conn, first.id, now=now + timedelta(minutes=1))
         assert removed.removed_at is not None
         assert [s.id for s in alerts.list_silences(conn, now=now)] == [second.id]
+
+
+def test_no_sql_strings_outside_the_connection_and_schema_modules() -> None:
+    """Every statement of state/ is a Core construct; strings stay only in the
+    connection, DDL and migration modules (pragmas, transaction control)."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import dsa110_contimg.state as state
+
+    root = Path(state.__file__).parent
+    allowed = {
+        "db.py",
+        "_alembic.py",
+        "_postgres.py",
+        "_schema_diff.py",
+        "_revision.py",
+    }
+    statement = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|REPLACE|WITH)\s")
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name in allowed or "migrations" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                parts = [v.value for v in node.values if isinstance(v, ast.Constant)]
+                text = "".join(str(p) for p in parts)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            if statement.match(text):
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {text[:40]!r}")
+    assert found == []
