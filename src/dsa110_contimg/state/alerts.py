@@ -4,7 +4,7 @@
 by its fingerprint (a hash of its name and labels). A silence mutes the
 alerts of one name whose labels include all of its matchers, until it
 expires or is removed (``dsa110-contimg alerts unsilence``). The reads are
-SQLAlchemy Core (`state._core.Query`); the writes are SQL strings.
+SQLAlchemy Core (`state._core.Query`), the writes too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from dsa110_contimg.exceptions import StateError
 from dsa110_contimg.state import schema_core as t
-from dsa110_contimg.state._core import Query
+from dsa110_contimg.state._core import Query, params_of, upsert
 from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = [
@@ -107,6 +107,51 @@ _TRACKED = Query(
 _SILENCES = sa.select(t.alert_silences).order_by(t.alert_silences.c.id)
 _ALL_SILENCES = Query(_SILENCES)
 _SILENCE = Query(_SILENCES.where(t.alert_silences.c.id == sa.bindparam("id")))
+_ALERT_COLUMNS = (
+    "fingerprint",
+    "alertname",
+    "labels_json",
+    "state",
+    "value",
+    "active_since",
+    "fired_at",
+    "notified_at",
+    "updated_at",
+)
+_UPSERT_ALERT = Query(
+    upsert(
+        t.alert_state,
+        _ALERT_COLUMNS,
+        ("fingerprint",),
+        ("state", "value", "fired_at", "notified_at", "updated_at"),
+    )
+)
+_DELETE_ALERT = Query(
+    sa.delete(t.alert_state).where(
+        t.alert_state.c.fingerprint == sa.bindparam("fingerprint")
+    )
+)
+_SILENCE_COLUMNS = (
+    "alertname",
+    "matchers_json",
+    "comment",
+    "created_by",
+    "created_at",
+    "expires_at",
+)
+_ADD_SILENCE = Query(
+    sa.insert(t.alert_silences)
+    .values(params_of(_SILENCE_COLUMNS))
+    .returning(t.alert_silences.c.id)
+)
+_REMOVE_SILENCE = Query(
+    sa.update(t.alert_silences)
+    .where(
+        t.alert_silences.c.id == sa.bindparam("silence_id"),
+        t.alert_silences.c.removed_at.is_(None),
+    )
+    .values(removed_at=sa.bindparam("now"))
+)
 
 
 def list_tracked_alerts(conn: Connection) -> list[TrackedAlert]:
@@ -122,32 +167,25 @@ def upsert_tracked_alert(
     conn: Connection, alert: TrackedAlert, *, now: datetime
 ) -> None:
     """Insert or replace one tracked alert (its own transaction)."""
+    row = (
+        alert.fingerprint,
+        alert.alertname,
+        json.dumps(alert.labels, sort_keys=True),
+        alert.state,
+        alert.value,
+        alert.active_since,
+        alert.fired_at,
+        alert.notified_at,
+        to_iso_utc(now),
+    )
     with conn:
-        conn.execute(
-            "INSERT INTO alert_state (fingerprint, alertname, labels_json, state, "
-            "value, active_since, fired_at, notified_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint) DO UPDATE "
-            "SET state = excluded.state, value = excluded.value, "
-            "fired_at = excluded.fired_at, notified_at = excluded.notified_at, "
-            "updated_at = excluded.updated_at",
-            (
-                alert.fingerprint,
-                alert.alertname,
-                json.dumps(alert.labels, sort_keys=True),
-                alert.state,
-                alert.value,
-                alert.active_since,
-                alert.fired_at,
-                alert.notified_at,
-                to_iso_utc(now),
-            ),
-        )
+        _UPSERT_ALERT.execute(conn, dict(zip(_ALERT_COLUMNS, row, strict=True)))
 
 
 def delete_tracked_alert(conn: Connection, fingerprint: str) -> None:
     """Forget an alert whose condition cleared."""
     with conn:
-        conn.execute("DELETE FROM alert_state WHERE fingerprint = ?", (fingerprint,))
+        _DELETE_ALERT.execute(conn, {"fingerprint": fingerprint})
 
 
 def add_silence(
@@ -174,19 +212,17 @@ def add_silence(
         msg = f"silence expiry {expires_at.isoformat()} is not after now"
         raise ValueError(msg)
     with conn:
-        cursor = conn.execute(
-            "INSERT INTO alert_silences (alertname, matchers_json, comment, "
-            "created_by, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                alertname,
-                json.dumps(dict(matchers), sort_keys=True),
-                comment,
-                created_by,
-                to_iso_utc(now),
-                to_iso_utc(expires_at),
-            ),
+        row = (
+            alertname,
+            json.dumps(dict(matchers), sort_keys=True),
+            comment,
+            created_by,
+            to_iso_utc(now),
+            to_iso_utc(expires_at),
         )
-    return _silence(conn, int(cursor.lastrowid or 0))
+        params = dict(zip(_SILENCE_COLUMNS, row, strict=True))
+        (silence_id,) = _ADD_SILENCE.execute(conn, params).fetchone()
+    return _silence(conn, int(silence_id))
 
 
 def _silence(conn: Connection, silence_id: int) -> Silence:
@@ -210,10 +246,8 @@ def remove_silence(conn: Connection, silence_id: int, *, now: datetime) -> Silen
     """End a silence now; `StateError` when no silence has that id."""
     _silence(conn, silence_id)
     with conn:
-        conn.execute(
-            "UPDATE alert_silences SET removed_at = ? WHERE id = ? "
-            "AND removed_at IS NULL",
-            (to_iso_utc(now), silence_id),
+        _REMOVE_SILENCE.execute(
+            conn, {"now": to_iso_utc(now), "silence_id": silence_id}
         )
     return _silence(conn, silence_id)
 

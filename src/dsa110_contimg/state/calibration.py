@@ -23,11 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import sqlalchemy as sa
+
 from dsa110_contimg.exceptions import (
     CalibrationError,
     DataQualityWarning,
     StateError,
 )
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, upsert
 from dsa110_contimg.state.claims import fenced_write
 from dsa110_contimg.state.db import Connection, open_db, resolve_target, to_iso_utc
 
@@ -319,6 +323,36 @@ class InMemorySolutionRegistry(_ChoosingRegistry):
 # ---------------------------------------------------------------------- SQLite
 
 
+_S = core.cal_solutions
+_SOLUTION_COLUMNS = (
+    "calibrator",
+    "group_id",
+    "ms_path",
+    "bandpass_table",
+    "gain_table",
+    "refant",
+    "dec_strip_deg",
+    "transit_mjd",
+    "valid_from_mjd",
+    "valid_to_mjd",
+    "quality_json",
+    "solved_at",
+)
+_SOLUTIONS = Query(sa.select(_S).order_by(_S.c.id))
+_FIND = Query(
+    sa.select(_S).where(
+        _S.c.calibrator == sa.bindparam("calibrator"),
+        _S.c.group_id == sa.bindparam("group_id"),
+    )
+)
+_REGISTER = Query(upsert(_S, _SOLUTION_COLUMNS, ("calibrator", "group_id")))
+_APPLY = Query(
+    upsert(
+        core.cal_applications, ("ms_path", "solution_id", "applied_at"), ("ms_path",)
+    )
+)
+
+
 def _row(row: sqlite3.Row) -> RegisteredSolution:
     return RegisteredSolution(
         row["id"],
@@ -353,15 +387,13 @@ class SqliteSolutionRegistry(_ChoosingRegistry):
 
     def solutions(self) -> list[RegisteredSolution]:
         """Return every registered solution, in id order."""
-        rows = self.conn.execute("SELECT * FROM cal_solutions ORDER BY id")
+        rows = _SOLUTIONS.execute(self.conn)
         return [_row(r) for r in rows]
 
     def find(self, *, calibrator: str, group_id: str) -> RegisteredSolution | None:
         """Return the solution solved on ``group_id`` for ``calibrator``, if any."""
-        row = self.conn.execute(
-            "SELECT * FROM cal_solutions WHERE calibrator=? AND group_id=?",
-            (calibrator, group_id),
-        ).fetchone()
+        params = {"calibrator": calibrator, "group_id": group_id}
+        row = _FIND.execute(self.conn, params).fetchone()
         return _row(row) if row else None
 
     def register(
@@ -385,36 +417,22 @@ class SqliteSolutionRegistry(_ChoosingRegistry):
         """
         half_days = validity_hours / 24.0
         with fenced_write(self.conn):
-            self.conn.execute(
-                "INSERT INTO cal_solutions (calibrator, group_id, ms_path, "
-                "bandpass_table, gain_table, refant, dec_strip_deg, transit_mjd, "
-                "valid_from_mjd, valid_to_mjd, quality_json, solved_at) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT (calibrator, group_id) DO UPDATE SET "
-                "ms_path=excluded.ms_path, "
-                "bandpass_table=excluded.bandpass_table, "
-                "gain_table=excluded.gain_table, "
-                "refant=excluded.refant, dec_strip_deg=excluded.dec_strip_deg, "
-                "transit_mjd=excluded.transit_mjd, "
-                "valid_from_mjd=excluded.valid_from_mjd, "
-                "valid_to_mjd=excluded.valid_to_mjd, "
-                "quality_json=excluded.quality_json, "
-                "solved_at=excluded.solved_at",
-                (
-                    calibrator,
-                    group_id,
-                    str(ms_path),
-                    str(tables[0]),
-                    str(tables[1]),
-                    refant,
-                    dec_strip_deg,
-                    transit_mjd,
-                    transit_mjd - half_days,
-                    transit_mjd + half_days,
-                    json.dumps(quality),
-                    to_iso_utc(),
-                ),
+            row = (
+                calibrator,
+                group_id,
+                str(ms_path),
+                str(tables[0]),
+                str(tables[1]),
+                refant,
+                dec_strip_deg,
+                transit_mjd,
+                transit_mjd - half_days,
+                transit_mjd + half_days,
+                json.dumps(quality),
+                to_iso_utc(),
             )
+            params = dict(zip(_SOLUTION_COLUMNS, row, strict=True))
+            _REGISTER.execute(self.conn, params)
         found = self.find(calibrator=calibrator, group_id=group_id)
         assert found is not None  # noqa: S101 - just inserted
         return found
@@ -422,12 +440,12 @@ class SqliteSolutionRegistry(_ChoosingRegistry):
     def record_application(self, *, ms_path: Path, solution_id: int) -> None:
         """Record that a solution was applied to an MS (fenced as `register`)."""
         with fenced_write(self.conn):
-            self.conn.execute(
-                "INSERT INTO cal_applications (ms_path, solution_id, applied_at) "
-                "VALUES (?,?,?) ON CONFLICT (ms_path) DO UPDATE SET "
-                "solution_id = excluded.solution_id, applied_at = excluded.applied_at",
-                (str(ms_path), solution_id, to_iso_utc()),
-            )
+            params = {
+                "ms_path": str(ms_path),
+                "solution_id": solution_id,
+                "applied_at": to_iso_utc(),
+            }
+            _APPLY.execute(self.conn, params)
 
 
 @contextmanager

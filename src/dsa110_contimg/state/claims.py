@@ -30,7 +30,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from dsa110_contimg.exceptions import StateError
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, const, params_of
 from dsa110_contimg.state.db import (
     Connection,
     DatabaseError,
@@ -120,6 +124,29 @@ def _host(owner: str) -> str | None:
     return host if sep and host else None
 
 
+_C = core.claims
+_OF_KEY = _C.c.key == sa.bindparam("claim_key")
+_ROW = Query(
+    sa.select(_C.c.owner, _C.c.token, _C.c.expires_at, _C.c.acquired_at).where(_OF_KEY)
+)
+_HELD_ROW = Query(sa.select(_C.c.owner, _C.c.token, _C.c.expires_at).where(_OF_KEY))
+_TAKE_COLUMNS = ("owner", "host", "token", "expires_at", "acquired_at", "updated_at")
+_INSERT = Query(sa.insert(_C).values(params_of(("key", *_TAKE_COLUMNS))))
+_TAKE_OVER = Query(sa.update(_C).where(_OF_KEY).values(params_of(_TAKE_COLUMNS)))
+_RENEW = Query(
+    sa.update(_C).where(_OF_KEY).values(params_of(("expires_at", "updated_at")))
+)
+_RELEASE = Query(
+    sa.update(_C)
+    .where(
+        _OF_KEY,
+        _C.c.owner == sa.bindparam("held_by"),
+        _C.c.token == sa.bindparam("held_token"),
+    )
+    .values(owner=sa.null(), expires_at=const(0), updated_at=sa.bindparam("updated_at"))
+)
+
+
 def _begin(conn: Connection) -> None:
     if conn.in_transaction:
         msg = "claims need a connection with no open transaction"
@@ -140,16 +167,12 @@ def _take(
 
     The row is ``(key, owner, token, expires_at, acquired_at)``.
     """
-    row = conn.execute(
-        "SELECT owner, token, expires_at, acquired_at FROM claims WHERE key = ?",
-        (key,),
-    ).fetchone()
+    row = _ROW.execute(conn, {"claim_key": key}).fetchone()
     if row is None:
         token = 1
-        conn.execute(
-            "INSERT INTO claims (key, owner, host, token, expires_at, acquired_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, owner, _host(owner), token, now + ttl_s, stamp, stamp),
+        values = (owner, _host(owner), token, now + ttl_s, stamp, stamp)
+        _INSERT.execute(
+            conn, {"key": key, **dict(zip(_TAKE_COLUMNS, values, strict=True))}
         )
         return Claim(key, owner, token)
     held_by, token, expires = row[0], int(row[1]), float(row[2])
@@ -166,10 +189,9 @@ def _take(
             extra={"key": key, "previous_owner": held_by, "owner": owner},
         )
     token += 1
-    conn.execute(
-        "UPDATE claims SET owner = ?, host = ?, token = ?, expires_at = ?, "
-        "acquired_at = ?, updated_at = ? WHERE key = ?",
-        (owner, _host(owner), token, now + ttl_s, stamp, stamp, key),
+    values = (owner, _host(owner), token, now + ttl_s, stamp, stamp)
+    _TAKE_OVER.execute(
+        conn, {"claim_key": key, **dict(zip(_TAKE_COLUMNS, values, strict=True))}
     )
     return Claim(key, owner, token)
 
@@ -266,9 +288,7 @@ def acquire_claims(
 
 
 def _check_held(conn: Connection, claim: Claim, now: float) -> None:
-    row = conn.execute(
-        "SELECT owner, token, expires_at FROM claims WHERE key = ?", (claim.key,)
-    ).fetchone()
+    row = _HELD_ROW.execute(conn, {"claim_key": claim.key}).fetchone()
     if row is None or row[0] != claim.owner or int(row[1]) != claim.token:
         holder = "nobody" if row is None or row[0] is None else row[0]
         msg = (
@@ -384,10 +404,12 @@ def renew_claim(
     _begin(conn)
     try:
         _check_held(conn, claim, now)
-        conn.execute(
-            "UPDATE claims SET expires_at = ?, updated_at = ? WHERE key = ?",
-            (now + ttl_s, to_iso_utc(), claim.key),
-        )
+        params = {
+            "claim_key": claim.key,
+            "expires_at": now + ttl_s,
+            "updated_at": to_iso_utc(),
+        }
+        _RENEW.execute(conn, params)
     except BaseException:
         conn.rollback()
         raise
@@ -398,11 +420,13 @@ def release_claim(conn: Connection, claim: Claim) -> bool:
     """Give a claim back; False (and nothing changed) when it was already lost."""
     _begin(conn)
     try:
-        cur = conn.execute(
-            "UPDATE claims SET owner = NULL, expires_at = 0, updated_at = ? "
-            "WHERE key = ? AND owner = ? AND token = ?",
-            (to_iso_utc(), claim.key, claim.owner, claim.token),
-        )
+        params = {
+            "updated_at": to_iso_utc(),
+            "claim_key": claim.key,
+            "held_by": claim.owner,
+            "held_token": claim.token,
+        }
+        cur = _RELEASE.execute(conn, params)
     except BaseException:
         conn.rollback()
         raise

@@ -12,6 +12,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query
 from dsa110_contimg.state.db import Connection
 from dsa110_contimg.state.jobs.transitions import set_service_state
 
@@ -19,6 +23,11 @@ __all__ = ["INTAKE_HOLD", "intake_hold", "set_intake_hold"]
 
 INTAKE_HOLD = "intake_hold"
 """Name of the service flag of the operator's hold."""
+
+_S = core.service_state
+_HOLD = Query(
+    sa.select(_S.c.value_json, _S.c.updated_at).where(_S.c.name == sa.bindparam("name"))
+)
 
 
 def set_intake_hold(
@@ -51,10 +60,7 @@ def set_intake_hold(
 
 def intake_hold(conn: Connection) -> dict[str, object] | None:
     """Return the operator's hold flag (with ``updated_at``), or None if never set."""
-    row = conn.execute(
-        "SELECT value_json, updated_at FROM service_state WHERE name = ?",
-        (INTAKE_HOLD,),
-    ).fetchone()
+    row = _HOLD.execute(conn, {"name": INTAKE_HOLD}).fetchone()
     if row is None:
         return None
     return {**json.loads(str(row[0])), "updated_at": row[1]}

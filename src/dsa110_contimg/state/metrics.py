@@ -15,6 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, params_of
 from dsa110_contimg.state.db import connect, open_db, resolve_target, to_iso_utc
 
 __all__ = ["PipelineMetrics"]
@@ -22,6 +26,26 @@ __all__ = ["PipelineMetrics"]
 log = logging.getLogger(__name__)
 
 _DEFAULT_METRICS_DB = Path("data/pipeline.sqlite3")
+
+_B = core.block_metrics
+_COLUMNS = (
+    "block_id",
+    "success",
+    "processing_time_s",
+    "ms_count",
+    "image_count",
+    "error_message",
+    "recorded_at",
+)
+_INSERT = Query(sa.insert(_B).values(params_of(_COLUMNS)))
+_SINCE = _B.c.recorded_at >= sa.bindparam("cutoff")
+_RECENT = Query(
+    sa.select(_B).where(_SINCE).order_by(_B.c.recorded_at.desc(), _B.c.id.desc())
+)
+_AVERAGE = {
+    column: Query(sa.select(sa.func.avg(_B.c[column])).where(_SINCE))
+    for column in ("success", "processing_time_s")
+}
 
 
 def _cutoff_iso(hours: float) -> str:
@@ -116,12 +140,7 @@ class PipelineMetrics:
             to_iso_utc(recorded_at),
         )
         with closing(connect(self._db_path)) as conn, conn:
-            conn.execute(
-                "INSERT INTO block_metrics (block_id, success, processing_time_s, "
-                "ms_count, image_count, error_message, recorded_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
+            _INSERT.execute(conn, dict(zip(_COLUMNS, row, strict=True)))
         log.debug(
             "block metrics recorded",
             extra={"block_id": block_id, "success": bool(success)},
@@ -140,11 +159,7 @@ class PipelineMetrics:
         """
         cutoff = _cutoff_iso(hours)
         with closing(connect(self._db_path)) as conn:
-            rows = conn.execute(
-                "SELECT * FROM block_metrics WHERE recorded_at >= ? "
-                "ORDER BY recorded_at DESC, id DESC",
-                (cutoff,),
-            ).fetchall()
+            rows = _RECENT.execute(conn, {"cutoff": cutoff}).fetchall()
         records = []
         for row in rows:
             record: dict[str, object] = dict(zip(row.keys(), tuple(row), strict=True))
@@ -173,8 +188,5 @@ class PipelineMetrics:
     ) -> float:
         cutoff = _cutoff_iso(hours)
         with closing(connect(self._db_path)) as conn:
-            row = conn.execute(
-                f"SELECT AVG({column}) FROM block_metrics WHERE recorded_at >= ?",
-                (cutoff,),
-            ).fetchone()
+            row = _AVERAGE[column].execute(conn, {"cutoff": cutoff}).fetchone()
         return float(row[0]) if row[0] is not None else 0.0

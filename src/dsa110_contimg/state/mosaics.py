@@ -7,9 +7,14 @@ Column names match ``state/schema/0004_mosaics.sql`` (``rejected`` from
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, upsert
 from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = ["MEMBER_STATUSES", "list_mosaic_members", "record_mosaic_members"]
@@ -17,16 +22,31 @@ __all__ = ["MEMBER_STATUSES", "list_mosaic_members", "record_mosaic_members"]
 MEMBER_STATUSES = ("used", "missing", "corrupt", "empty", "incomplete", "rejected")
 """Allowed ``mosaic_members.status`` values."""
 
-_UPSERT_MEMBER = """
-INSERT INTO mosaic_members (block_id, mosaic_path, image_path, status, detail,
-                            created_at)
-VALUES (?, ?, ?, ?, ?, ?)
-ON CONFLICT (mosaic_path, image_path) DO UPDATE SET
-    block_id = excluded.block_id,
-    status = excluded.status,
-    detail = excluded.detail,
-    created_at = excluded.created_at
-"""
+_COLUMNS = ("block_id", "mosaic_path", "image_path", "status", "detail", "created_at")
+_M = core.mosaic_members
+_UPSERT_MEMBER = Query(upsert(_M, _COLUMNS, ("mosaic_path", "image_path")))
+
+
+@functools.lru_cache(maxsize=4)
+def _list_query(by_block: bool, by_image: bool) -> Query:
+    where = []
+    if by_block:
+        where.append(_M.c.block_id == sa.bindparam("block_id"))
+    if by_image:
+        where.append(_M.c.image_path == sa.bindparam("image_path"))
+    return Query(
+        sa.select(
+            _M.c.id,
+            _M.c.block_id,
+            _M.c.mosaic_path,
+            _M.c.image_path,
+            _M.c.status,
+            _M.c.detail,
+            _M.c.created_at,
+        )
+        .where(*where)
+        .order_by(_M.c.id)
+    )
 
 
 def record_mosaic_members(
@@ -61,11 +81,10 @@ def record_mosaic_members(
         if status not in MEMBER_STATUSES:
             msg = f"member status must be one of {MEMBER_STATUSES}, got {status!r}"
             raise ValueError(msg)
-        rows.append(
-            (block_id, str(mosaic_path), str(image_path), status, detail or None, now)
-        )
+        row = (block_id, str(mosaic_path), str(image_path), status, detail or None, now)
+        rows.append(dict(zip(_COLUMNS, row, strict=True)))
     with conn:
-        conn.executemany(_UPSERT_MEMBER, rows)
+        _UPSERT_MEMBER.executemany(conn, rows)
 
 
 def list_mosaic_members(
@@ -81,19 +100,10 @@ def list_mosaic_members(
     list of dict
         One dict per row with the ``mosaic_members`` column names as keys.
     """
-    sql = (
-        "SELECT id, block_id, mosaic_path, image_path, status, detail, created_at "
-        "FROM mosaic_members"
-    )
-    clauses, params = [], []
-    if block_id is not None:
-        clauses.append("block_id = ?")
-        params.append(block_id)
+    params = {"block_id": block_id, "image_path": None}
     if image_path is not None:
-        clauses.append("image_path = ?")
-        params.append(str(image_path))
-    if clauses:
-        sql += " WHERE " + " AND ".join(clauses)
-    cursor = conn.execute(sql + " ORDER BY id", params)
+        params["image_path"] = str(image_path)
+    query = _list_query(block_id is not None, image_path is not None)
+    cursor = query.execute(conn, params)
     columns = [description[0] for description in cursor.description]
     return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

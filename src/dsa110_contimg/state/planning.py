@@ -14,6 +14,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, const
 from dsa110_contimg.state.db import Connection, to_iso_utc
 from dsa110_contimg.state.jobs import (
     CONVERT_GROUP,
@@ -39,6 +43,56 @@ PLANNER_STATE = "block_planner"
 """``service_state`` name of the planner's watermark."""
 
 
+_J = core.jobs
+_KIND = _J.c.kind == sa.bindparam("kind")
+
+
+def _active(*columns: sa.ColumnElement) -> Query:
+    """``columns`` of the conversion jobs pending or running, or changed since."""
+    return Query(
+        sa.union(
+            sa.select(*columns).where(
+                _J.c.state.in_([const("pending"), const("running")]), _KIND
+            ),
+            sa.select(*columns).where(_KIND, _J.c.updated_at >= sa.bindparam("since")),
+        )
+    )
+
+
+_ACTIVE_TIMES = _active(_J.c.data_time_iso)
+_ACTIVE_ROWS = _active(_J.c.id, _J.c.data_time_iso, _J.c.state, _J.c.finished_at)
+_TIMES = Query(sa.select(_J.c.data_time_iso).where(_KIND))
+_TIMES_SINCE = Query(
+    sa.select(_J.c.data_time_iso).where(
+        _KIND, _J.c.data_time_iso >= sa.bindparam("since")
+    )
+)
+_LATEST = Query(sa.select(sa.func.max(_J.c.data_time_iso)).where(_KIND))
+_WINDOW = Query(
+    sa.select(
+        _J.c.key,
+        _J.c.data_time_iso,
+        _J.c.state,
+        _J.c.result_json,
+        _J.c.finished_at,
+        _J.c.priority,
+    )
+    .where(
+        _KIND,
+        _J.c.data_time_iso >= sa.bindparam("start"),
+        _J.c.data_time_iso < sa.bindparam("end"),
+    )
+    .order_by(_J.c.data_time_iso)
+)
+_KNOWN_TIMES = Query(
+    sa.union(
+        sa.select(_J.c.data_time_iso).where(_KIND),
+        sa.select(core.groups.c.start_time_iso),
+    )
+)
+_LISTED = Query(sa.select(_J.c.data_time_iso, _J.c.payload_json).where(_KIND))
+
+
 @dataclass(frozen=True, slots=True)
 class MemberRow:
     """A conversion job as one block window sees it."""
@@ -53,12 +107,8 @@ class MemberRow:
 
 def active_group_times(conn: Connection, *, updated_since: datetime) -> set[str]:
     """Data times of conversion jobs pending or running, or changed since a time."""
-    rows = conn.execute(
-        "SELECT data_time_iso FROM jobs WHERE state IN ('pending', 'running') "
-        "AND kind = ? UNION SELECT data_time_iso FROM jobs WHERE kind = ? "
-        "AND updated_at >= ?",
-        (CONVERT_GROUP, CONVERT_GROUP, to_iso_utc(updated_since)),
-    )
+    params = {"kind": CONVERT_GROUP, "since": to_iso_utc(updated_since)}
+    rows = _ACTIVE_TIMES.execute(conn, params)
     return {str(r[0]) for r in rows}
 
 
@@ -67,45 +117,31 @@ def active_group_rows(
 ) -> list[tuple[str, str, str | None]]:
     """(data time, state, finished_at) of the conversion jobs `active_group_times`
     selects, from the same indexes."""
-    rows = conn.execute(
-        "SELECT id, data_time_iso, state, finished_at FROM jobs WHERE state IN "
-        "('pending', 'running') AND kind = ? UNION SELECT id, data_time_iso, "
-        "state, finished_at FROM jobs WHERE kind = ? AND updated_at >= ?",
-        (CONVERT_GROUP, CONVERT_GROUP, to_iso_utc(updated_since)),
-    )
+    params = {"kind": CONVERT_GROUP, "since": to_iso_utc(updated_since)}
+    rows = _ACTIVE_ROWS.execute(conn, params)
     return [(str(r[1]), str(r[2]), None if r[3] is None else str(r[3])) for r in rows]
 
 
 def group_times_since(conn: Connection, since: datetime | None) -> set[str]:
     """Data times of conversion jobs at or after ``since`` (all when None)."""
     if since is None:
-        rows = conn.execute(
-            "SELECT data_time_iso FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
-        )
+        rows = _TIMES.execute(conn, {"kind": CONVERT_GROUP})
     else:
-        rows = conn.execute(
-            "SELECT data_time_iso FROM jobs WHERE kind = ? AND data_time_iso >= ?",
-            (CONVERT_GROUP, to_iso_utc(since)),
-        )
+        params = {"kind": CONVERT_GROUP, "since": to_iso_utc(since)}
+        rows = _TIMES_SINCE.execute(conn, params)
     return {str(r[0]) for r in rows}
 
 
 def latest_group_time(conn: Connection) -> str | None:
     """The latest conversion job's data time (ISO), or None when there is none."""
-    row = conn.execute(
-        "SELECT MAX(data_time_iso) FROM jobs WHERE kind = ?", (CONVERT_GROUP,)
-    ).fetchone()
+    row = _LATEST.execute(conn, {"kind": CONVERT_GROUP}).fetchone()
     return None if row is None or row[0] is None else str(row[0])
 
 
 def window_members(conn: Connection, start: datetime, end: datetime) -> list[MemberRow]:
     """Conversion jobs whose data time lies in ``[start, end)``, oldest first."""
-    rows = conn.execute(
-        "SELECT key, data_time_iso, state, result_json, finished_at, priority "
-        "FROM jobs WHERE kind = ? AND data_time_iso >= ? AND data_time_iso < ? "
-        "ORDER BY data_time_iso",
-        (CONVERT_GROUP, to_iso_utc(start), to_iso_utc(end)),
-    ).fetchall()
+    params = {"kind": CONVERT_GROUP, "start": to_iso_utc(start), "end": to_iso_utc(end)}
+    rows = _WINDOW.execute(conn, params).fetchall()
     out = []
     for key, data_time, state, result_json, finished_at, priority in rows:
         result = json.loads(result_json) if result_json else {}
@@ -145,11 +181,7 @@ def known_group_times(conn: Connection) -> list[datetime]:
     """Start times of every group the queue has seen: conversion jobs and the
     ``groups`` table (which keeps a row after retention deleted the job), so the
     watcher never decides a group twice."""
-    rows = conn.execute(
-        "SELECT data_time_iso FROM jobs WHERE kind = ? "
-        "UNION SELECT start_time_iso FROM groups",
-        (CONVERT_GROUP,),
-    )
+    rows = _KNOWN_TIMES.execute(conn, {"kind": CONVERT_GROUP})
     return sorted({datetime.fromisoformat(str(r[0])) for r in rows})
 
 
@@ -162,10 +194,7 @@ def listed_group_files(conn: Connection) -> dict[datetime, frozenset[str]]:
     directory after a restart: a file of a decided group that its job does
     not list arrived while the stream was down (a late subband).
     """
-    rows = conn.execute(
-        "SELECT data_time_iso, payload_json FROM jobs WHERE kind = ?",
-        (CONVERT_GROUP,),
-    )
+    rows = _LISTED.execute(conn, {"kind": CONVERT_GROUP})
     out: dict[datetime, frozenset[str]] = {}
     for stamp, payload_json in rows:
         try:

@@ -11,6 +11,10 @@ import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, upsert
 from dsa110_contimg.state.db import Connection, to_iso_utc
 
 __all__ = [
@@ -35,30 +39,55 @@ _QUALITY_COLUMNS = (
     "hit_niter",
 )
 
-_UPSERT_GROUP = """
-INSERT INTO groups (
-    group_id, start_time_iso, n_subbands, ms_path, status,
-    error_class, error_message, updated_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (group_id) DO UPDATE SET
-    start_time_iso = excluded.start_time_iso,
-    n_subbands = excluded.n_subbands,
-    ms_path = excluded.ms_path,
-    status = excluded.status,
-    error_class = excluded.error_class,
-    error_message = excluded.error_message,
-    updated_at = excluded.updated_at
-"""
-
-_UPSERT_PRODUCT = """
-INSERT INTO products (block_id, kind, path, group_id, created_at)
-VALUES (?, ?, ?, ?, ?)
-ON CONFLICT (path) DO UPDATE SET
-    block_id = excluded.block_id,
-    kind = excluded.kind,
-    group_id = excluded.group_id,
-    created_at = excluded.created_at
-"""
+_GROUP_COLUMNS = (
+    "group_id",
+    "start_time_iso",
+    "n_subbands",
+    "ms_path",
+    "status",
+    "error_class",
+    "error_message",
+    "updated_at",
+)
+_UPSERT_GROUP = Query(upsert(core.groups, _GROUP_COLUMNS, ("group_id",)))
+_UPSERT_PRODUCT = Query(
+    upsert(
+        core.products,
+        ("block_id", "kind", "path", "group_id", "created_at"),
+        ("path",),
+    )
+)
+_UPSERT_QUALITY = Query(
+    upsert(
+        core.image_quality,
+        (
+            "block_id",
+            "image_path",
+            "passed",
+            "reason",
+            *_QUALITY_COLUMNS,
+            "n_attempts",
+            "record_json",
+            "created_at",
+        ),
+        ("image_path",),
+    )
+)
+_P = core.products
+_PRODUCT_COLUMNS = (_P.c.id, _P.c.block_id, _P.c.kind, _P.c.path, _P.c.group_id)
+_PRODUCTS = sa.select(*_PRODUCT_COLUMNS, _P.c.created_at)
+_LIST_PRODUCTS = Query(_PRODUCTS.order_by(_P.c.id))
+_LIST_PRODUCTS_OF = Query(
+    _PRODUCTS.where(_P.c.block_id == sa.bindparam("block_id")).order_by(_P.c.id)
+)
+_LIST_PRODUCTS_SINCE = Query(
+    _PRODUCTS.where(_P.c.created_at >= sa.bindparam("since")).order_by(_P.c.id)
+)
+_Q = core.image_quality
+_LIST_QUALITY = Query(sa.select(_Q).order_by(_Q.c.id))
+_LIST_QUALITY_OF = Query(
+    sa.select(_Q).where(_Q.c.block_id == sa.bindparam("block_id")).order_by(_Q.c.id)
+)
 
 
 def record_group(
@@ -108,7 +137,7 @@ def record_group(
         to_iso_utc(),
     )
     with conn:
-        conn.execute(_UPSERT_GROUP, row)
+        _UPSERT_GROUP.execute(conn, dict(zip(_GROUP_COLUMNS, row, strict=True)))
 
 
 def record_product(
@@ -142,9 +171,15 @@ def record_product(
     if not str(path):
         msg = "path must be non-empty"
         raise ValueError(msg)
-    row = (block_id, kind, str(path), group_id, to_iso_utc())
+    row = {
+        "block_id": block_id,
+        "kind": kind,
+        "path": str(path),
+        "group_id": group_id,
+        "created_at": to_iso_utc(),
+    }
     with conn:
-        conn.execute(_UPSERT_PRODUCT, row)
+        _UPSERT_PRODUCT.execute(conn, row)
 
 
 def list_products(
@@ -164,23 +199,14 @@ def list_products(
     list of dict
         One dict per row with the ``products`` column names as keys.
     """
-    sql = "SELECT id, block_id, kind, path, group_id, created_at FROM products"
-    params: tuple[str, ...] = ()
-    if block_id is not None:
-        sql += " WHERE block_id = ?"
-        params = (block_id,)
-    return _dicts(conn.execute(sql + " ORDER BY id", params))
+    if block_id is None:
+        return _dicts(_LIST_PRODUCTS.execute(conn))
+    return _dicts(_LIST_PRODUCTS_OF.execute(conn, {"block_id": block_id}))
 
 
 def list_products_since(conn: Connection, since_iso: str) -> list[dict[str, object]]:
     """Return product rows recorded at or after ``since_iso`` (UTC ISO text)."""
-    return _dicts(
-        conn.execute(
-            "SELECT id, block_id, kind, path, group_id, created_at FROM products "
-            "WHERE created_at >= ? ORDER BY id",
-            (since_iso,),
-        )
-    )
+    return _dicts(_LIST_PRODUCTS_SINCE.execute(conn, {"since": since_iso}))
 
 
 def record_image_quality(
@@ -199,45 +225,28 @@ def record_image_quality(
         ``reasons``, the measurements and ``attempts``), as written to its
         ``-qa.json``; stored whole in ``record_json``.
     """
-    path = str(record["image_path"])
-    values = [record.get(k) for k in _QUALITY_COLUMNS]
     reasons = [str(r) for r in record.get("reasons") or []]  # type: ignore[union-attr]
-    columns = ", ".join(_QUALITY_COLUMNS)
-    marks = ", ".join("?" for _ in _QUALITY_COLUMNS)
-    updates = ", ".join(
-        f"{c} = excluded.{c}"
-        for c in ("block_id", "passed", "reason", *_QUALITY_COLUMNS)
-        + ("n_attempts", "record_json", "created_at")
-    )
-    sql = (
-        f"INSERT INTO image_quality (block_id, image_path, passed, reason, {columns}, "
-        f"n_attempts, record_json, created_at) VALUES (?, ?, ?, ?, {marks}, ?, ?, ?) "
-        f"ON CONFLICT (image_path) DO UPDATE SET {updates}"
-    )
-    row = (
-        block_id,
-        path,
-        int(bool(record.get("passed"))),
-        "; ".join(reasons) or None,
-        *values,
-        1 + len(record.get("attempts") or []),  # type: ignore[arg-type]
-        json.dumps(record),
-        to_iso_utc(),
-    )
+    row = {
+        "block_id": block_id,
+        "image_path": str(record["image_path"]),
+        "passed": int(bool(record.get("passed"))),
+        "reason": "; ".join(reasons) or None,
+        **{k: record.get(k) for k in _QUALITY_COLUMNS},
+        "n_attempts": 1 + len(record.get("attempts") or []),  # type: ignore[arg-type]
+        "record_json": json.dumps(record),
+        "created_at": to_iso_utc(),
+    }
     with conn:
-        conn.execute(sql, row)
+        _UPSERT_QUALITY.execute(conn, row)
 
 
 def list_image_quality(
     conn: Connection, *, block_id: str | None = None
 ) -> list[dict[str, object]]:
     """Return image quality rows (oldest first), optionally of one block."""
-    sql = "SELECT * FROM image_quality"
-    params: tuple[str, ...] = ()
-    if block_id is not None:
-        sql += " WHERE block_id = ?"
-        params = (block_id,)
-    return _dicts(conn.execute(sql + " ORDER BY id", params))
+    if block_id is None:
+        return _dicts(_LIST_QUALITY.execute(conn))
+    return _dicts(_LIST_QUALITY_OF.execute(conn, {"block_id": block_id}))
 
 
 def _dicts(cursor: sqlite3.Cursor) -> list[dict[str, object]]:

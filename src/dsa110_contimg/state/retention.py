@@ -17,6 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
+
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import Query, const, params_of
 from dsa110_contimg.state.db import Connection, is_postgres, to_iso_utc
 from dsa110_contimg.state.jobs import CONVERT_GROUP
 
@@ -34,9 +38,60 @@ __all__ = [
     "vacuum",
 ]
 
-_EXPIRED_JOBS = (
-    "FROM jobs WHERE state = 'done' AND finished_at < ? AND updated_at < ? "
-    "AND (kind != ? OR EXISTS (SELECT 1 FROM groups g WHERE g.group_id = jobs.key))"
+_J = core.jobs
+_E = core.job_events
+_D = core.deletions
+_STAMP = sa.bindparam("stamp")
+_EXPIRED_JOBS = sa.and_(
+    _J.c.state == const("done"),
+    _J.c.finished_at < _STAMP,
+    _J.c.updated_at < _STAMP,
+    sa.or_(
+        _J.c.kind != sa.bindparam("kind"),
+        sa.exists().where(core.groups.c.group_id == _J.c.key),
+    ),
+)
+_EXPIRED_EVENTS = _E.c.job_id.in_(sa.select(_J.c.id).where(_EXPIRED_JOBS))
+_COUNT_EXPIRED_JOBS = Query(
+    sa.select(sa.func.count()).select_from(_J).where(_EXPIRED_JOBS)
+)
+_COUNT_EXPIRED_EVENTS = Query(
+    sa.select(sa.func.count()).select_from(_E).where(_EXPIRED_EVENTS)
+)
+_DELETE_EXPIRED_EVENTS = Query(sa.delete(_E).where(_EXPIRED_EVENTS))
+_DELETE_EXPIRED_JOBS = Query(sa.delete(_J).where(_EXPIRED_JOBS))
+_EXPIRE = {
+    name: (
+        Query(sa.select(sa.func.count()).select_from(table).where(column < _STAMP)),
+        Query(sa.delete(table).where(column < _STAMP)),
+    )
+    for name, table, column in (
+        ("block_metrics", core.block_metrics, core.block_metrics.c.recorded_at),
+        ("deletions", _D, _D.c.deleted_at),
+    )
+}
+_DONE_GROUPS = Query(
+    sa.select(
+        _J.c.key,
+        _J.c.data_time_iso,
+        _J.c.payload_json,
+        _J.c.result_json,
+        _J.c.finished_at,
+    )
+    .where(
+        _J.c.state == const("done"),
+        _J.c.finished_at < sa.bindparam("before"),
+        _J.c.kind == sa.bindparam("kind"),
+        ~sa.exists().where(
+            _D.c.group_id == _J.c.key, _D.c.kind == sa.bindparam("deleted_kind")
+        ),
+    )
+    .order_by(_J.c.data_time_iso)
+)
+_DELETION_COLUMNS = ("kind", "path", "group_id", "reason", "size_bytes", "deleted_at")
+_RECORD_DELETION = Query(sa.insert(_D).values(params_of(_DELETION_COLUMNS)))
+_COUNT_DELETIONS = Query(
+    sa.select(_D.c.kind, sa.func.count()).group_by(_D.c.kind).order_by(_D.c.kind)
 )
 
 
@@ -62,40 +117,36 @@ def expired_jobs(
         Jobs, and their ``job_events`` rows, that are (or would be) deleted.
     """
     stamp = to_iso_utc(before)
-    params = (stamp, stamp, CONVERT_GROUP)
+    params = {"stamp": stamp, "kind": CONVERT_GROUP}
     with _transaction(conn):
-        n_jobs = conn.execute(f"SELECT COUNT(*) {_EXPIRED_JOBS}", params).fetchone()[0]
-        events = f"FROM job_events WHERE job_id IN (SELECT id {_EXPIRED_JOBS})"
-        n_events = conn.execute(f"SELECT COUNT(*) {events}", params).fetchone()[0]
+        n_jobs = _COUNT_EXPIRED_JOBS.execute(conn, params).fetchone()[0]
+        n_events = _COUNT_EXPIRED_EVENTS.execute(conn, params).fetchone()[0]
         if delete and n_jobs:
-            conn.execute(f"DELETE {events}", params)
-            conn.execute(f"DELETE {_EXPIRED_JOBS}", params)
+            _DELETE_EXPIRED_EVENTS.execute(conn, params)
+            _DELETE_EXPIRED_JOBS.execute(conn, params)
     return int(n_jobs), int(n_events)
 
 
-def _expire(
-    conn: Connection, table: str, column: str, before: datetime, delete: bool
-) -> int:
-    stamp = to_iso_utc(before)
+def _expire(conn: Connection, table: str, before: datetime, delete: bool) -> int:
+    count, remove = _EXPIRE[table]
+    params = {"stamp": to_iso_utc(before)}
     with _transaction(conn):
-        n = conn.execute(
-            f"SELECT COUNT(*) FROM {table} WHERE {column} < ?", (stamp,)
-        ).fetchone()[0]
+        n = count.execute(conn, params).fetchone()[0]
         if delete and n:
-            conn.execute(f"DELETE FROM {table} WHERE {column} < ?", (stamp,))
+            remove.execute(conn, params)
     return int(n)
 
 
 def expired_block_metrics(conn: Connection, before: datetime, *, delete: bool) -> int:
     """Count (and with ``delete``, delete) ``block_metrics`` rows recorded before."""
-    return _expire(conn, "block_metrics", "recorded_at", before, delete)
+    return _expire(conn, "block_metrics", before, delete)
 
 
 def expired_deletion_records(
     conn: Connection, before: datetime, *, delete: bool
 ) -> int:
     """Count (and with ``delete``, delete) ``deletions`` rows older than ``before``."""
-    return _expire(conn, "deletions", "deleted_at", before, delete)
+    return _expire(conn, "deletions", before, delete)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +161,8 @@ class DoneGroup:
 
 
 def _done_groups(conn: Connection, before: datetime, kind: str) -> list[DoneGroup]:
-    rows = conn.execute(
-        "SELECT key, data_time_iso, payload_json, result_json, finished_at FROM jobs "
-        "WHERE state = 'done' AND finished_at < ? AND kind = ? AND NOT EXISTS "
-        "(SELECT 1 FROM deletions d WHERE d.group_id = jobs.key AND d.kind = ?) "
-        "ORDER BY data_time_iso",
-        (to_iso_utc(before), CONVERT_GROUP, kind),
-    ).fetchall()
+    params = {"before": to_iso_utc(before), "kind": CONVERT_GROUP, "deleted_kind": kind}
+    rows = _DONE_GROUPS.execute(conn, params).fetchall()
     out = []
     for key, data_time, payload_json, result_json, finished_at in rows:
         payload = json.loads(payload_json)
@@ -160,21 +206,13 @@ def record_deletion(
 ) -> None:
     """Record one deleted file or directory (``kind`` raw, ms, corrupt, superseded)."""
     with _transaction(conn):
-        conn.execute(
-            "INSERT INTO deletions (kind, path, group_id, reason, size_bytes, "
-            "deleted_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (kind, path, group_id, reason, size_bytes, to_iso_utc(now)),
-        )
+        row = (kind, path, group_id, reason, size_bytes, to_iso_utc(now))
+        _RECORD_DELETION.execute(conn, dict(zip(_DELETION_COLUMNS, row, strict=True)))
 
 
 def count_deletions(conn: Connection) -> dict[str, int]:
     """Return the number of recorded deletions of each kind."""
-    return {
-        str(kind): int(n)
-        for kind, n in conn.execute(
-            "SELECT kind, COUNT(*) FROM deletions GROUP BY kind ORDER BY kind"
-        )
-    }
+    return {str(kind): int(n) for kind, n in _COUNT_DELETIONS.execute(conn)}
 
 
 def checkpoint(conn: Connection) -> tuple[int, int, int]:

@@ -33,8 +33,20 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import lru_cache
+
+import sqlalchemy as sa
 
 from dsa110_contimg.exceptions import ResourceError, StateError
+from dsa110_contimg.state import schema_core as core
+from dsa110_contimg.state._core import (
+    Query,
+    const,
+    in_list,
+    in_params,
+    params_of,
+    upsert,
+)
 from dsa110_contimg.state.db import (
     Connection,
     database_file,
@@ -42,7 +54,6 @@ from dsa110_contimg.state.db import (
     to_iso_utc,
 )
 from dsa110_contimg.state.jobs.model import (
-    _COLUMNS,
     JOB_KINDS,
     TERMINAL_STATES,
     Job,
@@ -87,6 +98,75 @@ _ALLOWED = frozenset(
     }
 )
 _MAX_MESSAGE_CHARS = 4000
+
+_J = core.jobs
+_EVENT_COLUMNS = (
+    "job_id",
+    "from_state",
+    "to_state",
+    "reason",
+    "worker",
+    "error_class",
+    "created_at",
+)
+_EVENT = Query(sa.insert(core.job_events).values(params_of(_EVENT_COLUMNS)))
+_INSERT_COLUMNS = (
+    "kind",
+    "key",
+    "state",
+    "priority",
+    "data_time_iso",
+    "payload_json",
+    "max_attempts",
+    "not_before_at",
+    "quarantine_reason",
+    "created_at",
+    "updated_at",
+)
+_INSERT = Query(
+    {
+        backend: statement.returning(_J.c.id)
+        for backend, statement in upsert(
+            _J, _INSERT_COLUMNS, ("kind", "key"), ()
+        ).items()
+    }
+)
+_OF_JOB = _J.c.id == sa.bindparam("job_id")
+_HEARTBEAT = Query(
+    sa.update(_J)
+    .where(_OF_JOB)
+    .values(params_of(("heartbeat_at", "lease_expires_at", "updated_at")))
+)
+_RUNNING = _J.c.state == const("running")
+_EXPIRED = Query(
+    sa.select(_J)
+    .where(_RUNNING, _J.c.lease_expires_at < sa.bindparam("now"))
+    .order_by(_J.c.id)
+)
+_ALL_RUNNING = Query(sa.select(_J).where(_RUNNING).order_by(_J.c.id))
+_SET_SERVICE_STATE = Query(
+    upsert(core.service_state, ("name", "value_json", "updated_at"), ("name",))
+)
+
+
+@lru_cache(maxsize=64)
+def _update_query(names: tuple[str, ...]) -> Query:
+    """``UPDATE jobs SET <names> WHERE id = :job_id`` (one per set of columns)."""
+    return Query(sa.update(_J).where(_OF_JOB).values(params_of(names)))
+
+
+@lru_cache(maxsize=16)
+def _next_query(n_kinds: int | None) -> Query:
+    """The id of the next runnable job (of ``n_kinds`` kinds; None: any)."""
+    where = [_J.c.state == const("pending"), _J.c.not_before_at <= sa.bindparam("now")]
+    if n_kinds is not None:
+        where.append(in_list(_J.c.kind, "kind", n_kinds))
+    return Query(
+        sa.select(_J.c.id)
+        .where(*where)
+        .order_by(_J.c.priority, _J.c.data_time_iso, _J.c.id)
+        .limit(const(1))
+    )
 
 
 # --------------------------------------------------------------------------- core
@@ -133,11 +213,16 @@ def _event(
     worker: str | None = None,
     error_class: str | None = None,
 ) -> None:
-    conn.execute(
-        "INSERT INTO job_events (job_id, from_state, to_state, reason, worker, "
-        "error_class, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (job_id, from_state, to_state, _truncate(reason), worker, error_class, now),
-    )
+    params = {
+        "job_id": job_id,
+        "from_state": from_state,
+        "to_state": to_state,
+        "reason": _truncate(reason),
+        "worker": worker,
+        "error_class": error_class,
+        "created_at": now,
+    }
+    _EVENT.execute(conn, params)
 
 
 def _move(
@@ -162,10 +247,7 @@ def _move(
         )
         raise StateError(msg)
     columns = {"state": to_state, "updated_at": now, **columns}
-    assignments = ", ".join(f"{name} = ?" for name in columns)
-    conn.execute(
-        f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job.id)
-    )
+    _update_query(tuple(columns)).execute(conn, {**columns, "job_id": job.id})
     _event(
         conn,
         job.id,
@@ -218,25 +300,20 @@ def _insert(
     if max_attempts < 1:
         msg = f"max_attempts must be >= 1, got {max_attempts}"
         raise ValueError(msg)
-    cursor = conn.execute(
-        "INSERT INTO jobs (kind, key, state, priority, data_time_iso, payload_json, "
-        "max_attempts, not_before_at, quarantine_reason, created_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key) DO NOTHING "
-        "RETURNING id",
-        (
-            spec.kind,
-            spec.key,
-            state,
-            spec.priority,
-            spec.data_time_iso,
-            json.dumps(spec.payload, sort_keys=True),
-            max_attempts,
-            now,
-            quarantine_reason,
-            now,
-            now,
-        ),
+    row = (
+        spec.kind,
+        spec.key,
+        state,
+        spec.priority,
+        spec.data_time_iso,
+        json.dumps(spec.payload, sort_keys=True),
+        max_attempts,
+        now,
+        quarantine_reason,
+        now,
+        now,
     )
+    cursor = _INSERT.execute(conn, dict(zip(_INSERT_COLUMNS, row, strict=True)))
     row = cursor.fetchone()  # none when the (kind, key) existed
     return None if row is None else int(row[0])
 
@@ -318,16 +395,14 @@ def claim_job(
     counts an attempt.
     """
     stamp = to_iso_utc(now)
-    sql = "SELECT id FROM jobs WHERE state = 'pending' AND not_before_at <= ?"
-    params: list[object] = [stamp]
+    params: dict[str, object] = {"now": stamp}
     if kinds is not None:
         if not kinds:
             return None
-        sql += f" AND kind IN ({', '.join('?' for _ in kinds)})"
-        params += list(kinds)
-    sql += " ORDER BY priority, data_time_iso, id LIMIT 1"
+        params.update(in_params("kind", kinds))
+    query = _next_query(None if kinds is None else len(kinds))
     with _transaction(conn):
-        row = conn.execute(sql, params).fetchone()
+        row = query.execute(conn, params).fetchone()
         if row is None:
             return None
         job = _fetch(conn, int(row[0]))
@@ -360,11 +435,13 @@ def heartbeat_job(
     with _transaction(conn):
         job = _fetch(conn, job_id)
         _check_owner(job, worker, "renew the lease of")
-        conn.execute(
-            "UPDATE jobs SET heartbeat_at = ?, lease_expires_at = ?, updated_at = ? "
-            "WHERE id = ?",
-            (stamp, to_iso_utc(now + timedelta(seconds=lease_s)), stamp, job_id),
-        )
+        params = {
+            "heartbeat_at": stamp,
+            "lease_expires_at": to_iso_utc(now + timedelta(seconds=lease_s)),
+            "updated_at": stamp,
+            "job_id": job_id,
+        }
+        _HEARTBEAT.execute(conn, params)
         return _fetch(conn, job_id)
 
 
@@ -678,11 +755,7 @@ def reclaim_expired_jobs(conn: Connection, *, now: datetime) -> list[Job]:
     stamp = to_iso_utc(now)
     reclaimed = []
     with _transaction(conn):
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state = 'running' "
-            "AND lease_expires_at < ? ORDER BY id",
-            (stamp,),
-        ).fetchall()
+        rows = _EXPIRED.execute(conn, {"now": stamp}).fetchall()
         for row in rows:
             job = _row_to_job(row)
             reason = (
@@ -707,9 +780,7 @@ def reclaim_orphaned_jobs(
     stamp = to_iso_utc(now)
     reclaimed = []
     with _transaction(conn):
-        rows = conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state = 'running' ORDER BY id"
-        ).fetchall()
+        rows = _ALL_RUNNING.execute(conn).fetchall()
         for row in rows:
             job = _row_to_job(row)
             if job.lease_owner is None or not is_orphaned(job.lease_owner):
@@ -729,9 +800,9 @@ def set_service_state(
     """Store a service-wide flag (e.g. ``"intake"``) shown by the status command."""
     stamp = to_iso_utc(now)
     with _transaction(conn):
-        conn.execute(
-            "INSERT INTO service_state (name, value_json, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value_json = excluded.value_json, "
-            "updated_at = excluded.updated_at",
-            (name, json.dumps(dict(value), sort_keys=True, default=str), stamp),
-        )
+        params = {
+            "name": name,
+            "value_json": json.dumps(dict(value), sort_keys=True, default=str),
+            "updated_at": stamp,
+        }
+        _SET_SERVICE_STATE.execute(conn, params)
