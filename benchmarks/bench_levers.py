@@ -294,6 +294,13 @@ WSCLEAN_LEVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
     "-no-small-inversion": ({}, ("-no-small-inversion",)),
     "-no-dirty": ({}, ("-no-dirty",)),
+    "-reorder": ({}, ("-reorder",)),
+    "-reorder -parallel-reordering 2": (
+        {},
+        ("-reorder", "-parallel-reordering", "2"),
+    ),
+    "-temp-dir /dev/shm": ({}, ("-temp-dir", "/dev/shm")),
+    "-gain 0.2": ({}, ("-gain", "0.2")),
 }
 # the levers of the first (1200^2) run; --wsclean-levers chooses others
 DEFAULT_WSCLEAN_LEVERS = tuple(list(WSCLEAN_LEVERS)[:4])
@@ -563,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only or LEVERS)
     for name in args.wsclean_levers:
         wsclean_lever(name)  # unknown names fail before anything runs
+    # the imagers run in their scratch directories: paths must be absolute
+    for key in ("ms", "image", "truth", "raw", "calibrated_ms", "sky"):
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).resolve())
     doc: dict[str, Any] = {
         "run": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
