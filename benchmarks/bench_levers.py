@@ -13,6 +13,18 @@ loaded machine where absolute timings do not.
 ``--ms`` is a converted (uncalibrated) group MS, ``--image`` a restored
 image made by this pipeline (``benchmarks.bench_imaging.synthesise_hour``
 writes one with its truth catalogue).
+
+The WSClean levers compare imaging configurations (each a `WSCLEAN_LEVERS`
+name, or names joined by " + ") with a baseline row on one calibrated MS:
+
+    python -m benchmarks.bench_levers --only wsclean --calibrated-ms CAL.ms \
+        --sky truth/sky.csv --wsclean-size 4800 --wsclean-baseline "-mgain 0.8" \
+        --wsclean-levers production "production + -reorder" \
+        --out benchmarks/results/perf_wsclean_levers
+
+(a name that starts with "-" is given as "production + NAME", which argparse
+does not take for an option). Every run is appended to ``OUT.runs.json`` as
+it ends; ``--from-runs OUT.runs.json`` writes the tables of a run cut short.
 """
 
 from __future__ import annotations
