@@ -13,6 +13,18 @@ loaded machine where absolute timings do not.
 ``--ms`` is a converted (uncalibrated) group MS, ``--image`` a restored
 image made by this pipeline (``benchmarks.bench_imaging.synthesise_hour``
 writes one with its truth catalogue).
+
+The WSClean levers compare imaging configurations (each a `WSCLEAN_LEVERS`
+name, or names joined by " + ") with a baseline row on one calibrated MS:
+
+    python -m benchmarks.bench_levers --only wsclean --calibrated-ms CAL.ms \
+        --sky truth/sky.csv --wsclean-size 4800 --wsclean-baseline "-mgain 0.8" \
+        --wsclean-levers production "production + -reorder" \
+        --out benchmarks/results/perf_wsclean_levers
+
+(a name that starts with "-" is given as "production + NAME", which argparse
+does not take for an option). Every run is appended to ``OUT.runs.json`` as
+it ends; ``--from-runs OUT.runs.json`` writes the tables of a run cut short.
 """
 
 from __future__ import annotations
@@ -273,42 +285,117 @@ def lever_photometry(
     return timing
 
 
-WSCLEAN_LEVERS = {
-    "production": (),
-    "-parallel-gridding 2": ("-parallel-gridding", "2"),
-    "-baseline-averaging 10": ("-baseline-averaging", "10"),
-    "-parallel-deconvolution (4 sub-images)": ("-parallel-deconvolution", "{half}"),
+# name -> (config overrides, extra WSClean flags appended to the command);
+# "{half}" is replaced by half the image side
+WSCLEAN_LEVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
+    "production": ({}, ()),
+    "-parallel-gridding 2": ({}, ("-parallel-gridding", "2")),
+    "-baseline-averaging 10": ({}, ("-baseline-averaging", "10")),
+    "-parallel-deconvolution (4 sub-images)": (
+        {},
+        ("-parallel-deconvolution", "{half}"),
+    ),
+    "-mgain 0.8": ({"imaging.mgain": 0.8}, ()),
+    "-mgain 0.9": ({"imaging.mgain": 0.9}, ()),
+    "-mgain 0.95": ({"imaging.mgain": 0.95}, ()),
+    "-baseline-averaging 2": ({}, ("-baseline-averaging", "2")),
+    "-baseline-averaging 4": ({}, ("-baseline-averaging", "4")),
+    "-use-wgridder": ({"imaging.gridder": "wgridder"}, ()),
+    "-use-wgridder -wgridder-accuracy 1e-3": (
+        {"imaging.gridder": "wgridder"},
+        ("-wgridder-accuracy", "1e-3"),
+    ),
+    "-no-small-inversion": ({}, ("-no-small-inversion",)),
+    "-no-dirty": ({}, ("-no-dirty",)),
+    "-reorder": ({}, ("-reorder",)),
+    "-reorder -parallel-reordering 2": (
+        {},
+        ("-reorder", "-parallel-reordering", "2"),
+    ),
+    "-temp-dir /dev/shm": ({}, ("-temp-dir", "/dev/shm")),
+    "-gain 0.2": ({}, ("-gain", "0.2")),
 }
+# the levers of the first (1200^2) run; --wsclean-levers chooses others
+DEFAULT_WSCLEAN_LEVERS = tuple(list(WSCLEAN_LEVERS)[:4])
+
+
+def wsclean_lever(name: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Return the overrides and flags of a lever, or of levers joined by " + "."""
+    overrides: dict[str, Any] = {}
+    flags: tuple[str, ...] = ()
+    for part in name.split(" + "):
+        if part not in WSCLEAN_LEVERS:
+            msg = f"unknown WSClean lever {part!r}; known: {', '.join(WSCLEAN_LEVERS)}"
+            raise SystemExit(msg)
+        more, extra = WSCLEAN_LEVERS[part]
+        overrides, flags = {**overrides, **more}, (*flags, *extra)
+    return overrides, flags
+
+
+def _source_fluxes(image: str, sky_csv: str) -> dict[str, Any]:
+    """The accuracy gates plus each injected source's flux (row-to-row check)."""
+    from benchmarks import _stages as st
+    from dsa110_contimg.data_ingestion.skymodel import load_catalog
+    from dsa110_contimg.pipeline.stages.photometry_stage import measure_image
+    from dsa110_contimg.simulation import compare_to_truth
+
+    truth = load_catalog(sky_csv)
+    photometry = measure_image(Path(image), truth, st._config({}).photometry)
+    table = compare_to_truth(photometry, truth).table
+    err = np.abs(np.asarray(table["flux_error"], float))
+    return {
+        **st._truth_summary(photometry, truth),
+        "median_abs_flux_error_all": round(float(np.median(err)), 4),
+        "p90_abs_flux_error_all": round(float(np.percentile(err, 90)), 4),
+        "flux_by_source": {
+            str(n): float(f)
+            for n, f in zip(table["source_name"], table["flux_jy"], strict=True)
+        },
+    }
 
 
 def lever_wsclean(
-    ms: Path, sky_csv: Path, work: Path, repeats: int, image_size: int
+    ms: Path,
+    sky_csv: Path,
+    work: Path,
+    repeats: int,
+    image_size: int,
+    levers: tuple[str, ...] = DEFAULT_WSCLEAN_LEVERS,
+    progress: Path | None = None,
+    baseline: str = "production",
 ) -> dict[str, Any]:
     """WSClean with and without each lever, on a calibrated MS, interleaved.
 
     Each configuration images the MS as the pipeline does (`image_ms`,
-    production parameters at ``image_size`` pixels of 3 arcsec) with the
-    lever's flags appended to the WSClean command; time is wall and CPU
-    (WSClean's included), accuracy the injected sources on the image and the
-    residual's robust rms.
+    production parameters at ``image_size`` pixels of 3 arcsec, quality
+    gates on) with the lever's config overrides and its flags appended to the
+    WSClean command; time is wall and CPU (WSClean's child process apart, and
+    the whole call), accuracy the injected sources on the image, the
+    residual's robust rms, the quality gates' verdict and each source's flux
+    against the ``baseline`` row's (run first in every round). ``progress``
+    gets every run as it ends (JSON), so a run cut short still leaves its
+    figures.
     """
     import resource
 
     from astropy.io import fits
 
     from benchmarks import _stages as st
+    from dsa110_contimg.pipeline.stages import image_quality as qa
     from dsa110_contimg.tools import wsclean
     from dsa110_contimg.visualization import robust_rms
 
-    overrides = {
+    base = {
         "imaging.image_size": [image_size, image_size],
         "imaging.cell_size": "3.0arcsec",
         "imaging.write_png": False,
     }
     base_command = wsclean.wsclean_command
-    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in WSCLEAN_LEVERS}
+    names = (baseline, *[n for n in levers if n != baseline])
+    runs: dict[str, list[dict[str, Any]]] = {k: [] for k in names}
     for _ in range(repeats):
-        for name, extra in WSCLEAN_LEVERS.items():
+        for name in names:
+            overrides, extra = wsclean_lever(name)
             flags = [f.format(half=image_size // 2) for f in extra]
 
             def command(*args, _flags=flags, **kwargs):
@@ -321,39 +408,97 @@ def lever_wsclean(
             t0 = time.perf_counter()
             with patched(wsclean, wsclean_command=command):
                 info = st.image(
-                    str(ms), str(directory), overrides, str(work / "product.pickle")
+                    str(ms),
+                    str(directory),
+                    {**base, **overrides},
+                    str(work / "product.pickle"),
                 )
             wall = time.perf_counter() - t0
             child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (time.process_time() - self0) + (
+            child_cpu = (
                 child1.ru_utime + child1.ru_stime - child0.ru_utime - child0.ru_stime
             )
-            acc = st.image_accuracy(info["image"], str(sky_csv))
+            cpu = (time.process_time() - self0) + child_cpu
+            fluxes = _source_fluxes(info["image"], str(sky_csv))
+            acc = {k: v for k, v in fluxes.items() if k != "flux_by_source"}
             residual = Path(info["image"].replace("-image.fits", "-residual.fits"))
             rms = robust_rms(np.asarray(fits.getdata(residual)).squeeze())
-            runs[name].append(
-                {"wall_s": wall, "cpu_s": cpu, "rms_jy": rms, **acc, **info}
-            )
+            quality = qa.read_quality(Path(info["image"])) or {}
+            record = {
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "wsclean_cpu_s": child_cpu,
+                "rms_jy": rms,
+                "qa_passed": quality.get("passed"),
+                "qa_attempts": 1 + len(quality.get("attempts", ())),
+                "qa_rms_ratio": quality.get("rms_ratio"),
+                "thermal_rms_jy": quality.get("thermal_rms_jy"),
+                "hit_niter": quality.get("hit_niter"),
+                **fluxes,
+                **info,
+            }
+            runs[name].append(record)
             shutil.rmtree(directory, ignore_errors=True)
-            print(f"  {name}: {wall:.1f} s wall, {cpu:.1f} s CPU, {acc}", flush=True)
+            print(
+                f"  {name}: {wall:.1f} s wall, {cpu:.1f} s CPU ({child_cpu:.1f} s "
+                f"WSClean), rms {rms:.3e}, {acc}, cycles "
+                f"{info.get('major_iterations')}, qa {quality.get('passed')}",
+                flush=True,
+            )
+            if progress is not None:
+                progress.write_text(json.dumps(runs, indent=1, default=str) + "\n")
+    return summarise_wsclean(runs, baseline)
+
+
+def summarise_wsclean(
+    runs: dict[str, list[dict[str, Any]]], baseline: str = "production"
+) -> dict[str, Any]:
+    """Medians per configuration and ratios to the ``baseline`` row's."""
+
+    def med(rs, key):
+        vals = [r[key] for r in rs if r.get(key) is not None]
+        return float(np.median(vals)) if vals else None
+
+    prod = runs[baseline]
+    base_wall, base_cpu = med(prod, "wall_s"), med(prod, "cpu_s")
+    base_ws, base_rms = med(prod, "wsclean_cpu_s"), med(prod, "rms_jy")
+    base_flux = prod[-1]["flux_by_source"]
     out: dict[str, Any] = {}
-    base_wall = float(np.median([r["wall_s"] for r in runs["production"]]))
-    base_rms = float(np.median([r["rms_jy"] for r in runs["production"]]))
     for name, rs in runs.items():
-        wall = float(np.median([r["wall_s"] for r in rs]))
+        if not rs:
+            continue
         last = rs[-1]
+        common = sorted(set(base_flux) & set(last["flux_by_source"]))
+        change = [last["flux_by_source"][k] / base_flux[k] - 1 for k in common]
         out[name] = {
+            "n_runs": len(rs),
             "wall_s": [round(r["wall_s"], 2) for r in rs],
-            "wall_median_s": round(wall, 2),
-            "cpu_median_s": round(float(np.median([r["cpu_s"] for r in rs])), 2),
-            "speedup_vs_production": round(base_wall / wall, 2),
-            "rms_vs_production": round(
-                float(np.median([r["rms_jy"] for r in rs])) / base_rms, 4
+            "wall_median_s": round(med(rs, "wall_s"), 2),
+            "cpu_median_s": round(med(rs, "cpu_s"), 2),
+            "wsclean_cpu_median_s": round(med(rs, "wsclean_cpu_s"), 2),
+            "speedup_vs_baseline": round(base_wall / med(rs, "wall_s"), 2),
+            "cpu_ratio_vs_baseline": round(base_cpu / med(rs, "cpu_s"), 2),
+            "wsclean_cpu_ratio_vs_baseline": round(
+                base_ws / med(rs, "wsclean_cpu_s"), 2
             ),
+            "rms_vs_baseline": round(med(rs, "rms_jy") / base_rms, 4),
             "n_recovered": f"{last['n_recovered']}/{last['n_injected']}",
             "median_abs_flux_error": last["median_abs_flux_error_pb_ge_0p5"],
+            "median_abs_flux_error_all": last.get("median_abs_flux_error_all"),
+            "p90_abs_flux_error_all": last.get("p90_abs_flux_error_all"),
+            "median_abs_flux_change_vs_baseline": round(
+                float(np.median(np.abs(change))), 4
+            )
+            if change
+            else None,
             "max_offset_beams": last["max_offset_beams"],
             "major_iterations": last.get("major_iterations"),
+            "inversion_s": med(rs, "inversion_s"),
+            "prediction_s": med(rs, "prediction_s"),
+            "deconvolution_s": med(rs, "deconvolution_s"),
+            "qa_passed": all(bool(r.get("qa_passed")) for r in rs),
+            "qa_attempts": max(r.get("qa_attempts", 1) for r in rs),
+            "hit_niter": any(bool(r.get("hit_niter")) for r in rs),
         }
     return out
 
@@ -372,14 +517,22 @@ def write(doc: dict[str, Any], out: Path) -> None:
     lines = [
         "# Group-path speed levers: old vs new code, side by side",
         "",
-        f"Run {doc['run']} on {doc['machine']}; old = `{doc['old_ref']}`, new = "
-        f"the working tree; {doc['repeats']} interleaved repeats, medians. "
+        f"Run {doc['run']} on {doc['machine']}; "
+        + (
+            f"old = `{doc['old_ref']}`, new = the working tree; "
+            if doc["levers"]
+            else ""
+        )
+        + f"{doc['repeats']} interleaved repeats, medians. "
         "Written by `python -m benchmarks.bench_levers`.",
-        "",
-        "| stage | old wall (s) | new wall (s) | ratio wall | ratio CPU | "
-        "accuracy check | size |",
-        "|---|---:|---:|---:|---:|---|---|",
     ]
+    if doc["levers"]:
+        lines += [
+            "",
+            "| stage | old wall (s) | new wall (s) | ratio wall | ratio CPU | "
+            "accuracy check | size |",
+            "|---|---:|---:|---:|---:|---|---|",
+        ]
     for name, r in doc["levers"].items():
         lines.append(
             f"| {name} | {r['old_wall_median_s']} | {r['new_wall_median_s']} | "
@@ -391,17 +544,28 @@ def write(doc: dict[str, Any], out: Path) -> None:
             "",
             f"## WSClean levers ({n}^2 pixels of 3 arcsec, production parameters)",
             "",
-            "| configuration | wall (s) | CPU (s) | speed-up | residual rms / "
-            "production | recovered | median abs flux error | max offset (beam) "
-            "| major cycles |",
-            "|---|---:|---:|---:|---:|---|---:|---:|---:|",
+            "Ratios and flux changes are against "
+            f"`{doc.get('wsclean_baseline', 'production')}`.",
+            "",
+            "| configuration | wall (s) | CPU (s) | WSClean CPU (s) | ratio wall | "
+            "ratio CPU | ratio WSClean CPU | residual rms / baseline | "
+            "recovered | median abs flux error (pb >= 0.5) | median abs flux "
+            "change vs baseline | max offset (beam) | major cycles | "
+            "quality gates |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---|",
         ]
         for name, r in doc["wsclean"].items():
+            gates = "passed" if r.get("qa_passed", True) else "FAILED"
             lines.append(
                 f"| {name} | {r['wall_median_s']} | {r['cpu_median_s']} | "
-                f"{r['speedup_vs_production']} | {r['rms_vs_production']} | "
-                f"{r['n_recovered']} | {r['median_abs_flux_error']} | "
-                f"{r['max_offset_beams']} | {r['major_iterations']} |"
+                f"{r.get('wsclean_cpu_median_s', '')} | "
+                f"{r['speedup_vs_baseline']} | "
+                f"{r.get('cpu_ratio_vs_baseline', '')} | "
+                f"{r.get('wsclean_cpu_ratio_vs_baseline', '')} | "
+                f"{r['rms_vs_baseline']} | {r['n_recovered']} | "
+                f"{r['median_abs_flux_error']} | "
+                f"{r.get('median_abs_flux_change_vs_baseline', '')} | "
+                f"{r['max_offset_beams']} | {r['major_iterations']} | {gates} |"
             )
     lines += ["", *doc.get("notes", [])]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
@@ -423,8 +587,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibrated-ms", type=Path, help="for the WSClean levers")
     parser.add_argument("--sky", type=Path, help="sky truth CSV of --calibrated-ms")
     parser.add_argument("--wsclean-size", type=int, default=1200)
+    parser.add_argument(
+        "--wsclean-levers",
+        nargs="*",
+        default=list(DEFAULT_WSCLEAN_LEVERS),
+        help="WSClean configurations to compare, each a lever name or names "
+        "joined by ' + ' (the baseline always runs)",
+    )
+    parser.add_argument(
+        "--wsclean-baseline",
+        default="production",
+        help="the configuration the others are compared with",
+    )
+    parser.add_argument(
+        "--from-runs",
+        type=Path,
+        help="write the WSClean table from a runs JSON (a run cut short) instead "
+        "of running anything",
+    )
+    parser.add_argument(
+        "--notes", type=Path, help="text file of lines to append to the report"
+    )
     args = parser.parse_args(argv)
     only = set(args.only or LEVERS)
+    for name in (*args.wsclean_levers, args.wsclean_baseline):
+        wsclean_lever(name)  # unknown names fail before anything runs
+    # the imagers run in their scratch directories: paths must be absolute
+    for key in ("ms", "image", "truth", "raw", "calibrated_ms", "sky"):
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).resolve())
     doc: dict[str, Any] = {
         "run": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -432,6 +623,18 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "levers": {},
     }
+    if args.notes is not None:
+        doc["notes"] = args.notes.read_text().splitlines()
+    if args.from_runs is not None:
+        runs = json.loads(args.from_runs.read_text())
+        doc["repeats"] = max(len(v) for v in runs.values())
+        doc["run"] = "from " + args.from_runs.name
+        doc["machine"] = f"{os.cpu_count()} cores (the load: see the notes)"
+        doc["wsclean"] = summarise_wsclean(runs, args.wsclean_baseline)
+        doc["wsclean_baseline"] = args.wsclean_baseline
+        doc["wsclean_size"] = args.wsclean_size
+        write(doc, args.out)
+        return 0
     with tempfile.TemporaryDirectory(prefix="levers_") as tmp:
         work = Path(tmp)
         if "conversion" in only and args.raw:
@@ -459,8 +662,16 @@ def main(argv: list[str] | None = None) -> int:
         if "wsclean" in only and args.calibrated_ms and args.sky:
             print("wsclean levers", flush=True)
             doc["wsclean"] = lever_wsclean(
-                args.calibrated_ms, args.sky, work, args.repeats, args.wsclean_size
+                args.calibrated_ms,
+                args.sky,
+                work,
+                args.repeats,
+                args.wsclean_size,
+                tuple(args.wsclean_levers),
+                progress=args.out.with_suffix(".runs.json"),
+                baseline=args.wsclean_baseline,
             )
+            doc["wsclean_baseline"] = args.wsclean_baseline
             doc["wsclean_size"] = args.wsclean_size
     for name, r in {**doc["levers"], **doc.get("wsclean", {})}.items():
         print(name, r)

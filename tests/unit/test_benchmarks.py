@@ -212,3 +212,60 @@ def test_levers_side_by_side_and_old_code_from_git(tmp_path):
     text = (tmp_path / "levers.md").read_text()
     assert "| x |" in text and "same" in text
     assert (tmp_path / "levers.json").exists()
+
+
+def test_wsclean_levers_combine_and_compare_with_production(tmp_path):
+    """bench_levers' WSClean rows: levers joined by ' + ' merge their overrides
+    and flags, an unknown one fails, and each row's ratios and flux changes are
+    against the production row's medians."""
+    from benchmarks import bench_levers
+
+    overrides, flags = bench_levers.wsclean_lever(
+        "-mgain 0.9 + -use-wgridder -wgridder-accuracy 1e-3"
+    )
+    assert overrides == {"imaging.mgain": 0.9, "imaging.gridder": "wgridder"}
+    assert flags == ("-wgridder-accuracy", "1e-3")
+    with pytest.raises(SystemExit, match="unknown WSClean lever"):
+        bench_levers.wsclean_lever("-mgain 0.9 + -fast")
+
+    def run(wall, cpu, ws, rms, flux, ok=True):
+        return {
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "wsclean_cpu_s": ws,
+            "rms_jy": rms,
+            "qa_passed": ok,
+            "qa_attempts": 1,
+            "n_recovered": 2,
+            "n_injected": 2,
+            "median_abs_flux_error_pb_ge_0p5": 0.01,
+            "max_offset_beams": 0.01,
+            "major_iterations": 5,
+            "flux_by_source": {"a": flux, "b": 2.0},
+        }
+
+    runs = {
+        "production": [run(10, 8, 6, 1.0, 1.0), run(12, 10, 8, 1.0, 1.0)],
+        "-mgain 0.9": [run(5, 4, 2, 1.1, 1.1), run(7, 6, 4, 1.1, 1.1, ok=False)],
+    }
+    out = bench_levers.summarise_wsclean(runs)
+    fast = out["-mgain 0.9"]
+    assert fast["speedup_vs_baseline"] == round(11 / 6, 2)
+    assert fast["cpu_ratio_vs_baseline"] == round(9 / 5, 2)
+    assert fast["wsclean_cpu_ratio_vs_baseline"] == round(7 / 3, 2)
+    assert fast["rms_vs_baseline"] == 1.1
+    # source a changed by 10 %, b not: the median of |change| is 5 %
+    assert fast["median_abs_flux_change_vs_baseline"] == 0.05
+    assert fast["qa_passed"] is False and out["production"]["qa_passed"] is True
+    doc = {
+        "run": "now",
+        "machine": "m",
+        "old_ref": "0911ccd",
+        "repeats": 2,
+        "levers": {},
+        "wsclean": out,
+        "wsclean_size": 4800,
+    }
+    bench_levers.write(doc, tmp_path / "ws")
+    text = (tmp_path / "ws.md").read_text()
+    assert "| -mgain 0.9 | 6.0 |" in text and "FAILED" in text
