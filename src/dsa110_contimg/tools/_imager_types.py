@@ -36,7 +36,7 @@ class ImagingParams:
     min_uv_lambda: float = 1000.0
     auto_threshold_sigma: float | None = 1.0
     auto_mask_sigma: float | None = 4.0
-    mgain: float = 0.9
+    mgain: float = 0.8
     channels_out: int = 1
     nterms: int = 2
     multiscale_scales_pix: tuple[int, ...] | None = None
