@@ -198,7 +198,9 @@ class DaskExecutor(Executor):
             msg = "cannot schedule new futures after shutdown"
             raise RuntimeError(msg)
         priority = _PRIORITY.get()
-        if key in self._released and key not in self._held:
+        with self._lock:  # `_handed_over` releases and records under the lock
+            redo = key in self._released and key not in self._held
+        if redo:
             self._await_forgotten(key)
         with self._lock:
             self._released.discard(key)
@@ -242,13 +244,16 @@ class DaskExecutor(Executor):
         """Wait until the scheduler has forgotten a released key.
 
         Releasing a finished future is asynchronous: a task submitted again
-        under the same key before the scheduler drops it would be answered
-        with the old result, and a redo (late data, a reconverted group) must
-        run anew.
+        under the same key before the client and the scheduler drop it would
+        be answered with the old result (the client answers a key it still
+        holds itself), and a redo (late data, a reconverted group) must run
+        anew.
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self.client.run_on_scheduler(_scheduler_knows, key):
+            if key not in self.client.futures and not self.client.run_on_scheduler(
+                _scheduler_knows, key
+            ):
                 return
             time.sleep(0.02)
         log.warning("scheduler still holds a released task", extra={"key": key})
