@@ -26,6 +26,7 @@ from dsa110_contimg.state import schema_core as t
 from dsa110_contimg.state._core import Query, const, in_list, in_params
 from dsa110_contimg.state.db import Connection
 from dsa110_contimg.state.jobs.model import Job, _row_to_job
+from dsa110_contimg.state.jobs.queries import event_columns
 
 __all__ = [
     "Page",
@@ -157,18 +158,7 @@ def _events_queries(
         where.append(e.c.job_id == sa.bindparam("job_id"))
     if errors_only:
         where.append(e.c.error_class.is_not(None))
-    columns = [
-        e.c.id,
-        e.c.job_id,
-        j.c.kind,
-        j.c.key,
-        e.c.from_state,
-        e.c.to_state,
-        e.c.reason,
-        e.c.worker,
-        e.c.error_class,
-        e.c.created_at,
-    ]
+    columns = event_columns(e, j)
     source = e.join(j, j.c.id == e.c.job_id)
     keyset = e.c.id < _BEFORE if keyed else None
     return _paged(columns, source, where, [e.c.id.desc()], keyset)

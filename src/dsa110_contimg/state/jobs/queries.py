@@ -131,10 +131,9 @@ def count_jobs_by_kind(conn: Connection) -> dict[str, dict[str, int]]:
     return counts
 
 
-@functools.lru_cache(maxsize=8)
-def _events_query(by_job: bool, errors_only: bool, limited: bool) -> Query:
-    e, j = _events.alias("e"), _jobs.alias("j")
-    query = sa.select(
+def event_columns(e: sa.Alias, j: sa.Alias) -> list[sa.ColumnElement]:
+    """An event's columns with its job's kind and key (``e`` joined to ``j``)."""
+    return [
         e.c.id,
         e.c.job_id,
         j.c.kind,
@@ -145,7 +144,13 @@ def _events_query(by_job: bool, errors_only: bool, limited: bool) -> Query:
         e.c.worker,
         e.c.error_class,
         e.c.created_at,
-    ).select_from(e.join(j, j.c.id == e.c.job_id))
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _events_query(by_job: bool, errors_only: bool, limited: bool) -> Query:
+    e, j = _events.alias("e"), _jobs.alias("j")
+    query = sa.select(*event_columns(e, j)).select_from(e.join(j, j.c.id == e.c.job_id))
     if by_job:
         query = query.where(e.c.job_id == sa.bindparam("job_id"))
     if errors_only:
