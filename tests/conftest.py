@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +37,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="queue.backend of the streams that test_streaming.py runs (redis: "
         "on a throwaway redis-server)",
     )
+
+
+#: Free space below which the session warns before it starts: the heaviest
+#: module's products plus one test's (see ``tmp_path_retention_policy``).
+MIN_FREE_DISK_GB = 4.0
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say how much room the temporary directory has (a full disk fails every test)."""
+    tmp = Path(tempfile.gettempdir())
+    free_gb = shutil.disk_usage(tmp).free / 1e9
+    line = f"temporary directory {tmp}: {free_gb:.1f} GB free"
+    if free_gb < MIN_FREE_DISK_GB:
+        line += (
+            f" -- WARNING: below {MIN_FREE_DISK_GB:.0f} GB; tests that write MSs "
+            "and images will fail with 'No space left on device'. Free space "
+            "there or point TMPDIR at a larger disk."
+        )
+    return line
 
 
 def pytest_collection_modifyitems(
