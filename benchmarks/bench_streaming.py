@@ -1,18 +1,28 @@
 #!/usr/bin/env python3
-"""Load benchmark of the streaming services: one simulated hour at 12x real time.
+"""Load benchmark of the streaming services: simulated groups faster than real time.
 
-Simulates ``--n-groups`` subband groups of testing size (24 antennas, 2
-channels per subband) but real length (24 integrations, 309 s), then starts
-``python -m dsa110_contimg.services`` and delivers one group every
-``309 s / --speedup`` into its incoming directory, copying the 16 files one by
-one as a correlator would write them. Every second it samples the job queue
-(backlog by kind and state) and the memory of the stream process and its pool
-workers. When the last block is done it stops the stream with SIGTERM and
-writes ``benchmarks/results/streaming.{json,png}``: throughput, per-group
+Simulates ``--n-groups`` subband groups of real length (24 integrations,
+309 s), then starts ``python -m dsa110_contimg.services`` and delivers one
+group every ``309 s / --speedup`` into its incoming directory, copying the 16
+files one by one as a correlator would write them. Every second it samples the
+job queue (backlog by kind and state) and the memory of the stream process and
+its pool workers. When the last block is done it stops the stream with SIGTERM
+and writes ``<out-dir>/streaming[_full].{json,png}``: throughput, per-group
 latency, backlog over time and memory growth.
 
-    .venv/bin/python benchmarks/bench_streaming.py [--n-groups 12] [--speedup 12]
-        [--n-times 24] [--workdir DIR] [--out-dir benchmarks/results]
+``--size testing`` (default): 12 groups of 24 antennas x 2 channels per
+subband, the testing environment, one simulated hour at 12x real time.
+``--size full``: 6 groups of the full array (96 antennas x 48 channels per
+subband, averaged by 8 at conversion), the production environment (4800^2 x
+3" images, calibration solved on the 3C286 transit in the first group and
+applied to every group), delivered at 12x real time, faster than the pipeline
+can process them: the throughput is then the capacity of the machine, with
+``services.max_workers`` (2) groups in flight. It needs about 25 GB of disk
+under ``--workdir``.
+
+    .venv/bin/python benchmarks/bench_streaming.py [--size testing|full]
+        [--n-groups N] [--speedup 12] [--n-times 24] [--workdir DIR]
+        [--out-dir benchmarks/results]
 """
 
 from __future__ import annotations
@@ -66,35 +76,83 @@ class _Source:
     sky_path: Path
 
 
-def _simulate(n_groups: int, n_times: int, dest: Path) -> _Source:
-    """Simulate once into ``dest``; reuse it when the spec matches."""
-    from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+#: Environment of the stream for each ``--size``.
+SIZE_ENV = {"testing": "testing", "full": "production"}
 
+
+def _spec(size: str, n_groups: int, n_times: int):
+    """The simulated observation for ``size`` (``testing`` or ``full``)."""
+    from dsa110_contimg.simulation import ObservationSpec
+
+    if size == "testing":
+        return ObservationSpec(
+            start_time=datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC),
+            n_groups=n_groups,
+            n_antennas=24,
+            n_chan_per_subband=2,
+            n_times=n_times,
+            n_sources=6,
+            min_flux_jy=0.5,
+            max_flux_jy=3.0,
+            field_radius_deg=0.6,
+            seed=11,
+        )
+    if size != "full":
+        msg = f"--size must be testing or full, not {size!r}"
+        raise ValueError(msg)
+    from astropy import units as u
+    from astropy.time import Time
+
+    from dsa110_contimg.calibration import load_calibrators, transit_time
+    from dsa110_contimg.telescope import dsa110
+
+    # the benchmark suite's full-size field: 3C286 transits in the first group
+    cal = next(c for c in load_calibrators() if c.name == "3C286")
+    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
+    start = transit - 0.5 * n_times * dsa110.INTEGRATION_TIME_S * u.s
+    return ObservationSpec(
+        start_time=start.to_datetime(timezone=UTC),
+        n_groups=n_groups,
+        n_antennas=96,
+        n_chan_per_subband=48,
+        n_times=n_times,
+        declination_deg=30.5,
+        n_sources=30,
+        min_flux_jy=0.05,
+        max_flux_jy=2.0,
+        field_radius_deg=1.2,
+        add_calibrators=True,
+        gains=True,
+        bandpass=True,
+        gain_drift=True,
+        seed=5,
+    )
+
+
+def _simulate(size: str, n_groups: int, n_times: int, dest: Path) -> _Source:
+    """Simulate once into ``dest``; reuse it when the spec matches."""
+    from dsa110_contimg.simulation import simulate_observation
+
+    spec = _spec(size, n_groups, n_times)
     truth = dest / "truth" / "observation.json"
     if truth.exists():
         stored = json.loads(truth.read_text())
-        spec = stored["spec"]
-        if (spec["n_groups"], spec["n_times"]) == (n_groups, n_times):
+        kept = stored["spec"]
+        if (kept["n_groups"], kept["n_times"], kept["n_antennas"]) == (
+            spec.n_groups,
+            spec.n_times,
+            spec.n_antennas,
+        ):
             groups = [[dest / f for f in g["files"]] for g in stored["groups"]]
             return _Source(groups, dest / "truth" / "sky.csv")
     shutil.rmtree(dest, ignore_errors=True)
-    spec = ObservationSpec(
-        start_time=datetime(2023, 6, 1, 0, 0, 0, tzinfo=UTC),
-        n_groups=n_groups,
-        n_antennas=24,
-        n_chan_per_subband=2,
-        n_times=n_times,
-        n_sources=6,
-        min_flux_jy=0.5,
-        max_flux_jy=3.0,
-        field_radius_deg=0.6,
-        seed=11,
-    )
     sim = simulate_observation(spec, dest)
     return _Source([list(g.files) for g in sim.groups], sim.sky_path)
 
 
-def _write_config(base: Path, *, interval_s: float, speedup: float) -> Path:
+def _write_config(
+    base: Path, *, interval_s: float, speedup: float, size: str = "testing"
+) -> Path:
     tree = {
         "paths": {k: str(base / v) for k, v in _LAYOUT.items()},
         "services": {
@@ -103,7 +161,9 @@ def _write_config(base: Path, *, interval_s: float, speedup: float) -> Path:
             "max_workers": 2,
             "max_concurrent_blocks": 1,
         },
-        "imaging": {"threads": 1},
+        # testing size: one thread per imager, two groups in flight; full
+        # size keeps the production environment's imaging settings
+        "imaging": {"threads": 1} if size == "testing" else {},
         # groups shorter than the default 90 s tolerance must not merge
         "conversion": {"group_tolerance_s": min(90.0, interval_s * speedup / 3)},
         "watcher": {"scan_interval_s": 2.0, "settle_s": 1.0, "group_timeout_s": 120},
@@ -165,8 +225,11 @@ def run_benchmark(
     workdir: Path,
     timeout_s: float = 1800.0,
     progress=print,
+    size: str = "testing",
 ) -> BenchmarkResult:
     """Simulate, stream at ``speedup`` x real time, and sample the queue.
+
+    ``size`` is ``testing`` or ``full`` (see the module docstring).
 
     Returns
     -------
@@ -181,16 +244,17 @@ def run_benchmark(
     shutil.rmtree(workdir / "run", ignore_errors=True)
     base = workdir / "run"
     (base / "incoming").mkdir(parents=True)
-    progress(f"simulating {n_groups} groups of {n_times} integrations (cached)")
-    sim = _simulate(n_groups, n_times, workdir / "source")
+    progress(f"simulating {n_groups} {size}-size groups of {n_times} integrations")
+    source = workdir / ("source" if size == "testing" else f"source_{size}")
+    sim = _simulate(size, n_groups, n_times, source)
     group_s = n_times * dsa110.INTEGRATION_TIME_S
     interval_s = group_s / speedup
-    config = _write_config(base, interval_s=interval_s, speedup=speedup)
+    config = _write_config(base, interval_s=interval_s, speedup=speedup, size=size)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DSA110")}
     env["DSA110_CONFIG_DIR"] = str(find_config_dir(env={}))
     log = open(base / "stream.out", "wb")  # noqa: SIM115 - closed below
     cmd = [
-        sys.executable, "-m", "dsa110_contimg.services", "--env", "testing",
+        sys.executable, "-m", "dsa110_contimg.services", "--env", SIZE_ENV[size],
         "--config", str(config), "--incoming-dir", str(base / "incoming"),
         "--catalog", str(sim.sky_path),
     ]  # fmt: skip
@@ -457,20 +521,28 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the stream started below is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-groups", type=int, default=12)
+    parser.add_argument("--size", choices=sorted(SIZE_ENV), default="testing")
+    parser.add_argument(
+        "--n-groups", type=int, default=None, help="default 12 (testing), 6 (full)"
+    )
     parser.add_argument("--speedup", type=float, default=12.0)
     parser.add_argument("--n-times", type=int, default=24)
     parser.add_argument("--workdir", type=Path, default=HERE / ".cache" / "streaming")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
+    full = args.size == "full"
     result = run_benchmark(
-        n_groups=args.n_groups,
+        n_groups=args.n_groups or (6 if full else 12),
         speedup=args.speedup,
         n_times=args.n_times,
         workdir=args.workdir,
+        size=args.size,
+        timeout_s=7200.0 if full else 1800.0,
     )
+    result.summary["size"] = args.size
+    stem = "streaming_full" if full else "streaming"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "streaming.json").write_text(
+    (args.out_dir / f"{stem}.json").write_text(
         json.dumps(
             {
                 "summary": result.summary,
@@ -481,9 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         + "\n"
     )
-    png = plot(result, args.out_dir / "streaming.png")
+    png = plot(result, args.out_dir / f"{stem}.png")
     print(json.dumps(result.summary, indent=2))
-    print(f"wrote {png} and {args.out_dir / 'streaming.json'}")
+    print(f"wrote {png} and {args.out_dir / f'{stem}.json'}")
     return 0 if result.summary["stream_exit_code"] == 0 else 1
 
 
