@@ -44,21 +44,11 @@ from pathlib import Path
 import psutil
 import yaml
 
+from dsa110_contimg.testing.layout import run_paths
+
 HERE = Path(__file__).resolve().parent
 
 __all__ = ["BenchmarkResult", "run_benchmark", "main"]
-
-_LAYOUT = {
-    "data_dir": ".",
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "mosaics_dir": "mosaics",
-    "log_dir": "logs",
-    "cal_tables_dir": "cal",
-    "state_db": "pipeline.sqlite3",
-}
 
 
 @dataclass
@@ -154,7 +144,7 @@ def _write_config(
     base: Path, *, interval_s: float, speedup: float, size: str = "testing"
 ) -> Path:
     tree = {
-        "paths": {k: str(base / v) for k, v in _LAYOUT.items()},
+        "paths": run_paths(base),
         "services": {
             "mosaic_duration_min": 15,
             "mosaic_overlap_min": 5,

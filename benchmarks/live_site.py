@@ -24,17 +24,9 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["LiveSite", "free_port", "write_corrupt_copy"]
+from dsa110_contimg.testing.layout import run_paths
 
-_LAYOUT = {
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "log_dir": "logs",
-    "mosaics_dir": "mosaics",
-    "cal_tables_dir": "cal",
-}
+__all__ = ["LiveSite", "free_port", "write_corrupt_copy"]
 
 
 def write_corrupt_copy(src: Path, dst: Path) -> Path:
@@ -115,9 +107,7 @@ class LiveSite:
         self.incoming.mkdir(exist_ok=True)
         tree = {
             "paths": {
-                **{k: str(self.base / v) for k, v in _LAYOUT.items()},
-                "data_dir": str(self.base),
-                "state_db": str(self.base / "pipeline.sqlite3"),
+                **run_paths(self.base),
                 "catalog_path": str(self.observation.sky_path),
             },
             "variability": {

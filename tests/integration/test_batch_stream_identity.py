@@ -34,11 +34,11 @@ import pytest
 import yaml
 from astropy.io import fits
 from test_streaming import _BASE as _SECTIONS  # the stream tests' tiny-run settings
-from test_streaming import _LAYOUT
 
 from dsa110_contimg.pipeline.batch import run_batch
 from dsa110_contimg.state.db import connect, schema_version
 from dsa110_contimg.state.jobs import CONVERT_GROUP, PROCESS_BLOCK, list_jobs
+from dsa110_contimg.testing.layout import run_paths
 from dsa110_contimg.utils.config_loader import find_config_dir, load_pipeline_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
@@ -56,7 +56,7 @@ def _layout(base: Path, observation) -> Path:
         for path in group.files:
             shutil.copy2(path, base / "incoming" / path.name)
     tree = dict(_SECTIONS)
-    tree["paths"] = {k: str(base / v) for k, v in _LAYOUT.items()}
+    tree["paths"] = run_paths(base)
     path = base / "run.yaml"
     path.write_text(yaml.safe_dump(tree))
     return path

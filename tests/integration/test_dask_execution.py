@@ -38,21 +38,13 @@ from dsa110_contimg.data_ingestion.skymodel import load_catalog
 from dsa110_contimg.pipeline._execution import DaskExecutor, job_priority
 from dsa110_contimg.pipeline.batch import convert_incoming, process_blocks
 from dsa110_contimg.products import image_id
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config import ExecutionConfig
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.integration, pytest.mark.casa]
 
 N_GROUPS = 3
-_PATHS = {
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "log_dir": "logs",
-    "mosaics_dir": "mosaics",
-    "cal_tables_dir": "cal",
-}
 _ROOT = Path(__file__).resolve().parents[2]
 SPEEDUP_REPORT = (
     _ROOT / "benchmarks" / "results"  # the committed figures, on request
@@ -162,9 +154,7 @@ def converted(tmp_path_factory):
 
 
 def _config(base: Path, backend: str, imager: str, sky: Path, address: str = ""):
-    overrides = {f"paths.{k}": str(base / v) for k, v in _PATHS.items()}
-    overrides["paths.data_dir"] = str(base)
-    overrides["paths.state_db"] = str(base / "pipeline.sqlite3")
+    overrides = path_overrides(base)
     overrides["conversion.group_tolerance_s"] = 20.0  # groups are 77 s apart
     overrides["imaging.backend"] = imager
     overrides["imaging.threads"] = 1

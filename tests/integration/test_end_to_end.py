@@ -16,25 +16,14 @@ from dsa110_contimg.pipeline.stages.photometry_stage import (
     read_photometry_table,
 )
 from dsa110_contimg.simulation import compare_to_truth
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
 
-_PATHS = {
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "log_dir": "logs",
-    "mosaics_dir": "mosaics",
-    "cal_tables_dir": "cal",
-    "data_dir": ".",
-    "state_db": "pipeline.sqlite3",
-}
-
 
 def make_config(base: Path, **extra):
-    overrides = {f"paths.{k}": str(base / v) for k, v in _PATHS.items()}
+    overrides = path_overrides(base)
     overrides.update(extra)
     return load_pipeline_config(environment="testing", overrides=overrides, env={})
 

@@ -26,6 +26,7 @@ from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_tabl
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.testing.drift_skies import catalog_from_rows, group_centers_deg
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
@@ -36,17 +37,6 @@ SPEC_KW = {
     "n_times": 6,
     "declination_deg": 37.0,
     "integration_spacing_s": dsa110.INTEGRATION_TIME_S * 24 / 6,
-}
-_PATHS = {
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "log_dir": "logs",
-    "mosaics_dir": "mosaics",
-    "cal_tables_dir": "cal",
-    "data_dir": ".",
-    "state_db": "pipeline.sqlite3",
 }
 N_OVERLAP = 2
 
@@ -70,7 +60,7 @@ def _sky():
 
 
 def make_config(base: Path, **extra):
-    overrides = {f"paths.{k}": str(base / v) for k, v in _PATHS.items()}
+    overrides = path_overrides(base)
     overrides.update(
         {
             "services.mosaic_duration_min": 30,

@@ -30,6 +30,7 @@ from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_tabl
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.testing.drift_skies import group_centers_deg
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
@@ -41,17 +42,6 @@ SPEC_KW = {
     "n_times": 6,
     "declination_deg": DEC,
     "integration_spacing_s": dsa110.INTEGRATION_TIME_S * 24 / 6,
-}
-_PATHS = {
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "log_dir": "logs",
-    "mosaics_dir": "mosaics",
-    "cal_tables_dir": "cal",
-    "data_dir": ".",
-    "state_db": "pipeline.sqlite3",
 }
 
 
@@ -97,7 +87,7 @@ def runs(tmp_path_factory):
     out = {}
     for label, subtract in (("subtracted", 1.0), ("one PSF", None)):
         work = base / label.replace(" ", "_")
-        overrides = {f"paths.{k}": str(work / v) for k, v in _PATHS.items()}
+        overrides = path_overrides(work)
         overrides["paths.incoming_dir"] = str(base / "incoming")
         overrides["imaging.subtract_standards_min_jy"] = subtract
         overrides["imaging.image_size"] = [1024, 1024]  # 3.4 deg: holds 3C286

@@ -43,6 +43,7 @@ from dsa110_contimg.state.jobs import (
     list_job_events,
     list_jobs,
 )
+from dsa110_contimg.testing.layout import run_paths
 from dsa110_contimg.utils.config_loader import find_config_dir
 
 if TYPE_CHECKING:
@@ -51,17 +52,6 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
 
 N_GROUPS = 4
-_LAYOUT = {
-    "data_dir": ".",
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "mosaics_dir": "mosaics",
-    "log_dir": "logs",
-    "cal_tables_dir": "cal",
-    "state_db": "pipeline.sqlite3",
-}
 # blocks of 3 min every 2 min: 3 windows over the first 3 tiny (77 s) groups
 _BASE = {
     "conversion": {"group_tolerance_s": 20.0},
@@ -148,7 +138,7 @@ class Stream:
         if self.backend is not None:
             tree = _merge(tree, self.backend.sections(self.base))
         tree = _merge(tree, sections)
-        tree["paths"] = {k: str(self.base / v) for k, v in _LAYOUT.items()}
+        tree["paths"] = run_paths(self.base)
         self.config = self.base / "stream.yaml"
         self.config.write_text(yaml.safe_dump(tree))
 

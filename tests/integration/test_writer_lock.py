@@ -25,28 +25,17 @@ from click.testing import CliRunner
 from dsa110_contimg.cli import cli
 from dsa110_contimg.state import open_db
 from dsa110_contimg.state.writer import hold_writer, writer_key
+from dsa110_contimg.testing.layout import run_paths
 from dsa110_contimg.utils.config_loader import find_config_dir
 
 pytestmark = pytest.mark.integration
-
-_LAYOUT = {
-    "data_dir": ".",
-    "incoming_dir": "incoming",
-    "ms_stage1_dir": "ms",
-    "images_dir": "images",
-    "products_dir": "products",
-    "mosaics_dir": "mosaics",
-    "log_dir": "logs",
-    "cal_tables_dir": "cal",
-    "state_db": "pipeline.sqlite3",
-}
 
 
 @pytest.fixture
 def layout(tmp_path: Path) -> dict[str, Path]:
     config = tmp_path / "stream.yaml"
     tree = {
-        "paths": {k: str(tmp_path / v) for k, v in _LAYOUT.items()},
+        "paths": run_paths(tmp_path),
         "watcher": {"scan_interval_s": 0.5},
         "queue": {"lease_s": 10.0, "heartbeat_interval_s": 1.0},
     }
