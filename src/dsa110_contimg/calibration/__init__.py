@@ -4,6 +4,11 @@ The registry of solved tables (validity, provenance) is state:
 `dsa110_contimg.state.calibration`.
 """
 
+from dsa110_contimg.calibration._apply import (
+    APPLY_ENGINES,
+    apply_calibration,
+    recorded_calibration,
+)
 from dsa110_contimg.calibration._calibrators import (
     Calibrator,
     CalibratorTransit,
@@ -16,12 +21,13 @@ from dsa110_contimg.calibration._model import predict_model, write_model_data
 from dsa110_contimg.calibration._refant import RefantChoice, choose_refant
 from dsa110_contimg.calibration._solve import (
     CalSolution,
-    apply_calibration,
     read_gain_table,
     solve_calibration,
 )
 
 __all__ = [
+    "APPLY_ENGINES",
+    "recorded_calibration",
     "Calibrator",
     "CalibratorTransit",
     "find_transits",
