@@ -22,13 +22,13 @@ from astropy import units as u
 from astropy.time import Time
 
 from dsa110_contimg.calibration import (
+    _apply,
     load_calibrators,
     recorded_calibration,
     solve_calibration,
     transit_time,
     write_model_data,
 )
-from dsa110_contimg.calibration import _apply
 from dsa110_contimg.calibration._apply import (
     CALTABLES_KEY,
     INCOMPLETE_KEY,

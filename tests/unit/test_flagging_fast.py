@@ -98,7 +98,7 @@ def test_flags_equal_the_per_baseline_loop():
 def test_mad_constant_is_the_normal_quartile():
     from scipy.stats import norm
 
-    assert _MAD_PER_SIGMA == float(norm.ppf(0.75))
+    assert float(norm.ppf(0.75)) == _MAD_PER_SIGMA
 
 
 def test_flag_fractions_equal_the_per_antenna_loop():
