@@ -13,16 +13,28 @@ Two engines give the same CORRECTED_DATA and FLAG (to 1e-6 relative,
 Both apply what the pipeline solves (``_solve.py``): a ``B Jones`` table of
 per-channel solutions (time interpolation ``nearest``) and a ``G Jones`` table
 of one solution per interval (``linear``), with ``calwt=False`` (WEIGHT and
-WEIGHT_SPECTRUM are left as they are) and ``applymode="calflag"``: data whose
-solution is flagged (either antenna, in its receptor) are flagged, and their
-CORRECTED_DATA is zero, as applycal writes it. Time interpolation is CASA's:
-a flagged solution is skipped (the antenna's unflagged solutions either side
-are used), ``linear`` interpolates amplitude and phase separately and
-holds the end solutions outside their span, and an antenna (or spectral
-window) without an unflagged solution is flagged. The arrays engine applies
-only tables whose channels are those of the MS (or have one channel); any
-other table (another Jones type, a different channelisation) is applied by
-``applycal``, said in the log.
+WEIGHT_SPECTRUM are left as they are) and ``applymode="calflag"``. The
+arrays engine does what applycal does (measured against it, not read from
+its source):
+
+- in time, ``linear`` interpolates amplitude and phase (the shorter way
+  round) between the solutions either side and holds the first and last
+  beyond them; ``nearest`` takes the closest;
+- a flagged solution is not skipped: the data it reaches (either antenna, in
+  its receptor; for ``linear`` both solutions either side) are flagged and
+  that table's gain is taken as 1 (the other tables still apply), so their
+  CORRECTED_DATA is DATA corrected by the rest;
+- in frequency, a bandpass solution's flagged channels are interpolated
+  over (amplitude and phase, linear in channel between the nearest unflagged
+  channels, the end values held beyond them) and flag nothing; a solution
+  with every channel flagged flags its receptor;
+- data flagged before are calibrated as any other. An antenna with no row in
+  a table is flagged (CASA writes a row, flagged, for every antenna).
+
+The arrays engine applies only tables whose channels are those of the MS (or
+have one channel) on an MS of one spectral window (what the converter
+writes); anything else (another Jones type, other channels, several windows)
+is applied by ``applycal``, said in the log.
 
 A half-written CORRECTED_DATA is detectable: `apply_calibration` marks the
 MS (keyword ``DSA110_CAL_INCOMPLETE``) before it writes and records the
@@ -403,13 +415,15 @@ def _apply_arrays(ms_path: Path, cal: list[_CalTable], record: str) -> None:
         _set_incomplete_open(ms)
         data = ms.getcol("DATA")
         flag = ms.getcol("FLAG")
+        has_bad = bool(bad.any())
         corrected = data  # corrected in place, block by block
         for s in range(0, data.shape[0], _CHUNK_ROWS):
             sel = slice(s, s + _CHUNK_ROWS)
             corrected[sel], bad_rows = _correct_chunk(
                 data[sel], inv, bad, t_index[sel], a1[sel], a2[sel], corr_product
             )
-            flag[sel] |= bad_rows
+            if has_bad:
+                flag[sel] |= bad_rows
         if "CORRECTED_DATA" not in ms.colnames():
             _add_corrected_column(ms, tables)
         ms.putcol("CORRECTED_DATA", corrected)
@@ -435,11 +449,22 @@ def _correct_chunk(
     ``corr_product[k, 1]`` of ANTENNA2.
     """
     p, q = corr_product[:, 0], corr_product[:, 1]
-    g1 = inv[t_index, a1][..., p]  # (rows, chan, corr)
-    g2 = inv[t_index, a2][..., q]
-    g1 *= np.conj(g2)
+    g1 = inv[t_index, a1]  # (rows, chan, receptor)
+    g2 = inv[t_index, a2]
+    if not _identity(p, inv.shape[3]):
+        g1 = g1[..., p]  # (rows, chan, corr)
+    if not _identity(q, inv.shape[3]):
+        g2 = g2[..., q]
+    np.conjugate(g2, out=g2)
+    g1 *= g2
     g1 *= data
+    if not bad.any():
+        return g1, np.zeros(g1.shape, dtype=bool)
     return g1, bad[t_index, a1][..., p] | bad[t_index, a2][..., q]
+
+
+def _identity(index: NDArray[np.int_], n: int) -> bool:
+    return index.size == n and bool(np.all(index == np.arange(n)))
 
 
 def _set_incomplete_open(ms) -> None:

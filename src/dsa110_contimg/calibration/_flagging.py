@@ -345,7 +345,8 @@ def flag_fractions(
         names[idx]: float(count[idx] / (rows[idx] * n_per_row)) for idx in present
     }
     n_chan = flags.shape[1]
-    per_chan = np.count_nonzero(flags[cross], axis=(0, 2))  # flagged per channel
+    # flagged per channel (a uint8 sum: count_nonzero along axes is 10x slower)
+    per_chan = flags[cross].view(np.uint8).sum(axis=0, dtype=np.int64).sum(axis=1)
     n_cross = int(np.count_nonzero(cross)) * flags.shape[2]
     per_sb = n_chan // dsa110.N_SUBBANDS if n_chan % dsa110.N_SUBBANDS == 0 else n_chan
     per_subband = {}
@@ -359,5 +360,5 @@ def flag_fractions(
         per_antenna=per_antenna,
         per_subband=dict(sorted(per_subband.items())),
         dead_antennas=tuple(names[i] for i in dead),
-        rfi_fraction=float(rfi_mask[cross].mean()),
+        rfi_fraction=float(np.count_nonzero(rfi_mask[cross]) / (n_cross * n_chan)),
     )
