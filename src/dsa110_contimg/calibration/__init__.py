@@ -34,7 +34,26 @@ _EXPORTS = {
     "solve_calibration": "_solve",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = [
+    "APPLY_ENGINES",
+    "apply_calibration",
+    "recorded_calibration",
+    "Calibrator",
+    "CalibratorTransit",
+    "find_transits",
+    "load_calibrators",
+    "transit_time",
+    "FlagReport",
+    "flag_ms",
+    "flag_visibilities",
+    "predict_model",
+    "write_model_data",
+    "RefantChoice",
+    "choose_refant",
+    "CalSolution",
+    "read_gain_table",
+    "solve_calibration",
+]
 
 if TYPE_CHECKING:
     from dsa110_contimg.calibration._apply import (
