@@ -280,3 +280,46 @@ def test_unknown_engine_is_refused(solved):
     _, ms, b_tab, g_tab = solved
     with pytest.raises(CalibrationError, match="apply_engine"):
         apply_calibration(ms, [b_tab, g_tab], engine="fast")
+
+
+def test_reader_waits_for_the_arrays_apply(solved, tmp_path, monkeypatch):
+    """A casacore reader started mid-apply gets the table only once it is complete."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    base, ms, b_tab, g_tab = solved
+    cal = _copy_tables(base, tmp_path / "cal", b_tab, g_tab)
+    work = tmp_path / "work.ms"
+    shutil.copytree(ms, work)
+    apply_calibration(work, cal, record="first solution")
+    reader = (
+        "import json, time\n"
+        "from casacore import tables\n"
+        f"t = tables.table({str(work)!r}, ack=False)\n"
+        "kw = t.getkeywords()\n"
+        "print(json.dumps({'t': time.time(), 'record': kw.get('DSA110_CALTABLES'),"
+        " 'incomplete': 'DSA110_CAL_INCOMPLETE' in kw}))\n"
+    )
+    started = []
+    real = _apply._correct_chunk
+
+    def start_reader_then_work(*args):
+        if not started:
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", reader], stdout=subprocess.PIPE, text=True
+                )
+            )
+            time.sleep(2.0)  # the reader is blocked meanwhile
+        return real(*args)
+
+    monkeypatch.setattr(_apply, "_correct_chunk", start_reader_then_work)
+    apply_calibration(work, cal, record="second solution")
+    done = time.time()
+    out, _ = started[0].communicate(timeout=120)
+    seen = json.loads(out)
+    assert seen["record"] == "second solution"
+    assert not seen["incomplete"]
+    assert seen["t"] >= done - 0.5
