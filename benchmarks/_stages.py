@@ -277,19 +277,18 @@ def solve(
     }
 
 
-def apply(ms: str, tables: list[str]) -> dict[str, Any]:
-    """Apply the solutions (CASA applycal into CORRECTED_DATA), as the pipeline."""
-    from dsa110_contimg.calibration import apply_calibration
-    from dsa110_contimg.pipeline.stages.calibration_stage import (
-        _CALTABLES_KEY,
-        _set_keyword,
-    )
+def apply(ms: str, tables: list[str], engine: str | None = None) -> dict[str, Any]:
+    """Apply the solutions into CORRECTED_DATA, as the pipeline.
 
-    apply_calibration(Path(ms), [Path(t) for t in tables])
-    # mark it calibrated as the calibration stage does: imaging then reads
-    # CORRECTED_DATA
-    _set_keyword(Path(ms), _CALTABLES_KEY, ",".join(Path(t).name for t in tables))
-    return {}
+    ``engine`` None is the configured ``calibration.apply_engine``; the
+    tables' names are recorded as the calibration stage records its
+    solution, so imaging then reads CORRECTED_DATA.
+    """
+    from dsa110_contimg.calibration import apply_calibration
+
+    engine = engine or _config({}).calibration.apply_engine
+    apply_calibration(Path(ms), [Path(t) for t in tables], engine=engine)
+    return {"engine": engine}
 
 
 # ---------------------------------------------------------------- imaging

@@ -110,6 +110,7 @@ SKIPPABLE = (
     "reproject",
     "scaling",
     "mosaic",
+    "applycal",
 )
 
 
@@ -233,6 +234,16 @@ def run(size: Size, *, cache: Path, work: Path, skip: set[str]) -> dict[str, Any
         table_prefix=str(work / "cal" / "bench"),
         **({} if uvrange is None else {"uvrange": uvrange}),
     )
+    if "applycal" not in skip:
+        # CASA's applycal, same tables and the same CORRECTED_DATA, before the
+        # configured engine rewrites it
+        r(
+            "calibration apply, applycal",
+            st.apply,
+            ms=ms,
+            tables=solve.info["tables"],
+            engine="applycal",
+        )
     r("calibration apply", st.apply, ms=ms, tables=solve.info["tables"])
 
     # imaging (production parameters), primary-beam correction, photometry
@@ -524,6 +535,12 @@ def ratios(stages: dict[str, StageResult]) -> dict[str, dict[str, Any]]:
         "conversion (no averaging)",
         "conversion, pyuvdata read + write_ms",
         "pyuvdata time / ours (same output, no averaging): >1 means ours is faster",
+    )
+    pair(
+        "apply_vs_applycal",
+        "calibration apply",
+        "calibration apply, applycal",
+        "applycal time / ours (same CORRECTED_DATA and FLAG to 1e-6)",
     )
     pair(
         "wsclean_vs_tclean",

@@ -93,3 +93,36 @@ def test_flags_equal_the_per_baseline_loop():
     assert rfi[burst][~prior[burst]].mean() > 0.9  # the burst is found
     np.testing.assert_array_equal(rfi, expected)
     np.testing.assert_array_equal(new, prior | expected)
+
+
+def test_mad_constant_is_the_normal_quartile():
+    from scipy.stats import norm
+
+    assert float(norm.ppf(0.75)) == _MAD_PER_SIGMA
+
+
+def test_flag_fractions_equal_the_per_antenna_loop():
+    """The counted fractions equal the means over each antenna's and subband's rows."""
+    from dsa110_contimg.calibration._flagging import flag_fractions
+    from dsa110_contimg.telescope import dsa110
+
+    rng = np.random.default_rng(5)
+    n_ant, n_time, n_chan = 9, 5, 2 * dsa110.N_SUBBANDS
+    a1, a2 = np.triu_indices(n_ant)
+    ant1, ant2 = np.tile(a1, n_time), np.tile(a2, n_time)
+    flags = rng.random((ant1.size, n_chan, 2)) < 0.2
+    flags[ant1 == 4] = True
+    rfi = flags & (rng.random(flags.shape) < 0.5)
+    names = [f"ant{i}" for i in range(n_ant)]
+    report = flag_fractions(flags, rfi, ant1, ant2, np.array([4]), names)
+    cross = ant1 != ant2
+    for i in range(n_ant):
+        rows = cross & ((ant1 == i) | (ant2 == i))
+        assert report.per_antenna[names[i]] == float(flags[rows].mean())
+    for k in range(dsa110.N_SUBBANDS):
+        sb = dsa110.N_SUBBANDS - 1 - k
+        expected = float(flags[cross, 2 * k : 2 * k + 2].mean())
+        assert report.per_subband[sb] == expected
+    assert report.total_fraction == float(flags[cross].mean())
+    assert report.rfi_fraction == float(rfi[cross].mean())
+    assert report.dead_antennas == ("ant4",)

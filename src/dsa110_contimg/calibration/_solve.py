@@ -1,4 +1,6 @@
-"""Bandpass and gain solutions with CASA (casatasks), and their application.
+"""Bandpass and gain solutions with CASA (casatasks).
+
+Their application is `calibration._apply.apply_calibration`.
 
 Sequence (``DSA110.md``, Calibration): a short phase-only solve to line up the
 phases, a bandpass solve (per channel, one solution over the calibrator
@@ -9,7 +11,6 @@ the bandpass. The reference antenna comes from `choose_refant`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -21,14 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from dsa110_contimg._optional import require
+from dsa110_contimg.calibration._casa_log import _casa_log, _casatasks
 from dsa110_contimg.exceptions import CalibrationError
-from dsa110_contimg.tools.casa_env import casa_stderr_to
 from dsa110_contimg.utils.storage import replace_into_place
 
 __all__ = [
     "CalSolution",
     "solve_calibration",
-    "apply_calibration",
     "publish_tables",
     "read_gain_table",
 ]
@@ -50,26 +50,6 @@ class CalSolution:
     def tables(self) -> list[Path]:
         """Return the tables in application order (bandpass, then gains)."""
         return [self.bandpass_table, self.gain_table]
-
-
-def _casatasks():
-    require("casatools", "casa")
-    return require("casatasks", "casa")
-
-
-@contextlib.contextmanager
-def _casa_log(path: Path):
-    """Send CASA's log and its console copies of warnings for this call to `path`."""
-    casatools = require("casatools", "casa")
-    logger = casatools.logsink()
-    old = logger.logfile()
-    casalog = require("casatasks", "casa").casalog
-    casalog.setlogfile(str(path))
-    try:
-        with casa_stderr_to(path):
-            yield
-    finally:
-        casalog.setlogfile(old)
 
 
 def solve_calibration(
@@ -236,35 +216,3 @@ def read_gain_table(table_path: Path) -> dict[str, np.ndarray]:
     tables = require("casacore.tables", "casa")
     with tables.table(str(table_path), ack=False) as tab:
         return {k: tab.getcol(k) for k in ("ANTENNA1", "TIME", "CPARAM", "FLAG")}
-
-
-def apply_calibration(ms_path: Path, tables: list[Path]) -> float:
-    """Apply tables (bandpass then gains) to DATA, writing CORRECTED_DATA.
-
-    Returns the time taken in seconds.
-
-    Raises
-    ------
-    CalibrationError
-        A table is missing or applycal failed.
-    """
-    ct = _casatasks()
-    for tab in tables:
-        if not Path(tab).exists():
-            msg = f"calibration table {tab} does not exist; cannot calibrate {ms_path}"
-            raise CalibrationError(msg)
-    t0 = time.perf_counter()
-    try:
-        with _casa_log(Path(ms_path).with_suffix(".applycal.log")):
-            ct.applycal(
-                vis=str(ms_path),
-                gaintable=[str(t) for t in tables],
-                interp=["nearest", "linear"],
-                calwt=[False],
-                flagbackup=False,
-                applymode="calflag",
-            )
-    except Exception as err:
-        msg = f"{ms_path}: applycal failed ({type(err).__name__}: {err})"
-        raise CalibrationError(msg) from err
-    return time.perf_counter() - t0

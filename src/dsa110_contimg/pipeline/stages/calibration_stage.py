@@ -34,9 +34,11 @@ from dsa110_contimg.calibration import (
     find_transits,
     flag_ms,
     load_calibrators,
+    recorded_calibration,
     solve_calibration,
     write_model_data,
 )
+from dsa110_contimg.calibration._apply import CALTABLES_KEY
 from dsa110_contimg.data_ingestion.ms_creation import MsInfo, read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import CalibrationError
@@ -50,7 +52,7 @@ __all__ = ["CalibrationOutcome", "calibrate_block", "ms_calibration"]
 log = logging.getLogger(__name__)
 
 _FLAGGED_KEY = "DSA110_FLAGGED"
-_CALTABLES_KEY = "DSA110_CALTABLES"
+_CALTABLES_KEY = CALTABLES_KEY
 _SAME_SOURCE_ARCSEC = 30.0
 
 
@@ -65,11 +67,14 @@ class CalibrationOutcome:
 
 
 def ms_calibration(ms_path: Path) -> str | None:
-    """Return the calibration recorded in an MS (None when uncalibrated)."""
-    tables = require("casacore.tables", "casa")
-    with tables.table(str(ms_path), ack=False) as ms:
-        value = ms.getkeywords().get(_CALTABLES_KEY)
-    return str(value) if value else None
+    """Return the calibration recorded in an MS (None when uncalibrated).
+
+    Raises
+    ------
+    CalibrationError
+        CORRECTED_DATA was left half written (`calibration.recorded_calibration`).
+    """
+    return recorded_calibration(ms_path)
 
 
 def _set_keyword(ms_path: Path, key: str, value: object) -> None:
@@ -345,14 +350,20 @@ def _apply(
     except CalibrationError as err:
         outcome.errors[str(path)] = err
         return
-    if ms_calibration(path) == solution.describe():
+    try:
+        done = ms_calibration(path) == solution.describe()
+    except CalibrationError:
+        done = False  # half written: applied again below
+    if done:
         outcome.applied[str(path)] = solution
         return
     try:
-        apply_calibration(path, solution.tables)
+        # records solution.describe() only once CORRECTED_DATA is complete
+        apply_calibration(
+            path, solution.tables, engine=cfg.apply_engine, record=solution.describe()
+        )
     except CalibrationError as err:
         outcome.errors[str(path)] = err
         return
-    _set_keyword(path, _CALTABLES_KEY, solution.describe())
     registry.record_application(ms_path=path, solution_id=solution.id)
     outcome.applied[str(path)] = solution

@@ -195,6 +195,12 @@ class CalibrationConfig(BaseModel):
         description="A solution applies only to groups whose pointing "
         "declination is within this of its strip (deg).",
     )
+    apply_engine: Literal["arrays", "applycal"] = Field(
+        "arrays",
+        description="Who writes CORRECTED_DATA: the vectorised python-casacore "
+        "apply (same CORRECTED_DATA and FLAG as applycal to 1e-6, ~4x faster; "
+        "tables it cannot apply go to applycal) or CASA's applycal (choice).",
+    )
     flag_backend: Literal["mad", "aoflagger"] = Field(
         "mad", description="RFI flagger: robust MAD clip or AOFlagger (choice)."
     )
