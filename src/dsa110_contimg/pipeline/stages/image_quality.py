@@ -15,7 +15,9 @@ Every group image is measured after the imager ran (`measure_quality`):
   each major cycle, parsed from the WSClean log or from tclean's summary.
   A clean that converges lowers that peak every cycle; ``peak_growth`` is the
   largest ratio of a cycle's starting peak to the smallest of the earlier
-  ones (1 when it never rose).
+  ones, or of a WSClean minor loop's final peak to its start (infinite when
+  the loop ran away to NaN, e.g. with a loop gain above 2; 1 when it never
+  rose).
 
 The gates (`ImagingConfig.qa_*`): ``peak_growth <= qa_max_peak_growth`` (a
 diverging clean), ``rms_jy <= qa_max_rms_ratio * expected_rms_jy`` and
@@ -99,8 +101,9 @@ class CleanHistory:
     hit_niter : bool
         The clean stopped because it reached ``niter``.
     end_peaks_jy : tuple of float
-        Peak residual (signed) where each minor loop stopped, Jy/beam
-        (WSClean only; NaN or huge when the minor loop itself diverged).
+        Peak residual (signed) where each minor loop stopped, one per start
+        peak (its start peak when WSClean logged no stop), Jy/beam (WSClean
+        only; NaN or huge when the minor loop itself diverged).
     """
 
     start_peaks_jy: tuple[float, ...] = ()
@@ -150,10 +153,22 @@ def parse_wsclean_log(text: str) -> CleanHistory:
     iterations prints ``... because maximum number of iterations was
     reached``.
     """
-    peaks = tuple(_jy(v, u) for v, u in _INITIAL.findall(text))
     noise = tuple(_jy(v, u) for v, u in _NOISE.findall(text))
-    ends = tuple(_jy(v, u) for v, u in _STOPPED.findall(text))
-    return CleanHistory(peaks, noise, bool(_NITER.search(text.lower())), ends)
+    # pair each minor loop's stop with its start, in log order
+    events = sorted(
+        [(m.start(), "start", _jy(*m.groups())) for m in _INITIAL.finditer(text)]
+        + [(m.start(), "end", _jy(*m.groups())) for m in _STOPPED.finditer(text)]
+    )
+    peaks: list[float] = []
+    ends: list[float] = []
+    for _, kind, value in events:
+        if kind == "start":
+            peaks.append(value)
+            ends.append(value)  # no stop logged (yet): the loop did not move it
+        elif peaks:
+            ends[-1] = value
+    hit_niter = bool(_NITER.search(text.lower()))
+    return CleanHistory(tuple(peaks), noise, hit_niter, tuple(ends))
 
 
 def clean_history(log_path: Path, backend: str) -> CleanHistory:
