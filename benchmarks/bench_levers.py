@@ -313,7 +313,7 @@ WSCLEAN_LEVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
         ("-reorder", "-parallel-reordering", "2"),
     ),
     "-temp-dir /dev/shm": ({}, ("-temp-dir", "/dev/shm")),
-    "-gain 0.2": ({}, ("-gain", "0.2")),
+    "-gain 0.2": ({"imaging.gain": 0.2}, ()),
 }
 # the levers of the first (1200^2) run; --wsclean-levers chooses others
 DEFAULT_WSCLEAN_LEVERS = tuple(list(WSCLEAN_LEVERS)[:4])

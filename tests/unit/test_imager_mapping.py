@@ -74,6 +74,7 @@ def test_weighting_uv_cut_automask_and_cycles():
         auto_threshold_sigma=1.0,
         auto_mask_sigma=4.0,
         mgain=0.8,
+        gain=0.05,
         threads=3,
         mem_percent=40.0,
         data_column="CORRECTED_DATA",
@@ -86,6 +87,7 @@ def test_weighting_uv_cut_automask_and_cycles():
     assert call["usemask"] == "auto-multithresh" and call["noisethreshold"] == 4.0
     assert _after(cmd, "-mgain") == ["0.8"]
     assert call["maxpsffraction"] == pytest.approx(0.2)
+    assert _after(cmd, "-gain") == ["0.05"] and call["gain"] == 0.05
     assert _after(cmd, "-j") == ["3"] and _after(cmd, "-mem") == ["40.0"]
     assert call["datacolumn"] == "corrected"
     assert _after(cmd, "-data-column") == ["CORRECTED_DATA"]

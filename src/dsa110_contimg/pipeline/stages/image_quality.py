@@ -15,7 +15,9 @@ Every group image is measured after the imager ran (`measure_quality`):
   each major cycle, parsed from the WSClean log or from tclean's summary.
   A clean that converges lowers that peak every cycle; ``peak_growth`` is the
   largest ratio of a cycle's starting peak to the smallest of the earlier
-  ones (1 when it never rose).
+  ones, or of a WSClean minor loop's final peak to its start (infinite when
+  the loop ran away to NaN, e.g. with a loop gain above 2; 1 when it never
+  rose).
 
 The gates (`ImagingConfig.qa_*`): ``peak_growth <= qa_max_peak_growth`` (a
 diverging clean), ``rms_jy <= qa_max_rms_ratio * expected_rms_jy`` and
@@ -59,17 +61,31 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_UNITS = {"jy": 1.0, "mjy": 1e-3, "ujy": 1e-6, "µjy": 1e-6, "njy": 1e-9}
-_FLUX = r"(-?[0-9.]+(?:e[-+]?[0-9]+)?)\s*([mµun]?Jy)"
-_INITIAL = re.compile(rf"Initial peak:\s*{_FLUX}", re.IGNORECASE)
+_UNITS = {
+    "Jy": 1.0,
+    "mJy": 1e-3,
+    "µJy": 1e-6,
+    "uJy": 1e-6,
+    "nJy": 1e-9,
+    "KJy": 1e3,
+    "kJy": 1e3,
+    "MJy": 1e6,
+}
+# WSClean prints a diverged minor loop's peak as e.g. "-1.04918e+23 KJy" or
+# "-nan Jy"
+_FLUX = r"(-?(?:nan|inf|[0-9.]+(?:e[-+]?[0-9]+)?))\s*((?i:[mµun]?Jy)|[kKM]Jy)"
+_INITIAL = re.compile(rf"(?i:Initial peak):\s*{_FLUX}")
+_STOPPED = re.compile(rf"(?i:Stopped on peak)\s*{_FLUX}")
 _NOISE = re.compile(
-    rf"Estimated standard deviation of background noise:\s*{_FLUX}", re.IGNORECASE
+    rf"(?i:Estimated standard deviation of background noise):\s*{_FLUX}"
 )
 _NITER = re.compile(r"maximum number of (?:minor )?(?:deconvolution )?iterations")
 
 
 def _jy(value: str, unit: str) -> float:
-    return float(value) * _UNITS[unit.lower()]
+    # case-sensitive first ("MJy" is not "mJy"), then the small units any case
+    scale = _UNITS.get(unit) or _UNITS[unit[:-2].lower() + "Jy"]
+    return float(value) * scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +100,39 @@ class CleanHistory:
         The imager's noise estimate per major cycle, Jy/beam (WSClean only).
     hit_niter : bool
         The clean stopped because it reached ``niter``.
+    end_peaks_jy : tuple of float
+        Peak residual (signed) where each minor loop stopped, one per start
+        peak (its start peak when WSClean logged no stop), Jy/beam (WSClean
+        only; NaN or huge when the minor loop itself diverged).
     """
 
     start_peaks_jy: tuple[float, ...] = ()
     noise_jy: tuple[float, ...] = ()
     hit_niter: bool = False
+    end_peaks_jy: tuple[float, ...] = ()
 
     @property
     def peak_growth(self) -> float:
-        """Return the largest rise of a cycle's peak over the earlier minimum."""
-        peaks = [abs(p) for p in self.start_peaks_jy if math.isfinite(p)]
+        """Return how far the clean's peak residual rose.
+
+        The largest of: a major cycle's starting peak over the smallest
+        earlier one (a diverging major cycle), and a minor loop's final peak
+        over its starting peak (a diverging minor loop, e.g. with a loop gain
+        that overshoots). A non-finite peak (the loop ran away to NaN or
+        infinity) gives infinity; 1 when the peak never rose.
+        """
+        starts = [abs(p) for p in self.start_peaks_jy]
+        ends = [abs(p) for p in self.end_peaks_jy]
+        if not all(math.isfinite(p) for p in starts + ends):
+            return math.inf
         growth, lowest = 1.0, math.inf
-        for peak in peaks:
+        for peak in starts:
             if lowest < math.inf and lowest > 0:
                 growth = max(growth, peak / lowest)
             lowest = min(lowest, peak)
+        for start, end in zip(starts, ends, strict=False):
+            if start > 0:
+                growth = max(growth, end / start)
         return growth
 
 
@@ -113,13 +147,28 @@ def parse_wsclean_log(text: str) -> CleanHistory:
     Notes
     -----
     Each major cycle prints ``Estimated standard deviation of background
-    noise: <x> mJy`` and ``Initial peak: <x> Jy at <x>,<y>``; a clean that
-    ran out of iterations prints ``... because maximum number of iterations
-    was reached``.
+    noise: <x> mJy`` and ``Initial peak: <x> Jy at <x>,<y>``, each minor
+    loop ends with ``Stopped on peak <x> Jy, because ...`` (``-nan Jy`` or
+    e.g. ``-1.05e+23 KJy`` when it ran away); a clean that ran out of
+    iterations prints ``... because maximum number of iterations was
+    reached``.
     """
-    peaks = tuple(_jy(v, u) for v, u in _INITIAL.findall(text))
     noise = tuple(_jy(v, u) for v, u in _NOISE.findall(text))
-    return CleanHistory(peaks, noise, bool(_NITER.search(text.lower())))
+    # pair each minor loop's stop with its start, in log order
+    events = sorted(
+        [(m.start(), "start", _jy(*m.groups())) for m in _INITIAL.finditer(text)]
+        + [(m.start(), "end", _jy(*m.groups())) for m in _STOPPED.finditer(text)]
+    )
+    peaks: list[float] = []
+    ends: list[float] = []
+    for _, kind, value in events:
+        if kind == "start":
+            peaks.append(value)
+            ends.append(value)  # no stop logged (yet): the loop did not move it
+        elif peaks:
+            ends[-1] = value
+    hit_niter = bool(_NITER.search(text.lower()))
+    return CleanHistory(tuple(peaks), noise, hit_niter, tuple(ends))
 
 
 def clean_history(log_path: Path, backend: str) -> CleanHistory:
@@ -152,7 +201,8 @@ class ImageQuality:
 
     All fluxes in Jy/beam; ``reasons`` names each failed gate with its figure.
     ``attempts`` holds the earlier (failed) attempts' records, oldest first,
-    each with the parameters it was made with.
+    each with the parameters it was made with; ``end_peaks_jy`` the peak
+    residual where each minor loop stopped (`CleanHistory`).
     """
 
     image_path: str
@@ -171,6 +221,7 @@ class ImageQuality:
     reasons: tuple[str, ...]
     params: Mapping[str, object] = field(default_factory=dict)
     attempts: tuple[Mapping[str, object], ...] = ()
+    end_peaks_jy: tuple[float, ...] = ()
 
     @property
     def reason(self) -> str:
@@ -255,10 +306,13 @@ def measure_quality(
     reasons = []
     if growth > cfg.qa_max_peak_growth:
         peaks = ", ".join(f"{1e3 * p:.3g}" for p in history.start_peaks_jy)
+        ends = ", ".join(f"{1e3 * p:.3g}" for p in history.end_peaks_jy)
+        rose = f"{growth:.2f}x" if math.isfinite(growth) else "to NaN or infinity"
         reasons.append(
-            f"clean diverged: peak residual rose {growth:.2f}x between major cycles "
+            f"clean diverged: peak residual rose {rose} "
             f"(> imaging.qa_max_peak_growth {cfg.qa_max_peak_growth}; "
             f"start peaks {peaks} mJy"
+            f"{f'; minor loops stopped at {ends} mJy' if ends else ''}"
             f"{', stopped at niter' if history.hit_niter else ''})"
         )
     if math.isfinite(ratio) and ratio > cfg.qa_max_rms_ratio:
@@ -293,6 +347,7 @@ def measure_quality(
         tuple(reasons),
         dict(params or {}),
         tuple(attempts),
+        history.end_peaks_jy,
     )
 
 

@@ -89,7 +89,9 @@ def safer_params(params: ImagingParams, cfg: ImagingConfig) -> ImagingParams:
     The clean stops at ``qa_retry_auto_threshold_sigma`` at least (a
     shallower threshold), inside an auto-mask built at
     ``qa_retry_auto_mask_sigma`` at least, with a major-cycle gain of at most
-    ``qa_retry_mgain`` (more major cycles, each model closer to the data).
+    ``qa_retry_mgain`` (more major cycles, each model closer to the data)
+    and a minor-loop gain of at most ``qa_retry_gain`` (a loop gain that
+    overshoots the peak makes the minor loop diverge).
     """
     return replace(
         params,
@@ -100,11 +102,19 @@ def safer_params(params: ImagingParams, cfg: ImagingConfig) -> ImagingParams:
             params.auto_mask_sigma or 0.0, cfg.qa_retry_auto_mask_sigma
         ),
         mgain=min(params.mgain, cfg.qa_retry_mgain),
+        gain=min(params.gain, cfg.qa_retry_gain),
     )
 
 
 def _param_record(params: ImagingParams) -> dict[str, object]:
-    keys = ("niter", "auto_threshold_sigma", "auto_mask_sigma", "mgain", "threshold_jy")
+    keys = (
+        "niter",
+        "auto_threshold_sigma",
+        "auto_mask_sigma",
+        "mgain",
+        "gain",
+        "threshold_jy",
+    )
     return {k: getattr(params, k) for k in keys}
 
 
@@ -355,6 +365,15 @@ def image_ms(
         product = _gated_image(
             imager, Path(ms_path), prefix, params, header, cfg, bright, track
         )
+        record = qa.read_quality(product.image_path) or {}
+        if not record.get("passed", True) and record.get("peak_jy") is None:
+            # a clean that ran away to NaN: nothing to derive, and the image is
+            # kept out of the mosaic by its quality record
+            log.warning(
+                "image has no finite pixel; no derived maps made",
+                extra={"image": str(product.image_path)},
+            )
+            return product
     else:
         product = imager.make_image(Path(ms_path), prefix, params, header=header)
         if bright is not None:

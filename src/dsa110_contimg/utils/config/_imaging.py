@@ -95,6 +95,15 @@ class ImagingConfig(BaseModel):
         "antennas, higher sidelobes) 0.9 worsens the fluxes of bright sources "
         "to +-3.5% and their pulls to 1.7, so the default stays 0.8 (fraction).",
     )
+    gain: float = Field(
+        0.1,
+        gt=0,
+        le=3,
+        description="Minor-loop gain (WSClean -gain, tclean gain): each clean "
+        "iteration subtracts this fraction of the peak. Hogbom clean diverges at "
+        ">= 2 (each step overshoots the peak); values above 1 serve only to "
+        "test the quality gates (fraction).",
+    )
     channels_out: int = Field(
         1,
         ge=1,
@@ -202,6 +211,12 @@ class ImagingConfig(BaseModel):
         le=1,
         description="Retry of a failed image: major-cycle gain at most this "
         "(fraction).",
+    )
+    qa_retry_gain: float = Field(
+        0.1,
+        gt=0,
+        le=3,
+        description="Retry of a failed image: minor-loop gain at most this (fraction).",
     )
 
     @field_validator("threshold")
