@@ -470,17 +470,18 @@ def test_residual_excess_measures_flux_left_in_the_residual() -> None:
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_row_robust_rms_equals_astropy_mad_std(dtype):
-    """The one-sort row median gives astropy's mad_std exactly: odd and even
-    counts of finite values, NaN holes, all-NaN rows, rows longer than 600
-    (where numpy's nanmedian loops over rows)."""
+def test_annulus_rms_equals_astropy_mad_std(dtype):
+    """The compiled annulus rms (median by selection) gives astropy's mad_std
+    exactly: odd and even counts of finite values, NaN holes, all-NaN rows,
+    too few samples, samples off the image and excluded ones left out."""
     import warnings
 
     from astropy.stats import mad_std
 
+    from dsa110_contimg.data_ingestion._photometry_compiled import annulus_rms
     from dsa110_contimg.data_ingestion._photometry_noise import (
+        _MAD_STD_SCALE,
         _MIN_RMS_SAMPLES,
-        _robust_rms_rows,
     )
 
     rng = np.random.default_rng(8)
@@ -489,10 +490,21 @@ def test_row_robust_rms_equals_astropy_mad_std(dtype):
     values[holes] = np.nan
     values[5] = np.nan
     values[6, 3:] = np.nan  # 3 values: below the minimum count
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        expected = mad_std(values, axis=1, ignore_nan=True)
-    n_valid = np.sum(np.isfinite(values), axis=1)
-    expected = np.where(n_valid >= _MIN_RMS_SAMPLES, expected, np.nan)
-    assert len(set(n_valid % 2)) == 2  # both parities covered
-    np.testing.assert_array_equal(_robust_rms_rows(values), expected)
+    exclude = rng.random(values.shape) < 0.1
+    # one source per row, sampling the row and 50 positions off the image
+    ox = np.arange(-50, 701, dtype=np.intp)
+    oy = np.zeros_like(ox)
+    iy = np.arange(300, dtype=np.intp)
+    ix = np.zeros_like(iy)
+    for use in (False, True):
+        kept = np.where(exclude & use, np.nan, values.astype(np.float64))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = mad_std(kept, axis=1, ignore_nan=True)
+        n_valid = np.sum(np.isfinite(kept), axis=1)
+        expected = np.where(n_valid >= _MIN_RMS_SAMPLES, expected, np.nan)
+        assert len(set(n_valid % 2)) == 2  # both parities covered
+        got = annulus_rms(
+            values, ix, iy, oy, ox, exclude, use, _MIN_RMS_SAMPLES, _MAD_STD_SCALE
+        )
+        np.testing.assert_array_equal(got, expected)

@@ -176,7 +176,7 @@ def measure_image(
     try:
         with fits.open(image_path) as hdul:
             header = hdul[0].header
-            data = np.asarray(hdul[0].data, dtype=np.float64)
+            data = _native_float(hdul[0].data)
     except (OSError, TypeError, ValueError) as err:
         msg = f"{image_path}: cannot read FITS image ({err}); re-image the MS"
         raise InputDataError(msg) from err
@@ -252,8 +252,8 @@ def _image_residual_excess(
     residual_path, psf_path = names.path("residual"), names.path("psf")
     if not (residual_path.exists() and psf_path.exists()):
         return 0.0
-    residual, _ = _read_2d(residual_path)
-    psf, _ = _read_2d(psf_path)
+    residual, _ = _read_2d(residual_path, keep_float32=True)
+    psf, _ = _read_2d(psf_path, keep_float32=True)
     return residual_excess(
         residual, psf, wcs, sub.ra_deg, sub.dec_deg, beam=beam, box_beams=cfg.box_beams
     )
@@ -428,11 +428,29 @@ def _touches(mask: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.nd
     return out
 
 
-def _read_2d(path: Path) -> tuple[np.ndarray, fits.Header]:
+def _native_float(data: np.ndarray) -> np.ndarray:
+    """Return FITS data as native-endian float32 (as stored) or float64.
+
+    The photometry computes in float64 from float32 pixels (exactly), so a
+    float32 image is neither converted nor doubled in memory.
+    """
+    array = np.asarray(data)
+    if array.dtype.kind == "f" and array.dtype.itemsize == 4:
+        return np.asarray(array, dtype=np.float32)
+    return np.asarray(array, dtype=np.float64)
+
+
+def _read_2d(
+    path: Path, *, keep_float32: bool = False
+) -> tuple[np.ndarray, fits.Header]:
     try:
         with fits.open(path) as hdul:
             header = hdul[0].header.copy()
-            data = np.asarray(hdul[0].data, dtype=np.float64)
+            data = (
+                _native_float(hdul[0].data)
+                if keep_float32
+                else np.asarray(hdul[0].data, dtype=np.float64)
+            )
     except (OSError, TypeError, ValueError) as err:
         msg = f"{path}: cannot read FITS image ({err}); remake the product"
         raise InputDataError(msg) from err
