@@ -504,7 +504,36 @@ def test_annulus_rms_equals_astropy_mad_std(dtype):
         n_valid = np.sum(np.isfinite(kept), axis=1)
         expected = np.where(n_valid >= _MIN_RMS_SAMPLES, expected, np.nan)
         assert len(set(n_valid % 2)) == 2  # both parities covered
-        got = annulus_rms(
-            values, ix, iy, oy, ox, exclude, use, _MIN_RMS_SAMPLES, _MAD_STD_SCALE
+        fallback = np.zeros(iy.size, dtype=bool)
+        got, unmasked = annulus_rms(
+            values,
+            ix,
+            iy,
+            oy,
+            ox,
+            exclude,
+            use,
+            _MIN_RMS_SAMPLES,
+            _MAD_STD_SCALE,
+            fallback,
         )
         np.testing.assert_array_equal(got, expected)
+        assert not unmasked.any()
+    # too few unexcluded samples: the rms of all of them, where allowed
+    exclude[7, 10:] = True
+    fallback = np.ones(iy.size, dtype=bool)
+    got, unmasked = annulus_rms(
+        values,
+        ix,
+        iy,
+        oy,
+        ox,
+        exclude,
+        True,
+        _MIN_RMS_SAMPLES,
+        _MAD_STD_SCALE,
+        fallback,
+    )
+    row = values[7].astype(np.float64)
+    assert got[7] == mad_std(row[np.isfinite(row)])
+    assert unmasked[7] and not unmasked[8]

@@ -214,39 +214,57 @@ def _median(values):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
+def _mad_rms(values, scale):  # pragma: no cover
+    """Return ``scale`` times the median absolute deviation (overwrites values)."""
+    med = _median(values)
+    for j in range(values.size):
+        values[j] = abs(values[j] - med)
+    return _median(values) * scale
+
+
+@njit(cache=True, nogil=True)
 def annulus_rms(
-    image, ix, iy, oy, ox, exclude, use_exclude, min_samples, scale
+    image, ix, iy, oy, ox, exclude, use_exclude, min_samples, scale, fallback
 ):  # pragma: no cover
     """Return the MAD-based rms of the annulus samples of each position.
 
     Samples off the image, NaN or (with ``use_exclude``) excluded are left
-    out; fewer than ``min_samples`` left gives NaN.
+    out; with fewer than ``min_samples`` left the rms is NaN, or, where
+    ``fallback``, that of the samples without the exclusion (``unmasked``).
+
+    Returns
+    -------
+    rms : ndarray, shape (n,)
+    unmasked : ndarray of bool, shape (n,)
     """
     ny, nx = image.shape
     n = ix.size
     out = np.full(n, np.nan)
-    buf = np.empty(oy.size)
+    unmasked = np.zeros(n, dtype=np.bool_)
+    kept = np.empty(oy.size)
+    every = np.empty(oy.size)
     for s in range(n):
-        count = 0
+        n_kept = 0
+        n_every = 0
         for j in range(oy.size):
             yy = iy[s] + oy[j]
             xx = ix[s] + ox[j]
             if yy < 0 or yy >= ny or xx < 0 or xx >= nx:
                 continue
-            if use_exclude and exclude[yy, xx]:
-                continue
             v = np.float64(image[yy, xx])
-            if math.isfinite(v):
-                buf[count] = v
-                count += 1
-        if count < min_samples or count == 0:
-            continue
-        values = buf[:count].copy()
-        med = _median(values)
-        for j in range(count):
-            values[j] = abs(values[j] - med)
-        out[s] = _median(values) * scale
-    return out
+            if not math.isfinite(v):
+                continue
+            every[n_every] = v
+            n_every += 1
+            if not (use_exclude and exclude[yy, xx]):
+                kept[n_kept] = v
+                n_kept += 1
+        if n_kept >= min_samples and n_kept > 0:
+            out[s] = _mad_rms(kept[:n_kept], scale)
+        elif fallback[s] and n_every >= min_samples and n_every > 0:
+            out[s] = _mad_rms(every[:n_every], scale)
+            unmasked[s] = True
+    return out, unmasked
 
 
 @njit(cache=True, nogil=True)
@@ -271,3 +289,35 @@ def disk_mask(ny, nx, ix, iy, use, span):  # pragma: no cover
             if x1 > x0:
                 mask[yy, x0:x1] = True
     return mask
+
+
+@njit(cache=True, nogil=True)
+def box_dots(image, ix, iy, first, second):  # pragma: no cover
+    """Return ``sum(box * first)`` and ``sum(box * second)`` of boxes centred on pixels.
+
+    The boxes (the weights' shape, odd sides) must lie on the image; one
+    holding a NaN pixel gives NaN in both.
+    """
+    half_y = first.shape[0] // 2
+    half_x = first.shape[1] // 2
+    n = ix.size
+    out1 = np.full(n, np.nan)
+    out2 = np.full(n, np.nan)
+    for s in range(n):
+        acc1 = 0.0
+        acc2 = 0.0
+        finite = True
+        for r in range(first.shape[0]):
+            for c in range(first.shape[1]):
+                v = np.float64(image[iy[s] - half_y + r, ix[s] - half_x + c])
+                if not math.isfinite(v):
+                    finite = False
+                    break
+                acc1 += v * first[r, c]
+                acc2 += v * second[r, c]
+            if not finite:
+                break
+        if finite:
+            out1[s] = acc1
+            out2[s] = acc2
+    return out1, out2

@@ -17,12 +17,10 @@ import numpy as np
 from astropy.stats import mad_std
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
-from scipy.signal import fftconvolve
 
 from dsa110_contimg.data_ingestion import _photometry_compiled as _compiled
 from dsa110_contimg.data_ingestion._photometry_kernels import (
     _as_image,
-    _chunks,
     _estimator_vectors,
     _exclusion_mask,
     _matched_filter,
@@ -49,6 +47,8 @@ _SHAPE_MIN_SNR = 30.0
 
 def _correlated_factor(vector: NDArray, noise_beam: _PixelGaussian) -> float:
     """Return ``sqrt(v^T rho v)`` for unit-rms noise correlated like ``noise_beam``."""
+    from scipy.signal import fftconvolve  # ~0.5 s to import; rarely needed
+
     half = vector.shape[0] // 2
     lags = np.arange(-2 * half, 2 * half + 1, dtype=np.float64)
     correlation = noise_beam.evaluate(lags[None, :], lags[:, None])
@@ -91,14 +91,9 @@ def _noise_factors(
         iy, ix = iy[free], ix[free]
     iy, ix = iy[:_N_NOISE_SAMPLES], ix[:_N_NOISE_SAMPLES]
     mf_vec, delta_vec = vectors
-    mf = np.full(iy.size, np.nan)
-    delta = np.full(iy.size, np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(data, mf_vec.shape)
-    for part in _chunks(iy.size, mf_vec.size):
-        boxes = windows[iy[part] - half, ix[part] - half].astype(np.float64)
-        full = np.all(np.isfinite(boxes), axis=(1, 2))
-        mf[part] = np.where(full, np.sum(boxes * mf_vec, axis=(1, 2)), np.nan)
-        delta[part] = np.where(full, np.sum(boxes * delta_vec, axis=(1, 2)), np.nan)
+    mf, delta = _compiled.box_dots(
+        _native(data), ix.astype(np.intp), iy.astype(np.intp), mf_vec, delta_vec
+    )
     centre = data[iy, ix].astype(np.float64)
     if rms_map is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -180,8 +175,13 @@ def _annulus_rms(
     y: NDArray,
     radii_pix: tuple[float, float],
     exclude: NDArray[np.bool_],
-) -> NDArray[np.float64]:
-    """Return the robust rms in an annulus around each position."""
+    fallback: NDArray[np.bool_],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Return the robust rms in an annulus around each position.
+
+    Pixels in ``exclude`` are left out unless too few remain at a position
+    in ``fallback`` (see `_local_rms`); the second array says where.
+    """
     r_in, r_out = radii_pix
     # Restored-image noise is correlated over a beam, so a sparse grid of
     # samples carries almost all the information of every pixel.
@@ -205,6 +205,7 @@ def _annulus_rms(
         bool(exclude.any()),
         _MIN_RMS_SAMPLES,
         _MAD_STD_SCALE,
+        fallback,
     )
 
 
@@ -347,18 +348,15 @@ def _local_rms(
         )
         raise ValueError(msg)
     exclude = _exclusion_mask(data.shape, x, y, _EXCLUDE_BEAMS * major_pix)
-    rms = _annulus_rms(data, x, y, (r_in, r_out), exclude)
-    crowded = inside & ~np.isfinite(rms)
-    if crowded.any():
-        # A dense catalogue (a source every few beams) masks whole annuli; the
-        # unmasked annulus still gives the noise, the median absolute deviation
-        # being robust to the few pixels of neighbouring sources in it.
-        rms[crowded] = _annulus_rms(
-            data, x[crowded], y[crowded], (r_in, r_out), np.zeros_like(exclude)
-        )
+    # A dense catalogue (a source every few beams) masks whole annuli; the
+    # unmasked annulus of a source on the image still gives the noise, the
+    # median absolute deviation being robust to the few pixels of neighbouring
+    # sources in it.
+    rms, unmasked = _annulus_rms(data, x, y, (r_in, r_out), exclude, inside)
+    if unmasked.any():
         log.debug(
             "annulus rms without masking for crowded sources",
-            extra={"n_sources": int(np.sum(crowded & np.isfinite(rms)))},
+            extra={"n_sources": int(np.sum(unmasked))},
         )
     n_missing = int(np.sum(inside & ~np.isfinite(rms)))
     if n_missing:
