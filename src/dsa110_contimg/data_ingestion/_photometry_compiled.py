@@ -200,16 +200,56 @@ def box_moments(image, x, y, ix, iy, half, g0, inv, shape):  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
+def _select(values, k):  # pragma: no cover
+    """Reorder ``values`` in place so that ``values[k]`` is its k-th smallest.
+
+    Hoare's selection with a median-of-three pivot (Wirth 1976): afterwards
+    ``values[:k] <= values[k] <= values[k + 1:]``.
+    """
+    lo = 0
+    hi = values.size - 1
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if values[mid] < values[lo]:
+            values[mid], values[lo] = values[lo], values[mid]
+        if values[hi] < values[lo]:
+            values[hi], values[lo] = values[lo], values[hi]
+        if values[hi] < values[mid]:
+            values[hi], values[mid] = values[mid], values[hi]
+        pivot = values[mid]
+        i = lo
+        j = hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return values[k]
+
+
+@njit(cache=True, nogil=True)
 def _median(values):  # pragma: no cover
-    """Return the median of a non-empty 1-D array (the mean of the middle two)."""
+    """Return the median of a non-empty 1-D array, reordering it in place.
+
+    The mean of the middle two for an even size, as ``numpy.median``.
+    """
     n = values.size
-    part = np.partition(values, n // 2)
-    high = part[n // 2]
+    high = _select(values, n // 2)
     if n % 2:
         return high
-    low = part[0]
+    low = values[0]
     for i in range(1, n // 2):
-        low = max(low, part[i])
+        low = max(low, values[i])
     return (low + high) / 2
 
 

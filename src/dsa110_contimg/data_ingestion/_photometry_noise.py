@@ -27,6 +27,7 @@ from dsa110_contimg.data_ingestion._photometry_kernels import (
     _native,
     _nearest_pixel,
     _PixelGaussian,
+    _spatial_order,
     _to_pixels,
 )
 from dsa110_contimg.data_ingestion._photometry_types import Beam
@@ -195,18 +196,22 @@ def _annulus_rms(
     ring = (radius >= r_in) & (radius <= r_out)
     oy, ox = oy[ring], ox[ring]
     ix, iy, _ = _nearest_pixel(x, y, image.shape)
-    return _compiled.annulus_rms(
+    order = _spatial_order(ix, iy)
+    rms, unmasked = _compiled.annulus_rms(
         _native(image),
-        ix,
-        iy,
+        ix[order],
+        iy[order],
         oy.astype(np.intp),
         ox.astype(np.intp),
         exclude,
         bool(exclude.any()),
         _MIN_RMS_SAMPLES,
         _MAD_STD_SCALE,
-        fallback,
+        fallback[order],
     )
+    out, out_unmasked = np.empty_like(rms), np.empty_like(unmasked)
+    out[order], out_unmasked[order] = rms, unmasked
+    return out, out_unmasked
 
 
 def residual_excess(
@@ -284,7 +289,10 @@ def residual_excess(
 def _psf_filter_fraction(psf: NDArray, mf_vec: NDArray) -> float:
     """Return the matched filter of the PSF at its peak (NaN if it does not fit)."""
     half = mf_vec.shape[0] // 2
-    cy, cx = np.unravel_index(np.nanargmax(psf), psf.shape)
+    peak = np.argmax(psf)  # the first NaN if there is one: then nanargmax
+    if np.isnan(psf.flat[peak]):
+        peak = np.nanargmax(psf)
+    cy, cx = np.unravel_index(peak, psf.shape)
     if not (half <= cy < psf.shape[0] - half and half <= cx < psf.shape[1] - half):
         return math.nan
     box = psf[cy - half : cy + half + 1, cx - half : cx + half + 1]
