@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -190,18 +191,26 @@ def measure_image(
     radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
     sub = catalog.select_within(center.ra.deg, center.dec.deg, radius)
     track = DriftTrack.from_header(header)  # the group's one pointing track
-    pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
-    result = measure_forced(
-        image,
-        wcs,
-        sub.ra_deg,
-        sub.dec_deg,
-        beam=beam,
-        names=sub.name,
-        pb=pb,
-        min_pb=cfg.min_pb,
-        box_beams=cfg.box_beams,
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix="residual-excess") as pool:
+        # The residual's excess runs beside the measurement (the compiled
+        # loops release the GIL; its own copy of the WCS, which is not
+        # thread-safe): on two cores the stage takes the measurement's time.
+        tau = pool.submit(
+            _image_residual_excess, image_path, wcs.deepcopy(), beam, sub, cfg
+        )
+        pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
+        result = measure_forced(
+            image,
+            wcs,
+            sub.ra_deg,
+            sub.dec_deg,
+            beam=beam,
+            names=sub.name,
+            pb=pb,
+            min_pb=cfg.min_pb,
+            box_beams=cfg.box_beams,
+        )
+        tau = tau.result()
     # Imagers clean poorly near the border: measurements there are flagged EDGE.
     border = _EDGE_FRACTION * np.array([nx, ny])
     near_edge = (
@@ -227,7 +236,6 @@ def measure_image(
         mjd=mjd,
         freq_hz=freq_hz,
     )
-    tau = _image_residual_excess(image_path, wcs, beam, sub, cfg)
     set_systematic(table, table_fraction(table), tau)
     log.info(
         "photometry measured",
