@@ -2,9 +2,9 @@
 
 Positions become pixels through the image's WCS; the restoring beam becomes a
 pixel-space Gaussian (`_PixelGaussian`), whose least-squares amplitude at a
-sub-pixel position is the matched filter (`_matched_filter`) and whose fit
-with its derivatives gives the shape-free amplitude (`_shape_amplitude`).
-Work is done in chunks of at most ~1e6 pixels.
+sub-pixel position is the matched filter and whose fit with its derivatives
+gives the shape-free amplitude (`_box_fits`, one compiled pass over each
+fitting box: `_photometry_compiled`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ __all__: list[str] = []
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _MIN_WEIGHT_FRACTION = 0.5
-_CHUNK_PIXELS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,11 +110,6 @@ def _unorder(values: NDArray, order: NDArray[np.intp]) -> NDArray:
     out = np.empty_like(values)
     out[order] = values
     return out
-
-
-def _chunks(n_items: int, n_per_item: int) -> list[slice]:
-    step = max(1, _CHUNK_PIXELS // max(1, n_per_item))
-    return [slice(start, start + step) for start in range(0, n_items, step)]
 
 
 def _gather(

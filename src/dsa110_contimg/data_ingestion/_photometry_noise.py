@@ -29,6 +29,7 @@ from dsa110_contimg.data_ingestion._photometry_kernels import (
     _PixelGaussian,
     _spatial_order,
     _to_pixels,
+    _unorder,
 )
 from dsa110_contimg.data_ingestion._photometry_types import Beam
 from dsa110_contimg.exceptions import DataQualityWarning
@@ -209,9 +210,7 @@ def _annulus_rms(
         _MAD_STD_SCALE,
         fallback[order],
     )
-    out, out_unmasked = np.empty_like(rms), np.empty_like(unmasked)
-    out[order], out_unmasked[order] = rms, unmasked
-    return out, out_unmasked
+    return _unorder(rms, order), _unorder(unmasked, order)
 
 
 def residual_excess(
