@@ -264,7 +264,7 @@ def run(size: Size, *, cache: Path, work: Path, skip: set[str]) -> dict[str, Any
         overrides=imaging,
     )
     table_path = str(work / "photometry.csv")
-    r(
+    photometry = r(
         "photometry",
         st.photometry,
         image_path=img.info["image"],
@@ -272,6 +272,8 @@ def run(size: Size, *, cache: Path, work: Path, skip: set[str]) -> dict[str, Any
         n_sources=size.n_photometry_sources,
         table_path=table_path,
     )
+    # the accuracy on the injected sources, outside the stage's timing
+    photometry.info.update(st.photometry_accuracy(table_path, sky_csv))
     r(
         "light-curve ingest",
         st.lightcurve_ingest,

@@ -17,18 +17,19 @@ import numpy as np
 from astropy.stats import mad_std
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
-from scipy.signal import fftconvolve
 
+from dsa110_contimg.data_ingestion import _photometry_compiled as _compiled
 from dsa110_contimg.data_ingestion._photometry_kernels import (
     _as_image,
-    _chunks,
     _estimator_vectors,
     _exclusion_mask,
-    _gather,
     _matched_filter,
+    _native,
     _nearest_pixel,
     _PixelGaussian,
+    _spatial_order,
     _to_pixels,
+    _unorder,
 )
 from dsa110_contimg.data_ingestion._photometry_types import Beam
 from dsa110_contimg.exceptions import DataQualityWarning
@@ -48,6 +49,8 @@ _SHAPE_MIN_SNR = 30.0
 
 def _correlated_factor(vector: NDArray, noise_beam: _PixelGaussian) -> float:
     """Return ``sqrt(v^T rho v)`` for unit-rms noise correlated like ``noise_beam``."""
+    from scipy.signal import fftconvolve  # ~0.5 s to import; rarely needed
+
     half = vector.shape[0] // 2
     lags = np.arange(-2 * half, 2 * half + 1, dtype=np.float64)
     correlation = noise_beam.evaluate(lags[None, :], lags[:, None])
@@ -89,19 +92,11 @@ def _noise_factors(
     if free.sum() >= _MIN_NOISE_SAMPLES:
         iy, ix = iy[free], ix[free]
     iy, ix = iy[:_N_NOISE_SAMPLES], ix[:_N_NOISE_SAMPLES]
-    offsets = np.arange(-half, half + 1)
     mf_vec, delta_vec = vectors
-    mf = np.full(iy.size, np.nan)
-    delta = np.full(iy.size, np.nan)
-    for part in _chunks(iy.size, offsets.size**2):
-        boxes = data[
-            iy[part, None, None] + offsets[None, :, None],
-            ix[part, None, None] + offsets[None, None, :],
-        ]
-        full = np.all(np.isfinite(boxes), axis=(1, 2))
-        mf[part] = np.where(full, np.sum(boxes * mf_vec, axis=(1, 2)), np.nan)
-        delta[part] = np.where(full, np.sum(boxes * delta_vec, axis=(1, 2)), np.nan)
-    centre = data[iy, ix]
+    mf, delta = _compiled.box_dots(
+        _native(data), ix.astype(np.intp), iy.astype(np.intp), mf_vec, delta_vec
+    )
+    centre = data[iy, ix].astype(np.float64)
     if rms_map is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
             scale = np.where(rms_map[iy, ix] > 0, 1.0 / rms_map[iy, ix], np.nan)
@@ -172,34 +167,8 @@ def _shape_fraction(
     )
 
 
-def _robust_rms_rows(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Return the MAD-based sigma of the finite values of each row (NaN if too few)."""
-    n_valid = np.sum(np.isfinite(values), axis=1)
-    median = _nanmedian_rows(values)
-    sigma = _nanmedian_rows(np.abs(values - median[:, None])) * _MAD_STD_SCALE
-    return np.where(n_valid >= _MIN_RMS_SAMPLES, sigma, np.nan)
-
-
 # astropy.stats.mad_std's factor, 1 / Phi^-1(3/4)
 _MAD_STD_SCALE = 1.482602218505602
-
-
-def _nanmedian_rows(values: NDArray[np.floating]) -> NDArray[np.floating]:
-    """Return ``np.nanmedian(values, axis=1)`` by one sort of the whole array.
-
-    numpy takes the median of rows longer than 600 values one row at a time
-    (a Python loop over the sources); sorting every row at once (NaN sort
-    last) and averaging the middle finite values gives the same numbers
-    about 5x faster. All-NaN rows give NaN.
-    """
-    ordered = np.sort(values, axis=1)
-    n = np.sum(~np.isnan(ordered), axis=1)
-    rows = np.arange(ordered.shape[0])
-    low = ordered[rows, np.maximum((n - 1) // 2, 0)]
-    high = ordered[rows, np.maximum(n // 2 - (n == 0), 0)]
-    median = (low + high) / 2
-    median[n == 0] = np.nan
-    return median
 
 
 def _annulus_rms(
@@ -208,8 +177,13 @@ def _annulus_rms(
     y: NDArray,
     radii_pix: tuple[float, float],
     exclude: NDArray[np.bool_],
-) -> NDArray[np.float64]:
-    """Return the robust rms in an annulus around each position."""
+    fallback: NDArray[np.bool_],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Return the robust rms in an annulus around each position.
+
+    Pixels in ``exclude`` are left out unless too few remain at a position
+    in ``fallback`` (see `_local_rms`); the second array says where.
+    """
     r_in, r_out = radii_pix
     # Restored-image noise is correlated over a beam, so a sparse grid of
     # samples carries almost all the information of every pixel.
@@ -223,17 +197,20 @@ def _annulus_rms(
     ring = (radius >= r_in) & (radius <= r_out)
     oy, ox = oy[ring], ox[ring]
     ix, iy, _ = _nearest_pixel(x, y, image.shape)
-    rms = np.full(x.size, np.nan)
-    for part in _chunks(x.size, oy.size):
-        yy = iy[part, None] + oy[None, :]
-        xx = ix[part, None] + ox[None, :]
-        values, in_bounds = _gather(image, yy, xx)
-        excluded = exclude[
-            np.clip(yy, 0, image.shape[0] - 1), np.clip(xx, 0, image.shape[1] - 1)
-        ]
-        values[excluded & in_bounds] = np.nan
-        rms[part] = _robust_rms_rows(values)
-    return rms
+    order = _spatial_order(ix, iy)
+    rms, unmasked = _compiled.annulus_rms(
+        _native(image),
+        ix[order],
+        iy[order],
+        oy.astype(np.intp),
+        ox.astype(np.intp),
+        exclude,
+        bool(exclude.any()),
+        _MIN_RMS_SAMPLES,
+        _MAD_STD_SCALE,
+        fallback[order],
+    )
+    return _unorder(rms, order), _unorder(unmasked, order)
 
 
 def residual_excess(
@@ -286,7 +263,7 @@ def residual_excess(
     measurement on that image is :math:`\sqrt{1 + \tau^2}` times its noise
     error.
     """
-    data = _as_image(residual, "residual")
+    data = _as_image(residual, "residual", keep_float32=True)
     _, _, x, y = _to_pixels(wcs, ra_deg, dec_deg)
     pixel_beam = _PixelGaussian.from_beam(beam, wcs)
     half = max(1, math.ceil(box_beams * pixel_beam.major_pix / 2.0))
@@ -301,7 +278,7 @@ def residual_excess(
     factors = _noise_factors(data, half, vectors, exclude, None, absolute=True)
     if factors is None or not factors[0] > 0:
         return 0.0
-    eta = _psf_filter_fraction(_as_image(psf, "psf"), vectors[0])
+    eta = _psf_filter_fraction(_as_image(psf, "psf", keep_float32=True), vectors[0])
     if not 0 < eta <= 1:
         return 0.0
     ratio = float(np.mean(at_source**2)) / factors[0] ** 2
@@ -311,7 +288,10 @@ def residual_excess(
 def _psf_filter_fraction(psf: NDArray, mf_vec: NDArray) -> float:
     """Return the matched filter of the PSF at its peak (NaN if it does not fit)."""
     half = mf_vec.shape[0] // 2
-    cy, cx = np.unravel_index(np.nanargmax(psf), psf.shape)
+    peak = np.argmax(psf)  # the first NaN if there is one: then nanargmax
+    if np.isnan(psf.flat[peak]):
+        peak = np.nanargmax(psf)
+    cy, cx = np.unravel_index(peak, psf.shape)
     if not (half <= cy < psf.shape[0] - half and half <= cx < psf.shape[1] - half):
         return math.nan
     box = psf[cy - half : cy + half + 1, cx - half : cx + half + 1]
@@ -375,18 +355,15 @@ def _local_rms(
         )
         raise ValueError(msg)
     exclude = _exclusion_mask(data.shape, x, y, _EXCLUDE_BEAMS * major_pix)
-    rms = _annulus_rms(data, x, y, (r_in, r_out), exclude)
-    crowded = inside & ~np.isfinite(rms)
-    if crowded.any():
-        # A dense catalogue (a source every few beams) masks whole annuli; the
-        # unmasked annulus still gives the noise, the median absolute deviation
-        # being robust to the few pixels of neighbouring sources in it.
-        rms[crowded] = _annulus_rms(
-            data, x[crowded], y[crowded], (r_in, r_out), np.zeros_like(exclude)
-        )
+    # A dense catalogue (a source every few beams) masks whole annuli; the
+    # unmasked annulus of a source on the image still gives the noise, the
+    # median absolute deviation being robust to the few pixels of neighbouring
+    # sources in it.
+    rms, unmasked = _annulus_rms(data, x, y, (r_in, r_out), exclude, inside)
+    if unmasked.any():
         log.debug(
             "annulus rms without masking for crowded sources",
-            extra={"n_sources": int(np.sum(crowded & np.isfinite(rms)))},
+            extra={"n_sources": int(np.sum(unmasked))},
         )
     n_missing = int(np.sum(inside & ~np.isfinite(rms)))
     if n_missing:

@@ -22,10 +22,9 @@ from scipy.spatial import cKDTree
 
 from dsa110_contimg.data_ingestion._photometry_kernels import (
     _as_image,
-    _matched_filter,
+    _box_fits,
     _nearest_pixel,
     _PixelGaussian,
-    _shape_amplitude,
     _to_pixels,
 )
 from dsa110_contimg.data_ingestion._photometry_noise import (
@@ -199,7 +198,7 @@ def measure_forced(
     >>> bool(abs(result.flux_jy[0] - 0.25) < 5 * result.flux_err_jy[0])
     True
     """
-    data = _as_image(image)
+    data = _as_image(image, keep_float32=True)  # computed in float64
     ra, dec, x, y = _to_pixels(wcs, ra_deg, dec_deg)
     n_src = ra.size
     if not box_beams > 0:
@@ -213,7 +212,9 @@ def measure_forced(
         "forced photometry",
         extra={"n_src": n_src, "major_pix": major_pix, "box_pix": 2 * half + 1},
     )
-    flux, fraction, has_nan, at_edge = _matched_filter(data, x, y, pixel_beam, half)
+    flux, fraction, has_nan, at_edge, amplitude = _box_fits(
+        data, x, y, pixel_beam, half
+    )
     rms = _local_rms(data, x, y, inside, major_pix, rms_box_beams, rms_map)
     mf_factor, delta_factor = _error_factors(
         data, wcs, x, y, pixel_beam, half, noise_beam, rms_map
@@ -221,7 +222,9 @@ def measure_forced(
     with np.errstate(invalid="ignore", divide="ignore"):
         noise_err = rms * mf_factor / np.sqrt(fraction)
     peak = np.where(
-        inside, data[np.where(inside, iy, 0), np.where(inside, ix, 0)], np.nan
+        inside,
+        data[np.where(inside, iy, 0), np.where(inside, ix, 0)].astype(np.float64),
+        np.nan,
     )
     pb_value = _pb_values(pb, data.shape, iy, ix, inside)
     blended = _blended(ra, dec, _BLEND_BEAMS * beam.major_arcsec / 3600.0)
@@ -229,7 +232,7 @@ def measure_forced(
     flags = _flags(inside, at_edge, has_nan, blended, low_pb)
     flux[~inside] = np.nan
     noise_err[~inside] = np.nan
-    delta = _shape_amplitude(data, x, y, pixel_beam, half) - flux
+    delta = amplitude - flux
     shape_frac = _shape_fraction(
         flux, delta, noise_err, rms * delta_factor, inside & (flags == 0)
     )

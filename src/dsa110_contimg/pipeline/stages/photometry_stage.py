@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -174,9 +175,9 @@ def measure_image(
         those below ``cfg.detection_sigma`` are flagged ``UPPER_LIMIT``.
     """
     try:
-        with fits.open(image_path) as hdul:
+        with fits.open(image_path, memmap=False) as hdul:  # one read, no faults
             header = hdul[0].header
-            data = np.asarray(hdul[0].data, dtype=np.float64)
+            data = _native_float(hdul[0].data)
     except (OSError, TypeError, ValueError) as err:
         msg = f"{image_path}: cannot read FITS image ({err}); re-image the MS"
         raise InputDataError(msg) from err
@@ -190,18 +191,26 @@ def measure_image(
     radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
     sub = catalog.select_within(center.ra.deg, center.dec.deg, radius)
     track = DriftTrack.from_header(header)  # the group's one pointing track
-    pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
-    result = measure_forced(
-        image,
-        wcs,
-        sub.ra_deg,
-        sub.dec_deg,
-        beam=beam,
-        names=sub.name,
-        pb=pb,
-        min_pb=cfg.min_pb,
-        box_beams=cfg.box_beams,
-    )
+    with ThreadPoolExecutor(1, thread_name_prefix="residual-excess") as pool:
+        # The residual's excess runs beside the measurement (the compiled
+        # loops release the GIL; its own copy of the WCS, which is not
+        # thread-safe): on two cores the stage takes the measurement's time.
+        tau = pool.submit(
+            _image_residual_excess, image_path, wcs.deepcopy(), beam, sub, cfg
+        )
+        pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
+        result = measure_forced(
+            image,
+            wcs,
+            sub.ra_deg,
+            sub.dec_deg,
+            beam=beam,
+            names=sub.name,
+            pb=pb,
+            min_pb=cfg.min_pb,
+            box_beams=cfg.box_beams,
+        )
+        tau = tau.result()
     # Imagers clean poorly near the border: measurements there are flagged EDGE.
     border = _EDGE_FRACTION * np.array([nx, ny])
     near_edge = (
@@ -227,7 +236,6 @@ def measure_image(
         mjd=mjd,
         freq_hz=freq_hz,
     )
-    tau = _image_residual_excess(image_path, wcs, beam, sub, cfg)
     set_systematic(table, table_fraction(table), tau)
     log.info(
         "photometry measured",
@@ -252,8 +260,8 @@ def _image_residual_excess(
     residual_path, psf_path = names.path("residual"), names.path("psf")
     if not (residual_path.exists() and psf_path.exists()):
         return 0.0
-    residual, _ = _read_2d(residual_path)
-    psf, _ = _read_2d(psf_path)
+    residual, _ = _read_2d(residual_path, keep_float32=True)
+    psf, _ = _read_2d(psf_path, keep_float32=True)
     return residual_excess(
         residual, psf, wcs, sub.ra_deg, sub.dec_deg, beam=beam, box_beams=cfg.box_beams
     )
@@ -428,11 +436,33 @@ def _touches(mask: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.nd
     return out
 
 
-def _read_2d(path: Path) -> tuple[np.ndarray, fits.Header]:
+def _native_float(data: np.ndarray) -> np.ndarray:
+    """Return FITS data as native-endian float32 (as stored) or float64.
+
+    The photometry computes in float64 from float32 pixels (exactly), so a
+    float32 image is neither converted nor doubled in memory.
+    """
+    array = np.asarray(data)
+    if array.dtype.kind == "f" and not array.dtype.isnative and array.flags.writeable:
+        # FITS is big-endian: swap in the buffer just read (memmap=False), as
+        # a new 100 MB array costs more in page faults than the swap
+        array = array.byteswap(inplace=True).view(array.dtype.newbyteorder("="))
+    if array.dtype.kind == "f" and array.dtype.itemsize == 4:
+        return np.asarray(array, dtype=np.float32)
+    return np.asarray(array, dtype=np.float64)
+
+
+def _read_2d(
+    path: Path, *, keep_float32: bool = False
+) -> tuple[np.ndarray, fits.Header]:
     try:
-        with fits.open(path) as hdul:
+        with fits.open(path, memmap=False) as hdul:
             header = hdul[0].header.copy()
-            data = np.asarray(hdul[0].data, dtype=np.float64)
+            data = (
+                _native_float(hdul[0].data)
+                if keep_float32
+                else np.asarray(hdul[0].data, dtype=np.float64)
+            )
     except (OSError, TypeError, ValueError) as err:
         msg = f"{path}: cannot read FITS image ({err}); remake the product"
         raise InputDataError(msg) from err
