@@ -38,6 +38,7 @@ from dsa110_contimg.mosaic import (
     noise_map,
     primary_beam_at,
     primary_beam_image,
+    primary_beam_key,
 )
 from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
@@ -45,6 +46,7 @@ from dsa110_contimg.pipeline.stages._product_checks import (
     IMAGING_KEY_CARD,
     file_problem,
     fits_problem,
+    fits_size_problem,
     imaging_key,
 )
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
@@ -404,19 +406,51 @@ def _read_plane(path: Path) -> tuple[np.ndarray, fits.Header, tuple[int, ...]]:
     return data.reshape(data.shape[-2:]), header, data.shape
 
 
+PB_KEY_CARD = "DSAPBKEY"
+
+
 @writes_product("FITS map")
 def _write_map(
-    path: Path, data: np.ndarray, header: fits.Header, shape: tuple[int, ...], kind: str
+    path: Path,
+    data: np.ndarray,
+    header: fits.Header,
+    shape: tuple[int, ...],
+    kind: str,
+    cards: dict[str, str] | None = None,
 ) -> None:
     out = header.copy()
     out["DSAPROD"] = (kind, "dsa110_contimg product kind")
     out["BUNIT"] = "" if kind == "pb" else "JY/BEAM"
+    for key, value in (cards or {}).items():
+        out[key] = value
     tmp = temporary_path(path)
     try:
-        fits.PrimaryHDU(data.astype(np.float32).reshape(shape), out).writeto(tmp)
+        # big-endian float32 is FITS's own layout: one conversion, no byteswap
+        # copy inside astropy
+        big = np.asarray(data, dtype=">f4").reshape(shape)
+        fits.PrimaryHDU(big, out).writeto(tmp)
         publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _reusable_pb(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """Return the ``-pb.fits`` map when it is whole and has ``key``, else None.
+
+    The primary beam depends on the grid and the pointing track only
+    (`primary_beam_key`), not on the clean: a map made for an earlier image
+    of the same group on the same grid is the same map. A truncated,
+    unreadable or differently keyed file is not used (it is recomputed).
+    """
+    if not path.exists() or fits_size_problem(path) is not None:
+        return None
+    try:
+        data, header, _ = _read_plane(path)
+    except InputDataError:
+        return None
+    if header.get(PB_KEY_CARD) != key or data.shape != tuple(shape):
+        return None
+    return data
 
 
 def _residual_rms(product: ImageProduct, residual: np.ndarray) -> float:
@@ -438,9 +472,12 @@ def _residual_rms(product: ImageProduct, residual: np.ndarray) -> float:
     return robust_rms(residual)
 
 
-def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> None:
-    """Write the image and residual previews (scaled by the residual's rms) and
-    the primary beam's (0 to 1, linear)."""
+def _write_previews(
+    image, residual, pb, header, wcs, product, paths, stale, max_pix: int
+) -> None:
+    """Write the image and residual previews (scaled by the residual's rms,
+    at most ``max_pix`` on a side) and the primary beam's (0 to 1, linear, at
+    most ``max_pix // 2``: a smooth map)."""
     from dsa110_contimg.visualization import write_preview
 
     rms = _residual_rms(product, residual)
@@ -457,6 +494,7 @@ def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> 
                 title=f"{name}: {what}",
                 header=header,
                 rms_jy=rms,
+                max_pix=max_pix,
             )
     if "pb_png" in stale:
         title = f"{name}: primary beam (drift-averaged)"
@@ -469,6 +507,7 @@ def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> 
             unit="gain",
             stretch="linear",
             limits=(0.0, 1.0),
+            max_pix=max(1, max_pix // 2),
         )
 
 
@@ -531,11 +570,16 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         )
         raise InputDataError(msg)
     wcs = celestial_wcs(header)
-    if usable["pb"]:
-        pb = _read_plane(paths["pb"])[0]
-    else:
-        pb = primary_beam_image(wcs, image.shape, DriftTrack.from_header(header))
-        _write_map(paths["pb"], pb, header, shape, "pb")
+    pb = _read_plane(paths["pb"])[0] if usable["pb"] else None
+    if pb is None:
+        track = DriftTrack.from_header(header)
+        pb_key = primary_beam_key(wcs, image.shape, track)
+        pb = _reusable_pb(paths["pb"], pb_key, image.shape)
+        if pb is None:
+            pb = primary_beam_image(wcs, image.shape, track)
+            _write_map(paths["pb"], pb, header, shape, "pb", {PB_KEY_CARD: pb_key})
+        else:
+            os.utime(paths["pb"])  # current for this image: reused as is next time
     source = product.residual_path
     residual = _read_plane(source)[0] if source.exists() else image
     if not usable["rms"]:
@@ -543,11 +587,24 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
         _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
     if not usable["pbcor"]:
+        # float32 throughout (the map is stored as float32): no float64
+        # temporaries of the image size
+        pbcor = np.full(image.shape, np.nan, dtype=np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
-            pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
+            np.divide(image, pb, out=pbcor, where=pb >= cfg.pb_limit)
         _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
     if cfg.write_png:
         stale = [k for k in pngs if not usable[k]]
-        _write_previews(image, residual, pb, header, wcs, product, paths, stale)
+        _write_previews(
+            image,
+            residual,
+            pb,
+            header,
+            wcs,
+            product,
+            paths,
+            stale,
+            cfg.preview_max_pix,
+        )
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done
