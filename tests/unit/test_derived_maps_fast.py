@@ -22,8 +22,8 @@ from astropy.time import Time
 
 from dsa110_contimg.data_ingestion.photometry import Beam
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_key
-from dsa110_contimg.pipeline.stages import imaging_stage
-from dsa110_contimg.pipeline.stages.imaging_stage import (
+from dsa110_contimg.pipeline.stages import derived_maps
+from dsa110_contimg.pipeline.stages.derived_maps import (
     PB_KEY_CARD,
     make_derived_products,
 )
@@ -147,13 +147,13 @@ def test_pb_map_is_reused_by_key_and_recomputed_when_broken(
     assert fits.getheader(done.pb_path)[PB_KEY_CARD] == key
 
     calls = []
-    real = imaging_stage.primary_beam_image
+    real = derived_maps.primary_beam_image
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(imaging_stage, "primary_beam_image", counted)
+    monkeypatch.setattr(derived_maps, "primary_beam_image", counted)
 
     def reimaged() -> None:
         """A new image of the same group on the same grid (another clean)."""

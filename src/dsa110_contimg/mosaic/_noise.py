@@ -126,12 +126,26 @@ class _BoxMadStd:
             if axis is None or data.ndim == 1:
                 return mad_std(data, axis=axis, ignore_nan=True)
             has_nan = np.isnan(data).any(axis=axis)
-            out = np.asarray(mad_std(data, axis=axis))
+            out = _mad_std_in_place(np.array(np.moveaxis(data, axis, -1)))
             if has_nan.any():
                 out[has_nan] = mad_std(
                     np.moveaxis(data, axis, -1)[has_nan], axis=-1, ignore_nan=True
                 )
         return out
+
+
+def _mad_std_in_place(work: NDArray) -> NDArray:
+    """``mad_std(work, axis=-1)`` computed inside ``work`` (which it scrambles).
+
+    The same operations as `astropy.stats.mad_std` with `numpy.median`
+    (median, absolute deviations from it, their median, times 1.4826), in
+    the array's own memory: one partition in place per median and no
+    temporaries of the data's size.
+    """
+    centre = np.median(work, axis=-1, overwrite_input=True)
+    np.subtract(work, centre[..., None], out=work)
+    np.abs(work, out=work)
+    return np.median(work, axis=-1, overwrite_input=True) * 1.482602218505602
 
 
 def zoom_separable(
