@@ -217,3 +217,25 @@ def test_pb_key_names_grid_track_and_band() -> None:
         others.append(primary_beam_key(wcs(), SHAPE, replace(TRACK, **{field: value})))
     assert base not in others
     assert len(set(others)) == len(others)
+
+
+def test_maps_made_in_the_worker_thread_go_through_the_publish_fence(
+    tmp_path: Path,
+) -> None:
+    """The FITS maps are written by a worker thread while the previews are
+    drawn; each rename still passes the caller's fence (a worker's claims)."""
+    from dsa110_contimg.utils.storage import publish_fence, swap_into_place
+
+    product = _simulated(tmp_path)
+    fenced: list[str] = []
+
+    def fence(tmp: Path, final: Path) -> None:
+        fenced.append(final.name.removeprefix("drift_20230601T000007_00-"))
+        swap_into_place(tmp, final)
+
+    with publish_fence(fence):
+        done = make_derived_products(product, ImagingConfig(noise_box_beams=5.0))
+    assert sorted(fenced) == sorted(
+        ["pb.fits", "rms.fits", "pbcor.fits", "image.png", "residual.png", "pb.png"]
+    )
+    assert done.preview_path.exists() and done.pbcor_path.exists()

@@ -13,8 +13,10 @@ maps of an existing image imports neither the imagers nor the MS readers.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,11 +142,11 @@ def _residual_rms(product: ImageProduct, residual: np.ndarray) -> float:
 
 
 def _write_previews(
-    image, residual, pb, header, wcs, product, paths, stale, max_pix: int
+    image, residual, pb: Future, header, wcs, product, paths, stale, max_pix: int
 ) -> None:
     """Write the image and residual previews (scaled by the residual's rms,
     at most ``max_pix`` on a side) and the primary beam's (0 to 1, linear, at
-    most ``max_pix // 2``: a smooth map)."""
+    most ``max_pix // 2``: a smooth map; ``pb`` is awaited only for it)."""
     from dsa110_contimg.visualization import write_preview
 
     rms = _residual_rms(product, residual)
@@ -166,7 +168,7 @@ def _write_previews(
     if "pb_png" in stale:
         title = f"{name}: primary beam (drift-averaged)"
         write_preview(
-            pb,
+            pb.result(),
             wcs,
             paths["pb_png"],
             title=title,
@@ -184,6 +186,11 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
     Maps that already exist are kept. The rms map is the robust rms of the
     residual (of the restored image if the residual is missing) in boxes of
     ``cfg.noise_box_beams`` beam major axes, interpolated between boxes.
+    The primary-beam map is reused when whole and of the same
+    `primary_beam_key` (``DSAPBKEY``). With previews to draw, the FITS maps
+    are made in a worker thread while the previews are drawn (the two cores
+    of a worker overlap numpy and matplotlib); its writes go through the
+    caller's `publish_fence`.
 
     Parameters
     ----------
@@ -191,7 +198,7 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         The imager's products (restored image present).
     cfg : ImagingConfig
         The ``imaging`` section (``pb_limit``, ``noise_box_beams``,
-        ``write_png``).
+        ``write_png``, ``preview_max_pix``).
 
     Returns
     -------
@@ -237,9 +244,13 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         )
         raise InputDataError(msg)
     wcs = celestial_wcs(header)
-    pb = _read_plane(paths["pb"])[0] if usable["pb"] else None
-    if pb is None:
-        track = DriftTrack.from_header(header)
+    source = product.residual_path
+    residual = _read_plane(source)[0] if source.exists() else image
+    track = None if usable["pb"] else DriftTrack.from_header(header)
+
+    def beam() -> np.ndarray:
+        if track is None:
+            return _read_plane(paths["pb"])[0]
         pb_key = primary_beam_key(wcs, image.shape, track)
         pb = _reusable_pb(paths["pb"], pb_key, image.shape)
         if pb is None:
@@ -247,31 +258,48 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
             _write_map(paths["pb"], pb, header, shape, "pb", {PB_KEY_CARD: pb_key})
         else:
             os.utime(paths["pb"])  # current for this image: reused as is next time
-    source = product.residual_path
-    residual = _read_plane(source)[0] if source.exists() else image
-    if not usable["rms"]:
-        beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
-        box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
-        _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
-    if not usable["pbcor"]:
-        # float32 throughout (the map is stored as float32): no float64
-        # temporaries of the image size
-        pbcor = np.full(image.shape, np.nan, dtype=np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            np.divide(image, pb, out=pbcor, where=pb >= cfg.pb_limit)
-        _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
-    if cfg.write_png:
-        stale = [k for k in pngs if not usable[k]]
-        _write_previews(
-            image,
-            residual,
-            pb,
-            header,
-            wcs,
-            product,
-            paths,
-            stale,
-            cfg.preview_max_pix,
-        )
+        return pb
+
+    def maps(pb: np.ndarray) -> None:
+        if not usable["rms"]:
+            beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
+            box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
+            rms = noise_map(residual, box_pix=box)
+            _write_map(paths["rms"], rms, header, shape, "rms")
+        if not usable["pbcor"]:
+            # float32 throughout (the map is stored as float32): no float64
+            # temporaries of the image size
+            pbcor = np.full(image.shape, np.nan, dtype=np.float32)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                np.divide(image, pb, out=pbcor, where=pb >= cfg.pb_limit)
+            _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
+
+    stale = [k for k in pngs if not usable[k]] if cfg.write_png else []
+    if not stale:
+        maps(beam())
+    else:
+        # the FITS maps (numpy and file writes, which release the GIL) in a
+        # worker thread while this one draws the previews (matplotlib, kept
+        # to one thread); the worker runs in a copy of this context, so its
+        # renames go through the same publish fence
+        with ThreadPoolExecutor(1, thread_name_prefix="derived-maps") as pool:
+            pb_future = pool.submit(contextvars.copy_context().run, beam)
+            maps_future = pool.submit(
+                contextvars.copy_context().run, lambda: maps(pb_future.result())
+            )
+            try:
+                _write_previews(
+                    image,
+                    residual,
+                    pb_future,
+                    header,
+                    wcs,
+                    product,
+                    paths,
+                    stale,
+                    cfg.preview_max_pix,
+                )
+            finally:
+                maps_future.result()
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done
