@@ -223,13 +223,18 @@ def test_maps_made_in_the_worker_thread_go_through_the_publish_fence(
     tmp_path: Path,
 ) -> None:
     """The FITS maps are written by a worker thread while the previews are
-    drawn; each rename still passes the caller's fence (a worker's claims)."""
+    drawn; each rename still passes the caller's fence (a worker's claims),
+    in the caller's thread (the fence's SQLite connection is bound to it)."""
+    import threading
+
     from dsa110_contimg.utils.storage import publish_fence, swap_into_place
 
     product = _simulated(tmp_path)
     fenced: list[str] = []
+    caller = threading.current_thread()
 
     def fence(tmp: Path, final: Path) -> None:
+        assert threading.current_thread() is caller, "fence called off its thread"
         fenced.append(final.name.removeprefix("drift_20230601T000007_00-"))
         swap_into_place(tmp, final)
 
@@ -239,3 +244,4 @@ def test_maps_made_in_the_worker_thread_go_through_the_publish_fence(
         ["pb.fits", "rms.fits", "pbcor.fits", "image.png", "residual.png", "pb.png"]
     )
     assert done.preview_path.exists() and done.pbcor_path.exists()
+    assert not list(tmp_path.glob(".*tmp-*")), "no temporary left behind"

@@ -13,7 +13,6 @@ maps of an existing image imports neither the imagers nor the MS readers.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,7 +39,12 @@ from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tools.fits_header import celestial_wcs
 from dsa110_contimg.tools.imagers import ImageProduct
 from dsa110_contimg.utils.config import ImagingConfig
-from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
+from dsa110_contimg.utils.storage import (
+    publish,
+    temporary_path,
+    write_errors_as_resource,
+    writes_product,
+)
 
 __all__ = ["PB_KEY_CARD", "MIN_FINITE_FRACTION", "make_derived_products"]
 
@@ -79,14 +83,19 @@ def _read_plane(path: Path) -> tuple[np.ndarray, fits.Header, tuple[int, ...]]:
 
 
 @writes_product("FITS map")
-def _write_map(
+def _write_temporary(
     path: Path,
     data: np.ndarray,
     header: fits.Header,
     shape: tuple[int, ...],
     kind: str,
     cards: dict[str, str] | None = None,
-) -> None:
+) -> Path:
+    """Write a map under a `temporary_path` of ``path``; return that name.
+
+    The caller publishes it (`_publish_all`), in the thread that holds the
+    publish fence.
+    """
     out = header.copy()
     out["DSAPROD"] = (kind, "dsa110_contimg product kind")
     out["BUNIT"] = "" if kind == "pb" else "JY/BEAM"
@@ -98,9 +107,22 @@ def _write_map(
         # copy inside astropy
         big = np.asarray(data, dtype=">f4").reshape(shape)
         fits.PrimaryHDU(big, out).writeto(tmp)
-        publish(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _publish_all(pending: list[tuple[Path, Path]]) -> None:
+    """Flush and rename each ``(temporary, final)`` into place; delete the
+    temporaries left (all of them when one fails)."""
+    try:
+        for tmp, final in pending:
+            with write_errors_as_resource(final, "FITS map"):
+                publish(tmp, final)
+    finally:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
 
 
 def _reusable_pb(path: Path, key: str, shape: tuple[int, int]) -> np.ndarray | None:
@@ -189,8 +211,8 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
     The primary-beam map is reused when whole and of the same
     `primary_beam_key` (``DSAPBKEY``). With previews to draw, the FITS maps
     are made in a worker thread while the previews are drawn (the two cores
-    of a worker overlap numpy and matplotlib); its writes go through the
-    caller's `publish_fence`.
+    of a worker overlap numpy and matplotlib) and published by the calling
+    thread, through its `publish_fence`.
 
     Parameters
     ----------
@@ -247,6 +269,11 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
     source = product.residual_path
     residual = _read_plane(source)[0] if source.exists() else image
     track = None if usable["pb"] else DriftTrack.from_header(header)
+    pending: list[tuple[Path, Path]] = []  # (temporary, final) maps to publish
+
+    def emit(kind: str, data: np.ndarray, cards: dict[str, str] | None = None):
+        tmp = _write_temporary(paths[kind], data, header, shape, kind, cards)
+        pending.append((tmp, paths[kind]))
 
     def beam() -> np.ndarray:
         if track is None:
@@ -255,7 +282,7 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
         pb = _reusable_pb(paths["pb"], pb_key, image.shape)
         if pb is None:
             pb = primary_beam_image(wcs, image.shape, track)
-            _write_map(paths["pb"], pb, header, shape, "pb", {PB_KEY_CARD: pb_key})
+            emit("pb", pb, {PB_KEY_CARD: pb_key})
         else:
             os.utime(paths["pb"])  # current for this image: reused as is next time
         return pb
@@ -265,41 +292,45 @@ def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImagePro
             beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
             box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
             rms = noise_map(residual, box_pix=box)
-            _write_map(paths["rms"], rms, header, shape, "rms")
+            emit("rms", rms)
         if not usable["pbcor"]:
             # float32 throughout (the map is stored as float32): no float64
             # temporaries of the image size
             pbcor = np.full(image.shape, np.nan, dtype=np.float32)
             with np.errstate(invalid="ignore", divide="ignore"):
                 np.divide(image, pb, out=pbcor, where=pb >= cfg.pb_limit)
-            _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
+            emit("pbcor", pbcor)
 
     stale = [k for k in pngs if not usable[k]] if cfg.write_png else []
-    if not stale:
-        maps(beam())
-    else:
-        # the FITS maps (numpy and file writes, which release the GIL) in a
-        # worker thread while this one draws the previews (matplotlib, kept
-        # to one thread); the worker runs in a copy of this context, so its
-        # renames go through the same publish fence
-        with ThreadPoolExecutor(1, thread_name_prefix="derived-maps") as pool:
-            pb_future = pool.submit(contextvars.copy_context().run, beam)
-            maps_future = pool.submit(
-                contextvars.copy_context().run, lambda: maps(pb_future.result())
-            )
-            try:
-                _write_previews(
-                    image,
-                    residual,
-                    pb_future,
-                    header,
-                    wcs,
-                    product,
-                    paths,
-                    stale,
-                    cfg.preview_max_pix,
-                )
-            finally:
-                maps_future.result()
+    try:
+        if not stale:
+            maps(beam())
+        else:
+            # the FITS maps (numpy and file writes, which release the GIL) in
+            # a worker thread while this one draws the previews (matplotlib,
+            # kept to one thread); the maps are published here, after it, as
+            # the publish fence may hold objects of this thread (SQLite)
+            with ThreadPoolExecutor(1, thread_name_prefix="derived-maps") as pool:
+                pb_future = pool.submit(beam)
+                maps_future = pool.submit(lambda: maps(pb_future.result()))
+                try:
+                    _write_previews(
+                        image,
+                        residual,
+                        pb_future,
+                        header,
+                        wcs,
+                        product,
+                        paths,
+                        stale,
+                        cfg.preview_max_pix,
+                    )
+                finally:
+                    maps_future.result()
+    except BaseException:
+        for tmp, _ in pending:
+            tmp.unlink(missing_ok=True)
+        raise
+    _publish_all(pending)
     log.info("derived maps written", extra={"image": str(product.image_path)})
     return done
