@@ -40,6 +40,7 @@ from dsa110_contimg.tools.fits_header import celestial_wcs
 from dsa110_contimg.tools.imagers import ImageProduct
 from dsa110_contimg.utils.config import ImagingConfig
 from dsa110_contimg.utils.storage import (
+    fsync_tree,
     publish,
     temporary_path,
     write_errors_as_resource,
@@ -107,6 +108,7 @@ def _write_temporary(
         # copy inside astropy
         big = np.asarray(data, dtype=">f4").reshape(shape)
         fits.PrimaryHDU(big, out).writeto(tmp)
+        fsync_tree(tmp)  # the disk wait here, in the worker; publish's is then short
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
