@@ -380,7 +380,7 @@ def derived_maps(product_pickle: str, overrides: dict[str, Any]) -> dict[str, An
     """Primary-beam model, rms map, PB-corrected image and PNG preview."""
     import pickle
 
-    from dsa110_contimg.pipeline.stages.imaging_stage import make_derived_products
+    from dsa110_contimg.pipeline.stages.derived_maps import make_derived_products
 
     product = pickle.loads(Path(product_pickle).read_bytes())
     done = make_derived_products(product, _config(overrides).imaging)

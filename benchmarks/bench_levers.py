@@ -203,7 +203,7 @@ def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, 
     from astropy.io import fits
 
     from dsa110_contimg import visualization
-    from dsa110_contimg.pipeline.stages import imaging_stage
+    from dsa110_contimg.pipeline.stages import derived_maps
     from dsa110_contimg.utils.config import ImagingConfig
 
     old_beam = old_module(f"{SRC}/mosaic/_beam.py", ref)
@@ -227,16 +227,16 @@ def lever_derived(image: Path, work: Path, ref: str, repeats: int) -> dict[str, 
     def old():
         with (
             patched(
-                imaging_stage,
+                derived_maps,
                 primary_beam_image=old_beam.primary_beam_image,
                 noise_map=old_noise.noise_map,
             ),
             patched(visualization, write_preview=old_preview.write_preview),
         ):
-            return maps(imaging_stage.make_derived_products(product["p"], cfg))
+            return maps(derived_maps.make_derived_products(product["p"], cfg))
 
     def new():
-        return maps(imaging_stage.make_derived_products(product["p"], cfg))
+        return maps(derived_maps.make_derived_products(product["p"], cfg))
 
     fresh()
     new()  # pay the IERS table and matplotlib imports once, for both

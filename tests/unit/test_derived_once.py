@@ -22,7 +22,7 @@ from dsa110_contimg.data_ingestion.photometry import Beam
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.mosaic import DriftTrack
 from dsa110_contimg.pipeline.stages import image_quality as qa
-from dsa110_contimg.pipeline.stages.imaging_stage import _residual_rms
+from dsa110_contimg.pipeline.stages.derived_maps import _residual_rms
 from dsa110_contimg.pipeline.stages.photometry_stage import measure_image
 from dsa110_contimg.products import ImageNames
 from dsa110_contimg.telescope import dsa110

@@ -138,10 +138,14 @@ def test_beam_image_matrix_evaluation_equals_the_spline():
     ny, nx = 157, 211
     yg, xg = np.linspace(0, ny - 1, 23), np.linspace(0, nx - 1, 31)
     spline = RectBivariateSpline(yg, xg, rng.random((23, 31)), kx=3, ky=3)
-    fast = _spline_on_pixels(spline, ny, nx)
+    fast = _spline_on_pixels(spline, ny, nx, dtype=np.float64)
     slow = spline(np.arange(ny, dtype=float), np.arange(nx, dtype=float))
     assert fast.shape == (ny, nx)
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    # the default: the pixel-sized product in float32, to float32 precision
+    single = _spline_on_pixels(spline, ny, nx)
+    assert single.dtype == np.float32
+    np.testing.assert_allclose(single, slow, rtol=0, atol=1e-6)
 
 
 def test_noise_map_equals_photutils_background_rms():
@@ -176,3 +180,52 @@ def test_noise_map_equals_photutils_background_rms():
     np.testing.assert_array_equal(np.isnan(ours), np.isnan(reference))
     ok = np.isfinite(ours)
     np.testing.assert_allclose(ours[ok], reference[ok], rtol=1e-6)
+
+
+def test_box_mad_std_equals_photutils_mesh_exactly():
+    """The vectorised box statistic gives photutils' MADStdBackgroundRMS mesh
+    bit for bit: NaN-free boxes, boxes with a few NaN, partial edge boxes and a
+    box left out (too few finite pixels)."""
+    import warnings
+
+    from photutils.background import (
+        Background2D,
+        MADStdBackgroundRMS,
+        MedianBackground,
+    )
+
+    from dsa110_contimg.mosaic._noise import _BoxMadStd, _NoBackground
+
+    rng = np.random.default_rng(8)
+    image = rng.normal(0.0, 1e-3, (203, 251)).astype(np.float32)
+    image[5:9, 30:34] = np.nan  # a few NaN in one box
+    image[150:200, 0:50] = np.nan  # a whole box masked
+    meshes = []
+    for bkg, rms in (
+        (MedianBackground(), MADStdBackgroundRMS()),
+        (_NoBackground(), _BoxMadStd()),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            b2d = Background2D(
+                image,
+                (50, 50),
+                exclude_percentile=75.0,
+                filter_size=1,
+                sigma_clip=None,
+                bkg_estimator=bkg,
+                bkg_rms_estimator=rms,
+            )
+            meshes.append(np.asarray(b2d.background_rms_mesh))
+    assert meshes[0].shape == (5, 6)  # 4 x 5 whole boxes + partial edges
+    np.testing.assert_array_equal(meshes[1], meshes[0])
+
+
+def test_float32_zoom_is_within_1e6_of_float64():
+    from dsa110_contimg.mosaic._noise import zoom_separable
+
+    mesh = np.random.default_rng(2).uniform(1e-3, 3e-3, (7, 9))
+    full = zoom_separable(mesh, (40, 40), (270, 350))
+    fast = zoom_separable(mesh, (40, 40), (270, 350), dtype=np.float32)
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, full, rtol=1e-6)

@@ -224,3 +224,21 @@ def test_robust_rms_of_float32_equals_the_float64_sample() -> None:
     values = values[np.isfinite(values)]
     expected = float(mad_std(values[:: values.size // 1_000_000]))
     assert robust_rms(image) == expected
+
+
+def test_downsample_of_a_finite_image_equals_the_masked_block_mean() -> None:
+    """The NaN-free fast path (strided sums) gives the masked path's means."""
+    from dsa110_contimg.visualization import downsample_mean
+
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(120, 96)).astype(np.float32)
+    blocks = image.astype(np.float64).reshape(30, 4, 24, 4)
+    expected = blocks.sum(axis=(1, 3)) / 16
+    got = downsample_mean(image, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-14)
+    with_nan = image.copy()
+    with_nan[0, 0] = np.nan  # the masked path: the block mean of 15 pixels
+    masked = downsample_mean(with_nan, 4)
+    first = blocks[0, :, 0, :].ravel()[1:]  # the block without its NaN pixel
+    assert masked[0, 0] == pytest.approx(first.mean(), rel=1e-12)
+    np.testing.assert_allclose(masked[1:], expected[1:], rtol=1e-14)

@@ -1,6 +1,11 @@
 """Image-plane science for mosaics: primary beams, noise maps, coaddition."""
 
-from dsa110_contimg.mosaic._beam import DriftTrack, primary_beam_at, primary_beam_image
+from dsa110_contimg.mosaic._beam import (
+    DriftTrack,
+    primary_beam_at,
+    primary_beam_image,
+    primary_beam_key,
+)
 from dsa110_contimg.mosaic._coadd import MosaicInput, MosaicResult, coadd_images
 from dsa110_contimg.mosaic._grid import circular_mean_deg, image_outline, mosaic_grid
 from dsa110_contimg.mosaic._noise import noise_map
@@ -16,6 +21,7 @@ __all__ = [
     "DriftTrack",
     "primary_beam_at",
     "primary_beam_image",
+    "primary_beam_key",
     "MosaicInput",
     "MosaicResult",
     "coadd_images",

@@ -9,6 +9,8 @@ image header by the imaging stage (``DSAPTDEC``, ``DSAT0MJD``, ``DSADTSEC``,
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,12 +28,14 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import drift_averaged_beam
 
-__all__ = ["DriftTrack", "primary_beam_at", "primary_beam_image"]
+__all__ = ["DriftTrack", "primary_beam_at", "primary_beam_image", "primary_beam_key"]
 
 TRACK_KEYS = ("DSAPTDEC", "DSAT0MJD", "DSADTSEC", "DSANTIME", "DSAFMIN", "DSAFMAX")
 _N_BEAM_FREQS = 8
 _MAX_GRID_POINTS = 65
 _CHUNK_POSITIONS = 4096
+# bump when the beam model or its evaluation changes: old maps are then remade
+_BEAM_MODEL_VERSION = f"airy-drift-1 D={dsa110.DISH_DIAMETER_M} nf={_N_BEAM_FREQS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +164,7 @@ def primary_beam_image(
 
     Returns
     -------
-    ndarray, shape (n_y, n_x)
+    ndarray of float32, shape (n_y, n_x)
         Primary-beam power response.
 
     Notes
@@ -168,7 +172,9 @@ def primary_beam_image(
     The beam (a few degrees wide) is evaluated exactly on a coarse grid of
     pixels spanning the image, including its edges, and interpolated to
     every pixel with a bicubic spline; for a 4800 x 3" image the grid spacing
-    is 75 pixels (3.75') and the interpolation error is below 1e-5.
+    is 75 pixels (3.75') and the interpolation error is below 1e-5. The
+    pixel-sized product is taken in float32 (the map is stored as float32):
+    within 3e-7 of the float64 spline.
     """
     ny, nx = shape
     n_y = min(ny, n_grid or _MAX_GRID_POINTS)
@@ -182,21 +188,73 @@ def primary_beam_image(
         # Off-sky pixels or a tiny image: evaluate every pixel directly.
         xx, yy = np.meshgrid(np.arange(nx, dtype=float), np.arange(ny, dtype=float))
         ra, dec = wcs.celestial.pixel_to_world_values(xx.ravel(), yy.ravel())
-        return primary_beam_at(track, ra, dec).reshape(ny, nx)
+        return primary_beam_at(track, ra, dec).reshape(ny, nx).astype(np.float32)
     return _spline_on_pixels(RectBivariateSpline(yg, xg, pb_grid, kx=3, ky=3), ny, nx)
 
 
+def primary_beam_key(
+    wcs: WCS, shape: tuple[int, int], track: DriftTrack, *, n_grid: int | None = None
+) -> str:
+    """Return a key that names one `primary_beam_image` exactly.
+
+    The map is a function of the pixel grid (shape and the celestial WCS:
+    projection, reference pixel and value, cell), the pointing track (strip
+    declination, start time, cadence, number of integrations, band), the
+    coarse-grid size and the beam model; the key hashes all of them, so two
+    maps with the same key are the same map, and a change of any of them
+    gives another key.
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits.
+
+    Notes
+    -----
+    The track's start time is part of the key on purpose: the beam centres
+    are the meridian in apparent coordinates, so in the image's ICRS frame
+    the track tilts with precession, nutation and aberration. Measured at
+    Dec +30.5 on a 4800 x 3" grid, maps of groups 5 min apart differ by
+    1.5e-6 of the peak, 12 h apart by 5.5e-5 (2.6e-4 relative at pb > 0.2):
+    one map per strip would not equal the map of each group to 1e-6.
+    """
+    header = wcs.celestial.to_header()
+    cards = {k: header[k] for k in sorted(header) if k not in ("DATE-OBS", "MJD-OBS")}
+    record = {
+        "model": _BEAM_MODEL_VERSION,
+        "shape": [int(n) for n in shape],
+        "wcs": {k: repr(v) for k, v in cards.items()},
+        "track": [
+            repr(v)
+            for v in (
+                track.pointing_dec_deg,
+                track.start_mjd,
+                track.step_s,
+                track.n_time,
+                track.freq_min_hz,
+                track.freq_max_hz,
+            )
+        ],
+        "n_grid": n_grid,
+    }
+    text = json.dumps(record, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def _spline_on_pixels(
-    spline: RectBivariateSpline, ny: int, nx: int
-) -> NDArray[np.float64]:
+    spline: RectBivariateSpline, ny: int, nx: int, *, dtype: type = np.float32
+) -> NDArray:
     """Evaluate a bicubic spline on every pixel as ``By @ C @ Bx.T``.
 
     The tensor-product spline is the coefficient matrix ``C`` between the
     B-spline basis matrices of the two axes; two matrix products evaluate it
-    on the whole pixel grid, to 1e-15 of ``spline(y, x)`` and about 5x faster
-    (a 4800^2 image: 0.5 s instead of 3 s).
+    on the whole pixel grid, about 5x faster than ``spline(y, x)`` (a 4800^2
+    image: 0.5 s instead of 3 s). ``By @ C`` is taken in float64; the
+    pixel-sized product in ``dtype``: float64 gives ``spline(y, x)`` to
+    1e-15, float32 to a few 1e-8 of the beam's peak, 3x faster again.
     """
     ty, tx, coeffs = spline.tck
     by = BSpline.design_matrix(np.arange(ny, dtype=float), ty, 3).toarray()
     bx = BSpline.design_matrix(np.arange(nx, dtype=float), tx, 3).toarray()
-    return by @ coeffs.reshape(by.shape[1], bx.shape[1]) @ bx.T
+    left = by @ coeffs.reshape(by.shape[1], bx.shape[1])
+    return left.astype(dtype) @ bx.T.astype(dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from astropy.stats import mad_std
 from numpy.typing import ArrayLike, NDArray
 from scipy.ndimage import zoom
 
@@ -30,7 +31,7 @@ def noise_map(
 
     Returns
     -------
-    ndarray, shape (n_y, n_x)
+    ndarray of float32, shape (n_y, n_x)
         Local rms, Jy/beam; NaN where ``residual`` is NaN, or everywhere when
         no box has enough finite pixels.
 
@@ -45,7 +46,15 @@ def noise_map(
     (``scipy.ndimage.zoom``), so the map is a smooth sliding-window estimate
     without edge steps. The zoom is separable and linear, so it is applied
     as two matrix products (`zoom_separable`): the same map as photutils'
-    own interpolator to 1e-14, about 10x faster on a 4800^2 image.
+    own interpolator to 1e-14, about 10x faster on a 4800^2 image; the large
+    product is taken in float32 (the map is written as float32): within
+    1e-6 relative of the float64 product.
+
+    The box statistic is photutils' `MADStdBackgroundRMS` value computed
+    without its per-box loop (`_BoxMadStd`: one vectorised median over all
+    boxes free of NaN, the NaN-ignoring median only for boxes with NaN; the
+    same numbers, tested), and the unused box background is not measured
+    (`_NoBackground`): 3x faster on a 4800^2 image.
 
     Examples
     --------
@@ -57,11 +66,7 @@ def noise_map(
     """
     # imported here: photutils takes ~0.3 s, and image photometry imports this
     # package without making maps
-    from photutils.background import (
-        Background2D,
-        MADStdBackgroundRMS,
-        MedianBackground,
-    )
+    from photutils.background import Background2D
 
     data = np.asarray(residual, dtype=np.float32)
     if data.ndim != 2:
@@ -72,7 +77,7 @@ def noise_map(
         raise ValueError(msg)
     finite = np.isfinite(data)
     if not finite.any():
-        return np.full(data.shape, np.nan)
+        return np.full(data.shape, np.nan, dtype=np.float32)
     box = (min(int(box_pix), data.shape[0]), min(int(box_pix), data.shape[1]))
     try:
         with warnings.catch_warnings():  # boxes left out are filled: expected
@@ -83,20 +88,76 @@ def noise_map(
                 exclude_percentile=100.0 * (1.0 - min_valid_fraction),
                 filter_size=1,
                 sigma_clip=None,
-                bkg_estimator=MedianBackground(),
-                bkg_rms_estimator=MADStdBackgroundRMS(),
+                bkg_estimator=_NoBackground(),
+                bkg_rms_estimator=_BoxMadStd(),
             )
             mesh = np.asarray(background.background_rms_mesh)
-            rms = zoom_separable(mesh, background.box_size, data.shape)
+            rms = zoom_separable(
+                mesh, background.box_size, data.shape, dtype=np.float32
+            )
     except ValueError:  # no box has enough finite pixels
-        return np.full(data.shape, np.nan)
+        return np.full(data.shape, np.nan, dtype=np.float32)
     rms[~finite | ~(rms > 0)] = np.nan
     return rms
 
 
+class _NoBackground:
+    """Box background estimator that measures nothing (zeros).
+
+    `noise_map` uses only the rms mesh; photutils marks boxes with too few
+    pixels from the pixel counts, not from this value.
+    """
+
+    def __call__(self, data, axis=None, masked=False):
+        if axis is None:
+            return np.float32(0.0)
+        return np.zeros(np.shape(data)[:-1], dtype=np.float32)
+
+
+class _BoxMadStd:
+    """``MADStdBackgroundRMS`` per box, vectorised over the boxes.
+
+    ``mad_std(..., ignore_nan=True)`` with an axis runs numpy's NaN median
+    box by box in Python; boxes without NaN give the same median from one
+    vectorised `numpy.median`, so only boxes holding NaN take that path.
+    """
+
+    def __call__(self, data, axis=None, masked=False):
+        data = np.asarray(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if axis is None or data.ndim == 1:
+                return mad_std(data, axis=axis, ignore_nan=True)
+            has_nan = np.isnan(data).any(axis=axis)
+            out = _mad_std_in_place(np.array(np.moveaxis(data, axis, -1)))
+            if has_nan.any():
+                out[has_nan] = mad_std(
+                    np.moveaxis(data, axis, -1)[has_nan], axis=-1, ignore_nan=True
+                )
+        return out
+
+
+def _mad_std_in_place(work: NDArray) -> NDArray:
+    """``mad_std(work, axis=-1)`` computed inside ``work`` (which it scrambles).
+
+    The same operations as `astropy.stats.mad_std` with `numpy.median`
+    (median, absolute deviations from it, their median, times 1.4826), in
+    the array's own memory: one partition in place per median and no
+    temporaries of the data's size.
+    """
+    centre = np.median(work, axis=-1, overwrite_input=True)
+    np.subtract(work, centre[..., None], out=work)
+    np.abs(work, out=work)
+    return np.median(work, axis=-1, overwrite_input=True) * 1.482602218505602
+
+
 def zoom_separable(
-    mesh: ArrayLike, box_size: tuple[int, int], shape: tuple[int, int]
-) -> NDArray[np.float64]:
+    mesh: ArrayLike,
+    box_size: tuple[int, int],
+    shape: tuple[int, int],
+    *,
+    dtype: type = np.float64,
+) -> NDArray:
     """Upsample a box mesh to an image as photutils' zoom interpolator does.
 
     The result equals ``scipy.ndimage.zoom(mesh, box_size, order=3,
@@ -112,10 +173,13 @@ def zoom_separable(
         Box side along y and x, pixels.
     shape : (int, int)
         Image shape ``(n_y, n_x)``; at most the mesh times the box size.
+    dtype : numpy dtype
+        Type of the result and of the large (image-sized) matrix product;
+        float32 halves the time and memory, within 1e-6 relative of float64.
     """
     grid = np.asarray(mesh, dtype=np.float64)
     if np.ptp(grid) == 0:
-        return np.full(shape, grid.min())
+        return np.full(shape, grid.min(), dtype=dtype)
 
     def operator(n_box: int, box: int, n_out: int) -> NDArray[np.float64]:
         eye = np.eye(n_box)
@@ -123,5 +187,5 @@ def zoom_separable(
 
     zy = operator(grid.shape[0], int(box_size[0]), shape[0])
     zx = operator(grid.shape[1], int(box_size[1]), shape[1])
-    out = zy @ grid @ zx.T
+    out = (zy @ grid).astype(dtype) @ zx.T.astype(dtype)
     return np.clip(out, grid.min(), grid.max(), out=out)

@@ -5,11 +5,13 @@ Per group (MS) the stage writes, under ``<images_dir>/<ms stem>``:
 from the imager (`imaging.backend`), then ``-pb.fits`` (the drift-averaged
 primary beam on the image grid), ``-rms.fits`` (sliding-window robust rms of
 the residual), ``-pbcor.fits`` (image / pb, NaN where pb < ``pb_limit``) and
-``-image.png`` and ``-residual.png`` (previews at native resolution with the
-beam, rms, frequency and time) and ``-pb.png`` (the primary beam). All carry
-the image's WCS and provenance cards; each is written under a temporary name
-and renamed. A re-run skips the imager when the restored image exists and only
-makes missing derived maps.
+``-image.png`` and ``-residual.png`` (block-averaged previews of at most
+``imaging.preview_max_pix`` with the beam, rms, frequency and time) and
+``-pb.png`` (the primary beam), made by
+`dsa110_contimg.pipeline.stages.derived_maps`. All carry the image's WCS and
+provenance cards; each is written under a temporary name and renamed. A re-run
+skips the imager when the restored image exists and only makes missing derived
+maps.
 
 With ``imaging.qa_enabled`` each new image is measured against the quality
 gates (`dsa110_contimg.pipeline.stages.image_quality`); a failed image is made
@@ -26,33 +28,28 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from astropy.io import fits
 from astropy.wcs import WCS
 
 from dsa110_contimg import __version__
 from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.exceptions import InputDataError
-from dsa110_contimg.mosaic import (
-    DriftTrack,
-    noise_map,
-    primary_beam_at,
-    primary_beam_image,
-)
+from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
 from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages._product_checks import (
     IMAGING_KEY_CARD,
-    file_problem,
     fits_problem,
     imaging_key,
 )
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
+from dsa110_contimg.pipeline.stages.derived_maps import (
+    MIN_FINITE_FRACTION,
+    make_derived_products,
+)
 from dsa110_contimg.products import ImageNames
 from dsa110_contimg.tools.fits_header import celestial_wcs, ms_observation_cards
 from dsa110_contimg.tools.imagers import ImageProduct, ImagingParams, get_imager
 from dsa110_contimg.utils.config import ImagingConfig, section_values
-from dsa110_contimg.utils.storage import publish, temporary_path, writes_product
 
 __all__ = [
     "celestial_wcs",
@@ -264,7 +261,7 @@ def image_ms(
         fits_problem(
             image_path,
             shape=tuple(reversed(cfg.image_size)),
-            min_finite_fraction=_MIN_FINITE_FRACTION,
+            min_finite_fraction=MIN_FINITE_FRACTION,
             key=key,
         )
         if image_path.exists()
@@ -381,10 +378,16 @@ def image_ms(
     return make_derived_products(product, cfg) if derived else product
 
 
-_MIN_FINITE_FRACTION = 0.5
 # settings that do not change the restored image (resources, outputs, gates)
 _NOT_IMAGE_SETTINGS = frozenset(
-    {"threads", "mem_percent", "timeout_s", "write_png", "noise_box_beams"}
+    {
+        "threads",
+        "mem_percent",
+        "timeout_s",
+        "write_png",
+        "preview_max_pix",
+        "noise_box_beams",
+    }
 )
 
 
@@ -394,179 +397,3 @@ def _image_settings(cfg: ImagingConfig) -> dict[str, object]:
         for k, v in cfg.model_dump(mode="json").items()
         if k not in _NOT_IMAGE_SETTINGS and not k.startswith("qa_")
     }
-
-
-def _derived_paths(image_path: Path) -> dict[str, Path]:
-    names = ImageNames.of(image_path)
-    return {
-        "pb": names.path("pb"),
-        "rms": names.path("rms"),
-        "pbcor": names.path("pbcor"),
-        "png": names.path("preview"),
-        "residual_png": names.path("residual_preview"),
-        "pb_png": names.path("pb_preview"),
-    }
-
-
-def _read_plane(path: Path) -> tuple[np.ndarray, fits.Header, tuple[int, ...]]:
-    """Return the 2-D image, its header and the on-disk data shape."""
-    try:
-        with fits.open(path) as hdul:
-            header = hdul[0].header.copy()
-            data = np.asarray(hdul[0].data, dtype=np.float32)
-    except (OSError, TypeError, ValueError) as err:
-        msg = f"{path}: cannot read FITS image ({err}); delete it and re-image the MS"
-        raise InputDataError(msg) from err
-    if data.ndim < 2:
-        msg = f"{path}: FITS image has no 2-D data; delete it and re-image the MS"
-        raise InputDataError(msg)
-    return data.reshape(data.shape[-2:]), header, data.shape
-
-
-@writes_product("FITS map")
-def _write_map(
-    path: Path, data: np.ndarray, header: fits.Header, shape: tuple[int, ...], kind: str
-) -> None:
-    out = header.copy()
-    out["DSAPROD"] = (kind, "dsa110_contimg product kind")
-    out["BUNIT"] = "" if kind == "pb" else "JY/BEAM"
-    tmp = temporary_path(path)
-    try:
-        fits.PrimaryHDU(data.astype(np.float32).reshape(shape), out).writeto(tmp)
-        publish(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _residual_rms(product: ImageProduct, residual: np.ndarray) -> float:
-    """Return the residual's robust rms: the quality record's, else measured.
-
-    The quality gates measured it already (``rms_jy``, 1.4826 MAD of the whole
-    residual); the previews reuse that number rather than derive it again.
-    """
-    from dsa110_contimg.visualization import robust_rms
-
-    if product.quality_path is not None:
-        try:
-            record = qa.read_quality(product.image_path)
-        except InputDataError:
-            record = None
-        rms = (record or {}).get("rms_jy")
-        if isinstance(rms, int | float) and np.isfinite(rms) and rms > 0:
-            return float(rms)
-    return robust_rms(residual)
-
-
-def _write_previews(image, residual, pb, header, wcs, product, paths, stale) -> None:
-    """Write the image and residual previews (scaled by the residual's rms) and
-    the primary beam's (0 to 1, linear)."""
-    from dsa110_contimg.visualization import write_preview
-
-    rms = _residual_rms(product, residual)
-    name = f"{header.get('DSAGROUP', product.ms_path.stem)} ({product.backend})"
-    for key, data, what in (
-        ("png", image, "image"),
-        ("residual_png", residual, "residual"),
-    ):
-        if key in stale:
-            write_preview(
-                data,
-                wcs,
-                paths[key],
-                title=f"{name}: {what}",
-                header=header,
-                rms_jy=rms,
-            )
-    if "pb_png" in stale:
-        title = f"{name}: primary beam (drift-averaged)"
-        write_preview(
-            pb,
-            wcs,
-            paths["pb_png"],
-            title=title,
-            header=header,
-            unit="gain",
-            stretch="linear",
-            limits=(0.0, 1.0),
-        )
-
-
-def make_derived_products(product: ImageProduct, cfg: ImagingConfig) -> ImageProduct:
-    """Write the primary-beam, rms and PB-corrected maps and the PNG preview.
-
-    Maps that already exist are kept. The rms map is the robust rms of the
-    residual (of the restored image if the residual is missing) in boxes of
-    ``cfg.noise_box_beams`` beam major axes, interpolated between boxes.
-
-    Parameters
-    ----------
-    product : ImageProduct
-        The imager's products (restored image present).
-    cfg : ImagingConfig
-        The ``imaging`` section (``pb_limit``, ``noise_box_beams``,
-        ``write_png``).
-
-    Returns
-    -------
-    ImageProduct
-        ``product`` with ``pb_path``, ``rms_path``, ``pbcor_path`` and
-        ``preview_path`` set.
-
-    Raises
-    ------
-    InputDataError
-        The restored image is unreadable or lacks the pointing-track cards.
-    """
-    paths = _derived_paths(product.image_path)
-    pngs = ["png", "residual_png", "pb_png"]
-    wanted = ["pb", "rms", "pbcor"] + (pngs if cfg.write_png else [])
-    done = replace(
-        product,
-        pb_path=paths["pb"],
-        rms_path=paths["rms"],
-        pbcor_path=paths["pbcor"],
-        preview_path=paths["png"] if cfg.write_png else None,
-    )
-    image_path = product.image_path
-    # a map is reused only when whole and made from this image (not older)
-    usable = {
-        k: (
-            file_problem(paths[k], newer_than=image_path)
-            if k.endswith("png")
-            else fits_problem(paths[k], newer_than=image_path)
-        )
-        is None
-        for k in wanted
-    }
-    if all(usable.values()):
-        return done
-    image, header, shape = _read_plane(image_path)
-    finite = float(np.isfinite(image).mean()) if image.size else 0.0
-    if finite < _MIN_FINITE_FRACTION:
-        msg = (
-            f"{image_path}: only {100 * finite:.1f}% of the image of "
-            f"{product.ms_path} is finite; its visibilities are mostly flagged or "
-            "corrupt, so the image is not used (check the MS and its raw files)"
-        )
-        raise InputDataError(msg)
-    wcs = celestial_wcs(header)
-    if usable["pb"]:
-        pb = _read_plane(paths["pb"])[0]
-    else:
-        pb = primary_beam_image(wcs, image.shape, DriftTrack.from_header(header))
-        _write_map(paths["pb"], pb, header, shape, "pb")
-    source = product.residual_path
-    residual = _read_plane(source)[0] if source.exists() else image
-    if not usable["rms"]:
-        beam_pix = float(header.get("BMAJ", 0.0)) / abs(float(wcs.wcs.cdelt[1]))
-        box = max(16, round(cfg.noise_box_beams * max(beam_pix, 1.0)))
-        _write_map(paths["rms"], noise_map(residual, box_pix=box), header, shape, "rms")
-    if not usable["pbcor"]:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pbcor = np.where(pb >= cfg.pb_limit, image / pb, np.nan)
-        _write_map(paths["pbcor"], pbcor, header, shape, "pbcor")
-    if cfg.write_png:
-        stale = [k for k in pngs if not usable[k]]
-        _write_previews(image, residual, pb, header, wcs, product, paths, stale)
-    log.info("derived maps written", extra={"image": str(product.image_path)})
-    return done

@@ -150,6 +150,14 @@ class ImagingConfig(BaseModel):
     write_png: bool = Field(
         True, description="Write a PNG preview of every image (flag)."
     )
+    preview_max_pix: int = Field(
+        1200,
+        ge=100,
+        description="Largest side of the image and residual PNG previews; "
+        "larger images are block-averaged by a whole factor (a 4800^2 image: "
+        "4x4 blocks, 1200^2); the primary-beam preview, a smooth map, at half "
+        "that (pixels).",
+    )
     subtract_standards_min_jy: float | None = Field(
         1.0,
         gt=0,
