@@ -37,6 +37,7 @@ class ImagingParams:
     auto_threshold_sigma: float | None = 1.0
     auto_mask_sigma: float | None = 4.0
     mgain: float = 0.8
+    gain: float = 0.1
     channels_out: int = 1
     nterms: int = 2
     multiscale_scales_pix: tuple[int, ...] | None = None

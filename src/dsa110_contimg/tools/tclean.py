@@ -40,13 +40,14 @@ auto_mask_sigma        -auto-mask                  usemask='auto-multithresh',
                                                    sidelobethreshold=1,
                                                    growiterations=10
 mgain                  -mgain                      maxpsffraction = 1 - mgain
+gain                   -gain                       gain
 threads                -j                          OMP_NUM_THREADS, casarc
 mem_percent            -mem                        casarc memfrac
 data_column            -data-column                datacolumn data|corrected
 timeout_s              process killed              child process killed
 =====================  ==========================  ==========================
 
-Both use Stokes I, loop gain 0.1, and no primary-beam correction (the
+Both use Stokes I and no primary-beam correction (the
 pipeline applies the drift-averaged beam itself; tclean's ``pblimit`` is
 negative so it masks nothing).
 """
@@ -194,7 +195,7 @@ def tclean_call(
         "deconvolver": params.deconvolver,
         "weighting": params.weighting,
         "niter": int(params.niter),
-        "gain": 0.1,
+        "gain": float(params.gain),
         "threshold": f"{params.threshold_jy:.6g}Jy",
         "nsigma": float(params.auto_threshold_sigma or 0.0),
         # WSClean's -mgain g ends a minor cycle at (1 - g) x the peak residual;

@@ -82,6 +82,8 @@ def wsclean_command(
         f"{params.threshold_jy:.6g}",
         "-mgain",
         str(params.mgain),
+        "-gain",
+        str(params.gain),
         "-j",
         str(params.threads),
         "-mem",

@@ -95,6 +95,17 @@ class ImagingConfig(BaseModel):
         "antennas, higher sidelobes) 0.9 worsens the fluxes of bright sources "
         "to +-3.5% and their pulls to 1.7, so the default stays 0.8 (fraction).",
     )
+    gain: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="Minor-loop gain: each clean component takes this fraction "
+        "of the peak residual (WSClean -gain, tclean gain); WSClean's and "
+        "tclean's default 0.1. A larger gain needs a smaller niter for the same "
+        "depth: 0.2 with the full niter cleans deeper and takes a 4th major "
+        "cycle at full size (benchmarks/results/perf_wsclean_levers_4.md) "
+(fraction).",
+    )
     channels_out: int = Field(
         1,
         ge=1,
