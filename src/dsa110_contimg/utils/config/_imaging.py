@@ -104,7 +104,7 @@ class ImagingConfig(BaseModel):
         "tclean's default 0.1. A larger gain needs a smaller niter for the same "
         "depth: 0.2 with the full niter cleans deeper and takes a 4th major "
         "cycle at full size (benchmarks/results/perf_wsclean_levers_4.md) "
-(fraction).",
+        "(fraction).",
     )
     channels_out: int = Field(
         1,
