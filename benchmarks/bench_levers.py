@@ -315,7 +315,7 @@ def lever_photometry(
 
 
 # name -> (config overrides, extra WSClean flags appended to the command);
-# "{half}" is replaced by half the image side
+# "{half}" and "{third}" are replaced by a half and a third of the image side
 WSCLEAN_LEVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "production": ({}, ()),
     "-parallel-gridding 2": ({}, ("-parallel-gridding", "2")),
@@ -343,6 +343,25 @@ WSCLEAN_LEVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     ),
     "-temp-dir /dev/shm": ({}, ("-temp-dir", "/dev/shm")),
     "-gain 0.2": ({"imaging.gain": 0.2}, ()),
+    # issue 19, perf_wsclean_levers_5: a larger minor-loop gain with niter cut
+    # by the same factor (the same depth in fewer components), sub-image
+    # deconvolution, a major-cycle cap, a clean border, local rms, masks
+    "-gain 0.2 -niter 2500": ({"imaging.gain": 0.2, "imaging.niter": 2500}, ()),
+    "-gain 0.25 -niter 2000": ({"imaging.gain": 0.25, "imaging.niter": 2000}, ()),
+    "-gain 0.3 -niter 1700": ({"imaging.gain": 0.3, "imaging.niter": 1700}, ()),
+    "-niter 2500": ({"imaging.niter": 2500}, ()),
+    "-parallel-deconvolution 1600 (9 sub-images)": (
+        {},
+        ("-parallel-deconvolution", "{third}"),
+    ),
+    "-nmiter 2": ({}, ("-nmiter", "2")),
+    "-clean-border 5": ({}, ("-clean-border", "5")),
+    "-local-rms": ({}, ("-local-rms",)),
+    "-auto-mask 5": ({"imaging.auto_mask_sigma": 5.0}, ()),
+    "-auto-mask 3": ({"imaging.auto_mask_sigma": 3.0}, ()),
+    "-nwlayers-factor 0.5": ({}, ("-nwlayers-factor", "0.5")),
+    "-padding 1.1": ({}, ("-padding", "1.1")),
+    "-mgain 0.97 -nmiter 2": ({"imaging.mgain": 0.97}, ("-nmiter", "2")),
 }
 # the levers of the first (1200^2) run; --wsclean-levers chooses others
 DEFAULT_WSCLEAN_LEVERS = tuple(list(WSCLEAN_LEVERS)[:4])
@@ -425,7 +444,9 @@ def lever_wsclean(
     for _ in range(repeats):
         for name in names:
             overrides, extra = wsclean_lever(name)
-            flags = [f.format(half=image_size // 2) for f in extra]
+            flags = [
+                f.format(half=image_size // 2, third=image_size // 3) for f in extra
+            ]
 
             def command(*args, _flags=flags, **kwargs):
                 cmd = base_command(*args, **kwargs)

@@ -278,3 +278,13 @@ def test_seed_path_re_exports_the_config_package() -> None:
     assert seed_names <= set(config_loader.__all__)
     for name in config_loader.__all__:
         assert getattr(config_loader, name) is getattr(config, name), name
+
+
+def test_production_cleans_with_gain_025_and_niter_2000() -> None:
+    """The full-size lever of perf_wsclean_levers_5.md: the depth of 5000
+    components at gain 0.1 in 2000 at 0.25; the other environments keep 0.1."""
+    imaging = load_pipeline_config(environment="production", env=NO_ENV).imaging
+    assert (imaging.gain, imaging.niter, imaging.mgain) == (0.25, 2000, 0.9)
+    for environment in ("development", "testing"):
+        config = load_pipeline_config(environment=environment, env=NO_ENV)
+        assert config.imaging.gain == 0.1

@@ -60,6 +60,7 @@ def test_seed_keys_map_to_the_same_meaning():
     assert _after(cmd, "-niter") == ["5000"] and call["niter"] == 5000
     assert float(_after(cmd, "-threshold")[0]) == 0.001
     assert call["threshold"] == "0.001Jy"
+    assert _after(cmd, "-gain") == ["0.1"] and call["gain"] == 0.1  # the default
     assert "-multiscale" not in cmd and call["deconvolver"] == "hogbom"
     assert call["gridder"] == "wproject" and "-use-wgridder" not in cmd
     assert call["stokes"] == "I" and _after(cmd, "-pol") == ["I"]
@@ -74,7 +75,7 @@ def test_weighting_uv_cut_automask_and_cycles():
         auto_threshold_sigma=1.0,
         auto_mask_sigma=4.0,
         mgain=0.8,
-        gain=0.05,
+        gain=0.2,
         threads=3,
         mem_percent=40.0,
         data_column="CORRECTED_DATA",
@@ -87,7 +88,7 @@ def test_weighting_uv_cut_automask_and_cycles():
     assert call["usemask"] == "auto-multithresh" and call["noisethreshold"] == 4.0
     assert _after(cmd, "-mgain") == ["0.8"]
     assert call["maxpsffraction"] == pytest.approx(0.2)
-    assert _after(cmd, "-gain") == ["0.05"] and call["gain"] == 0.05
+    assert _after(cmd, "-gain") == ["0.2"] and call["gain"] == 0.2
     assert _after(cmd, "-j") == ["3"] and _after(cmd, "-mem") == ["40.0"]
     assert call["datacolumn"] == "corrected"
     assert _after(cmd, "-data-column") == ["CORRECTED_DATA"]

@@ -99,10 +99,16 @@ class ImagingConfig(BaseModel):
         0.1,
         gt=0,
         le=3,
-        description="Minor-loop gain (WSClean -gain, tclean gain): each clean "
-        "iteration subtracts this fraction of the peak. Hogbom clean diverges at "
-        ">= 2 (each step overshoots the peak); values above 1 serve only to "
-        "test the quality gates (fraction).",
+        description="Minor-loop gain: each clean component takes this fraction "
+        "of the peak residual (WSClean -gain, tclean gain); WSClean's and "
+        "tclean's default 0.1. A larger gain needs a smaller niter for the same "
+        "depth: production sets 0.25 with niter 2000 (full size: 1.10-1.16x less "
+        "WSClean CPU than 0.1 with 5000, residual rms -0.5%, flux errors and "
+        "positions unchanged or better, benchmarks/results/"
+        "perf_wsclean_levers_5.md); 0.2 with the full niter cleans deeper and "
+        "takes a 4th major cycle (perf_wsclean_levers_4.md). Hogbom clean "
+        "diverges at >= 2 (each step overshoots the peak); values above 1 serve "
+        "only to test the quality gates (fraction).",
     )
     channels_out: int = Field(
         1,
