@@ -156,5 +156,12 @@ def rotate_phase_center(
     freq_hz : ndarray, shape (n_freq,)
         Channel frequencies.
     """
-    dw = (w_new_m - w_old_m)[:, None] * (freq_hz[None, :] / _C_M_S)
-    data *= np.exp(-2j * np.pi * dw)[:, :, None].astype(data.dtype, copy=False)
+    phase = (w_new_m - w_old_m)[:, None] * (freq_hz[None, :] / _C_M_S)
+    phase *= -2.0 * np.pi
+    # exp(i phase) as cos + i sin straight into the data's precision: the
+    # same values as np.exp of the complex phase, without its complex128
+    # intermediates (the phase itself stays float64: it reaches 1e4 rad)
+    rotation = np.empty(phase.shape, dtype=data.dtype)
+    np.cos(phase, out=rotation.real)
+    np.sin(phase, out=rotation.imag)
+    data *= rotation[:, :, None]
