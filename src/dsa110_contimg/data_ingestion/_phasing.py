@@ -22,6 +22,7 @@ __all__ = [
     "baseline_xyz_m",
     "icrs_to_hadec_rad",
     "meridian_icrs_deg",
+    "warm_up",
     "uvw_for_hadec_m",
     "direction_lmn",
     "rotate_phase_center",
@@ -91,6 +92,16 @@ def meridian_icrs_deg(
     )
     icrs = coord.transform_to("icrs")
     return icrs.ra.deg, icrs.dec.deg
+
+
+def warm_up(location: EarthLocation, time_jd: float) -> None:
+    """Load what the first sky-frame transform loads (IERS tables, erfa).
+
+    A new process pays ~1 s for it on its first transform; calling this
+    while something else (the subband readers) has the CPUs moves that off
+    the critical path. The result is discarded.
+    """
+    meridian_icrs_deg(0.0, np.atleast_1d(time_jd), location)
 
 
 def uvw_for_hadec_m(

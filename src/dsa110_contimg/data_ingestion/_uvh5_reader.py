@@ -10,6 +10,7 @@ ascending with positive widths, uvw is promoted to float64.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -364,12 +365,15 @@ def read_group_checked(
     corrupt_counts: dict[int, int] | None = None,
     workers: int = 1,
     fast: bool = True,
+    while_reading: Callable[[UVData], None] | None = None,
 ) -> tuple[GroupHeader, UVData]:
     """Check a group's headers, then read it (see `read_group`).
 
     Each file is opened once on the fast path: the header facts are checked
     (in subband order, with `read_group_header`'s errors) from what the
-    readers return, before any data error is raised.
+    readers return, before any data error is raised. ``while_reading``, if
+    given, is called with the first file's metadata (a metadata-only UVData)
+    while the reader processes work, for set-up that needs no visibilities.
 
     Returns
     -------
@@ -394,6 +398,8 @@ def read_group_checked(
         _collect(futures, reads, workers)
         _check_headers(group, lambda sb: _facts(reads[sb]))
         raise
+    if while_reading is not None and futures:
+        while_reading(uv)
     _collect(futures, reads, workers)
     header = _check_headers(group, lambda sb: _facts(reads[sb]))
     _check_chan_average(group, header, chan_average)
@@ -439,8 +445,16 @@ def _facts(read: _uvh5_subband.SubbandRead) -> dict[str, object]:
 def _start_reads(
     group: SubbandGroup, chan_average: int, workers: int
 ) -> tuple[dict[int, Future], dict[int, _uvh5_subband.SubbandRead]]:
-    """Submit every file to the reader pool (or read them here, workers=1)."""
-    if workers <= 1 or len(group.files) <= 1:
+    """Submit every file to the reader pool (or read them here, workers=1).
+
+    A daemonic process (a Dask or multiprocessing worker) may not start
+    processes of its own: it reads the files itself.
+    """
+    if (
+        workers <= 1
+        or len(group.files) <= 1
+        or multiprocessing.current_process().daemon
+    ):
         reads = {
             sb: _uvh5_subband.read_subband(str(path), chan_average)
             for sb, path in sorted(group.files.items())

@@ -242,18 +242,23 @@ def subband_pool(workers: int) -> Executor:
     """Return the process pool of ``workers`` readers, started on first use.
 
     The pool lives until the interpreter exits, so a long-running service
-    pays each worker's imports and numba compilation once, not per group.
-    Workers are spawned, not forked: a fork of a threaded service (or of a
-    process whose numba thread pool is running) can inherit a held lock.
-    Being direct children, they count in the caller's ``RUSAGE_CHILDREN``
-    once `shutdown_pools` has waited for them.
+    pays each worker's start-up (imports, numba compilation) once, not per
+    group. A process with no other thread forks its workers (they inherit
+    the imports: no start-up at all); one with threads spawns them, since a
+    fork could inherit a lock another thread holds. numba's thread pools
+    are fork-safe. Being direct children, the workers count in the
+    caller's ``RUSAGE_CHILDREN`` once `shutdown_pools` has waited for them.
     """
     with _POOLS_LOCK:
         pool = _POOLS.get(workers)
         if pool is None:
+            fork = (
+                threading.active_count() == 1
+                and "fork" in multiprocessing.get_all_start_methods()
+            )
             pool = ProcessPoolExecutor(
                 max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=multiprocessing.get_context("fork" if fork else "spawn"),
                 initializer=_worker_init,
             )
             _POOLS[workers] = pool

@@ -239,6 +239,9 @@ def convert_group(
         corrupt_counts=corrupt,
         workers=read_workers or default_workers(),
         fast=direct_read,
+        while_reading=lambda meta: _phasing.warm_up(
+            meta.telescope.location, float(meta.time_array[0])
+        ),
     )
     n_corrupt = sum(corrupt.values())
     steps["read"] = time.perf_counter() - t0
