@@ -205,3 +205,90 @@ def test_unsupported_layout_falls_back_to_pyuvdata(
     )
     ms = _convert(group, tmp_path / "fallback", 1, read_workers=1)
     _assert_ms_equal(ms, ref)
+
+
+def test_daemonic_process_reads_in_process(
+    tiny_group_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dask/multiprocessing worker may not start processes: no pool is used."""
+    import multiprocessing
+    from types import SimpleNamespace
+
+    from dsa110_contimg.data_ingestion import _uvh5_reader
+
+    monkeypatch.setattr(
+        multiprocessing, "current_process", lambda: SimpleNamespace(daemon=True)
+    )
+    monkeypatch.setattr(
+        _uvh5_subband, "subband_pool", lambda n: pytest.fail("pool in a daemon")
+    )
+    uv = _uvh5_reader.read_group(_group(tiny_group_dir), workers=2)
+    assert uv.Nfreqs == 16 * 2 and uv.data_array is not None
+
+
+def test_dead_reader_process_is_a_retryable_resource_error(
+    tiny_group_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from dsa110_contimg.data_ingestion import _uvh5_reader
+    from dsa110_contimg.exceptions import ResourceError
+    from dsa110_contimg.state.jobs import is_retryable
+
+    class DeadPool:
+        def submit(self, *args, **kwargs):
+            msg = "a worker was killed"
+            raise BrokenProcessPool(msg)
+
+    monkeypatch.setattr(_uvh5_subband, "subband_pool", lambda n: DeadPool())
+    group = _group(tiny_group_dir)
+    with pytest.raises(ResourceError, match="read_workers") as excinfo:
+        _uvh5_reader.read_group(group, workers=2)
+    assert group.group_id in str(excinfo.value)
+    assert is_retryable(excinfo.value)
+
+
+_FRESH_PROCESS = """
+import sys, warnings
+from pathlib import Path
+from dsa110_contimg.data_ingestion import _uvh5_subband
+from dsa110_contimg.data_ingestion import grouping
+from dsa110_contimg.data_ingestion.ms_creation import convert_group
+
+if __name__ == "__main__":
+    files = grouping.discover_subband_files(Path(sys.argv[1]))
+    (group,) = grouping.group_subband_files(files)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        convert_group(group, Path(sys.argv[2]), chan_average=2, read_workers=2)
+    (pool,) = _uvh5_subband._POOLS.values()
+    print(pool._mp_context.get_start_method())
+"""
+
+
+def test_fresh_process_forks_its_readers_and_writes_the_same_ms(
+    tiny_group_dir: Path, tmp_path: Path
+) -> None:
+    """What the batch CLI and the benchmark run: a new single-threaded process
+    forks its readers (numba not started yet) and writes the serial MS."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "convert.py"
+    script.write_text(_FRESH_PROCESS)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tiny_group_dir), str(tmp_path / "forked")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "fork"
+    group = _group(tiny_group_dir)
+    serial = _convert(group, tmp_path / "serial", 2, read_workers=1)
+    (forked,) = (tmp_path / "forked").glob("*.ms")
+    _assert_ms_equal(forked, serial)

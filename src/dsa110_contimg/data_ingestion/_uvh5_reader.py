@@ -162,10 +162,12 @@ def flag_corrupt_visibilities(uv: UVData) -> int:
         Number of visibilities newly flagged.
     """
     data = uv.data_array
-    bad = ~np.isfinite(data)
-    auto = (uv.ant_1_array == uv.ant_2_array)[:, None, None]
     with np.errstate(invalid="ignore", over="ignore"):
         amp = np.abs(data)
+    if _nothing_corrupt(amp, uv):
+        return 0
+    bad = ~np.isfinite(data)
+    auto = (uv.ant_1_array == uv.ant_2_array)[:, None, None]
     good = ~bad & ~uv.flag_array & (amp > 0)
     for sel in (np.broadcast_to(auto, data.shape), np.broadcast_to(~auto, data.shape)):
         sel_good = good & sel
@@ -194,6 +196,32 @@ def flag_corrupt_visibilities(uv: UVData) -> int:
         uv.flag_array |= bad
         uv.nsample_array[bad] = 0.0
     return n_new
+
+
+def _nothing_corrupt(amp: NDArray[np.floating], uv: UVData) -> bool:
+    """Return True when `flag_corrupt_visibilities` would flag nothing.
+
+    The usual case, proved cheaply: every amplitude finite (so every
+    visibility is), and for autos and crosses apart `_median_reaches` holds.
+    Works on row subsets instead of full-size masks; ``amp`` is modified
+    (its auto rows zeroed).
+    """
+    if not np.isfinite(amp).all():
+        return False
+    good = ~uv.flag_array & (amp > 0)
+    auto_rows = np.flatnonzero(uv.ant_1_array == uv.ant_2_array)
+    auto_amp, auto_good = amp[auto_rows], good[auto_rows]
+    # crosses: the auto rows zeroed in amp and unset in good
+    amp[auto_rows] = 0.0
+    good[auto_rows] = False
+    for values, mask in ((auto_amp, auto_good), (amp, good)):
+        n_good = int(np.count_nonzero(mask))
+        if n_good == 0:
+            continue
+        top = float(values.max(initial=0.0))
+        if not _median_reaches(values, mask, n_good, top):
+            return False
+    return True
 
 
 def _median_reaches(
@@ -559,9 +587,9 @@ def _assemble(
     order = sorted(freqs, key=lambda s: freqs[s][0])
     n_blt, _, n_pol = template.data.shape
     shape = (n_blt, n_chan * len(order), n_pol)
-    data = np.zeros(shape, dtype=template.data.dtype)
-    flags = np.ones(shape, dtype=bool)
-    nsample = np.zeros(shape, dtype=template.nsample.dtype)
+    data = np.empty(shape, dtype=template.data.dtype)
+    flags = np.empty(shape, dtype=bool)
+    nsample = np.empty(shape, dtype=template.nsample.dtype)
     freq = np.empty(shape[1])
     width = np.empty(shape[1])
     for i, sb in enumerate(order):
@@ -571,6 +599,8 @@ def _assemble(
         width[cut] = r.width_hz
         if sb in reads:
             data[:, cut], flags[:, cut], nsample[:, cut] = r.data, r.flags, r.nsample
+        else:
+            data[:, cut], flags[:, cut], nsample[:, cut] = 0.0, True, 0.0
     uv.data_array, uv.flag_array, uv.nsample_array = data, flags, nsample
     uv.freq_array, uv.channel_width = freq, width
     uv.Nfreqs = freq.size

@@ -234,6 +234,19 @@ def _worker_init() -> None:
         pass
 
 
+def _numba_fork_safe() -> bool:
+    """Return True unless numba's OpenMP threading layer runs in this process."""
+    try:
+        import numba
+
+        layer = numba.threading_layer()
+    except ImportError:  # pragma: no cover - numba comes with pyuvdata
+        return True
+    except ValueError:  # no parallel numba code has run here yet
+        return True
+    return layer != "omp"
+
+
 _POOLS: dict[int, Executor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -245,8 +258,9 @@ def subband_pool(workers: int) -> Executor:
     pays each worker's start-up (imports, numba compilation) once, not per
     group. A process with no other thread forks its workers (they inherit
     the imports: no start-up at all); one with threads spawns them, since a
-    fork could inherit a lock another thread holds. numba's thread pools
-    are fork-safe. Being direct children, the workers count in the
+    fork could inherit a lock another thread holds, and so does one that has
+    started numba's OpenMP thread pool (which aborts a forked child).
+    Being direct children, the workers count in the
     caller's ``RUSAGE_CHILDREN`` once `shutdown_pools` has waited for them.
     """
     with _POOLS_LOCK:
@@ -255,6 +269,7 @@ def subband_pool(workers: int) -> Executor:
             fork = (
                 threading.active_count() == 1
                 and "fork" in multiprocessing.get_all_start_methods()
+                and _numba_fork_safe()
             )
             pool = ProcessPoolExecutor(
                 max_workers=workers,
