@@ -97,20 +97,20 @@ def read_subband(path: str, chan_average: int) -> SubbandRead:
     """
     from pyuvdata.uvdata.uvh5 import FastUVH5Meta
 
-    from dsa110_contimg.data_ingestion import _uvh5_reader
+    from dsa110_contimg.data_ingestion import _uvh5_checks
 
     out = SubbandRead(path)
     try:
         meta = FastUVH5Meta(Path(path))
     except Exception as err:
         try:
-            _uvh5_reader._raise_read_error(Path(path), "cannot read HDF5 header", err)
+            _uvh5_checks.raise_read_error(Path(path), "cannot read HDF5 header", err)
         except Exception as routed:
             out.header_error = routed
         return out
     try:
         try:
-            out.header = _uvh5_reader._header_facts(meta, Path(path))
+            out.header = _uvh5_checks.header_facts(meta, Path(path))
         except Exception as err:
             out.header_error = err
             return out
@@ -125,7 +125,7 @@ def read_subband(path: str, chan_average: int) -> SubbandRead:
                 _read_arrays(meta, out, chan_average)
         except Exception as err:
             try:
-                _uvh5_reader._raise_read_error(
+                _uvh5_checks.raise_read_error(
                     Path(path), "reading visibilities failed", err
                 )
             except Exception as routed:
@@ -161,7 +161,7 @@ def _read_arrays(meta, out: SubbandRead, chan_average: int) -> None:
     """Fill ``out`` with the file's averaged arrays (see `read_subband`)."""
     from pyuvdata.utils.averaging import mapped_average
 
-    from dsa110_contimg.data_ingestion._uvh5_reader import flag_corrupt_visibilities
+    from dsa110_contimg.data_ingestion._uvh5_checks import flag_corrupt_visibilities
 
     header, dgrp = meta.header, meta.datagrp
     vis = dgrp["visdata"]
