@@ -292,3 +292,52 @@ def test_fresh_process_forks_its_readers_and_writes_the_same_ms(
     serial = _convert(group, tmp_path / "serial", 2, read_workers=1)
     (forked,) = (tmp_path / "forked").glob("*.ms")
     _assert_ms_equal(forked, serial)
+
+
+_NESTED = """
+import sys, warnings
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+from pathlib import Path
+
+
+def job(raw, out):
+    from dsa110_contimg.data_ingestion import grouping
+    from dsa110_contimg.data_ingestion.ms_creation import convert_group
+
+    (group,) = grouping.group_subband_files(grouping.discover_subband_files(Path(raw)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        convert_group(group, Path(out), read_workers=2)
+    return "converted"
+
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    print(pool.submit(job, sys.argv[1], sys.argv[2]).result())
+    pool.shutdown(wait=True)
+    print("shut down")
+"""
+
+
+def test_stage_pool_worker_with_readers_exits(tiny_group_dir: Path, tmp_path: Path):
+    """The services convert in a process-pool worker; when that pool shuts
+    down, the worker's reader processes must stop with it (a worker leaves
+    through multiprocessing's exit, which joins its children)."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "nested.py"
+    script.write_text(_NESTED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(tiny_group_dir), str(tmp_path / "ms")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["converted", "shut", "down"]

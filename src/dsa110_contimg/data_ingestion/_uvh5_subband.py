@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing
+import multiprocessing.util
 import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -298,3 +299,9 @@ def shutdown_pools() -> None:
 
 
 atexit.register(shutdown_pools)
+# A multiprocessing worker (the services' stage pool) leaves through
+# multiprocessing's exit function, which joins its children before atexit
+# would run: stop the readers there first, or that join waits forever.
+multiprocessing.util.Finalize(None, shutdown_pools, exitpriority=100)
+# a forked reader must not think it owns its parent's pools
+os.register_at_fork(after_in_child=_POOLS.clear)
