@@ -159,11 +159,15 @@ def drop_page_cache(paths) -> None:
 
 def convert_ours(raw_dir: str, out_dir: str, chan_average: int) -> dict[str, Any]:
     """The pipeline's conversion of one group (`convert_group`), raw files cold."""
+    from dsa110_contimg.data_ingestion._uvh5_subband import shutdown_pools
     from dsa110_contimg.data_ingestion.ms_creation import convert_group
 
     shutil.rmtree(out_dir, ignore_errors=True)
     drop_page_cache(_group(raw_dir).files.values())
     product = convert_group(_group(raw_dir), Path(out_dir), chan_average=chan_average)
+    # the reader processes exit (and are waited for) here, so that their CPU
+    # time and memory count in this stage's figures (RUSAGE_CHILDREN)
+    shutdown_pools()
     return {
         "ms": str(product.path),
         "ms_mb": round(_dir_mb(product.path), 1),

@@ -64,6 +64,7 @@ FUNCTION_DEFAULTS: list[tuple[Callable[..., object], str, type[BaseModel], str]]
     ),
     (ms_creation.convert_group, "chan_average", ConversionConfig, "chan_average"),
     (ms_creation.convert_group, "overwrite", ConversionConfig, "overwrite"),
+    (ms_creation.convert_group, "read_workers", ConversionConfig, "read_workers"),
     (
         ms_creation.convert_group,
         "incomplete_policy",

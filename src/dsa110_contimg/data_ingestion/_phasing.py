@@ -22,6 +22,7 @@ __all__ = [
     "baseline_xyz_m",
     "icrs_to_hadec_rad",
     "meridian_icrs_deg",
+    "warm_up",
     "uvw_for_hadec_m",
     "direction_lmn",
     "rotate_phase_center",
@@ -93,6 +94,16 @@ def meridian_icrs_deg(
     return icrs.ra.deg, icrs.dec.deg
 
 
+def warm_up(location: EarthLocation, time_jd: float) -> None:
+    """Load what the first sky-frame transform loads (IERS tables, erfa).
+
+    A new process pays ~1 s for it on its first transform; calling this
+    while something else (the subband readers) has the CPUs moves that off
+    the critical path. The result is discarded.
+    """
+    meridian_icrs_deg(0.0, np.atleast_1d(time_jd), location)
+
+
 def uvw_for_hadec_m(
     xyz_m: NDArray[np.float64],
     ha_rad: NDArray[np.float64],
@@ -156,5 +167,12 @@ def rotate_phase_center(
     freq_hz : ndarray, shape (n_freq,)
         Channel frequencies.
     """
-    dw = (w_new_m - w_old_m)[:, None] * (freq_hz[None, :] / _C_M_S)
-    data *= np.exp(-2j * np.pi * dw)[:, :, None].astype(data.dtype, copy=False)
+    phase = (w_new_m - w_old_m)[:, None] * (freq_hz[None, :] / _C_M_S)
+    phase *= -2.0 * np.pi
+    # exp(i phase) as cos + i sin straight into the data's precision: the
+    # same values as np.exp of the complex phase, without its complex128
+    # intermediates (the phase itself stays float64: it reaches 1e4 rad)
+    rotation = np.empty(phase.shape, dtype=data.dtype)
+    np.cos(phase, out=rotation.real)
+    np.sin(phase, out=rotation.imag)
+    data *= rotation[:, :, None]

@@ -10,7 +10,11 @@ ascending with positive widths, uvw is promoted to float64.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,27 +23,57 @@ from numpy.typing import NDArray
 from pyuvdata import UVData
 from pyuvdata.uvdata.uvh5 import FastUVH5Meta
 
+from dsa110_contimg.data_ingestion import _uvh5_subband
+from dsa110_contimg.data_ingestion._uvh5_checks import (
+    flag_corrupt_visibilities,
+    header_facts,
+    raise_read_error,
+)
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
 from dsa110_contimg.exceptions import InputDataError, ResourceError
 from dsa110_contimg.telescope.dsa110 import subband_frequencies_hz
-from dsa110_contimg.utils.storage import is_resource_exhaustion
 
 __all__ = [
     "GroupHeader",
     "read_group_header",
     "read_group",
+    "read_group_checked",
     "flag_corrupt_visibilities",
 ]
 
 log = logging.getLogger(__name__)
 
 _TIME_TOLERANCE_S = 0.5
-# A visibility this many robust amplitude scales above its subband's typical
-# amplitude cannot be sky signal at DSA-110 (the brightest source in the beam
-# is ~100 times the per-visibility noise): it is bit rot or a correlator fault.
-_ABSURD_FACTOR = 1.0e4
-_MAD_STD_SCALE = 1.482602218505602  # astropy.stats.mad_std: 1 / Phi^-1(3/4)
-_REQUIRED = ("time_array", "freq_array", "ant_1_array", "ant_2_array", "Nblts")
+
+
+def _cache_pyuvdata_kernels() -> None:
+    """Let numba keep pyuvdata's baseline-number kernels compiled on disk.
+
+    pyuvdata compiles them (``@njit`` without ``cache=True``) in every new
+    process on first use, ~1 s of a conversion; with numba's own on-disk
+    cache (next to pyuvdata, or ``NUMBA_CACHE_DIR``) that is paid once per
+    installation. Where no cache location is writable, nothing changes.
+    """
+    try:
+        from pyuvdata.utils import bls_numba
+    except ImportError:  # pragma: no cover - another pyuvdata layout
+        return
+    for name in (
+        "_antnums_to_baseline",
+        "_baseline_to_antnums",
+        "_max_ant",
+        "_min_ant",
+    ):
+        kernel = getattr(bls_numba, name, None)
+        if kernel is None or not hasattr(kernel, "enable_caching") or kernel.signatures:
+            continue
+        try:
+            kernel.enable_caching()
+        except RuntimeError:  # no writable cache location
+            return
+
+
+_cache_pyuvdata_kernels()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,98 +90,9 @@ def _read_file_header(path: Path) -> dict[str, object]:
     """Return the header facts of one file, read with pyuvdata's `FastUVH5Meta`."""
     meta = FastUVH5Meta(path)
     try:
-        try:
-            header, data = meta.header, meta.datagrp
-        except KeyError as err:
-            msg = f"{path}: not a UVH5 file (no Header/Data groups); re-transfer it"
-            raise InputDataError(msg) from err
-        missing = [k for k in _REQUIRED if k not in header]
-        if missing:
-            msg = f"{path}: UVH5 header lacks {missing}; the file is incomplete"
-            raise InputDataError(msg)
-        dec = meta.extra_keywords.get("phase_center_dec")
-        return {
-            "times": np.unique(meta.time_array),
-            "n_blts": meta.Nblts,
-            "n_freq": int(np.asarray(meta.freq_array).size),
-            "dec": None if dec is None else float(dec),
-            "data_shape": tuple(data["visdata"].shape) if "visdata" in data else None,
-        }
-    except InputDataError:
-        raise
-    except Exception as err:
-        _raise_read_error(path, "cannot read HDF5 header", err)
+        return header_facts(meta, path)
     finally:
         meta.close()
-
-
-def _raise_read_error(path: Path, step: str, err: Exception) -> None:
-    """Raise the error class that routes a raw-file read failure correctly.
-
-    A machine problem (out of memory, an I/O or permission error, a stale
-    network mount, too many open files) is a retryable `ResourceError`: the
-    file may be fine. Anything else (h5py's "truncated file", a missing
-    dataset, a wrong dtype) means the file itself is bad: `InputDataError`,
-    which quarantines the group until the file is replaced.
-    """
-    if is_resource_exhaustion(err):
-        msg = (
-            f"{path}: {step} ({type(err).__name__}: {err}); this is a "
-            "machine problem (memory, I/O, permissions or the mount), not a bad "
-            "file: fix it and the job is retried"
-        )
-        raise ResourceError(msg) from err
-    msg = (
-        f"{path}: {step} ({type(err).__name__}: {err}); the file is "
-        "truncated or corrupt; re-transfer it or remove it from the incoming "
-        "directory"
-    )
-    raise InputDataError(msg) from err
-
-
-def flag_corrupt_visibilities(uv: UVData) -> int:
-    """Flag (and zero) non-finite and absurd visibilities in place.
-
-    Absurd means more than ``1e4`` robust amplitude scales above the median
-    amplitude of the same kind of product (auto- or cross-correlation) in
-    ``uv``: values no sky can produce, as left by bit rot (random bytes read
-    as float32 span 1e-38 to 3e38) or a correlator fault. Subtler outliers
-    are the flagging stage's job.
-
-    Returns
-    -------
-    int
-        Number of visibilities newly flagged.
-    """
-    data = uv.data_array
-    bad = ~np.isfinite(data)
-    auto = (uv.ant_1_array == uv.ant_2_array)[:, None, None]
-    with np.errstate(invalid="ignore", over="ignore"):
-        amp = np.abs(data)
-    good = ~bad & ~uv.flag_array & (amp > 0)
-    for sel in (np.broadcast_to(auto, data.shape), np.broadcast_to(~auto, data.shape)):
-        vals = amp[good & sel]
-        if vals.size == 0:
-            continue
-        med = float(np.median(vals))
-        # the scale is at least the median: when no finite amplitude reaches
-        # med + 1e4 * med, none is absurd and the MAD is not needed (the
-        # usual case; it saves two more medians of every visibility)
-        floor = med + _ABSURD_FACTOR * max(med, 1e-30)
-        if float(np.max(amp, where=sel & ~bad, initial=0.0)) <= floor:
-            continue
-        # astropy's mad_std on the median already taken
-        mad = float(np.median(np.abs(vals - med))) * _MAD_STD_SCALE
-        scale = max(mad, med, 1e-30)
-        with np.errstate(invalid="ignore"):
-            bad |= sel & (amp > med + _ABSURD_FACTOR * scale)
-    new = bad & ~uv.flag_array
-    n_new = int(np.count_nonzero(new))
-    if np.any(bad):
-        data[bad] = 0.0
-        uv.flag_array |= bad
-        uv.nsample_array[bad] = 0.0
-    return n_new
 
 
 def read_group_header(group: SubbandGroup) -> GroupHeader:
@@ -159,11 +104,18 @@ def read_group_header(group: SubbandGroup) -> GroupHeader:
         A file is unreadable, lacks the pointing declination, or disagrees
         with the first file on times, baselines or channels.
     """
+    return _check_headers(group, lambda sb: _read_file_header(group.files[sb]))
+
+
+def _check_headers(
+    group: SubbandGroup, facts: Callable[[int], dict[str, object]]
+) -> GroupHeader:
+    """Check the header facts of each subband (``facts(sb)``, which may raise)."""
     ref_path: Path | None = None
     ref: dict[str, object] | None = None
     for sb in sorted(group.files):
         path = group.files[sb]
-        info = _read_file_header(path)
+        info = facts(sb)
         if info["dec"] is None:
             msg = (
                 f"{path}: extra_keywords.phase_center_dec (pointing declination) "
@@ -208,7 +160,7 @@ def read_group_header(group: SubbandGroup) -> GroupHeader:
     )
 
 
-def _read_one(path: Path) -> UVData:
+def _read_one(path: Path, *, read_data: bool = True) -> UVData:
     uv = UVData()
     try:
         with warnings.catch_warnings():
@@ -220,9 +172,10 @@ def _read_one(path: Path) -> UVData:
                 run_check_acceptability=False,
                 check_extra=False,
                 fix_autos=False,
+                read_data=read_data,
             )
     except Exception as err:  # h5py/pyuvdata raise many types on bad data
-        _raise_read_error(path, "reading visibilities failed", err)
+        raise_read_error(path, "reading visibilities failed", err)
     uv.uvw_array = np.asarray(uv.uvw_array, dtype=np.float64)
     return uv
 
@@ -243,13 +196,15 @@ def read_group(
     fill_missing: bool = False,
     chan_average: int = 1,
     corrupt_counts: dict[int, int] | None = None,
+    workers: int = 1,
+    fast: bool = True,
 ) -> UVData:
     """Read a group's files into one UVData, ascending in frequency.
 
     Parameters
     ----------
     group : SubbandGroup
-        The group; its headers should have passed `read_group_header`.
+        The group.
     fill_missing : bool
         Insert missing subbands as flagged zeros (keeps the 16-subband
         layout) instead of failing.
@@ -261,13 +216,263 @@ def read_group(
     corrupt_counts : dict, optional
         Filled with the number of non-finite or absurd visibilities flagged
         per subband (`flag_corrupt_visibilities`, before averaging).
+    workers : int
+        Processes reading subbands in parallel (1 = in this process).
+    fast : bool
+        Read the visibility arrays directly (`_uvh5_subband`); False reads
+        every file with pyuvdata's generic reader (the reference path).
 
     Raises
     ------
     InputDataError
-        A subband is missing and ``fill_missing`` is false, or a file fails to
-        read.
+        A header check fails (`read_group_header`), a subband is missing and
+        ``fill_missing`` is false, or a file fails to read.
     """
+    return read_group_checked(
+        group,
+        fill_missing=fill_missing,
+        chan_average=chan_average,
+        corrupt_counts=corrupt_counts,
+        workers=workers,
+        fast=fast,
+    )[1]
+
+
+def read_group_checked(
+    group: SubbandGroup,
+    *,
+    fill_missing: bool = False,
+    chan_average: int = 1,
+    corrupt_counts: dict[int, int] | None = None,
+    workers: int = 1,
+    fast: bool = True,
+    while_reading: Callable[[UVData], None] | None = None,
+) -> tuple[GroupHeader, UVData]:
+    """Check a group's headers, then read it (see `read_group`).
+
+    Each file is opened once on the fast path: the header facts are checked
+    (in subband order, with `read_group_header`'s errors) from what the
+    readers return, before any data error is raised. ``while_reading``, if
+    given, is called with the first file's metadata (a metadata-only UVData)
+    while the reader processes work, for set-up that needs no visibilities.
+
+    Returns
+    -------
+    header : GroupHeader
+    uv : UVData
+    """
+    if not fast or (group.missing_subbands and not fill_missing):
+        header = read_group_header(group)
+        _check_chan_average(group, header, chan_average)
+        return header, _read_group_pyuvdata(
+            group,
+            fill_missing=fill_missing,
+            chan_average=chan_average,
+            corrupt_counts=corrupt_counts,
+        )
+    futures, reads = _start_reads(group, chan_average, workers)
+    first = group.files[min(group.files)]
+    try:
+        uv = _read_one(first, read_data=False)
+    except InputDataError:
+        # the header check names the first bad file, as read_group_header does
+        _collect(futures, reads, workers)
+        _check_headers(group, lambda sb: _facts(reads[sb]))
+        raise
+    if while_reading is not None and futures:
+        while_reading(uv)
+    _collect(futures, reads, workers)
+    header = _check_headers(group, lambda sb: _facts(reads[sb]))
+    _check_chan_average(group, header, chan_average)
+    for sb in sorted(reads):
+        if reads[sb].arrays_error is not None:
+            raise reads[sb].arrays_error
+    why = _fast_path_refusal(uv, reads)
+    if why:
+        log.info(
+            "subbands read with pyuvdata's generic reader",
+            extra={"group": group.group_id, "reason": why},
+        )
+        return header, _read_group_pyuvdata(
+            group,
+            fill_missing=fill_missing,
+            chan_average=chan_average,
+            corrupt_counts=corrupt_counts,
+        )
+    for sb, r in sorted(reads.items()):
+        n_vis = r.data.size * chan_average
+        _note_corrupt(group, sb, r.n_corrupt, n_vis, corrupt_counts)
+    return header, _assemble(uv, reads, group)
+
+
+def _check_chan_average(
+    group: SubbandGroup, header: GroupHeader, chan_average: int
+) -> None:
+    if chan_average > 1 and header.n_freq_per_subband % chan_average:
+        msg = (
+            f"conversion.chan_average={chan_average} does not divide the "
+            f"{header.n_freq_per_subband} channels per subband of group "
+            f"{group.group_id}; choose a divisor of {header.n_freq_per_subband}"
+        )
+        raise InputDataError(msg)
+
+
+def _facts(read: _uvh5_subband.SubbandRead) -> dict[str, object]:
+    if read.header_error is not None:
+        raise read.header_error
+    return read.header
+
+
+def _start_reads(
+    group: SubbandGroup, chan_average: int, workers: int
+) -> tuple[dict[int, Future], dict[int, _uvh5_subband.SubbandRead]]:
+    """Submit every file to the reader pool (or read them here, workers=1).
+
+    A daemonic process (a Dask or multiprocessing worker) may not start
+    processes of its own: it reads the files itself.
+    """
+    if (
+        workers <= 1
+        or len(group.files) <= 1
+        or multiprocessing.current_process().daemon
+    ):
+        reads = {
+            sb: _uvh5_subband.read_subband(str(path), chan_average)
+            for sb, path in sorted(group.files.items())
+        }
+        return {}, reads
+    pool = _uvh5_subband.subband_pool(workers)
+    try:
+        futures = {
+            sb: pool.submit(_uvh5_subband.read_subband, str(path), chan_average)
+            for sb, path in sorted(group.files.items())
+        }
+    except BrokenProcessPool as err:
+        _uvh5_subband.discard_pool(workers)
+        _raise_pool_error(group, err)
+    return futures, {}
+
+
+def _collect(
+    futures: dict[int, Future],
+    reads: dict[int, _uvh5_subband.SubbandRead],
+    workers: int,
+) -> None:
+    """Wait for the submitted reads (once; a second call returns at once)."""
+    for sb, future in futures.items():
+        if sb in reads:
+            continue
+        try:
+            reads[sb] = future.result()
+        except BrokenProcessPool as err:
+            for other in futures.values():
+                other.cancel()
+            _uvh5_subband.discard_pool(workers)
+            _raise_pool_error(None, err)
+
+
+def _raise_pool_error(group: SubbandGroup | None, err: BaseException) -> None:
+    what = f"group {group.group_id}: " if group is not None else ""
+    msg = (
+        f"{what}a subband reader process died ({err}); most likely the machine ran "
+        "out of memory: free memory or lower conversion.read_workers, and the job "
+        "is retried"
+    )
+    raise ResourceError(msg) from err
+
+
+def _fast_path_refusal(uv: UVData, reads: dict[int, _uvh5_subband.SubbandRead]) -> str:
+    """Return why the directly read arrays cannot be joined ('' when they can)."""
+    for _sb, r in sorted(reads.items()):
+        if r.unsupported:
+            return f"{r.path}: {r.unsupported}"
+        same = (
+            np.array_equal(r.ant_1, uv.ant_1_array)
+            and np.array_equal(r.ant_2, uv.ant_2_array)
+            and np.array_equal(r.polarizations, uv.polarization_array)
+            and r.time_jd.shape == uv.time_array.shape
+            and np.max(np.abs(r.time_jd - uv.time_array)) * 86400.0 <= _TIME_TOLERANCE_S
+        )
+        if not same:
+            first = reads[min(reads)].path
+            return f"{r.path}: baselines, times or polarizations differ from {first}"
+    widths = {r.freq_hz.size for r in reads.values()}
+    if len(widths) != 1:
+        return "subbands have different numbers of channels"
+    return ""
+
+
+def _note_corrupt(
+    group: SubbandGroup,
+    sb: int,
+    n_bad: int,
+    n_vis: int,
+    corrupt_counts: dict[int, int] | None,
+) -> None:
+    if corrupt_counts is not None:
+        corrupt_counts[sb] = n_bad
+    if n_bad:
+        log.warning(
+            "corrupt visibilities flagged",
+            extra={
+                "group": group.group_id,
+                "path": str(group.files[sb]),
+                "n_flagged": n_bad,
+                "fraction": round(n_bad / max(n_vis, 1), 6),
+            },
+        )
+
+
+def _assemble(
+    uv: UVData, reads: dict[int, _uvh5_subband.SubbandRead], group: SubbandGroup
+) -> UVData:
+    """Join the subbands' arrays in ascending frequency into the header's UVData.
+
+    Missing subbands become flagged zeros at their nominal frequencies, as
+    `_flagged_subband` makes them; baselines stored as ant1 > ant2 are then
+    conjugated by pyuvdata (`conjugate_bls`), as in the generic path.
+    """
+    template = reads[min(reads)]
+    n_chan = template.freq_hz.size
+    freqs: dict[int, NDArray[np.float64]] = {sb: r.freq_hz for sb, r in reads.items()}
+    for sb in group.missing_subbands:
+        freqs[sb] = np.sort(subband_frequencies_hz(sb, n_chan=n_chan))
+    order = sorted(freqs, key=lambda s: freqs[s][0])
+    n_blt, _, n_pol = template.data.shape
+    shape = (n_blt, n_chan * len(order), n_pol)
+    data = np.empty(shape, dtype=template.data.dtype)
+    flags = np.empty(shape, dtype=bool)
+    nsample = np.empty(shape, dtype=template.nsample.dtype)
+    freq = np.empty(shape[1])
+    width = np.empty(shape[1])
+    for i, sb in enumerate(order):
+        cut = slice(i * n_chan, (i + 1) * n_chan)
+        freq[cut] = freqs[sb]
+        r = reads.get(sb, template)
+        width[cut] = r.width_hz
+        if sb in reads:
+            data[:, cut], flags[:, cut], nsample[:, cut] = r.data, r.flags, r.nsample
+        else:
+            data[:, cut], flags[:, cut], nsample[:, cut] = 0.0, True, 0.0
+    uv.data_array, uv.flag_array, uv.nsample_array = data, flags, nsample
+    uv.freq_array, uv.channel_width = freq, width
+    uv.Nfreqs = freq.size
+    uv.flex_spw_id_array = np.zeros(uv.Nfreqs, dtype=int)
+    uv.spw_array = np.array([0])
+    uv.Nspws = 1
+    if np.any(uv.ant_1_array > uv.ant_2_array):
+        uv.conjugate_bls("ant1<ant2")
+    return uv
+
+
+def _read_group_pyuvdata(
+    group: SubbandGroup,
+    *,
+    fill_missing: bool = False,
+    chan_average: int = 1,
+    corrupt_counts: dict[int, int] | None = None,
+) -> UVData:
+    """Read every file with pyuvdata's generic reader (the reference path)."""
     if group.missing_subbands and not fill_missing:
         missing = ", ".join(f"sb{sb:02d}" for sb in group.missing_subbands)
         msg = (
@@ -281,18 +486,7 @@ def read_group(
         uv = _read_one(group.files[sb])
         _fix_quirks(uv)
         n_bad = flag_corrupt_visibilities(uv)
-        if corrupt_counts is not None:
-            corrupt_counts[sb] = n_bad
-        if n_bad:
-            log.warning(
-                "corrupt visibilities flagged",
-                extra={
-                    "group": group.group_id,
-                    "path": str(group.files[sb]),
-                    "n_flagged": n_bad,
-                    "fraction": round(n_bad / max(uv.data_array.size, 1), 6),
-                },
-            )
+        _note_corrupt(group, sb, n_bad, uv.data_array.size, corrupt_counts)
         if chan_average > 1:
             uv.frequency_average(n_chan_to_avg=chan_average, propagate_flags=True)
         parts[sb] = uv

@@ -24,7 +24,8 @@ from pyuvdata import UVData
 from dsa110_contimg import __version__
 from dsa110_contimg._optional import require
 from dsa110_contimg.data_ingestion import _ms_metadata, _phasing
-from dsa110_contimg.data_ingestion._uvh5_reader import read_group, read_group_header
+from dsa110_contimg.data_ingestion._uvh5_reader import read_group_checked
+from dsa110_contimg.data_ingestion._uvh5_subband import default_workers
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
 from dsa110_contimg.exceptions import (
     DataQualityWarning,
@@ -163,6 +164,8 @@ def convert_group(
     chan_average: int = 1,
     sefd_jy: float = dsa110.SEFD_JY,
     overwrite: bool = False,
+    read_workers: int = 0,
+    direct_read: bool = True,
 ) -> MsProduct:
     """Convert one subband group to a Measurement Set.
 
@@ -193,6 +196,15 @@ def convert_group(
         (WEIGHT_SPECTRUM, WEIGHT, SIGMA), Jy.
     overwrite : bool
         Rewrite even when a valid MS exists.
+    read_workers : int
+        Processes reading the subbands in parallel (``conversion.
+        read_workers``); 0 = one per usable core (at most 16), 1 = read in
+        this process.
+    direct_read : bool
+        Read the visibility arrays directly with h5py, averaged on read
+        (`_uvh5_subband`); False reads each file with pyuvdata's generic
+        reader (the reference the direct path is tested against; also what
+        files of another layout get).
 
     Returns
     -------
@@ -218,21 +230,18 @@ def convert_group(
         raise ValueError(msg)
     t0 = time.perf_counter()
     steps: dict[str, float] = {}
-    header = read_group_header(group)
-    if chan_average > 1 and header.n_freq_per_subband % chan_average:
-        msg = (
-            f"conversion.chan_average={chan_average} does not divide the "
-            f"{header.n_freq_per_subband} channels per subband of group "
-            f"{group.group_id}; choose a divisor of {header.n_freq_per_subband}"
-        )
-        raise InputDataError(msg)
     # each subband is averaged as it is read (see read_group)
     corrupt: dict[int, int] = {}
-    uv = read_group(
+    header, uv = read_group_checked(
         group,
         fill_missing=incomplete_policy == "flag",
         chan_average=chan_average,
         corrupt_counts=corrupt,
+        workers=read_workers or default_workers(),
+        fast=direct_read,
+        while_reading=lambda meta: _phasing.warm_up(
+            meta.telescope.location, float(meta.time_array[0])
+        ),
     )
     n_corrupt = sum(corrupt.values())
     steps["read"] = time.perf_counter() - t0

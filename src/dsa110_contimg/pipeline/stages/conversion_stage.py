@@ -78,6 +78,7 @@ def convert_groups(
                     incomplete_policy=cfg.incomplete_policy,
                     telescope_name=telescope_name or cfg.ms_telescope_name,
                     chan_average=cfg.chan_average,
+                    read_workers=cfg.read_workers,
                     overwrite=cfg.overwrite,
                 )
             for w in caught:

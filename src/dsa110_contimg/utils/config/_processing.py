@@ -117,6 +117,14 @@ class ConversionConfig(BaseModel):
         description="Adjacent channels averaged as each subband is read; must "
         "divide the channels per subband (count).",
     )
+    read_workers: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Processes reading a group's subband files in parallel; 0 = "
+        "one per usable core (at most 16), 1 = read in the converting process "
+        "(count).",
+    )
     overwrite: bool = Field(
         False, description="Replace an existing MS instead of skipping (flag)."
     )
