@@ -156,7 +156,14 @@ def _write_config(
         "imaging": {"threads": 1} if size == "testing" else {},
         # groups shorter than the default 90 s tolerance must not merge
         "conversion": {"group_tolerance_s": min(90.0, interval_s * speedup / 3)},
-        "watcher": {"scan_interval_s": 2.0, "settle_s": 1.0, "group_timeout_s": 120},
+        "watcher": {
+            "scan_interval_s": 2.0,
+            "settle_s": 1.0,
+            "group_timeout_s": 120,
+            # production pauses intake below 200 GB free; a benchmark disk
+            # holds the run (full size: ~25 GB) with a few GB to spare
+            "min_free_disk_gb": 5.0,
+        },
         # a block window waits about three group cadences for late groups,
         # as production does (900 s for 309 s groups)
         "queue": {
