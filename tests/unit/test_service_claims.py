@@ -38,6 +38,7 @@ from dsa110_contimg.state.writer import (
     service_key,
     writer_key,
 )
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 HOST = socket.gethostname()
@@ -46,18 +47,7 @@ PID = os.getpid()
 
 @pytest.fixture
 def config(tmp_path: Path):
-    layout = {
-        "data_dir": ".",
-        "incoming_dir": "incoming",
-        "ms_stage1_dir": "ms",
-        "images_dir": "images",
-        "products_dir": "products",
-        "mosaics_dir": "mosaics",
-        "log_dir": "logs",
-        "cal_tables_dir": "cal",
-        "state_db": "pipeline.sqlite3",
-    }
-    overrides = {f"paths.{k}": str(tmp_path / v) for k, v in layout.items()}
+    overrides = path_overrides(tmp_path)
     overrides.update({"watcher.scan_interval_s": 0.2, "queue.poll_interval_s": 0.1})
     cfg = load_pipeline_config(environment="testing", overrides=overrides, env={})
     for d in ("incoming", "ms", "images", "products", "mosaics", "cal"):

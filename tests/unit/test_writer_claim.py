@@ -29,6 +29,7 @@ from dsa110_contimg.state.writer import (
     hold_writer,
     writer_key,
 )
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 from dsa110_contimg.utils.storage import temporary_path
 
@@ -37,18 +38,7 @@ HOST = socket.gethostname()
 
 @pytest.fixture
 def config(tmp_path: Path):
-    layout = {
-        "data_dir": ".",
-        "incoming_dir": "incoming",
-        "ms_stage1_dir": "ms",
-        "images_dir": "images",
-        "products_dir": "products",
-        "mosaics_dir": "mosaics",
-        "log_dir": "logs",
-        "cal_tables_dir": "cal",
-        "state_db": "pipeline.sqlite3",
-    }
-    overrides = {f"paths.{k}": str(tmp_path / v) for k, v in layout.items()}
+    overrides = path_overrides(tmp_path)
     cfg = load_pipeline_config(environment="testing", overrides=overrides, env={})
     for d in ("incoming", "ms", "images", "products", "mosaics", "cal"):
         (tmp_path / d).mkdir()
