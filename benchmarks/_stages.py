@@ -350,16 +350,24 @@ def image(
 
 
 def image_accuracy(image_path: str, sky_csv: str) -> dict[str, Any]:
-    """Injected sources above 10 sigma: recovered, flux error (pb >= 0.5), offset.
+    """Injected sources above 10 sigma: recovered, flux error (pb >= 0.5), offset;
+    and the residual image's robust rms.
 
     Not a stage: the suite calls it after an imaging stage, outside the timing.
     """
+    from astropy.io import fits
+
     from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.pipeline.stages.photometry_stage import measure_image
+    from dsa110_contimg.visualization import robust_rms
 
     truth = load_catalog(sky_csv)
     table = measure_image(Path(image_path), truth, _config({}).photometry)
-    return _truth_summary(table, truth)
+    out = _truth_summary(table, truth)
+    residual = Path(image_path.replace("-image.fits", "-residual.fits"))
+    if residual.exists():  # the residual's robust rms (Jy/beam): the depth reached
+        out["residual_rms_jy"] = float(robust_rms(fits.getdata(residual)))
+    return out
 
 
 def _truth_summary(table, truth) -> dict[str, Any]:

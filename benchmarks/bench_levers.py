@@ -362,6 +362,16 @@ WSCLEAN_LEVERS: dict[str, tuple[dict[str, Any], tuple[str, ...]]] = {
     "-nwlayers-factor 0.5": ({}, ("-nwlayers-factor", "0.5")),
     "-padding 1.1": ({}, ("-padding", "1.1")),
     "-mgain 0.97 -nmiter 2": ({"imaging.mgain": 0.97}, ("-nmiter", "2")),
+    # the `fast` profile (config/profiles/fast.yaml): the same field in coarser
+    # pixels; the 28" x 56" beam is still sampled 4.7-9 times by 6"
+    "cell 4.5arcsec (2/3 the pixels per side)": (
+        {"imaging.cell_size": "4.5arcsec", "imaging.image_size": "{two_thirds}"},
+        (),
+    ),
+    "cell 6arcsec (half the pixels per side)": (
+        {"imaging.cell_size": "6arcsec", "imaging.image_size": "{half}"},
+        (),
+    ),
 }
 # the levers of the first (1200^2) run; --wsclean-levers chooses others
 DEFAULT_WSCLEAN_LEVERS = tuple(list(WSCLEAN_LEVERS)[:4])
@@ -444,9 +454,15 @@ def lever_wsclean(
     for _ in range(repeats):
         for name in names:
             overrides, extra = wsclean_lever(name)
-            flags = [
-                f.format(half=image_size // 2, third=image_size // 3) for f in extra
-            ]
+            sizes = {
+                "half": image_size // 2,
+                "third": image_size // 3,
+                "two_thirds": 2 * image_size // 3,
+            }
+            flags = [f.format(**sizes) for f in extra]
+            if isinstance(overrides.get("imaging.image_size"), str):
+                n = int(overrides["imaging.image_size"].format(**sizes))
+                overrides = {**overrides, "imaging.image_size": [n, n]}
 
             def command(*args, _flags=flags, **kwargs):
                 cmd = base_command(*args, **kwargs)

@@ -24,6 +24,8 @@ def test_quick_benchmark_end_to_end(tmp_path):
             "--quick",
             "--skip",
             "scaling",
+            "--rounds",
+            "2",
             "--out",
             str(out),
             "--cache",
@@ -69,6 +71,27 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert gp["real_time_factor"] == pytest.approx(
         gp["wall_s"] / doc["data"]["observed_s"], rel=0.01
     )
+    # both profiles' group paths, every round, the median; the fast profile
+    # images the same field in half the pixels per side
+    paths = doc["group_paths"]
+    assert set(paths) == {"production", "fast"}
+    for profile, path in paths.items():
+        walls = [r["wall_s"] for r in path["rounds"]]
+        assert len(walls) == 2 and path["wall_s"] == pytest.approx(
+            sum(walls) / 2, abs=0.06
+        ), profile
+        assert path["stages"][:3] == ["conversion", "flagging", "calibration apply"]
+    assert paths["production"] == gp
+    assert paths["fast"]["stages"][3] == "imaging, fast profile"
+    assert "imaging (round 2)" in doc["stages"]
+    assert "photometry, fast profile (round 2)" in doc["stages"]
+    fast = doc["stages"]["imaging, fast profile"]["info"]
+    assert fast["image_size"] == [384, 384] and fast["cell_size"] == "24arcsec"
+    profiles = doc["profiles"]
+    assert profiles["production"]["residual_rms_ratio"] == 1.0
+    assert profiles["fast"]["n_recovered"] >= 1
+    assert 0.5 < profiles["fast"]["residual_rms_ratio"] < 2.0
+    assert "Profiles: production and `fast`" in (out / "benchmark.md").read_text()
     assert set(doc["ratios"]) >= {
         "conversion_vs_pyuvdata",
         "wsclean_vs_tclean",

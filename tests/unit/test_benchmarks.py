@@ -8,9 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from benchmarks._measure import measure, proc_io
+from benchmarks._measure import StageResult, measure, proc_io
 from benchmarks._report import markdown, write_report
-from benchmarks.suite import explanations, fit_power_law, ratios
+from benchmarks.suite import (
+    GROUP_PATH,
+    explanations,
+    fit_baselines,
+    fit_power_law,
+    group_paths,
+    profile_accuracy,
+    ratios,
+    round_key,
+)
 
 
 def allocate_and_write(path: str, mb: int) -> dict[str, int]:
@@ -269,3 +278,79 @@ def test_wsclean_levers_combine_and_compare_with_production(tmp_path):
     bench_levers.write(doc, tmp_path / "ws")
     text = (tmp_path / "ws.md").read_text()
     assert "| -mgain 0.9 | 6.0 |" in text and "FAILED" in text
+
+
+def _stage(name: str, wall: float, **info) -> StageResult:
+    return StageResult(name, wall, wall, 100.0 + wall, 0, 0, 0, 0, dict(info))
+
+
+def test_group_paths_are_the_median_round_of_each_profile():
+    walls = {1: 1.0, 2: 3.0, 3: 2.0}  # seconds per stage in each round
+    stages = {}
+    for k, w in walls.items():
+        for name in GROUP_PATH:
+            stages[round_key(name, k)] = _stage(name, w)
+        for name in GROUP_PATH[3:]:  # the fast profile's own stages: half
+            key = round_key(f"{name}, fast profile", k)
+            stages[key] = _stage(name, w / 2)
+    paths = group_paths(stages, observed_s=30.0, rounds=3)
+    assert [r["wall_s"] for r in paths["production"]["rounds"]] == [6.0, 18.0, 12.0]
+    assert paths["production"]["wall_s"] == 12.0  # the median, not the mean
+    assert paths["production"]["real_time_factor"] == 0.4
+    assert paths["production"]["peak_rss_mb"] == 103.0
+    # fast: shared conversion, flagging, apply + its own halved stages
+    assert [r["wall_s"] for r in paths["fast"]["rounds"]] == [4.5, 13.5, 9.0]
+    assert paths["fast"]["wall_s"] == 9.0
+    assert paths["fast"]["stages"][3] == "imaging, fast profile"
+    assert paths["fast"]["stage_median_s"]["imaging, fast profile"] == 1.0
+    # a round with a stage missing ends the rounds; a profile with none is left out
+    del stages["imaging, fast profile (round 2)"]
+    paths = group_paths(stages, observed_s=30.0, rounds=3)
+    assert len(paths["fast"]["rounds"]) == 1 and len(paths["production"]["rounds"]) == 3
+    del stages["imaging, fast profile"]
+    assert set(group_paths(stages, observed_s=30.0, rounds=3)) == {"production"}
+
+
+def test_profile_accuracy_compares_residual_rms_with_production():
+    gates = {
+        "n_recovered": 31,
+        "n_injected": 31,
+        "median_abs_flux_error_pb_ge_0p5": 0.003,
+        "max_offset_beams": 0.01,
+    }
+    stages = {
+        "imaging": _stage(
+            "i",
+            1,
+            image_size=[48, 48],
+            cell_size="3arcsec",
+            residual_rms_jy=2e-3,
+            **gates,
+        ),
+        "imaging, fast profile": _stage(
+            "i",
+            1,
+            image_size=[24, 24],
+            cell_size="6arcsec",
+            residual_rms_jy=2.1e-3,
+            **gates,
+        ),
+    }
+    acc = profile_accuracy(stages)
+    assert acc["production"]["residual_rms_ratio"] == 1.0
+    assert acc["fast"]["residual_rms_ratio"] == 1.05
+    assert acc["fast"]["image"] == "24^2 x 6arcsec"
+
+
+def test_fit_baselines_recovers_a_fixed_plus_per_baseline_cost():
+    n = np.array([24.0, 48.0, 96.0])
+    y = 5.0 + 2e-3 * n * (n - 1) / 2
+    fit = fit_baselines(n, y, 2000)
+    assert fit["fixed_s"] == pytest.approx(5.0, abs=1e-3)
+    assert fit["per_baseline_s"] == pytest.approx(2e-3, rel=1e-6)
+    assert fit["predicted_2000_antennas_s"] == pytest.approx(
+        5.0 + 2e-3 * 2000 * 1999 / 2, rel=1e-6
+    )
+    # costs that fall with antennas cannot make a negative fixed or per-baseline cost
+    fit = fit_baselines(n, np.array([3.0, 2.0, 1.0]), 2000)
+    assert fit["fixed_s"] >= 0 and fit["per_baseline_s"] >= 0

@@ -4,6 +4,7 @@ and strip; the merged table is the union of runs (issue 15.12)."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from astropy.time import Time
 
 from dsa110_contimg.data_ingestion.photometry import Beam, PhotometryFlag
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
+from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack
 from dsa110_contimg.pipeline.batch import merge_photometry
 from dsa110_contimg.pipeline.stages.photometry_stage import (
@@ -218,3 +220,20 @@ def test_merge_reads_a_table_of_an_earlier_version(group_image, tmp_path) -> Non
         "drift_20230601T000037_00",
         "drift_20230601T000347_00",
     ]
+
+
+def test_image_with_a_beam_narrower_than_a_pixel_is_refused(
+    group_image, tmp_path
+) -> None:
+    # WSClean fits a sliver to a PSF sampled by about one pixel (seen: 27" x 2"
+    # on 48" pixels); the forced fit then gives fluxes of 1e50 Jy, unflagged.
+    original, catalog = group_image
+    path = tmp_path / original.name
+    shutil.copy(original, path)
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["BMIN"] = 0.5 * CELL_ARCSEC / 3600.0
+    with pytest.raises(InputDataError, match=r"0\.50 pixels .* imaging\.cell_size"):
+        measure_image(path, catalog, PhotometryConfig())
+    with fits.open(path, mode="update") as hdul:  # one pixel across: measured
+        hdul[0].header["BMIN"] = 1.05 * CELL_ARCSEC / 3600.0
+    assert len(measure_image(path, catalog, PhotometryConfig())) == 3

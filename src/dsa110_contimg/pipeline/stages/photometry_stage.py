@@ -138,6 +138,30 @@ def _beam_at_sources(
     return pb
 
 
+MIN_BEAM_PIXELS = 1.0
+"""Fewest pixels across the restoring beam's minor axis (FWHM) photometry takes."""
+
+
+def _check_beam_sampling(image_path: Path, beam: Beam, wcs: WCS) -> None:
+    """Refuse an image whose restoring beam is narrower than a pixel.
+
+    Below a pixel the beam fitted to the PSF is not a beam (WSClean fits a
+    PSF sampled by one pixel as a sliver, e.g. 27" x 2" on 48" pixels) and
+    the forced fit's fluxes are meaningless (they reach 1e50 Jy unflagged).
+    """
+    pixel_arcsec = float(np.min(np.abs(wcs.wcs.cdelt[:2]))) * 3600.0
+    across = beam.minor_arcsec / pixel_arcsec
+    if across < MIN_BEAM_PIXELS:
+        msg = (
+            f'{image_path}: restoring beam {beam.major_arcsec:.1f}" x '
+            f'{beam.minor_arcsec:.1f}" is {across:.2f} pixels of '
+            f'{pixel_arcsec:.3g}" across its minor axis; photometry needs at '
+            f"least {MIN_BEAM_PIXELS:g}: the PSF is undersampled, re-image with a "
+            "smaller imaging.cell_size (3-5 pixels across the beam)"
+        )
+        raise InputDataError(msg)
+
+
 def measure_image(
     image_path: Path,
     catalog: SkyCatalog,
@@ -186,6 +210,7 @@ def measure_image(
         warnings.simplefilter("ignore", FITSFixedWarning)
         wcs = WCS(header).celestial
     beam = Beam.from_header(header)
+    _check_beam_sampling(image_path, beam, wcs)
     ny, nx = image.shape
     center = wcs.pixel_to_world(nx / 2, ny / 2)
     radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
