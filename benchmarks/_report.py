@@ -231,7 +231,13 @@ def _facts(doc: dict[str, Any]) -> str:
                 + f"; injected sources recovered {info['n_recovered']}/"
                 f"{info['n_injected']}, median |flux error| "
                 f"{info['median_abs_flux_error_pb_ge_0p5']} (pb >= 0.5), max "
-                f"offset {info['max_offset_beams']} beam."
+                f"offset {info['max_offset_beams']} beam"
+                + (
+                    f"; residual rms {1e3 * info['residual_rms_jy']:.4f} mJy/beam"
+                    if info.get("residual_rms_jy") is not None
+                    else ""
+                )
+                + "."
             )
     if "photometry" in s:
         info = s["photometry"]["info"]

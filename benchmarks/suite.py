@@ -105,6 +105,10 @@ QUICK = Size(
 # Imaging parameters both backends are compared with: no auto-masking, whose
 # CASA implementation (auto-multithresh) alone takes ~50 min at full size.
 MATCHED = {"imaging.auto_mask_sigma": None, "imaging.auto_threshold_sigma": 3.0}
+# The imaging parameters when issue 19 was filed (major-cycle gain 0.8, minor
+# loop gain 0.1, niter 5000), run on the same MS for the side-by-side ratio.
+BEFORE_ISSUE_19 = {"imaging.mgain": 0.8, "imaging.gain": 0.1, "imaging.niter": 5000}
+BEFORE_ISSUE_19_KEY = "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000)"
 SKIPPABLE = (
     "pyuvdata",
     "tclean",
@@ -283,6 +287,15 @@ def run(
             pickle_to=pickle_path,
             accuracy_of=sky_csv,
         )
+    r(
+        BEFORE_ISSUE_19_KEY,
+        st.image,
+        ms=ms,
+        images_dir=str(work / "images_before_issue_19"),
+        overrides={**imaging, **BEFORE_ISSUE_19},
+        pickle_to=pickle_path,
+        accuracy_of=sky_csv,
+    )
     r(
         "imaging, WSClean matched",
         st.image,
@@ -768,6 +781,18 @@ def ratios(stages: dict[str, StageResult]) -> dict[str, dict[str, Any]]:
         "calibration apply",
         "calibration apply, applycal",
         "applycal time / ours (same CORRECTED_DATA and FLAG to 1e-6)",
+    )
+    pair(
+        "imaging_vs_before_issue_19",
+        "imaging",
+        BEFORE_ISSUE_19_KEY,
+        "time with the imaging parameters before issue 19 / production's, same MS",
+    )
+    pair(
+        "fast_profile_vs_production_imaging",
+        f"imaging{FAST}",
+        "imaging",
+        "production imaging time / the fast profile's (same field, 2x pixels)",
     )
     pair(
         "wsclean_vs_tclean",

@@ -58,6 +58,28 @@ def test_production_matches_seed_values() -> None:
     assert config.logging.format == "json"
 
 
+def test_fast_profile_images_the_production_field_in_coarser_pixels() -> None:
+    production = load_pipeline_config(environment="production", env=NO_ENV)
+    profile = find_config_dir(env=NO_ENV) / "profiles" / "fast.yaml"
+    fast = load_pipeline_config(profile, environment="production", env=NO_ENV)
+    field = [
+        n * production.imaging.cell_size_arcsec() for n in production.imaging.image_size
+    ]
+    assert [
+        n * fast.imaging.cell_size_arcsec() for n in fast.imaging.image_size
+    ] == field
+    assert fast.imaging.cell_size_arcsec() == 2 * production.imaging.cell_size_arcsec()
+    # only the pixels change: every other key is production's
+    changed = {
+        f"{section}.{key}"
+        for section, values in fast.model_dump().items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if value != production.model_dump()[section][key]
+    }
+    assert changed == {"imaging.image_size", "imaging.cell_size"}
+
+
 def test_explicit_file_without_environment(tmp_path: Path) -> None:
     path = _write(tmp_path, "imaging:\n  niter: 123\n")
     config = load_pipeline_config(path, env=NO_ENV)
