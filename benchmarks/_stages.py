@@ -79,20 +79,13 @@ def simulate(
     seed: int = 5,
 ) -> dict[str, Any]:
     """Write one group holding a 3C286 transit with gains, bandpass and drift."""
-    from datetime import UTC
 
-    from astropy import units as u
-    from astropy.time import Time
-
-    from dsa110_contimg.calibration import load_calibrators, transit_time
     from dsa110_contimg.simulation import ObservationSpec, simulate_observation
-    from dsa110_contimg.telescope import dsa110
+    from dsa110_contimg.testing.calibrator_transit import transit_centred_start
 
-    cal = next(c for c in load_calibrators() if c.name == "3C286")
-    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
-    start = transit - 0.5 * n_times * dsa110.INTEGRATION_TIME_S * u.s
+    start = transit_centred_start(n_times)
     spec = ObservationSpec(
-        start_time=start.to_datetime(timezone=UTC),
+        start_time=start,
         n_groups=1,
         n_antennas=n_antennas,
         n_chan_per_subband=n_chan_per_subband,

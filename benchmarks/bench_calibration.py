@@ -18,12 +18,9 @@ import platform
 import resource
 import shutil
 import time
-from datetime import UTC
 from pathlib import Path
 
 import numpy as np
-from astropy import units as u
-from astropy.time import Time
 from astropy.utils import iers
 
 iers.conf.auto_download = False
@@ -37,10 +34,8 @@ def main() -> None:
         apply_calibration,
         choose_refant,
         flag_ms,
-        load_calibrators,
         read_gain_table,
         solve_calibration,
-        transit_time,
         write_model_data,
     )
     from dsa110_contimg.data_ingestion.grouping import (
@@ -50,7 +45,6 @@ def main() -> None:
     from dsa110_contimg.data_ingestion.ms_creation import convert_group
     from dsa110_contimg.simulation import ObservationSpec, simulate_observation
     from dsa110_contimg.simulation._gains import GainModel
-    from dsa110_contimg.telescope import dsa110
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-antennas", type=int, default=96)
@@ -58,13 +52,13 @@ def main() -> None:
     parser.add_argument("--n-times", type=int, default=24)
     args = parser.parse_args()
 
-    cal = next(c for c in load_calibrators() if c.name == "3C286")
-    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
-    start = transit - 0.5 * args.n_times * dsa110.INTEGRATION_TIME_S * u.s
+    from dsa110_contimg.testing.calibrator_transit import transit_centred_start
+
+    start = transit_centred_start(args.n_times)
     tag = f"cal_{args.n_antennas}a_{args.n_chan}c_{args.n_times}t"
     cache = HERE / ".cache" / tag
     spec = ObservationSpec(
-        start_time=start.to_datetime(UTC),
+        start_time=start,
         n_groups=1,
         n_antennas=args.n_antennas,
         n_chan_per_subband=args.n_chan,

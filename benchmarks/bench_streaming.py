@@ -90,18 +90,13 @@ def _spec(size: str, n_groups: int, n_times: int):
     if size != "full":
         msg = f"--size must be testing or full, not {size!r}"
         raise ValueError(msg)
-    from astropy import units as u
-    from astropy.time import Time
-
-    from dsa110_contimg.calibration import load_calibrators, transit_time
-    from dsa110_contimg.telescope import dsa110
 
     # the benchmark suite's full-size field: 3C286 transits in the first group
-    cal = next(c for c in load_calibrators() if c.name == "3C286")
-    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
-    start = transit - 0.5 * n_times * dsa110.INTEGRATION_TIME_S * u.s
+    from dsa110_contimg.testing.calibrator_transit import transit_centred_start
+
+    start = transit_centred_start(n_times)
     return ObservationSpec(
-        start_time=start.to_datetime(timezone=UTC),
+        start_time=start,
         n_groups=n_groups,
         n_antennas=96,
         n_chan_per_subband=48,

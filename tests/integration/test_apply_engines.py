@@ -13,20 +13,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import UTC
 from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy import units as u
-from astropy.time import Time
 
 from dsa110_contimg.calibration import (
     _apply,
-    load_calibrators,
     recorded_calibration,
     solve_calibration,
-    transit_time,
     write_model_data,
 )
 from dsa110_contimg.calibration._apply import (
@@ -42,7 +37,7 @@ from dsa110_contimg.data_ingestion.ms_creation import convert_group
 from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.pipeline.stages.calibration_stage import ms_calibration
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
-from dsa110_contimg.telescope import dsa110
+from dsa110_contimg.testing.calibrator_transit import transit_centred_start
 
 pytestmark = [pytest.mark.integration, pytest.mark.casa]
 
@@ -56,11 +51,9 @@ RTOL = 1e-6
 def solved(tmp_path_factory):
     """A calibrator MS (10 antennas, 32 channels, 12 integrations), B and G tables."""
     base = tmp_path_factory.mktemp("apply")
-    cal = next(c for c in load_calibrators() if c.name == "3C286")
-    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
-    start = transit - 0.5 * N_TIMES * dsa110.INTEGRATION_TIME_S * u.s
+    start = transit_centred_start(N_TIMES)
     spec = ObservationSpec(
-        start_time=start.to_datetime(UTC),
+        start_time=start,
         n_groups=1,
         n_antennas=10,
         n_chan_per_subband=2,

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -208,20 +207,16 @@ def _console_script() -> Path:
 @pytest.mark.wsclean
 def test_console_script_process_with_config_and_calibration(home, tmp_path):
     """The README's real-data command, as a user runs it: a real subprocess."""
-    from astropy import units as u
     from astropy.io import fits
-    from astropy.time import Time
 
-    from dsa110_contimg.calibration import load_calibrators, transit_time
     from dsa110_contimg.simulation import ObservationSpec, simulate_observation
-    from dsa110_contimg.telescope import dsa110
 
-    cal = next(c for c in load_calibrators() if c.name == "3C286")
     n_times = 6
-    transit = transit_time(cal.ra_deg, Time("2023-06-01T00:00:00", scale="utc"))
-    start = transit - 0.5 * n_times * dsa110.INTEGRATION_TIME_S * u.s
+    from dsa110_contimg.testing.calibrator_transit import transit_centred_start
+
+    start = transit_centred_start(n_times)
     spec = ObservationSpec(
-        start_time=start.to_datetime(UTC),
+        start_time=start,
         n_groups=1,
         n_antennas=24,
         n_chan_per_subband=1,
