@@ -12,7 +12,6 @@ import math
 import numpy as np
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
-from scipy.signal import oaconvolve
 
 from dsa110_contimg.data_ingestion.photometry import Beam, _PixelGaussian
 
@@ -77,6 +76,8 @@ def correlated_noise(
     as the residual noise of a CLEAN image is correlated like the dirty
     beam's main lobe.
     """
+    from scipy.signal import oaconvolve  # 0.4 s to import: tests and demos only
+
     noise = _PixelGaussian.from_beam(beam, wcs)
     kernel_gauss = _PixelGaussian(noise.cov / 2.0)
     half = max(1, math.ceil(_KERNEL_SIGMAS * kernel_gauss.major_pix / _FWHM_PER_SIGMA))

@@ -27,6 +27,14 @@ from dsa110_contimg.data_ingestion import _ms_metadata, _phasing
 from dsa110_contimg.data_ingestion._uvh5_reader import read_group_checked
 from dsa110_contimg.data_ingestion._uvh5_subband import default_workers
 from dsa110_contimg.data_ingestion.grouping import SubbandGroup
+from dsa110_contimg.data_ingestion.ms_info import (
+    _GROUP_KEY,
+    _MISSING_KEY,
+    _PT_DEC_KEY,
+    MsInfo,
+    _read_ms_summary,
+    read_ms_info,
+)
 from dsa110_contimg.exceptions import (
     DataQualityWarning,
     InputDataError,
@@ -58,9 +66,6 @@ _COMPLETE_KEY = "DSA110_COMPLETE"
 # POINTING/OBSERVATION, radiometer weights. Older MSs are converted again.
 _FORMAT_KEY = "DSA110_MS_FORMAT"
 _FORMAT = 2
-_PT_DEC_KEY = "DSA110_PT_DEC_RAD"
-_GROUP_KEY = "DSA110_GROUP_ID"
-_MISSING_KEY = "DSA110_MISSING_SUBBANDS"
 _CORRUPT_KEY = "DSA110_N_CORRUPT_VIS"
 # an MS being replaced is renamed to this while its successor moves in
 _REPLACED_TAG = ".replaced-"
@@ -486,49 +491,3 @@ def is_valid_ms(path: Path) -> bool:
     return bool(kw.get(_COMPLETE_KEY, False)) and int(kw.get(_FORMAT_KEY, 1)) >= _FORMAT
 
 
-def _read_ms_summary(path: Path) -> tuple[float, float, float, int]:
-    tables = require("casacore.tables", "casa")
-    with tables.table(str(path), ack=False) as ms:
-        kw = ms.getkeywords()
-    with tables.table(f"{path}/FIELD", ack=False) as field:
-        ra, dec = np.rad2deg(field.getcol("PHASE_DIR")[0, 0])
-    missing = [s for s in str(kw.get(_MISSING_KEY, "")).split(",") if s]
-    return (
-        float(ra % 360),
-        float(dec),
-        float(np.degrees(kw.get(_PT_DEC_KEY, np.nan))),
-        dsa110.N_SUBBANDS - len(missing),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class MsInfo:
-    """What downstream stages need to know about a converted MS."""
-
-    group_id: str
-    times_mjd: np.ndarray
-    freqs_hz: np.ndarray
-    pointing_dec_deg: float
-    phase_center_ra_deg: float
-    phase_center_dec_deg: float
-
-
-def read_ms_info(path: Path) -> MsInfo:
-    """Return integration times, channel frequencies and pointing of an MS."""
-    tables = require("casacore.tables", "casa")
-    with tables.table(str(path), ack=False) as ms:
-        kw = ms.getkeywords()
-        times_s = np.unique(ms.getcol("TIME"))
-    with tables.table(f"{path}/SPECTRAL_WINDOW", ack=False) as spw:
-        freqs = np.concatenate([np.atleast_1d(f) for f in spw.getcol("CHAN_FREQ")])
-    ra, dec, pt_dec, _ = _read_ms_summary(path)
-    if not np.isfinite(pt_dec):
-        pt_dec = dec  # MS not written by this pipeline: the meridian centre's dec
-    return MsInfo(
-        str(kw.get(_GROUP_KEY, Path(path).stem)),
-        times_s / 86400.0,
-        freqs,
-        pt_dec,
-        ra,
-        dec,
-    )

@@ -39,7 +39,7 @@ from dsa110_contimg.calibration import (
     write_model_data,
 )
 from dsa110_contimg.calibration._apply import CALTABLES_KEY
-from dsa110_contimg.data_ingestion.ms_creation import MsInfo, read_ms_info
+from dsa110_contimg.data_ingestion.ms_info import MsInfo, read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import CalibrationError
 from dsa110_contimg.state.calibration import RegisteredSolution, SolutionRegistry

@@ -31,7 +31,7 @@ import numpy as np
 from astropy.wcs import WCS
 
 from dsa110_contimg import __version__
-from dsa110_contimg.data_ingestion.ms_creation import read_ms_info
+from dsa110_contimg.data_ingestion.ms_info import read_ms_info
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
 from dsa110_contimg.pipeline.stages import bright_sources
