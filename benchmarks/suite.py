@@ -109,6 +109,14 @@ MATCHED = {"imaging.auto_mask_sigma": None, "imaging.auto_threshold_sigma": 3.0}
 # loop gain 0.1, niter 5000), run on the same MS for the side-by-side ratio.
 BEFORE_ISSUE_19 = {"imaging.mgain": 0.8, "imaging.gain": 0.1, "imaging.niter": 5000}
 BEFORE_ISSUE_19_KEY = "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000)"
+# Production without one of issue 19's imaging levers at a time (part "levers").
+WITHOUT_LEVER = {
+    "imaging, without the major-cycle lever (mgain 0.8)": {"imaging.mgain": 0.8},
+    "imaging, without the minor-loop lever (gain 0.1, niter 5000)": {
+        "imaging.gain": 0.1,
+        "imaging.niter": 5000,
+    },
+}
 SKIPPABLE = (
     "pyuvdata",
     "tclean",
@@ -118,6 +126,8 @@ SKIPPABLE = (
     "scaling",
     "mosaic",
     "applycal",
+    "levers",
+    "warm",
 )
 
 
@@ -267,6 +277,22 @@ def run(
     table_path = photometry.info["table"]
     fast = fast_profile_overrides(size)
     _image_to_photometry(r, 1, FAST, ms, fast, sky_csv, work)
+    if "warm" not in skip:  # the same six stages as a streaming worker runs them
+        r(
+            WARM_KEY,
+            st.group_path_warm,
+            raw_dir=str(raw),
+            tables=solve.info["tables"],
+            work_dir=str(work / "warm"),
+            chan_average=size.chan_average,
+            sky_csv=sky_csv,
+            n_sources=size.n_photometry_sources,
+            profiles={
+                "production": (PROFILES["production"], imaging),
+                "fast": (PROFILES["fast"], fast),
+            },
+        )
+        shutil.rmtree(work / "warm", ignore_errors=True)
     r(
         "light-curve ingest",
         st.lightcurve_ingest,
@@ -287,15 +313,19 @@ def run(
             pickle_to=pickle_path,
             accuracy_of=sky_csv,
         )
-    r(
-        BEFORE_ISSUE_19_KEY,
-        st.image,
-        ms=ms,
-        images_dir=str(work / "images_before_issue_19"),
-        overrides={**imaging, **BEFORE_ISSUE_19},
-        pickle_to=pickle_path,
-        accuracy_of=sky_csv,
-    )
+    before = {BEFORE_ISSUE_19_KEY: BEFORE_ISSUE_19}
+    for n, (key, lever) in enumerate(
+        {**({} if "levers" in skip else WITHOUT_LEVER), **before}.items()
+    ):
+        r(
+            key,
+            st.image,
+            ms=ms,
+            images_dir=str(work / f"images_lever_{n}"),
+            overrides={**imaging, **lever},
+            pickle_to=pickle_path,
+            accuracy_of=sky_csv,
+        )
     r(
         "imaging, WSClean matched",
         st.image,
@@ -385,6 +415,7 @@ def run(
 
 
 FAST = ", fast profile"
+WARM_KEY = "group path, warm worker (the second group in one process)"
 PROFILES = {"production": "", "fast": FAST}  # profile: suffix of its stage keys
 FAST_PROFILE = REPO / "config" / "profiles" / "fast.yaml"
 
@@ -700,6 +731,7 @@ def group_paths(
             continue
         walls = [p["wall_s"] for p in per_round]
         median_s = float(np.median(walls))
+        warm = stages[WARM_KEY].info["warm_s"] if WARM_KEY in stages else {}
         out[profile] = {
             "stages": names,
             "rounds": per_round,
@@ -712,6 +744,13 @@ def group_paths(
                 for n in names
             },
         }
+        if all(n in warm for n in names):
+            warm_s = sum(warm[n] for n in names)
+            out[profile]["warm_worker"] = {
+                "wall_s": round(warm_s, 1),
+                "real_time_factor": round(warm_s / observed_s, 3),
+                "stages_s": {n: warm[n] for n in names},
+            }
     return out
 
 

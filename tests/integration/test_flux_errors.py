@@ -40,6 +40,7 @@ import pytest
 from dsa110_contimg.pipeline.batch import run_batch
 from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_table
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.utils.config_loader import load_pipeline_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.wsclean]
@@ -69,21 +70,9 @@ def _run(base, seed):
         seed=seed,
     )
     sim = simulate_observation(spec, base / "incoming")
-    overrides = {
-        f"paths.{k}": str(base / v)
-        for k, v in {
-            "incoming_dir": "incoming",
-            "ms_stage1_dir": "ms",
-            "images_dir": "images",
-            "products_dir": "products",
-            "log_dir": "logs",
-            "mosaics_dir": "mosaics",
-            "cal_tables_dir": "cal",
-            "data_dir": ".",
-            "state_db": "pipeline.sqlite3",
-        }.items()
-    }
-    config = load_pipeline_config(environment="testing", overrides=overrides, env={})
+    config = load_pipeline_config(
+        environment="testing", overrides=path_overrides(base), env={}
+    )
     result = run_batch(config, base / "incoming", catalog_path=sim.sky_path)
     assert result.success, [b.errors for b in result.blocks]
     return read_photometry_table(result.photometry_path), sim

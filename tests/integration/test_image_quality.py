@@ -31,6 +31,7 @@ from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
 from dsa110_contimg.simulation import ObservationSpec, simulate_observation
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.testing.drift_skies import group_centers_deg, ring_sky
+from dsa110_contimg.testing.layout import path_overrides
 from dsa110_contimg.tools import imagers
 from dsa110_contimg.tools.imagers import ImageProduct
 from dsa110_contimg.utils.config_loader import load_pipeline_config
@@ -62,21 +63,6 @@ Maximum number of minor deconvolution iterations was reached: not continuing.
 """
 
 
-def _paths(base: Path) -> dict[str, str]:
-    names = {
-        "incoming_dir": "incoming",
-        "ms_stage1_dir": "ms",
-        "images_dir": "images",
-        "products_dir": "products",
-        "log_dir": "logs",
-        "mosaics_dir": "mosaics",
-        "cal_tables_dir": "cal",
-        "data_dir": ".",
-        "state_db": "pipeline.sqlite3",
-    }
-    return {f"paths.{k}": str(base / v) for k, v in names.items()}
-
-
 @pytest.fixture(scope="module")
 def groups(tmp_path_factory):
     base = tmp_path_factory.mktemp("quality")
@@ -88,7 +74,9 @@ def groups(tmp_path_factory):
         start_time=START, n_antennas=24, n_chan_per_subband=2, seed=3, **SPEC_KW
     )
     sim = simulate_observation(spec, base / "incoming", sky=sky)
-    cfg = load_pipeline_config(environment="testing", overrides=_paths(base), env={})
+    cfg = load_pipeline_config(
+        environment="testing", overrides=path_overrides(base), env={}
+    )
     report = convert_groups(
         find_groups(base / "incoming", cfg.conversion), base / "ms", cfg.conversion
     )
@@ -152,7 +140,9 @@ def _run_block(base, sim, ms_paths, monkeypatch, diverge):
     for sub in ("images", "mosaics", "products"):
         shutil.rmtree(base / sub, ignore_errors=True)
     (base / "pipeline.sqlite3").unlink(missing_ok=True)
-    cfg = load_pipeline_config(environment="testing", overrides=_paths(base), env={})
+    cfg = load_pipeline_config(
+        environment="testing", overrides=path_overrides(base), env={}
+    )
     with ThreadPoolExecutor(1) as pool:
         orch = PipelineOrchestrator(cfg, catalog=sim.sky, executor=pool)
         block = orch.create_processing_block(

@@ -354,3 +354,50 @@ def test_fit_baselines_recovers_a_fixed_plus_per_baseline_cost():
     # costs that fall with antennas cannot make a negative fixed or per-baseline cost
     fit = fit_baselines(n, np.array([3.0, 2.0, 1.0]), 2000)
     assert fit["fixed_s"] >= 0 and fit["per_baseline_s"] >= 0
+
+
+def test_report_shows_profiles_warm_worker_and_levers():
+    from benchmarks._report import _levers, _profiles
+    from benchmarks.suite import WARM_KEY
+
+    stages = {}
+    for name in GROUP_PATH:
+        stages[name] = _stage(name, 2.0)
+    for name in GROUP_PATH[3:]:
+        stages[f"{name}, fast profile"] = _stage(name, 1.0)
+    warm = {n: 1.0 for n in GROUP_PATH}
+    warm.update({f"{n}, fast profile": 0.5 for n in GROUP_PATH[3:]})
+    stages[WARM_KEY] = _stage(WARM_KEY, 9.0, warm_s=warm)
+    gates = {
+        "n_recovered": 3,
+        "n_injected": 3,
+        "median_abs_flux_error_pb_ge_0p5": 0.01,
+        "max_offset_beams": 0.01,
+    }
+    before = "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000)"
+    stages[before] = _stage(before, 4.0)
+    for key, rms in (
+        ("imaging", 1e-3),
+        ("imaging, fast profile", 1.02e-3),
+        (before, 0.99e-3),
+    ):
+        stages[key].info.update(
+            gates, image_size=[8, 8], cell_size="3arcsec", residual_rms_jy=rms
+        )
+    doc = {
+        "stages": {k: v.to_json() for k, v in stages.items()},
+        "data": {"observed_s": 60.0, "image": "8^2 pixels of 3 arcsec"},
+        "group_paths": group_paths(stages, 60.0, 1),
+        "profiles": profile_accuracy(stages),
+    }
+    assert doc["group_paths"]["production"]["warm_worker"]["wall_s"] == 6.0
+    assert doc["group_paths"]["fast"]["warm_worker"]["real_time_factor"] == 0.075
+    text = "\n".join(_profiles(doc))
+    assert "| production | 8^2 x 3arcsec | 12.0 | 0.2 |" in text
+    assert "| 6.00 | 0.1 |" in text  # production's warm worker
+    assert "Warm worker" in text and "imaging 1.00" in text
+    levers = "\n".join(_levers(doc))
+    assert (
+        "| imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000) | 4.00" in levers
+    )
+    assert "| 0.9900 |" in levers and "| 2.00 |" in levers  # rms ratio, time ratio
