@@ -489,5 +489,3 @@ def is_valid_ms(path: Path) -> bool:
     except RuntimeError:
         return False
     return bool(kw.get(_COMPLETE_KEY, False)) and int(kw.get(_FORMAT_KEY, 1)) >= _FORMAT
-
-
