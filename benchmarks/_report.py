@@ -61,7 +61,8 @@ def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
         )
         + f" ({' -> '.join(g['stages'])}; "
         f"{g['cpu_s']} s CPU, peak {g['peak_rss_mb']:.0f} MB). The calibration "
-        "solve runs once per calibrator transit, not per group.",
+        "solve runs once per calibrator transit, not per group."
+        + _reference_units(doc, g),
         "",
         "![benchmark chart](" + png_name + ")",
         "",
@@ -164,6 +165,19 @@ def markdown(doc: dict[str, Any], *, png_name: str = f"{STEM}.png") -> str:
 PROFILE_SUFFIX = ", fast profile"
 
 
+def _reference_units(doc: dict[str, Any], group_path: dict[str, Any]) -> str:
+    """The group path in units of the run's CPU reference ('' without one)."""
+    units = group_path.get("reference_units")
+    reference = doc["stages"].get("cpu reference", {}).get("info", {})
+    if units is None or not reference.get("reference_s"):
+        return ""
+    return (
+        f" In units of this machine's CPU reference ({reference['reference_s']} s, "
+        f"a fixed numpy workload on one core, see *Every stage*): **{units}**; "
+        "compare machines by that figure, not by the real-time factor."
+    )
+
+
 def _profiles(doc: dict[str, Any]) -> list[str]:
     """The group path of each imaging profile, every round, and its accuracy."""
     paths, accuracy = doc.get("group_paths") or {}, doc.get("profiles") or {}
@@ -180,11 +194,12 @@ def _profiles(doc: dict[str, Any]) -> list[str]:
         "of the six stages' wall times in one round; the headline is the "
         f"median round. Observed: {observed} s.",
         "",
-        "| profile | image | group path, median (s) | real-time factor | rounds (s) "
+        "| profile | image | group path, median (s) | real-time factor "
+        "| CPU-reference units | rounds (s) "
         "| imaging (s) | PB correction (s) | photometry (s) | CPU (s) | peak (MB) "
         "| recovered | median abs flux error (pb >= 0.5) | max offset (beam) "
         "| residual rms / production | warm worker (s) | warm real-time factor |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for profile, gp in paths.items():
         acc = accuracy.get(profile, {})
@@ -194,7 +209,8 @@ def _profiles(doc: dict[str, Any]) -> list[str]:
         rounds = ", ".join(_fmt_s(p["wall_s"]) for p in gp["rounds"])
         lines.append(
             f"| {profile} | {acc.get('image', '')} | {_fmt_s(gp['wall_s'])} "
-            f"| {gp['real_time_factor']} | {rounds} | {_fmt_s(imaging)} "
+            f"| {gp['real_time_factor']} | {gp.get('reference_units', '')} "
+            f"| {rounds} | {_fmt_s(imaging)} "
             f"| {_fmt_s(pb)} | {_fmt_s(phot)} | {_fmt_s(gp['cpu_s'])} "
             f"| {gp['peak_rss_mb']:.0f} | {acc.get('n_recovered')}/"
             f"{acc.get('n_injected')} | {acc.get('median_abs_flux_error_pb_ge_0p5')} "
@@ -285,6 +301,14 @@ def _facts(doc: dict[str, Any]) -> str:
         facts.append(
             f"Disk: {info['write_mb_s']} MB/s sequential write (fsync'd), "
             f"{info['read_mb_s']} MB/s cold read, over {info['size_mb']} MB."
+        )
+    if "cpu reference" in s:
+        info = s["cpu reference"]["info"]
+        facts.append(
+            f"CPU reference: {info['reference_s']} s on one core (complex64 FFTs "
+            f"of 2048^2 {info['fft_s']} s, a float32 sort of 8 M values "
+            f"{info['sort_s']} s, element-wise exp and sqrt over 16 M values "
+            f"{info['elementwise_s']} s; medians of three)."
         )
     for key, stage in s.items():
         info = stage["info"]

@@ -22,6 +22,7 @@ __all__ = [
     "apply",
     "convert_ours",
     "convert_pyuvdata",
+    "cpu_reference",
     "derived_maps",
     "disk_speed",
     "drop_page_cache",
@@ -138,6 +139,46 @@ def disk_speed(directory: str, size_mb: int = 2048) -> dict[str, Any]:
         "write_mb_s": round(total / write_s, 1),
         "read_mb_s": round(total / read_s, 1),
     }
+
+
+def cpu_reference(repeats: int = 3) -> dict[str, Any]:
+    """Time a fixed numpy workload on one core: the machine's speed, in the run.
+
+    The same work on every machine and in every run (complex64 FFTs of
+    2048^2, a float32 sort of 8 M values, element-wise exp/sqrt over 16 M
+    values; seeded data, about 1-3 s): dividing a stage's time by it gives
+    a figure that can be compared between machines. 2-core VMs of one name
+    differ by 2x and more (the same imaging took 49 s on one and 106 s on
+    another), so a real-time factor alone says as much about the VM as
+    about the code. Each part's time is the median of ``repeats``.
+    """
+    rng = np.random.default_rng(0)
+    field = rng.standard_normal((2048, 2048)).astype(np.complex64)
+    values = rng.standard_normal(2**23).astype(np.float32)
+    pixels = rng.standard_normal(2**24).astype(np.float32)
+
+    def fft():
+        for _ in range(4):
+            np.fft.fft2(field)
+
+    def sort():
+        for _ in range(2):
+            np.sort(values)
+
+    def elementwise():
+        for _ in range(4):
+            np.exp(pixels) + np.sqrt(np.abs(pixels))
+
+    out: dict[str, Any] = {}
+    for name, fn in (("fft", fft), ("sort", sort), ("elementwise", elementwise)):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_s"] = round(float(np.median(times)), 3)
+    out["reference_s"] = round(out["fft_s"] + out["sort_s"] + out["elementwise_s"], 3)
+    return out
 
 
 # ---------------------------------------------------------------- conversion

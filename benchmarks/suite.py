@@ -218,6 +218,7 @@ def run(
         directory=str(work),
         size_mb=2048 if size is FULL else 256,
     )
+    r(CPU_REFERENCE_KEY, st.cpu_reference)
     raw = r.raw(label="main group")
     sky_csv = str(raw / "truth" / "sky.csv")
 
@@ -415,6 +416,7 @@ def run(
 
 
 FAST = ", fast profile"
+CPU_REFERENCE_KEY = "cpu reference"  # the machine's speed, see st.cpu_reference
 WARM_KEY = "group path, warm worker (the second group in one process)"
 PROFILES = {"production": "", "fast": FAST}  # profile: suffix of its stage keys
 FAST_PROFILE = REPO / "config" / "profiles" / "fast.yaml"
@@ -732,6 +734,7 @@ def group_paths(
         walls = [p["wall_s"] for p in per_round]
         median_s = float(np.median(walls))
         warm = stages[WARM_KEY].info["warm_s"] if WARM_KEY in stages else {}
+        reference = stages.get(CPU_REFERENCE_KEY)
         out[profile] = {
             "stages": names,
             "rounds": per_round,
@@ -739,6 +742,12 @@ def group_paths(
             "cpu_s": round(float(np.median([p["cpu_s"] for p in per_round])), 1),
             "peak_rss_mb": max(p["peak_rss_mb"] for p in per_round),
             "real_time_factor": round(median_s / observed_s, 3),
+            # the median group path in units of this machine's CPU reference
+            **(
+                {"reference_units": round(median_s / reference.info["reference_s"], 1)}
+                if reference is not None and reference.info.get("reference_s")
+                else {}
+            ),
             "stage_median_s": {
                 n: round(float(np.median([p["stages_s"][n] for p in per_round])), 2)
                 for n in names

@@ -41,6 +41,7 @@ def test_quick_benchmark_end_to_end(tmp_path):
     doc = json.loads((out / "benchmark.json").read_text())
     expected = {
         "disk speed",
+        "cpu reference",
         "simulate main group",
         "conversion (no averaging)",
         "conversion, pyuvdata read + write_ms",
@@ -84,6 +85,9 @@ def test_quick_benchmark_end_to_end(tmp_path):
         ), profile
         assert path["stages"][:3] == ["conversion", "flagging", "calibration apply"]
     assert paths["production"] == gp
+    reference = doc["stages"]["cpu reference"]["info"]["reference_s"]
+    assert gp["reference_units"] == pytest.approx(gp["wall_s"] / reference, abs=0.06)
+    assert "CPU reference:" in (out / "benchmark.md").read_text()
     assert paths["fast"]["stages"][3] == "imaging, fast profile"
     assert "imaging (round 2)" in doc["stages"]
     assert "photometry, fast profile (round 2)" in doc["stages"]

@@ -294,8 +294,12 @@ def test_group_paths_are_the_median_round_of_each_profile():
             key = round_key(f"{name}, fast profile", k)
             stages[key] = _stage(name, w / 2)
     paths = group_paths(stages, observed_s=30.0, rounds=3)
+    assert "reference_units" not in paths["production"]  # no CPU reference ran
+    stages["cpu reference"] = _stage("cpu reference", 2.5, reference_s=2.4)
+    paths = group_paths(stages, observed_s=30.0, rounds=3)
     assert [r["wall_s"] for r in paths["production"]["rounds"]] == [6.0, 18.0, 12.0]
     assert paths["production"]["wall_s"] == 12.0  # the median, not the mean
+    assert paths["production"]["reference_units"] == 5.0  # 12 s / 2.4 s
     assert paths["production"]["real_time_factor"] == 0.4
     assert paths["production"]["peak_rss_mb"] == 103.0
     # fast: shared conversion, flagging, apply + its own halved stages
@@ -368,6 +372,9 @@ def test_report_shows_profiles_warm_worker_and_levers():
     warm = {n: 1.0 for n in GROUP_PATH}
     warm.update({f"{n}, fast profile": 0.5 for n in GROUP_PATH[3:]})
     stages[WARM_KEY] = _stage(WARM_KEY, 9.0, warm_s=warm)
+    stages["cpu reference"] = _stage(
+        "cpu reference", 3.0, reference_s=3.0, fft_s=1.5, sort_s=0.5, elementwise_s=1.0
+    )
     gates = {
         "n_recovered": 3,
         "n_injected": 3,
@@ -393,8 +400,14 @@ def test_report_shows_profiles_warm_worker_and_levers():
     assert doc["group_paths"]["production"]["warm_worker"]["wall_s"] == 6.0
     assert doc["group_paths"]["fast"]["warm_worker"]["real_time_factor"] == 0.075
     text = "\n".join(_profiles(doc))
-    assert "| production | 8^2 x 3arcsec | 12.0 | 0.2 |" in text
+    assert "| production | 8^2 x 3arcsec | 12.0 | 0.2 | 4.0 |" in text
     assert "| 6.00 | 0.1 |" in text  # production's warm worker
+    from benchmarks._report import _facts, _reference_units
+
+    headline = _reference_units(doc, doc["group_paths"]["production"])
+    assert "CPU reference (3.0 s" in headline and "**4.0**" in headline
+    only = {"stages": {"cpu reference": doc["stages"]["cpu reference"]}}
+    assert "CPU reference: 3.0 s on one core" in _facts(only)
     assert "Warm worker" in text and "imaging 1.00" in text
     levers = "\n".join(_levers(doc))
     assert (
