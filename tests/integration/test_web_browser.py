@@ -245,6 +245,17 @@ def test_dashboard_and_browser_follow_a_running_stream(tmp_path) -> None:
         queue = browser.find_element(By.ID, "queue").text
         assert "process_block" in queue and "done 1" in queue
         assert js("return document.getElementById('rtf').textContent") != "–"
+        # no panel is wider than its box and the page no wider than the
+        # window: long paths (the disk table) and error messages wrap
+        assert js("return document.querySelectorAll('#disk td').length") > 0
+        overflowing = js(
+            "return [...document.querySelectorAll('section')]"
+            ".filter(s => s.scrollWidth > s.clientWidth + 1).map(s => s.id)"
+        )
+        assert overflowing == [], overflowing
+        assert js("return document.documentElement.scrollWidth <= window.innerWidth"), (
+            "the dashboard is wider than the window"
+        )
         shot("02-dashboard-first-mosaic")
 
         site.feed()

@@ -183,12 +183,36 @@ def test_to_table_columns_and_units() -> None:
     assert str(table["flux_jy"].unit) == "Jy"
 
 
+def _best_of_two(fn) -> float:
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def test_nvss_size_catalogue_loads_quickly(tmp_path: Path) -> None:
+    """200 000 rows load within 5x the time Python's csv module takes only to
+    split the same file into cells (the loader's first step; the rest is the
+    numpy parse and the checks): 3.0-3.6x on the 2-core AMD EPYC VM where the
+    load took 2.3-2.6 s and the former absolute limit of 3 s failed in a full
+    run (3.29 s). The ratio holds on a slow or loaded machine."""
+    import csv
+
     n = 200_000
     path = tmp_path / "nvss.csv"
     write_catalog(_catalog(n, seed=1), path)
-    start = time.perf_counter()
     catalog = load_catalog(path)
-    elapsed = time.perf_counter() - start
     assert len(catalog) == n
-    assert elapsed < 3.0, f"loading {n} rows took {elapsed:.2f} s"
+
+    def split_only():
+        with path.open(newline="") as fh:
+            return list(csv.reader(fh))
+
+    baseline = _best_of_two(split_only)
+    elapsed = _best_of_two(lambda: load_catalog(path))
+    assert elapsed < 5.0 * baseline, (
+        f"loading {n} rows took {elapsed:.2f} s, {elapsed / baseline:.1f}x the "
+        f"{baseline:.2f} s csv.reader takes to split the file"
+    )
