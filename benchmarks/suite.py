@@ -1024,7 +1024,15 @@ def git_state() -> dict[str, Any]:
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=False
         ).stdout.strip()
 
-    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    # not git(): its strip() would take the first line's leading status column
+    # (" M README.md" became "EADME.md")
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.splitlines()
     return {
         "commit": git("rev-parse", "HEAD"),
         "dirty": bool(changed),
