@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 from scipy.ndimage import map_coordinates
 
+from dsa110_contimg.data_ingestion._photometry_dirty import measure_dirty_equivalent
 from dsa110_contimg.data_ingestion.photometry import (
     Beam,
     ForcedPhotometryResult,
@@ -216,6 +218,47 @@ def measure_image(
     radius = 0.75 * max(nx, ny) * abs(wcs.wcs.cdelt[1])
     sub = catalog.select_within(center.ra.deg, center.dec.deg, radius)
     track = DriftTrack.from_header(header)  # the group's one pointing track
+    if cfg.estimator == "dirty_equivalent":
+        pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
+        result = _forced(image, wcs, beam, sub, cfg, pb)
+        result, tau = _dirty_equivalent(image_path, result, wcs, beam, sub, cfg), 0.0
+    else:
+        result, tau = _restored(image_path, image, wcs, beam, sub, cfg, pb_path, track)
+    return _image_table(result, image_path, header, track, image_kind, cfg, tau)
+
+
+def _forced(
+    image: np.ndarray,
+    wcs: WCS,
+    beam: Beam,
+    sub: SkyCatalog,
+    cfg: PhotometryConfig,
+    pb: np.ndarray,
+) -> ForcedPhotometryResult:
+    return measure_forced(
+        image,
+        wcs,
+        sub.ra_deg,
+        sub.dec_deg,
+        beam=beam,
+        names=sub.name,
+        pb=pb,
+        min_pb=cfg.min_pb,
+        box_beams=cfg.box_beams,
+    )
+
+
+def _restored(
+    image_path: Path,
+    image: np.ndarray,
+    wcs: WCS,
+    beam: Beam,
+    sub: SkyCatalog,
+    cfg: PhotometryConfig,
+    pb_path: Path | None,
+    track: DriftTrack,
+) -> tuple[ForcedPhotometryResult, float]:
+    """Return the restored-image measurement and the residual's excess ``tau``."""
     with ThreadPoolExecutor(1, thread_name_prefix="residual-excess") as pool:
         # The residual's excess runs beside the measurement (the compiled
         # loops release the GIL; its own copy of the WCS, which is not
@@ -224,18 +267,78 @@ def measure_image(
             _image_residual_excess, image_path, wcs.deepcopy(), beam, sub, cfg
         )
         pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
-        result = measure_forced(
-            image,
-            wcs,
-            sub.ra_deg,
-            sub.dec_deg,
-            beam=beam,
-            names=sub.name,
-            pb=pb,
-            min_pb=cfg.min_pb,
-            box_beams=cfg.box_beams,
-        )
+        result = _forced(image, wcs, beam, sub, cfg, pb)
         tau = tau.result()
+    return result, tau
+
+
+def _dirty_equivalent(
+    image_path: Path,
+    result: ForcedPhotometryResult,
+    wcs: WCS,
+    beam: Beam,
+    sub: SkyCatalog,
+    cfg: PhotometryConfig,
+) -> ForcedPhotometryResult:
+    """Replace the fluxes and errors by `measure_dirty_equivalent`'s.
+
+    The flags, peak and rms stay those of the restored image; the systematic
+    is 0 (the pair fit of `add_overlap_systematic` adds its part later).
+    """
+    try:
+        names = ImageNames.of(image_path)
+    except ValueError as err:
+        msg = (
+            f"{image_path}: photometry.estimator dirty_equivalent needs a group "
+            "image with the imager's residual, model and psf; measure this image "
+            "with photometry.estimator: restored"
+        )
+        raise InputDataError(msg) from err
+    parts = {}
+    for kind in ("residual", "model", "psf"):
+        path = names.path(kind)
+        if not path.exists():
+            msg = (
+                f"{path}: missing; photometry.estimator dirty_equivalent reads the "
+                "imager's residual, model and psf beside the image: re-image the MS "
+                "or set photometry.estimator: restored"
+            )
+            raise InputDataError(msg)
+        parts[kind] = _read_2d(path, keep_float32=True)[0]
+    dirty = measure_dirty_equivalent(
+        parts["residual"],
+        parts["model"],
+        parts["psf"],
+        wcs,
+        sub.ra_deg,
+        sub.dec_deg,
+        beam=beam,
+        box_beams=cfg.box_beams,
+        own_radius_beams=cfg.own_radius_beams,
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(result.pb > 0, 1.0 / result.pb, np.nan)
+        snr = dirty.flux_jy / dirty.noise_jy
+    return replace(
+        result,
+        flux_jy=dirty.flux_jy * scale,
+        flux_err_jy=dirty.noise_jy * scale,
+        snr=snr,
+        flux_sys_jy=np.zeros(len(result)),
+    )
+
+
+def _image_table(
+    result: ForcedPhotometryResult,
+    image_path: Path,
+    header: fits.Header,
+    track: DriftTrack,
+    image_kind: str,
+    cfg: PhotometryConfig,
+    tau: float,
+) -> Table:
+    """Return the rows of one group image's measurement (flags, epoch, systematic)."""
+    ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     # Imagers clean poorly near the border: measurements there are flagged EDGE.
     border = _EDGE_FRACTION * np.array([nx, ny])
     near_edge = (

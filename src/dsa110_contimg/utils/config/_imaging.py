@@ -358,6 +358,21 @@ class PhotometryConfig(BaseModel):
         "is flagged UPPER_LIMIT (16) and given upper_limit_jy = detection_sigma x "
         "flux_err_jy (sigma).",
     )
+    estimator: Literal["restored", "dirty_equivalent"] = Field(
+        "restored",
+        description="Group-image flux estimator: 'restored' (matched filter on the "
+        "restored image, with the shape and residual-excess systematics) or "
+        "'dirty_equivalent' (matched filter on the residual plus each source's own "
+        "clean components in the dirty beam, noise error only before the overlap "
+        "fit; reads the imager's residual, model and psf). Mosaics are measured "
+        "on the restored mosaic either way.",
+    )
+    own_radius_beams: float = Field(
+        1.5,
+        ge=0,
+        description="dirty_equivalent: clean components within this many beam "
+        "major axes of a source are its own (synthesized beams).",
+    )
 
     @field_validator("rms_annulus_arcsec")
     @classmethod
