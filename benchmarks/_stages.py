@@ -398,10 +398,55 @@ def image_accuracy(image_path: str, sky_csv: str) -> dict[str, Any]:
     truth = load_catalog(sky_csv)
     table = measure_image(Path(image_path), truth, _config({}).photometry)
     out = _truth_summary(table, truth)
+    out["pulls"] = {"restored": _pull_bins(table, truth)}
+    products = [image_path.replace("-image.fits", f"-{k}.fits") for k in _DIRTY_EQ]
+    if all(Path(p).exists() for p in products):  # issue 13: the other estimator
+        cfg = _config({"photometry.estimator": "dirty_equivalent"}).photometry
+        table_de = measure_image(Path(image_path), truth, cfg)
+        out["dirty_equivalent"] = _truth_summary(table_de, truth)
+        out["pulls"]["dirty_equivalent"] = _pull_bins(table_de, truth)
     residual = Path(image_path.replace("-image.fits", "-residual.fits"))
     if residual.exists():  # the residual's robust rms (Jy/beam): the depth reached
         out["residual_rms_jy"] = float(robust_rms(fits.getdata(residual)))
     return out
+
+
+_DIRTY_EQ = ("residual", "model", "psf")
+
+
+def _pull_bins(table, truth) -> dict[str, dict[str, list[float]]]:
+    """Pull rms per SNR bin of the unflagged rows (SNR >= 10) against the truth.
+
+    ``{"full": {"10-30": [rms, n], ...}, "noise_only": {...}}``: with
+    ``flux_err_jy`` and with the noise error alone (``flux_sys_jy`` taken
+    out). One image's rows: the block-level overlap fit is not in them.
+    """
+    from dsa110_contimg.testing.flux_fields import bin_rms
+
+    index = {str(n): i for i, n in enumerate(truth.name)}
+    rows = table[
+        (np.asarray(table["flags"]) == 0)
+        & (np.asarray(table["snr"], dtype=float) >= 10)
+        & np.isin(np.asarray(table["source_name"]).astype(str), list(index))
+    ]
+    true = np.array(
+        [
+            truth.flux_at(float(f))[index[str(n)]]
+            for n, f in zip(rows["source_name"], rows["freq_hz"], strict=True)
+        ]
+    )
+    flux = np.asarray(rows["flux_jy"], dtype=float)
+    err = np.asarray(rows["flux_err_jy"], dtype=float)
+    sys = np.asarray(rows["flux_sys_jy"], dtype=float)
+    noise = np.sqrt(np.maximum(err**2 - sys**2, 0.0))
+    snr = np.asarray(rows["snr"], dtype=float)
+    return {
+        label: {
+            f"{lo:g}-{hi:g}": [round(rms, 3), n]
+            for (lo, hi), (rms, n) in bin_rms((flux - true) / e, snr, 1).items()
+        }
+        for label, e in (("full", err), ("noise_only", noise))
+    }
 
 
 def _truth_summary(table, truth) -> dict[str, Any]:

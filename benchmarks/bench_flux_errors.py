@@ -12,7 +12,7 @@ beam, noise error only before the overlap fit). Reports, per estimator, kind
 errors and with the noise errors alone, and the median relative flux error at
 SNR >= 30 and >= 100. Writes ``benchmarks/results/flux_errors.{json,md}``.
 
-    .venv/bin/python benchmarks/bench_flux_errors.py [--seeds 7 3 11 42]
+    .venv/bin/python -m benchmarks.bench_flux_errors [--seeds 7 3 11 42]
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def _markdown(report: dict) -> str:
     lines = [
         "# Flux-error pulls: restored vs dirty-equivalent estimator",
         "",
-        f"{report['date']}, {report['machine']}, git {report['git']}; "
+        f"{report['date']}, {report['machine']}, git "
+        f"{report['git']['commit'][:7]}{' (dirty)' if report['git']['dirty'] else ''}; "
         f"seeds {report['seeds']}; {report['wall_s']:.0f} s.",
         "",
         "Pull rms per noise-SNR bin 10-30 / 30-100 / 100-1000 (pulls in "
@@ -100,8 +101,6 @@ def _markdown(report: dict) -> str:
 
 def main() -> None:
     """Run the fields and write the report."""
-    import subprocess
-
     from dsa110_contimg.testing import flux_fields as ff
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -129,19 +128,14 @@ def main() -> None:
     for est in ESTIMATORS:
         for kind in KINDS:
             results[est][kind]["pooled"] = _summary(parts[est][kind])
-    git = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=HERE,
-        check=False,
-    ).stdout.strip()
+    from benchmarks.suite import git_state
+
     report = {
         "benchmark": "flux_errors",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.processor() or platform.machine()}, "
         f"{platform.python_version()}",
-        "git": git,
+        "git": git_state(),
         "seeds": args.seeds,
         "wall_s": time.perf_counter() - t0,
         "results": results,

@@ -786,6 +786,8 @@ def profile_accuracy(stages: dict[str, StageResult]) -> dict[str, dict[str, Any]
             "photometry_median_abs_flux_error_pb_ge_0p5": (
                 phot.info.get("median_abs_flux_error_pb_ge_0p5") if phot else None
             ),
+            "pulls": info.get("pulls"),
+            "dirty_equivalent": info.get("dirty_equivalent"),
         }
     base = out.get("production", {}).get("residual_rms_jy")
     for values in out.values():

@@ -97,6 +97,14 @@ def test_quick_benchmark_end_to_end(tmp_path):
     assert profiles["production"]["residual_rms_ratio"] == 1.0
     assert profiles["fast"]["n_recovered"] >= 1
     assert 0.5 < profiles["fast"]["residual_rms_ratio"] < 2.0
+    # both photometry estimators measured against the truth (issue 13)
+    for profile in ("production", "fast"):
+        pulls = profiles[profile]["pulls"]
+        assert set(pulls) == {"restored", "dirty_equivalent"}, profile
+        for bins in pulls.values():
+            assert sum(n for _, n in bins["full"].values()) >= 1, (profile, bins)
+        assert profiles[profile]["dirty_equivalent"]["n_recovered"] >= 1
+    assert "per photometry estimator" in (out / "benchmark.md").read_text()
     # the same stages in one warm process (a streaming worker's cost per
     # group) are cheaper than six fresh processes
     for profile, path in paths.items():

@@ -414,3 +414,31 @@ def test_report_shows_profiles_warm_worker_and_levers():
         "| imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000) | 4.00" in levers
     )
     assert "| 0.9900 |" in levers and "| 2.00 |" in levers  # rms ratio, time ratio
+
+
+def test_flux_error_bench_summarises_pulls_per_bin():
+    """bench_flux_errors: pull rms per SNR bin, noise-only pulls, flux scale."""
+    from astropy.table import Table
+    from benchmarks.bench_flux_errors import ESTIMATORS, KINDS, _markdown, _summary
+
+    snr = np.array([15.0, 20.0, 50.0, 60.0, 200.0])
+    pulls = np.array([1.0, -1.0, 2.0, 0.0, 0.5])
+    noise_pulls = 2.0 * pulls
+    rel = np.array([0.01, -0.01, 0.004, 0.0, -0.002])
+    summary = _summary([(pulls, noise_pulls, rel, Table({"snr": snr}))])
+    assert summary["pulls"]["10-30"] == {"rms": 1.0, "n": 2}
+    assert summary["pulls"]["30-100"] == {"rms": pytest.approx(1.414, abs=1e-3), "n": 2}
+    assert summary["noise_only"]["10-30"]["rms"] == 2.0
+    assert summary["median_rel_snr30"] == pytest.approx(0.0)
+    assert summary["median_rel_snr100"] == pytest.approx(-0.002)
+    report = {
+        "date": "2026-12-02",
+        "machine": "test",
+        "git": {"commit": "abcdef0123", "dirty": False},
+        "seeds": [7],
+        "wall_s": 1.0,
+        "results": {e: {k: {"7": summary} for k in KINDS} for e in ESTIMATORS},
+    }
+    text = _markdown(report)
+    assert "| dirty_equivalent | mosaic | 7 | 1.00 (2) / 1.41 (2) / 0.50 (1) |" in text
+    assert "git abcdef0;" in text
