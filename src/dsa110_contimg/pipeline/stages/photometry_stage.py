@@ -17,7 +17,11 @@ with the image's time they identify one light-curve epoch (`epoch_id`).
 ``flux_err_jy`` is the noise error and a measured systematic ``flux_sys_jy``
 in quadrature: the in-image shape error of `measure_forced`, the flux left in
 a group image's residual (`residual_excess`) and, per block, the scatter
-between overlapping images (`add_overlap_systematic`).
+between overlapping images (`add_overlap_systematic`). With
+``photometry.estimator: dirty_equivalent`` a group image's fluxes and noise
+errors come from `measure_dirty_equivalent` (the residual plus each source's
+own clean components read through the dirty beam) and only the overlap term
+is added; mosaics are measured on the restored mosaic either way.
 """
 
 from __future__ import annotations
