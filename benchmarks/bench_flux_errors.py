@@ -34,6 +34,33 @@ ESTIMATORS = ("restored", "dirty_equivalent")
 KINDS = ("image", "mosaic")
 
 
+def run_pull_field(base: Path, seed: int, overrides: dict | None = None):
+    """Simulate the field (`flux_fields.field_spec`) under ``base`` and run the
+    batch pipeline on it; return the merged photometry table and the simulation.
+
+    ``overrides`` are dotted configuration keys on top of the testing
+    environment (e.g. ``{"photometry.estimator": "dirty_equivalent"}``).
+    """
+    from dsa110_contimg.pipeline.batch import run_batch
+    from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_table
+    from dsa110_contimg.simulation import simulate_observation
+    from dsa110_contimg.testing.flux_fields import field_spec
+    from dsa110_contimg.testing.layout import path_overrides
+    from dsa110_contimg.utils.config_loader import load_pipeline_config
+
+    sim = simulate_observation(field_spec(seed), base / "incoming")
+    config = load_pipeline_config(
+        environment="testing",
+        overrides={**path_overrides(base), **(overrides or {})},
+        env={},
+    )
+    result = run_batch(config, base / "incoming", catalog_path=sim.sky_path)
+    if not result.success:
+        msg = f"pull field seed {seed}: {[b.errors for b in result.blocks]}"
+        raise RuntimeError(msg)
+    return read_photometry_table(result.photometry_path), sim
+
+
 def _summary(parts: list[tuple]) -> dict:
     """Pull rms per bin (full and noise-only errors) and flux-scale medians."""
     from dsa110_contimg.testing import flux_fields as ff
@@ -117,9 +144,7 @@ def main() -> None:
             for est in ESTIMATORS:
                 base = Path(tmp) / f"{est}_{seed}"
                 started = time.perf_counter()
-                table, sim = ff.run_pull_field(
-                    base, seed, {"photometry.estimator": est}
-                )
+                table, sim = run_pull_field(base, seed, {"photometry.estimator": est})
                 print(f"seed {seed} {est}: {time.perf_counter() - started:.0f} s")
                 for kind in KINDS:
                     one = ff.pulls(table, sim, kind)

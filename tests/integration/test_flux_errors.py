@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from benchmarks.bench_flux_errors import run_pull_field
 
 from dsa110_contimg.testing import flux_fields as ff
 
@@ -49,7 +50,7 @@ _BAND = (0.9, 1.2)
 def fields(tmp_path_factory):
     """Return {seed: (photometry table, simulation)}, each field run once."""
     return {
-        seed: ff.run_pull_field(tmp_path_factory.mktemp(f"pulls{seed}"), seed)
+        seed: run_pull_field(tmp_path_factory.mktemp(f"pulls{seed}"), seed)
         for seed in _SEEDS
     }
 

@@ -2,7 +2,8 @@
 
 Two overlapping testing-size groups (a real group's 309 s drift), 40 sources
 per group up to 5 Jy, antenna gain errors left in the data and thermal noise,
-run through the batch pipeline; `pulls` compares the photometry with the
+run through the batch pipeline (``benchmarks.bench_flux_errors.run_pull_field``:
+this package is below the pipeline); `pulls` compares the photometry with the
 truth. Used by ``tests/integration/test_flux_errors.py`` and
 ``benchmarks/bench_flux_errors.py``.
 
@@ -15,38 +16,21 @@ simulated flux times that scale.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
 
-from dsa110_contimg.simulation import (
-    ObservationSpec,
-    SimulationResult,
-    simulate_observation,
-)
-from dsa110_contimg.testing.layout import path_overrides
+from dsa110_contimg.simulation import ObservationSpec, SimulationResult
 
-__all__ = ["SNR_BINS", "bin_rms", "gain_scale", "pulls", "run_pull_field"]
+__all__ = ["SNR_BINS", "bin_rms", "field_spec", "gain_scale", "pulls"]
 
 #: noise-SNR bins of the issue's acceptance (10-30, 30-100, 100-1000, > 1000)
 SNR_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
 
 
-def run_pull_field(
-    base: Path, seed: int, overrides: dict[str, object] | None = None
-) -> tuple[Table, SimulationResult]:
-    """Simulate the field under ``base`` and run the batch pipeline on it.
-
-    Returns the merged photometry table and the simulation (its truth).
-    ``overrides`` are dotted configuration keys on top of the testing
-    environment (e.g. ``{"photometry.estimator": "dirty_equivalent"}``).
-    """
-    from dsa110_contimg.pipeline.batch import run_batch
-    from dsa110_contimg.pipeline.stages.photometry_stage import read_photometry_table
-    from dsa110_contimg.utils.config_loader import load_pipeline_config
-
-    spec = ObservationSpec(
+def field_spec(seed: int) -> ObservationSpec:
+    """Return the field's simulation: two groups, 40 sources each, gains, noise."""
+    return ObservationSpec(
         start_time=datetime(2023, 6, 1, tzinfo=UTC),
         n_groups=2,
         n_antennas=24,
@@ -62,17 +46,6 @@ def run_pull_field(
         gain_phase_rms_deg=3.0,
         seed=seed,
     )
-    sim = simulate_observation(spec, base / "incoming")
-    config = load_pipeline_config(
-        environment="testing",
-        overrides={**path_overrides(base), **(overrides or {})},
-        env={},
-    )
-    result = run_batch(config, base / "incoming", catalog_path=sim.sky_path)
-    if not result.success:
-        msg = f"pull field seed {seed}: {[b.errors for b in result.blocks]}"
-        raise RuntimeError(msg)
-    return read_photometry_table(result.photometry_path), sim
 
 
 def gain_scale(gains) -> float:
