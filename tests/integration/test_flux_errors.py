@@ -109,3 +109,76 @@ def test_pull_rms_is_honest_in_every_snr_bin_of_each_seed(fields, kind):
             pulls, np.asarray(rows["snr"]), _MIN_PULLS_SEED
         ).items():
             assert _BAND[0] < rms < _BAND[1], (kind, lo, hi, rms)
+
+
+# ``photometry.estimator: dirty_equivalent`` on the two seeds whose faint
+# sources sit in bright sources' sidelobes (42 and 11). Before the sidelobe
+# term (`sidelobe_noise`) the image pulls at SNR 10-30 read 1.65 and 1.25
+# (1.47 together); with it 0.90 and 0.97 (0.93 together), 30-100 0.78 and 1.13.
+_SIDELOBE_SEEDS = (42, 11)
+
+
+@pytest.fixture(scope="module")
+def dirty_fields(tmp_path_factory):
+    """Return {seed: (table, simulation)} of the dirty-equivalent estimator."""
+    return {
+        seed: run_pull_field(
+            tmp_path_factory.mktemp(f"dirty{seed}"),
+            seed,
+            {"photometry.estimator": "dirty_equivalent"},
+        )
+        for seed in _SIDELOBE_SEEDS
+    }
+
+
+def test_dirty_equivalent_image_pulls_hold_beside_bright_sources(dirty_fields):
+    pulls, noise_pulls, rel, snr, parts = _pooled(dirty_fields, "image")
+    checked = ff.bin_rms(pulls, snr, _MIN_PULLS)
+    print(f"\ndirty_equivalent images, seeds {_SIDELOBE_SEEDS}: {checked}")
+    assert {(10, 30), (30, 100)} <= set(checked), checked
+    for (lo, hi), (rms, _) in checked.items():
+        assert _BAND[0] < rms < _BAND[1], (lo, hi, rms)
+    assert abs(float(np.median(rel[snr >= 30]))) < 0.01
+    # the sidelobe term is recorded with each measurement, and it matters:
+    # the background noise errors alone fail the band
+    noise_rms = ff.bin_rms(noise_pulls, snr, _MIN_PULLS)
+    assert all(rms > _BAND[1] for rms, _ in noise_rms.values()), noise_rms
+    for rows in parts:
+        sys = np.asarray(rows["flux_sys_jy"])
+        assert np.all(np.isfinite(sys)) and np.median(sys) > 0
+
+
+def test_dirty_equivalent_mosaic_is_its_members_mean(dirty_fields):
+    for table, _ in dirty_fields.values():
+        kind = np.asarray(table["image_kind"]).astype(str)
+        mosaic = table[(kind == "mosaic") & (np.asarray(table["flags"]) == 0)]
+        images = table[(kind == "image") & ((np.asarray(table["flags"]) & 7) == 0)]
+        assert len(mosaic) >= 20
+        for row in mosaic:
+            members = images[images["source_name"] == row["source_name"]]
+            noise = np.sqrt(members["flux_err_jy"] ** 2 - members["flux_sys_jy"] ** 2)
+            shared = np.asarray(members["flux_sys_jy"])
+            # weights 1/total^2 with the members' errors before the overlap
+            # fit are not recoverable here; the mean lies between the members
+            assert min(members["flux_jy"]) - 1e-9 <= row["flux_jy"]
+            assert row["flux_jy"] <= max(members["flux_jy"]) + 1e-9
+            # the shared sidelobes do not average down
+            assert row["flux_err_jy"] >= 0.99 * np.min(
+                np.hypot(noise, shared)
+            ) / np.sqrt(len(members))
+
+
+@pytest.mark.xfail(
+    reason="known gap: the dirty-equivalent mosaic's pulls read 0.87 (10-30) and "
+    "0.88 (30-100) on seeds 42 and 11, 1.09 and 1.21 over eight seeds (images "
+    "1.09 and 1.08): how much of the members' errors they share (pulls correlate "
+    "+0.41; the model takes the sidelobes as shared, the background as not) is "
+    "not yet measured",
+    strict=True,
+)
+def test_dirty_equivalent_mosaic_pulls(dirty_fields):
+    pulls, _, _, snr, _ = _pooled(dirty_fields, "mosaic")
+    checked = ff.bin_rms(pulls, snr, _MIN_PULLS)
+    assert checked
+    for (lo, hi), (rms, _) in checked.items():
+        assert _BAND[0] < rms < _BAND[1], (lo, hi, rms)

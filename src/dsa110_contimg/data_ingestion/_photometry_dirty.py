@@ -32,6 +32,10 @@ from dsa110_contimg.data_ingestion._photometry_noise import (
     _local_rms,
     _psf_filter_fraction,
 )
+from dsa110_contimg.data_ingestion._photometry_sidelobes import (
+    SIDELOBE_MIN_SNR,
+    sidelobe_noise,
+)
 from dsa110_contimg.data_ingestion._photometry_types import Beam
 
 __all__ = ["DirtyEquivalent", "measure_dirty_equivalent"]
@@ -41,12 +45,16 @@ __all__ = ["DirtyEquivalent", "measure_dirty_equivalent"]
 class DirtyEquivalent:
     """Apparent (not primary-beam corrected) fluxes and noise errors, Jy.
 
-    ``eta`` is the matched filter of the dirty beam at its peak: the fraction
-    of a dirty-beam-shaped flux that the restoring-beam filter recovers.
+    ``noise_jy`` is the background noise error and ``sidelobe_jy`` the
+    error from bright sources' sidelobes at the position (`sidelobe_noise`);
+    the total error is their quadrature sum. ``eta`` is the matched filter of
+    the dirty beam at its peak: the fraction of a dirty-beam-shaped flux that
+    the restoring-beam filter recovers.
     """
 
     flux_jy: NDArray[np.float64]
     noise_jy: NDArray[np.float64]
+    sidelobe_jy: NDArray[np.float64]
     own_model_jy: NDArray[np.float64]
     eta: float
 
@@ -87,7 +95,8 @@ def measure_dirty_equivalent(
         Components within this many beam major axes (FWHM) of a position are
         that source's own; all others are left subtracted.
     rms_box_beams : (float, float)
-        Annulus of the local rms of the residual, beam major axes.
+        Annulus of the local rms of the residual, beam major axes: it decides
+        which sources are bright enough for a sidelobe profile.
 
     Returns
     -------
@@ -112,9 +121,13 @@ def measure_dirty_equivalent(
     at offset :math:`\delta` from its peak (:math:`\mathrm{mf}(P)(0) = \eta`).
     :math:`S_k` does not depend on how the clean distributed the source's flux
     among its components, nor on how much of it it left in the residual, and
-    its error is that of the residual's noise read by the same filter: the
-    local robust rms of :math:`R` times the filter's noise per unit rms
-    measured on source-free boxes of :math:`R`, divided by :math:`\eta`.
+    its error is that of the residual's noise read by the same filter: an rms
+    of :math:`R` times the filter's noise per unit rms measured on
+    source-free boxes of :math:`R`, divided by :math:`\eta`. The rms is split
+    (`sidelobe_noise`): the background away from bright sources
+    (``noise_jy``) and, for a source within 16 beams of sources brighter than
+    `SIDELOBE_MIN_SNR` (judged with the local annulus rms), the excess rms of
+    their residual rings at its distance (``sidelobe_jy``).
     Neighbours within ``own_radius_beams`` are read with weight
     :math:`\mathrm{mf}(P)(\delta)/\eta`, as a restored image reads them with
     the restoring beam (such pairs are flagged ``BLENDED`` anyway).
@@ -145,11 +158,24 @@ def measure_dirty_equivalent(
     rms = _local_rms(res, x, y, inside, major_pix, rms_box_beams, None)
     mf_factor, _ = _error_factors(res, wcs, x, y, pixel_beam, half, None, None)
     with np.errstate(invalid="ignore", divide="ignore"):
+        factor = mf_factor / np.sqrt(fraction) / eta
         flux = (mf_res + own) / eta
-        noise = rms * mf_factor / np.sqrt(fraction) / eta
-    flux[~inside] = np.nan
-    noise[~inside] = np.nan
-    return DirtyEquivalent(flux, noise, own, float(eta))
+        bright = np.nan_to_num(flux / (rms * factor)) >= SIDELOBE_MIN_SNR
+    finite_rms = rms[inside & np.isfinite(rms)]
+    background, sidelobe = sidelobe_noise(
+        res,
+        x,
+        y,
+        inside,
+        bright,
+        major_pix,
+        float(np.median(finite_rms)) if finite_rms.size else np.nan,
+    )
+    noise = np.where(np.isfinite(rms), background * factor, np.nan)
+    sidelobe = sidelobe * factor
+    for values in (flux, noise, sidelobe):
+        values[~inside] = np.nan
+    return DirtyEquivalent(flux, noise, sidelobe, own, float(eta))
 
 
 def _own_components(

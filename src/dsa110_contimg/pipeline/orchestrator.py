@@ -302,6 +302,14 @@ class PipelineOrchestrator:
         if self.config.mosaic.enabled and block.ms_files:
             with bind_context(block_id=block.block_id, stage="mosaic"):
                 mosaic_rows = await self._mosaic(block, result, made)
+            if (
+                mosaic_rows is not None
+                and self.config.photometry.estimator == "dirty_equivalent"
+            ):
+                used = [p for p, status, _ in result.mosaic_members if status == "used"]
+                mosaic_rows = photometry_stage.mosaic_rows_from_members(
+                    mosaic_rows, tables, used, self.config.photometry
+                )
             if mosaic_rows is not None:
                 tables.append(mosaic_rows)
         if tables:

@@ -18,6 +18,8 @@ from dsa110_contimg.data_ingestion.photometry import excess_fraction
 
 __all__ = [
     "add_overlap_systematic",
+    "mark_shared_systematic",
+    "noise_errors",
     "set_systematic",
     "table_fraction",
 ]
@@ -40,10 +42,29 @@ def table_fraction(table: Table) -> float:
     return float(np.nanmedian(ratio))
 
 
-def set_systematic(table: Table, fraction: float | np.ndarray, tau: float) -> None:
-    r"""Set ``flux_sys_jy`` to :math:`\sqrt{(f S)^2 + (\tau n)^2}` and the total error.
+def mark_shared_systematic(table: Table) -> None:
+    """Record that ``flux_sys_jy`` holds a measured term the overlap fit keeps.
 
-    ``n`` is the noise error (``flux_err_jy`` less the current systematic);
+    The dirty-equivalent estimator's sidelobe error (`measure_dirty_equivalent`)
+    is the same sky's in overlapping images: `add_overlap_systematic` adds its
+    fraction to it in quadrature instead of replacing it, and a mosaic's mean
+    carries it as correlated between its members (`mosaic_from_members`).
+    """
+    table.meta["shared_systematic"] = True
+    table.meta["sys_fraction"] = 0.0
+    table.meta["residual_excess"] = 0.0
+
+
+def set_systematic(
+    table: Table,
+    fraction: float | np.ndarray,
+    tau: float,
+    shared: np.ndarray | None = None,
+) -> None:
+    r"""Set ``flux_sys_jy`` to :math:`\sqrt{(f S)^2 + (\tau n)^2 + s^2}`, and the error.
+
+    ``n`` is the noise error (``flux_err_jy`` less the current systematic),
+    ``s`` a measured term kept (``shared``, default 0);
     ``f`` (one value, or one per row) and ``tau`` are kept in ``table.meta``
     (``sys_fraction``, the largest ``f``; ``residual_excess``).
     """
@@ -54,6 +75,8 @@ def set_systematic(table: Table, fraction: float | np.ndarray, tau: float) -> No
         # the noise error: the total less the systematic it holds now
         noise = np.sqrt(np.maximum(err**2 - np.nan_to_num(old) ** 2, 0.0))
         sys = np.hypot(fraction * flux, tau * noise)
+        if shared is not None:
+            sys = np.hypot(sys, shared)
         table["flux_sys_jy"] = sys
         table["flux_err_jy"] = np.hypot(noise, sys)
     table.meta["sys_fraction"] = float(np.max(fraction, initial=0.0))
@@ -136,26 +159,39 @@ def add_overlap_systematic(tables: list[Table]) -> list[Table]:
             continue
         own = float(table.meta.get("sys_fraction", table_fraction(table)))
         tau = float(table.meta.get("residual_excess", 0.0))
+        shared = _shared(table)
         updated = table.copy()
         if str(table["image_kind"][0]) == "image":
             with np.errstate(invalid="ignore", divide="ignore"):
                 pb = _pb(table)
                 per_pb = np.where(pb > 0, frac / pb, np.nan)
-            set_systematic(updated, np.fmax(own, per_pb), tau)
+            set_systematic(updated, np.fmax(own, per_pb), tau, shared)
         else:  # a mosaic: the independent part averages down, the shared part not
             per_row = np.array(
                 [
-                    _mean_fraction(members.get(str(name), []), frac)
+                    _mean_fraction(
+                        members.get(str(name), []), frac, correlated=shared is not None
+                    )
                     for name in table["source_name"]
                 ]
             )
-            set_systematic(updated, np.maximum(own, per_row), max(tau, tau_images))
+            set_systematic(
+                updated, np.maximum(own, per_row), max(tau, tau_images), shared
+            )
         updated.meta["overlap_fraction"] = float(frac)
         out.append(updated)
     return out
 
 
-def _noise_errors(table: Table) -> np.ndarray:
+def _shared(table: Table) -> np.ndarray | None:
+    """Return the measured systematic a table keeps (`mark_shared_systematic`)."""
+    if not table.meta.get("shared_systematic"):
+        return None
+    return np.nan_to_num(np.asarray(table["flux_sys_jy"], dtype=np.float64))
+
+
+def noise_errors(table: Table) -> np.ndarray:
+    """Return the rows' noise errors: ``flux_err_jy`` less ``flux_sys_jy``."""
     err = np.asarray(table["flux_err_jy"], dtype=np.float64)
     sys = np.asarray(table["flux_sys_jy"], dtype=np.float64)
     return np.sqrt(np.maximum(err**2 - np.nan_to_num(sys) ** 2, 0.0))
@@ -182,7 +218,7 @@ def _members(images: list[Table]) -> dict[str, list[tuple[float, float]]]:
     """Return, per source, (noise error, primary beam) of its unflagged image rows."""
     members: dict[str, list[tuple[float, float]]] = {}
     for table in images:
-        noise = _noise_errors(table)
+        noise = noise_errors(table)
         pb = _pb(table)
         for i in np.flatnonzero(_usable(table, noise)):
             members.setdefault(str(table["source_name"][i]), []).append(
@@ -191,12 +227,20 @@ def _members(images: list[Table]) -> dict[str, list[tuple[float, float]]]:
     return members
 
 
-def _mean_fraction(members: list[tuple[float, float]], frac: float) -> float:
-    r"""Return :math:`f \sqrt{\sum w_i^2 / p_i^2} / \sum w_i` (f with no members)."""
+def _mean_fraction(
+    members: list[tuple[float, float]], frac: float, *, correlated: bool = False
+) -> float:
+    r"""Return :math:`f \sqrt{\sum w_i^2 / p_i^2} / \sum w_i` (f with no members).
+
+    ``correlated``: :math:`f \sum (w_i / p_i) / \sum w_i`, the members' errors
+    taken as one (the members' mean of a dirty-equivalent mosaic).
+    """
     if not members:
         return frac
     noise, pb = np.asarray(members).T
     w = 1.0 / noise**2
+    if correlated:
+        return float(frac * np.sum(w / pb) / np.sum(w))
     return float(frac * np.sqrt(np.sum((w / pb) ** 2)) / np.sum(w))
 
 
@@ -206,12 +250,17 @@ def _overlap_fraction(images: list[Table]) -> float | None:
     for table in images:
         flux = np.asarray(table["flux_jy"], dtype=np.float64)
         pb = _pb(table)
-        noise = _noise_errors(table)
+        noise = noise_errors(table)
         # the noise each measurement has with its image's residual excess
         inflate = math.hypot(1.0, float(table.meta.get("residual_excess", 0.0)))
+        # a measured sidelobe term enters the pairs as if independent: the
+        # sidelobes move with the drift between two images, and f is only
+        # what neither term explains
+        shared = _shared(table)
+        spread = noise * inflate if shared is None else np.hypot(noise, shared)
         for i in np.flatnonzero(_usable(table, noise)):
             by_source.setdefault(str(table["source_name"][i]), []).append(
-                (float(flux[i]), float(noise[i]) * inflate, float(pb[i]))
+                (float(flux[i]), float(spread[i]), float(pb[i]))
             )
     diff2, noise2, scale2 = [], [], []
     for rows in by_source.values():

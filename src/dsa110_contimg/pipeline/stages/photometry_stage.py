@@ -20,8 +20,11 @@ a group image's residual (`residual_excess`) and, per block, the scatter
 between overlapping images (`add_overlap_systematic`). With
 ``photometry.estimator: dirty_equivalent`` a group image's fluxes and noise
 errors come from `measure_dirty_equivalent` (the residual plus each source's
-own clean components read through the dirty beam) and only the overlap term
-is added; mosaics are measured on the restored mosaic either way.
+own clean components read through the dirty beam; its systematic is the
+bright sources' sidelobes at the source) and the overlap term is added to
+it, and a mosaic's are its members' inverse-variance mean
+(`mosaic_rows_from_members`; the restored mosaic keeps its flags, peak and
+rms).
 """
 
 from __future__ import annotations
@@ -49,8 +52,10 @@ from dsa110_contimg.data_ingestion.photometry import (
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.pipeline.stages._photometry_members import mosaic_from_members
 from dsa110_contimg.pipeline.stages._photometry_systematics import (
     add_overlap_systematic,
+    mark_shared_systematic,
     set_systematic,
     table_fraction,
 )
@@ -78,6 +83,7 @@ __all__ = [
     "image_primary_beam",
     "measure_image",
     "measure_mosaic",
+    "mosaic_rows_from_members",
     "split_epochs",
     "write_photometry_table",
     "read_photometry_table",
@@ -225,7 +231,7 @@ def measure_image(
     if cfg.estimator == "dirty_equivalent":
         pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
         result = _forced(image, wcs, beam, sub, cfg, pb)
-        result, tau = _dirty_equivalent(image_path, result, wcs, beam, sub, cfg), 0.0
+        result, tau = _dirty_equivalent(image_path, result, wcs, beam, sub, cfg), None
     else:
         result, tau = _restored(image_path, image, wcs, beam, sub, cfg, pb_path, track)
     return _image_table(result, image_path, header, track, image_kind, cfg, tau)
@@ -287,7 +293,9 @@ def _dirty_equivalent(
     """Replace the fluxes and errors by `measure_dirty_equivalent`'s.
 
     The flags, peak and rms stay those of the restored image; the systematic
-    is 0 (the pair fit of `add_overlap_systematic` adds its part later).
+    is the bright sources' sidelobes at the source (``sidelobe_jy``: the same
+    sky's in overlapping images), to which the pair fit of
+    `add_overlap_systematic` adds its part later.
     """
     try:
         names = ImageNames.of(image_path)
@@ -320,15 +328,16 @@ def _dirty_equivalent(
         box_beams=cfg.box_beams,
         own_radius_beams=cfg.own_radius_beams,
     )
+    total = np.hypot(dirty.noise_jy, dirty.sidelobe_jy)
     with np.errstate(invalid="ignore", divide="ignore"):
         scale = np.where(result.pb > 0, 1.0 / result.pb, np.nan)
-        snr = dirty.flux_jy / dirty.noise_jy
+        snr = dirty.flux_jy / total
     return replace(
         result,
         flux_jy=dirty.flux_jy * scale,
-        flux_err_jy=dirty.noise_jy * scale,
+        flux_err_jy=total * scale,
         snr=snr,
-        flux_sys_jy=np.zeros(len(result)),
+        flux_sys_jy=dirty.sidelobe_jy * scale,
     )
 
 
@@ -339,9 +348,12 @@ def _image_table(
     track: DriftTrack,
     image_kind: str,
     cfg: PhotometryConfig,
-    tau: float,
+    tau: float | None,
 ) -> Table:
-    """Return the rows of one group image's measurement (flags, epoch, systematic)."""
+    """Return the rows of one group image's measurement (flags, epoch, systematic).
+
+    ``tau`` is the residual excess of the restored estimator; None for the
+    dirty-equivalent one, whose ``flux_sys_jy`` (the sidelobes) is kept."""
     ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
     # Imagers clean poorly near the border: measurements there are flagged EDGE.
     border = _EDGE_FRACTION * np.array([nx, ny])
@@ -368,14 +380,17 @@ def _image_table(
         mjd=mjd,
         freq_hz=freq_hz,
     )
-    set_systematic(table, table_fraction(table), tau)
+    if tau is None:  # dirty_equivalent: the measured sidelobe systematic stays
+        mark_shared_systematic(table)
+    else:
+        set_systematic(table, table_fraction(table), tau)
     log.info(
         "photometry measured",
         extra={
             "image": str(image_path),
             "n_sources": n,
             "n_on_image": int(np.sum((flags & PhotometryFlag.EDGE) == 0)),
-            "residual_excess": tau,
+            "residual_excess": tau or 0.0,
         },
     )
     return table
@@ -503,6 +518,31 @@ def measure_mosaic(
     set_systematic(table, table_fraction(table), 0.0)
     log.info("mosaic measured", extra={"mosaic": str(mosaic_path), "n_sources": n})
     return table
+
+
+def mosaic_rows_from_members(
+    mosaic: Table,
+    images: list[Table],
+    used: list[str],
+    cfg: PhotometryConfig,
+) -> Table:
+    """Return a mosaic's rows with fluxes from its members' group-image rows.
+
+    The mosaic counterpart of ``photometry.estimator: dirty_equivalent``
+    (`mosaic_from_members`: the members' inverse-variance mean, the mosaic's
+    own weights at the source); ``UPPER_LIMIT`` is set from the combined flux.
+    """
+    out = mosaic_from_members(mosaic, images, used)
+    flags = np.asarray(out["flags"]).astype(np.int64) & ~int(PhotometryFlag.UPPER_LIMIT)
+    flags, limit = _upper_limits(
+        np.asarray(out["flux_jy"], dtype=np.float64),
+        np.asarray(out["flux_err_jy"], dtype=np.float64),
+        flags,
+        cfg.detection_sigma,
+    )
+    out["flags"] = flags
+    out["upper_limit_jy"] = limit
+    return out
 
 
 def _rows(

@@ -364,8 +364,8 @@ class PhotometryConfig(BaseModel):
         "restored image, with the shape and residual-excess systematics) or "
         "'dirty_equivalent' (matched filter on the residual plus each source's own "
         "clean components in the dirty beam, noise error only before the overlap "
-        "fit; reads the imager's residual, model and psf). Mosaics are measured "
-        "on the restored mosaic either way.",
+        "fit; reads the imager's residual, model and psf; a mosaic's fluxes are then "
+        "its members' inverse-variance mean, the restored mosaic keeping its flags).",
     )
     own_radius_beams: float = Field(
         1.5,

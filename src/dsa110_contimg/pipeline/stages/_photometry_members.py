@@ -1,0 +1,133 @@
+"""A mosaic's fluxes read from its members' group-image measurements.
+
+With ``photometry.estimator: dirty_equivalent`` a group image's flux of a
+source is the dirty image's (residual plus the source's own clean components
+through the dirty beam), free of the clean's bias and with the residual's
+noise as its error. The restored mosaic cannot be read that way (it has no
+residual and no dirty beam), but a primary-beam-weighted mosaic at a source is
+the weighted mean of its members there, weights :math:`p_i^2/\\sigma_i^2`
+(`dsa110_contimg.mosaic.coadd_images`); `mosaic_from_members` forms that mean
+from the members' dirty-equivalent measurements. The members are different
+5-minute groups, so their noise is independent and the mean's noise error is
+:math:`1/\\sqrt{\\sum_i w_i}`; what they share (the flux scale of one
+calibration, the sidelobes of one sky) is the overlap fit's part
+(`add_overlap_systematic`), added afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+from astropy.table import Table
+
+from dsa110_contimg.data_ingestion.photometry import PhotometryFlag
+from dsa110_contimg.pipeline.stages._photometry_systematics import (
+    mark_shared_systematic,
+    noise_errors,
+)
+from dsa110_contimg.tables import image_id
+
+__all__ = ["mosaic_from_members"]
+
+log = logging.getLogger(__name__)
+
+#: member rows with any of these flags do not enter a mosaic's mean: off the
+#: image or in its outer band (which holds the mosaic's guard band), blank
+#: pixels, primary beam below ``min_pb`` (the mosaic's ``pb_cut`` likewise)
+_UNUSABLE = PhotometryFlag.EDGE | PhotometryFlag.NAN | PhotometryFlag.LOW_PB
+
+
+def mosaic_from_members(
+    mosaic: Table,
+    images: Iterable[Table],
+    used: Iterable[str],
+) -> Table:
+    r"""Return the mosaic's rows with fluxes combined from its members' rows.
+
+    Parameters
+    ----------
+    mosaic : astropy.table.Table
+        The mosaic's rows (`measure_mosaic`).
+    images : iterable of astropy.table.Table
+        Group-image rows (`measure_image`, ``image_kind == 'image'``); those of
+        images not in ``used`` are ignored.
+    used : iterable of str
+        Paths of the images the mosaic coadded (members with status ``used``).
+
+    Returns
+    -------
+    astropy.table.Table
+        A copy of ``mosaic``. A source with usable member rows (finite flux,
+        noise error and primary beam; no ``EDGE``, ``NAN`` or ``LOW_PB`` flag)
+        gets :math:`S = \sum_i w_i S_i / \sum_i w_i`, :math:`w_i = 1/(n_i^2 +
+        s_i^2)` (:math:`n_i` the member's noise error, :math:`s_i` its
+        sidelobe systematic, both primary-beam corrected); the noise error
+        :math:`\sqrt{\sum_i w_i^2 n_i^2} / \sum_i w_i` (independent groups),
+        the systematic :math:`\sum_i w_i s_i / \sum_i w_i` (the sidelobes of
+        one sky, shared by the members: they do not average down), ``snr`` the
+        flux over their quadrature sum; ``peak_jy``, ``rms_jy`` and the flags
+        stay the mosaic's (the caller sets ``UPPER_LIMIT`` anew). A covered
+        source no member measured cleanly keeps the restored mosaic's values
+        and is flagged ``EDGE`` (incomplete: its mosaic pixels come from the
+        members' outer bands). ``meta`` records
+        ``estimator = 'dirty_equivalent'`` and ``n_from_members``.
+    """
+    used_ids = {image_id(path) for path in used}
+    # name -> [sum w, sum w S, sum w^2 n^2, sum w s]
+    sums: dict[str, list[float]] = {}
+    for table in images:
+        if not len(table) or str(table["image_kind"][0]) != "image":
+            continue
+        if image_id(str(table["image_path"][0])) not in used_ids:
+            continue
+        flux = np.asarray(table["flux_jy"], dtype=np.float64)
+        noise = noise_errors(table)
+        shared = (
+            np.nan_to_num(np.asarray(table["flux_sys_jy"], dtype=np.float64))
+            if table.meta.get("shared_systematic")
+            else np.zeros(len(table))
+        )
+        with np.errstate(invalid="ignore"):
+            good = ((np.asarray(table["flags"]) & int(_UNUSABLE)) == 0) & np.isfinite(
+                flux
+            )
+            good &= np.isfinite(noise) & (noise > 0)
+            good &= np.asarray(table["pb"], dtype=np.float64) > 0
+        for i in np.flatnonzero(good):
+            entry = sums.setdefault(str(table["source_name"][i]), [0.0] * 4)
+            weight = 1.0 / (noise[i] ** 2 + shared[i] ** 2)
+            entry[0] += weight
+            entry[1] += weight * flux[i]
+            entry[2] += (weight * noise[i]) ** 2
+            entry[3] += weight * shared[i]
+    out = mosaic.copy()
+    flags = np.asarray(out["flags"]).astype(np.int64)
+    on_mosaic = np.isfinite(np.asarray(out["flux_jy"], dtype=np.float64))
+    n_combined = 0
+    for row, name in enumerate(np.asarray(out["source_name"]).astype(str)):
+        if name in sums and on_mosaic[row]:
+            total, weighted, noise2, shared_sum = sums[name]
+            noise_err = np.sqrt(noise2) / total
+            sys = shared_sum / total  # the members' sidelobes: one sky's
+            err = np.hypot(noise_err, sys)
+            out["flux_jy"][row] = weighted / total
+            out["flux_err_jy"][row] = err
+            out["flux_sys_jy"][row] = sys
+            out["snr"][row] = weighted / total / err
+            n_combined += 1
+        elif on_mosaic[row]:
+            flags[row] |= int(PhotometryFlag.EDGE)
+    out["flags"] = flags
+    mark_shared_systematic(out)
+    out.meta.update(estimator="dirty_equivalent", n_from_members=n_combined)
+    log.info(
+        "mosaic fluxes from members",
+        extra={
+            "n_rows": len(out),
+            "n_from_members": n_combined,
+            "n_used_images": len(used_ids),
+        },
+    )
+    return out
