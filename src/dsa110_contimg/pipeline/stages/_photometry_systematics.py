@@ -128,8 +128,15 @@ def add_overlap_systematic(tables: list[Table]) -> list[Table]:
     not average down: the mosaic keeps its own shape fraction (measured on
     the mosaic) and its members' residual excess (their rms :math:`\tau`,
     applied to its own noise error). A source no member measured keeps
-    :math:`f` (primary beam 1, one member). With neither overlaps nor
-    residual excess the tables are returned unchanged.
+    :math:`f` (primary beam 1, one member).
+
+    A table marked by `mark_shared_systematic` (the dirty-equivalent
+    estimator) keeps its measured ``flux_sys_jy`` (the bright sources'
+    sidelobes) in quadrature with the new terms; in the pair fit that term
+    counts as noise, and a marked mosaic (its members' mean) takes the
+    members' :math:`f/p` as shared, :math:`f \sum_i (w_i/p_i) / \sum_i w_i`.
+    With neither overlaps nor residual excess the tables are returned
+    unchanged.
 
     Parameters
     ----------
