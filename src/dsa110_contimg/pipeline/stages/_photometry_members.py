@@ -8,10 +8,10 @@ residual and no dirty beam), but a primary-beam-weighted mosaic at a source is
 the weighted mean of its members there, weights :math:`p_i^2/\\sigma_i^2`
 (`dsa110_contimg.mosaic.coadd_images`); `mosaic_from_members` forms that mean
 from the members' dirty-equivalent measurements. The members are different
-5-minute groups, so their noise is independent and the mean's noise error is
-:math:`1/\\sqrt{\\sum_i w_i}`; what they share (the flux scale of one
-calibration, the sidelobes of one sky) is the overlap fit's part
-(`add_overlap_systematic`), added afterwards.
+5-minute groups, so their noise parts average as independent; their sidelobe
+parts (``flux_sys_jy``, the residual of one sky) are carried as shared and do
+not average down; the overlap fit (`add_overlap_systematic`) adds the
+members' `f/p`, also as shared, afterwards.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from astropy.table import Table
 
 from dsa110_contimg.data_ingestion.photometry import PhotometryFlag
 from dsa110_contimg.pipeline.stages._photometry_systematics import (
+    kept_systematic,
     mark_shared_systematic,
     noise_errors,
 )
@@ -75,8 +76,11 @@ def mosaic_from_members(
         ``estimator = 'dirty_equivalent'`` and ``n_from_members``.
     """
     used_ids = {image_id(path) for path in used}
-    # name -> [sum w, sum w S, sum w^2 n^2, sum w s]
-    sums: dict[str, list[float]] = {}
+    out = mosaic.copy()
+    names = np.asarray(out["source_name"]).astype(str)
+    row_of = {name: row for row, name in enumerate(names)}
+    # per mosaic row: sum w, sum w S, sum w^2 n^2, sum w s
+    sums = np.zeros((4, len(out)))
     for table in images:
         if not len(table) or str(table["image_kind"][0]) != "image":
             continue
@@ -84,41 +88,40 @@ def mosaic_from_members(
             continue
         flux = np.asarray(table["flux_jy"], dtype=np.float64)
         noise = noise_errors(table)
-        shared = (
-            np.nan_to_num(np.asarray(table["flux_sys_jy"], dtype=np.float64))
-            if table.meta.get("shared_systematic")
-            else np.zeros(len(table))
+        shared = kept_systematic(table)
+        if shared is None:
+            shared = np.zeros(len(table))
+        rows = np.array(
+            [row_of.get(str(n), -1) for n in table["source_name"]], dtype=np.intp
         )
         with np.errstate(invalid="ignore"):
-            good = ((np.asarray(table["flags"]) & int(_UNUSABLE)) == 0) & np.isfinite(
-                flux
-            )
-            good &= np.isfinite(noise) & (noise > 0)
+            good = ((np.asarray(table["flags"]) & int(_UNUSABLE)) == 0) & (rows >= 0)
+            good &= np.isfinite(flux) & np.isfinite(noise) & (noise > 0)
             good &= np.asarray(table["pb"], dtype=np.float64) > 0
-        for i in np.flatnonzero(good):
-            entry = sums.setdefault(str(table["source_name"][i]), [0.0] * 4)
-            weight = 1.0 / (noise[i] ** 2 + shared[i] ** 2)
-            entry[0] += weight
-            entry[1] += weight * flux[i]
-            entry[2] += (weight * noise[i]) ** 2
-            entry[3] += weight * shared[i]
-    out = mosaic.copy()
+        weight = 1.0 / (noise[good] ** 2 + shared[good] ** 2)
+        for k, term in enumerate(
+            (
+                weight,
+                weight * flux[good],
+                (weight * noise[good]) ** 2,
+                weight * shared[good],
+            )
+        ):
+            np.add.at(sums[k], rows[good], term)
     flags = np.asarray(out["flags"]).astype(np.int64)
     on_mosaic = np.isfinite(np.asarray(out["flux_jy"], dtype=np.float64))
-    n_combined = 0
-    for row, name in enumerate(np.asarray(out["source_name"]).astype(str)):
-        if name in sums and on_mosaic[row]:
-            total, weighted, noise2, shared_sum = sums[name]
-            noise_err = np.sqrt(noise2) / total
-            sys = shared_sum / total  # the members' sidelobes: one sky's
-            err = np.hypot(noise_err, sys)
-            out["flux_jy"][row] = weighted / total
-            out["flux_err_jy"][row] = err
-            out["flux_sys_jy"][row] = sys
-            out["snr"][row] = weighted / total / err
-            n_combined += 1
-        elif on_mosaic[row]:
-            flags[row] |= int(PhotometryFlag.EDGE)
+    combined = on_mosaic & (sums[0] > 0)
+    total = sums[0][combined]
+    noise_err = np.sqrt(sums[2][combined]) / total
+    sys = sums[3][combined] / total  # the members' sidelobes: one sky's
+    err = np.hypot(noise_err, sys)
+    mean = sums[1][combined] / total
+    out["flux_jy"][combined] = mean
+    out["flux_err_jy"][combined] = err
+    out["flux_sys_jy"][combined] = sys
+    out["snr"][combined] = mean / err
+    flags[on_mosaic & ~combined] |= int(PhotometryFlag.EDGE)
+    n_combined = int(combined.sum())
     out["flags"] = flags
     mark_shared_systematic(out)
     out.meta.update(estimator="dirty_equivalent", n_from_members=n_combined)

@@ -18,6 +18,7 @@ from dsa110_contimg.data_ingestion.photometry import excess_fraction
 
 __all__ = [
     "add_overlap_systematic",
+    "kept_systematic",
     "mark_shared_systematic",
     "noise_errors",
     "set_systematic",
@@ -166,7 +167,7 @@ def add_overlap_systematic(tables: list[Table]) -> list[Table]:
             continue
         own = float(table.meta.get("sys_fraction", table_fraction(table)))
         tau = float(table.meta.get("residual_excess", 0.0))
-        shared = _shared(table)
+        shared = kept_systematic(table)
         updated = table.copy()
         if str(table["image_kind"][0]) == "image":
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -190,7 +191,7 @@ def add_overlap_systematic(tables: list[Table]) -> list[Table]:
     return out
 
 
-def _shared(table: Table) -> np.ndarray | None:
+def kept_systematic(table: Table) -> np.ndarray | None:
     """Return the measured systematic a table keeps (`mark_shared_systematic`)."""
     if not table.meta.get("shared_systematic"):
         return None
@@ -263,7 +264,7 @@ def _overlap_fraction(images: list[Table]) -> float | None:
         # a measured sidelobe term enters the pairs as if independent: the
         # sidelobes move with the drift between two images, and f is only
         # what neither term explains
-        shared = _shared(table)
+        shared = kept_systematic(table)
         spread = noise * inflate if shared is None else np.hypot(noise, shared)
         for i in np.flatnonzero(_usable(table, noise)):
             by_source.setdefault(str(table["source_name"][i]), []).append(
