@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from dsa110_contimg import calibration, mosaic, variability
 from dsa110_contimg.data_ingestion import grouping, ms_creation, photometry
+from dsa110_contimg.data_ingestion._photometry_dirty import measure_dirty_equivalent
 from dsa110_contimg.lightcurves import LightcurveStore
 from dsa110_contimg.pipeline.batch import observation_spec
 from dsa110_contimg.pipeline.stages import image_quality
@@ -108,6 +109,18 @@ FUNCTION_DEFAULTS: list[tuple[Callable[..., object], str, type[BaseModel], str]]
     (mosaic.mosaic_grid, "projection", MosaicConfig, "projection"),
     (photometry.measure_forced, "min_pb", PhotometryConfig, "min_pb"),
     (photometry.measure_forced, "box_beams", PhotometryConfig, "box_beams"),
+    (
+        photometry.measure_forced,
+        "rms_box_beams",
+        PhotometryConfig,
+        "rms_annulus_beams",
+    ),
+    (
+        measure_dirty_equivalent,
+        "rms_box_beams",
+        PhotometryConfig,
+        "rms_annulus_beams",
+    ),
     (LightcurveStore, "exclude_flags", VariabilityConfig, "exclude_flags"),
     (variability.lightcurve_metrics, "min_epochs", VariabilityConfig, "min_epochs"),
     (variability.metrics_from_sums, "min_epochs", VariabilityConfig, "min_epochs"),
@@ -226,3 +239,11 @@ def test_builders_pass_every_shared_key_from_the_section() -> None:
         "center_step_frac",
         "flank_ratios",
     }
+
+
+def test_the_unused_annulus_key_is_refused_with_its_replacement() -> None:
+    with pytest.raises(ValueError, match="rms_annulus_beams"):
+        PhotometryConfig(rms_annulus_arcsec=(60.0, 180.0))
+    assert PhotometryConfig(rms_annulus_beams=(4, 12)).rms_annulus_beams == (4, 12)
+    with pytest.raises(ValueError, match="inner < outer"):
+        PhotometryConfig(rms_annulus_beams=(12, 4))

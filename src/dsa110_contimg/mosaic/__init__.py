@@ -2,6 +2,8 @@
 
 from dsa110_contimg.mosaic._beam import (
     DriftTrack,
+    drift_track_cards,
+    image_frequency_hz,
     primary_beam_at,
     primary_beam_image,
     primary_beam_key,
@@ -19,6 +21,8 @@ from dsa110_contimg.mosaic._reproject import (
 
 __all__ = [
     "DriftTrack",
+    "drift_track_cards",
+    "image_frequency_hz",
     "primary_beam_at",
     "primary_beam_image",
     "primary_beam_key",

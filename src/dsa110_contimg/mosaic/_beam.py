@@ -4,7 +4,11 @@ The DSA-110 beam stays on the meridian while the sky drifts through it, so
 the effective primary beam of one group's image is the Airy beam averaged over
 the group's integrations and channels. The pointing track is recorded in the
 image header by the imaging stage (``DSAPTDEC``, ``DSAT0MJD``, ``DSADTSEC``,
-``DSANTIME``, ``DSAFMIN``, ``DSAFMAX``).
+``DSANTIME``, ``DSAFMIN``, ``DSAFMAX``), with the relative weight of each
+integration (``DSATW001``...) and of each of the 8 beam frequencies
+(``DSAFW001``...) in the image: the unflagged visibility weight, so that an
+integration or channel lost to RFI does not count in the beam
+(`drift_track_cards`).
 """
 
 from __future__ import annotations
@@ -28,12 +32,22 @@ from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import drift_averaged_beam
 
-__all__ = ["DriftTrack", "primary_beam_at", "primary_beam_image", "primary_beam_key"]
+__all__ = [
+    "DriftTrack",
+    "drift_track_cards",
+    "image_frequency_hz",
+    "primary_beam_at",
+    "primary_beam_image",
+    "primary_beam_key",
+]
 
 TRACK_KEYS = ("DSAPTDEC", "DSAT0MJD", "DSADTSEC", "DSANTIME", "DSAFMIN", "DSAFMAX")
 _N_BEAM_FREQS = 8
 _MAX_GRID_POINTS = 65
 _CHUNK_POSITIONS = 4096
+_TIME_WEIGHT_CARD = "DSATW"  # DSATW001..: weight of each integration
+_FREQ_WEIGHT_CARD = "DSAFW"  # DSAFW001..008: weight of each beam frequency
+_MAX_WEIGHT_CARDS = 999  # three digits in an 8-character FITS keyword
 # bump when the beam model or its evaluation changes: old maps are then remade
 _BEAM_MODEL_VERSION = f"airy-drift-1 D={dsa110.DISH_DIAMETER_M} nf={_N_BEAM_FREQS}"
 
@@ -54,6 +68,12 @@ class DriftTrack:
         Number of integrations.
     freq_min_hz, freq_max_hz : float
         Lowest and highest channel frequency, Hz.
+    time_weights : tuple of float, optional
+        Relative weight of each integration in the image (``n_time``
+        entries; zero for one that is missing or flagged); equal if None.
+    freq_weights : tuple of float, optional
+        Relative weight of each of the beam frequencies (`freqs_hz`); equal
+        if None.
     """
 
     pointing_dec_deg: float
@@ -62,6 +82,8 @@ class DriftTrack:
     n_time: int
     freq_min_hz: float
     freq_max_hz: float
+    time_weights: tuple[float, ...] | None = None
+    freq_weights: tuple[float, ...] | None = None
 
     @classmethod
     def from_header(cls, header: fits.Header | Mapping[str, float]) -> DriftTrack:
@@ -70,7 +92,8 @@ class DriftTrack:
         Raises
         ------
         InputDataError
-            A card is missing: the image was not made by this pipeline.
+            A card is missing (the image was not made by this pipeline), or
+            the weight cards are incomplete.
         """
         missing = [k for k in TRACK_KEYS if k not in header]
         if missing:
@@ -80,13 +103,16 @@ class DriftTrack:
                 "pipeline"
             )
             raise InputDataError(msg)
+        n_time = int(header["DSANTIME"])
         return cls(
             float(header["DSAPTDEC"]),
             float(header["DSAT0MJD"]),
             float(header["DSADTSEC"]),
-            int(header["DSANTIME"]),
+            n_time,
             float(header["DSAFMIN"]),
             float(header["DSAFMAX"]),
+            _weight_cards(header, _TIME_WEIGHT_CARD, n_time),
+            _weight_cards(header, _FREQ_WEIGHT_CARD, _N_BEAM_FREQS),
         )
 
     @property
@@ -102,6 +128,18 @@ class DriftTrack:
     def freqs_hz(self, n_freq: int = _N_BEAM_FREQS) -> NDArray[np.float64]:
         """Return ``n_freq`` frequencies spanning the band, Hz."""
         return np.linspace(self.freq_min_hz, self.freq_max_hz, n_freq)
+
+    @property
+    def mean_freq_hz(self) -> float:
+        """Return the weighted mean of the beam frequencies, Hz.
+
+        With equal (or trapezoid) weights this is the band centre; with part of
+        the band flagged it is the centre of what the image holds.
+        """
+        freqs = self.freqs_hz()
+        if self.freq_weights is None:
+            return float(freqs.mean())
+        return float(np.average(freqs, weights=self.freq_weights))
 
     def beam_centres_deg(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Return the ICRS RA and Dec of the beam centre at each integration."""
@@ -141,7 +179,15 @@ def primary_beam_at(
     finite = np.flatnonzero(np.isfinite(ra) & np.isfinite(dec))
     for start in range(0, finite.size, _CHUNK_POSITIONS):
         sel = finite[start : start + _CHUNK_POSITIONS]
-        out[sel] = drift_averaged_beam(ra[sel], dec[sel], track_ra, track_dec, freqs)
+        out[sel] = drift_averaged_beam(
+            ra[sel],
+            dec[sel],
+            track_ra,
+            track_dec,
+            freqs,
+            time_weights=track.time_weights,
+            freq_weights=track.freq_weights,
+        )
     return out
 
 
@@ -199,7 +245,8 @@ def primary_beam_key(
 
     The map is a function of the pixel grid (shape and the celestial WCS:
     projection, reference pixel and value, cell), the pointing track (strip
-    declination, start time, cadence, number of integrations, band), the
+    declination, start time, cadence, number of integrations, band, and the
+    integration and frequency weights), the
     coarse-grid size and the beam model; the key hashes all of them, so two
     maps with the same key are the same map, and a change of any of them
     gives another key.
@@ -233,12 +280,145 @@ def primary_beam_key(
                 track.n_time,
                 track.freq_min_hz,
                 track.freq_max_hz,
+                track.time_weights,
+                track.freq_weights,
             )
         ],
         "n_grid": n_grid,
     }
     text = json.dumps(record, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_frequency_hz(header: fits.Header | Mapping[str, object]) -> float:
+    """Return the frequency a group image's fluxes refer to, Hz.
+
+    The weighted mean frequency of the track (`DriftTrack.mean_freq_hz`)
+    where the header has the weight cards: an MFS image of a source with
+    spectral index alpha holds its flux at the weighted mean frequency of the
+    unflagged channels (to first order), which moves by up to half the band
+    when part of it is flagged, while the imager's reference frequency stays
+    at the band centre. Otherwise the FREQ axis' reference value, else the
+    centre of ``DSAFMIN``..``DSAFMAX``.
+    """
+    if f"{_FREQ_WEIGHT_CARD}001" in header:
+        return DriftTrack.from_header(header).mean_freq_hz
+    for axis in range(1, int(header.get("NAXIS", 0)) + 1):
+        if str(header.get(f"CTYPE{axis}", "")).startswith("FREQ"):
+            return float(header[f"CRVAL{axis}"])
+    return 0.5 * (float(header["DSAFMIN"]) + float(header["DSAFMAX"]))
+
+
+def drift_track_cards(
+    times_mjd: ArrayLike,
+    time_weight: ArrayLike,
+    freqs_hz: ArrayLike,
+    chan_weight: ArrayLike,
+) -> dict[str, float | int]:
+    """Return the track cards of an image made from integrations and channels.
+
+    Parameters
+    ----------
+    times_mjd : array_like, shape (n,)
+        Mid-times of the integrations present in the MS, UTC MJD, in any
+        order; an integration the correlator dropped is simply absent.
+    time_weight : array_like, shape (n,)
+        Unflagged visibility weight of each integration.
+    freqs_hz : array_like, shape (n_chan,)
+        Channel frequencies, Hz.
+    chan_weight : array_like, shape (n_chan,)
+        Unflagged visibility weight of each channel.
+
+    Returns
+    -------
+    dict
+        ``DSAT0MJD``, ``DSADTSEC``, ``DSANTIME``, ``DSAFMIN``, ``DSAFMAX`` and
+        the weight cards ``DSATWnnn`` (one per integration on the regular grid
+        from the first to the last, zero where one is missing) and
+        ``DSAFWnnn`` (each channel's weight shared linearly between the two
+        nearest of the 8 beam frequencies), each normalised to a largest value
+        of 1. With no
+        unflagged weight at all, or over 999 integrations, the weight cards
+        are left out (equal weights).
+
+    Raises
+    ------
+    ValueError
+        Empty or mismatched inputs.
+
+    Notes
+    -----
+    The cadence is the median spacing of the integrations; each is put on
+    the nearest step of it from the first (timestamps jitter by a fraction
+    of a step), so a gap of k integrations leaves k zero weights and the
+    track still ends at the last one.
+    """
+    times = np.asarray(times_mjd, dtype=np.float64).ravel()
+    w_time = np.asarray(time_weight, dtype=np.float64).ravel()
+    freqs = np.asarray(freqs_hz, dtype=np.float64).ravel()
+    w_chan = np.asarray(chan_weight, dtype=np.float64).ravel()
+    if times.size == 0 or times.size != w_time.size or freqs.size != w_chan.size:
+        msg = (
+            f"need matching non-empty times/weights ({times.size}/{w_time.size}) "
+            f"and channels/weights ({freqs.size}/{w_chan.size})"
+        )
+        raise ValueError(msg)
+    order = np.argsort(times)
+    times, w_time = times[order], w_time[order]
+    diffs = np.diff(times)
+    step_d = float(np.median(diffs[diffs > 0])) if np.any(diffs > 0) else 0.0
+    index = (
+        np.rint((times - times[0]) / step_d).astype(np.int64)
+        if step_d > 0
+        else np.zeros(times.size, dtype=np.int64)
+    )
+    grid = np.bincount(
+        index, weights=np.maximum(np.nan_to_num(w_time), 0.0), minlength=index[-1] + 1
+    )
+    # each channel's weight shared linearly between its two neighbouring beam
+    # frequencies (an even band gives the trapezoid rule's weights)
+    w_chan = np.maximum(np.nan_to_num(w_chan), 0.0)
+    span = freqs.max() - freqs.min()
+    pos = (freqs - freqs.min()) / span * (_N_BEAM_FREQS - 1) if span > 0 else 0 * freqs
+    lower = np.minimum(np.floor(pos).astype(np.int64), _N_BEAM_FREQS - 2)
+    frac = pos - lower
+    w_freq = np.bincount(
+        lower, weights=(1.0 - frac) * w_chan, minlength=_N_BEAM_FREQS
+    ) + np.bincount(lower + 1, weights=frac * w_chan, minlength=_N_BEAM_FREQS)
+    cards: dict[str, float | int] = {
+        "DSAT0MJD": float(times[0]),
+        "DSADTSEC": step_d * 86400.0,
+        "DSANTIME": int(grid.size),
+        "DSAFMIN": float(freqs.min()),
+        "DSAFMAX": float(freqs.max()),
+    }
+    if grid.max() > 0 and w_freq.max() > 0 and grid.size <= _MAX_WEIGHT_CARDS:
+        for prefix, values in ((_TIME_WEIGHT_CARD, grid), (_FREQ_WEIGHT_CARD, w_freq)):
+            for i, v in enumerate(values / values.max(), start=1):
+                cards[f"{prefix}{i:03d}"] = float(f"{v:.6g}")
+    return cards
+
+
+def _weight_cards(
+    header: fits.Header | Mapping[str, float], prefix: str, n: int
+) -> tuple[float, ...] | None:
+    """Return the ``prefix001..`` weights of a header, None where there are none."""
+    present = [k for k in header if str(k).startswith(prefix)]
+    if not present:
+        return None
+    names = [f"{prefix}{i:03d}" for i in range(1, n + 1)]
+    if sorted(present) != names:
+        msg = (
+            f"image header has weight cards {sorted(present)[:3]}... but needs "
+            f"exactly {names[0]}..{names[-1]}: the header was edited or truncated; "
+            "re-image the MS"
+        )
+        raise InputDataError(msg)
+    values = tuple(float(header[k]) for k in names)
+    if not all(math.isfinite(v) and v >= 0 for v in values) or not sum(values) > 0:
+        msg = f"image header's {prefix}nnn weights are not usable: {values}"
+        raise InputDataError(msg)
+    return values
 
 
 def _spline_on_pixels(

@@ -75,7 +75,13 @@ _FLAGS = _c(
     "forced measurement)",
 )
 _MJD = _c("mjd", "float64", "d", "mid-time of the image (UTC MJD, full precision)")
-_FREQ = _c("freq_hz", "float64", "Hz", "central frequency of the image")
+_FREQ = _c(
+    "freq_hz",
+    "float64",
+    "Hz",
+    "frequency the fluxes refer to: the image's unflagged-weighted mean "
+    "frequency (the band centre when nothing is flagged)",
+)
 _IMAGE_KIND = _c("image_kind", "str", "", "`image` or `mosaic`")
 _IMAGE_PATH = _c("image_path", "str", "", "the FITS file measured")
 _IMAGE_ID = _c(

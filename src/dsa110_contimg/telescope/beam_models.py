@@ -85,6 +85,9 @@ def drift_averaged_beam(
     pointing_ra_deg: ArrayLike,
     pointing_dec_deg: ArrayLike,
     freq_hz: ArrayLike,
+    *,
+    time_weights: ArrayLike | None = None,
+    freq_weights: ArrayLike | None = None,
 ) -> NDArray[np.float64]:
     """Return the primary beam averaged over a drift scan's pointings and channels.
 
@@ -97,12 +100,25 @@ def drift_averaged_beam(
     pointing_dec_deg : float or array_like, shape (n_time,)
         Declination of the beam centre (the strip), scalar or per integration.
     freq_hz : array_like, shape (n_chan,)
-        Channel frequencies averaged over (equal weights).
+        Channel frequencies averaged over.
+    time_weights : array_like, shape (n_time,), optional
+        Relative weight of each integration in the image (its unflagged
+        visibility weight); equal weights if omitted.
+    freq_weights : array_like, shape (n_chan,), optional
+        Relative weight of each frequency; equal weights if omitted.
 
     Returns
     -------
     ndarray, shape (n_pos,)
-        Mean power response.
+        Weighted mean power response: the beam that a source's flux in the
+        image was multiplied by, with the image a weighted sum of the
+        integrations and channels.
+
+    Raises
+    ------
+    ValueError
+        A weight vector has the wrong length, a negative or non-finite
+        entry, or no positive entry.
     """
     ra = np.deg2rad(np.atleast_1d(np.asarray(ra_deg, dtype=np.float64)))
     dec = np.deg2rad(np.atleast_1d(np.asarray(dec_deg, dtype=np.float64)))
@@ -114,4 +130,20 @@ def drift_averaged_beam(
         ra[:, None], dec[:, None], p_ra[None, :], p_dec[None, :]
     )
     resp = airy_beam(sep[:, :, None], freqs[None, None, :])
-    return resp.mean(axis=(1, 2))
+    w_t = _weights(time_weights, p_ra.size, "time_weights")
+    w_f = _weights(freq_weights, freqs.size, "freq_weights")
+    return np.einsum("ptf,t,f->p", resp, w_t, w_f)
+
+
+def _weights(values: ArrayLike | None, n: int, name: str) -> NDArray[np.float64]:
+    """Return ``values`` normalised to sum 1 (equal weights for None)."""
+    if values is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(values, dtype=np.float64).ravel()
+    if w.size != n:
+        msg = f"{name} has {w.size} entries for {n} beam samples"
+        raise ValueError(msg)
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or not w.sum() > 0:
+        msg = f"{name} must be finite, >= 0 and not all zero, got {w.tolist()}"
+        raise ValueError(msg)
+    return w / w.sum()

@@ -32,7 +32,7 @@ from dsa110_contimg.calibration._calibrators import load_calibrators
 from dsa110_contimg.calibration._model import predict_model, read_ms_geometry
 from dsa110_contimg.data_ingestion.photometry import Beam, _PixelGaussian
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.mosaic import DriftTrack, image_frequency_hz, primary_beam_at
 from dsa110_contimg.tools.fits_header import celestial_wcs
 
 __all__ = ["SUBTRACTED_COLUMN", "bright_calibrators", "restore_sources", "subtract"]
@@ -163,7 +163,7 @@ def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) ->
             3600.0 * float(header["BMIN"]),
             float(header.get("BPA", 0.0)),
         )
-        freq = _frequency(header, track)
+        freq = image_frequency_hz(header)
         apparent_jy = sources.flux_at(freq) * primary_beam_at(
             track, sources.ra_deg, sources.dec_deg
         )
@@ -187,10 +187,3 @@ def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) ->
         )
         hdul.flush()
     return restored
-
-
-def _frequency(header: fits.Header, track: DriftTrack) -> float:
-    for axis in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{axis}", "")).startswith("FREQ"):
-            return float(header[f"CRVAL{axis}"])
-    return 0.5 * (track.freq_min_hz + track.freq_max_hz)

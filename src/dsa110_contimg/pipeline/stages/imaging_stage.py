@@ -31,9 +31,9 @@ import numpy as np
 from astropy.wcs import WCS
 
 from dsa110_contimg import __version__
-from dsa110_contimg.data_ingestion.ms_info import read_ms_info
+from dsa110_contimg.data_ingestion.ms_info import read_ms_info, read_weight_profile
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
-from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.mosaic import DriftTrack, drift_track_cards, primary_beam_at
 from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages._product_checks import (
@@ -241,7 +241,9 @@ def image_ms(
     The restored image carries provenance (input MS, backend and version,
     config hash, software version) and the drift-scan pointing track
     (``DSAPTDEC``, ``DSAT0MJD``, ``DSADTSEC``, ``DSANTIME``, ``DSAFMIN``,
-    ``DSAFMAX``) from which the effective primary beam is computed. The
+    ``DSAFMAX``, and the unflagged weight of each integration and beam
+    frequency, ``DSATWnnn``/``DSAFWnnn``) from which the effective primary
+    beam is computed. The
     derived maps (primary beam, rms, PB-corrected image, PNG preview) are
     then made by `make_derived_products` (also for a skipped image whose maps
     are missing) unless ``derived`` is false (the benchmarks time them apart).
@@ -301,20 +303,19 @@ def image_ms(
         "fake": cfg.fake_sky_path and str(cfg.fake_sky_path),
     }[cfg.backend]
     imager = get_imager(cfg.backend, binary=binary)
-    dt_s = (
-        float(np.median(np.diff(info.times_mjd)) * 86400.0)
-        if info.times_mjd.size > 1
-        else 0.0
-    )
+    weights = read_weight_profile(Path(ms_path))
     header = {
         "DSAMS": Path(ms_path).name,
         "DSAGROUP": info.group_id,
         "DSAPTDEC": info.pointing_dec_deg,
-        "DSAT0MJD": float(info.times_mjd[0]),
-        "DSADTSEC": dt_s,
-        "DSANTIME": int(info.times_mjd.size),
-        "DSAFMIN": float(info.freqs_hz.min()),
-        "DSAFMAX": float(info.freqs_hz.max()),
+        # the track on the integrations' cadence, with the unflagged weight
+        # of each integration and beam frequency
+        **drift_track_cards(
+            weights.times_mjd,
+            weights.time_weight,
+            weights.freqs_hz,
+            weights.chan_weight,
+        ),
         "DSAIMGR": cfg.backend,
         "DSACFGH": config_hash,
         IMAGING_KEY_CARD: key,

@@ -41,6 +41,7 @@ from dsa110_contimg.mosaic import (
     MosaicInput,
     MosaicResult,
     coadd_images,
+    image_frequency_hz,
     image_outline,
     mosaic_grid,
 )
@@ -408,7 +409,7 @@ def _mosaic_header(
         if values:
             header[key] = (float(np.median(values)), "[deg] median of the images")
     tracks = [DriftTrack.from_header(h) for h in used]
-    freqs = [_image_frequency(h) for h in used]
+    freqs = [image_frequency_hz(h) for h in used]
     header["BUNIT"] = "JY/BEAM"
     header["DSAMJD"] = (float(np.mean([t.mid_mjd for t in tracks])), "mean image MJD")
     header["DSAFREQ"] = (float(np.mean(freqs)), "[Hz] mean image frequency")
@@ -431,13 +432,6 @@ def _mosaic_header(
     for member in statuses:
         header.add_history(f"{member.status}: {member.image_path.name}")
     return header
-
-
-def _image_frequency(header: fits.Header) -> float:
-    for axis in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{axis}", "")).startswith("FREQ"):
-            return float(header[f"CRVAL{axis}"])
-    return 0.5 * (float(header["DSAFMIN"]) + float(header["DSAFMAX"]))
 
 
 @writes_product("FITS mosaic map")

@@ -51,7 +51,7 @@ from dsa110_contimg.data_ingestion.photometry import (
 )
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import InputDataError
-from dsa110_contimg.mosaic import DriftTrack, primary_beam_at
+from dsa110_contimg.mosaic import DriftTrack, image_frequency_hz, primary_beam_at
 from dsa110_contimg.pipeline.stages._photometry_members import mosaic_from_members
 from dsa110_contimg.pipeline.stages._photometry_systematics import (
     add_overlap_systematic,
@@ -255,6 +255,7 @@ def _forced(
         pb=pb,
         min_pb=cfg.min_pb,
         box_beams=cfg.box_beams,
+        rms_box_beams=cfg.rms_annulus_beams,
     )
 
 
@@ -327,6 +328,7 @@ def _dirty_equivalent(
         beam=beam,
         box_beams=cfg.box_beams,
         own_radius_beams=cfg.own_radius_beams,
+        rms_box_beams=cfg.rms_annulus_beams,
     )
     total = np.hypot(dirty.noise_jy, dirty.sidelobe_jy)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -368,7 +370,7 @@ def _image_table(
         result.flux_jy, result.flux_err_jy, flags, cfg.detection_sigma
     )
     mjd = track.mid_mjd
-    freq_hz = _image_frequency(header)
+    freq_hz = image_frequency_hz(header)
     n = len(result)
     table = _rows(
         result,
@@ -639,10 +641,3 @@ def _read_2d(
         msg = f"{path}: cannot read FITS image ({err}); remake the product"
         raise InputDataError(msg) from err
     return data.reshape(data.shape[-2:]), header
-
-
-def _image_frequency(header: fits.Header) -> float:
-    for axis in range(1, int(header.get("NAXIS", 0)) + 1):
-        if str(header.get(f"CTYPE{axis}", "")).startswith("FREQ"):
-            return float(header[f"CRVAL{axis}"])
-    return 0.5 * (header["DSAFMIN"] + header["DSAFMAX"])

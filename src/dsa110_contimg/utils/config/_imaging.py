@@ -347,9 +347,12 @@ class PhotometryConfig(BaseModel):
     box_beams: float = Field(
         3.0, gt=0, description="Half-size of the fitting box (synthesized beams)."
     )
-    rms_annulus_arcsec: tuple[float, float] = Field(
-        (60.0, 180.0),
-        description="Inner and outer radius of the local-rms annulus (arcsec).",
+    rms_annulus_beams: tuple[float, float] = Field(
+        (6.0, 15.0),
+        description="Inner and outer radius of the annulus of the local rms of a "
+        "group image's residual (a mosaic uses its noise map), in restoring-beam "
+        "major axes; pixels within 2 beams of a catalogue source are left out "
+        "(synthesized beams).",
     )
     detection_sigma: float = Field(
         5.0,
@@ -374,7 +377,19 @@ class PhotometryConfig(BaseModel):
         "major axes of a source are its own (synthesized beams).",
     )
 
-    @field_validator("rms_annulus_arcsec")
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_annulus(cls, data: object) -> object:
+        if isinstance(data, dict) and "rms_annulus_arcsec" in data:
+            msg = (
+                "photometry.rms_annulus_arcsec was never used (the annulus was "
+                "fixed at 6-15 beams); it is now photometry.rms_annulus_beams, "
+                "in restoring-beam major axes: replace the key"
+            )
+            raise ValueError(msg)
+        return data
+
+    @field_validator("rms_annulus_beams")
     @classmethod
     def _check_annulus(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not 0 <= value[0] < value[1]:
