@@ -243,10 +243,10 @@ def image_ms(
     (``DSAPTDEC``, ``DSAT0MJD``, ``DSADTSEC``, ``DSANTIME``, ``DSAFMIN``,
     ``DSAFMAX``, and the unflagged weight of each integration and beam
     frequency, ``DSATWnnn``/``DSAFWnnn``) from which the effective primary
-    beam is computed. The
-    derived maps (primary beam, rms, PB-corrected image, PNG preview) are
-    then made by `make_derived_products` (also for a skipped image whose maps
-    are missing) unless ``derived`` is false (the benchmarks time them apart).
+    beam is computed. The derived maps (primary beam, rms, PB-corrected
+    image, PNG preview) are then made by `make_derived_products` (also for a
+    skipped image whose maps are missing) unless ``derived`` is false (the
+    benchmarks time them apart).
 
     Raises
     ------
