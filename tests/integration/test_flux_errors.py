@@ -169,11 +169,11 @@ def test_dirty_equivalent_mosaic_is_its_members_mean(dirty_fields):
 
 
 @pytest.mark.xfail(
-    reason="known gap: the dirty-equivalent mosaic's pulls read 0.87 (10-30) and "
-    "0.88 (30-100) on seeds 42 and 11, 1.09 and 1.21 over eight seeds (images "
-    "1.09 and 1.08): how much of the members' errors they share (pulls correlate "
-    "+0.41; the model takes the sidelobes as shared, the background as not) is "
-    "not yet measured",
+    reason="known gap: with the members' clean errors taken as shared (an upper "
+    "bound: their pulls correlate +0.41) the dirty-equivalent mosaic's pulls read "
+    "0.76 (10-30) and 0.80 (30-100) on seeds 42 and 11, 1.02 / 0.90 / 1.57 (9 "
+    "pulls at 100-1000) over eight seeds; with them averaging down 0.87 / 0.88 "
+    "here and 1.10 / 1.21 / 1.62 over eight: the share is not yet measured",
     strict=True,
 )
 def test_dirty_equivalent_mosaic_pulls(dirty_fields):

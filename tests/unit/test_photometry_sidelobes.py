@@ -152,3 +152,50 @@ def test_pure_noise_gives_no_sidelobe_term() -> None:
     )
     assert background == pytest.approx(0.01, rel=0.02)
     assert np.mean(sidelobe > 0.3 * background) < 0.05
+
+
+def test_the_clean_error_part_of_the_noise_is_shared_by_the_members() -> None:
+    # members whose noise error is 30% thermal (independent) and the rest the
+    # clean's error on one sky (common to both): the mosaic mean is honest only
+    # if that part is not averaged down
+    rng = np.random.default_rng(7)
+    n, noise, phi = 4000, 0.03, 0.3
+    true = rng.uniform(0.5, 2.0, n)
+    clean = rng.normal(0.0, noise * np.sqrt(1 - phi**2), n)
+    members = []
+    for k in range(3):
+        member = _member(
+            f"drift_{k}",
+            true + clean + rng.normal(0.0, phi * noise, n),
+            np.full(n, noise),
+            np.zeros(n),
+        )
+        member.meta["thermal_fraction"] = phi
+        members.append(member)
+    mosaic = _member("mosaic", np.ones(n), np.full(n, 0.1), np.zeros(n), kind="mosaic")
+    paths = [str(m["image_path"][0]) for m in members]
+    out = mosaic_from_members(mosaic, members, paths)
+    pulls = (out["flux_jy"] - true) / out["flux_err_jy"]
+    assert np.sqrt(np.mean(pulls**2)) == pytest.approx(1.0, abs=0.05)
+    expected = np.hypot(phi * noise / np.sqrt(3), noise * np.sqrt(1 - phi**2))
+    assert np.allclose(out["flux_err_jy"], expected)
+    # taken as all thermal (the old combination), the errors are 1.6x too small
+    for member in members:
+        member.meta["thermal_fraction"] = 1.0
+    naive = mosaic_from_members(mosaic, members, paths)
+    naive_pulls = (naive["flux_jy"] - true) / naive["flux_err_jy"]
+    assert np.sqrt(np.mean(naive_pulls**2)) > 1.5
+
+
+def test_thermal_fraction_from_the_quality_record(tmp_path) -> None:
+    import json
+
+    from dsa110_contimg.pipeline.stages.image_quality import quality_path
+    from dsa110_contimg.pipeline.stages.photometry_stage import thermal_fraction
+
+    image = tmp_path / "drift_x-image.fits"
+    assert thermal_fraction(image, 0.01) == 1.0  # no record: all thermal
+    quality_path(image).write_text(json.dumps({"thermal_rms_jy": 0.002}))
+    assert thermal_fraction(image, 0.01) == pytest.approx(0.2)
+    assert thermal_fraction(image, 0.001) == 1.0  # never above 1
+    assert thermal_fraction(image, float("nan")) == 1.0

@@ -49,7 +49,8 @@ class DirtyEquivalent:
     error from bright sources' sidelobes at the position (`sidelobe_noise`);
     the total error is their quadrature sum. ``eta`` is the matched filter of
     the dirty beam at its peak: the fraction of a dirty-beam-shaped flux that
-    the restoring-beam filter recovers.
+    the restoring-beam filter recovers. ``background_rms`` is the residual's
+    robust rms away from bright sources (Jy/beam) that ``noise_jy`` scales.
     """
 
     flux_jy: NDArray[np.float64]
@@ -57,6 +58,7 @@ class DirtyEquivalent:
     sidelobe_jy: NDArray[np.float64]
     own_model_jy: NDArray[np.float64]
     eta: float
+    background_rms: float = float("nan")
 
 
 def measure_dirty_equivalent(
@@ -175,7 +177,7 @@ def measure_dirty_equivalent(
     sidelobe = sidelobe * factor
     for values in (flux, noise, sidelobe):
         values[~inside] = np.nan
-    return DirtyEquivalent(flux, noise, sidelobe, own, float(eta))
+    return DirtyEquivalent(flux, noise, sidelobe, own, float(eta), float(background))
 
 
 def _own_components(

@@ -8,10 +8,12 @@ residual and no dirty beam), but a primary-beam-weighted mosaic at a source is
 the weighted mean of its members there, weights :math:`p_i^2/\\sigma_i^2`
 (`dsa110_contimg.mosaic.coadd_images`); `mosaic_from_members` forms that mean
 from the members' dirty-equivalent measurements. The members are different
-5-minute groups, so their noise parts average as independent; their sidelobe
-parts (``flux_sys_jy``, the residual of one sky) are carried as shared and do
-not average down; the overlap fit (`add_overlap_systematic`) adds the
-members' `f/p`, also as shared, afterwards.
+5-minute groups, so the thermal part of their noise errors averages as
+independent; the rest of the noise error (the residual's excess over the
+radiometer noise, the clean's error on this one sky: `thermal_fraction`) and
+their sidelobe parts (``flux_sys_jy``) are carried as shared and do not
+average down; the overlap fit (`add_overlap_systematic`) adds the members'
+`f/p`, also as shared, afterwards.
 """
 
 from __future__ import annotations
@@ -64,23 +66,29 @@ def mosaic_from_members(
         noise error and primary beam; no ``EDGE``, ``NAN`` or ``LOW_PB`` flag)
         gets :math:`S = \sum_i w_i S_i / \sum_i w_i`, :math:`w_i = 1/(n_i^2 +
         s_i^2)` (:math:`n_i` the member's noise error, :math:`s_i` its
-        sidelobe systematic, both primary-beam corrected); the noise error
-        :math:`\sqrt{\sum_i w_i^2 n_i^2} / \sum_i w_i` (independent groups),
-        the systematic :math:`\sum_i w_i s_i / \sum_i w_i` (the sidelobes of
-        one sky, shared by the members: they do not average down), ``snr`` the
-        flux over their quadrature sum; ``peak_jy``, ``rms_jy`` and the flags
-        stay the mosaic's (the caller sets ``UPPER_LIMIT`` anew). A covered
-        source no member measured cleanly keeps the restored mosaic's values
-        and is flagged ``EDGE`` (incomplete: its mosaic pixels come from the
-        members' outer bands). ``meta`` records
-        ``estimator = 'dirty_equivalent'`` and ``n_from_members``.
+        sidelobe systematic, both primary-beam corrected). With
+        :math:`\phi_i` the member's thermal fraction (``meta
+        ['thermal_fraction']``, 1 if absent) the noise error is
+        :math:`\sqrt{\sum_i w_i^2 \phi_i^2 n_i^2} / \sum_i w_i` (thermal
+        noise of independent groups) and the systematic the quadrature sum of
+        :math:`\sum_i w_i s_i / \sum_i w_i` (the sidelobes of one sky) and
+        :math:`\sum_i w_i \sqrt{1 - \phi_i^2}\, n_i / \sum_i w_i` (the
+        clean's error on it), both shared by the members: they do not
+        average down; ``snr`` is the flux over the total; ``peak_jy``,
+        ``rms_jy`` and the flags stay the mosaic's (the caller sets
+        ``UPPER_LIMIT`` anew). A covered source no member measured cleanly
+        keeps the restored mosaic's values and is flagged ``EDGE``
+        (incomplete: its mosaic pixels come from the members' outer bands).
+        ``meta`` records ``estimator = 'dirty_equivalent'`` and
+        ``n_from_members``.
     """
     used_ids = {image_id(path) for path in used}
     out = mosaic.copy()
     names = np.asarray(out["source_name"]).astype(str)
     row_of = {name: row for row, name in enumerate(names)}
-    # per mosaic row: sum w, sum w S, sum w^2 n^2, sum w s
-    sums = np.zeros((4, len(out)))
+    # per mosaic row: sum w, sum w S, sum w^2 (phi n)^2, sum w s,
+    # sum w sqrt(1 - phi^2) n
+    sums = np.zeros((5, len(out)))
     for table in images:
         if not len(table) or str(table["image_kind"][0]) != "image":
             continue
@@ -99,12 +107,14 @@ def mosaic_from_members(
             good &= np.isfinite(flux) & np.isfinite(noise) & (noise > 0)
             good &= np.asarray(table["pb"], dtype=np.float64) > 0
         weight = 1.0 / (noise[good] ** 2 + shared[good] ** 2)
+        phi = float(table.meta.get("thermal_fraction", 1.0))
         for k, term in enumerate(
             (
                 weight,
                 weight * flux[good],
-                (weight * noise[good]) ** 2,
+                (weight * phi * noise[good]) ** 2,
                 weight * shared[good],
+                weight * np.sqrt(1.0 - phi**2) * noise[good],
             )
         ):
             np.add.at(sums[k], rows[good], term)
@@ -113,7 +123,8 @@ def mosaic_from_members(
     combined = on_mosaic & (sums[0] > 0)
     total = sums[0][combined]
     noise_err = np.sqrt(sums[2][combined]) / total
-    sys = sums[3][combined] / total  # the members' sidelobes: one sky's
+    # the members' sidelobes and clean errors: one sky's, shared
+    sys = np.hypot(sums[3][combined], sums[4][combined]) / total
     err = np.hypot(noise_err, sys)
     mean = sums[1][combined] / total
     out["flux_jy"][combined] = mean
