@@ -132,3 +132,14 @@ def test_the_map_key_changes_with_the_weights():
     a = _track(drift_track_cards(times, np.ones(6), FREQS, np.ones(96)))
     b = _track(drift_track_cards(times, np.r_[0, np.ones(5)], FREQS, np.ones(96)))
     assert primary_beam_key(wcs, (64, 64), a) != primary_beam_key(wcs, (64, 64), b)
+
+
+def test_per_row_time_stamps_of_one_integration_are_one_integration():
+    # another writer's MS: the rows of an integration differ by microseconds
+    base = _times(range(6))
+    jitter = np.linspace(-1e-6, 1e-6, 50) / 86400.0
+    times = (base[:, None] + jitter[None, :]).ravel()
+    cards = drift_track_cards(times, np.ones(times.size), FREQS, np.ones(96))
+    assert cards["DSANTIME"] == 6
+    assert cards["DSADTSEC"] == pytest.approx(STEP_S, rel=1e-6)
+    assert all(cards[f"DSATW{i:03d}"] == 1.0 for i in range(1, 7))

@@ -48,6 +48,7 @@ _CHUNK_POSITIONS = 4096
 _TIME_WEIGHT_CARD = "DSATW"  # DSATW001..: weight of each integration
 _FREQ_WEIGHT_CARD = "DSAFW"  # DSAFW001..008: weight of each beam frequency
 _MAX_WEIGHT_CARDS = 999  # three digits in an 8-character FITS keyword
+_SAME_TIME_S = 0.5  # TIME values closer than this are one integration
 # bump when the beam model or its evaluation changes: old maps are then remade
 _BEAM_MODEL_VERSION = f"airy-drift-1 D={dsa110.DISH_DIAMETER_M} nf={_N_BEAM_FREQS}"
 
@@ -336,10 +337,9 @@ def drift_track_cards(
         the weight cards ``DSATWnnn`` (one per integration on the regular grid
         from the first to the last, zero where one is missing) and
         ``DSAFWnnn`` (each channel's weight shared linearly between the two
-        nearest of the 8 beam frequencies), each normalised to a largest value
-        of 1. With no
-        unflagged weight at all, or over 999 integrations, the weight cards
-        are left out (equal weights).
+        nearest of the 8 beam frequencies), each normalised to a largest
+        value of 1. With no unflagged weight at all, or over 999
+        integrations, the weight cards are left out (equal weights).
 
     Raises
     ------
@@ -348,10 +348,11 @@ def drift_track_cards(
 
     Notes
     -----
-    The cadence is the median spacing of the integrations; each is put on
-    the nearest step of it from the first (timestamps jitter by a fraction
-    of a step), so a gap of k integrations leaves k zero weights and the
-    track still ends at the last one.
+    Times closer than 0.5 s are one integration. The cadence is the median
+    spacing of the integrations; each is put on the nearest step of it from
+    the first (timestamps jitter by a fraction of a step), so a gap of k
+    integrations leaves k zero weights and the track still ends at the last
+    one.
     """
     times = np.asarray(times_mjd, dtype=np.float64).ravel()
     w_time = np.asarray(time_weight, dtype=np.float64).ravel()
@@ -365,6 +366,12 @@ def drift_track_cards(
         raise ValueError(msg)
     order = np.argsort(times)
     times, w_time = times[order], w_time[order]
+    # rows of one integration whose TIME differs by less than 0.5 s (another
+    # writer's per-baseline stamps) are one integration
+    start = np.r_[True, np.diff(times) * 86400.0 >= _SAME_TIME_S]
+    cluster = np.cumsum(start) - 1
+    w_time = np.bincount(cluster, weights=np.nan_to_num(w_time))
+    times = np.bincount(cluster, weights=times) / np.bincount(cluster)
     diffs = np.diff(times)
     step_d = float(np.median(diffs[diffs > 0])) if np.any(diffs > 0) else 0.0
     index = (
