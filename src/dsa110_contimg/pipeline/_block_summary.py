@@ -48,7 +48,10 @@ def _plain(value: object) -> object:
 def _sources(tables: list[Table]) -> list[dict[str, object]]:
     if not tables:
         return []
-    rows = vstack(tables)
+    # each image's table carries its own per-image meta (sys_fraction,
+    # thermal_fraction): only the rows are wanted here, so the differing
+    # meta values are not a conflict to warn about
+    rows = vstack(tables, metadata_conflicts="silent")
     if "image_kind" in rows.colnames and (rows["image_kind"] == "mosaic").any():
         rows = rows[rows["image_kind"] == "mosaic"]  # one row per source
     return [
