@@ -143,3 +143,18 @@ def test_per_row_time_stamps_of_one_integration_are_one_integration():
     assert cards["DSANTIME"] == 6
     assert cards["DSADTSEC"] == pytest.approx(STEP_S, rel=1e-6)
     assert all(cards[f"DSATW{i:03d}"] == 1.0 for i in range(1, 7))
+
+
+def test_image_time_is_the_weighted_mean_of_its_integrations():
+    times = _times(range(24))
+    even = _track(drift_track_cards(times, np.ones(24), FREQS, np.ones(FREQS.size)))
+    assert even.mean_mjd == pytest.approx(even.mid_mjd, abs=1e-9)
+    assert even.mean_mjd == pytest.approx(times.mean(), abs=1e-8)
+    # the first half flagged: the fluxes are of the second half's epoch
+    late = np.r_[np.zeros(12), np.ones(12)]
+    track = _track(drift_track_cards(times, late, FREQS, np.ones(FREQS.size)))
+    assert track.mid_mjd == pytest.approx(even.mid_mjd, abs=1e-9)
+    assert track.mean_mjd == pytest.approx(times[12:].mean(), abs=1e-8)
+    assert (track.mean_mjd - track.mid_mjd) * 86400 == pytest.approx(
+        6 * STEP_S, abs=0.5
+    )

@@ -126,6 +126,18 @@ class DriftTrack:
         """Return the mid-time of the group, UTC MJD."""
         return float(self.start_mjd + 0.5 * (self.n_time - 1) * self.step_s / 86400.0)
 
+    @property
+    def mean_mjd(self) -> float:
+        """Return the weighted mean time of the integrations, UTC MJD.
+
+        With equal weights this is `mid_mjd`; with part of the drift flagged
+        it is the time of what the image holds (the epoch of its fluxes).
+        """
+        if self.time_weights is None:
+            return self.mid_mjd
+        offsets = np.arange(self.n_time) * self.step_s / 86400.0
+        return float(self.start_mjd + np.average(offsets, weights=self.time_weights))
+
     def freqs_hz(self, n_freq: int = _N_BEAM_FREQS) -> NDArray[np.float64]:
         """Return ``n_freq`` frequencies spanning the band, Hz."""
         return np.linspace(self.freq_min_hz, self.freq_max_hz, n_freq)

@@ -74,7 +74,12 @@ _FLAGS = _c(
     "`photometry.detection_sigma`, default 5; the flux is still a valid "
     "forced measurement)",
 )
-_MJD = _c("mjd", "float64", "d", "mid-time of the image (UTC MJD, full precision)")
+_MJD = _c(
+    "mjd",
+    "float64",
+    "d",
+    "weighted mean time of the image's data (UTC MJD, full precision)",
+)
 _FREQ = _c(
     "freq_hz",
     "float64",

@@ -411,7 +411,7 @@ def _mosaic_header(
     tracks = [DriftTrack.from_header(h) for h in used]
     freqs = [image_frequency_hz(h) for h in used]
     header["BUNIT"] = "JY/BEAM"
-    header["DSAMJD"] = (float(np.mean([t.mid_mjd for t in tracks])), "mean image MJD")
+    header["DSAMJD"] = (float(np.mean([t.mean_mjd for t in tracks])), "mean image MJD")
     header["DSAFREQ"] = (float(np.mean(freqs)), "[Hz] mean image frequency")
     header["DSAFMIN"] = min(t.freq_min_hz for t in tracks)
     header["DSAFMAX"] = max(t.freq_max_hz for t in tracks)

@@ -393,7 +393,7 @@ def _image_table(
     flags, limit = _upper_limits(
         result.flux_jy, result.flux_err_jy, flags, cfg.detection_sigma
     )
-    mjd = track.mid_mjd
+    mjd = track.mean_mjd  # the weighted mean time of the image's data
     freq_hz = image_frequency_hz(header)
     n = len(result)
     table = _rows(
