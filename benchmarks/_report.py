@@ -222,10 +222,18 @@ def _profiles(doc: dict[str, Any]) -> list[str]:
     lines.append("")
     if any("warm_worker" in gp for gp in paths.values()):
         lines += [
-            "Warm worker: the six stages run twice in one process, as a "
-            "streaming worker runs group after group (imports, IERS tables, "
-            "and subband readers paid once; every map made anew); "
-            "the second group's times, raw files cold. Per stage (s): "
+            "Warm worker: the six stages run group after group in one "
+            "process, as a streaming worker runs them (imports, IERS tables, "
+            "and subband readers paid once; every map made anew); the "
+            "groups after the first, raw files cold each time, the median of "
+            "their group paths (rounds: "
+            + "; ".join(
+                f"{profile} "
+                + ", ".join(_fmt_s(v) for v in gp["warm_worker"].get("rounds_s", ()))
+                for profile, gp in paths.items()
+                if "warm_worker" in gp
+            )
+            + " s). Per stage, median (s): "
             + "; ".join(
                 f"{profile}: "
                 + ", ".join(

@@ -402,6 +402,17 @@ def test_report_shows_profiles_warm_worker_and_levers():
     text = "\n".join(_profiles(doc))
     assert "| production | 8^2 x 3arcsec | 12.0 | 0.2 | 4.0 |" in text
     assert "| 6.00 | 0.1 |" in text  # production's warm worker
+    # three warm groups: the median of their group paths, every round listed
+    slow = {n: 3 * v for n, v in warm.items()}
+    fast_w = {n: 0.5 * v for n, v in warm.items()}
+    stages[WARM_KEY] = _stage(
+        WARM_KEY, 9.0, warm_s=slow, warm_rounds_s=[slow, warm, fast_w]
+    )
+    three = group_paths(stages, 60.0, 1)["production"]["warm_worker"]
+    assert three["wall_s"] == 6.0 and three["rounds_s"] == [18.0, 6.0, 3.0]
+    assert three["stages_s"]["imaging"] == 1.0
+    doc["group_paths"] = group_paths(stages, 60.0, 1)
+    assert "rounds: production 18.0, 6.00, 3.00" in "\n".join(_profiles(doc))
     from benchmarks._report import _facts, _reference_units
 
     headline = _reference_units(doc, doc["group_paths"]["production"])
