@@ -117,9 +117,10 @@ def test_quick_benchmark_end_to_end(tmp_path):
         assert 0 < warm["wall_s"] < path["wall_s"], profile
     # production imaging beside itself without each issue-19 lever
     for key in (
+        "imaging, without the gridder lever (w-stacking)",
         "imaging, without the major-cycle lever (mgain 0.8)",
         "imaging, without the minor-loop lever (gain 0.1, niter 5000)",
-        "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000)",
+        "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000, w-stacking)",
     ):
         assert doc["stages"][key]["info"]["residual_rms_jy"] > 0, key
     text = (out / "benchmark.md").read_text()

@@ -381,7 +381,7 @@ def test_report_shows_profiles_warm_worker_and_levers():
         "median_abs_flux_error_pb_ge_0p5": 0.01,
         "max_offset_beams": 0.01,
     }
-    before = "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000)"
+    before = "imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000, w-stacking)"
     stages[before] = _stage(before, 4.0)
     for key, rms in (
         ("imaging", 1e-3),
@@ -422,7 +422,8 @@ def test_report_shows_profiles_warm_worker_and_levers():
     assert "Warm worker" in text and "imaging 1.00" in text
     levers = "\n".join(_levers(doc))
     assert (
-        "| imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000) | 4.00" in levers
+        "| imaging, before issue 19 (mgain 0.8, gain 0.1, niter 5000, w-stacking) "
+        "| 4.00" in levers
     )
     assert "| 0.9900 |" in levers and "| 2.00 |" in levers  # rms ratio, time ratio
 

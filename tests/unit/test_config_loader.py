@@ -78,6 +78,8 @@ def test_fast_profile_images_the_production_field_in_coarser_pixels() -> None:
         if value != production.model_dump()[section][key]
     }
     assert changed == {"imaging.image_size", "imaging.cell_size"}
+    assert fast.imaging.gridder == "wgridder"  # production's w-gridder, 1e-3
+    assert fast.imaging.wgridder_accuracy == pytest.approx(1e-3)
 
 
 def test_explicit_file_without_environment(tmp_path: Path) -> None:

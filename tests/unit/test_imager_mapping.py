@@ -121,6 +121,13 @@ def test_gridders_and_w_planes():
     assert _after(cmd, "-nwlayers") == ["64"] and call["wprojplanes"] == 64
     cmd, call = _both(ImagingParams(gridder="wgridder"))
     assert "-use-wgridder" in cmd and call["gridder"] == "wproject"
+    assert "-wgridder-accuracy" not in cmd  # WSClean's own default
+    coarse = ImagingParams(gridder="wgridder", wgridder_accuracy=1e-3)
+    cmd, call = _both(coarse)
+    assert _after(cmd, "-wgridder-accuracy") == ["0.001"]
+    # the accuracy is the w-gridder's only: w-stacking ignores it
+    cmd, _ = _both(ImagingParams(gridder="wproject", wgridder_accuracy=1e-3))
+    assert "-wgridder-accuracy" not in cmd
     # auto: 4 w_max (1 - cos(theta)) planes, never CASA's crashing -1
     auto = ImagingParams(gridder="wproject")
     radius = 0.5 * math.hypot(*auto.image_size) * math.radians(auto.cell_arcsec / 3600)

@@ -42,6 +42,7 @@ class ImagingParams:
     nterms: int = 2
     multiscale_scales_pix: tuple[int, ...] | None = None
     w_planes: int | None = None
+    wgridder_accuracy: float | None = None
     threads: int = 2
     mem_percent: float = 60.0
     timeout_s: float = 3600.0

@@ -32,6 +32,7 @@ gridder wstacking      w-stacking                  gridder='wproject'
 gridder wgridder       -use-wgridder               gridder='wproject'
 gridder standard       -nwlayers 1                 gridder='standard'
 w_planes (null: auto)  -nwlayers (null: WSClean)   wprojplanes (null: max w)
+wgridder_accuracy      -wgridder-accuracy          (not used)
 weighting, robust      -weight briggs <robust>     weighting, robust
 min_uv_lambda          -minuv-l                    uvrange='>Nlambda'
 auto_threshold_sigma   -auto-threshold             nsigma

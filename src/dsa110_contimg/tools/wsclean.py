@@ -57,7 +57,8 @@ def wsclean_command(
     ``gridder``: ``wproject``/``wstacking`` use WSClean's w-stacking (its
     w-correction; CASA's w-projection has no WSClean twin), ``wgridder`` the
     ducc w-gridder, ``standard`` w-stacking with a single w-layer (no
-    w-correction); ``w_planes`` sets ``-nwlayers``. ``deconvolver``:
+    w-correction); ``w_planes`` sets ``-nwlayers``; ``wgridder_accuracy``
+    ``-wgridder-accuracy`` (the w-gridder only). ``deconvolver``:
     ``hogbom``/``clark`` WSClean's default point-source clean, ``multiscale``
     adds ``-multiscale`` (``-multiscale-scales`` when scales are given),
     ``mtmfs`` joins ``max(channels_out, nterms)`` channels with an
@@ -106,6 +107,8 @@ def wsclean_command(
         cmd += ["-auto-mask", str(params.auto_mask_sigma)]
     if params.gridder == "wgridder":
         cmd += ["-use-wgridder"]
+        if params.wgridder_accuracy is not None:
+            cmd += ["-wgridder-accuracy", f"{params.wgridder_accuracy:g}"]
     elif params.gridder == "standard":
         cmd += ["-nwlayers", "1"]
     elif params.w_planes is not None:
