@@ -825,8 +825,7 @@ def group_path_warm(
     other figures) pays those costs every time. Here the same raw group goes
     through every stage ``1 + warm_rounds`` times (a fresh MS and images each
     pass, raw files cold each time); the passes after the first are the warm
-    figures (``warm_rounds_s``, one dict of stage wall times per pass;
-    ``warm_s`` is the first of them).
+    figures (``warm_rounds_s``, one dict of stage wall times per pass).
     ``profiles`` maps a profile to (its stage-key suffix, its imaging
     overrides); each profile images, corrects and measures the same MS.
     CPU time is not split per stage: the readers live through both passes.
@@ -907,4 +906,4 @@ def group_path_warm(
         if k < warm_rounds:  # the last pass's products stay for a look
             shutil.rmtree(out, ignore_errors=True)
     shutdown_pools()
-    return {"first_pass_s": passes[0], "warm_s": passes[1], "warm_rounds_s": passes[1:]}
+    return {"first_pass_s": passes[0], "warm_rounds_s": passes[1:]}
