@@ -357,16 +357,27 @@ def _wsclean_log(path: Path) -> dict[str, Any]:
 
 
 def image(
-    ms: str, images_dir: str, overrides: dict[str, Any], pickle_to: str
+    ms: str,
+    images_dir: str,
+    overrides: dict[str, Any],
+    pickle_to: str,
+    catalogue_csv: str | None = None,
 ) -> dict[str, Any]:
-    """Image one MS as the pipeline does (restored image, residual, PSF)."""
+    """Image one MS as the pipeline does (restored image, residual, PSF).
+
+    With ``catalogue_csv`` (the pipeline's photometry catalogue) its bright
+    sources are fitted, subtracted and restored as the pipeline does; without
+    it (the matched WSClean / tclean comparison) only the flux standards are.
+    """
     import pickle
 
+    from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
 
     cfg = _config(overrides).imaging
+    catalog = load_catalog(catalogue_csv) if catalogue_csv else None
     shutil.rmtree(images_dir, ignore_errors=True)
-    product = image_ms(Path(ms), Path(images_dir), cfg, derived=False)
+    product = image_ms(Path(ms), Path(images_dir), cfg, derived=False, catalog=catalog)
     Path(pickle_to).write_bytes(pickle.dumps(product))
     out = {
         "backend": cfg.backend,
@@ -833,6 +844,7 @@ def group_path_warm(
     from dsa110_contimg.calibration import apply_calibration, flag_ms
     from dsa110_contimg.data_ingestion._uvh5_subband import shutdown_pools
     from dsa110_contimg.data_ingestion.ms_creation import convert_group
+    from dsa110_contimg.data_ingestion.skymodel import load_catalog
     from dsa110_contimg.pipeline.stages.derived_maps import make_derived_products
     from dsa110_contimg.pipeline.stages.imaging_stage import image_ms
     from dsa110_contimg.pipeline.stages.photometry_stage import (
@@ -841,6 +853,7 @@ def group_path_warm(
     )
 
     base = _config({})
+    sky = load_catalog(sky_csv)  # the photometry catalogue's bright sources
     passes: list[dict[str, float]] = []
     if warm_rounds < 1:
         msg = f"warm_rounds must be at least 1, not {warm_rounds}"
@@ -890,6 +903,7 @@ def group_path_warm(
                 out / f"images_{profile}",
                 cfg,
                 derived=False,
+                catalog=sky,
             )
             timed(
                 f"primary-beam correction{suffix}", make_derived_products, product, cfg

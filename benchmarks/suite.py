@@ -326,6 +326,7 @@ def run(
             images_dir=str(work / f"images_lever_{n}"),
             overrides={**imaging, **lever},
             pickle_to=pickle_path,
+            catalogue_csv=sky_csv,
             accuracy_of=sky_csv,
         )
     r(
@@ -484,6 +485,7 @@ def _image_to_photometry(
         images_dir=str(work / f"images_{tag}"),
         overrides=overrides,
         pickle_to=pickle_path,
+        catalogue_csv=sky_csv,
     )
     r(
         round_key(f"primary-beam correction{suffix}", k),
@@ -552,6 +554,7 @@ def _scaling(
                 images_dir=str(out / "images"),
                 overrides=imaging,
                 pickle_to=str(out / "p.pickle"),
+                catalogue_csv=str(raw / "truth" / "sky.csv"),
             )
             record(
                 axis,
@@ -571,6 +574,7 @@ def _scaling(
             images_dir=str(r.work / f"images_{n}"),
             overrides=_imaging_overrides(size, n),
             pickle_to=str(r.work / "p.pickle"),
+            catalogue_csv=sky_csv,
         )
         record("image_size", n, {"imaging": img})
     image = r.stages["imaging"].info["image"]

@@ -98,6 +98,32 @@ def test_recovers_every_flux_whatever_the_clean_did() -> None:
     assert np.all(np.abs(restored.flux_jy / true - 1) > 0.006), restored.flux_jy / true
 
 
+def test_a_source_subtracted_in_the_visibilities_is_added_back() -> None:
+    """`subtracted_jy`: the third source taken out before imaging (in neither
+    the residual nor the model) is measured at its subtracted flux plus what
+    is left of it, and still counts as bright for its neighbours' errors."""
+    residual, model, psf = _products()
+    ra, dec, true = _positions()
+    x, y, flux = SOURCES[2]
+    yy, xx = np.mgrid[0:N, 0:N].astype(float)
+    ix, iy = round(x), round(y)
+    # its components out of the model, and what they left out of the residual
+    residual -= flux * _psf(xx - x, yy - y)
+    for dx, dy, share in SPREAD:
+        model[iy + dy, ix + dx] -= share * flux
+        residual += share * flux * _psf(xx - ix - dx, yy - iy - dy)
+    left = 0.01 * flux  # but 1% of it was left in the data (a fit error)
+    residual += left * _psf(xx - x, yy - y)
+    subtracted = np.zeros(len(SOURCES))
+    subtracted[2] = 0.99 * flux
+    out = measure_dirty_equivalent(
+        residual, model, psf, _wcs(), ra, dec, beam=BEAM, subtracted_jy=subtracted
+    )
+    np.testing.assert_allclose(out.flux_jy, true, rtol=3e-3)
+    without = measure_dirty_equivalent(residual, model, psf, _wcs(), ra, dec, beam=BEAM)
+    assert without.flux_jy[2] == pytest.approx(left, rel=0.05)
+
+
 def test_noise_error_explains_the_scatter() -> None:
     from scipy.signal import fftconvolve
 

@@ -23,7 +23,14 @@ from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.telescope import dsa110
 from dsa110_contimg.telescope.beam_models import airy_beam, angular_separation_rad
 
-__all__ = ["MsGeometry", "read_ms_geometry", "predict_model", "write_model_data"]
+__all__ = [
+    "MsGeometry",
+    "SourceTerms",
+    "predict_model",
+    "read_ms_geometry",
+    "source_terms",
+    "write_model_data",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +67,35 @@ def read_ms_geometry(ms_path: Path) -> MsGeometry:
     return MsGeometry(uvw, time_s, freqs, float(ra % 360), float(dec), pt_dec)
 
 
-def predict_model(
-    geometry: MsGeometry, sources: SkyCatalog, *, apply_beam: bool = True
-) -> NDArray[np.complex64]:
-    """Predict model visibilities (rows, channels) for point sources.
+@dataclass(frozen=True, slots=True)
+class SourceTerms:
+    """What the model of each source needs, per row and per integration.
 
-    Parameters
-    ----------
-    geometry : MsGeometry
-        From `read_ms_geometry`.
-    sources : SkyCatalog
-        Point sources (ICRS) with spectra.
-    apply_beam : bool
-        Attenuate each source by the Airy beam at its offset from the
-        meridian pointing, per integration and channel.
-
-    Returns
-    -------
-    ndarray, shape (n_row, n_chan)
-        Stokes-I model, the same for XX and YY.
+    ``path_m`` (row, source) is the geometric path difference of the phase
+    (metres, times frequency over c gives turns); ``amplitude`` (time,
+    channel, source) the spectrum times the drift-scan beam; ``time_index``
+    (row,) each row's integration; ``freq_hz`` (channel,); ``sign`` the MS
+    phase convention (the model is ``amplitude * exp(sign 2 pi i path f / c)``).
     """
+
+    path_m: NDArray[np.float64]
+    amplitude: NDArray[np.float64]
+    time_index: NDArray[np.intp]
+    freq_hz: NDArray[np.float64]
+    sign: float = _MS_SIGN
+
+    def channel(self, k: int) -> NDArray[np.complex128]:
+        """Return every source's model in channel ``k``, shape (row, source)."""
+        phase = np.exp(
+            self.sign * 2j * np.pi * self.path_m * (self.freq_hz[k] / _C_M_S)
+        )
+        return phase * self.amplitude[self.time_index, k, :]
+
+
+def source_terms(
+    geometry: MsGeometry, sources: SkyCatalog, *, apply_beam: bool = True
+) -> SourceTerms:
+    """Return the per-source terms of `predict_model` (see `SourceTerms`)."""
     ra0, dec0 = np.deg2rad(
         [geometry.phase_center_ra_deg, geometry.phase_center_dec_deg]
     )
@@ -117,7 +133,37 @@ def predict_model(
             np.deg2rad(track_ra)[:, None], np.deg2rad(track_dec)[:, None], ra, dec
         )  # (time, src)
         amp = amp * airy_beam(sep[:, None, :], freqs[None, :, None])
-    model = np.zeros((uvw.shape[0], freqs.size), np.complex128)
+    return SourceTerms(path_m, np.asarray(amp), inverse.ravel(), freqs)
+
+
+def predict_model(
+    geometry: MsGeometry, sources: SkyCatalog, *, apply_beam: bool = True
+) -> NDArray[np.complex64]:
+    """Predict model visibilities (rows, channels) for point sources.
+
+    Parameters
+    ----------
+    geometry : MsGeometry
+        From `read_ms_geometry`.
+    sources : SkyCatalog
+        Point sources (ICRS) with spectra.
+    apply_beam : bool
+        Attenuate each source by the Airy beam at its offset from the
+        meridian pointing, per integration and channel.
+
+    Returns
+    -------
+    ndarray, shape (n_row, n_chan)
+        Stokes-I model, the same for XX and YY.
+    """
+    terms = source_terms(geometry, sources, apply_beam=apply_beam)
+    path_m, amp, inverse, freqs = (
+        terms.path_m,
+        terms.amplitude,
+        terms.time_index,
+        terms.freq_hz,
+    )
+    model = np.zeros((path_m.shape[0], freqs.size), np.complex128)
     uniform = freqs.size < 2 or np.allclose(np.diff(freqs), freqs[1] - freqs[0])
     # Channels by a phasor recurrence (exact for uniform spacing): one complex
     # multiply per visibility and source instead of one exponential.

@@ -79,19 +79,41 @@ def icrs_to_hadec_rad(
     return hadec.ha.to_value(u.rad), hadec.dec.to_value(u.rad)
 
 
+# the last few meridian tracks (see `meridian_icrs_deg`), oldest first
+_MERIDIAN_CACHE: dict[tuple, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+_MERIDIAN_CACHE_SIZE = 16
+
+
 def meridian_icrs_deg(
     dec_app_rad: float, times_jd: NDArray[np.float64], location: EarthLocation
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Return the ICRS position of (HA=0, apparent Dec) at each time, degrees."""
-    times = Time(np.atleast_1d(times_jd), format="jd", scale="utc")
-    n = times.size
-    coord = SkyCoord(
-        ha=np.zeros(n) * u.rad,
-        dec=np.full(n, dec_app_rad) * u.rad,
-        frame=HADec(obstime=times, location=location),
+    """Return the ICRS position of (HA=0, apparent Dec) at each time, degrees.
+
+    The transform (~0.1-0.5 s through astropy) is the same for every caller
+    of a group (the beam track, the model predictions, the photometry), so
+    the last few results are kept (`_MERIDIAN_CACHE`; copies are returned).
+    """
+    jd = np.ascontiguousarray(np.atleast_1d(times_jd), dtype=np.float64)
+    key = (
+        float(dec_app_rad),
+        jd.tobytes(),
+        tuple(float(c.to_value(u.m)) for c in location.geocentric),
     )
-    icrs = coord.transform_to("icrs")
-    return icrs.ra.deg, icrs.dec.deg
+    hit = _MERIDIAN_CACHE.get(key)
+    if hit is None:
+        times = Time(jd, format="jd", scale="utc")
+        n = times.size
+        coord = SkyCoord(
+            ha=np.zeros(n) * u.rad,
+            dec=np.full(n, dec_app_rad) * u.rad,
+            frame=HADec(obstime=times, location=location),
+        )
+        icrs = coord.transform_to("icrs")
+        hit = (np.asarray(icrs.ra.deg), np.asarray(icrs.dec.deg))
+        _MERIDIAN_CACHE[key] = hit
+        while len(_MERIDIAN_CACHE) > _MERIDIAN_CACHE_SIZE:
+            _MERIDIAN_CACHE.pop(next(iter(_MERIDIAN_CACHE)))
+    return hit[0].copy(), hit[1].copy()
 
 
 def warm_up(location: EarthLocation, time_jd: float) -> None:

@@ -73,6 +73,7 @@ def measure_dirty_equivalent(
     box_beams: float = 3.0,
     own_radius_beams: float = 1.5,
     rms_box_beams: tuple[float, float] = (6.0, 15.0),
+    subtracted_jy: ArrayLike | None = None,
 ) -> DirtyEquivalent:
     r"""Measure fluxes on the residual plus each source's own clean components.
 
@@ -99,6 +100,12 @@ def measure_dirty_equivalent(
     rms_box_beams : (float, float)
         Annulus of the local rms of the residual, beam major axes: it decides
         which sources are bright enough for a sidelobe profile.
+    subtracted_jy : array_like, shape (n_src,), optional
+        Apparent flux of each position that was subtracted from the
+        visibilities before imaging (in neither the residual nor the model,
+        e.g. `bright_sources.fit_and_subtract`): added to its flux, and
+        counted when judging which sources are bright (their residual rings
+        hold their calibration errors' sidelobes all the same). None: 0.
 
     Returns
     -------
@@ -162,6 +169,8 @@ def measure_dirty_equivalent(
     with np.errstate(invalid="ignore", divide="ignore"):
         factor = mf_factor / np.sqrt(fraction) / eta
         flux = (mf_res + own) / eta
+        if subtracted_jy is not None:
+            flux = flux + np.asarray(subtracted_jy, dtype=float)
         bright = np.nan_to_num(flux / (rms * factor)) >= SIDELOBE_MIN_SNR
     finite_rms = rms[inside & np.isfinite(rms)]
     background, sidelobe = sidelobe_noise(

@@ -151,7 +151,7 @@ class SkyCatalog:
             np.deg2rad(ra_deg),
             np.deg2rad(dec_deg),
         )
-        return self._subset(sep_rad <= np.deg2rad(radius_deg))
+        return self.subset(sep_rad <= np.deg2rad(radius_deg))
 
     def to_table(self) -> Table:
         """Return the catalogue as an astropy Table with the CSV column names."""
@@ -162,7 +162,8 @@ class SkyCatalog:
                 table[column].unit = _UNITS[column]
         return table
 
-    def _subset(self, index: ArrayLike) -> SkyCatalog:
+    def subset(self, index: ArrayLike) -> SkyCatalog:
+        """Return the sources at ``index`` (a boolean mask or integer indices)."""
         return SkyCatalog(*(getattr(self, column)[index] for column in CATALOG_COLUMNS))
 
 

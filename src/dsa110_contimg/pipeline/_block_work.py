@@ -155,7 +155,11 @@ def _image_and_measure(
     t0 = time.perf_counter()
     with bind_context(stage="image"):
         product = imaging_stage.image_ms(
-            Path(ms_path), images_dir, config.imaging, config_hash=cfg_hash
+            Path(ms_path),
+            images_dir,
+            config.imaging,
+            config_hash=cfg_hash,
+            catalog=catalog,
         )
         log.info(
             "image done",

@@ -16,6 +16,20 @@ cleaned as usual; each subtracted source inside the field is then restored
 into the restored image as the restoring beam times its drift-averaged
 apparent flux (`mosaic.primary_beam_at` at the image frequency), so the
 photometry measures it as before, with the clean residual added.
+
+Bright *catalogue* sources (the photometry catalogue) have the same problem
+and no known flux: a 3 Jy source 1.2 deg east of the beam centre (primary
+beam 0.58) read 8% high, the same source 1.2 deg north 0.5% (issue 13.2,
+``tests/integration/test_drift_psf.py``). Those whose drift-averaged apparent
+flux exceeds ``imaging.subtract_catalogue_min_snr`` times the MS's radiometer
+rms (at most ``imaging.subtract_catalogue_max_sources``, the brightest) are
+therefore fitted in the visibilities first (`fit_and_subtract`: one flux
+scale per source, weighted least squares against the same drifting-beam
+model, all sources at once from the normal equations, compiled loops in
+`_bright_kernels`), subtracted with the fitted flux and restored with it:
+the photometry then measures each as its fitted flux plus what the clean
+left at its position, and a source whose flux differs from the catalogue
+(a variable, an ESE) is measured at its own flux.
 """
 
 from __future__ import annotations
@@ -29,19 +43,44 @@ from astropy.io import fits
 
 from dsa110_contimg._optional import require
 from dsa110_contimg.calibration._calibrators import load_calibrators
-from dsa110_contimg.calibration._model import predict_model, read_ms_geometry
+from dsa110_contimg.calibration._model import (
+    SourceTerms,
+    read_ms_geometry,
+    source_terms,
+)
 from dsa110_contimg.data_ingestion.photometry import Beam, _PixelGaussian
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.mosaic import DriftTrack, image_frequency_hz, primary_beam_at
+from dsa110_contimg.pipeline.stages import _bright_kernels
+from dsa110_contimg.telescope.beam_models import angular_separation_rad
 from dsa110_contimg.tools.fits_header import celestial_wcs
 
-__all__ = ["SUBTRACTED_COLUMN", "bright_calibrators", "restore_sources", "subtract"]
+__all__ = [
+    "SUBTRACTED_COLUMN",
+    "bright_calibrators",
+    "bright_catalogue_sources",
+    "concatenate",
+    "fit_and_subtract",
+    "restore_sources",
+    "restored_apparent_jy",
+    "subtract",
+]
 
 log = logging.getLogger(__name__)
 
 SUBTRACTED_COLUMN = "DSA_SUBTRACTED"
 _PARALLEL_HANDS = (5, 8, 9, 12)  # RR, LL, XX, YY
+_C_M_S = 299_792_458.0
 _RESTORE_SIGMAS = 6.0
+# restored-image cards naming each restored source and its apparent flux
+_NAME_CARD, _FLUX_CARD = "DSABN", "DSABA"
+# catalogue sources farther than this from the beam centre are not candidates
+# (the Airy beam's power there is < 1e-3 across the band)
+_SEARCH_RADIUS_DEG = 6.0
+# a catalogue source this close to a subtracted flux standard is that standard
+_SAME_SOURCE_ARCSEC = 30.0
+# the fluxes are fitted on at most this many channels spread over the band
+_FIT_CHANNELS = 24
 
 
 def bright_calibrators(
@@ -77,6 +116,76 @@ def bright_calibrators(
     return _catalog([skies[k] for k in keep]), apparent[keep]
 
 
+def bright_catalogue_sources(
+    catalog: SkyCatalog,
+    track: DriftTrack,
+    freq_hz: float,
+    min_apparent_jy: float,
+    max_sources: int,
+    exclude: SkyCatalog | None = None,
+) -> SkyCatalog:
+    """Return the catalogue's brightest apparent sources in the beam.
+
+    Parameters
+    ----------
+    catalog : SkyCatalog
+        The photometry catalogue.
+    track : DriftTrack
+        The group's pointing track and band.
+    freq_hz : float
+        Image frequency, Hz.
+    min_apparent_jy : float
+        Smallest drift-averaged apparent flux (catalogue flux times the
+        primary beam), Jy.
+    max_sources : int
+        At most this many, the brightest apparent first.
+    exclude : SkyCatalog, optional
+        Sources subtracted otherwise (the flux standards): a catalogue source
+        within 30 arcsec of one is left out.
+
+    Returns
+    -------
+    SkyCatalog
+        The candidates, brightest apparent first.
+    """
+    ra_c, dec_c = (float(np.median(c)) for c in track.beam_centres_deg())
+    near = catalog.select_within(ra_c, dec_c, _SEARCH_RADIUS_DEG)
+    if not len(near):
+        return near
+    keep = np.ones(len(near), bool)
+    if exclude is not None and len(exclude):
+        sep = angular_separation_rad(
+            np.deg2rad(near.ra_deg)[:, None],
+            np.deg2rad(near.dec_deg)[:, None],
+            np.deg2rad(exclude.ra_deg)[None, :],
+            np.deg2rad(exclude.dec_deg)[None, :],
+        )
+        keep &= ~np.any(sep < np.deg2rad(_SAME_SOURCE_ARCSEC / 3600.0), axis=1)
+    apparent = near.flux_at(freq_hz) * primary_beam_at(track, near.ra_deg, near.dec_deg)
+    keep &= np.isfinite(apparent) & (apparent >= min_apparent_jy)
+    index = np.flatnonzero(keep)
+    index = index[np.argsort(-apparent[index], kind="stable")][:max_sources]
+    return near.subset(index)
+
+
+def concatenate(*catalogs: SkyCatalog) -> SkyCatalog:
+    """Return the catalogues' sources one after another (none: empty)."""
+    if not catalogs:
+        return _catalog([])
+
+    def column(name: str) -> np.ndarray:
+        return np.concatenate([np.asarray(getattr(c, name)) for c in catalogs])
+
+    return SkyCatalog(
+        name=column("name").astype(str),
+        ra_deg=column("ra_deg").astype(float),
+        dec_deg=column("dec_deg").astype(float),
+        flux_jy=column("flux_jy").astype(float),
+        spectral_index=column("spectral_index").astype(float),
+        ref_freq_hz=column("ref_freq_hz").astype(float),
+    )
+
+
 def _catalog(skies: list[SkyCatalog]) -> SkyCatalog:
     def column(name: str, dtype: type) -> np.ndarray:
         values = [getattr(s, name)[0] for s in skies]
@@ -100,7 +209,8 @@ def subtract(ms_path: Path, sources: SkyCatalog, data_column: str) -> str:
     ms_path : Path
         The Measurement Set (written in place: one column added or replaced).
     sources : SkyCatalog
-        Point sources to subtract (from `bright_calibrators`).
+        Point sources to subtract at their catalogue fluxes (from
+        `bright_calibrators`).
     data_column : str
         The column to subtract from (``DATA`` or ``CORRECTED_DATA``).
 
@@ -109,14 +219,79 @@ def subtract(ms_path: Path, sources: SkyCatalog, data_column: str) -> str:
     str
         The name of the column to image (`SUBTRACTED_COLUMN`).
     """
+    column, _ = fit_and_subtract(ms_path, sources, _catalog([]), data_column)
+    return column
+
+
+def fit_and_subtract(
+    ms_path: Path,
+    fixed: SkyCatalog,
+    fitted: SkyCatalog,
+    data_column: str,
+    *,
+    min_uv_lambda: float = 0.0,
+) -> tuple[str, SkyCatalog]:
+    """Subtract ``fixed`` at its fluxes and ``fitted`` at fluxes fitted here.
+
+    Each ``fitted`` source's model (its catalogue spectrum through the
+    drifting beam, per integration and channel) is scaled by one factor,
+    found by weighted least squares on the parallel hands of the
+    cross-correlations at least ``min_uv_lambda`` long (``WEIGHT``, flags
+    honoured) after ``fixed`` is subtracted. The factors of all sources are
+    solved together from the normal equations, so sources whose dirty beams
+    overlap are separated exactly. A source whose fitted flux is not
+    positive is left in the data and dropped from the result.
+
+    Parameters
+    ----------
+    ms_path : Path
+        The Measurement Set (written in place: `SUBTRACTED_COLUMN` added or
+        replaced).
+    fixed : SkyCatalog
+        Sources subtracted at their catalogue fluxes (the flux standards).
+    fitted : SkyCatalog
+        Sources whose fluxes are fitted (from `bright_catalogue_sources`).
+    data_column : str
+        The column to subtract from (``DATA`` or ``CORRECTED_DATA``).
+    min_uv_lambda : float
+        Shortest baseline of the fit, wavelengths (the imager's cut).
+
+    Returns
+    -------
+    (str, SkyCatalog)
+        The column to image, and the fitted sources with their fitted fluxes
+        (``flux_jy`` at ``ref_freq_hz``, the catalogue spectral index kept).
+    """
     tables = require("casacore.tables", "casa")
-    model = predict_model(read_ms_geometry(Path(ms_path)), sources)
+    geometry = read_ms_geometry(Path(ms_path))
     with tables.table(f"{ms_path}/POLARIZATION", ack=False) as pol:
         corr = np.asarray(pol.getcol("CORR_TYPE"))[0]
-    parallel = np.isin(corr, _PARALLEL_HANDS)
+    parallel = np.flatnonzero(np.isin(corr, _PARALLEL_HANDS))
     with tables.table(str(ms_path), readonly=False, ack=False) as ms:
         data = ms.getcol(data_column)
-        data[:, :, parallel] -= model[:, :, None]
+        resid = np.ascontiguousarray(data[:, :, parallel])
+        if len(fixed):
+            _bright_kernels.subtract_scaled(
+                resid, source_terms(geometry, fixed), np.ones(len(fixed))
+            )
+        scale = np.zeros(len(fitted))
+        if len(fitted):
+            terms = source_terms(geometry, fitted)
+            weight = _fit_weights(ms, geometry, parallel, min_uv_lambda)
+            scale = _fit_scales(terms, resid, weight)
+            del weight
+            _bright_kernels.subtract_scaled(resid, terms, scale)
+        positive = scale > 0
+        result = fitted.subset(np.flatnonzero(positive))
+        result = SkyCatalog(
+            name=result.name,
+            ra_deg=result.ra_deg,
+            dec_deg=result.dec_deg,
+            flux_jy=result.flux_jy * scale[positive],
+            spectral_index=result.spectral_index,
+            ref_freq_hz=result.ref_freq_hz,
+        )
+        data[:, :, parallel] = resid
         if SUBTRACTED_COLUMN not in ms.colnames():
             desc = tables.makearrcoldesc(
                 SUBTRACTED_COLUMN,
@@ -129,9 +304,61 @@ def subtract(ms_path: Path, sources: SkyCatalog, data_column: str) -> str:
         ms.putcol(SUBTRACTED_COLUMN, data)
     log.info(
         "bright sources subtracted",
-        extra={"ms": str(ms_path), "sources": list(map(str, sources.name))},
+        extra={
+            "ms": str(ms_path),
+            "sources": list(map(str, fixed.name)),
+            "fitted": {
+                str(n): round(float(f), 4)
+                for n, f in zip(result.name, result.flux_jy, strict=True)
+            },
+            "catalogue_flux_scale": {
+                str(n): round(float(g), 4)
+                for n, g in zip(fitted.name, scale, strict=True)
+            },
+        },
     )
-    return SUBTRACTED_COLUMN
+    return SUBTRACTED_COLUMN, result
+
+
+def _fit_weights(ms, geometry, parallel: np.ndarray, min_uv_lambda: float):
+    """Weights (row, channel, hand) of the fit: 0 where flagged or excluded."""
+    flag = ms.getcol("FLAG")[:, :, parallel]
+    weight = np.asarray(ms.getcol("WEIGHT"), np.float32)[:, parallel]
+    cross = ms.getcol("ANTENNA1") != ms.getcol("ANTENNA2")
+    uv_lambda = (
+        np.hypot(geometry.uvw_m[:, 0], geometry.uvw_m[:, 1])[:, None]
+        * geometry.freq_hz[None, :]
+        / _C_M_S
+    )
+    use = cross[:, None] & (uv_lambda >= min_uv_lambda)  # (row, channel)
+    return np.where(flag | ~use[:, :, None], np.float32(0), weight[:, None, :])
+
+
+def _fit_scales(
+    terms: SourceTerms, resid: np.ndarray, weight: np.ndarray
+) -> np.ndarray:
+    """Solve the weighted normal equations of one flux scale per source.
+
+    The equations use at most `_FIT_CHANNELS` channels spread over the band:
+    whatever the fit misses stays in the data the imager and the photometry
+    see. A source whose scale comes out not positive is dropped (scale 0)
+    and the rest re-solved.
+    """
+    n_chan = terms.freq_hz.size
+    gram, rhs = _bright_kernels.normal_equations(
+        resid, weight, terms, stride=math.ceil(n_chan / _FIT_CHANNELS)
+    )
+    scale = np.zeros(rhs.size)
+    active = np.flatnonzero(np.diag(gram) > 0)  # sources no unflagged data see: 0
+    while active.size:
+        solved = np.linalg.lstsq(gram[np.ix_(active, active)], rhs[active], rcond=None)[
+            0
+        ]
+        if np.all(solved > 0):
+            scale[active] = solved
+            break
+        active = active[solved > 0]
+    return scale
 
 
 def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) -> int:
@@ -145,13 +372,16 @@ def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) ->
     sources : SkyCatalog
         The subtracted sources.
     track : DriftTrack
-        The group's pointing track: each source is restored with its catalogue
-        flux at the image frequency times the drift-averaged primary beam.
+        The group's pointing track: each source is restored with its flux
+        (catalogue or fitted, `fit_and_subtract`) at the image frequency times
+        the drift-averaged primary beam.
 
     Returns
     -------
     int
-        The number of sources that fell on the image and were restored.
+        The number of sources that fell on the image and were restored; each
+        is named in the header with its restored apparent flux
+        (`restored_apparent_jy` reads them).
     """
     with fits.open(image_path, mode="update") as hdul:
         header = hdul[0].header
@@ -172,9 +402,15 @@ def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) ->
         x, y = wcs.world_to_pixel_values(sources.ra_deg, sources.dec_deg)
         n_y, n_x = plane.shape
         restored = 0
-        for xk, yk, flux in zip(x, y, apparent_jy, strict=True):
+        for name, xk, yk, flux in zip(sources.name, x, y, apparent_jy, strict=True):
             if not (0 <= xk <= n_x - 1 and 0 <= yk <= n_y - 1):
                 continue
+            # for the estimators that do not read the restored image
+            header[f"{_NAME_CARD}{restored + 1:03d}"] = (str(name), "restored source")
+            header[f"{_FLUX_CARD}{restored + 1:03d}"] = (
+                float(flux),
+                "its apparent flux restored, Jy",
+            )
             x0, x1 = max(0, round(xk) - half), min(n_x, round(xk) + half + 1)
             y0, y1 = max(0, round(yk) - half), min(n_y, round(yk) + half + 1)
             yy, xx = np.mgrid[y0:y1, x0:x1]
@@ -182,8 +418,35 @@ def restore_sources(image_path: Path, sources: SkyCatalog, track: DriftTrack) ->
             plane[y0:y1, x0:x1] += stamp.astype(plane.dtype)
             restored += 1
         header.add_history(
-            f"dsa110_contimg: restored {restored} subtracted flux standard(s): "
-            + ", ".join(map(str, sources.name))
+            f"dsa110_contimg: restored {restored} subtracted source(s): "
+            + ", ".join(
+                f"{n} {f:.4g} Jy"
+                for n, f in zip(sources.name, sources.flux_at(freq), strict=True)
+            )
         )
         hdul.flush()
     return restored
+
+
+def restored_apparent_jy(header: fits.Header) -> dict[str, float]:
+    """Return the sources `restore_sources` restored into an image.
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        The restored image's header.
+
+    Returns
+    -------
+    dict
+        Source name to the apparent flux (Jy, the drift-averaged primary beam
+        times the catalogue or fitted flux at the image frequency) that was
+        subtracted from the visibilities and restored; empty when none was.
+    """
+    out = {}
+    for k in range(1, 1000):
+        name = header.get(f"{_NAME_CARD}{k:03d}")
+        if name is None:
+            break
+        out[str(name)] = float(header[f"{_FLUX_CARD}{k:03d}"])
+    return out

@@ -23,6 +23,7 @@ last attempt, with the earlier attempts, is written to ``-qa.json``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -124,15 +125,16 @@ def _gated_image(
     cfg: ImagingConfig,
     bright: SkyCatalog | None = None,
     track: DriftTrack | None = None,
+    thermal: float | None = None,
 ) -> ImageProduct:
     """Image, measure the gates, retry once with safer parameters if failed.
 
     Subtracted ``bright`` sources are restored (`bright_sources`) into each
-    attempt's image before it is measured.
+    attempt's image before it is measured. ``thermal`` is the MS's
+    radiometer rms (`image_quality.thermal_rms_jy`), computed when not given.
     """
-    thermal = qa.thermal_rms_jy(
-        Path(ms_path), sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=params.min_uv_lambda
-    )
+    if thermal is None:
+        thermal = _thermal_rms(Path(ms_path), cfg, params)
     attempts: list[dict[str, object]] = []
     for attempt in (params, safer_params(params, cfg)):
         product = imager.make_image(Path(ms_path), prefix, attempt, header=header)
@@ -235,6 +237,7 @@ def image_ms(
     *,
     config_hash: str = "",
     derived: bool = True,
+    catalog: SkyCatalog | None = None,
 ) -> ImageProduct:
     """Image one MS unless its restored image already exists.
 
@@ -247,6 +250,13 @@ def image_ms(
     image, PNG preview) are then made by `make_derived_products` (also for a
     skipped image whose maps are missing) unless ``derived`` is false (the
     benchmarks time them apart).
+
+    With WSClean, bright sources are subtracted in the visibilities before
+    the clean and restored into the restored image after it
+    (`bright_sources`): the flux standards above
+    ``cfg.subtract_standards_min_jy`` at their catalogue fluxes, and the
+    ``catalog``'s sources above ``cfg.subtract_catalogue_min_snr`` times the
+    radiometer rms at fluxes fitted in the visibilities.
 
     Raises
     ------
@@ -341,27 +351,22 @@ def image_ms(
         header["DSACAL"] = calibration
         params = replace(params, data_column="CORRECTED_DATA")
     track = DriftTrack.from_header(header)
-    bright = None
-    # tclean reads only DATA or CORRECTED_DATA, so only WSClean images the
-    # subtracted column.
-    if cfg.subtract_standards_min_jy is not None and cfg.backend == "wsclean":
-        bright, _ = bright_sources.bright_calibrators(
-            track,
-            0.5 * (track.freq_min_hz + track.freq_max_hz),
-            cfg.subtract_standards_min_jy,
+    thermal = (
+        _thermal_rms(Path(ms_path), cfg, params)
+        if cfg.qa_enabled or _fits_catalogue(cfg, catalog)
+        else math.nan
+    )
+    params, bright = _subtract_bright(
+        Path(ms_path), cfg, params, track, catalog, thermal
+    )
+    if bright is not None:
+        header["HISTORY"].append(
+            "subtracted before imaging and restored after it: "
+            + ", ".join(map(str, bright.name))
         )
-        if len(bright):
-            column = bright_sources.subtract(Path(ms_path), bright, params.data_column)
-            params = replace(params, data_column=column)
-            header["HISTORY"].append(
-                "subtracted before imaging and restored after it: "
-                + ", ".join(map(str, bright.name))
-            )
-        else:
-            bright = None
     if cfg.qa_enabled:
         product = _gated_image(
-            imager, Path(ms_path), prefix, params, header, cfg, bright, track
+            imager, Path(ms_path), prefix, params, header, cfg, bright, track, thermal
         )
         record = qa.read_quality(product.image_path) or {}
         if not record.get("passed", True) and record.get("peak_jy") is None:
@@ -377,6 +382,66 @@ def image_ms(
         if bright is not None:
             bright_sources.restore_sources(product.image_path, bright, track)
     return make_derived_products(product, cfg) if derived else product
+
+
+def _thermal_rms(ms_path: Path, cfg: ImagingConfig, params: ImagingParams) -> float:
+    """The MS's radiometer rms with the imager's uv cut, Jy/beam."""
+    return qa.thermal_rms_jy(
+        ms_path, sefd_jy=cfg.qa_sefd_jy, min_uv_lambda=params.min_uv_lambda
+    )
+
+
+def _fits_catalogue(cfg: ImagingConfig, catalog: SkyCatalog | None) -> bool:
+    """Whether the catalogue's bright sources are fitted and subtracted."""
+    return (
+        cfg.backend == "wsclean"
+        and cfg.subtract_catalogue_min_snr is not None
+        and catalog is not None
+    )
+
+
+def _subtract_bright(
+    ms_path: Path,
+    cfg: ImagingConfig,
+    params: ImagingParams,
+    track: DriftTrack,
+    catalog: SkyCatalog | None,
+    thermal: float,
+) -> tuple[ImagingParams, SkyCatalog | None]:
+    """Subtract the bright sources; return the parameters and what to restore.
+
+    ``thermal`` is the MS's radiometer rms, Jy/beam (NaN: no catalogue source
+    is fitted). tclean reads only DATA or CORRECTED_DATA, so only WSClean
+    images the subtracted column.
+    """
+    if cfg.backend != "wsclean":
+        return params, None
+    freq_hz = 0.5 * (track.freq_min_hz + track.freq_max_hz)
+    standards = candidates = bright_sources.concatenate()
+    if cfg.subtract_standards_min_jy is not None:
+        standards = bright_sources.bright_calibrators(
+            track, freq_hz, cfg.subtract_standards_min_jy
+        )[0]
+    if _fits_catalogue(cfg, catalog) and math.isfinite(thermal):
+        candidates = bright_sources.bright_catalogue_sources(
+            catalog,
+            track,
+            freq_hz,
+            cfg.subtract_catalogue_min_snr * thermal,
+            cfg.subtract_catalogue_max_sources,
+            exclude=standards,
+        )
+    if not len(standards) and not len(candidates):
+        return params, None
+    column, fitted = bright_sources.fit_and_subtract(
+        ms_path,
+        standards,
+        candidates,
+        params.data_column,
+        min_uv_lambda=params.min_uv_lambda,
+    )
+    bright = bright_sources.concatenate(standards, fitted)
+    return replace(params, data_column=column), (bright if len(bright) else None)
 
 
 # settings that do not change the restored image (resources, outputs, gates)

@@ -52,6 +52,7 @@ from dsa110_contimg.data_ingestion.photometry import (
 from dsa110_contimg.data_ingestion.skymodel import SkyCatalog
 from dsa110_contimg.exceptions import InputDataError
 from dsa110_contimg.mosaic import DriftTrack, image_frequency_hz, primary_beam_at
+from dsa110_contimg.pipeline.stages import bright_sources
 from dsa110_contimg.pipeline.stages import image_quality as qa
 from dsa110_contimg.pipeline.stages._photometry_members import mosaic_from_members
 from dsa110_contimg.pipeline.stages._photometry_systematics import (
@@ -322,6 +323,9 @@ def _dirty_equivalent(
             )
             raise InputDataError(msg)
         parts[kind] = _read_2d(path, keep_float32=True)[0]
+    # sources subtracted in the visibilities are in neither the residual nor
+    # the model: their restored apparent flux is added to what is left there
+    subtracted = bright_sources.restored_apparent_jy(fits.getheader(image_path))
     dirty = measure_dirty_equivalent(
         parts["residual"],
         parts["model"],
@@ -333,6 +337,7 @@ def _dirty_equivalent(
         box_beams=cfg.box_beams,
         own_radius_beams=cfg.own_radius_beams,
         rms_box_beams=cfg.rms_annulus_beams,
+        subtracted_jy=[subtracted.get(str(n), 0.0) for n in sub.name],
     )
     total = np.hypot(dirty.noise_jy, dirty.sidelobe_jy)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -182,6 +182,23 @@ class ImagingConfig(BaseModel):
         "drifting beam, subtracted before imaging and restored after it (WSClean "
         "only: tclean reads only DATA or CORRECTED_DATA); null = off (Jy).",
     )
+    subtract_catalogue_min_snr: float | None = Field(
+        30.0,
+        gt=0,
+        description="Photometry-catalogue sources whose drift-averaged apparent "
+        "flux exceeds this many times the MS's radiometer rms are fitted in the "
+        "visibilities (one flux each, least squares through the drifting beam per "
+        "integration and channel), subtracted before imaging and restored with the "
+        "fitted flux after it, so the clean never has to model their drift-scan "
+        "dirty pattern, which is not the image's PSF (WSClean only); null = off "
+        "(ratio).",
+    )
+    subtract_catalogue_max_sources: int = Field(
+        20,
+        ge=1,
+        description="At most this many catalogue sources are fitted and "
+        "subtracted, the brightest apparent first (count).",
+    )
     qa_enabled: bool = Field(
         True,
         description="Measure every image against the quality gates, re-image a "
