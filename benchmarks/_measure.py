@@ -86,6 +86,19 @@ def peak_rss_self_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's ``VmHWM`` to its current size (Linux ``clear_refs``).
+
+    Returns whether it was reset (False off Linux or where not allowed): a
+    process that runs group after group then reports each group's own peak.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def _cpu(usage: resource.struct_rusage) -> float:
     return usage.ru_utime + usage.ru_stime
 

@@ -243,10 +243,31 @@ def _profiles(doc: dict[str, Any]) -> list[str]:
                 for profile, gp in paths.items()
                 if "warm_worker" in gp
             )
-            + ".",
+            + "."
+            + _warm_peak_note(paths),
             "",
         ]
     return lines
+
+
+def _warm_peak_note(paths: dict[str, Any]) -> str:
+    peaks = next(
+        (
+            gp["warm_worker"]["pass_peak_rss_mb"]
+            for gp in paths.values()
+            if gp.get("warm_worker", {}).get("pass_peak_rss_mb")
+        ),
+        None,
+    )
+    if not peaks:
+        return ""
+    return (
+        " The worker process's own peak memory per group (reset before each; "
+        "every profile images the group in one pass; WSClean and the subband "
+        "readers run in their own processes): "
+        + ", ".join(f"{p:.0f}" for p in peaks)
+        + " MB."
+    )
 
 
 def _flux_errors(doc: dict[str, Any]) -> list[str]:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._measure import peak_rss_self_mb, reset_peak_rss
+
 __all__ = [
     "apply",
     "convert_ours",
@@ -858,10 +860,12 @@ def group_path_warm(
     if warm_rounds < 1:
         msg = f"warm_rounds must be at least 1, not {warm_rounds}"
         raise ValueError(msg)
+    peaks: list[float | None] = []
     for k in range(1 + warm_rounds):
         out = Path(work_dir) / f"pass_{k}"
         shutil.rmtree(out, ignore_errors=True)
         times: dict[str, float] = {}
+        reset = reset_peak_rss()
 
         def timed(name: str, fn, *args, _times=times, **kwargs):
             t0 = time.perf_counter()
@@ -917,7 +921,15 @@ def group_path_warm(
 
             timed(f"photometry{suffix}", measure)
         passes.append(times)
+        peaks.append(round(peak_rss_self_mb(), 0) if reset else None)
         if k < warm_rounds:  # the last pass's products stay for a look
             shutil.rmtree(out, ignore_errors=True)
     shutdown_pools()
-    return {"first_pass_s": passes[0], "warm_rounds_s": passes[1:]}
+    return {
+        "first_pass_s": passes[0],
+        "warm_rounds_s": passes[1:],
+        # the worker process's own peak in each pass (reset before it; both
+        # profiles image the group in a pass); the imager runs in its own
+        # process, the subband readers in theirs
+        "pass_peak_rss_mb": peaks,
+    }

@@ -764,10 +764,12 @@ def group_paths(
         if warm:
             sums = [sum(w[n] for n in names) for w in warm]
             warm_s = float(np.median(sums))
+            peaks = _warm_peaks(stages)
             out[profile]["warm_worker"] = {
                 "wall_s": round(warm_s, 1),
                 "real_time_factor": round(warm_s / observed_s, 3),
                 "rounds_s": [round(s, 1) for s in sums],
+                **({"pass_peak_rss_mb": peaks} if peaks else {}),
                 # each stage's median over the warm rounds
                 "stages_s": {
                     n: round(float(np.median([w[n] for w in warm])), 3) for n in names
@@ -784,6 +786,13 @@ def _warm_rounds(stages: dict[str, StageResult]) -> list[dict[str, float]]:
         return []
     info = stages[key].info
     return list(info.get("warm_rounds_s") or [info["warm_s"]])
+
+
+def _warm_peaks(stages: dict[str, StageResult]) -> list[float]:
+    """The warm worker process's own peak memory in each pass, MB (runs
+    before ``pass_peak_rss_mb``, or where it could not be reset: none)."""
+    info = stages[WARM_KEY].info if WARM_KEY in stages else {}
+    return [p for p in info.get("pass_peak_rss_mb") or () if p is not None]
 
 
 def profile_accuracy(stages: dict[str, StageResult]) -> dict[str, dict[str, Any]]:
