@@ -145,18 +145,29 @@ def test_candidates_are_the_brightest_apparent_and_not_the_standards(group):
     )
     far = _sky(ra0, ((0.0, 8.0),), (50.0,), ["FAR"])  # outside the beam
     catalogue = bright_sources.concatenate(sky, far)
-    picked = bright_sources.bright_catalogue_sources(
-        catalogue, track, 1.4e9, min_apparent_jy=0.1, max_sources=2
-    )
+
+    def pick(min_snr, max_sources, **kw):
+        return bright_sources.bright_catalogue_sources(
+            catalogue,
+            track,
+            1.4e9,
+            min_snr=min_snr,
+            thermal_rms_jy=0.001,
+            dynamic_range=500.0,
+            max_sources=max_sources,
+            **kw,
+        )
+
+    picked = pick(10.0, 2)
     apparent = sky.flux_at(1.4e9) * primary_beam_at(track, sky.ra_deg, sky.dec_deg)
     assert list(picked.name) == [str(sky.name[k]) for k in np.argsort(-apparent)[:2]]
     # a catalogue source at a subtracted standard's position is that standard
-    without_a = bright_sources.bright_catalogue_sources(
-        catalogue, track, 1.4e9, 0.1, 10, exclude=sky.subset([0])
-    )
+    without_a = pick(10.0, 10, exclude=sky.subset([0]))
     assert "A" not in set(without_a.name) and "FAR" not in set(without_a.name)
-    # the threshold is on the apparent flux
-    none = bright_sources.bright_catalogue_sources(
-        catalogue, track, 1.4e9, float(apparent.max()) * 1.01, 10
-    )
-    assert len(none) == 0
+    # the threshold: apparent flux over the expected rms, the radiometer rms
+    # and the brightest's dynamic-range floor in quadrature
+    expected = np.hypot(0.001, apparent.max() / 500.0)
+    cut = float(np.sort(apparent)[1]) / expected  # keeps the two brightest
+    assert len(pick(cut * 0.999, 10)) == 2
+    assert len(pick(cut * 1.001, 10)) == 1
+    assert len(pick(float(apparent.max()) / expected * 1.001, 10)) == 0

@@ -21,15 +21,17 @@ Bright *catalogue* sources (the photometry catalogue) have the same problem
 and no known flux: a 3 Jy source 1.2 deg east of the beam centre (primary
 beam 0.58) read 8% high, the same source 1.2 deg north 0.5% (issue 13.2,
 ``tests/integration/test_drift_psf.py``). Those whose drift-averaged apparent
-flux exceeds ``imaging.subtract_catalogue_min_snr`` times the MS's radiometer
-rms (at most ``imaging.subtract_catalogue_max_sources``, the brightest) are
-therefore fitted in the visibilities first (`fit_and_subtract`: one flux
-scale per source, weighted least squares against the same drifting-beam
-model, all sources at once from the normal equations, compiled loops in
-`_bright_kernels`), subtracted with the fitted flux and restored with it:
-the photometry then measures each as its fitted flux plus what the clean
-left at its position, and a source whose flux differs from the catalogue
-(a variable, an ESE) is measured at its own flux.
+flux exceeds ``imaging.subtract_catalogue_min_snr`` times the image rms
+expected before imaging (the radiometer rms and the brightest source's
+dynamic-range floor, `bright_catalogue_sources`), at most
+``imaging.subtract_catalogue_max_sources`` of them, are therefore fitted in
+the visibilities first (`fit_and_subtract`: one flux scale per source,
+weighted least squares against the same drifting-beam model, all sources at
+once from the normal equations, compiled loops in `_bright_kernels`),
+subtracted with the fitted flux and restored with it: the photometry then
+measures each as its fitted flux plus what the clean left at its position,
+and a source whose flux differs from the catalogue (a variable, an ESE) is
+measured at its own flux.
 """
 
 from __future__ import annotations
@@ -120,11 +122,23 @@ def bright_catalogue_sources(
     catalog: SkyCatalog,
     track: DriftTrack,
     freq_hz: float,
-    min_apparent_jy: float,
+    *,
+    min_snr: float,
+    thermal_rms_jy: float,
+    dynamic_range: float,
     max_sources: int,
     exclude: SkyCatalog | None = None,
 ) -> SkyCatalog:
-    """Return the catalogue's brightest apparent sources in the beam.
+    """Return the catalogue's sources bright enough to fit in the visibilities.
+
+    A source is a candidate when its drift-averaged apparent flux (catalogue
+    flux times the primary beam) exceeds ``min_snr`` times the image rms
+    expected before imaging: the radiometer rms and the brightest remaining
+    source's apparent flux over ``dynamic_range`` in quadrature (the
+    `image_quality` expectation). Fainter sources are left to the clean: the
+    visibility fit of a source near the noise picks up the confusion of the
+    whole field through the naturally weighted model, and the restored image
+    reads only part of what the fit misses.
 
     Parameters
     ----------
@@ -134,14 +148,18 @@ def bright_catalogue_sources(
         The group's pointing track and band.
     freq_hz : float
         Image frequency, Hz.
-    min_apparent_jy : float
-        Smallest drift-averaged apparent flux (catalogue flux times the
-        primary beam), Jy.
+    min_snr : float
+        Smallest apparent flux over the expected rms (ratio).
+    thermal_rms_jy : float
+        The MS's radiometer rms, Jy/beam.
+    dynamic_range : float
+        The image dynamic range: the brightest source's apparent flux over
+        this is the rms floor it sets.
     max_sources : int
         At most this many, the brightest apparent first.
     exclude : SkyCatalog, optional
         Sources subtracted otherwise (the flux standards): a catalogue source
-        within 30 arcsec of one is left out.
+        within 30 arcsec of one is left out, and they set no rms floor.
 
     Returns
     -------
@@ -162,7 +180,11 @@ def bright_catalogue_sources(
         )
         keep &= ~np.any(sep < np.deg2rad(_SAME_SOURCE_ARCSEC / 3600.0), axis=1)
     apparent = near.flux_at(freq_hz) * primary_beam_at(track, near.ra_deg, near.dec_deg)
-    keep &= np.isfinite(apparent) & (apparent >= min_apparent_jy)
+    keep &= np.isfinite(apparent)
+    if not keep.any():
+        return near.subset([])
+    expected = math.hypot(thermal_rms_jy, float(apparent[keep].max()) / dynamic_range)
+    keep &= apparent >= min_snr * expected
     index = np.flatnonzero(keep)
     index = index[np.argsort(-apparent[index], kind="stable")][:max_sources]
     return near.subset(index)

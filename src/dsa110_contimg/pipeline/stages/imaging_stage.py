@@ -427,8 +427,10 @@ def _subtract_bright(
             catalog,
             track,
             freq_hz,
-            cfg.subtract_catalogue_min_snr * thermal,
-            cfg.subtract_catalogue_max_sources,
+            min_snr=cfg.subtract_catalogue_min_snr,
+            thermal_rms_jy=thermal,
+            dynamic_range=cfg.qa_dynamic_range,
+            max_sources=cfg.subtract_catalogue_max_sources,
             exclude=standards,
         )
     if not len(standards) and not len(candidates):

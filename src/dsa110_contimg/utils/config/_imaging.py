@@ -183,14 +183,18 @@ class ImagingConfig(BaseModel):
         "only: tclean reads only DATA or CORRECTED_DATA); null = off (Jy).",
     )
     subtract_catalogue_min_snr: float | None = Field(
-        30.0,
+        None,
         gt=0,
         description="Photometry-catalogue sources whose drift-averaged apparent "
-        "flux exceeds this many times the MS's radiometer rms are fitted in the "
-        "visibilities (one flux each, least squares through the drifting beam per "
-        "integration and channel), subtracted before imaging and restored with the "
-        "fitted flux after it, so the clean never has to model their drift-scan "
-        "dirty pattern, which is not the image's PSF (WSClean only); null = off "
+        "flux exceeds this many times the image rms expected before imaging (the "
+        "MS's radiometer rms and the brightest remaining source over "
+        "qa_dynamic_range, in quadrature) are fitted in the visibilities (one flux "
+        "each, least squares through the drifting beam per integration and "
+        "channel), subtracted before imaging and restored with the fitted flux "
+        "after it, so the clean never has to model their drift-scan dirty "
+        "pattern, which is not the image's PSF (WSClean only). Meant with "
+        "photometry.estimator: dirty_equivalent (100 measured); null = off, the "
+        "default while the restored estimator's errors are not modelled for it "
         "(ratio).",
     )
     subtract_catalogue_max_sources: int = Field(
