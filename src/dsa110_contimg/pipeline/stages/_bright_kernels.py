@@ -15,14 +15,14 @@ from __future__ import annotations
 import cmath
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit
 
 __all__ = ["normal_equations", "subtract_scaled"]
 
 _C_M_S = 299_792_458.0
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _normal_parts(
     resid, weight, path_m, amp, time_index, freq_hz, sign, uniform, stride, n_parts
 ):  # pragma: no cover - compiled
@@ -31,7 +31,7 @@ def _normal_parts(
     gram = np.zeros((n_parts, n_src, n_src))
     rhs = np.zeros((n_parts, n_src))
     per = (n_row + n_parts - 1) // n_parts
-    for part in prange(n_parts):
+    for part in range(n_parts):
         phasor = np.empty(n_src, np.complex128)
         step = np.empty(n_src, np.complex128)
         model = np.empty(n_src, np.complex128)
@@ -98,7 +98,7 @@ def normal_equations(
     uniform = bool(
         freqs.size < 2 or np.allclose(np.diff(freqs), freqs[1] - freqs[0], rtol=1e-9)
     )
-    parts = max(1, get_num_threads())
+    parts = 1
     gram, rhs = _normal_parts(
         resid,
         weight,
@@ -116,13 +116,13 @@ def normal_equations(
     return gram, rhs.sum(axis=0)
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _subtract(
     resid, path_m, amp, time_index, freq_hz, scale, sign, uniform
 ):  # pragma: no cover - compiled
     n_row, n_chan, n_hand = resid.shape
     n_src = path_m.shape[1]
-    for r in prange(n_row):
+    for r in range(n_row):
         t = time_index[r]
         total = np.zeros(n_chan, np.complex128)  # every source's model in the row
         for s in range(n_src):

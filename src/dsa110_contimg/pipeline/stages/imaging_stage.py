@@ -256,7 +256,7 @@ def image_ms(
     (`bright_sources`): the flux standards above
     ``cfg.subtract_standards_min_jy`` at their catalogue fluxes, and the
     ``catalog``'s sources above ``cfg.subtract_catalogue_min_snr`` times the
-    radiometer rms at fluxes fitted in the visibilities.
+    expected image rms at fluxes fitted in the visibilities (off by default).
 
     Raises
     ------
