@@ -84,13 +84,6 @@ class SourceTerms:
     freq_hz: NDArray[np.float64]
     sign: float = _MS_SIGN
 
-    def channel(self, k: int) -> NDArray[np.complex128]:
-        """Return every source's model in channel ``k``, shape (row, source)."""
-        phase = np.exp(
-            self.sign * 2j * np.pi * self.path_m * (self.freq_hz[k] / _C_M_S)
-        )
-        return phase * self.amplitude[self.time_index, k, :]
-
 
 def source_terms(
     geometry: MsGeometry, sources: SkyCatalog, *, apply_beam: bool = True
