@@ -171,3 +171,25 @@ def test_candidates_are_the_brightest_apparent_and_not_the_standards(group):
     assert len(pick(cut * 0.999, 10)) == 2
     assert len(pick(cut * 1.001, 10)) == 1
     assert len(pick(float(apparent.max()) / expected * 1.001, 10)) == 0
+
+
+def test_flagged_samples_holding_nan_do_not_reach_the_fit(group, tmp_path):
+    import shutil
+
+    from casacore import tables
+
+    _, sky, ms = group
+    copy = tmp_path / "nan.ms"
+    shutil.copytree(ms, copy)
+    with tables.table(str(copy), readonly=False, ack=False) as t:
+        data, flag = t.getcol("DATA"), t.getcol("FLAG")
+        # corrupt samples of one hand, flagged as the converter does
+        data[::7, ::3, 0] = np.nan
+        flag[::7, ::3, 0] = True
+        t.putcol("DATA", data)
+        t.putcol("FLAG", flag)
+    _, fitted = bright_sources.fit_and_subtract(
+        copy, bright_sources.concatenate(), sky, "DATA"
+    )
+    assert np.all(np.isfinite(fitted.flux_jy))
+    _assert_fluxes(fitted.flux_jy)

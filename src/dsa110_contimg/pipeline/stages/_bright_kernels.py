@@ -51,8 +51,9 @@ def _normal_parts(
                 w_data = 0j
                 for h in range(n_hand):
                     w = weight[r, k, h]
-                    w_sum += w
-                    w_data += w * resid[r, k, h]
+                    if w > 0:  # a flagged sample may hold NaN
+                        w_sum += w
+                        w_data += w * resid[r, k, h]
                 if w_sum > 0:
                     for s in range(n_src):
                         model[s] = amp[t, k, s] * phasor[s]
