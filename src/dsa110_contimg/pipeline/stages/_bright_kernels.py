@@ -23,48 +23,46 @@ _C_M_S = 299_792_458.0
 
 
 @njit(cache=True, nogil=True)
-def _normal_parts(
-    resid, weight, path_m, amp, time_index, freq_hz, sign, uniform, stride, n_parts
+def _normal(
+    resid, weight, path_m, amp, time_index, freq_hz, sign, uniform, stride
 ):  # pragma: no cover - compiled
     n_row, n_chan, n_hand = resid.shape
     n_src = path_m.shape[1]
-    gram = np.zeros((n_parts, n_src, n_src))
-    rhs = np.zeros((n_parts, n_src))
-    per = (n_row + n_parts - 1) // n_parts
-    for part in range(n_parts):
-        phasor = np.empty(n_src, np.complex128)
-        step = np.empty(n_src, np.complex128)
-        model = np.empty(n_src, np.complex128)
-        for r in range(part * per, min(n_row, (part + 1) * per)):
-            t = time_index[r]
-            for s in range(n_src):
-                turns = sign * 2.0 * np.pi * path_m[r, s] / _C_M_S
-                phasor[s] = cmath.exp(1j * turns * freq_hz[0])
-                if n_chan > stride:
-                    step[s] = cmath.exp(1j * turns * (freq_hz[stride] - freq_hz[0]))
-            for k in range(0, n_chan, stride):
-                if not uniform and k > 0:
-                    for s in range(n_src):
-                        turns = sign * 2.0 * np.pi * path_m[r, s] / _C_M_S
-                        phasor[s] = cmath.exp(1j * turns * freq_hz[k])
-                w_sum = 0.0
-                w_data = 0j
-                for h in range(n_hand):
-                    w = weight[r, k, h]
-                    if w > 0:  # a flagged sample may hold NaN
-                        w_sum += w
-                        w_data += w * resid[r, k, h]
-                if w_sum > 0:
-                    for s in range(n_src):
-                        model[s] = amp[t, k, s] * phasor[s]
-                    for a in range(n_src):
-                        ca = model[a].conjugate()
-                        rhs[part, a] += (ca * w_data).real
-                        for b in range(a, n_src):
-                            gram[part, a, b] += w_sum * (ca * model[b]).real
-                if uniform:
-                    for s in range(n_src):
-                        phasor[s] *= step[s]
+    gram = np.zeros((n_src, n_src))
+    rhs = np.zeros(n_src)
+    phasor = np.empty(n_src, np.complex128)
+    step = np.empty(n_src, np.complex128)
+    model = np.empty(n_src, np.complex128)
+    for r in range(n_row):
+        t = time_index[r]
+        for s in range(n_src):
+            turns = sign * 2.0 * np.pi * path_m[r, s] / _C_M_S
+            phasor[s] = cmath.exp(1j * turns * freq_hz[0])
+            if n_chan > stride:
+                step[s] = cmath.exp(1j * turns * (freq_hz[stride] - freq_hz[0]))
+        for k in range(0, n_chan, stride):
+            if not uniform and k > 0:
+                for s in range(n_src):
+                    turns = sign * 2.0 * np.pi * path_m[r, s] / _C_M_S
+                    phasor[s] = cmath.exp(1j * turns * freq_hz[k])
+            w_sum = 0.0
+            w_data = 0j
+            for h in range(n_hand):
+                w = weight[r, k, h]
+                if w > 0:  # a flagged sample may hold NaN
+                    w_sum += w
+                    w_data += w * resid[r, k, h]
+            if w_sum > 0:
+                for s in range(n_src):
+                    model[s] = amp[t, k, s] * phasor[s]
+                for a in range(n_src):
+                    ca = model[a].conjugate()
+                    rhs[a] += (ca * w_data).real
+                    for b in range(a, n_src):
+                        gram[a, b] += w_sum * (ca * model[b]).real
+            if uniform:
+                for s in range(n_src):
+                    phasor[s] *= step[s]
     return gram, rhs
 
 
@@ -94,32 +92,21 @@ def normal_equations(
         :math:`G_{ab} = \\sum w \\Re(m_a^* m_b)` (n, n) and
         :math:`b_a = \\sum w \\Re(m_a^* d)` (n,), summed over the hands.
     """
-    freqs = np.ascontiguousarray(terms.freq_hz, dtype=np.float64)
-    stride = max(1, int(stride))
-    uniform = bool(
-        freqs.size < 2 or np.allclose(np.diff(freqs), freqs[1] - freqs[0], rtol=1e-9)
-    )
-    parts = 1
-    gram, rhs = _normal_parts(
+    gram, rhs = _normal(
         resid,
         weight,
         np.ascontiguousarray(terms.path_m, dtype=np.float64),
         np.ascontiguousarray(terms.amplitude, dtype=np.float64),
         np.ascontiguousarray(terms.time_index, dtype=np.int64),
-        freqs,
-        float(terms.sign),
-        uniform,
-        stride,
-        parts,
+        *_channels(terms),
+        max(1, int(stride)),
     )
-    gram = gram.sum(axis=0)
-    gram = np.triu(gram) + np.triu(gram, 1).T
-    return gram, rhs.sum(axis=0)
+    return np.triu(gram) + np.triu(gram, 1).T, rhs
 
 
 @njit(cache=True, nogil=True)
 def _subtract(
-    resid, path_m, amp, time_index, freq_hz, scale, sign, uniform
+    resid, path_m, amp, time_index, scale, freq_hz, sign, uniform
 ):  # pragma: no cover - compiled
     n_row, n_chan, n_hand = resid.shape
     n_src = path_m.shape[1]
@@ -150,17 +137,20 @@ def subtract_scaled(resid: np.ndarray, terms, scale: np.ndarray) -> None:
 
     ``resid`` (row, channel, hand), complex, is changed in place.
     """
-    freqs = np.ascontiguousarray(terms.freq_hz, dtype=np.float64)
-    uniform = bool(
-        freqs.size < 2 or np.allclose(np.diff(freqs), freqs[1] - freqs[0], rtol=1e-9)
-    )
     _subtract(
         resid,
         np.ascontiguousarray(terms.path_m, dtype=np.float64),
         np.ascontiguousarray(terms.amplitude, dtype=np.float64),
         np.ascontiguousarray(terms.time_index, dtype=np.int64),
-        freqs,
         np.ascontiguousarray(scale, dtype=np.float64),
-        float(terms.sign),
-        uniform,
+        *_channels(terms),
     )
+
+
+def _channels(terms) -> tuple[np.ndarray, float, bool]:
+    """The kernels' channel arguments: frequencies, phase sign, uniform spacing."""
+    freqs = np.ascontiguousarray(terms.freq_hz, dtype=np.float64)
+    uniform = bool(
+        freqs.size < 2 or np.allclose(np.diff(freqs), freqs[1] - freqs[0], rtol=1e-9)
+    )
+    return freqs, float(terms.sign), uniform

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,6 @@ __all__ = [
     "fit_and_subtract",
     "restore_sources",
     "restored_apparent_jy",
-    "subtract",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,14 @@ def bright_calibrators(
     standards = [c for c in load_calibrators() if c.model == "pb17"]
     skies = [c.as_sky() for c in standards]
     if not skies:
-        return _catalog([]), np.zeros(0)
+        return concatenate(), np.zeros(0)
     ra = np.array([float(s.ra_deg[0]) for s in skies])
     dec = np.array([float(s.dec_deg[0]) for s in skies])
     apparent = np.array(
         [float(s.flux_at(freq_hz)[0]) for s in skies]
     ) * primary_beam_at(track, ra, dec)
     keep = np.flatnonzero(apparent >= min_apparent_jy)
-    return _catalog([skies[k] for k in keep]), apparent[keep]
+    return concatenate(*(skies[k] for k in keep)), apparent[keep]
 
 
 def bright_catalogue_sources(
@@ -192,11 +192,10 @@ def bright_catalogue_sources(
 
 def concatenate(*catalogs: SkyCatalog) -> SkyCatalog:
     """Return the catalogues' sources one after another (none: empty)."""
-    if not catalogs:
-        return _catalog([])
 
     def column(name: str) -> np.ndarray:
-        return np.concatenate([np.asarray(getattr(c, name)) for c in catalogs])
+        parts = [np.asarray(getattr(c, name)) for c in catalogs]
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     return SkyCatalog(
         name=column("name").astype(str),
@@ -206,43 +205,6 @@ def concatenate(*catalogs: SkyCatalog) -> SkyCatalog:
         spectral_index=column("spectral_index").astype(float),
         ref_freq_hz=column("ref_freq_hz").astype(float),
     )
-
-
-def _catalog(skies: list[SkyCatalog]) -> SkyCatalog:
-    def column(name: str, dtype: type) -> np.ndarray:
-        values = [getattr(s, name)[0] for s in skies]
-        return np.asarray(values, dtype=dtype)
-
-    return SkyCatalog(
-        name=column("name", object).astype(str),
-        ra_deg=column("ra_deg", float),
-        dec_deg=column("dec_deg", float),
-        flux_jy=column("flux_jy", float),
-        spectral_index=column("spectral_index", float),
-        ref_freq_hz=column("ref_freq_hz", float),
-    )
-
-
-def subtract(ms_path: Path, sources: SkyCatalog, data_column: str) -> str:
-    """Write ``data_column`` minus the sources' model into `SUBTRACTED_COLUMN`.
-
-    Parameters
-    ----------
-    ms_path : Path
-        The Measurement Set (written in place: one column added or replaced).
-    sources : SkyCatalog
-        Point sources to subtract at their catalogue fluxes (from
-        `bright_calibrators`).
-    data_column : str
-        The column to subtract from (``DATA`` or ``CORRECTED_DATA``).
-
-    Returns
-    -------
-    str
-        The name of the column to image (`SUBTRACTED_COLUMN`).
-    """
-    column, _ = fit_and_subtract(ms_path, sources, _catalog([]), data_column)
-    return column
 
 
 def fit_and_subtract(
@@ -304,15 +266,8 @@ def fit_and_subtract(
             del weight
             _bright_kernels.subtract_scaled(resid, terms, scale)
         positive = scale > 0
-        result = fitted.subset(np.flatnonzero(positive))
-        result = SkyCatalog(
-            name=result.name,
-            ra_deg=result.ra_deg,
-            dec_deg=result.dec_deg,
-            flux_jy=result.flux_jy * scale[positive],
-            spectral_index=result.spectral_index,
-            ref_freq_hz=result.ref_freq_hz,
-        )
+        result = fitted.subset(positive)
+        result = replace(result, flux_jy=result.flux_jy * scale[positive])
         data[:, :, parallel] = resid
         if SUBTRACTED_COLUMN not in ms.colnames():
             desc = tables.makearrcoldesc(

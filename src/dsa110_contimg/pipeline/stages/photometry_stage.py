@@ -233,7 +233,9 @@ def measure_image(
     if cfg.estimator == "dirty_equivalent":
         pb = _beam_at_sources(pb_path, wcs, image.shape, sub, track)
         result = _forced(image, wcs, beam, sub, cfg, pb)
-        result, thermal = _dirty_equivalent(image_path, result, wcs, beam, sub, cfg)
+        result, thermal = _dirty_equivalent(
+            image_path, header, result, wcs, beam, sub, cfg
+        )
         table = _image_table(result, image_path, header, track, image_kind, cfg, None)
         table.meta["thermal_fraction"] = thermal
         return table
@@ -289,6 +291,7 @@ def _restored(
 
 def _dirty_equivalent(
     image_path: Path,
+    header: fits.Header,
     result: ForcedPhotometryResult,
     wcs: WCS,
     beam: Beam,
@@ -325,7 +328,7 @@ def _dirty_equivalent(
         parts[kind] = _read_2d(path, keep_float32=True)[0]
     # sources subtracted in the visibilities are in neither the residual nor
     # the model: their restored apparent flux is added to what is left there
-    subtracted = bright_sources.restored_apparent_jy(fits.getheader(image_path))
+    subtracted = bright_sources.restored_apparent_jy(header)
     dirty = measure_dirty_equivalent(
         parts["residual"],
         parts["model"],
