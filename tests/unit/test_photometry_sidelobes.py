@@ -5,7 +5,9 @@ an extra noise field whose rms is known at every distance; the background
 and the excess at a neighbour's distance must come back within 10%.
 `mosaic_from_members`: two members with independent noise and one shared
 (sidelobe) error per source; the mean's pulls must be 1 only when the shared
-part is carried as correlated, and flagged members stay out.
+part is carried as correlated, and flagged members stay out. Members whose
+non-thermal errors are correlated by a known rho: the pair fit
+(`overlap_fit`) must measure it, with a fractional error beside it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dsa110_contimg.pipeline.stages._photometry_members import mosaic_from_membe
 from dsa110_contimg.pipeline.stages._photometry_systematics import (
     add_overlap_systematic,
     mark_shared_systematic,
+    overlap_fit,
 )
 
 BEAM_PIX = 5.0
@@ -111,14 +114,17 @@ def test_mosaic_mean_carries_the_shared_error_as_correlated() -> None:
     out = mosaic_from_members(mosaic, members, paths)
     pulls = (out["flux_jy"] - true) / out["flux_err_jy"]
     assert np.sqrt(np.mean(pulls**2)) == pytest.approx(1.0, abs=0.05)
-    assert np.all(out["flux_sys_jy"] == pytest.approx(shared))
+    # the pair differences say the sidelobes are the same in both members
+    assert out.meta["error_correlation"] == pytest.approx(1.0, abs=0.05)
+    assert np.all(out["flux_sys_jy"] == pytest.approx(shared, rel=0.02))
     assert np.all(
-        out["flux_err_jy"] == pytest.approx(np.hypot(noise / np.sqrt(2), shared))
+        out["flux_err_jy"]
+        == pytest.approx(np.hypot(noise / np.sqrt(2), shared), rel=0.02)
     )
     assert out.meta["n_from_members"] == n
     # the overlap fit keeps the sidelobe term (pair differences cancel it)
     kept = add_overlap_systematic([*members, out])
-    assert np.all(kept[2]["flux_sys_jy"] >= shared * (1 - 1e-9))
+    assert np.all(kept[2]["flux_sys_jy"] >= out["flux_sys_jy"] * (1 - 1e-9))
     assert np.all(kept[0]["flux_sys_jy"] >= shared * (1 - 1e-9))
 
 
@@ -132,6 +138,7 @@ def test_flagged_and_unused_members_stay_out() -> None:
     mosaic = _member("m", np.full(3, 7.0), np.full(3, 0.1), np.zeros(3), kind="mosaic")
     used = [str(a["image_path"][0]), str(b["image_path"][0])]
     out = mosaic_from_members(mosaic, [a, b, c], used)
+    assert out.meta["error_correlation"] == 1.0  # too few pairs to measure it
     # source 0: both members; 1: only a; 2: none (kept, flagged incomplete)
     assert out["flux_jy"][0] == pytest.approx(1.25)
     assert out["flux_err_jy"][0] == pytest.approx(0.1 / np.sqrt(2))
@@ -199,3 +206,60 @@ def test_thermal_fraction_from_the_quality_record(tmp_path) -> None:
     assert thermal_fraction(image, 0.01) == pytest.approx(0.2)
     assert thermal_fraction(image, 0.001) == 1.0  # never above 1
     assert thermal_fraction(image, float("nan")) == 1.0
+
+
+def _correlated_members(rng, n, rho, noise, phi, shared, k=2):
+    """``k`` members of ``n`` sources: thermal noise ``phi * noise`` of their
+    own, and a non-thermal error (the rest of ``noise`` and a sidelobe term
+    ``shared``) correlated by ``rho`` between every two members."""
+    true = rng.uniform(0.5, 2.0, n)
+    q = np.hypot(noise * np.sqrt(1 - phi**2), shared)
+    common = rng.normal(0.0, 1.0, n)
+    members = []
+    for i in range(k):
+        own = rng.normal(0.0, 1.0, n)
+        error = q * (np.sqrt(rho) * common + np.sqrt(1 - rho) * own)
+        member = _member(
+            f"drift_{i}",
+            true + error + rng.normal(0.0, phi * noise, n),
+            np.full(n, noise),
+            np.full(n, shared),
+        )
+        member.meta["thermal_fraction"] = phi
+        members.append(member)
+    return true, members
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.4, 0.8])
+def test_partly_shared_errors_are_measured_from_the_pairs(rho) -> None:
+    # the members' non-thermal errors correlated by rho: the fit measures rho
+    # from their differences alone and the mean's pulls are 1, where taking
+    # them as fully shared (the former upper bound) made them too small
+    rng = np.random.default_rng(11)
+    n = 3000
+    true, members = _correlated_members(rng, n, rho, 0.03, 0.3, 0.02)
+    mosaic = _member("mosaic", np.ones(n), np.full(n, 0.1), np.zeros(n), kind="mosaic")
+    paths = [str(m["image_path"][0]) for m in members]
+    out = mosaic_from_members(mosaic, members, paths)
+    assert out.meta["error_correlation"] == pytest.approx(rho, abs=0.08)
+    pulls = (out["flux_jy"] - true) / out["flux_err_jy"]
+    assert np.sqrt(np.mean(pulls**2)) == pytest.approx(1.0, abs=0.05)
+    if rho <= 0.4:
+        q = np.hypot(0.03 * np.sqrt(1 - 0.3**2), 0.02)
+        bound = np.hypot(0.3 * 0.03 / np.sqrt(2), q)
+        assert np.sqrt(np.mean(((out["flux_jy"] - true) / bound) ** 2)) < 0.9
+
+
+def test_fraction_and_correlation_are_fitted_together() -> None:
+    # a fractional error f/p of each image (independent) on top of correlated
+    # non-thermal errors: both come back from the pair differences
+    rng = np.random.default_rng(12)
+    n, f, rho = 4000, 0.02, 0.5
+    true, members = _correlated_members(rng, n, rho, 0.02, 0.3, 0.01)
+    for member in members:
+        pb = rng.uniform(0.3, 1.0, n)
+        member["pb"] = pb
+        member["flux_jy"] += true * rng.normal(0.0, f, n) / pb
+    fraction, correlation = overlap_fit(members)
+    assert fraction == pytest.approx(f, rel=0.1)
+    assert correlation == pytest.approx(rho, abs=0.08)

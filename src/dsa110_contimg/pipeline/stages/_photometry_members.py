@@ -11,9 +11,11 @@ from the members' dirty-equivalent measurements. The members are different
 5-minute groups, so the thermal part of their noise errors averages as
 independent; the rest of the noise error (the residual's excess over the
 radiometer noise, the clean's error on this one sky: `thermal_fraction`) and
-their sidelobe parts (``flux_sys_jy``) are carried as shared and do not
-average down; the overlap fit (`add_overlap_systematic`) adds the members'
-`f/p`, also as shared, afterwards.
+their sidelobe parts (``flux_sys_jy``) are the same sky's, but seen at other
+places in the members' beams, with other neighbours: they are correlated by
+:math:`\rho`, which the pair differences of the block's overlapping images
+measure (`overlap_fit`); the overlap fit (`add_overlap_systematic`) adds the
+members' `f/p`, as shared, afterwards.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dsa110_contimg.pipeline.stages._photometry_systematics import (
     kept_systematic,
     mark_shared_systematic,
     noise_errors,
+    shared_error_correlation,
 )
 from dsa110_contimg.tables import image_id
 
@@ -70,24 +73,29 @@ def mosaic_from_members(
         :math:`\phi_i` the member's thermal fraction (``meta
         ['thermal_fraction']``, 1 if absent) the noise error is
         :math:`\sqrt{\sum_i w_i^2 \phi_i^2 n_i^2} / \sum_i w_i` (thermal
-        noise of independent groups) and the systematic the quadrature sum of
-        :math:`\sum_i w_i s_i / \sum_i w_i` (the sidelobes of one sky) and
-        :math:`\sum_i w_i \sqrt{1 - \phi_i^2}\, n_i / \sum_i w_i` (the
-        clean's error on it), both shared by the members: they do not
-        average down; ``snr`` is the flux over the total; ``peak_jy``,
-        ``rms_jy`` and the flags stay the mosaic's (the caller sets
-        ``UPPER_LIMIT`` anew). A covered source no member measured cleanly
+        noise of independent groups); the rest of a member's error,
+        :math:`q_i = \sqrt{(1 - \phi_i^2) n_i^2 + s_i^2}` (the clean's error
+        on this sky and its sidelobes), is correlated between members by
+        :math:`\rho` (`shared_error_correlation`, measured on ``images``), so
+        the systematic is :math:`\sqrt{\rho (\sum_i w_i q_i)^2 + (1 - \rho)
+        \sum_i w_i^2 q_i^2} / \sum_i w_i`; ``snr`` is the flux over the
+        total; ``peak_jy``, ``rms_jy`` and the flags stay the mosaic's (the
+        caller sets ``UPPER_LIMIT`` anew). A covered source no member measured cleanly
         keeps the restored mosaic's values and is flagged ``EDGE``
         (incomplete: its mosaic pixels come from the members' outer bands).
-        ``meta`` records ``estimator = 'dirty_equivalent'`` and
-        ``n_from_members``.
+        ``meta`` records ``estimator = 'dirty_equivalent'``,
+        ``n_from_members`` and ``error_correlation`` (:math:`\rho`).
     """
     used_ids = {image_id(path) for path in used}
+    images = list(images)
+    rho = shared_error_correlation(
+        [t for t in images if len(t) and str(t["image_kind"][0]) == "image"]
+    )
     out = mosaic.copy()
     names = np.asarray(out["source_name"]).astype(str)
     row_of = {name: row for row, name in enumerate(names)}
-    # per mosaic row: sum w, sum w S, sum w^2 (phi n)^2, sum w s,
-    # sum w sqrt(1 - phi^2) n
+    # per mosaic row: sum w, sum w S, sum w^2 (phi n)^2, sum w q, sum w^2 q^2
+    # (q the member's error that is not thermal: the clean's and sidelobes)
     sums = np.zeros((5, len(out)))
     for table in images:
         if not len(table) or str(table["image_kind"][0]) != "image":
@@ -108,13 +116,14 @@ def mosaic_from_members(
             good &= np.asarray(table["pb"], dtype=np.float64) > 0
         weight = 1.0 / (noise[good] ** 2 + shared[good] ** 2)
         phi = float(table.meta.get("thermal_fraction", 1.0))
+        rest = weight * np.hypot(np.sqrt(1.0 - phi**2) * noise[good], shared[good])
         for k, term in enumerate(
             (
                 weight,
                 weight * flux[good],
                 (weight * phi * noise[good]) ** 2,
-                weight * shared[good],
-                weight * np.sqrt(1.0 - phi**2) * noise[good],
+                rest,
+                rest**2,
             )
         ):
             np.add.at(sums[k], rows[good], term)
@@ -123,8 +132,11 @@ def mosaic_from_members(
     combined = on_mosaic & (sums[0] > 0)
     total = sums[0][combined]
     noise_err = np.sqrt(sums[2][combined]) / total
-    # the members' sidelobes and clean errors: one sky's, shared
-    sys = np.hypot(sums[3][combined], sums[4][combined]) / total
+    # the rest correlated between members by rho (one sky, partly the same
+    # clean errors and sidelobes): rho (sum w q)^2 + (1 - rho) sum w^2 q^2
+    sys = (
+        np.sqrt(rho * sums[3][combined] ** 2 + (1.0 - rho) * sums[4][combined]) / total
+    )
     err = np.hypot(noise_err, sys)
     mean = sums[1][combined] / total
     out["flux_jy"][combined] = mean
@@ -135,13 +147,18 @@ def mosaic_from_members(
     n_combined = int(combined.sum())
     out["flags"] = flags
     mark_shared_systematic(out)
-    out.meta.update(estimator="dirty_equivalent", n_from_members=n_combined)
+    out.meta.update(
+        estimator="dirty_equivalent",
+        n_from_members=n_combined,
+        error_correlation=rho,
+    )
     log.info(
         "mosaic fluxes from members",
         extra={
             "n_rows": len(out),
             "n_from_members": n_combined,
             "n_used_images": len(used_ids),
+            "error_correlation": round(rho, 3),
         },
     )
     return out
